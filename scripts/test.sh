@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The test command. Runs the whole suite on every GPU adapter of this machine, each
+# against the f64 CPU reference.
+#
+# On Linux without a Vulkan driver or EGL (a fresh Debian, CI without a GPU) it first
+# installs Mesa's software drivers -- lavapipe (Vulkan) and llvmpipe (GL via EGL) --
+# which needs root and apt-get. On a machine with a GPU driver nothing is installed;
+# plain `cargo test` works there too. Extra arguments go to `cargo test`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+have_vulkan() {
+    ldconfig -p 2>/dev/null | grep -q 'libvulkan\.so\.1' &&
+        ls /usr/share/vulkan/icd.d/*.json /etc/vulkan/icd.d/*.json 2>/dev/null | grep -q .
+}
+have_egl() {
+    ldconfig -p 2>/dev/null | grep -q 'libEGL\.so\.1' &&
+        ls /usr/lib/*/libEGL_mesa.so.0 /usr/lib/libEGL_mesa.so.0 2>/dev/null | grep -q .
+}
+
+if [ "$(uname -s)" = Linux ] && ! { have_vulkan && have_egl; }; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "test.sh: no Vulkan/EGL driver found; installing Mesa's lavapipe and llvmpipe" >&2
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends \
+            mesa-vulkan-drivers libvulkan1 libegl1 libegl-mesa0 libgl1-mesa-dri >/dev/null
+    else
+        echo "test.sh: no Vulkan/EGL driver found and cannot install one (needs root and apt-get);" \
+            "the GPU tests will fail with 'no GPU adapter found'" >&2
+    fi
+fi
+
+exec cargo test "$@"

@@ -1,0 +1,83 @@
+// Shared by every row kernel: the online log-sum-exp accumulator.
+//
+// A partial row is (m, s, t) with m the largest z seen, s = Σ exp(z - m) and
+// t = Σ exp(z - m)·(z - m). Then lse = m + log s and the entropy is
+// H = lse - Σ p z = log s - t/s. Keeping t relative to m avoids the cancellation
+// of computing lse - Σ p z when |z| is large (±1e4 logits).
+//
+// m starts at the most negative finite f32, not -inf: exp(-inf - -inf) would be NaN
+// for a row that opens with -inf entries. Every combine is built from max, + and *,
+// which are commutative bit for bit, so a reduction tree gives the same bits whatever
+// order its pairs come in (shared memory or subgroup shuffles).
+
+override WG_SIZE: u32 = 256u;
+
+const LOWEST: f32 = -3.40282346638528859812e+38;
+
+// Tested on the bits: some drivers (llvmpipe on GL) evaluate `NaN > 0.0` as true, and
+// a NaN must never be clamped into a plausible number.
+fn is_nan(x: f32) -> bool {
+    return (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u;
+}
+
+struct RowAcc {
+    m: f32,
+    s: f32,
+    t: f32,
+}
+
+fn acc_empty() -> RowAcc {
+    return RowAcc(LOWEST, 0.0, 0.0);
+}
+
+// The same partial row expressed relative to a new maximum m_new >= a.m.
+fn acc_rescale(a: RowAcc, m_new: f32) -> RowAcc {
+    // equal maxima need no shift, and +inf - +inf would be NaN: a row holding +inf
+    // keeps lse = +inf and the entropy of the +inf entries (log of their count)
+    let d = select(a.m - m_new, 0.0, a.m == m_new);
+    let r = exp(d);
+    // when r underflows to 0 the term is 0, and d may be -inf (0 * -inf = NaN)
+    let shift = select(r * a.s * d, 0.0, r == 0.0);
+    return RowAcc(m_new, a.s * r, r * a.t + shift);
+}
+
+fn acc_push(a: RowAcc, z: f32) -> RowAcc {
+    if (z > a.m) {
+        var b = acc_rescale(a, z);
+        b.s += 1.0;
+        return b;
+    }
+    // NaN lands here and makes s NaN, so it reaches lse, log-prob and entropy
+    let d = z - a.m;
+    let e = exp(d);
+    return RowAcc(a.m, a.s + e, a.t + select(e * d, 0.0, e == 0.0));
+}
+
+fn acc_combine(a: RowAcc, b: RowAcc) -> RowAcc {
+    let m = max(a.m, b.m);
+    let x = acc_rescale(a, m);
+    let y = acc_rescale(b, m);
+    return RowAcc(m, x.s + y.s, x.t + y.t);
+}
+
+// log s. s >= 1 once any entry above -inf was seen (the maximum contributes
+// exp(0) = 1), so rounding below 1 is pinned to log 1 = 0; s = 0 (every entry -inf)
+// gives -inf, and a NaN s stays NaN (select, not max).
+fn acc_log_s(a: RowAcc) -> f32 {
+    return select(log(a.s), 0.0, a.s > 0.0 && a.s <= 1.0 && !is_nan(a.s));
+}
+
+fn acc_lse(a: RowAcc) -> f32 {
+    return a.m + acc_log_s(a);
+}
+
+fn acc_entropy(a: RowAcc) -> f32 {
+    return acc_log_s(a) - a.t / a.s;
+}
+
+// log p of a logit z (already divided by the temperature) of the row; never above 0,
+// even when the compiler contracts z - m into an fma, and NaN stays NaN.
+fn acc_logp(a: RowAcc, z: f32) -> f32 {
+    let lp = (z - a.m) - acc_log_s(a);
+    return select(lp, 0.0, lp > 0.0 && !is_nan(lp));
+}

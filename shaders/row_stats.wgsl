@@ -1,0 +1,72 @@
+// One workgroup per logits row: a single read of the row with the online
+// log-sum-exp accumulator (prelude.wgsl), then per row the log-sum-exp, the
+// target's log-prob and the entropy of the tempered distribution.
+//
+// Lane i reads elements i, i + WG_SIZE, ... of the row (coalesced across the
+// workgroup); the reduction tree is fixed, so a row's bits never depend on which
+// other rows share the dispatch.
+
+struct Params {
+    rows: u32,
+    vocab: u32,
+    rows_per_seq: u32,
+    inv_tau: f32,
+    // logits layout, in elements relative to the bound window
+    x_offset: u32,
+    x_row_stride: u32,
+    x_seq_stride: u32,
+    // targets layout, in elements relative to the bound window
+    y_offset: u32,
+    y_row_stride: u32,
+    y_seq_stride: u32,
+    y_rows_per_seq: u32,
+    // first element of each output, relative to its bound window
+    lse_offset: u32,
+    logp_offset: u32,
+    entropy_offset: u32,
+    // first row of this dispatch (dispatches are split when rows exceed the grid)
+    row_base: u32,
+    _pad: u32,
+}
+
+@group(0) @binding(1) var<uniform> params: Params;
+@group(0) @binding(2) var<storage, read> targets: array<u32>;
+@group(0) @binding(3) var<storage, read_write> out_lse: array<f32>;
+@group(0) @binding(4) var<storage, read_write> out_logp: array<f32>;
+@group(0) @binding(5) var<storage, read_write> out_entropy: array<f32>;
+
+@compute @workgroup_size(WG_SIZE)
+fn row_stats(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    lanes: Lanes,
+) {
+    let row = params.row_base + wid.x + wid.y * nwg.x;
+    if (row >= params.rows) {
+        return;
+    }
+    let seq = row / params.rows_per_seq;
+    let base = params.x_offset + seq * params.x_seq_stride
+        + (row - seq * params.rows_per_seq) * params.x_row_stride;
+
+    var acc = acc_empty();
+    for (var v = lane_id(lanes); v < params.vocab; v += WG_SIZE) {
+        acc = acc_push(acc, load_logit(base + v) * params.inv_tau);
+    }
+    let total = reduce_row(lanes, acc);
+
+    if (lane_id(lanes) == 0u) {
+        let yseq = row / params.y_rows_per_seq;
+        let y = targets[params.y_offset + yseq * params.y_seq_stride
+            + (row - yseq * params.y_rows_per_seq) * params.y_row_stride];
+        // an id outside the row gives NaN, never another row's logit; the host API
+        // checks ids and reports the first bad row before it gets here
+        var logp = bitcast<f32>(0x7fc00000u);
+        if (y < params.vocab) {
+            logp = acc_logp(total, load_logit(base + y) * params.inv_tau);
+        }
+        out_lse[params.lse_offset + row] = acc_lse(total);
+        out_logp[params.logp_offset + row] = logp;
+        out_entropy[params.entropy_offset + row] = acc_entropy(total);
+    }
+}

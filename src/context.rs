@@ -1,0 +1,259 @@
+//! The device we run on (ours or the caller's), what it can do, and the pipelines
+//! built for it. Pipelines are compiled once per device and shared by every clone of
+//! the context.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::error::{Error, Result};
+use crate::kernels::{Kernel, PipelineKey};
+use crate::view::DType;
+
+/// Which optional hardware paths the kernels use. Both default to "when the adapter
+/// has it"; turning them off forces the portable fallback, which gives the same bits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Paths {
+    /// Read f16 logits natively (`SHADER_F16`) instead of unpacking them from u32.
+    pub shader_f16: bool,
+    /// Finish workgroup reductions with subgroup shuffles (`SUBGROUP`) instead of shared memory.
+    pub subgroups: bool,
+}
+
+impl Paths {
+    /// The portable path every adapter runs: no f16 arithmetic, no subgroups.
+    pub const FALLBACK: Paths = Paths {
+        shader_f16: false,
+        subgroups: false,
+    };
+
+    /// Short name for tables and test messages.
+    pub fn describe(self) -> &'static str {
+        match (self.shader_f16, self.subgroups) {
+            (false, false) => "fallback",
+            (true, false) => "f16",
+            (false, true) => "subgroups",
+            (true, true) => "f16+subgroups",
+        }
+    }
+}
+
+/// Workgroup size of the row kernels: one workgroup reduces one row.
+pub(crate) const ROW_WORKGROUP: u32 = 256;
+
+/// A device and queue with the pipelines built for them.
+#[derive(Clone)]
+pub struct Context {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    info: wgpu::AdapterInfo,
+    available: Paths,
+    paths: Paths,
+    pipelines: Arc<Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("adapter", &self.info.name)
+            .field("backend", &self.info.backend)
+            .field("paths", &self.paths)
+            .finish()
+    }
+}
+
+/// A wgpu instance that honours `WGPU_BACKEND` and wgpu's other environment variables.
+pub fn instance() -> wgpu::Instance {
+    wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env())
+}
+
+/// Every adapter of every backend `WGPU_BACKEND` allows (all of them by default).
+pub fn adapters() -> Vec<wgpu::Adapter> {
+    pollster::block_on(instance().enumerate_adapters(wgpu::Backends::all()))
+}
+
+/// What the library would use on an adapter; reported by `info`.
+pub fn available_paths(adapter: &wgpu::Adapter) -> Paths {
+    paths_for(adapter.features(), &adapter.get_info())
+}
+
+fn paths_for(features: wgpu::Features, info: &wgpu::AdapterInfo) -> Paths {
+    Paths {
+        shader_f16: features.contains(wgpu::Features::SHADER_F16),
+        // The reduction tree needs whole subgroups inside one workgroup.
+        subgroups: features.contains(wgpu::Features::SUBGROUP)
+            && info.subgroup_max_size <= ROW_WORKGROUP
+            && info.subgroup_min_size >= 1,
+    }
+}
+
+impl Context {
+    /// Opens a device on the adapter wgpu's environment selects: `WGPU_ADAPTER_NAME`
+    /// (a case-insensitive substring of the adapter's name) if set, else the
+    /// `WGPU_POWER_PREF` preference (high performance by default), among the backends
+    /// `WGPU_BACKEND` allows.
+    pub fn new() -> Result<Self> {
+        let adapter = match std::env::var("WGPU_ADAPTER_NAME") {
+            Ok(name) => Self::adapter_named(&name)?,
+            Err(_) => pollster::block_on(
+                instance().request_adapter(&wgpu::RequestAdapterOptions {
+                    power_preference: wgpu::PowerPreference::from_env()
+                        .unwrap_or(wgpu::PowerPreference::HighPerformance),
+                    ..Default::default()
+                }),
+            )
+            .map_err(|e| Error::NoAdapter(format!(" ({e})")))?,
+        };
+        Self::from_adapter(&adapter)
+    }
+
+    /// The first adapter whose name contains `name` (case-insensitive).
+    pub fn adapter_named(name: &str) -> Result<wgpu::Adapter> {
+        let want = name.to_lowercase();
+        let all = adapters();
+        let names: Vec<String> = all.iter().map(|a| a.get_info().name).collect();
+        all.into_iter()
+            .find(|a| a.get_info().name.to_lowercase().contains(&want))
+            .ok_or_else(|| {
+                Error::NoAdapter(format!(
+                    " matching `{name}` (adapters present: {})",
+                    if names.is_empty() {
+                        "none".to_string()
+                    } else {
+                        names.join(", ")
+                    }
+                ))
+            })
+    }
+
+    /// A context for every adapter found. An adapter that refuses a device gives an `Err`
+    /// in its place rather than being skipped.
+    pub fn all() -> Vec<Result<Self>> {
+        adapters().iter().map(Self::from_adapter).collect()
+    }
+
+    /// Opens a device on `adapter` with the features this library can use (f16,
+    /// subgroups) and the adapter's full limits (large storage bindings).
+    pub fn from_adapter(adapter: &wgpu::Adapter) -> Result<Self> {
+        Self::from_adapter_with_limits(adapter, adapter.limits())
+    }
+
+    /// As [`Context::from_adapter`], with explicit limits (e.g. lowered ones, to exercise
+    /// chunking on a small device).
+    pub fn from_adapter_with_limits(adapter: &wgpu::Adapter, limits: wgpu::Limits) -> Result<Self> {
+        let info = adapter.get_info();
+        let wanted = wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP;
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("wgpu-policy-loss"),
+            required_features: adapter.features() & wanted,
+            required_limits: limits,
+            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        }))
+        .map_err(|e| Error::RequestDevice {
+            adapter: info.name.clone(),
+            reason: e.to_string(),
+        })?;
+        // Errors inside our calls are caught by error scopes and returned as `Err`;
+        // anything else (the caller's own misuse of this device) is reported, not a panic.
+        device.on_uncaptured_error(Arc::new(|e: wgpu::Error| {
+            eprintln!("wgpu-policy-loss: uncaptured wgpu error: {e}");
+        }));
+        Ok(Self::from_wgpu(device, queue))
+    }
+
+    /// Wraps a caller's device and queue (a trainer's, or Burn's). The paths used follow
+    /// the features the device was opened with.
+    pub fn from_wgpu(device: wgpu::Device, queue: wgpu::Queue) -> Self {
+        let info = device.adapter_info();
+        let available = paths_for(device.features(), &info);
+        Context {
+            device,
+            queue,
+            info,
+            available,
+            paths: available,
+            pipelines: Arc::default(),
+        }
+    }
+
+    /// The same device restricted to `paths` (intersected with what it has); pipelines
+    /// stay shared. `with_paths(Paths::FALLBACK)` forces the portable kernels.
+    pub fn with_paths(&self, paths: Paths) -> Self {
+        let mut ctx = self.clone();
+        ctx.paths = Paths {
+            shader_f16: paths.shader_f16 && self.available.shader_f16,
+            subgroups: paths.subgroups && self.available.subgroups,
+        };
+        ctx
+    }
+
+    pub fn device(&self) -> &wgpu::Device {
+        &self.device
+    }
+
+    pub fn queue(&self) -> &wgpu::Queue {
+        &self.queue
+    }
+
+    pub fn adapter_info(&self) -> &wgpu::AdapterInfo {
+        &self.info
+    }
+
+    /// The paths this context's kernels use.
+    pub fn paths(&self) -> Paths {
+        self.paths
+    }
+
+    /// The paths the device could use.
+    pub fn available_paths(&self) -> Paths {
+        self.available
+    }
+
+    /// "name (backend)", for messages and tables.
+    pub fn describe(&self) -> String {
+        format!("{} ({:?})", self.info.name, self.info.backend)
+    }
+
+    /// The cached pipeline for `kernel` reading `dtype`, built on first use.
+    pub(crate) fn pipeline(&self, kernel: Kernel, dtype: DType) -> Result<wgpu::ComputePipeline> {
+        let key = PipelineKey {
+            kernel,
+            dtype,
+            paths: self.paths,
+        };
+        let mut cache = self.pipelines.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = cache.get(&key) {
+            return Ok(p.clone());
+        }
+        let pipeline = self.scoped(|| crate::kernels::build_pipeline(&self.device, key))?;
+        cache.insert(key, pipeline.clone());
+        Ok(pipeline)
+    }
+
+    /// Runs `f` inside validation and out-of-memory error scopes and turns what they
+    /// catch into `Err` (wgpu would otherwise hand it to the uncaptured-error handler).
+    pub(crate) fn scoped<T>(&self, f: impl FnOnce() -> T) -> Result<T> {
+        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let out = f();
+        let v = pollster::block_on(validation.pop());
+        let o = pollster::block_on(oom.pop());
+        match v.or(o) {
+            Some(e) => Err(Error::Wgpu(e.to_string())),
+            None => Ok(out),
+        }
+    }
+
+    /// Submits `encoder` and waits for the device to finish it.
+    pub(crate) fn submit_and_wait(&self, encoder: wgpu::CommandEncoder) -> Result<()> {
+        let index = self.scoped(|| self.queue.submit([encoder.finish()]))?;
+        self.device
+            .poll(wgpu::PollType::Wait {
+                submission_index: Some(index),
+                timeout: None,
+            })
+            .map_err(|e| Error::Wgpu(e.to_string()))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,210 @@
+//! Host side of `shaders/row_stats.wgsl`: per row, the log-sum-exp, the target's
+//! log-prob and the entropy, all of the logits divided by the temperature.
+
+use wgpu::util::DeviceExt;
+
+use super::{grid, storage_window, to_u32, Kernel};
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::view::{F32View, LogitsView, TargetsView};
+
+/// Where the per-row results go: `rows` f32 values each.
+#[derive(Clone, Copy, Debug)]
+pub struct RowStatsOutputs<'a> {
+    pub lse: F32View<'a>,
+    pub logp: F32View<'a>,
+    pub entropy: F32View<'a>,
+}
+
+/// Device buffers for the per-row results, owned by the caller.
+#[derive(Debug)]
+pub struct RowStatsBuffers {
+    pub lse: wgpu::Buffer,
+    pub logp: wgpu::Buffer,
+    pub entropy: wgpu::Buffer,
+    pub rows: u32,
+}
+
+impl RowStatsBuffers {
+    /// Three f32 buffers of `rows` values (usage STORAGE | COPY_SRC | COPY_DST).
+    pub fn new(ctx: &Context, rows: u32) -> Self {
+        let make = |label| {
+            ctx.device().create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: (rows.max(1) as u64) * 4,
+                usage: wgpu::BufferUsages::STORAGE
+                    | wgpu::BufferUsages::COPY_SRC
+                    | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
+        };
+        RowStatsBuffers {
+            lse: make("lse"),
+            logp: make("logp"),
+            entropy: make("entropy"),
+            rows,
+        }
+    }
+
+    pub fn outputs(&self) -> RowStatsOutputs<'_> {
+        RowStatsOutputs {
+            lse: F32View::new(&self.lse),
+            logp: F32View::new(&self.logp),
+            entropy: F32View::new(&self.entropy),
+        }
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    rows: u32,
+    vocab: u32,
+    rows_per_seq: u32,
+    inv_tau: f32,
+    x_offset: u32,
+    x_row_stride: u32,
+    x_seq_stride: u32,
+    y_offset: u32,
+    y_row_stride: u32,
+    y_seq_stride: u32,
+    y_rows_per_seq: u32,
+    lse_offset: u32,
+    logp_offset: u32,
+    entropy_offset: u32,
+    row_base: u32,
+    _pad: u32,
+}
+
+/// Checks a temperature: finite and > 0.
+pub(crate) fn check_temperature(temperature: f32) -> Result<f32> {
+    if !(temperature.is_finite() && temperature > 0.0) {
+        return Err(Error::arg(
+            "temperature",
+            format!("must be finite and > 0, got {temperature}"),
+        ));
+    }
+    Ok((1.0f64 / temperature as f64) as f32)
+}
+
+impl Context {
+    /// Records the row-statistics kernel into `encoder`: for each row of `logits`, the
+    /// log-sum-exp, the log-prob of its target and the entropy, of `logits / temperature`.
+    /// Reads nothing back. Token ids outside `[0, vocab)` give a NaN log-prob (the host
+    /// convenience [`Context::row_stats`] reports them as an error instead).
+    pub fn record_row_stats(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        logits: &LogitsView<'_>,
+        targets: &TargetsView<'_>,
+        temperature: f32,
+        out: &RowStatsOutputs<'_>,
+    ) -> Result<()> {
+        let inv_tau = check_temperature(temperature)?;
+        logits.validate()?;
+        let rows = logits.rows;
+        targets.validate(rows)?;
+        let lse_first = out.lse.validate("out.lse", rows)?;
+        let logp_first = out.logp.validate("out.logp", rows)?;
+        let ent_first = out.entropy.validate("out.entropy", rows)?;
+        if rows == 0 {
+            return Ok(());
+        }
+        let limits = self.device().limits();
+
+        let (x_first, x_end) = logits.layout.span(rows as u64, logits.vocab as u64);
+        let elem = logits.dtype.size();
+        let (x_bind, x_offset) =
+            storage_window("logits", logits.buffer, x_first, x_end, elem, &limits)?;
+        let (y_first, y_end) = targets.layout.span(rows as u64, 1);
+        let (y_bind, y_offset) =
+            storage_window("targets", targets.buffer, y_first, y_end, 4, &limits)?;
+        let n = rows as u64;
+        let (lse_bind, lse_offset) = storage_window(
+            "out.lse",
+            out.lse.buffer,
+            lse_first,
+            lse_first + n,
+            4,
+            &limits,
+        )?;
+        let (logp_bind, logp_offset) = storage_window(
+            "out.logp",
+            out.logp.buffer,
+            logp_first,
+            logp_first + n,
+            4,
+            &limits,
+        )?;
+        let (ent_bind, entropy_offset) = storage_window(
+            "out.entropy",
+            out.entropy.buffer,
+            ent_first,
+            ent_first + n,
+            4,
+            &limits,
+        )?;
+        let (gx, gy) = grid(rows, &limits)?;
+
+        let lx = logits.layout;
+        let ly = targets.layout;
+        let params = Params {
+            rows,
+            vocab: logits.vocab,
+            rows_per_seq: lx.rows_per_seq,
+            inv_tau,
+            x_offset,
+            x_row_stride: to_u32("logits", "row stride", lx.row_stride)?,
+            x_seq_stride: to_u32("logits", "sequence stride", lx.seq_stride)?,
+            y_offset,
+            y_row_stride: to_u32("targets", "row stride", ly.row_stride)?,
+            y_seq_stride: to_u32("targets", "sequence stride", ly.seq_stride)?,
+            y_rows_per_seq: ly.rows_per_seq,
+            lse_offset,
+            logp_offset,
+            entropy_offset,
+            row_base: 0,
+            _pad: 0,
+        };
+
+        let pipeline = self.pipeline(Kernel::RowStats, logits.dtype)?;
+        self.scoped(|| {
+            let uniform = self
+                .device()
+                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some("row_stats params"),
+                    contents: bytemuck::bytes_of(&params),
+                    usage: wgpu::BufferUsages::UNIFORM,
+                });
+            let bind_group = self.device().create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some("row_stats"),
+                layout: &pipeline.get_bind_group_layout(0),
+                entries: &[
+                    entry(0, x_bind),
+                    wgpu::BindGroupEntry {
+                        binding: 1,
+                        resource: uniform.as_entire_binding(),
+                    },
+                    entry(2, y_bind),
+                    entry(3, lse_bind),
+                    entry(4, logp_bind),
+                    entry(5, ent_bind),
+                ],
+            });
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("row_stats"),
+                timestamp_writes: None,
+            });
+            pass.set_pipeline(&pipeline);
+            pass.set_bind_group(0, &bind_group, &[]);
+            pass.dispatch_workgroups(gx, gy, 1);
+        })
+    }
+}
+
+fn entry(binding: u32, buffer: wgpu::BufferBinding<'_>) -> wgpu::BindGroupEntry<'_> {
+    wgpu::BindGroupEntry {
+        binding,
+        resource: wgpu::BindingResource::Buffer(buffer),
+    }
+}

@@ -1,0 +1,30 @@
+//! Reinforcement-learning policy loss of a language model, computed straight from its
+//! logits in WGSL compute kernels on any GPU wgpu reaches (Vulkan, Metal, DX12, GL).
+//!
+//! The math is `SPEC.md`'s. Kernels read the caller's device buffers through views
+//! ([`LogitsView`], [`TargetsView`]), record into the caller's command encoder and
+//! leave their results on the device; [`Context::row_stats`] and friends wrap that for
+//! host slices. [`reference`] is the f64 CPU reference everything is tested against.
+
+mod context;
+mod error;
+mod host;
+mod kernels;
+pub mod reference;
+mod view;
+
+pub use context::{adapters, available_paths, instance, Context, Paths};
+pub use error::{Error, Result};
+pub use host::{check_targets, HostLogits, RowStatsHost};
+pub use kernels::row_stats::{RowStatsBuffers, RowStatsOutputs};
+pub use kernels::{shader_source, shader_variants, Kernel};
+pub use view::{DType, F32View, LogitsView, RowLayout, TargetsView};
+
+/// Re-exported so callers use the same wgpu (and half) versions as this crate.
+pub use half;
+pub use wgpu;
+
+/// The README's examples run as doctests, so they cannot rot.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -1,0 +1,362 @@
+//! Views over the caller's device buffers: where each row starts, in elements,
+//! without copying anything. A row index `r` is split into a sequence `r / rows_per_seq`
+//! and a position `r % rows_per_seq`, so full-sequence logits `[B, S, V]` with the
+//! seed's shift (position `s` predicts token `s + 1`), or the response slice of a
+//! larger batch, are described by offsets and strides alone.
+
+use crate::error::{Error, Result};
+
+/// Element type of the logits (and of a gradient, later).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DType {
+    F32,
+    F16,
+    /// bfloat16: the high half of an IEEE f32, so the kernel widens it with a shift.
+    Bf16,
+}
+
+impl DType {
+    pub const ALL: [DType; 3] = [DType::F32, DType::F16, DType::Bf16];
+
+    /// Bytes per element.
+    pub const fn size(self) -> u64 {
+        match self {
+            DType::F32 => 4,
+            DType::F16 | DType::Bf16 => 2,
+        }
+    }
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            DType::F32 => "f32",
+            DType::F16 => "f16",
+            DType::Bf16 => "bf16",
+        }
+    }
+}
+
+impl std::fmt::Display for DType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for DType {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "f32" | "float32" => Ok(DType::F32),
+            "f16" | "float16" | "half" => Ok(DType::F16),
+            "bf16" | "bfloat16" => Ok(DType::Bf16),
+            _ => Err(Error::arg(
+                "dtype",
+                format!("`{s}` is not one of f32, f16, bf16"),
+            )),
+        }
+    }
+}
+
+/// Where the rows of a 2-D (or batched 3-D) tensor lie in a buffer, in elements.
+///
+/// Element `(r, j)` is at `offset + (r / rows_per_seq) * seq_stride + (r % rows_per_seq) * row_stride + j`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RowLayout {
+    /// Elements before row 0 (the view's byte offset divided by the element size).
+    pub offset: u64,
+    /// Elements between consecutive rows of one sequence.
+    pub row_stride: u64,
+    /// Rows per sequence; `u32::MAX` for a plain 2-D view (one sequence).
+    pub rows_per_seq: u32,
+    /// Elements between the first rows of consecutive sequences.
+    pub seq_stride: u64,
+}
+
+impl RowLayout {
+    /// Element index of the first element of row `r`.
+    pub fn row_start(&self, r: u64) -> u64 {
+        let seq = r / self.rows_per_seq as u64;
+        let pos = r % self.rows_per_seq as u64;
+        self.offset + seq * self.seq_stride + pos * self.row_stride
+    }
+
+    /// Half-open element range touched by rows `[0, rows)` with `width` elements each.
+    /// Strides are non-negative, so the extremes are the first row and the last row of
+    /// the last sequence or of the one before it (a sequence stride may be short).
+    pub fn span(&self, rows: u64, width: u64) -> (u64, u64) {
+        if rows == 0 {
+            return (self.offset, self.offset);
+        }
+        let rps = self.rows_per_seq as u64;
+        let last = rows - 1;
+        let mut end = self.row_start(last) + width;
+        if last >= rps {
+            let prev_seq_last = (last / rps) * rps - 1;
+            end = end.max(self.row_start(prev_seq_last) + width);
+        }
+        (self.offset, end)
+    }
+
+    fn check(&self, arg: &'static str, rows: u32) -> Result<()> {
+        if rows > 0 && self.rows_per_seq == 0 {
+            return Err(Error::arg(arg, "rows_per_seq must be at least 1"));
+        }
+        if rows > self.rows_per_seq && !rows.is_multiple_of(self.rows_per_seq) {
+            return Err(Error::arg(
+                arg,
+                format!(
+                    "{rows} rows do not split into sequences of {} rows",
+                    self.rows_per_seq
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn byte_offset_to_elements(arg: &'static str, bytes: u64, elem: u64) -> Result<u64> {
+    if !bytes.is_multiple_of(elem) {
+        return Err(Error::arg(
+            arg,
+            format!("byte offset {bytes} is not a multiple of the element size {elem}"),
+        ));
+    }
+    Ok(bytes / elem)
+}
+
+/// Checks that `[begin, end)` elements of `elem` bytes lie in `buffer` and that it can be
+/// bound as a storage buffer.
+fn check_buffer(arg: &'static str, buffer: &wgpu::Buffer, end_elem: u64, elem: u64) -> Result<()> {
+    if !buffer.usage().contains(wgpu::BufferUsages::STORAGE) {
+        return Err(Error::arg(arg, "buffer lacks BufferUsages::STORAGE"));
+    }
+    let need = end_elem * elem;
+    if need > buffer.size() {
+        return Err(Error::arg(
+            arg,
+            format!(
+                "view needs {need} bytes but the buffer holds {}",
+                buffer.size()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Logits `[rows, vocab]` in a caller's buffer.
+#[derive(Clone, Copy, Debug)]
+pub struct LogitsView<'a> {
+    pub buffer: &'a wgpu::Buffer,
+    pub dtype: DType,
+    pub rows: u32,
+    pub vocab: u32,
+    pub layout: RowLayout,
+}
+
+impl<'a> LogitsView<'a> {
+    /// Dense `[rows, vocab]` at the start of `buffer`.
+    pub fn new(buffer: &'a wgpu::Buffer, dtype: DType, rows: u32, vocab: u32) -> Self {
+        LogitsView {
+            buffer,
+            dtype,
+            rows,
+            vocab,
+            layout: RowLayout {
+                offset: 0,
+                row_stride: vocab as u64,
+                rows_per_seq: u32::MAX,
+                seq_stride: 0,
+            },
+        }
+    }
+
+    /// Full-sequence logits `[batch, seq_len, vocab]` with the seed's shift: row `(b, s)`
+    /// for `s < seq_len - 1` predicts token `s + 1`; the last position of each sequence
+    /// is skipped. Pair with [`TargetsView::shifted`].
+    pub fn shifted(
+        buffer: &'a wgpu::Buffer,
+        dtype: DType,
+        batch: u32,
+        seq_len: u32,
+        vocab: u32,
+    ) -> Self {
+        Self::response(
+            buffer,
+            dtype,
+            batch,
+            seq_len,
+            vocab,
+            1,
+            seq_len.saturating_sub(1),
+        )
+    }
+
+    /// The logits that predict a response of `response_len` tokens following a prompt
+    /// of `prompt_len` tokens, inside full-sequence logits `[batch, seq_len, vocab]`:
+    /// positions `prompt_len - 1 .. prompt_len - 1 + response_len` of every sequence.
+    pub fn response(
+        buffer: &'a wgpu::Buffer,
+        dtype: DType,
+        batch: u32,
+        seq_len: u32,
+        vocab: u32,
+        prompt_len: u32,
+        response_len: u32,
+    ) -> Self {
+        let v = vocab as u64;
+        LogitsView {
+            buffer,
+            dtype,
+            rows: batch * response_len,
+            vocab,
+            layout: RowLayout {
+                offset: prompt_len.saturating_sub(1) as u64 * v,
+                row_stride: v,
+                rows_per_seq: response_len.max(1),
+                seq_stride: seq_len as u64 * v,
+            },
+        }
+    }
+
+    /// Places the tensor `bytes` into the buffer (a multiple of the element size): the
+    /// offset adds to the one a constructor derived from the shape (e.g. the prompt
+    /// positions skipped by [`LogitsView::response`]).
+    pub fn with_byte_offset(mut self, bytes: u64) -> Result<Self> {
+        self.layout.offset += byte_offset_to_elements("logits", bytes, self.dtype.size())?;
+        Ok(self)
+    }
+
+    /// Sets the distance between consecutive rows, in elements (≥ vocab).
+    pub fn with_row_stride(mut self, elements: u64) -> Self {
+        self.layout.row_stride = elements;
+        self
+    }
+
+    /// Groups the rows into sequences of `rows_per_seq` rows whose first rows lie
+    /// `seq_stride` elements apart.
+    pub fn with_sequences(mut self, rows_per_seq: u32, seq_stride: u64) -> Self {
+        self.layout.rows_per_seq = rows_per_seq;
+        self.layout.seq_stride = seq_stride;
+        self
+    }
+
+    pub(crate) fn validate(&self) -> Result<()> {
+        if self.vocab == 0 {
+            return Err(Error::arg("logits", "vocab must be at least 1"));
+        }
+        self.layout.check("logits", self.rows)?;
+        let rows_in_a_seq = self.rows.min(self.layout.rows_per_seq);
+        if rows_in_a_seq > 1 && self.layout.row_stride < self.vocab as u64 {
+            return Err(Error::arg(
+                "logits",
+                format!(
+                    "row stride {} is smaller than vocab {}",
+                    self.layout.row_stride, self.vocab
+                ),
+            ));
+        }
+        let (_, end) = self.layout.span(self.rows as u64, self.vocab as u64);
+        check_buffer("logits", self.buffer, end, self.dtype.size())
+    }
+}
+
+/// Token ids (u32), one per row, in a caller's buffer.
+#[derive(Clone, Copy, Debug)]
+pub struct TargetsView<'a> {
+    pub buffer: &'a wgpu::Buffer,
+    pub layout: RowLayout,
+}
+
+impl<'a> TargetsView<'a> {
+    /// Dense ids, one per row, at the start of `buffer`.
+    pub fn new(buffer: &'a wgpu::Buffer) -> Self {
+        TargetsView {
+            buffer,
+            layout: RowLayout {
+                offset: 0,
+                row_stride: 1,
+                rows_per_seq: u32::MAX,
+                seq_stride: 0,
+            },
+        }
+    }
+
+    /// Full-sequence ids `[batch, seq_len]`, shifted by one to pair with
+    /// [`LogitsView::shifted`]: row `(b, s)` reads id `(b, s + 1)`.
+    pub fn shifted(buffer: &'a wgpu::Buffer, batch: u32, seq_len: u32) -> Self {
+        Self::response(buffer, batch, seq_len, 1, seq_len.saturating_sub(1))
+    }
+
+    /// The response ids inside full-sequence ids `[batch, seq_len]`: positions
+    /// `prompt_len .. prompt_len + response_len`. Pair with [`LogitsView::response`].
+    pub fn response(
+        buffer: &'a wgpu::Buffer,
+        batch: u32,
+        seq_len: u32,
+        prompt_len: u32,
+        response_len: u32,
+    ) -> Self {
+        let _ = batch;
+        TargetsView {
+            buffer,
+            layout: RowLayout {
+                offset: prompt_len as u64,
+                row_stride: 1,
+                rows_per_seq: response_len.max(1),
+                seq_stride: seq_len as u64,
+            },
+        }
+    }
+
+    /// Places the ids `bytes` into the buffer (a multiple of 4), added to the offset a
+    /// constructor derived from the shape, as [`LogitsView::with_byte_offset`].
+    pub fn with_byte_offset(mut self, bytes: u64) -> Result<Self> {
+        self.layout.offset += byte_offset_to_elements("targets", bytes, 4)?;
+        Ok(self)
+    }
+
+    /// Sets the distance between consecutive ids, in elements.
+    pub fn with_row_stride(mut self, elements: u64) -> Self {
+        self.layout.row_stride = elements;
+        self
+    }
+
+    /// Groups the rows into sequences, as [`LogitsView::with_sequences`].
+    pub fn with_sequences(mut self, rows_per_seq: u32, seq_stride: u64) -> Self {
+        self.layout.rows_per_seq = rows_per_seq;
+        self.layout.seq_stride = seq_stride;
+        self
+    }
+
+    pub(crate) fn validate(&self, rows: u32) -> Result<()> {
+        self.layout.check("targets", rows)?;
+        let (_, end) = self.layout.span(rows as u64, 1);
+        check_buffer("targets", self.buffer, end, 4)
+    }
+}
+
+/// A contiguous run of f32 values in a caller's buffer (per-row outputs).
+#[derive(Clone, Copy, Debug)]
+pub struct F32View<'a> {
+    pub buffer: &'a wgpu::Buffer,
+    /// Byte offset of the first value (a multiple of 4).
+    pub offset: u64,
+}
+
+impl<'a> F32View<'a> {
+    pub fn new(buffer: &'a wgpu::Buffer) -> Self {
+        F32View { buffer, offset: 0 }
+    }
+
+    pub fn at(buffer: &'a wgpu::Buffer, byte_offset: u64) -> Self {
+        F32View {
+            buffer,
+            offset: byte_offset,
+        }
+    }
+
+    pub(crate) fn validate(&self, arg: &'static str, len: u32) -> Result<u64> {
+        let first = byte_offset_to_elements(arg, self.offset, 4)?;
+        check_buffer(arg, self.buffer, first + len as u64, 4)?;
+        Ok(first)
+    }
+}
