@@ -215,6 +215,11 @@ impl Context {
         format!("{} ({:?})", self.info.name, self.info.backend)
     }
 
+    /// How many pipelines this device has built so far (shared by every clone).
+    pub fn pipeline_count(&self) -> usize {
+        self.pipelines.lock().map_or(0, |c| c.len())
+    }
+
     /// The cached pipeline for `kernel` reading `dtype`, built on first use.
     pub(crate) fn pipeline(&self, kernel: Kernel, dtype: DType) -> Result<wgpu::ComputePipeline> {
         let key = PipelineKey {

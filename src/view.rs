@@ -282,20 +282,18 @@ impl<'a> TargetsView<'a> {
 
     /// Full-sequence ids `[batch, seq_len]`, shifted by one to pair with
     /// [`LogitsView::shifted`]: row `(b, s)` reads id `(b, s + 1)`.
-    pub fn shifted(buffer: &'a wgpu::Buffer, batch: u32, seq_len: u32) -> Self {
-        Self::response(buffer, batch, seq_len, 1, seq_len.saturating_sub(1))
+    pub fn shifted(buffer: &'a wgpu::Buffer, seq_len: u32) -> Self {
+        Self::response(buffer, seq_len, 1, seq_len.saturating_sub(1))
     }
 
     /// The response ids inside full-sequence ids `[batch, seq_len]`: positions
     /// `prompt_len .. prompt_len + response_len`. Pair with [`LogitsView::response`].
     pub fn response(
         buffer: &'a wgpu::Buffer,
-        batch: u32,
         seq_len: u32,
         prompt_len: u32,
         response_len: u32,
     ) -> Self {
-        let _ = batch;
         TargetsView {
             buffer,
             layout: RowLayout {

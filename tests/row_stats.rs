@@ -228,9 +228,9 @@ fn shifted_and_response_views() {
                         LogitsView::response(x, dtype, batch, seq, vocab, prompt, resp)
                     };
                     let tv = if (prompt, resp) == (1, seq - 1) {
-                        TargetsView::shifted(y, batch, seq)
+                        TargetsView::shifted(y, seq)
                     } else {
-                        TargetsView::response(y, batch, seq, prompt, resp)
+                        TargetsView::response(y, seq, prompt, resp)
                     };
                     (lv.with_byte_offset(off).unwrap(), tv)
                 })
@@ -450,5 +450,20 @@ proptest! {
         for ctx in contexts() {
             check(ctx, &logits, vocab, &targets, tau);
         }
+    }
+}
+
+/// Pipelines are built once per device and path, then reused.
+#[test]
+fn pipelines_are_cached() {
+    for ctx in contexts() {
+        let x = vec![0.25f32; 4 * 9];
+        let h = wgpu_policy_loss::HostLogits::F32(&x);
+        ctx.row_stats(h, 9, &[0, 1, 2, 3], 1.0).unwrap();
+        let built = ctx.pipeline_count();
+        for _ in 0..3 {
+            ctx.row_stats(h, 9, &[0, 1, 2, 3], 0.5).unwrap();
+        }
+        assert_eq!(ctx.pipeline_count(), built, "{}", name(ctx));
     }
 }

@@ -144,6 +144,12 @@ pub(crate) fn storage_window<'a>(
             ),
         ));
     }
+    if size / elem > u32::MAX as u64 {
+        return Err(Error::arg(
+            arg,
+            format!("the view spans {size} bytes, more elements than 32-bit indices reach"),
+        ));
+    }
     let inner = (start - bind_start) / elem;
     Ok((
         wgpu::BufferBinding {
