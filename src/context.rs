@@ -6,8 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
-use crate::kernels::{Kernel, PipelineKey};
-use crate::view::DType;
+use crate::kernels::PipelineKey;
 
 /// Which optional hardware paths the kernels use. Both default to "when the adapter
 /// has it"; turning them off forces the portable fallback, which gives the same bits.
@@ -220,13 +219,8 @@ impl Context {
         self.pipelines.lock().map_or(0, |c| c.len())
     }
 
-    /// The cached pipeline for `kernel` reading `dtype`, built on first use.
-    pub(crate) fn pipeline(&self, kernel: Kernel, dtype: DType) -> Result<wgpu::ComputePipeline> {
-        let key = PipelineKey {
-            kernel,
-            dtype,
-            paths: self.paths,
-        };
+    /// The cached pipeline for `key`, built on first use.
+    pub(crate) fn pipeline(&self, key: PipelineKey) -> Result<wgpu::ComputePipeline> {
         let mut cache = self.pipelines.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(p) = cache.get(&key) {
             return Ok(p.clone());

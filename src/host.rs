@@ -5,10 +5,14 @@
 use half::{bf16, f16};
 use wgpu::util::DeviceExt;
 
+use crate::config::LossConfig;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::kernels::row_stats::RowStatsBuffers;
-use crate::view::{DType, LogitsView, TargetsView};
+use crate::loss::{
+    Advantages, GradView, Gradient, LossBuffers, LossInputs, Metrics, PolicyLoss,
+};
+use crate::view::{DType, F32View, LogitsView, TargetsView};
 
 /// Logits `[rows, vocab]` in host memory, row-major.
 #[derive(Clone, Copy, Debug)]
@@ -104,16 +108,16 @@ impl Context {
             })
     }
 
-    /// Copies `len` f32 values from each buffer into one staging buffer, submits
-    /// `encoder` with the copies, waits, and reads the values back.
-    pub fn read_f32s(
+    /// Copies the first `bytes` of each buffer into one staging buffer, submits
+    /// `encoder` with the copies, waits, and reads the bytes back.
+    pub fn read_back(
         &self,
         mut encoder: wgpu::CommandEncoder,
-        buffers: &[&wgpu::Buffer],
-        len: usize,
-    ) -> Result<Vec<Vec<f32>>> {
-        let bytes = (len * 4) as u64;
-        let total = (bytes * buffers.len() as u64).max(4);
+        buffers: &[(&wgpu::Buffer, u64)],
+    ) -> Result<Vec<Vec<u8>>> {
+        // copies need 4-byte sizes and offsets
+        let padded: Vec<u64> = buffers.iter().map(|&(_, n)| n.div_ceil(4) * 4).collect();
+        let total: u64 = padded.iter().sum::<u64>().max(4);
         let staging = self.device().create_buffer(&wgpu::BufferDescriptor {
             label: Some("readback"),
             size: total,
@@ -121,10 +125,12 @@ impl Context {
             mapped_at_creation: false,
         });
         self.scoped(|| {
-            for (i, b) in buffers.iter().enumerate() {
-                if bytes > 0 {
-                    encoder.copy_buffer_to_buffer(b, 0, &staging, i as u64 * bytes, bytes);
+            let mut at = 0;
+            for (&(b, _), &n) in buffers.iter().zip(&padded) {
+                if n > 0 {
+                    encoder.copy_buffer_to_buffer(b, 0, &staging, at, n);
                 }
+                at += n;
             }
         })?;
         self.submit_and_wait(encoder)?;
@@ -141,13 +147,30 @@ impl Context {
         let view = staging
             .get_mapped_range(..)
             .map_err(|e| Error::Wgpu(e.to_string()))?;
-        let all: &[f32] = bytemuck::cast_slice(&view);
-        let out = (0..buffers.len())
-            .map(|i| all[i * len..(i + 1) * len].to_vec())
-            .collect();
+        let mut out = Vec::with_capacity(buffers.len());
+        let mut at = 0usize;
+        for (&(_, n), &p) in buffers.iter().zip(&padded) {
+            out.push(view[at..at + n as usize].to_vec());
+            at += p as usize;
+        }
         drop(view);
         staging.unmap();
         Ok(out)
+    }
+
+    /// [`Context::read_back`] of `len` f32 values from each buffer.
+    pub fn read_f32s(
+        &self,
+        encoder: wgpu::CommandEncoder,
+        buffers: &[&wgpu::Buffer],
+        len: usize,
+    ) -> Result<Vec<Vec<f32>>> {
+        let list: Vec<(&wgpu::Buffer, u64)> = buffers.iter().map(|&b| (b, len as u64 * 4)).collect();
+        Ok(self
+            .read_back(encoder, &list)?
+            .iter()
+            .map(|bytes| bytemuck::pod_collect_to_vec(bytes))
+            .collect())
     }
 
     /// Per-row log-sum-exp, target log-prob and entropy of host logits `[rows, vocab]`.
@@ -192,5 +215,173 @@ impl Context {
         let logp = got.pop().unwrap_or_default();
         let lse = got.pop().unwrap_or_default();
         Ok(RowStatsHost { lse, logp, entropy })
+    }
+}
+
+/// One batch on the host for [`Context::policy_loss`].
+#[derive(Clone, Copy, Debug)]
+pub struct HostBatch<'a> {
+    /// `rows × vocab`, row-major.
+    pub logits: HostLogits<'a>,
+    pub vocab: u32,
+    /// Rows per sequence (S); `None` for one sequence of all rows.
+    pub rows_per_seq: Option<u32>,
+    pub targets: &'a [u32],
+    pub mask: &'a [f32],
+    /// One per sequence, or one per row.
+    pub advantages: &'a [f32],
+    pub old_logprobs: Option<&'a [f32]>,
+    pub ref_logprobs: Option<&'a [f32]>,
+}
+
+/// A gradient read back in its dtype.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HostGrad {
+    pub dtype: DType,
+    /// Little-endian elements, `rows × vocab`.
+    pub bytes: Vec<u8>,
+}
+
+impl HostGrad {
+    /// The gradient widened to f32.
+    pub fn to_f32(&self) -> Vec<f32> {
+        match self.dtype {
+            DType::F32 => bytemuck::pod_collect_to_vec(&self.bytes),
+            DType::F16 => bytemuck::pod_collect_to_vec::<u8, f16>(&self.bytes)
+                .iter()
+                .map(|h| h.to_f32())
+                .collect(),
+            DType::Bf16 => bytemuck::pod_collect_to_vec::<u8, bf16>(&self.bytes)
+                .iter()
+                .map(|h| h.to_f32())
+                .collect(),
+        }
+    }
+}
+
+/// Everything [`Context::policy_loss`] computes, read back.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HostLoss {
+    pub metrics: Metrics,
+    pub logprobs: Vec<f32>,
+    pub entropy: Vec<f32>,
+    pub grad: Option<HostGrad>,
+}
+
+impl Context {
+    /// The policy loss of a host batch: uploads it, runs the forward (and, with
+    /// `grad_dtype`, the backward) and reads everything back. Token ids are checked
+    /// on the masked-in rows first; the error names the first bad row.
+    pub fn policy_loss(
+        &self,
+        config: &LossConfig,
+        batch: &HostBatch<'_>,
+        grad_dtype: Option<DType>,
+    ) -> Result<HostLoss> {
+        config.validate()?;
+        let vocab = batch.vocab;
+        if vocab == 0 {
+            return Err(Error::arg("vocab", "must be at least 1"));
+        }
+        if !batch.logits.len().is_multiple_of(vocab as usize) {
+            return Err(Error::arg(
+                "logits",
+                format!("length {} is not a multiple of vocab {vocab}", batch.logits.len()),
+            ));
+        }
+        let rows = batch.logits.len() / vocab as usize;
+        let rows_u32 = u32::try_from(rows).map_err(|_| Error::arg("logits", "too many rows"))?;
+        let rps = batch.rows_per_seq.unwrap_or(rows_u32.max(1));
+        if rps == 0 {
+            return Err(Error::arg("rows_per_seq", "must be at least 1"));
+        }
+        let seqs = (rows_u32.div_ceil(rps)).max(1) as usize;
+        for (arg, len) in [("targets", batch.targets.len()), ("mask", batch.mask.len())]
+            .into_iter()
+            .chain(batch.old_logprobs.map(|x| ("old_logprobs", x.len())))
+            .chain(batch.ref_logprobs.map(|x| ("ref_logprobs", x.len())))
+        {
+            if len != rows {
+                return Err(Error::arg(arg, format!("has {len} values for {rows} logits rows")));
+            }
+        }
+        let per_token = match batch.advantages.len() {
+            n if n == seqs => false,
+            n if n == rows => true,
+            n => {
+                return Err(Error::arg(
+                    "advantages",
+                    format!("has {n} values; expected {seqs} (per sequence) or {rows} (per row)"),
+                ))
+            }
+        };
+        if let Some(row) = (0..rows).find(|&r| batch.mask[r] > 0.0 && batch.targets[r] >= vocab) {
+            return Err(Error::TargetOutOfRange {
+                row,
+                id: batch.targets[row] as i64,
+                vocab,
+            });
+        }
+        let loss = PolicyLoss::new(self, *config)?;
+        let x = self.upload("logits", batch.logits.bytes());
+        let y = self.upload("targets", bytemuck::cast_slice(batch.targets));
+        let m = self.upload("mask", bytemuck::cast_slice(batch.mask));
+        let a = self.upload("advantages", bytemuck::cast_slice(batch.advantages));
+        let old = batch.old_logprobs.map(|v| self.upload("old_logprobs", bytemuck::cast_slice(v)));
+        let rf = batch.ref_logprobs.map(|v| self.upload("ref_logprobs", bytemuck::cast_slice(v)));
+        let grad_bytes = rows as u64 * vocab as u64 * grad_dtype.map_or(0, DType::size);
+        let g = grad_dtype.map(|_| {
+            self.device().create_buffer(&wgpu::BufferDescriptor {
+                label: Some("gradient"),
+                size: grad_bytes.div_ceil(4).max(1) * 4,
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            })
+        });
+        let out = LossBuffers::new(self, rows_u32);
+        let logits = LogitsView::new(&x, batch.logits.dtype(), rows_u32, vocab)
+            .with_sequences(rps, rps as u64 * vocab as u64);
+        let inputs = LossInputs {
+            logits,
+            targets: TargetsView::new(&y),
+            mask: F32View::new(&m),
+            advantages: if per_token {
+                Advantages::PerToken(F32View::new(&a))
+            } else {
+                Advantages::PerSequence(F32View::new(&a))
+            },
+            old_logprobs: old.as_ref().map(F32View::new),
+            ref_logprobs: rf.as_ref().map(F32View::new),
+        };
+        let gradient = match (&g, grad_dtype) {
+            (Some(buf), Some(d)) => Gradient::Into(GradView::new(buf, d, vocab)),
+            _ => Gradient::None,
+        };
+        let mut encoder = self
+            .device()
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+        loss.record(&mut encoder, &inputs, gradient, &out.outputs())?;
+        let mut list = vec![
+            (&out.metrics, Metrics::LEN as u64 * 4),
+            (&out.logprobs, rows as u64 * 4),
+            (&out.entropy, rows as u64 * 4),
+        ];
+        if let Some(buf) = &g {
+            list.push((buf, grad_bytes));
+        }
+        let mut got = self.read_back(encoder, &list)?;
+        let grad = grad_dtype.map(|dtype| HostGrad {
+            dtype,
+            bytes: got.pop().unwrap_or_default(),
+        });
+        let entropy = bytemuck::pod_collect_to_vec(&got[2]);
+        let logprobs = bytemuck::pod_collect_to_vec(&got[1]);
+        let metrics = Metrics::from_slice(&bytemuck::pod_collect_to_vec::<u8, f32>(&got[0]));
+        Ok(HostLoss {
+            metrics,
+            logprobs,
+            entropy,
+            grad,
+        })
     }
 }

@@ -6,18 +6,24 @@
 //! leave their results on the device; [`Context::row_stats`] and friends wrap that for
 //! host slices. [`reference`] is the f64 CPU reference everything is tested against.
 
+mod config;
 mod context;
 mod error;
 mod host;
 mod kernels;
+mod loss;
 pub mod reference;
 mod view;
 
+pub use config::{KlEstimator, LossAggMode, LossConfig, PolicyLossMode};
 pub use context::{adapters, available_paths, instance, Context, Paths};
 pub use error::{Error, Result};
-pub use host::{check_targets, HostLogits, RowStatsHost};
+pub use host::{check_targets, HostBatch, HostGrad, HostLogits, HostLoss, RowStatsHost};
 pub use kernels::row_stats::{RowStatsBuffers, RowStatsOutputs};
-pub use kernels::{shader_source, shader_variants, Kernel};
+pub use kernels::{shader_variants, GradOut, Kernel, PipelineKey};
+pub use loss::{
+    Advantages, GradView, Gradient, LossBuffers, LossInputs, LossOutputs, Metrics, PolicyLoss,
+};
 pub use view::{DType, F32View, LogitsView, RowLayout, TargetsView};
 
 /// Re-exported so callers use the same wgpu (and half) versions as this crate.

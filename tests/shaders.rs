@@ -4,10 +4,12 @@
 
 use naga::back::{glsl, hlsl, msl, spv};
 use naga::valid::{Capabilities, ModuleInfo, ValidationFlags, Validator};
-use wgpu_policy_loss::{shader_variants, Paths};
+use wgpu_policy_loss::{shader_variants, Paths, PipelineKey};
 
 /// Parses, validates and specialises the override constants as wgpu does.
-fn compile(name: &str, src: &str, paths: Paths) -> (naga::Module, ModuleInfo) {
+fn compile(name: &str, key: &PipelineKey) -> (naga::Module, ModuleInfo) {
+    let src = &key.source();
+    let paths = key.paths;
     let module = naga::front::wgsl::parse_str(src)
         .unwrap_or_else(|e| panic!("{name}: WGSL parse error:\n{}", e.emit_to_string(src)));
     let mut caps = Capabilities::empty();
@@ -23,7 +25,9 @@ fn compile(name: &str, src: &str, paths: Paths) -> (naga::Module, ModuleInfo) {
         .validate(&module)
         .unwrap_or_else(|e| panic!("{name}: validation error:\n{}", e.emit_to_string(src)));
     let mut constants = naga::back::PipelineConstants::default();
-    constants.insert("WG_SIZE".to_string(), 256.0);
+    for (k, v) in key.constants() {
+        constants.insert(k.to_string(), v);
+    }
     let (module, info) =
         naga::back::pipeline_constants::process_overrides(&module, &info, None, &constants)
             .unwrap_or_else(|e| panic!("{name}: overrides: {e}"));
@@ -38,9 +42,10 @@ fn entry_point(module: &naga::Module) -> String {
 #[test]
 fn every_variant_validates_and_translates() {
     let variants = shader_variants();
-    assert!(variants.len() >= 3, "expected every dtype at least once");
-    for (name, paths, src) in &variants {
-        let (module, info) = compile(name, src, *paths);
+    assert!(variants.len() >= 20, "expected every kernel, dtype and path");
+    for (name, key) in &variants {
+        let paths = &key.paths;
+        let (module, info) = compile(name, key);
         let ep = entry_point(&module);
 
         let spv_opts = spv::Options {
@@ -115,9 +120,9 @@ fn every_variant_validates_and_translates() {
 /// The fallback must not depend on any optional capability: it validates with none.
 #[test]
 fn fallback_needs_no_capability() {
-    for (name, paths, src) in shader_variants() {
-        if paths == Paths::FALLBACK {
-            compile(&name, &src, Paths::FALLBACK);
+    for (name, key) in shader_variants() {
+        if key.paths == Paths::FALLBACK {
+            compile(&name, &key);
         }
     }
 }

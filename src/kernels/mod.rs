@@ -1,95 +1,235 @@
 //! One module per shader: its bind layout, uniforms and dispatch. The WGSL lives in
-//! `shaders/`; a kernel's source is the concatenation of a dtype snippet (how to load
-//! a logit), the shared prelude, a reduction snippet (shared memory or subgroups) and
-//! the kernel itself. Workgroup size is an `override` constant set at pipeline build.
+//! `shaders/`; a kernel's module is a concatenation of snippets — how logits are
+//! stored (`logits/`), where a gradient goes (`grad/`, `sweep/`), the shared prelude
+//! and the workgroup reduction (`workgroup/`) — then the kernel itself. Workgroup size
+//! and the 16-bit formats are `override` constants set when the pipeline is built.
 
+pub(crate) mod gspo_ratio;
+pub(crate) mod policy_loss;
+pub(crate) mod prepare;
+pub(crate) mod reduce;
 pub(crate) mod row_stats;
 
 use crate::context::{Paths, ROW_WORKGROUP};
 use crate::error::{Error, Result};
 use crate::view::DType;
 
-const PRELUDE: &str = include_str!("../../shaders/prelude.wgsl");
-const REDUCE_SHARED: &str = include_str!("../../shaders/reduce/shared.wgsl");
-const REDUCE_SUBGROUP: &str = include_str!("../../shaders/reduce/subgroup.wgsl");
-const LOAD_F32: &str = include_str!("../../shaders/dtype/f32.wgsl");
-const LOAD_F16: &str = include_str!("../../shaders/dtype/f16.wgsl");
-const LOAD_F16_PACKED: &str = include_str!("../../shaders/dtype/f16_packed.wgsl");
-const LOAD_BF16: &str = include_str!("../../shaders/dtype/bf16.wgsl");
+macro_rules! shader {
+    ($path:literal) => {
+        include_str!(concat!("../../shaders/", $path))
+    };
+}
 
 /// The kernels of the crate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kernel {
+    /// Per row: log-sum-exp, target log-prob, entropy.
     RowStats,
+    /// Per row inputs gathered, per sequence aggregation weights.
+    Prepare,
+    /// The fused forward + backward row kernel.
+    PolicyLoss,
+    /// GSPO's sequence ratio.
+    GspoRatio,
+    /// Loss and metrics.
+    Reduce,
+}
+
+/// Where the policy-loss kernel writes the gradient.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum GradOut {
+    None,
+    /// A separate buffer of this dtype.
+    Separate(DType),
+    /// Over the logits.
+    InPlace,
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 1] = [Kernel::RowStats];
+    pub const ALL: [Kernel; 5] = [
+        Kernel::RowStats,
+        Kernel::Prepare,
+        Kernel::PolicyLoss,
+        Kernel::GspoRatio,
+        Kernel::Reduce,
+    ];
 
     fn source(self) -> &'static str {
         match self {
-            Kernel::RowStats => include_str!("../../shaders/row_stats.wgsl"),
+            Kernel::RowStats => shader!("row_stats.wgsl"),
+            Kernel::Prepare => shader!("prepare.wgsl"),
+            Kernel::PolicyLoss => shader!("policy_loss.wgsl"),
+            Kernel::GspoRatio => shader!("gspo_ratio.wgsl"),
+            Kernel::Reduce => shader!("reduce.wgsl"),
         }
     }
 
     fn entry_point(self) -> &'static str {
         match self {
             Kernel::RowStats => "row_stats",
+            Kernel::Prepare => "prepare",
+            Kernel::PolicyLoss => "policy_loss",
+            Kernel::GspoRatio => "gspo_ratio",
+            Kernel::Reduce => "reduce",
         }
+    }
+
+    /// Row kernels read logits; the others work on O(rows) data.
+    fn reads_logits(self) -> bool {
+        matches!(self, Kernel::RowStats | Kernel::PolicyLoss)
     }
 }
 
+/// Everything that selects a distinct pipeline.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(crate) struct PipelineKey {
+pub struct PipelineKey {
     pub kernel: Kernel,
-    pub dtype: DType,
+    pub logits: DType,
+    pub grad: GradOut,
     pub paths: Paths,
 }
 
-/// The full WGSL of `kernel` for `dtype` on `paths`. `enable f16;` must open the
-/// module, so the dtype snippet comes first.
-pub fn shader_source(kernel: Kernel, dtype: DType, paths: Paths) -> String {
-    let load = match dtype {
-        DType::F32 => LOAD_F32,
-        DType::F16 if paths.shader_f16 => LOAD_F16,
-        DType::F16 => LOAD_F16_PACKED,
-        DType::Bf16 => LOAD_BF16,
-    };
-    let reduce = if paths.subgroups {
-        REDUCE_SUBGROUP
-    } else {
-        REDUCE_SHARED
-    };
-    [load, PRELUDE, reduce, kernel.source()].join("\n")
+impl PipelineKey {
+    /// A kernel that does not touch logits: one pipeline whatever the dtype.
+    pub(crate) fn small(kernel: Kernel, paths: Paths) -> Self {
+        PipelineKey {
+            kernel,
+            logits: DType::F32,
+            grad: GradOut::None,
+            paths: Paths {
+                shader_f16: false,
+                subgroups: paths.subgroups,
+            },
+        }
+    }
+
+    fn name(&self) -> String {
+        let grad = match self.grad {
+            GradOut::None => String::new(),
+            GradOut::Separate(d) => format!("/grad-{d}"),
+            GradOut::InPlace => "/in-place".to_string(),
+        };
+        if self.kernel.reads_logits() {
+            format!("{:?}/{}{grad}/{}", self.kernel, self.logits, self.paths.describe())
+        } else {
+            format!("{:?}", self.kernel)
+        }
+    }
+
+    fn grad_dtype(&self) -> Option<DType> {
+        match self.grad {
+            GradOut::None => None,
+            GradOut::Separate(d) => Some(d),
+            GradOut::InPlace => Some(self.logits),
+        }
+    }
+
+    /// The full WGSL. `enable f16;` must open the module, so it comes first.
+    pub fn source(&self) -> String {
+        // Native f16 serves read-only f16 logits. 16-bit gradients are always packed
+        // by codec.wgsl (naga cannot bitcast a u32 to f16, and f16 conversions may
+        // flush subnormals), which keeps every path's gradient bits identical.
+        let in_place = self.grad == GradOut::InPlace;
+        let native_f16 = self.logits == DType::F16 && self.paths.shader_f16 && !in_place;
+        let mut parts: Vec<&str> = Vec::new();
+        if self.kernel.reads_logits() {
+            if native_f16 {
+                parts.push(shader!("enable_f16.wgsl"));
+            }
+            parts.push(shader!("codec.wgsl"));
+            parts.push(match (self.logits, in_place) {
+                (DType::F32, false) => shader!("logits/f32.wgsl"),
+                (DType::F32, true) => shader!("logits/f32_inplace.wgsl"),
+                _ if native_f16 => shader!("logits/f16.wgsl"),
+                (_, false) => shader!("logits/packed.wgsl"),
+                (_, true) => shader!("logits/packed_inplace.wgsl"),
+            });
+            if let GradOut::Separate(d) = self.grad {
+                parts.push(match d {
+                    DType::F32 => shader!("grad/f32.wgsl"),
+                    _ => shader!("grad/packed.wgsl"),
+                });
+            }
+            if self.kernel == Kernel::PolicyLoss {
+                parts.push(match self.grad_dtype() {
+                    None => shader!("sweep/none.wgsl"),
+                    Some(DType::F32) => shader!("sweep/elem.wgsl"),
+                    Some(_) => shader!("sweep/packed.wgsl"),
+                });
+            }
+        }
+        parts.push(shader!("prelude.wgsl"));
+        if self.kernel.reads_logits() {
+            parts.push(if self.paths.subgroups {
+                shader!("workgroup/subgroup.wgsl")
+            } else {
+                shader!("workgroup/shared.wgsl")
+            });
+        }
+        parts.push(self.kernel.source());
+        parts.join("\n")
+    }
+
+    /// Values of the override constants the module declares.
+    pub fn constants(&self) -> Vec<(&'static str, f64)> {
+        let mut c = vec![("WG_SIZE", ROW_WORKGROUP as f64)];
+        if self.kernel.reads_logits() {
+            let bf16 = |d: Option<DType>| if d == Some(DType::Bf16) { 1.0 } else { 0.0 };
+            c.push(("LOGITS_BF16", bf16(Some(self.logits))));
+            c.push(("GRAD_BF16", bf16(self.grad_dtype())));
+        }
+        c
+    }
 }
 
 /// Every distinct shader the crate can build, with the paths it needs: what the
 /// portability test feeds to naga's back ends.
-pub fn shader_variants() -> Vec<(String, Paths, String)> {
-    let mut out = Vec::new();
-    for kernel in Kernel::ALL {
-        for dtype in DType::ALL {
-            for paths in [
-                Paths::FALLBACK,
-                Paths {
-                    shader_f16: true,
-                    subgroups: false,
-                },
-                Paths {
-                    shader_f16: false,
-                    subgroups: true,
-                },
-                Paths {
-                    shader_f16: true,
-                    subgroups: true,
-                },
-            ] {
-                // f16 arithmetic only changes the f16 loader
-                if paths.shader_f16 && dtype != DType::F16 {
-                    continue;
+pub fn shader_variants() -> Vec<(String, PipelineKey)> {
+    let all_paths = [
+        Paths::FALLBACK,
+        Paths {
+            shader_f16: true,
+            subgroups: false,
+        },
+        Paths {
+            shader_f16: false,
+            subgroups: true,
+        },
+        Paths {
+            shader_f16: true,
+            subgroups: true,
+        },
+    ];
+    let mut out: Vec<(String, PipelineKey)> = Vec::new();
+    let mut push = |key: PipelineKey| {
+        let name = key.name();
+        if !out.iter().any(|(n, _)| *n == name) {
+            out.push((name, key));
+        }
+    };
+    for paths in all_paths {
+        for kernel in Kernel::ALL {
+            if !kernel.reads_logits() {
+                push(PipelineKey::small(kernel, paths));
+                continue;
+            }
+            for logits in DType::ALL {
+                let grads: Vec<GradOut> = if kernel == Kernel::PolicyLoss {
+                    [GradOut::None, GradOut::InPlace]
+                        .into_iter()
+                        .chain(DType::ALL.map(GradOut::Separate))
+                        .collect()
+                } else {
+                    vec![GradOut::None]
+                };
+                for grad in grads {
+                    push(PipelineKey {
+                        kernel,
+                        logits,
+                        grad,
+                        paths,
+                    });
                 }
-                let name = format!("{kernel:?}/{dtype}/{}", paths.describe());
-                out.push((name, paths, shader_source(kernel, dtype, paths)));
             }
         }
     }
@@ -97,18 +237,19 @@ pub fn shader_variants() -> Vec<(String, Paths, String)> {
 }
 
 pub(crate) fn build_pipeline(device: &wgpu::Device, key: PipelineKey) -> wgpu::ComputePipeline {
-    let label = format!("{:?}/{}/{}", key.kernel, key.dtype, key.paths.describe());
+    let label = key.name();
     let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
         label: Some(&label),
-        source: wgpu::ShaderSource::Wgsl(shader_source(key.kernel, key.dtype, key.paths).into()),
+        source: wgpu::ShaderSource::Wgsl(key.source().into()),
     });
+    let constants = key.constants();
     device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
         label: Some(&label),
         layout: None,
         module: &module,
         entry_point: Some(key.kernel.entry_point()),
         compilation_options: wgpu::PipelineCompilationOptions {
-            constants: &[("WG_SIZE", ROW_WORKGROUP as f64)],
+            constants: &constants,
             // every workgroup variable is written before it is read
             zero_initialize_workgroup_memory: false,
         },
@@ -130,10 +271,7 @@ pub(crate) fn storage_window<'a>(
     let align = limits.min_storage_buffer_offset_alignment as u64;
     let start = first * elem;
     let bind_start = start - start % align;
-    let bind_end = (end * elem)
-        .div_ceil(4)
-        .saturating_mul(4)
-        .min(buffer.size());
+    let bind_end = (end * elem).div_ceil(4).saturating_mul(4).min(buffer.size());
     let size = bind_end.saturating_sub(bind_start).max(4);
     if size > limits.max_storage_buffer_binding_size {
         return Err(Error::arg(
@@ -159,6 +297,68 @@ pub(crate) fn storage_window<'a>(
         },
         inner as u32,
     ))
+}
+
+/// [`storage_window`] over `len` f32 values of a view.
+pub(crate) fn f32_window<'a>(
+    arg: &'static str,
+    view: &crate::view::F32View<'a>,
+    len: u64,
+    limits: &wgpu::Limits,
+) -> Result<(wgpu::BufferBinding<'a>, u32)> {
+    let first = view.offset / 4;
+    storage_window(arg, view.buffer, first, first + len, 4, limits)
+}
+
+/// A whole small buffer (scratch, uniforms) as a binding resource.
+pub(crate) fn whole(binding: u32, buffer: &wgpu::Buffer) -> wgpu::BindGroupEntry<'_> {
+    wgpu::BindGroupEntry {
+        binding,
+        resource: buffer.as_entire_binding(),
+    }
+}
+
+pub(crate) fn entry(binding: u32, buffer: wgpu::BufferBinding<'_>) -> wgpu::BindGroupEntry<'_> {
+    wgpu::BindGroupEntry {
+        binding,
+        resource: wgpu::BindingResource::Buffer(buffer),
+    }
+}
+
+/// Records one compute pass: `pipeline` with one bind group, over `groups` workgroups.
+pub(crate) fn dispatch(
+    ctx: &crate::Context,
+    encoder: &mut wgpu::CommandEncoder,
+    label: &str,
+    pipeline: &wgpu::ComputePipeline,
+    entries: &[wgpu::BindGroupEntry<'_>],
+    groups: (u32, u32),
+) -> Result<()> {
+    ctx.scoped(|| {
+        let bind_group = ctx.device().create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(label),
+            layout: &pipeline.get_bind_group_layout(0),
+            entries,
+        });
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some(label),
+            timestamp_writes: None,
+        });
+        pass.set_pipeline(pipeline);
+        pass.set_bind_group(0, &bind_group, &[]);
+        pass.dispatch_workgroups(groups.0, groups.1, 1);
+    })
+}
+
+/// A uniform buffer holding `params`.
+pub(crate) fn uniform<T: bytemuck::Pod>(ctx: &crate::Context, label: &str, params: &T) -> wgpu::Buffer {
+    use wgpu::util::DeviceExt;
+    ctx.device()
+        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(label),
+            contents: bytemuck::bytes_of(params),
+            usage: wgpu::BufferUsages::UNIFORM,
+        })
 }
 
 /// Splits `rows` workgroups over a 2-D grid within the per-dimension limit.

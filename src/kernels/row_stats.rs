@@ -1,9 +1,7 @@
 //! Host side of `shaders/row_stats.wgsl`: per row, the log-sum-exp, the target's
 //! log-prob and the entropy, all of the logits divided by the temperature.
 
-use wgpu::util::DeviceExt;
-
-use super::{grid, storage_window, to_u32, Kernel};
+use super::{dispatch, entry, grid, storage_window, to_u32, uniform, whole, GradOut, Kernel, PipelineKey};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::view::{F32View, LogitsView, TargetsView};
@@ -167,44 +165,27 @@ impl Context {
             _pad: 0,
         };
 
-        let pipeline = self.pipeline(Kernel::RowStats, logits.dtype)?;
-        self.scoped(|| {
-            let uniform = self
-                .device()
-                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                    label: Some("row_stats params"),
-                    contents: bytemuck::bytes_of(&params),
-                    usage: wgpu::BufferUsages::UNIFORM,
-                });
-            let bind_group = self.device().create_bind_group(&wgpu::BindGroupDescriptor {
-                label: Some("row_stats"),
-                layout: &pipeline.get_bind_group_layout(0),
-                entries: &[
-                    entry(0, x_bind),
-                    wgpu::BindGroupEntry {
-                        binding: 1,
-                        resource: uniform.as_entire_binding(),
-                    },
-                    entry(2, y_bind),
-                    entry(3, lse_bind),
-                    entry(4, logp_bind),
-                    entry(5, ent_bind),
-                ],
-            });
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some("row_stats"),
-                timestamp_writes: None,
-            });
-            pass.set_pipeline(&pipeline);
-            pass.set_bind_group(0, &bind_group, &[]);
-            pass.dispatch_workgroups(gx, gy, 1);
-        })
-    }
-}
-
-fn entry(binding: u32, buffer: wgpu::BufferBinding<'_>) -> wgpu::BindGroupEntry<'_> {
-    wgpu::BindGroupEntry {
-        binding,
-        resource: wgpu::BindingResource::Buffer(buffer),
+        let pipeline = self.pipeline(PipelineKey {
+            kernel: Kernel::RowStats,
+            logits: logits.dtype,
+            grad: GradOut::None,
+            paths: self.paths(),
+        })?;
+        let uniform = uniform(self, "row_stats params", &params);
+        dispatch(
+            self,
+            encoder,
+            "row_stats",
+            &pipeline,
+            &[
+                entry(0, x_bind),
+                whole(1, &uniform),
+                entry(2, y_bind),
+                entry(3, lse_bind),
+                entry(4, logp_bind),
+                entry(5, ent_bind),
+            ],
+            (gx, gy),
+        )
     }
 }

@@ -202,3 +202,188 @@ pub fn bits(r: &wgpu_policy_loss::RowStatsHost) -> Vec<[u32; 3]> {
         })
         .collect()
 }
+
+/// A batch for the loss tests: `seqs` sequences of `rows_per_seq` rows, vocab `vocab`.
+/// Sequence 1 is entirely masked out (an empty sequence), a few other rows too, and
+/// every masked-out row has a token id outside the vocabulary (allowed there).
+pub struct LossCase {
+    pub vocab: u32,
+    pub rows_per_seq: u32,
+    pub seqs: u32,
+    pub logits: Vec<f32>,
+    pub targets: Vec<u32>,
+    pub mask: Vec<f32>,
+    pub adv_seq: Vec<f32>,
+    pub adv_tok: Vec<f32>,
+    pub old: Vec<f32>,
+    pub refp: Vec<f32>,
+}
+
+impl LossCase {
+    pub fn new(seed: u64, seqs: u32, rows_per_seq: u32, vocab: u32) -> Self {
+        let rows = (seqs * rows_per_seq) as usize;
+        let logits = random_logits(seed, rows * vocab as usize, 2.0);
+        let mut r = rng(seed + 1);
+        let mut targets = random_targets(seed, rows, vocab);
+        let mut mask: Vec<f32> = (0..rows).map(|i| if i % 7 == 3 { 0.0 } else { 1.0 }).collect();
+        if seqs > 1 {
+            for i in 0..rows_per_seq as usize {
+                mask[rows_per_seq as usize + i] = 0.0;
+            }
+        }
+        if rows > 5 {
+            mask[5] = 0.5;
+        }
+        for (t, m) in targets.iter_mut().zip(&mask) {
+            if *m == 0.0 {
+                *t = vocab + 17;
+            }
+        }
+        let adv_seq = (0..seqs).map(|_| r.random_range(-1.5f32..1.5)).collect();
+        let adv_tok = (0..rows).map(|_| r.random_range(-1.5f32..1.5)).collect();
+        // old/ref log-probs near the current ones, so ratios land inside and outside
+        // the clip band
+        let exact = wgpu_policy_loss::reference::row_stats_batch(
+            &logits,
+            vocab as usize,
+            &targets.iter().map(|&t| t.min(vocab - 1)).collect::<Vec<_>>(),
+            1.0,
+        );
+        let old: Vec<f32> = exact
+            .iter()
+            .map(|s| (s.logp + r.random_range(-0.6f64..0.6)) as f32)
+            .collect();
+        let refp = old.iter().map(|&o| o + r.random_range(-0.5f32..0.5)).collect();
+        LossCase {
+            vocab,
+            rows_per_seq,
+            seqs,
+            logits,
+            targets,
+            mask,
+            adv_seq,
+            adv_tok,
+            old,
+            refp,
+        }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.targets.len()
+    }
+}
+
+/// Which optional inputs a run passes.
+#[derive(Clone, Copy, Debug)]
+pub struct Use {
+    pub per_token_adv: bool,
+    pub old: bool,
+    pub refp: bool,
+}
+
+/// Runs the host API on `case` and compares loss, metrics, log-probs, entropies and
+/// the gradient with the f64 reference. Returns (max loss error, max gradient error
+/// relative to the largest gradient).
+pub fn check_loss(
+    ctx: &Context,
+    cfg: &wgpu_policy_loss::LossConfig,
+    case: &LossCase,
+    dtype: DType,
+    grad_dtype: Option<DType>,
+    using: Use,
+) -> (f64, f64) {
+    use wgpu_policy_loss::reference;
+    let logits = Logits::from_f32(dtype, &case.logits);
+    let adv: &[f32] = if using.per_token_adv { &case.adv_tok } else { &case.adv_seq };
+    let batch = wgpu_policy_loss::HostBatch {
+        logits: logits.host(),
+        vocab: case.vocab,
+        rows_per_seq: Some(case.rows_per_seq),
+        targets: &case.targets,
+        mask: &case.mask,
+        advantages: adv,
+        old_logprobs: using.old.then_some(&case.old[..]),
+        ref_logprobs: using.refp.then_some(&case.refp[..]),
+    };
+    let what = format!("{} {dtype}→{grad_dtype:?} {cfg:?} {using:?}", name(ctx));
+    let got = ctx
+        .policy_loss(cfg, &batch, grad_dtype)
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    let f64s = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<_>>();
+    let (x, mask, adv64, old, refp) = (
+        logits.values(),
+        f64s(&case.mask),
+        f64s(adv),
+        f64s(&case.old),
+        f64s(&case.refp),
+    );
+    let want = reference::policy_loss(
+        cfg,
+        &reference::Batch {
+            logits: &x,
+            vocab: case.vocab as usize,
+            rows_per_seq: case.rows_per_seq as usize,
+            targets: &case.targets,
+            mask: &mask,
+            advantages: &adv64,
+            old_logp: using.old.then_some(&old[..]),
+            ref_logp: using.refp.then_some(&refp[..]),
+        },
+    )
+    .unwrap();
+
+    let tol = |w: f64| 2e-5 + 2e-5 * w.abs();
+    let m = &got.metrics;
+    let loss_err = (m.loss as f64 - want.loss).abs();
+    for (label, g, w) in [
+        ("loss", m.loss, want.loss),
+        ("pg_clipfrac", m.pg_clipfrac, want.metrics.pg_clipfrac),
+        ("pg_clipfrac_lower", m.pg_clipfrac_lower, want.metrics.pg_clipfrac_lower),
+        ("ppo_kl", m.ppo_kl, want.metrics.ppo_kl),
+        ("kl", m.kl, want.metrics.kl),
+        ("entropy_mean", m.entropy_mean, want.metrics.entropy_mean),
+        ("nonfinite_rows", m.nonfinite_rows, want.metrics.nonfinite_rows),
+    ] {
+        if let Err(e) = close(g, w, tol(w)) {
+            panic!("{what}: {label}: {e}");
+        }
+    }
+    for r in 0..case.rows() {
+        if case.mask[r] > 0.0 {
+            close(got.logprobs[r], want.logp[r], tolerance(want.logp[r].abs() + 10.0))
+                .unwrap_or_else(|e| panic!("{what}: logprobs[{r}]: {e}"));
+            close(got.entropy[r], want.entropy[r], tolerance(10.0))
+                .unwrap_or_else(|e| panic!("{what}: entropy[{r}]: {e}"));
+        }
+    }
+    let mut grad_err = 0.0;
+    if let Some(g) = &got.grad {
+        let gv = g.to_f32();
+        let scale = want.grad.iter().fold(0.0f64, |a, &b| a.max(b.abs())).max(1e-30);
+        // f32 accumulation, then rounding to the gradient's dtype (half an ulp)
+        let rel = match g.dtype {
+            DType::F32 => 0.0,
+            DType::F16 => 2f64.powi(-11),
+            DType::Bf16 => 2f64.powi(-8),
+        };
+        for (i, (&gg, &w)) in gv.iter().zip(&want.grad).enumerate() {
+            let err = (gg as f64 - w).abs();
+            let t = 1e-4 * scale + 1e-9 + rel * w.abs() * 1.01;
+            assert!(
+                err <= t,
+                "{what}: grad[{}, {}] = {gg}, want {w} (err {err:.3e} > {t:.3e})",
+                i / case.vocab as usize,
+                i % case.vocab as usize
+            );
+            grad_err = f64::max(grad_err, err / scale);
+        }
+        // rows outside the loss have exactly zero gradient
+        for r in 0..case.rows() {
+            if case.mask[r] <= 0.0 {
+                let row = &gv[r * case.vocab as usize..(r + 1) * case.vocab as usize];
+                assert!(row.iter().all(|&v| v == 0.0), "{what}: masked row {r} has a gradient");
+            }
+        }
+    }
+    (loss_err, grad_err)
+}

@@ -1,0 +1,239 @@
+// The fused forward + backward of the policy loss, one workgroup per logits row:
+//
+//   sweep 1  read the row once: online max / sum / entropy accumulator (prelude.wgsl)
+//   scalars  log-prob, entropy, the token's loss L_t and G_t = ∂L_t/∂logp (SPEC)
+//   sweep 2  read the row again (mostly from cache) and write its gradient once:
+//            ∂Loss/∂x_v = (w/τ)·[G·(1[v = y] − p_v) + γ·p_v·(z_v − Σ p z)]
+//
+// GSPO needs every log-prob of a sequence before any token's loss, so it runs this
+// kernel twice: STATS (sweep 1 only, statistics to `rowout`), then, after
+// gspo_ratio.wgsl, LOSS (statistics read back, sweep 2). Everything else is one launch.
+//
+// Per-row scalars are computed by every lane (they are a handful of flops), so the
+// whole workgroup has G for the gradient sweep without another barrier.
+
+struct Params {
+    rows: u32,
+    vocab: u32,
+    rows_per_seq: u32,
+    inv_tau: f32,
+    x_offset: u32,
+    x_row_stride: u32,
+    x_seq_stride: u32,
+    phase: u32,
+    y_offset: u32,
+    y_row_stride: u32,
+    y_seq_stride: u32,
+    y_rows_per_seq: u32,
+    g_offset: u32,
+    g_row_stride: u32,
+    g_seq_stride: u32,
+    mode: u32,
+    kl_type: u32,
+    flags: u32,
+    clip_low: f32,
+    clip_high: f32,
+    clip_c: f32,
+    kl_coef: f32,
+    entropy_coeff: f32,
+    g_rows_per_seq: u32,
+}
+
+// phase bits
+const PHASE_STATS: u32 = 1u;
+const PHASE_LOSS: u32 = 2u;
+// flags
+const HAS_OLD: u32 = 1u;
+const HAS_REF: u32 = 2u;
+const HAS_DUAL: u32 = 4u;
+// modes and KL estimators (config.rs)
+const MODE_REINFORCE: u32 = 0u;
+const MODE_PPO: u32 = 1u;
+const MODE_GSPO: u32 = 2u;
+const KL_K1: u32 = 0u;
+const KL_K2: u32 = 1u;
+// row flags written to rowout
+const ROW_CLIPPED: f32 = 1.0;
+const ROW_DUAL: f32 = 2.0;
+const ROW_NONFINITE: f32 = 4.0;
+
+@group(0) @binding(1) var<uniform> params: Params;
+@group(0) @binding(2) var<storage, read> targets: array<u32>;
+// per row: mask, advantage, old log-prob, ref log-prob (prepare.wgsl)
+@group(0) @binding(3) var<storage, read> rowin: array<vec4<f32>>;
+// per sequence: weight factor c_b (w_r = m_r·c_b), GSPO ratio s_b
+@group(0) @binding(4) var<storage, read> seqinfo: array<vec2<f32>>;
+// per row: logp, entropy, lse, w·L, kl, flags, -, - (read by reduce.wgsl)
+@group(0) @binding(5) var<storage, read_write> rowout: array<array<f32, 8>>;
+
+struct GradCoefs {
+    vocab: u32,
+    y: u32,
+    // w / τ; 0 for a row that must get a zero gradient (then nothing is read)
+    scale: f32,
+    big_g: f32,
+    gamma: f32,
+    lse: f32,
+    mu: f32,
+}
+
+fn grad_at(xbase: u32, v: u32, k: GradCoefs) -> f32 {
+    if (k.scale == 0.0) {
+        return 0.0;
+    }
+    let z = load_logit(xbase + v) * params.inv_tau;
+    let p = exp(z - k.lse);
+    let onehot = select(0.0, 1.0, v == k.y);
+    // p = 0 for z = -inf, where z - mu would make 0 * -inf
+    let ent = select(k.gamma * p * (z - k.mu), 0.0, p == 0.0);
+    return k.scale * (k.big_g * (onehot - p) + ent);
+}
+
+struct Term {
+    l: f32,
+    g: f32,
+    flags: f32,
+}
+
+// SPEC's clipped objective for ratio r (ppo_clip, and gspo with the sequence ratio).
+fn clipped_term(a: f32, r: f32) -> Term {
+    let l1 = -a * r;
+    let l2 = -a * clamp(r, 1.0 - params.clip_low, 1.0 + params.clip_high);
+    let clipped = l2 > l1;
+    var l = select(l1, l2, clipped);
+    var dual = false;
+    if ((params.flags & HAS_DUAL) != 0u) {
+        let cap = -a * params.clip_c;
+        if (a < 0.0 && l > cap) {
+            l = cap;
+            dual = true;
+        }
+    }
+    let flags = select(0.0, ROW_CLIPPED, clipped) + select(0.0, ROW_DUAL, dual);
+    return Term(l, select(-a * r, 0.0, clipped || dual), flags);
+}
+
+// The KL estimator of ref_logp against logp, and its derivative in logp.
+fn kl_term(logp: f32, ref_logp: f32) -> vec2<f32> {
+    let delta = ref_logp - logp;
+    if (params.kl_type == KL_K1) {
+        return vec2<f32>(logp - ref_logp, 1.0);
+    }
+    if (params.kl_type == KL_K2) {
+        return vec2<f32>(0.5 * delta * delta, logp - ref_logp);
+    }
+    let d = clamp(delta, -20.0, 20.0);
+    let kl = exp(d) - d - 1.0;
+    let klc = clamp(kl, -10.0, 10.0);
+    let clamped = d != delta || klc != kl;
+    return vec2<f32>(klc, select(1.0 - exp(delta), 0.0, clamped));
+}
+
+fn is_finite(x: f32) -> bool {
+    return (bitcast<u32>(x) & 0x7f800000u) != 0x7f800000u;
+}
+
+@compute @workgroup_size(WG_SIZE)
+fn policy_loss(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    lanes: Lanes,
+) {
+    let row = wid.x + wid.y * nwg.x;
+    if (row >= params.rows) {
+        return;
+    }
+    let lane = lane_id(lanes);
+    let seq = row / params.rows_per_seq;
+    let pos = row - seq * params.rows_per_seq;
+    let xbase = params.x_offset + seq * params.x_seq_stride + pos * params.x_row_stride;
+    let yseq = row / params.y_rows_per_seq;
+    let y = targets[params.y_offset + yseq * params.y_seq_stride
+        + (row - yseq * params.y_rows_per_seq) * params.y_row_stride];
+    let inputs = rowin[row];
+    let m = inputs.x;
+
+    var lse: f32;
+    var entropy: f32;
+    var logp: f32;
+    if ((params.phase & PHASE_STATS) != 0u) {
+        var acc = acc_empty();
+        for (var v = lane; v < params.vocab; v += WG_SIZE) {
+            acc = acc_push(acc, load_logit(xbase + v) * params.inv_tau);
+        }
+        // read before the barrier in reduce_row: in place, sweep 2 of a faster lane
+        // may overwrite this logit with its gradient once the barrier is passed
+        let z_y = load_logit(xbase + min(y, params.vocab - 1u)) * params.inv_tau;
+        let total = reduce_row(lanes, acc);
+        lse = acc_lse(total);
+        entropy = acc_entropy(total);
+        // an id outside the row (allowed where the mask is 0) gives NaN
+        logp = bitcast<f32>(0x7fc00000u);
+        if (y < params.vocab) {
+            logp = acc_logp(total, z_y);
+        }
+    } else {
+        let st = rowout[row];
+        logp = st[0];
+        entropy = st[1];
+        lse = st[2];
+    }
+
+    if ((params.phase & PHASE_LOSS) == 0u) {
+        if (lane == 0u) {
+            rowout[row] = array<f32, 8>(logp, entropy, lse, 0.0, 0.0, 0.0, 0.0, 0.0);
+        }
+        return;
+    }
+
+    // the token's loss and G = ∂L/∂logp
+    let a = inputs.y;
+    var term: Term;
+    if (params.mode == MODE_REINFORCE) {
+        term = Term(-a * logp, -a, 0.0);
+    } else if (params.mode == MODE_PPO) {
+        var r = 1.0;
+        if ((params.flags & HAS_OLD) != 0u) {
+            r = exp(clamp(logp - inputs.z, -20.0, 20.0));
+        }
+        term = clipped_term(a, r);
+    } else {
+        term = clipped_term(a, seqinfo[seq].y);
+    }
+    var kl = vec2<f32>(0.0, 0.0);
+    if ((params.flags & HAS_REF) != 0u) {
+        kl = kl_term(logp, inputs.w);
+    }
+    let loss_t = term.l + params.kl_coef * kl.x - params.entropy_coeff * entropy;
+    let big_g = term.g + params.kl_coef * kl.y;
+    let masked_in = m > 0.0;
+    let w = select(0.0, m * seqinfo[seq].x, masked_in);
+    let nonfinite = masked_in && !(is_finite(lse) && !is_nan(entropy));
+
+    if (lane == 0u) {
+        rowout[row] = array<f32, 8>(
+            logp,
+            entropy,
+            lse,
+            select(0.0, w * loss_t, masked_in),
+            select(0.0, kl.x, masked_in),
+            select(0.0, term.flags + select(0.0, ROW_NONFINITE, nonfinite), masked_in),
+            0.0,
+            0.0,
+        );
+    }
+
+    let gseq = row / params.g_rows_per_seq;
+    let gbase = params.g_offset + gseq * params.g_seq_stride
+        + (row - gseq * params.g_rows_per_seq) * params.g_row_stride;
+    let k = GradCoefs(
+        params.vocab,
+        y,
+        w * params.inv_tau,
+        big_g,
+        params.entropy_coeff,
+        lse,
+        lse - entropy,
+    );
+    grad_sweep(lane, xbase, gbase, k);
+}

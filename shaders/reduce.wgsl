@@ -1,0 +1,76 @@
+// One workgroup, after the row kernel: the loss and SPEC's metrics as masked sums over
+// rows, in a fixed order (lane i takes rows i, i + WG_SIZE, ..., then a fixed tree), so
+// the loss is bitwise reproducible; no float atomics. Also copies the per-row log-probs
+// and entropies to the caller's buffers.
+//
+// metrics: loss, pg_clipfrac, pg_clipfrac_lower, ppo_kl, kl, entropy_mean,
+//          nonfinite_rows, Σ mask
+
+struct Params {
+    rows: u32,
+    has_old: u32,
+    metrics_offset: u32,
+    logp_offset: u32,
+    entropy_offset: u32,
+    write_rows: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> rowin: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> rowout: array<array<f32, 8>>;
+@group(0) @binding(3) var<storage, read_write> metrics: array<f32>;
+@group(0) @binding(4) var<storage, read_write> out_logp: array<f32>;
+@group(0) @binding(5) var<storage, read_write> out_entropy: array<f32>;
+
+var<workgroup> wg_sums: array<array<f32, 8>, WG_SIZE>;
+
+@compute @workgroup_size(WG_SIZE)
+fn reduce(@builtin(local_invocation_index) lane: u32) {
+    var s = array<f32, 8>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+    for (var r = lane; r < params.rows; r += WG_SIZE) {
+        let o = rowout[r];
+        if (params.write_rows != 0u) {
+            out_logp[params.logp_offset + r] = o[0];
+            out_entropy[params.entropy_offset + r] = o[1];
+        }
+        let m = rowin[r].x;
+        if (m > 0.0) {
+            let flags = u32(o[5]);
+            s[0] += o[3];
+            s[1] += select(0.0, m, (flags & 1u) != 0u);
+            s[2] += select(0.0, m, (flags & 2u) != 0u);
+            if (params.has_old != 0u) {
+                s[3] += m * (rowin[r].z - o[0]);
+            }
+            s[4] += m * o[4];
+            s[5] += m * o[1];
+            s[6] += select(0.0, 1.0, (flags & 4u) != 0u);
+            s[7] += m;
+        }
+    }
+    wg_sums[lane] = s;
+    workgroupBarrier();
+    for (var step = WG_SIZE / 2u; step > 0u; step >>= 1u) {
+        if (lane < step) {
+            for (var k = 0u; k < 8u; k++) {
+                wg_sums[lane][k] += wg_sums[lane + step][k];
+            }
+        }
+        workgroupBarrier();
+    }
+    if (lane == 0u) {
+        let t = wg_sums[0];
+        let inv = select(0.0, 1.0 / t[7], t[7] > 0.0);
+        let o = params.metrics_offset;
+        metrics[o] = t[0];
+        metrics[o + 1u] = t[1] * inv;
+        metrics[o + 2u] = t[2] * inv;
+        metrics[o + 3u] = t[3] * inv;
+        metrics[o + 4u] = t[4] * inv;
+        metrics[o + 5u] = t[5] * inv;
+        metrics[o + 6u] = t[6];
+        metrics[o + 7u] = t[7];
+    }
+}

@@ -1,0 +1,78 @@
+//! Host side of `shaders/reduce.wgsl`: the loss and metrics, and the per-row outputs.
+
+use super::{dispatch, entry, f32_window, uniform, whole, Kernel, PipelineKey};
+use crate::context::Context;
+use crate::error::Result;
+use crate::view::F32View;
+
+/// Values the reduce kernel writes, in order.
+pub(crate) const METRICS: u64 = 8;
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    rows: u32,
+    has_old: u32,
+    metrics_offset: u32,
+    logp_offset: u32,
+    entropy_offset: u32,
+    write_rows: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn record<'a>(
+    ctx: &Context,
+    encoder: &mut wgpu::CommandEncoder,
+    rows: u32,
+    has_old: bool,
+    rowin: &wgpu::Buffer,
+    rowout: &wgpu::Buffer,
+    metrics: &F32View<'a>,
+    logp: Option<&F32View<'a>>,
+    entropy: Option<&F32View<'a>>,
+) -> Result<()> {
+    let limits = ctx.device().limits();
+    let n = rows as u64;
+    let window = |arg, v: &F32View<'a>, len: u64| f32_window(arg, v, len, &limits);
+    let (m_bind, metrics_offset) = window("outputs.metrics", metrics, METRICS)?;
+    // without caller buffers for the per-row outputs, the metrics buffer stands in and
+    // the kernel writes nothing there
+    let write_rows = logp.is_some() && entropy.is_some();
+    let (l_bind, logp_offset) = match logp.filter(|_| write_rows) {
+        Some(v) => window("outputs.logprobs", v, n)?,
+        None => (m_bind.clone(), 0),
+    };
+    let (e_bind, entropy_offset) = match entropy.filter(|_| write_rows) {
+        Some(v) => window("outputs.entropy", v, n)?,
+        None => (m_bind.clone(), 0),
+    };
+    let params = Params {
+        rows,
+        has_old: has_old as u32,
+        metrics_offset,
+        logp_offset,
+        entropy_offset,
+        write_rows: write_rows as u32,
+        _pad0: 0,
+        _pad1: 0,
+    };
+    let pipeline = ctx.pipeline(PipelineKey::small(Kernel::Reduce, ctx.paths()))?;
+    let uniform = uniform(ctx, "reduce params", &params);
+    dispatch(
+        ctx,
+        encoder,
+        "reduce",
+        &pipeline,
+        &[
+            whole(0, &uniform),
+            whole(1, rowin),
+            whole(2, rowout),
+            entry(3, m_bind),
+            entry(4, l_bind),
+            entry(5, e_bind),
+        ],
+        (1, 1),
+    )
+}

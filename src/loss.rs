@@ -1,0 +1,399 @@
+//! The policy loss: plans a forward (+ backward) call, records its kernels into the
+//! caller's encoder, and leaves the loss, metrics, per-row outputs and the gradient on
+//! the device. This is the only place that knows the order of kernels in a step:
+//!
+//! ```text
+//! prepare        1 workgroup     per-row inputs gathered; aggregation weights per sequence
+//! policy_loss    1 per row       sweep 1 (stats), token loss, sweep 2 (gradient)
+//!   gspo: policy_loss (stats only) → gspo_ratio (1 workgroup) → policy_loss (loss, gradient)
+//! reduce         1 workgroup     loss and metrics; per-row log-probs and entropies
+//! ```
+//!
+//! Scratch is O(rows): see [`PolicyLoss::scratch_bytes`]. It is owned by the
+//! `PolicyLoss` and reused from call to call.
+
+use std::sync::Mutex;
+
+use crate::config::{LossConfig, PolicyLossMode};
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::kernels::policy_loss::{GradDest, RowCall, PHASE_LOSS, PHASE_STATS};
+use crate::kernels::prepare::{RowInputs, HAS_OLD, HAS_REF};
+use crate::kernels::reduce::METRICS;
+use crate::kernels::{gspo_ratio, policy_loss, prepare, reduce};
+use crate::view::{DType, F32View, LogitsView, RowLayout, TargetsView};
+
+/// Advantages, per sequence (`[B]`, broadcast over its rows) or per row.
+#[derive(Clone, Copy, Debug)]
+pub enum Advantages<'a> {
+    PerSequence(F32View<'a>),
+    PerToken(F32View<'a>),
+}
+
+/// The device inputs of one call. Rows are grouped into sequences by the logits view
+/// (`rows_per_seq`): one sequence for a plain `[T, V]` view.
+#[derive(Clone, Copy, Debug)]
+pub struct LossInputs<'a> {
+    pub logits: LogitsView<'a>,
+    pub targets: TargetsView<'a>,
+    /// One f32 per row: 0 outside the response, 1 inside (other values ≥ 0 weight linearly).
+    pub mask: F32View<'a>,
+    pub advantages: Advantages<'a>,
+    /// Behaviour-policy log-probs; without them `ppo_clip` and `gspo` are on-policy.
+    pub old_logprobs: Option<F32View<'a>>,
+    /// Reference-policy log-probs for the KL term (required when `kl_coef != 0`).
+    pub ref_logprobs: Option<F32View<'a>>,
+}
+
+/// A gradient buffer: rows of `vocab` values in `dtype`, dense unless strided.
+#[derive(Clone, Copy, Debug)]
+pub struct GradView<'a> {
+    pub buffer: &'a wgpu::Buffer,
+    pub dtype: DType,
+    pub layout: RowLayout,
+}
+
+impl<'a> GradView<'a> {
+    /// Dense `[rows, vocab]` from the start of `buffer`.
+    pub fn new(buffer: &'a wgpu::Buffer, dtype: DType, vocab: u32) -> Self {
+        GradView {
+            buffer,
+            dtype,
+            layout: RowLayout {
+                offset: 0,
+                row_stride: vocab as u64,
+                rows_per_seq: u32::MAX,
+                seq_stride: 0,
+            },
+        }
+    }
+
+    /// The same layout as `logits` (rows, strides, sequences) in another buffer.
+    pub fn like(buffer: &'a wgpu::Buffer, dtype: DType, logits: &LogitsView<'_>) -> Self {
+        GradView {
+            buffer,
+            dtype,
+            layout: logits.layout,
+        }
+    }
+}
+
+/// Where the gradient with respect to the logits goes.
+#[derive(Clone, Copy, Debug)]
+pub enum Gradient<'a> {
+    /// Forward only: loss, log-probs, entropies, metrics.
+    None,
+    /// Into a separate buffer (f32, f16 or bf16).
+    Into(GradView<'a>),
+    /// Over the logits themselves, in their dtype (a training step does not need the
+    /// logits after the backward). Only the view's rows are written.
+    InPlace,
+}
+
+/// Where the results go. `metrics` receives [`Metrics::LEN`] f32 values, the loss first.
+#[derive(Clone, Copy, Debug)]
+pub struct LossOutputs<'a> {
+    pub metrics: F32View<'a>,
+    pub logprobs: Option<F32View<'a>>,
+    pub entropy: Option<F32View<'a>>,
+}
+
+/// Device buffers for the results, owned by the caller.
+#[derive(Debug)]
+pub struct LossBuffers {
+    /// [`Metrics::LEN`] f32: loss, pg_clipfrac, pg_clipfrac_lower, ppo_kl, kl,
+    /// entropy_mean, nonfinite_rows, mask sum.
+    pub metrics: wgpu::Buffer,
+    pub logprobs: wgpu::Buffer,
+    pub entropy: wgpu::Buffer,
+}
+
+impl LossBuffers {
+    pub fn new(ctx: &Context, rows: u32) -> Self {
+        let make = |label, len: u64| {
+            ctx.device().create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: len.max(1) * 4,
+                usage: wgpu::BufferUsages::STORAGE
+                    | wgpu::BufferUsages::COPY_SRC
+                    | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
+        };
+        LossBuffers {
+            metrics: make("metrics", METRICS),
+            logprobs: make("logprobs", rows as u64),
+            entropy: make("entropy", rows as u64),
+        }
+    }
+
+    pub fn outputs(&self) -> LossOutputs<'_> {
+        LossOutputs {
+            metrics: F32View::new(&self.metrics),
+            logprobs: Some(F32View::new(&self.logprobs)),
+            entropy: Some(F32View::new(&self.entropy)),
+        }
+    }
+}
+
+/// The loss and SPEC's metrics, as read back from the device.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Metrics {
+    pub loss: f32,
+    pub pg_clipfrac: f32,
+    pub pg_clipfrac_lower: f32,
+    pub ppo_kl: f32,
+    pub kl: f32,
+    pub entropy_mean: f32,
+    /// Masked-in rows whose logits hold NaN or ±inf (their loss terms are NaN).
+    pub nonfinite_rows: f32,
+    /// Σ mask.
+    pub mask_sum: f32,
+}
+
+impl Metrics {
+    /// Number of f32 values in the device metrics buffer.
+    pub const LEN: usize = METRICS as usize;
+
+    pub fn from_slice(v: &[f32]) -> Self {
+        Metrics {
+            loss: v[0],
+            pg_clipfrac: v[1],
+            pg_clipfrac_lower: v[2],
+            ppo_kl: v[3],
+            kl: v[4],
+            entropy_mean: v[5],
+            nonfinite_rows: v[6],
+            mask_sum: v[7],
+        }
+    }
+}
+
+struct Scratch {
+    rows: u32,
+    seqs: u32,
+    rowin: wgpu::Buffer,
+    seqinfo: wgpu::Buffer,
+    rowout: wgpu::Buffer,
+}
+
+/// Bytes per row and per sequence of the scratch buffers.
+const ROWIN_BYTES: u64 = 16;
+const ROWOUT_BYTES: u64 = 32;
+const SEQINFO_BYTES: u64 = 8;
+/// Uniform buffers a call creates (one per launch), each rounded up to 256 bytes.
+const UNIFORM_BYTES: u64 = 256;
+
+/// A configured policy loss on one device.
+pub struct PolicyLoss {
+    ctx: Context,
+    config: LossConfig,
+    scratch: Mutex<Option<Scratch>>,
+}
+
+impl PolicyLoss {
+    pub fn new(ctx: &Context, config: LossConfig) -> Result<Self> {
+        config.validate()?;
+        Ok(PolicyLoss {
+            ctx: ctx.clone(),
+            config,
+            scratch: Mutex::new(None),
+        })
+    }
+
+    pub fn config(&self) -> &LossConfig {
+        &self.config
+    }
+
+    pub fn context(&self) -> &Context {
+        &self.ctx
+    }
+
+    /// Device memory a call allocates for `rows` rows in `seqs` sequences, in bytes:
+    /// 48 bytes per row, 8 per sequence and a few uniform buffers; never O(rows × V).
+    pub fn scratch_bytes(&self, rows: u32, seqs: u32) -> u64 {
+        rows.max(1) as u64 * (ROWIN_BYTES + ROWOUT_BYTES)
+            + seqs.max(1) as u64 * SEQINFO_BYTES
+            + self.launches() as u64 * UNIFORM_BYTES
+    }
+
+    /// Kernel launches per call: prepare, policy_loss, reduce (GSPO: two more).
+    pub fn launches(&self) -> usize {
+        match self.config.mode {
+            PolicyLossMode::Gspo => 5,
+            _ => 3,
+        }
+    }
+
+    /// Records the loss (and, unless `gradient` is [`Gradient::None`], its gradient with
+    /// respect to the logits) into `encoder`. Reads nothing back.
+    pub fn record(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        inputs: &LossInputs<'_>,
+        gradient: Gradient<'_>,
+        outputs: &LossOutputs<'_>,
+    ) -> Result<()> {
+        let cfg = &self.config;
+        let logits = &inputs.logits;
+        logits.validate()?;
+        let rows = logits.rows;
+        inputs.targets.validate(rows)?;
+        let rows_per_seq = logits.layout.rows_per_seq.min(rows).max(1);
+        let seqs = rows.div_ceil(rows_per_seq).max(1);
+        inputs.mask.validate("mask", rows)?;
+        let (advantages, per_token) = match inputs.advantages {
+            Advantages::PerSequence(v) => (v, false),
+            Advantages::PerToken(v) => (v, true),
+        };
+        advantages.validate("advantages", if per_token { rows } else { seqs })?;
+        if let Some(v) = &inputs.old_logprobs {
+            v.validate("old_logprobs", rows)?;
+        }
+        if let Some(v) = &inputs.ref_logprobs {
+            v.validate("ref_logprobs", rows)?;
+        }
+        if cfg.kl_coef != 0.0 && inputs.ref_logprobs.is_none() {
+            return Err(Error::arg("ref_logprobs", "required when kl_coef is not 0"));
+        }
+        outputs.metrics.validate("outputs.metrics", METRICS as u32)?;
+        if let Some(v) = &outputs.logprobs {
+            v.validate("outputs.logprobs", rows)?;
+        }
+        if let Some(v) = &outputs.entropy {
+            v.validate("outputs.entropy", rows)?;
+        }
+        let grad = match gradient {
+            Gradient::None => GradDest::None,
+            Gradient::Into(g) => {
+                let view = LogitsView {
+                    buffer: g.buffer,
+                    dtype: g.dtype,
+                    rows,
+                    vocab: logits.vocab,
+                    layout: g.layout,
+                };
+                view.validate().map_err(|e| rename(e, "gradient"))?;
+                if std::ptr::eq(g.buffer, logits.buffer) || *g.buffer == *logits.buffer {
+                    return Err(Error::arg(
+                        "gradient",
+                        "is the logits buffer: use Gradient::InPlace to overwrite the logits",
+                    ));
+                }
+                GradDest::Separate {
+                    buffer: g.buffer,
+                    dtype: g.dtype,
+                    layout: g.layout,
+                }
+            }
+            Gradient::InPlace => GradDest::InPlace,
+        };
+        if rows == 0 {
+            return Ok(());
+        }
+
+        let mut guard = self.scratch.lock().unwrap_or_else(|p| p.into_inner());
+        let scratch = self.scratch_for(&mut guard, rows, seqs);
+
+        let row_inputs = RowInputs {
+            mask: inputs.mask,
+            advantages,
+            per_token_advantages: per_token,
+            old_logp: inputs.old_logprobs,
+            ref_logp: inputs.ref_logprobs,
+        };
+        let ctx = &self.ctx;
+        prepare::record(
+            ctx,
+            encoder,
+            cfg,
+            rows,
+            rows_per_seq,
+            seqs,
+            &row_inputs,
+            &scratch.rowin,
+            &scratch.seqinfo,
+        )?;
+        let mut row_flags = 0;
+        if inputs.old_logprobs.is_some() {
+            row_flags |= HAS_OLD;
+        }
+        if inputs.ref_logprobs.is_some() {
+            row_flags |= HAS_REF;
+        }
+        let call = RowCall {
+            config: cfg,
+            logits,
+            targets: &inputs.targets,
+            rows_per_seq,
+            row_flags,
+            grad: &grad,
+            rowin: &scratch.rowin,
+            seqinfo: &scratch.seqinfo,
+            rowout: &scratch.rowout,
+        };
+        if cfg.mode == PolicyLossMode::Gspo {
+            policy_loss::record(ctx, encoder, &call, PHASE_STATS)?;
+            gspo_ratio::record(
+                ctx,
+                encoder,
+                rows,
+                rows_per_seq,
+                seqs,
+                inputs.old_logprobs.is_some(),
+                &scratch.rowin,
+                &scratch.rowout,
+                &scratch.seqinfo,
+            )?;
+            policy_loss::record(ctx, encoder, &call, PHASE_LOSS)?;
+        } else {
+            policy_loss::record(ctx, encoder, &call, PHASE_STATS | PHASE_LOSS)?;
+        }
+        reduce::record(
+            ctx,
+            encoder,
+            rows,
+            inputs.old_logprobs.is_some(),
+            &scratch.rowin,
+            &scratch.rowout,
+            &outputs.metrics,
+            outputs.logprobs.as_ref(),
+            outputs.entropy.as_ref(),
+        )
+    }
+
+    /// The scratch buffers, grown (never shrunk) to `rows` and `seqs`.
+    fn scratch_for<'s>(&self, slot: &'s mut Option<Scratch>, rows: u32, seqs: u32) -> &'s Scratch {
+        let fits = slot.as_ref().is_some_and(|s| s.rows >= rows && s.seqs >= seqs);
+        if !fits {
+            let (rows, seqs) = match slot.as_ref() {
+                Some(s) => (s.rows.max(rows), s.seqs.max(seqs)),
+                None => (rows, seqs),
+            };
+            let make = |label, bytes: u64| {
+                self.ctx.device().create_buffer(&wgpu::BufferDescriptor {
+                    label: Some(label),
+                    size: bytes,
+                    usage: wgpu::BufferUsages::STORAGE,
+                    mapped_at_creation: false,
+                })
+            };
+            *slot = Some(Scratch {
+                rows,
+                seqs,
+                rowin: make("rowin", rows as u64 * ROWIN_BYTES),
+                seqinfo: make("seqinfo", seqs as u64 * SEQINFO_BYTES),
+                rowout: make("rowout", rows as u64 * ROWOUT_BYTES),
+            });
+        }
+        slot.as_ref().expect("scratch was just made")
+    }
+}
+
+/// Re-labels a view error for the gradient buffer.
+fn rename(e: Error, arg: &'static str) -> Error {
+    match e {
+        Error::InvalidArgument { reason, .. } => Error::InvalidArgument { arg, reason },
+        other => other,
+    }
+}
