@@ -6,6 +6,7 @@
 //! leave their results on the device; [`Context::row_stats`] and friends wrap that for
 //! host slices. [`reference`] is the f64 CPU reference everything is tested against.
 
+mod advantages;
 mod config;
 mod context;
 mod error;
@@ -15,6 +16,7 @@ mod loss;
 pub mod reference;
 mod view;
 
+pub use advantages::AdvantageEstimator;
 pub use config::{KlEstimator, LossAggMode, LossConfig, PolicyLossMode};
 pub use context::{adapters, available_paths, instance, Context, Paths};
 pub use error::{Error, Result};

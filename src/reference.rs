@@ -348,3 +348,41 @@ pub fn policy_loss(cfg: &LossConfig, b: &Batch<'_>) -> crate::Result<LossOutput>
     out.metrics = m;
     Ok(out)
 }
+
+/// SPEC's advantage estimators over groups of `group_size` consecutive rewards.
+pub fn advantages(
+    estimator: crate::advantages::AdvantageEstimator,
+    rewards: &[f64],
+    group_size: usize,
+) -> Vec<f64> {
+    use crate::advantages::AdvantageEstimator as E;
+    let stats = |xs: &[f64]| {
+        let n = xs.len() as f64;
+        let mean = xs.iter().sum::<f64>() / n;
+        let var = xs.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / (n - 1.0).max(1.0);
+        (mean, var.sqrt())
+    };
+    if estimator == E::ReinforcePlusPlus {
+        if rewards.len() < 2 {
+            return vec![0.0; rewards.len()];
+        }
+        let (mean, std) = stats(rewards);
+        return rewards.iter().map(|r| (r - mean) / (std + 1e-6)).collect();
+    }
+    rewards
+        .chunks(group_size)
+        .flat_map(|g| {
+            let (mean, std) = stats(g);
+            let sum: f64 = g.iter().sum();
+            let n = g.len() as f64;
+            g.iter()
+                .map(|&r| match estimator {
+                    _ if g.len() < 2 => 0.0,
+                    E::Grpo => (r - mean) / (std + 1e-6),
+                    E::GrpoNoStd => r - mean,
+                    _ => r - (sum - r) / (n - 1.0),
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}

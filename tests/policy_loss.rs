@@ -106,3 +106,271 @@ fn large_vocabulary() {
         check_loss(ctx, &c, &case, DType::Bf16, Some(DType::Bf16), using);
     }
 }
+
+use wgpu_policy_loss::reference;
+use wgpu_policy_loss::wgpu;
+use wgpu_policy_loss::{
+    Advantages, Context, F32View, GradView, Gradient, HostGrad, LogitsView, LossBuffers,
+    LossInputs, Metrics, PolicyLoss, TargetsView,
+};
+
+/// Runs the recording API with the gradient written over the logits, and reads back
+/// the metrics and the logits buffer (now the gradient).
+fn run_in_place(ctx: &Context, c: &LossConfig, case: &LossCase, dtype: DType) -> (Metrics, Vec<f32>) {
+    let logits = Logits::from_f32(dtype, &case.logits);
+    let rows = case.rows() as u32;
+    let x = ctx.upload("logits", logits.bytes());
+    let y = ctx.upload("targets", bytemuck::cast_slice(&case.targets));
+    let m = ctx.upload("mask", bytemuck::cast_slice(&case.mask));
+    let a = ctx.upload("adv", bytemuck::cast_slice(&case.adv_seq));
+    let old = ctx.upload("old", bytemuck::cast_slice(&case.old));
+    let rf = ctx.upload("ref", bytemuck::cast_slice(&case.refp));
+    let out = LossBuffers::new(ctx, rows);
+    let loss = PolicyLoss::new(ctx, *c).unwrap();
+    let inputs = LossInputs {
+        logits: LogitsView::new(&x, dtype, rows, case.vocab)
+            .with_sequences(case.rows_per_seq, (case.rows_per_seq * case.vocab) as u64),
+        targets: TargetsView::new(&y),
+        mask: F32View::new(&m),
+        advantages: Advantages::PerSequence(F32View::new(&a)),
+        old_logprobs: Some(F32View::new(&old)),
+        ref_logprobs: Some(F32View::new(&rf)),
+    };
+    let mut enc = ctx.device().create_command_encoder(&wgpu::CommandEncoderDescriptor::default());
+    loss.record(&mut enc, &inputs, Gradient::InPlace, &out.outputs()).unwrap();
+    let n = logits.bytes().len() as u64;
+    let got = ctx.read_back(enc, &[(&out.metrics, 32), (&x, n)]).unwrap();
+    let metrics = Metrics::from_slice(&bytemuck::pod_collect_to_vec::<u8, f32>(&got[0]));
+    let grad = HostGrad { dtype, bytes: got[1].clone() }.to_f32();
+    (metrics, grad)
+}
+
+#[test]
+fn gradient_in_place_equals_separate_buffer() {
+    // odd V so that 16-bit rows share words at their edges
+    let case = LossCase::new(7, 3, 4, 515);
+    for ctx in contexts() {
+        for mode in PolicyLossMode::ALL {
+            for dtype in DType::ALL {
+                let c = cfg(mode, LossAggMode::SeqMeanTokenMean, KlEstimator::K3, 1);
+                let (metrics, in_place) = run_in_place(ctx, &c, &case, dtype);
+                let logits = Logits::from_f32(dtype, &case.logits);
+                let batch = wgpu_policy_loss::HostBatch {
+                    logits: logits.host(),
+                    vocab: case.vocab,
+                    rows_per_seq: Some(case.rows_per_seq),
+                    targets: &case.targets,
+                    mask: &case.mask,
+                    advantages: &case.adv_seq,
+                    old_logprobs: Some(&case.old),
+                    ref_logprobs: Some(&case.refp),
+                };
+                let separate = ctx.policy_loss(&c, &batch, Some(dtype)).unwrap();
+                let sep = separate.grad.unwrap().to_f32();
+                let what = format!("{} {dtype} {mode:?}", name(ctx));
+                assert_eq!(metrics.loss.to_bits(), separate.metrics.loss.to_bits(), "{what}");
+                // masked-out rows: in place they hold zeros as well
+                for (i, (a, b)) in in_place.iter().zip(&sep).enumerate() {
+                    assert_eq!(a.to_bits(), b.to_bits(), "{what}: element {i}: {a} vs {b}");
+                }
+            }
+        }
+    }
+}
+
+fn same_bits(a: &wgpu_policy_loss::HostLoss, b: &wgpu_policy_loss::HostLoss) -> bool {
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    let m = |x: &Metrics| {
+        bits(&[x.loss, x.pg_clipfrac, x.pg_clipfrac_lower, x.ppo_kl, x.kl, x.entropy_mean, x.nonfinite_rows, x.mask_sum])
+    };
+    m(&a.metrics) == m(&b.metrics)
+        && bits(&a.logprobs) == bits(&b.logprobs)
+        && bits(&a.entropy) == bits(&b.entropy)
+        && a.grad == b.grad
+}
+
+/// The loss and gradient are bitwise reproducible, and native paths give the bits of
+/// the fallback.
+#[test]
+fn bitwise_reproducible_across_runs_and_paths() {
+    let case = LossCase::new(8, 4, 6, 2049);
+    for ctx in contexts() {
+        let fallback = ctx.with_paths(wgpu_policy_loss::Paths::FALLBACK);
+        for dtype in DType::ALL {
+            let logits = Logits::from_f32(dtype, &case.logits);
+            let batch = wgpu_policy_loss::HostBatch {
+                logits: logits.host(),
+                vocab: case.vocab,
+                rows_per_seq: Some(case.rows_per_seq),
+                targets: &case.targets,
+                mask: &case.mask,
+                advantages: &case.adv_tok,
+                old_logprobs: Some(&case.old),
+                ref_logprobs: Some(&case.refp),
+            };
+            let c = cfg(PolicyLossMode::Gspo, LossAggMode::TokenMean, KlEstimator::K2, 1);
+            let a = ctx.policy_loss(&c, &batch, Some(DType::Bf16)).unwrap();
+            let b = ctx.policy_loss(&c, &batch, Some(DType::Bf16)).unwrap();
+            let f = fallback.policy_loss(&c, &batch, Some(DType::Bf16)).unwrap();
+            assert!(same_bits(&a, &b), "{} {dtype}: two runs differ", name(ctx));
+            assert!(same_bits(&a, &f), "{} {dtype}: native path differs from fallback", name(ctx));
+        }
+    }
+}
+
+#[test]
+fn empty_batch_gives_zero_loss_and_gradient() {
+    let mut case = LossCase::new(9, 2, 3, 77);
+    case.mask.iter_mut().for_each(|m| *m = 0.0);
+    // garbage everywhere the mask is 0: ids out of range, NaN logits
+    case.targets.iter_mut().for_each(|t| *t = u32::MAX);
+    case.logits[5] = f32::NAN;
+    for ctx in contexts() {
+        for agg in LossAggMode::ALL {
+            let c = cfg(PolicyLossMode::PpoClip, agg, KlEstimator::K1, 1);
+            let batch = wgpu_policy_loss::HostBatch {
+                logits: wgpu_policy_loss::HostLogits::F32(&case.logits),
+                vocab: case.vocab,
+                rows_per_seq: Some(case.rows_per_seq),
+                targets: &case.targets,
+                mask: &case.mask,
+                advantages: &case.adv_seq,
+                old_logprobs: Some(&case.old),
+                ref_logprobs: Some(&case.refp),
+            };
+            let got = ctx.policy_loss(&c, &batch, Some(DType::F32)).unwrap();
+            let m = got.metrics;
+            assert_eq!(m.loss, 0.0, "{} {agg:?}", name(ctx));
+            for v in [m.pg_clipfrac, m.pg_clipfrac_lower, m.ppo_kl, m.kl, m.entropy_mean, m.nonfinite_rows] {
+                assert_eq!(v, 0.0, "{} {agg:?}: {m:?}", name(ctx));
+            }
+            assert!(got.grad.unwrap().to_f32().iter().all(|&g| g == 0.0));
+        }
+    }
+}
+
+/// NaN / inf logits on a masked-in row: counted, confined to that row's gradient;
+/// on a masked-out row: no effect at all.
+#[test]
+fn nonfinite_rows_are_counted_and_confined() {
+    let case = LossCase::new(10, 2, 4, 33);
+    let v = case.vocab as usize;
+    let mut x = case.logits.clone();
+    x[2 * v + 4] = f32::NAN; // row 2, masked in
+    x[v + 1] = f32::INFINITY; // row 1, masked in
+    x[3 * v] = f32::NAN; // row 3, masked out (i % 7 == 3)
+    x[6 * v] = f32::NEG_INFINITY; // row 6, in the masked-out sequence 1
+    x[6 * v + 1] = f32::NAN;
+    assert_eq!(case.mask[..4], [1.0, 0.5, 1.0, 0.0]);
+    assert!(case.mask[4..].iter().all(|&m| m == 0.0));
+    for ctx in contexts() {
+        let c = cfg(PolicyLossMode::Reinforce, LossAggMode::TokenMean, KlEstimator::K1, 0);
+        let batch = wgpu_policy_loss::HostBatch {
+            logits: wgpu_policy_loss::HostLogits::F32(&x),
+            vocab: case.vocab,
+            rows_per_seq: Some(case.rows_per_seq),
+            targets: &case.targets,
+            mask: &case.mask,
+            advantages: &case.adv_seq,
+            old_logprobs: None,
+            ref_logprobs: None,
+        };
+        let got = ctx.policy_loss(&c, &batch, Some(DType::F32)).unwrap();
+        assert_eq!(got.metrics.nonfinite_rows, 2.0, "{}: {:?} {:?}", name(ctx), got.metrics, &got.entropy);
+        assert!(got.metrics.loss.is_nan(), "{}: a NaN row must reach the loss", name(ctx));
+        let g = got.grad.unwrap().to_f32();
+        for r in 0..case.rows() {
+            let row = &g[r * v..(r + 1) * v];
+            let finite = row.iter().all(|x| x.is_finite());
+            assert_eq!(finite, r != 1 && r != 2, "{} row {r}", name(ctx));
+        }
+        // the rows without NaN get the same gradient as without the bad rows' values
+        let clean = ctx
+            .policy_loss(&c, &wgpu_policy_loss::HostBatch { logits: wgpu_policy_loss::HostLogits::F32(&case.logits), ..batch }, Some(DType::F32))
+            .unwrap()
+            .grad
+            .unwrap()
+            .to_f32();
+        for r in [0usize, 3, 4, 5, 6, 7] {
+            assert_eq!(&g[r * v..(r + 1) * v], &clean[r * v..(r + 1) * v], "{} row {r}", name(ctx));
+        }
+    }
+}
+
+/// Full-sequence logits [B, S, V] with the seed's shift, the gradient into a buffer of
+/// the same layout: positions outside the view are left alone.
+#[test]
+fn shifted_view_with_gradient_like_logits() {
+    let (b, s, v) = (2u32, 6u32, 97u32);
+    let x = random_logits(12, (b * s * v) as usize, 2.0);
+    let ids = random_targets(12, (b * s) as usize, v);
+    let rows = (b * (s - 1)) as usize;
+    let mask = vec![1.0f32; rows];
+    let adv = [0.7f32, -0.4];
+    for ctx in contexts() {
+        let c = LossConfig { mode: PolicyLossMode::Reinforce, loss_agg_mode: LossAggMode::SeqMeanTokenMean, ..LossConfig::default() };
+        let xb = ctx.upload("x", bytemuck::cast_slice(&x));
+        let yb = ctx.upload("y", bytemuck::cast_slice(&ids));
+        let mb = ctx.upload("m", bytemuck::cast_slice(&mask));
+        let ab = ctx.upload("a", bytemuck::cast_slice(&adv));
+        let sentinel = vec![7.0f32; x.len()];
+        let gb = ctx.upload("g", bytemuck::cast_slice(&sentinel));
+        let logits = LogitsView::shifted(&xb, DType::F32, b, s, v);
+        let inputs = LossInputs {
+            logits,
+            targets: TargetsView::shifted(&yb, s),
+            mask: F32View::new(&mb),
+            advantages: Advantages::PerSequence(F32View::new(&ab)),
+            old_logprobs: None,
+            ref_logprobs: None,
+        };
+        let out = LossBuffers::new(ctx, rows as u32);
+        let loss = PolicyLoss::new(ctx, c).unwrap();
+        let mut enc = ctx.device().create_command_encoder(&wgpu::CommandEncoderDescriptor::default());
+        loss.record(&mut enc, &inputs, Gradient::Into(GradView::like(&gb, DType::F32, &logits)), &out.outputs())
+            .unwrap();
+        let got = ctx.read_back(enc, &[(&out.metrics, 32), (&gb, x.len() as u64 * 4)]).unwrap();
+        let metrics = Metrics::from_slice(&bytemuck::pod_collect_to_vec::<u8, f32>(&got[0]));
+        let g: Vec<f32> = bytemuck::pod_collect_to_vec(&got[1]);
+
+        // the reference on the rows gathered by hand
+        let mut xr = Vec::new();
+        let mut t = Vec::new();
+        for bi in 0..b as usize {
+            for p in 0..(s - 1) as usize {
+                let start = (bi * s as usize + p) * v as usize;
+                xr.extend(x[start..start + v as usize].iter().map(|&z| z as f64));
+                t.push(ids[bi * s as usize + p + 1]);
+            }
+        }
+        let want = reference::policy_loss(
+            &c,
+            &reference::Batch {
+                logits: &xr,
+                vocab: v as usize,
+                rows_per_seq: (s - 1) as usize,
+                targets: &t,
+                mask: &[1.0; 10],
+                advantages: &[0.7, -0.4],
+                old_logp: None,
+                ref_logp: None,
+            },
+        )
+        .unwrap();
+        close(metrics.loss, want.loss, 1e-5).unwrap();
+        for bi in 0..b as usize {
+            for p in 0..s as usize {
+                let start = (bi * s as usize + p) * v as usize;
+                let row = &g[start..start + v as usize];
+                if p == s as usize - 1 {
+                    assert!(row.iter().all(|&z| z == 7.0), "last position must be untouched");
+                } else {
+                    let r = bi * (s as usize - 1) + p;
+                    for j in 0..v as usize {
+                        close(row[j], want.grad[r * v as usize + j], 1e-6).unwrap();
+                    }
+                }
+            }
+        }
+    }
+}

@@ -4,6 +4,7 @@
 //! and the workgroup reduction (`workgroup/`) — then the kernel itself. Workgroup size
 //! and the 16-bit formats are `override` constants set when the pipeline is built.
 
+pub(crate) mod advantages;
 pub(crate) mod gspo_ratio;
 pub(crate) mod policy_loss;
 pub(crate) mod prepare;
@@ -33,6 +34,8 @@ pub enum Kernel {
     GspoRatio,
     /// Loss and metrics.
     Reduce,
+    /// Advantages from rewards.
+    Advantages,
 }
 
 /// Where the policy-loss kernel writes the gradient.
@@ -46,12 +49,13 @@ pub enum GradOut {
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 5] = [
+    pub const ALL: [Kernel; 6] = [
         Kernel::RowStats,
         Kernel::Prepare,
         Kernel::PolicyLoss,
         Kernel::GspoRatio,
         Kernel::Reduce,
+        Kernel::Advantages,
     ];
 
     fn source(self) -> &'static str {
@@ -61,6 +65,7 @@ impl Kernel {
             Kernel::PolicyLoss => shader!("policy_loss.wgsl"),
             Kernel::GspoRatio => shader!("gspo_ratio.wgsl"),
             Kernel::Reduce => shader!("reduce.wgsl"),
+            Kernel::Advantages => shader!("advantages.wgsl"),
         }
     }
 
@@ -71,6 +76,7 @@ impl Kernel {
             Kernel::PolicyLoss => "policy_loss",
             Kernel::GspoRatio => "gspo_ratio",
             Kernel::Reduce => "reduce",
+            Kernel::Advantages => "advantages",
         }
     }
 

@@ -231,8 +231,8 @@ impl LossCase {
                 mask[rows_per_seq as usize + i] = 0.0;
             }
         }
-        if rows > 5 {
-            mask[5] = 0.5;
+        if rows > 1 {
+            mask[1] = 0.5; // a fractional weight
         }
         for (t, m) in targets.iter_mut().zip(&mask) {
             if *m == 0.0 {

@@ -1,0 +1,98 @@
+// One workgroup: advantages from per-sequence rewards (SPEC "Advantages"). Groups of
+// G consecutive rewards answer one prompt; the lane that owns a group walks it in
+// order, and the batch-wide statistics of reinforce_pp use a fixed tree, so the
+// results are bitwise reproducible. Means and variances are two-pass for accuracy.
+
+struct Params {
+    n: u32,
+    group: u32,
+    estimator: u32,
+    in_offset: u32,
+    out_offset: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+const GRPO: u32 = 0u;
+const GRPO_NO_STD: u32 = 1u;
+const RLOO: u32 = 2u;
+const REINFORCE_PP: u32 = 3u;
+const EPS: f32 = 1e-6;
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> rewards: array<f32>;
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+
+var<workgroup> wg_sum: array<f32, WG_SIZE>;
+
+fn reward(i: u32) -> f32 {
+    return rewards[params.in_offset + i];
+}
+
+// Σ over the workgroup of each lane's `v`, in a fixed tree; every lane gets it.
+fn workgroup_sum(lane: u32, v: f32) -> f32 {
+    wg_sum[lane] = v;
+    workgroupBarrier();
+    for (var s = WG_SIZE / 2u; s > 0u; s >>= 1u) {
+        if (lane < s) {
+            wg_sum[lane] += wg_sum[lane + s];
+        }
+        workgroupBarrier();
+    }
+    let total = wg_sum[0];
+    workgroupBarrier();
+    return total;
+}
+
+@compute @workgroup_size(WG_SIZE)
+fn advantages(@builtin(local_invocation_index) lane: u32) {
+    let n = params.n;
+    if (params.estimator == REINFORCE_PP) {
+        var part = 0.0;
+        for (var i = lane; i < n; i += WG_SIZE) {
+            part += reward(i);
+        }
+        let mean = workgroup_sum(lane, part) / f32(n);
+        var sq = 0.0;
+        for (var i = lane; i < n; i += WG_SIZE) {
+            let d = reward(i) - mean;
+            sq += d * d;
+        }
+        let ss = workgroup_sum(lane, sq);
+        let sd = sqrt(ss / f32(max(n, 2u) - 1u));
+        for (var i = lane; i < n; i += WG_SIZE) {
+            out[params.out_offset + i] = select((reward(i) - mean) / (sd + EPS), 0.0, n < 2u);
+        }
+        return;
+    }
+    let g = params.group;
+    let groups = n / g;
+    for (var k = lane; k < groups; k += WG_SIZE) {
+        let first = k * g;
+        var sum = 0.0;
+        for (var j = 0u; j < g; j++) {
+            sum += reward(first + j);
+        }
+        let mean = sum / f32(g);
+        var sq = 0.0;
+        for (var j = 0u; j < g; j++) {
+            let d = reward(first + j) - mean;
+            sq += d * d;
+        }
+        let sd = sqrt(sq / f32(max(g, 2u) - 1u));
+        for (var j = 0u; j < g; j++) {
+            let r = reward(first + j);
+            var a: f32;
+            if (params.estimator == GRPO) {
+                a = (r - mean) / (sd + EPS);
+            } else if (params.estimator == GRPO_NO_STD) {
+                a = r - mean;
+            } else {
+                a = r - (sum - r) / f32(max(g, 2u) - 1u);
+            }
+            // a group of one has no baseline: advantage 0
+            out[params.out_offset + first + j] = select(a, 0.0, g < 2u);
+        }
+    }
+}

@@ -1,0 +1,59 @@
+//! Host side of `shaders/advantages.wgsl`.
+
+use super::{dispatch, f32_window, uniform, whole, Kernel, PipelineKey};
+use crate::advantages::AdvantageEstimator;
+use crate::context::Context;
+use crate::error::Result;
+use crate::view::F32View;
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    n: u32,
+    group: u32,
+    estimator: u32,
+    in_offset: u32,
+    out_offset: u32,
+    _pad: [u32; 3],
+}
+
+pub(crate) fn record(
+    ctx: &Context,
+    encoder: &mut wgpu::CommandEncoder,
+    estimator: AdvantageEstimator,
+    rewards: &F32View<'_>,
+    n: u32,
+    group: u32,
+    out: &F32View<'_>,
+) -> Result<()> {
+    let limits = ctx.device().limits();
+    let (in_bind, in_offset) = f32_window("rewards", rewards, n as u64, &limits)?;
+    let (out_bind, out_offset) = f32_window("out", out, n as u64, &limits)?;
+    let params = Params {
+        n,
+        group,
+        estimator: match estimator {
+            AdvantageEstimator::Grpo => 0,
+            AdvantageEstimator::GrpoNoStd => 1,
+            AdvantageEstimator::Rloo => 2,
+            AdvantageEstimator::ReinforcePlusPlus => 3,
+        },
+        in_offset,
+        out_offset,
+        _pad: [0; 3],
+    };
+    let pipeline = ctx.pipeline(PipelineKey::small(Kernel::Advantages, ctx.paths()))?;
+    let uniform = uniform(ctx, "advantages params", &params);
+    dispatch(
+        ctx,
+        encoder,
+        "advantages",
+        &pipeline,
+        &[
+            whole(0, &uniform),
+            super::entry(1, in_bind),
+            super::entry(2, out_bind),
+        ],
+        (1, 1),
+    )
+}
