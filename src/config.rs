@@ -19,11 +19,11 @@ pub enum PolicyLossMode {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum KlEstimator {
     /// `logp − ref_logp` (alias `kl`).
-    #[default]
     K1,
     /// `½ (ref_logp − logp)²` (alias `mse`).
     K2,
-    /// `exp(δ) − δ − 1` with clamps (alias `low_var_kl`).
+    /// `exp(δ) − δ − 1` with clamps (alias `low_var_kl`), verl's default.
+    #[default]
     K3,
 }
 
@@ -83,7 +83,7 @@ impl LossAggMode {
 }
 
 /// Everything that shapes the loss. Defaults are verl's: `ppo_clip`, ε = 0.2/0.2, no
-/// dual-clip, k1 with β = 0, γ = 0, `token-mean`, τ = 1.
+/// dual-clip, `low_var_kl` with β = 0, γ = 0, `token-mean`, τ = 1.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct LossConfig {
     pub mode: PolicyLossMode,
@@ -114,7 +114,7 @@ impl Default for LossConfig {
             clip_ratio_low: 0.2,
             clip_ratio_high: 0.2,
             clip_ratio_c: None,
-            kl_loss_type: KlEstimator::K1,
+            kl_loss_type: KlEstimator::K3,
             kl_coef: 0.0,
             entropy_coeff: 0.0,
             loss_agg_mode: LossAggMode::TokenMean,

@@ -9,9 +9,7 @@ use crate::config::LossConfig;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::kernels::row_stats::RowStatsBuffers;
-use crate::loss::{
-    Advantages, GradView, Gradient, LossBuffers, LossInputs, Metrics, PolicyLoss,
-};
+use crate::loss::{Advantages, GradView, Gradient, LossBuffers, LossInputs, Metrics, PolicyLoss};
 use crate::view::{DType, F32View, LogitsView, TargetsView};
 
 /// Logits `[rows, vocab]` in host memory, row-major.
@@ -165,7 +163,8 @@ impl Context {
         buffers: &[&wgpu::Buffer],
         len: usize,
     ) -> Result<Vec<Vec<f32>>> {
-        let list: Vec<(&wgpu::Buffer, u64)> = buffers.iter().map(|&b| (b, len as u64 * 4)).collect();
+        let list: Vec<(&wgpu::Buffer, u64)> =
+            buffers.iter().map(|&b| (b, len as u64 * 4)).collect();
         Ok(self
             .read_back(encoder, &list)?
             .iter()
@@ -286,7 +285,10 @@ impl Context {
         if !batch.logits.len().is_multiple_of(vocab as usize) {
             return Err(Error::arg(
                 "logits",
-                format!("length {} is not a multiple of vocab {vocab}", batch.logits.len()),
+                format!(
+                    "length {} is not a multiple of vocab {vocab}",
+                    batch.logits.len()
+                ),
             ));
         }
         let rows = batch.logits.len() / vocab as usize;
@@ -302,7 +304,10 @@ impl Context {
             .chain(batch.ref_logprobs.map(|x| ("ref_logprobs", x.len())))
         {
             if len != rows {
-                return Err(Error::arg(arg, format!("has {len} values for {rows} logits rows")));
+                return Err(Error::arg(
+                    arg,
+                    format!("has {len} values for {rows} logits rows"),
+                ));
             }
         }
         let per_token = match batch.advantages.len() {
@@ -327,8 +332,12 @@ impl Context {
         let y = self.upload("targets", bytemuck::cast_slice(batch.targets));
         let m = self.upload("mask", bytemuck::cast_slice(batch.mask));
         let a = self.upload("advantages", bytemuck::cast_slice(batch.advantages));
-        let old = batch.old_logprobs.map(|v| self.upload("old_logprobs", bytemuck::cast_slice(v)));
-        let rf = batch.ref_logprobs.map(|v| self.upload("ref_logprobs", bytemuck::cast_slice(v)));
+        let old = batch
+            .old_logprobs
+            .map(|v| self.upload("old_logprobs", bytemuck::cast_slice(v)));
+        let rf = batch
+            .ref_logprobs
+            .map(|v| self.upload("ref_logprobs", bytemuck::cast_slice(v)));
         let grad_bytes = rows as u64 * vocab as u64 * grad_dtype.map_or(0, DType::size);
         let g = grad_dtype.map(|_| {
             self.device().create_buffer(&wgpu::BufferDescriptor {

@@ -256,7 +256,9 @@ impl PolicyLoss {
         if cfg.kl_coef != 0.0 && inputs.ref_logprobs.is_none() {
             return Err(Error::arg("ref_logprobs", "required when kl_coef is not 0"));
         }
-        outputs.metrics.validate("outputs.metrics", METRICS as u32)?;
+        outputs
+            .metrics
+            .validate("outputs.metrics", METRICS as u32)?;
         if let Some(v) = &outputs.logprobs {
             v.validate("outputs.logprobs", rows)?;
         }
@@ -364,7 +366,9 @@ impl PolicyLoss {
 
     /// The scratch buffers, grown (never shrunk) to `rows` and `seqs`.
     fn scratch_for<'s>(&self, slot: &'s mut Option<Scratch>, rows: u32, seqs: u32) -> &'s Scratch {
-        let fits = slot.as_ref().is_some_and(|s| s.rows >= rows && s.seqs >= seqs);
+        let fits = slot
+            .as_ref()
+            .is_some_and(|s| s.rows >= rows && s.seqs >= seqs);
         if !fits {
             let (rows, seqs) = match slot.as_ref() {
                 Some(s) => (s.rows.max(rows), s.seqs.max(seqs)),

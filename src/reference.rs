@@ -240,7 +240,10 @@ pub fn policy_loss(cfg: &LossConfig, b: &Batch<'_>) -> crate::Result<LossOutput>
         }
     }
     if b.advantages.len() != rows && b.advantages.len() != b.seqs() {
-        return Err(Error::arg("advantages", "needs one value per sequence or per row"));
+        return Err(Error::arg(
+            "advantages",
+            "needs one value per sequence or per row",
+        ));
     }
     if cfg.kl_coef != 0.0 && b.ref_logp.is_none() {
         return Err(Error::arg("ref_logprobs", "required when kl_coef is not 0"));

@@ -1,3 +1,4 @@
+#![cfg(feature = "cli")]
 //! The binary's contracts, run as a user would.
 
 use std::process::Command;
@@ -53,4 +54,342 @@ fn info_fails_without_an_adapter() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no GPU adapter found"));
+}
+
+mod eval {
+    use super::bin;
+    use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+    use wgpu_policy_loss::half::bf16;
+    use wgpu_policy_loss::reference;
+    use wgpu_policy_loss::{LossConfig, PolicyLossMode};
+
+    fn tmp(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("wgpu-policy-loss-cli-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join(name)
+    }
+
+    fn write(path: &std::path::Path, tensors: Vec<(&str, Dtype, Vec<usize>, Vec<u8>)>) {
+        let views: Vec<(String, TensorView<'_>)> = tensors
+            .iter()
+            .map(|(n, d, s, b)| (n.to_string(), TensorView::new(*d, s.clone(), b).unwrap()))
+            .collect();
+        safetensors::tensor::serialize_to_file(views, None, path).unwrap();
+    }
+
+    fn bytes<T: bytemuck::Pod>(v: &[T]) -> Vec<u8> {
+        bytemuck::cast_slice(v).to_vec()
+    }
+
+    fn scalar(st: &SafeTensors<'_>, name: &str) -> f32 {
+        let t = st.tensor(name).unwrap();
+        assert_eq!(t.shape(), &[] as &[usize], "{name} is a scalar");
+        f32::from_le_bytes(t.data().try_into().unwrap())
+    }
+
+    /// bf16 [B, S, V] logits, i64 ids (garbage where masked), bool mask, [B] advantages,
+    /// old and ref log-probs; gspo with the KL term; bf16 gradient.
+    #[test]
+    fn round_trip_bf16_against_reference() {
+        let (b, s, v) = (2usize, 5usize, 33usize);
+        let n = b * s;
+        let x: Vec<f32> = (0..n * v)
+            .map(|i| ((i * 37 % 101) as f32 / 25.0) - 2.0)
+            .collect();
+        let xb: Vec<bf16> = x.iter().map(|&f| bf16::from_f32(f)).collect();
+        let mask: Vec<u8> = (0..n).map(|i| (i % 4 != 0) as u8).collect();
+        let ids: Vec<i64> = (0..n)
+            .map(|i| {
+                if mask[i] == 1 {
+                    (i * 7 % v) as i64
+                } else {
+                    -100
+                }
+            })
+            .collect();
+        let adv = [0.9f32, -0.6];
+        let old: Vec<f32> = (0..n).map(|i| -3.5 + 0.1 * i as f32).collect();
+        let refp: Vec<f32> = (0..n).map(|i| -3.4 + 0.05 * i as f32).collect();
+        let input = tmp("in.safetensors");
+        let output = tmp("out.safetensors");
+        write(
+            &input,
+            vec![
+                ("logits", Dtype::BF16, vec![b, s, v], bytes(&xb)),
+                ("targets", Dtype::I64, vec![b, s], bytes(&ids)),
+                ("mask", Dtype::BOOL, vec![b, s], mask.clone()),
+                ("advantages", Dtype::F32, vec![b], bytes(&adv)),
+                ("old_logprobs", Dtype::F32, vec![b, s], bytes(&old)),
+                ("ref_logprobs", Dtype::F32, vec![b, s], bytes(&refp)),
+            ],
+        );
+        let out = bin()
+            .args([
+                "eval",
+                "--input",
+                input.to_str().unwrap(),
+                "--output",
+                output.to_str().unwrap(),
+            ])
+            .args([
+                "--mode",
+                "gspo",
+                "--kl-coef",
+                "0.1",
+                "--kl-loss-type",
+                "k2",
+                "--entropy-coeff",
+                "0.01",
+            ])
+            .args([
+                "--loss-agg-mode",
+                "seq-mean-token-mean",
+                "--temperature",
+                "0.9",
+                "--grad-dtype",
+                "bf16",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let file = std::fs::read(&output).unwrap();
+        let st = SafeTensors::deserialize(&file).unwrap();
+
+        let cfg = LossConfig {
+            mode: PolicyLossMode::Gspo,
+            kl_coef: 0.1,
+            kl_loss_type: wgpu_policy_loss::KlEstimator::K2,
+            entropy_coeff: 0.01,
+            loss_agg_mode: wgpu_policy_loss::LossAggMode::SeqMeanTokenMean,
+            temperature: 0.9,
+            ..LossConfig::default()
+        };
+        let x64: Vec<f64> = xb.iter().map(|h| h.to_f64()).collect();
+        let f = |v: &[f32]| v.iter().map(|&a| a as f64).collect::<Vec<_>>();
+        let targets: Vec<u32> = ids.iter().map(|&i| i.max(0) as u32).collect();
+        let want = reference::policy_loss(
+            &cfg,
+            &reference::Batch {
+                logits: &x64,
+                vocab: v,
+                rows_per_seq: s,
+                targets: &targets,
+                mask: &mask.iter().map(|&m| m as f64).collect::<Vec<_>>(),
+                advantages: &f(&adv),
+                old_logp: Some(&f(&old)),
+                ref_logp: Some(&f(&refp)),
+            },
+        )
+        .unwrap();
+        assert!((scalar(&st, "loss") as f64 - want.loss).abs() < 1e-5 * (1.0 + want.loss.abs()));
+        for (name, w) in [
+            ("pg_clipfrac", want.metrics.pg_clipfrac),
+            ("pg_clipfrac_lower", want.metrics.pg_clipfrac_lower),
+            ("ppo_kl", want.metrics.ppo_kl),
+            ("kl", want.metrics.kl),
+            ("entropy_mean", want.metrics.entropy_mean),
+            ("nonfinite_rows", 0.0),
+        ] {
+            assert!(
+                (scalar(&st, name) as f64 - w).abs() < 1e-5 * (1.0 + w.abs()),
+                "{name}"
+            );
+        }
+        let lp = st.tensor("logprobs").unwrap();
+        assert_eq!((lp.dtype(), lp.shape()), (Dtype::F32, &[b, s][..]));
+        let lp: Vec<f32> = bytemuck::pod_collect_to_vec(lp.data());
+        for r in (0..n).filter(|&r| mask[r] == 1) {
+            assert!((lp[r] as f64 - want.logp[r]).abs() < 1e-4, "logprobs[{r}]");
+        }
+        let ent = st.tensor("entropy").unwrap();
+        assert_eq!((ent.dtype(), ent.shape()), (Dtype::F32, &[b, s][..]));
+        let g = st.tensor("grad_logits").unwrap();
+        assert_eq!((g.dtype(), g.shape()), (Dtype::BF16, &[b, s, v][..]));
+        let g: Vec<bf16> = bytemuck::pod_collect_to_vec(g.data());
+        let scale = want.grad.iter().fold(0.0f64, |a, &b| a.max(b.abs()));
+        for (i, (gg, w)) in g.iter().zip(&want.grad).enumerate() {
+            let err = (gg.to_f64() - w).abs();
+            assert!(
+                err <= 1e-4 * scale + w.abs() / 256.0,
+                "grad_logits[{i}] {gg} vs {w}"
+            );
+        }
+    }
+
+    /// [T, V] f32 logits with u8 mask, i32 ids and per-token advantages; defaults.
+    #[test]
+    fn round_trip_flat_f32() {
+        let (t, v) = (6usize, 17usize);
+        let x: Vec<f32> = (0..t * v)
+            .map(|i| ((i * 13 % 29) as f32 / 7.0) - 2.0)
+            .collect();
+        let ids: Vec<i32> = (0..t as i32).map(|i| i * 3 % v as i32).collect();
+        let mask = vec![1u8, 1, 0, 1, 1, 1];
+        let adv: Vec<f32> = vec![0.5, -0.2, 9.0, 1.0, -1.0, 0.3];
+        let input = tmp("flat.safetensors");
+        let output = tmp("flat_out.safetensors");
+        write(
+            &input,
+            vec![
+                ("logits", Dtype::F32, vec![t, v], bytes(&x)),
+                ("targets", Dtype::I32, vec![t], bytes(&ids)),
+                ("mask", Dtype::U8, vec![t], mask.clone()),
+                ("advantages", Dtype::F32, vec![t], bytes(&adv)),
+            ],
+        );
+        let out = bin()
+            .args([
+                "eval",
+                "--input",
+                input.to_str().unwrap(),
+                "--output",
+                output.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let file = std::fs::read(&output).unwrap();
+        let st = SafeTensors::deserialize(&file).unwrap();
+        let x64: Vec<f64> = x.iter().map(|&a| a as f64).collect();
+        let want = reference::policy_loss(
+            &LossConfig::default(),
+            &reference::Batch {
+                logits: &x64,
+                vocab: v,
+                rows_per_seq: t,
+                targets: &ids.iter().map(|&i| i as u32).collect::<Vec<_>>(),
+                mask: &mask.iter().map(|&m| m as f64).collect::<Vec<_>>(),
+                advantages: &adv.iter().map(|&a| a as f64).collect::<Vec<_>>(),
+                old_logp: None,
+                ref_logp: None,
+            },
+        )
+        .unwrap();
+        assert!((scalar(&st, "loss") as f64 - want.loss).abs() < 1e-5);
+        let g = st.tensor("grad_logits").unwrap();
+        assert_eq!((g.dtype(), g.shape()), (Dtype::F32, &[t, v][..]));
+        let g: Vec<f32> = bytemuck::pod_collect_to_vec(g.data());
+        for (gg, w) in g.iter().zip(&want.grad) {
+            assert!((*gg as f64 - w).abs() < 1e-6);
+        }
+    }
+
+    fn eval_err(tensors: Vec<(&str, Dtype, Vec<usize>, Vec<u8>)>, file: &str) -> String {
+        let input = tmp(file);
+        write(&input, tensors);
+        let out = bin()
+            .args([
+                "eval",
+                "--input",
+                input.to_str().unwrap(),
+                "--output",
+                tmp("never.safetensors").to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "bad input {file} was accepted");
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(!err.contains("panicked"), "{err}");
+        err
+    }
+
+    #[test]
+    fn bad_files_are_clear_errors() {
+        // not a safetensors file
+        let junk = tmp("junk.safetensors");
+        std::fs::write(&junk, b"definitely not safetensors").unwrap();
+        let out = bin()
+            .args([
+                "eval",
+                "--input",
+                junk.to_str().unwrap(),
+                "--output",
+                tmp("x.safetensors").to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("not a safetensors file") && !err.contains("panicked"),
+            "{err}"
+        );
+        // a missing file
+        let out = bin()
+            .args([
+                "eval",
+                "--input",
+                "/nonexistent/in.safetensors",
+                "--output",
+                "/tmp/o",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("cannot read")
+        );
+
+        let logits = ("logits", Dtype::F32, vec![2, 3], bytes(&[0.0f32; 6]));
+        let targets = ("targets", Dtype::I64, vec![2], bytes(&[0i64, 2]));
+        let mask = ("mask", Dtype::F32, vec![2], bytes(&[1.0f32, 1.0]));
+        let adv = ("advantages", Dtype::F32, vec![1], bytes(&[1.0f32]));
+        // missing tensor
+        let e = eval_err(
+            vec![logits.clone(), targets.clone(), mask.clone()],
+            "missing.safetensors",
+        );
+        assert!(e.contains("advantages") && e.contains("missing"), "{e}");
+        // mis-shaped mask
+        let e = eval_err(
+            vec![
+                logits.clone(),
+                targets.clone(),
+                ("mask", Dtype::F32, vec![3], bytes(&[1.0f32; 3])),
+                adv.clone(),
+            ],
+            "shape.safetensors",
+        );
+        assert!(e.contains("mask") && e.contains("shape"), "{e}");
+        // wrong dtype
+        let e = eval_err(
+            vec![
+                ("logits", Dtype::I32, vec![2, 3], bytes(&[0i32; 6])),
+                targets.clone(),
+                mask.clone(),
+                adv.clone(),
+            ],
+            "dtype.safetensors",
+        );
+        assert!(e.contains("logits") && e.contains("dtype"), "{e}");
+        // out-of-range id on a masked-in row
+        let e = eval_err(
+            vec![
+                logits.clone(),
+                ("targets", Dtype::I64, vec![2], bytes(&[0i64, 3])),
+                mask.clone(),
+                adv.clone(),
+            ],
+            "ids.safetensors",
+        );
+        assert!(e.contains("targets") && e.contains("row 1"), "{e}");
+        // advantages of the wrong length
+        let e = eval_err(
+            vec![
+                logits,
+                targets,
+                mask,
+                ("advantages", Dtype::F32, vec![3], bytes(&[1.0f32; 3])),
+            ],
+            "adv.safetensors",
+        );
+        assert!(e.contains("advantages"), "{e}");
+    }
 }

@@ -31,7 +31,11 @@ fn every_mode_aggregation_and_estimator() {
                 for kl in KlEstimator::ALL {
                     for extra in 0..2 {
                         let c = cfg(mode, agg, kl, extra);
-                        let using = Use { per_token_adv: extra == 1, old: true, refp: true };
+                        let using = Use {
+                            per_token_adv: extra == 1,
+                            old: true,
+                            refp: true,
+                        };
                         check_loss(ctx, &c, &case, DType::F32, Some(DType::F32), using);
                     }
                 }
@@ -49,7 +53,11 @@ fn every_dtype_and_gradient_dtype() {
             for dtype in DType::ALL {
                 for grad in DType::ALL {
                     let c = cfg(mode, LossAggMode::SeqMeanTokenMean, KlEstimator::K3, 1);
-                    let using = Use { per_token_adv: false, old: true, refp: true };
+                    let using = Use {
+                        per_token_adv: false,
+                        old: true,
+                        refp: true,
+                    };
                     check_loss(ctx, &c, &case, dtype, Some(grad), using);
                 }
             }
@@ -64,7 +72,11 @@ fn on_policy_and_without_reference() {
         for mode in PolicyLossMode::ALL {
             for agg in LossAggMode::ALL {
                 let c = cfg(mode, agg, KlEstimator::K1, 0);
-                let using = Use { per_token_adv: false, old: false, refp: false };
+                let using = Use {
+                    per_token_adv: false,
+                    old: false,
+                    refp: false,
+                };
                 check_loss(ctx, &c, &case, DType::Bf16, Some(DType::F32), using);
             }
         }
@@ -75,9 +87,18 @@ fn on_policy_and_without_reference() {
 fn global_normalizer_and_l_norm() {
     let case = LossCase::new(4, 3, 5, 64);
     for ctx in contexts() {
-        let mut c = cfg(PolicyLossMode::PpoClip, LossAggMode::TokenMean, KlEstimator::K2, 1);
+        let mut c = cfg(
+            PolicyLossMode::PpoClip,
+            LossAggMode::TokenMean,
+            KlEstimator::K2,
+            1,
+        );
         c.global_normalizer = Some(123.0);
-        let using = Use { per_token_adv: true, old: true, refp: true };
+        let using = Use {
+            per_token_adv: true,
+            old: true,
+            refp: true,
+        };
         check_loss(ctx, &c, &case, DType::F16, Some(DType::F16), using);
         c.loss_agg_mode = LossAggMode::SeqMeanTokenSumNorm;
         c.l_norm = Some(4096.0);
@@ -91,7 +112,11 @@ fn forward_only_matches() {
     for ctx in contexts() {
         for mode in PolicyLossMode::ALL {
             let c = cfg(mode, LossAggMode::TokenMean, KlEstimator::K3, 1);
-            let using = Use { per_token_adv: false, old: true, refp: true };
+            let using = Use {
+                per_token_adv: false,
+                old: true,
+                refp: true,
+            };
             check_loss(ctx, &c, &case, DType::Bf16, None, using);
         }
     }
@@ -101,8 +126,17 @@ fn forward_only_matches() {
 fn large_vocabulary() {
     let case = LossCase::new(6, 2, 3, 151936);
     for ctx in contexts() {
-        let c = cfg(PolicyLossMode::PpoClip, LossAggMode::SeqMeanTokenMean, KlEstimator::K3, 1);
-        let using = Use { per_token_adv: false, old: true, refp: true };
+        let c = cfg(
+            PolicyLossMode::PpoClip,
+            LossAggMode::SeqMeanTokenMean,
+            KlEstimator::K3,
+            1,
+        );
+        let using = Use {
+            per_token_adv: false,
+            old: true,
+            refp: true,
+        };
         check_loss(ctx, &c, &case, DType::Bf16, Some(DType::Bf16), using);
     }
 }
@@ -116,7 +150,12 @@ use wgpu_policy_loss::{
 
 /// Runs the recording API with the gradient written over the logits, and reads back
 /// the metrics and the logits buffer (now the gradient).
-fn run_in_place(ctx: &Context, c: &LossConfig, case: &LossCase, dtype: DType) -> (Metrics, Vec<f32>) {
+fn run_in_place(
+    ctx: &Context,
+    c: &LossConfig,
+    case: &LossCase,
+    dtype: DType,
+) -> (Metrics, Vec<f32>) {
     let logits = Logits::from_f32(dtype, &case.logits);
     let rows = case.rows() as u32;
     let x = ctx.upload("logits", logits.bytes());
@@ -136,12 +175,19 @@ fn run_in_place(ctx: &Context, c: &LossConfig, case: &LossCase, dtype: DType) ->
         old_logprobs: Some(F32View::new(&old)),
         ref_logprobs: Some(F32View::new(&rf)),
     };
-    let mut enc = ctx.device().create_command_encoder(&wgpu::CommandEncoderDescriptor::default());
-    loss.record(&mut enc, &inputs, Gradient::InPlace, &out.outputs()).unwrap();
+    let mut enc = ctx
+        .device()
+        .create_command_encoder(&wgpu::CommandEncoderDescriptor::default());
+    loss.record(&mut enc, &inputs, Gradient::InPlace, &out.outputs())
+        .unwrap();
     let n = logits.bytes().len() as u64;
     let got = ctx.read_back(enc, &[(&out.metrics, 32), (&x, n)]).unwrap();
     let metrics = Metrics::from_slice(&bytemuck::pod_collect_to_vec::<u8, f32>(&got[0]));
-    let grad = HostGrad { dtype, bytes: got[1].clone() }.to_f32();
+    let grad = HostGrad {
+        dtype,
+        bytes: got[1].clone(),
+    }
+    .to_f32();
     (metrics, grad)
 }
 
@@ -168,7 +214,11 @@ fn gradient_in_place_equals_separate_buffer() {
                 let separate = ctx.policy_loss(&c, &batch, Some(dtype)).unwrap();
                 let sep = separate.grad.unwrap().to_f32();
                 let what = format!("{} {dtype} {mode:?}", name(ctx));
-                assert_eq!(metrics.loss.to_bits(), separate.metrics.loss.to_bits(), "{what}");
+                assert_eq!(
+                    metrics.loss.to_bits(),
+                    separate.metrics.loss.to_bits(),
+                    "{what}"
+                );
                 // masked-out rows: in place they hold zeros as well
                 for (i, (a, b)) in in_place.iter().zip(&sep).enumerate() {
                     assert_eq!(a.to_bits(), b.to_bits(), "{what}: element {i}: {a} vs {b}");
@@ -181,7 +231,16 @@ fn gradient_in_place_equals_separate_buffer() {
 fn same_bits(a: &wgpu_policy_loss::HostLoss, b: &wgpu_policy_loss::HostLoss) -> bool {
     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     let m = |x: &Metrics| {
-        bits(&[x.loss, x.pg_clipfrac, x.pg_clipfrac_lower, x.ppo_kl, x.kl, x.entropy_mean, x.nonfinite_rows, x.mask_sum])
+        bits(&[
+            x.loss,
+            x.pg_clipfrac,
+            x.pg_clipfrac_lower,
+            x.ppo_kl,
+            x.kl,
+            x.entropy_mean,
+            x.nonfinite_rows,
+            x.mask_sum,
+        ])
     };
     m(&a.metrics) == m(&b.metrics)
         && bits(&a.logprobs) == bits(&b.logprobs)
@@ -208,12 +267,21 @@ fn bitwise_reproducible_across_runs_and_paths() {
                 old_logprobs: Some(&case.old),
                 ref_logprobs: Some(&case.refp),
             };
-            let c = cfg(PolicyLossMode::Gspo, LossAggMode::TokenMean, KlEstimator::K2, 1);
+            let c = cfg(
+                PolicyLossMode::Gspo,
+                LossAggMode::TokenMean,
+                KlEstimator::K2,
+                1,
+            );
             let a = ctx.policy_loss(&c, &batch, Some(DType::Bf16)).unwrap();
             let b = ctx.policy_loss(&c, &batch, Some(DType::Bf16)).unwrap();
             let f = fallback.policy_loss(&c, &batch, Some(DType::Bf16)).unwrap();
             assert!(same_bits(&a, &b), "{} {dtype}: two runs differ", name(ctx));
-            assert!(same_bits(&a, &f), "{} {dtype}: native path differs from fallback", name(ctx));
+            assert!(
+                same_bits(&a, &f),
+                "{} {dtype}: native path differs from fallback",
+                name(ctx)
+            );
         }
     }
 }
@@ -241,7 +309,14 @@ fn empty_batch_gives_zero_loss_and_gradient() {
             let got = ctx.policy_loss(&c, &batch, Some(DType::F32)).unwrap();
             let m = got.metrics;
             assert_eq!(m.loss, 0.0, "{} {agg:?}", name(ctx));
-            for v in [m.pg_clipfrac, m.pg_clipfrac_lower, m.ppo_kl, m.kl, m.entropy_mean, m.nonfinite_rows] {
+            for v in [
+                m.pg_clipfrac,
+                m.pg_clipfrac_lower,
+                m.ppo_kl,
+                m.kl,
+                m.entropy_mean,
+                m.nonfinite_rows,
+            ] {
                 assert_eq!(v, 0.0, "{} {agg:?}: {m:?}", name(ctx));
             }
             assert!(got.grad.unwrap().to_f32().iter().all(|&g| g == 0.0));
@@ -264,7 +339,12 @@ fn nonfinite_rows_are_counted_and_confined() {
     assert_eq!(case.mask[..4], [1.0, 0.5, 1.0, 0.0]);
     assert!(case.mask[4..].iter().all(|&m| m == 0.0));
     for ctx in contexts() {
-        let c = cfg(PolicyLossMode::Reinforce, LossAggMode::TokenMean, KlEstimator::K1, 0);
+        let c = cfg(
+            PolicyLossMode::Reinforce,
+            LossAggMode::TokenMean,
+            KlEstimator::K1,
+            0,
+        );
         let batch = wgpu_policy_loss::HostBatch {
             logits: wgpu_policy_loss::HostLogits::F32(&x),
             vocab: case.vocab,
@@ -276,8 +356,19 @@ fn nonfinite_rows_are_counted_and_confined() {
             ref_logprobs: None,
         };
         let got = ctx.policy_loss(&c, &batch, Some(DType::F32)).unwrap();
-        assert_eq!(got.metrics.nonfinite_rows, 2.0, "{}: {:?} {:?}", name(ctx), got.metrics, &got.entropy);
-        assert!(got.metrics.loss.is_nan(), "{}: a NaN row must reach the loss", name(ctx));
+        assert_eq!(
+            got.metrics.nonfinite_rows,
+            2.0,
+            "{}: {:?} {:?}",
+            name(ctx),
+            got.metrics,
+            &got.entropy
+        );
+        assert!(
+            got.metrics.loss.is_nan(),
+            "{}: a NaN row must reach the loss",
+            name(ctx)
+        );
         let g = got.grad.unwrap().to_f32();
         for r in 0..case.rows() {
             let row = &g[r * v..(r + 1) * v];
@@ -286,13 +377,25 @@ fn nonfinite_rows_are_counted_and_confined() {
         }
         // the rows without NaN get the same gradient as without the bad rows' values
         let clean = ctx
-            .policy_loss(&c, &wgpu_policy_loss::HostBatch { logits: wgpu_policy_loss::HostLogits::F32(&case.logits), ..batch }, Some(DType::F32))
+            .policy_loss(
+                &c,
+                &wgpu_policy_loss::HostBatch {
+                    logits: wgpu_policy_loss::HostLogits::F32(&case.logits),
+                    ..batch
+                },
+                Some(DType::F32),
+            )
             .unwrap()
             .grad
             .unwrap()
             .to_f32();
         for r in [0usize, 3, 4, 5, 6, 7] {
-            assert_eq!(&g[r * v..(r + 1) * v], &clean[r * v..(r + 1) * v], "{} row {r}", name(ctx));
+            assert_eq!(
+                &g[r * v..(r + 1) * v],
+                &clean[r * v..(r + 1) * v],
+                "{} row {r}",
+                name(ctx)
+            );
         }
     }
 }
@@ -308,7 +411,11 @@ fn shifted_view_with_gradient_like_logits() {
     let mask = vec![1.0f32; rows];
     let adv = [0.7f32, -0.4];
     for ctx in contexts() {
-        let c = LossConfig { mode: PolicyLossMode::Reinforce, loss_agg_mode: LossAggMode::SeqMeanTokenMean, ..LossConfig::default() };
+        let c = LossConfig {
+            mode: PolicyLossMode::Reinforce,
+            loss_agg_mode: LossAggMode::SeqMeanTokenMean,
+            ..LossConfig::default()
+        };
         let xb = ctx.upload("x", bytemuck::cast_slice(&x));
         let yb = ctx.upload("y", bytemuck::cast_slice(&ids));
         let mb = ctx.upload("m", bytemuck::cast_slice(&mask));
@@ -326,10 +433,19 @@ fn shifted_view_with_gradient_like_logits() {
         };
         let out = LossBuffers::new(ctx, rows as u32);
         let loss = PolicyLoss::new(ctx, c).unwrap();
-        let mut enc = ctx.device().create_command_encoder(&wgpu::CommandEncoderDescriptor::default());
-        loss.record(&mut enc, &inputs, Gradient::Into(GradView::like(&gb, DType::F32, &logits)), &out.outputs())
+        let mut enc = ctx
+            .device()
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor::default());
+        loss.record(
+            &mut enc,
+            &inputs,
+            Gradient::Into(GradView::like(&gb, DType::F32, &logits)),
+            &out.outputs(),
+        )
+        .unwrap();
+        let got = ctx
+            .read_back(enc, &[(&out.metrics, 32), (&gb, x.len() as u64 * 4)])
             .unwrap();
-        let got = ctx.read_back(enc, &[(&out.metrics, 32), (&gb, x.len() as u64 * 4)]).unwrap();
         let metrics = Metrics::from_slice(&bytemuck::pod_collect_to_vec::<u8, f32>(&got[0]));
         let g: Vec<f32> = bytemuck::pod_collect_to_vec(&got[1]);
 
@@ -363,11 +479,15 @@ fn shifted_view_with_gradient_like_logits() {
                 let start = (bi * s as usize + p) * v as usize;
                 let row = &g[start..start + v as usize];
                 if p == s as usize - 1 {
-                    assert!(row.iter().all(|&z| z == 7.0), "last position must be untouched");
+                    assert!(
+                        row.iter().all(|&z| z == 7.0),
+                        "last position must be untouched"
+                    );
                 } else {
                     let r = bi * (s as usize - 1) + p;
-                    for j in 0..v as usize {
-                        close(row[j], want.grad[r * v as usize + j], 1e-6).unwrap();
+                    let want_row = &want.grad[r * v as usize..(r + 1) * v as usize];
+                    for (&got, &w) in row.iter().zip(want_row) {
+                        close(got, w, 1e-6).unwrap();
                     }
                 }
             }

@@ -80,13 +80,19 @@ mod gradient {
 
     fn data(seed: u64) -> Data {
         // a tiny LCG keeps the reference tests free of GPU and RNG crates
-        let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let mut s = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         let mut next = move || {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((s >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
         };
         let logits: Vec<f64> = (0..ROWS * V).map(|_| 2.0 * next()).collect();
-        let targets: Vec<u32> = (0..ROWS).map(|r| ((r * 7 + seed as usize) % V) as u32).collect();
+        let targets: Vec<u32> = (0..ROWS)
+            .map(|r| ((r * 7 + seed as usize) % V) as u32)
+            .collect();
         let mask = vec![1., 1., 1., 0., 0., 0., 0., 0., 1., 1., 0.5, 1.];
         let adv = vec![0.8, -1.3, -0.6];
         let old: Vec<f64> = (0..ROWS)
@@ -96,7 +102,14 @@ mod gradient {
             })
             .collect();
         let refp: Vec<f64> = old.iter().map(|&o| o + 0.4 * next()).collect();
-        Data { logits, targets, mask, adv, old, refp }
+        Data {
+            logits,
+            targets,
+            mask,
+            adv,
+            old,
+            refp,
+        }
     }
 
     fn batch<'a>(d: &'a Data, logits: &'a [f64], old: Option<&'a [f64]>) -> Batch<'a> {
@@ -137,9 +150,13 @@ mod gradient {
         for i in 0..x.len() {
             let x0 = x[i];
             x[i] = x0 + h;
-            let up = policy_loss(cfg, &batch(d, &x, Some(&base_old))).unwrap().loss;
+            let up = policy_loss(cfg, &batch(d, &x, Some(&base_old)))
+                .unwrap()
+                .loss;
             x[i] = x0 - h;
-            let down = policy_loss(cfg, &batch(d, &x, Some(&base_old))).unwrap().loss;
+            let down = policy_loss(cfg, &batch(d, &x, Some(&base_old)))
+                .unwrap()
+                .loss;
             x[i] = x0;
             let fd = (up - down) / (2.0 * h);
             let an = analytic.grad[i];
@@ -187,7 +204,10 @@ mod gradient {
         let d = data(3);
         let mask = vec![0.0; ROWS];
         for agg in LossAggMode::ALL {
-            let cfg = LossConfig { loss_agg_mode: agg, ..LossConfig::default() };
+            let cfg = LossConfig {
+                loss_agg_mode: agg,
+                ..LossConfig::default()
+            };
             let mut b = batch(&d, &d.logits, Some(&d.old));
             b.mask = &mask;
             let out = policy_loss(&cfg, &b).unwrap();

@@ -19,13 +19,22 @@ fn answer_logp(theta: &[f32], answer: &[u32]) -> f64 {
         .iter()
         .enumerate()
         .map(|(p, &y)| {
-            let row: Vec<f64> = theta[p * V..(p + 1) * V].iter().map(|&x| x as f64).collect();
+            let row: Vec<f64> = theta[p * V..(p + 1) * V]
+                .iter()
+                .map(|&x| x as f64)
+                .collect();
             wgpu_policy_loss::reference::row_stats(&row, y as usize, 1.0).logp
         })
         .sum()
 }
 
-fn step(ctx: &wgpu_policy_loss::Context, cfg: &LossConfig, theta: &[f32], answers: [&[u32]; 2], adv: &[f32]) -> Vec<f32> {
+fn step(
+    ctx: &wgpu_policy_loss::Context,
+    cfg: &LossConfig,
+    theta: &[f32],
+    answers: [&[u32]; 2],
+    adv: &[f32],
+) -> Vec<f32> {
     // the batch: both answers, each with the shared rows
     let logits: Vec<f32> = [theta, theta].concat();
     let targets: Vec<u32> = answers.concat();
@@ -64,13 +73,25 @@ fn one_step_raises_the_rewarded_answer() {
         };
         // GRPO: group-normalised advantages, PPO clip (on-policy)
         let grpo_cfg = LossConfig::default();
-        let grpo_adv = ctx.advantages(AdvantageEstimator::Grpo, &rewards, 2).unwrap();
+        let grpo_adv = ctx
+            .advantages(AdvantageEstimator::Grpo, &rewards, 2)
+            .unwrap();
         for (cfg, adv) in [(seed_cfg, rewards.to_vec()), (grpo_cfg, grpo_adv)] {
             let next = step(ctx, &cfg, &theta, [good, bad], &adv);
             let (g0, g1) = (answer_logp(&theta, good), answer_logp(&next, good));
             let (b0, b1) = (answer_logp(&theta, bad), answer_logp(&next, bad));
-            assert!(g1 > g0 + 1e-3, "{} {:?}: rewarded answer logp {g0} -> {g1}", name(ctx), cfg.mode);
-            assert!(b1 < b0 - 1e-3, "{} {:?}: wrong answer logp {b0} -> {b1}", name(ctx), cfg.mode);
+            assert!(
+                g1 > g0 + 1e-3,
+                "{} {:?}: rewarded answer logp {g0} -> {g1}",
+                name(ctx),
+                cfg.mode
+            );
+            assert!(
+                b1 < b0 - 1e-3,
+                "{} {:?}: wrong answer logp {b0} -> {b1}",
+                name(ctx),
+                cfg.mode
+            );
         }
     }
 }

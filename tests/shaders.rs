@@ -42,7 +42,10 @@ fn entry_point(module: &naga::Module) -> String {
 #[test]
 fn every_variant_validates_and_translates() {
     let variants = shader_variants();
-    assert!(variants.len() >= 20, "expected every kernel, dtype and path");
+    assert!(
+        variants.len() >= 20,
+        "expected every kernel, dtype and path"
+    );
     for (name, key) in &variants {
         let paths = &key.paths;
         let (module, info) = compile(name, key);

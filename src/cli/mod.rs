@@ -1,5 +1,6 @@
 //! Subcommands of the binary. Each lives in its own file and uses only the public API.
 
+mod eval;
 mod info;
 
 use clap::{Parser, Subcommand};
@@ -19,12 +20,18 @@ struct Cli {
 enum Command {
     /// List every adapter: backend, the paths used (f16, subgroups) and the limits that matter.
     Info,
+    /// Loss, log-probs, entropies, gradient and metrics of a safetensors file.
+    Eval(eval::EvalArgs),
 }
+
+/// What a subcommand returns: any error is printed and gives a non-zero exit.
+pub type CliResult = Result<(), Box<dyn std::error::Error>>;
 
 pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Info => info::run(),
+        Command::Info => info::run().map_err(Into::into),
+        Command::Eval(args) => eval::run(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

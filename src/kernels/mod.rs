@@ -116,7 +116,12 @@ impl PipelineKey {
             GradOut::InPlace => "/in-place".to_string(),
         };
         if self.kernel.reads_logits() {
-            format!("{:?}/{}{grad}/{}", self.kernel, self.logits, self.paths.describe())
+            format!(
+                "{:?}/{}{grad}/{}",
+                self.kernel,
+                self.logits,
+                self.paths.describe()
+            )
         } else {
             format!("{:?}", self.kernel)
         }
@@ -277,7 +282,10 @@ pub(crate) fn storage_window<'a>(
     let align = limits.min_storage_buffer_offset_alignment as u64;
     let start = first * elem;
     let bind_start = start - start % align;
-    let bind_end = (end * elem).div_ceil(4).saturating_mul(4).min(buffer.size());
+    let bind_end = (end * elem)
+        .div_ceil(4)
+        .saturating_mul(4)
+        .min(buffer.size());
     let size = bind_end.saturating_sub(bind_start).max(4);
     if size > limits.max_storage_buffer_binding_size {
         return Err(Error::arg(
@@ -357,7 +365,11 @@ pub(crate) fn dispatch(
 }
 
 /// A uniform buffer holding `params`.
-pub(crate) fn uniform<T: bytemuck::Pod>(ctx: &crate::Context, label: &str, params: &T) -> wgpu::Buffer {
+pub(crate) fn uniform<T: bytemuck::Pod>(
+    ctx: &crate::Context,
+    label: &str,
+    params: &T,
+) -> wgpu::Buffer {
     use wgpu::util::DeviceExt;
     ctx.device()
         .create_buffer_init(&wgpu::util::BufferInitDescriptor {

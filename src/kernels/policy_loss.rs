@@ -1,6 +1,8 @@
 //! Host side of `shaders/policy_loss.wgsl`: the fused forward + backward row kernel.
 
-use super::{dispatch, entry, grid, storage_window, to_u32, uniform, whole, GradOut, Kernel, PipelineKey};
+use super::{
+    dispatch, entry, grid, storage_window, to_u32, uniform, whole, GradOut, Kernel, PipelineKey,
+};
 use crate::config::{KlEstimator, LossConfig, PolicyLossMode};
 use crate::context::Context;
 use crate::error::Result;
@@ -64,22 +66,43 @@ pub(crate) struct RowCall<'a> {
     pub rowout: &'a wgpu::Buffer,
 }
 
-pub(crate) fn record(ctx: &Context, encoder: &mut wgpu::CommandEncoder, call: &RowCall<'_>, phase: u32) -> Result<()> {
+pub(crate) fn record(
+    ctx: &Context,
+    encoder: &mut wgpu::CommandEncoder,
+    call: &RowCall<'_>,
+    phase: u32,
+) -> Result<()> {
     let limits = ctx.device().limits();
     let logits = call.logits;
     let rows = logits.rows;
     let cfg = call.config;
     let (x_first, x_end) = logits.layout.span(rows as u64, logits.vocab as u64);
-    let (x_bind, x_offset) = storage_window("logits", logits.buffer, x_first, x_end, logits.dtype.size(), &limits)?;
+    let (x_bind, x_offset) = storage_window(
+        "logits",
+        logits.buffer,
+        x_first,
+        x_end,
+        logits.dtype.size(),
+        &limits,
+    )?;
     let (y_first, y_end) = call.targets.layout.span(rows as u64, 1);
-    let (y_bind, y_offset) = storage_window("targets", call.targets.buffer, y_first, y_end, 4, &limits)?;
+    let (y_bind, y_offset) =
+        storage_window("targets", call.targets.buffer, y_first, y_end, 4, &limits)?;
 
     // the gradient only exists in the launch that computes the loss
     let writes_grad = phase & PHASE_LOSS != 0;
     let (grad_out, g_layout, g_bind) = match (call.grad, writes_grad) {
-        (GradDest::Separate { buffer, dtype, layout }, true) => {
+        (
+            GradDest::Separate {
+                buffer,
+                dtype,
+                layout,
+            },
+            true,
+        ) => {
             let (first, end) = layout.span(rows as u64, logits.vocab as u64);
-            let (bind, offset) = storage_window("gradient", buffer, first, end, dtype.size(), &limits)?;
+            let (bind, offset) =
+                storage_window("gradient", buffer, first, end, dtype.size(), &limits)?;
             let mut l = *layout;
             l.offset = offset as u64;
             (GradOut::Separate(*dtype), l, Some(bind))
@@ -149,5 +172,12 @@ pub(crate) fn record(ctx: &Context, encoder: &mut wgpu::CommandEncoder, call: &R
     if let Some(g) = g_bind {
         entries.push(entry(6, g));
     }
-    dispatch(ctx, encoder, "policy_loss", &pipeline, &entries, grid(rows, &limits)?)
+    dispatch(
+        ctx,
+        encoder,
+        "policy_loss",
+        &pipeline,
+        &entries,
+        grid(rows, &limits)?,
+    )
 }

@@ -53,7 +53,11 @@ pub(crate) fn record<'a>(
     let n = rows as u64;
     let window = |arg, v: &F32View<'a>, len: u64| f32_window(arg, v, len, &limits);
     let (mask_bind, mask_offset) = window("mask", &inputs.mask, n)?;
-    let adv_len = if inputs.per_token_advantages { n } else { seqs as u64 };
+    let adv_len = if inputs.per_token_advantages {
+        n
+    } else {
+        seqs as u64
+    };
     let (adv_bind, adv_offset) = window("advantages", &inputs.advantages, adv_len)?;
     let (old_bind, old_offset) = match &inputs.old_logp {
         Some(v) => window("old_logprobs", v, n)?,

@@ -1,7 +1,9 @@
 //! Host side of `shaders/row_stats.wgsl`: per row, the log-sum-exp, the target's
 //! log-prob and the entropy, all of the logits divided by the temperature.
 
-use super::{dispatch, entry, grid, storage_window, to_u32, uniform, whole, GradOut, Kernel, PipelineKey};
+use super::{
+    dispatch, entry, grid, storage_window, to_u32, uniform, whole, GradOut, Kernel, PipelineKey,
+};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::view::{F32View, LogitsView, TargetsView};

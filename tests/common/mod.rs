@@ -225,7 +225,9 @@ impl LossCase {
         let logits = random_logits(seed, rows * vocab as usize, 2.0);
         let mut r = rng(seed + 1);
         let mut targets = random_targets(seed, rows, vocab);
-        let mut mask: Vec<f32> = (0..rows).map(|i| if i % 7 == 3 { 0.0 } else { 1.0 }).collect();
+        let mut mask: Vec<f32> = (0..rows)
+            .map(|i| if i % 7 == 3 { 0.0 } else { 1.0 })
+            .collect();
         if seqs > 1 {
             for i in 0..rows_per_seq as usize {
                 mask[rows_per_seq as usize + i] = 0.0;
@@ -246,14 +248,20 @@ impl LossCase {
         let exact = wgpu_policy_loss::reference::row_stats_batch(
             &logits,
             vocab as usize,
-            &targets.iter().map(|&t| t.min(vocab - 1)).collect::<Vec<_>>(),
+            &targets
+                .iter()
+                .map(|&t| t.min(vocab - 1))
+                .collect::<Vec<_>>(),
             1.0,
         );
         let old: Vec<f32> = exact
             .iter()
             .map(|s| (s.logp + r.random_range(-0.6f64..0.6)) as f32)
             .collect();
-        let refp = old.iter().map(|&o| o + r.random_range(-0.5f32..0.5)).collect();
+        let refp = old
+            .iter()
+            .map(|&o| o + r.random_range(-0.5f32..0.5))
+            .collect();
         LossCase {
             vocab,
             rows_per_seq,
@@ -294,7 +302,11 @@ pub fn check_loss(
 ) -> (f64, f64) {
     use wgpu_policy_loss::reference;
     let logits = Logits::from_f32(dtype, &case.logits);
-    let adv: &[f32] = if using.per_token_adv { &case.adv_tok } else { &case.adv_seq };
+    let adv: &[f32] = if using.per_token_adv {
+        &case.adv_tok
+    } else {
+        &case.adv_seq
+    };
     let batch = wgpu_policy_loss::HostBatch {
         logits: logits.host(),
         vocab: case.vocab,
@@ -338,11 +350,19 @@ pub fn check_loss(
     for (label, g, w) in [
         ("loss", m.loss, want.loss),
         ("pg_clipfrac", m.pg_clipfrac, want.metrics.pg_clipfrac),
-        ("pg_clipfrac_lower", m.pg_clipfrac_lower, want.metrics.pg_clipfrac_lower),
+        (
+            "pg_clipfrac_lower",
+            m.pg_clipfrac_lower,
+            want.metrics.pg_clipfrac_lower,
+        ),
         ("ppo_kl", m.ppo_kl, want.metrics.ppo_kl),
         ("kl", m.kl, want.metrics.kl),
         ("entropy_mean", m.entropy_mean, want.metrics.entropy_mean),
-        ("nonfinite_rows", m.nonfinite_rows, want.metrics.nonfinite_rows),
+        (
+            "nonfinite_rows",
+            m.nonfinite_rows,
+            want.metrics.nonfinite_rows,
+        ),
     ] {
         if let Err(e) = close(g, w, tol(w)) {
             panic!("{what}: {label}: {e}");
@@ -350,8 +370,12 @@ pub fn check_loss(
     }
     for r in 0..case.rows() {
         if case.mask[r] > 0.0 {
-            close(got.logprobs[r], want.logp[r], tolerance(want.logp[r].abs() + 10.0))
-                .unwrap_or_else(|e| panic!("{what}: logprobs[{r}]: {e}"));
+            close(
+                got.logprobs[r],
+                want.logp[r],
+                tolerance(want.logp[r].abs() + 10.0),
+            )
+            .unwrap_or_else(|e| panic!("{what}: logprobs[{r}]: {e}"));
             close(got.entropy[r], want.entropy[r], tolerance(10.0))
                 .unwrap_or_else(|e| panic!("{what}: entropy[{r}]: {e}"));
         }
@@ -359,7 +383,11 @@ pub fn check_loss(
     let mut grad_err = 0.0;
     if let Some(g) = &got.grad {
         let gv = g.to_f32();
-        let scale = want.grad.iter().fold(0.0f64, |a, &b| a.max(b.abs())).max(1e-30);
+        let scale = want
+            .grad
+            .iter()
+            .fold(0.0f64, |a, &b| a.max(b.abs()))
+            .max(1e-30);
         // f32 accumulation, then rounding to the gradient's dtype (half an ulp)
         let rel = match g.dtype {
             DType::F32 => 0.0,
@@ -381,7 +409,10 @@ pub fn check_loss(
         for r in 0..case.rows() {
             if case.mask[r] <= 0.0 {
                 let row = &gv[r * case.vocab as usize..(r + 1) * case.vocab as usize];
-                assert!(row.iter().all(|&v| v == 0.0), "{what}: masked row {r} has a gradient");
+                assert!(
+                    row.iter().all(|&v| v == 0.0),
+                    "{what}: masked row {r} has a gradient"
+                );
             }
         }
     }

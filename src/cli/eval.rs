@@ -1,0 +1,320 @@
+//! `eval`: the loss, log-probs, entropies, gradient and metrics of a safetensors file,
+//! the way a PyTorch user checks this library against their own code.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use wgpu_policy_loss::half::{bf16, f16};
+use wgpu_policy_loss::{
+    Context, DType, Error, HostBatch, HostLogits, KlEstimator, LossAggMode, LossConfig,
+    PolicyLossMode,
+};
+
+use super::CliResult;
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// Input tensors: logits, targets, mask, advantages [, old_logprobs, ref_logprobs].
+    #[arg(long)]
+    input: PathBuf,
+    /// Where to write loss, logprobs, entropy, grad_logits and the metrics.
+    #[arg(long)]
+    output: PathBuf,
+    #[command(flatten)]
+    loss: LossArgs,
+    /// Dtype of grad_logits.
+    #[arg(long, default_value = "f32")]
+    grad_dtype: DType,
+    /// Run on the first adapter whose name contains this (case-insensitive).
+    #[arg(long)]
+    adapter: Option<String>,
+}
+
+/// The loss configuration as flags, with verl's names and defaults.
+#[derive(Args, Debug, Clone)]
+pub struct LossArgs {
+    /// reinforce | ppo_clip | gspo
+    #[arg(long, default_value = "ppo_clip")]
+    mode: PolicyLossMode,
+    #[arg(long, default_value_t = 0.2)]
+    clip_ratio_low: f32,
+    #[arg(long, default_value_t = 0.2)]
+    clip_ratio_high: f32,
+    /// Dual-clip constant (> 1); off when absent.
+    #[arg(long)]
+    clip_ratio_c: Option<f32>,
+    /// k1 | k2 | k3 (aliases kl | mse | low_var_kl)
+    #[arg(long, default_value = "low_var_kl")]
+    kl_loss_type: KlEstimator,
+    #[arg(long, default_value_t = 0.0)]
+    kl_coef: f32,
+    #[arg(long, default_value_t = 0.0)]
+    entropy_coeff: f32,
+    /// token-mean | seq-mean-token-mean | seq-mean-token-sum | seq-mean-token-sum-norm
+    #[arg(long, default_value = "token-mean")]
+    loss_agg_mode: LossAggMode,
+    /// token-mean's normaliser instead of Σ mask (data-parallel training).
+    #[arg(long)]
+    global_normalizer: Option<f32>,
+    /// seq-mean-token-sum-norm's L_norm (default: the sequence length).
+    #[arg(long)]
+    l_norm: Option<f32>,
+    #[arg(long, default_value_t = 1.0)]
+    temperature: f32,
+}
+
+impl LossArgs {
+    pub fn config(&self) -> LossConfig {
+        LossConfig {
+            mode: self.mode,
+            clip_ratio_low: self.clip_ratio_low,
+            clip_ratio_high: self.clip_ratio_high,
+            clip_ratio_c: self.clip_ratio_c,
+            kl_loss_type: self.kl_loss_type,
+            kl_coef: self.kl_coef,
+            entropy_coeff: self.entropy_coeff,
+            loss_agg_mode: self.loss_agg_mode,
+            global_normalizer: self.global_normalizer,
+            l_norm: self.l_norm,
+            temperature: self.temperature,
+        }
+    }
+}
+
+fn bad(arg: &'static str, reason: impl Into<String>) -> Error {
+    Error::InvalidArgument {
+        arg,
+        reason: reason.into(),
+    }
+}
+
+/// The context for `--adapter`, or wgpu's default choice.
+pub fn context(adapter: Option<&str>) -> Result<Context, Error> {
+    match adapter {
+        Some(name) => Context::from_adapter(&Context::adapter_named(name)?),
+        None => Context::new(),
+    }
+}
+
+fn tensor<'a>(st: &SafeTensors<'a>, name: &'static str) -> Result<Option<TensorView<'a>>, Error> {
+    match st.tensor(name) {
+        Ok(t) => Ok(Some(t)),
+        Err(safetensors::SafeTensorError::TensorNotFound(_)) => Ok(None),
+        Err(e) => Err(bad(name, e.to_string())),
+    }
+}
+
+fn required<'a>(st: &SafeTensors<'a>, name: &'static str) -> Result<TensorView<'a>, Error> {
+    tensor(st, name)?.ok_or_else(|| bad(name, "missing from the input file"))
+}
+
+fn expect_shape(name: &'static str, t: &TensorView<'_>, shape: &[usize]) -> Result<(), Error> {
+    if t.shape() != shape {
+        return Err(bad(
+            name,
+            format!("has shape {:?}, expected {shape:?}", t.shape()),
+        ));
+    }
+    Ok(())
+}
+
+fn f32s(name: &'static str, t: &TensorView<'_>) -> Result<Vec<f32>, Error> {
+    match t.dtype() {
+        Dtype::F32 => Ok(bytemuck::pod_collect_to_vec(t.data())),
+        d => Err(bad(name, format!("has dtype {d:?}, expected F32"))),
+    }
+}
+
+fn mask_values(t: &TensorView<'_>) -> Result<Vec<f32>, Error> {
+    match t.dtype() {
+        Dtype::F32 => Ok(bytemuck::pod_collect_to_vec(t.data())),
+        Dtype::U8 | Dtype::BOOL => Ok(t.data().iter().map(|&b| b as f32).collect()),
+        d => Err(bad(
+            "mask",
+            format!("has dtype {d:?}, expected F32, U8 or BOOL"),
+        )),
+    }
+}
+
+/// Token ids as u32; an id is only checked (and must lie in [0, V)) where the mask is > 0.
+fn target_ids(t: &TensorView<'_>, mask: &[f32], vocab: usize) -> Result<Vec<u32>, Error> {
+    let ids: Vec<i64> = match t.dtype() {
+        Dtype::I64 => bytemuck::pod_collect_to_vec(t.data()),
+        Dtype::I32 => bytemuck::pod_collect_to_vec::<u8, i32>(t.data())
+            .into_iter()
+            .map(i64::from)
+            .collect(),
+        Dtype::U32 => bytemuck::pod_collect_to_vec::<u8, u32>(t.data())
+            .into_iter()
+            .map(i64::from)
+            .collect(),
+        d => {
+            return Err(bad(
+                "targets",
+                format!("has dtype {d:?}, expected I64, I32 or U32"),
+            ))
+        }
+    };
+    ids.iter()
+        .zip(mask)
+        .enumerate()
+        .map(|(row, (&id, &m))| {
+            if m > 0.0 && !(0..vocab as i64).contains(&id) {
+                Err(Error::TargetOutOfRange {
+                    row,
+                    id,
+                    vocab: vocab as u32,
+                })
+            } else {
+                Ok(u32::try_from(id).unwrap_or(u32::MAX))
+            }
+        })
+        .collect()
+}
+
+pub fn run(args: &EvalArgs) -> CliResult {
+    let bytes = std::fs::read(&args.input)
+        .map_err(|e| format!("cannot read {}: {e}", args.input.display()))?;
+    let st = SafeTensors::deserialize(&bytes)
+        .map_err(|e| format!("{} is not a safetensors file: {e}", args.input.display()))?;
+
+    let logits_t = required(&st, "logits")?;
+    let shape = logits_t.shape().to_vec();
+    let (lead, vocab, rows_per_seq) = match shape.as_slice() {
+        [t, v] => (vec![*t], *v, None),
+        [b, s, v] => (vec![*b, *s], *v, Some(*s as u32)),
+        _ => {
+            return Err(bad(
+                "logits",
+                format!("has shape {shape:?}, expected [T, V] or [B, S, V]"),
+            )
+            .into())
+        }
+    };
+    let rows: usize = lead.iter().product();
+    let seqs = if lead.len() == 2 { lead[0] } else { 1 };
+    if vocab == 0 || rows == 0 {
+        return Err(bad("logits", format!("has an empty shape {shape:?}")).into());
+    }
+    let (f32_logits, f16_logits, bf16_logits);
+    let logits = match logits_t.dtype() {
+        Dtype::F32 => {
+            f32_logits = bytemuck::pod_collect_to_vec::<u8, f32>(logits_t.data());
+            HostLogits::F32(&f32_logits)
+        }
+        Dtype::F16 => {
+            f16_logits = bytemuck::pod_collect_to_vec::<u8, f16>(logits_t.data());
+            HostLogits::F16(&f16_logits)
+        }
+        Dtype::BF16 => {
+            bf16_logits = bytemuck::pod_collect_to_vec::<u8, bf16>(logits_t.data());
+            HostLogits::Bf16(&bf16_logits)
+        }
+        d => {
+            return Err(bad(
+                "logits",
+                format!("has dtype {d:?}, expected F32, F16 or BF16"),
+            )
+            .into())
+        }
+    };
+
+    let mask_t = required(&st, "mask")?;
+    expect_shape("mask", &mask_t, &lead)?;
+    let mask = mask_values(&mask_t)?;
+    let targets_t = required(&st, "targets")?;
+    expect_shape("targets", &targets_t, &lead)?;
+    let targets = target_ids(&targets_t, &mask, vocab)?;
+    let adv_t = required(&st, "advantages")?;
+    if adv_t.shape() != [seqs] && adv_t.shape() != lead.as_slice() {
+        return Err(bad(
+            "advantages",
+            format!(
+                "has shape {:?}, expected [{seqs}] or {lead:?}",
+                adv_t.shape()
+            ),
+        )
+        .into());
+    }
+    let advantages = f32s("advantages", &adv_t)?;
+    let optional = |name: &'static str| -> Result<Option<Vec<f32>>, Error> {
+        match tensor(&st, name)? {
+            Some(t) => {
+                expect_shape(name, &t, &lead)?;
+                Ok(Some(f32s(name, &t)?))
+            }
+            None => Ok(None),
+        }
+    };
+    let old = optional("old_logprobs")?;
+    let refp = optional("ref_logprobs")?;
+
+    let config = args.loss.config();
+    let ctx = context(args.adapter.as_deref())?;
+    let out = ctx.policy_loss(
+        &config,
+        &HostBatch {
+            logits,
+            vocab: vocab as u32,
+            rows_per_seq,
+            targets: &targets,
+            mask: &mask,
+            advantages: &advantages,
+            old_logprobs: old.as_deref(),
+            ref_logprobs: refp.as_deref(),
+        },
+        Some(args.grad_dtype),
+    )?;
+
+    let grad = out.grad.as_ref().ok_or("no gradient came back")?;
+    let m = out.metrics;
+    let scalars = [
+        ("loss", m.loss),
+        ("pg_clipfrac", m.pg_clipfrac),
+        ("pg_clipfrac_lower", m.pg_clipfrac_lower),
+        ("ppo_kl", m.ppo_kl),
+        ("kl", m.kl),
+        ("entropy_mean", m.entropy_mean),
+        ("nonfinite_rows", m.nonfinite_rows),
+    ];
+    let scalar_bytes: Vec<(&str, [u8; 4])> =
+        scalars.iter().map(|&(n, v)| (n, v.to_le_bytes())).collect();
+    let grad_dtype = match args.grad_dtype {
+        DType::F32 => Dtype::F32,
+        DType::F16 => Dtype::F16,
+        DType::Bf16 => Dtype::BF16,
+    };
+    let mut tensors: Vec<(String, TensorView<'_>)> = vec![
+        (
+            "logprobs".into(),
+            TensorView::new(
+                Dtype::F32,
+                lead.clone(),
+                bytemuck::cast_slice(&out.logprobs),
+            )?,
+        ),
+        (
+            "entropy".into(),
+            TensorView::new(Dtype::F32, lead.clone(), bytemuck::cast_slice(&out.entropy))?,
+        ),
+        (
+            "grad_logits".into(),
+            TensorView::new(grad_dtype, shape.clone(), &grad.bytes)?,
+        ),
+    ];
+    for (name, b) in &scalar_bytes {
+        tensors.push((name.to_string(), TensorView::new(Dtype::F32, vec![], b)?));
+    }
+    safetensors::tensor::serialize_to_file(tensors, None, &args.output)
+        .map_err(|e| format!("cannot write {}: {e}", args.output.display()))?;
+    println!(
+        "loss {:.6}  entropy_mean {:.4}  pg_clipfrac {:.4}  nonfinite_rows {}  -> {}",
+        m.loss,
+        m.entropy_mean,
+        m.pg_clipfrac,
+        m.nonfinite_rows,
+        args.output.display()
+    );
+    Ok(())
+}
