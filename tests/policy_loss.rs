@@ -494,3 +494,38 @@ fn shifted_view_with_gradient_like_logits() {
         }
     }
 }
+
+/// Prints max |GPU − reference| of the loss and of the gradient (relative to the
+/// largest gradient element) per adapter, path and dtype, over every mode (run with
+/// --nocapture); the README's table comes from here. Each case also passes the
+/// tolerances of `check_loss`.
+#[test]
+fn max_error_report() {
+    let case = LossCase::new(20, 4, 8, 4099);
+    for ctx in contexts() {
+        for dtype in DType::ALL {
+            for grad in DType::ALL {
+                let (mut loss_err, mut grad_err) = (0.0f64, 0.0f64);
+                for mode in PolicyLossMode::ALL {
+                    let c = cfg(mode, LossAggMode::SeqMeanTokenMean, KlEstimator::K3, 1);
+                    let using = Use {
+                        per_token_adv: false,
+                        old: true,
+                        refp: true,
+                    };
+                    let (l, g) = check_loss(ctx, &c, &case, dtype, Some(grad), using);
+                    loss_err = loss_err.max(l);
+                    grad_err = grad_err.max(g);
+                }
+                println!(
+                    "max err  {:<52} logits {:<5} grad {:<5} loss {:.1e}  grad/max|grad| {:.1e}",
+                    name(ctx),
+                    dtype,
+                    grad,
+                    loss_err,
+                    grad_err
+                );
+            }
+        }
+    }
+}

@@ -98,7 +98,12 @@ mod gradient {
         let old: Vec<f64> = (0..ROWS)
             .map(|r| {
                 let lp = row_stats(&logits[r * V..(r + 1) * V], targets[r] as usize, 1.0).logp;
-                lp + 0.6 * next()
+                // some rows far off: ratios above the dual-clip constant
+                if r % 4 == 1 {
+                    lp - 1.5
+                } else {
+                    lp + 0.6 * next()
+                }
             })
             .collect();
         let refp: Vec<f64> = old.iter().map(|&o| o + 0.4 * next()).collect();

@@ -254,9 +254,19 @@ impl LossCase {
                 .collect::<Vec<_>>(),
             1.0,
         );
+        // every fifth row far below, so that the ratio exceeds the dual-clip constant 3
+        // (whatever the temperature) and dual-clip bites where A < 0
         let old: Vec<f32> = exact
             .iter()
-            .map(|s| (s.logp + r.random_range(-0.6f64..0.6)) as f32)
+            .enumerate()
+            .map(|(i, s)| {
+                let shift = if i % 5 == 2 {
+                    -5.0
+                } else {
+                    r.random_range(-0.6f64..0.6)
+                };
+                (s.logp + shift) as f32
+            })
             .collect();
         let refp = old
             .iter()
