@@ -13,21 +13,15 @@
 // whole workgroup has G for the gradient sweep without another barrier.
 
 struct Params {
+    // logits, targets and gradient; rows are grouped into the loss's sequences by
+    // x.rows_per_seq
+    x: RowLayout,
+    y: RowLayout,
+    g: RowLayout,
     rows: u32,
     vocab: u32,
-    rows_per_seq: u32,
     inv_tau: f32,
-    x_offset: u32,
-    x_row_stride: u32,
-    x_seq_stride: u32,
     phase: u32,
-    y_offset: u32,
-    y_row_stride: u32,
-    y_seq_stride: u32,
-    y_rows_per_seq: u32,
-    g_offset: u32,
-    g_row_stride: u32,
-    g_seq_stride: u32,
     mode: u32,
     kl_type: u32,
     flags: u32,
@@ -36,7 +30,6 @@ struct Params {
     clip_c: f32,
     kl_coef: f32,
     entropy_coeff: f32,
-    g_rows_per_seq: u32,
 }
 
 // phase bits
@@ -144,12 +137,9 @@ fn policy_loss(
         return;
     }
     let lane = lane_id(lanes);
-    let seq = row / params.rows_per_seq;
-    let pos = row - seq * params.rows_per_seq;
-    let xbase = params.x_offset + seq * params.x_seq_stride + pos * params.x_row_stride;
-    let yseq = row / params.y_rows_per_seq;
-    let y = targets[params.y_offset + yseq * params.y_seq_stride
-        + (row - yseq * params.y_rows_per_seq) * params.y_row_stride];
+    let seq = row / params.x.rows_per_seq;
+    let xbase = row_start(params.x, row);
+    let y = targets[row_start(params.y, row)];
     let inputs = rowin[row];
     let m = inputs.x;
 
@@ -223,9 +213,7 @@ fn policy_loss(
         );
     }
 
-    let gseq = row / params.g_rows_per_seq;
-    let gbase = params.g_offset + gseq * params.g_seq_stride
-        + (row - gseq * params.g_rows_per_seq) * params.g_row_stride;
+    let gbase = row_start(params.g, row);
     let k = GradCoefs(
         params.vocab,
         y,

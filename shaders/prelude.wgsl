@@ -12,6 +12,20 @@
 
 override WG_SIZE: u32 = 256u;
 
+// Where row r of a tensor starts, in elements of its bound window (view.rs's
+// RowLayout): rows are grouped in sequences of rows_per_seq rows.
+struct RowLayout {
+    offset: u32,
+    row_stride: u32,
+    seq_stride: u32,
+    rows_per_seq: u32,
+}
+
+fn row_start(l: RowLayout, row: u32) -> u32 {
+    let seq = row / l.rows_per_seq;
+    return l.offset + seq * l.seq_stride + (row - seq * l.rows_per_seq) * l.row_stride;
+}
+
 const LOWEST: f32 = -3.40282346638528859812e+38;
 
 // Tested on the bits: some drivers (llvmpipe on GL) evaluate `NaN > 0.0` as true, and

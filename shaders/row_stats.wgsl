@@ -7,26 +7,17 @@
 // other rows share the dispatch.
 
 struct Params {
+    x: RowLayout,
+    y: RowLayout,
     rows: u32,
     vocab: u32,
-    rows_per_seq: u32,
     inv_tau: f32,
-    // logits layout, in elements relative to the bound window
-    x_offset: u32,
-    x_row_stride: u32,
-    x_seq_stride: u32,
-    // targets layout, in elements relative to the bound window
-    y_offset: u32,
-    y_row_stride: u32,
-    y_seq_stride: u32,
-    y_rows_per_seq: u32,
     // first element of each output, relative to its bound window
     lse_offset: u32,
     logp_offset: u32,
     entropy_offset: u32,
-    // first row of this dispatch (dispatches are split when rows exceed the grid)
-    row_base: u32,
-    _pad: u32,
+    _pad0: u32,
+    _pad1: u32,
 }
 
 @group(0) @binding(1) var<uniform> params: Params;
@@ -41,13 +32,11 @@ fn row_stats(
     @builtin(num_workgroups) nwg: vec3<u32>,
     lanes: Lanes,
 ) {
-    let row = params.row_base + wid.x + wid.y * nwg.x;
+    let row = wid.x + wid.y * nwg.x;
     if (row >= params.rows) {
         return;
     }
-    let seq = row / params.rows_per_seq;
-    let base = params.x_offset + seq * params.x_seq_stride
-        + (row - seq * params.rows_per_seq) * params.x_row_stride;
+    let base = row_start(params.x, row);
 
     var acc = acc_empty();
     for (var v = lane_id(lanes); v < params.vocab; v += WG_SIZE) {
@@ -56,9 +45,7 @@ fn row_stats(
     let total = reduce_row(lanes, acc);
 
     if (lane_id(lanes) == 0u) {
-        let yseq = row / params.y_rows_per_seq;
-        let y = targets[params.y_offset + yseq * params.y_seq_stride
-            + (row - yseq * params.y_rows_per_seq) * params.y_row_stride];
+        let y = targets[row_start(params.y, row)];
         // an id outside the row gives NaN, never another row's logit; the host API
         // checks ids and reports the first bad row before it gets here
         var logp = bitcast<f32>(0x7fc00000u);

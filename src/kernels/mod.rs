@@ -379,6 +379,35 @@ pub(crate) fn uniform<T: bytemuck::Pod>(
         })
 }
 
+/// `RowLayout` as the shaders see it (prelude.wgsl): offsets relative to the bound
+/// window, strides in elements, all 32-bit.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+pub(crate) struct LayoutParams {
+    offset: u32,
+    row_stride: u32,
+    seq_stride: u32,
+    rows_per_seq: u32,
+}
+
+impl LayoutParams {
+    /// `layout` with its first row at element `window_offset` of the binding;
+    /// `rows_per_seq` is clamped to `rows` (one sequence either way).
+    pub(crate) fn new(
+        arg: &'static str,
+        layout: &crate::view::RowLayout,
+        window_offset: u32,
+        rows: u32,
+    ) -> Result<Self> {
+        Ok(LayoutParams {
+            offset: window_offset,
+            row_stride: to_u32(arg, "row stride", layout.row_stride)?,
+            seq_stride: to_u32(arg, "sequence stride", layout.seq_stride)?,
+            rows_per_seq: layout.rows_per_seq.min(rows).max(1),
+        })
+    }
+}
+
 /// Splits `rows` workgroups over a 2-D grid within the per-dimension limit.
 pub(crate) fn grid(rows: u32, limits: &wgpu::Limits) -> Result<(u32, u32)> {
     let max = limits.max_compute_workgroups_per_dimension;

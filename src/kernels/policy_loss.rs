@@ -1,7 +1,8 @@
 //! Host side of `shaders/policy_loss.wgsl`: the fused forward + backward row kernel.
 
 use super::{
-    dispatch, entry, grid, storage_window, to_u32, uniform, whole, GradOut, Kernel, PipelineKey,
+    dispatch, entry, grid, storage_window, to_u32, uniform, whole, GradOut, Kernel, LayoutParams,
+    PipelineKey,
 };
 use crate::config::{KlEstimator, LossConfig, PolicyLossMode};
 use crate::context::Context;
@@ -15,21 +16,13 @@ const HAS_DUAL: u32 = 4;
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {
+    x: LayoutParams,
+    y: LayoutParams,
+    g: LayoutParams,
     rows: u32,
     vocab: u32,
-    rows_per_seq: u32,
     inv_tau: f32,
-    x_offset: u32,
-    x_row_stride: u32,
-    x_seq_stride: u32,
     phase: u32,
-    y_offset: u32,
-    y_row_stride: u32,
-    y_seq_stride: u32,
-    y_rows_per_seq: u32,
-    g_offset: u32,
-    g_row_stride: u32,
-    g_seq_stride: u32,
     mode: u32,
     kl_type: u32,
     flags: u32,
@@ -38,7 +31,6 @@ struct Params {
     clip_c: f32,
     kl_coef: f32,
     entropy_coeff: f32,
-    g_rows_per_seq: u32,
 }
 
 /// Where the gradient goes, resolved to a buffer and a layout.
@@ -114,28 +106,26 @@ pub(crate) fn record(
         }
         _ => (GradOut::None, logits.layout, None),
     };
-    let lx = logits.layout;
-    let ly = call.targets.layout;
     let mut flags = call.row_flags;
     if cfg.clip_ratio_c.is_some() {
         flags |= HAS_DUAL;
     }
+    // the loss groups rows into sequences by the logits' layout
+    let mut x = logits.layout;
+    x.rows_per_seq = call.rows_per_seq;
     let params = Params {
+        x: LayoutParams::new("logits", &x, x_offset, rows)?,
+        y: LayoutParams::new("targets", &call.targets.layout, y_offset, rows)?,
+        g: LayoutParams::new(
+            "gradient",
+            &g_layout,
+            to_u32("gradient", "offset", g_layout.offset)?,
+            rows,
+        )?,
         rows,
         vocab: logits.vocab,
-        rows_per_seq: call.rows_per_seq,
         inv_tau: crate::kernels::row_stats::check_temperature(cfg.temperature)?,
-        x_offset,
-        x_row_stride: to_u32("logits", "row stride", lx.row_stride)?,
-        x_seq_stride: to_u32("logits", "sequence stride", lx.seq_stride)?,
         phase,
-        y_offset,
-        y_row_stride: to_u32("targets", "row stride", ly.row_stride)?,
-        y_seq_stride: to_u32("targets", "sequence stride", ly.seq_stride)?,
-        y_rows_per_seq: ly.rows_per_seq.min(rows.max(1)),
-        g_offset: to_u32("gradient", "offset", g_layout.offset)?,
-        g_row_stride: to_u32("gradient", "row stride", g_layout.row_stride)?,
-        g_seq_stride: to_u32("gradient", "sequence stride", g_layout.seq_stride)?,
         mode: match cfg.mode {
             PolicyLossMode::Reinforce => 0,
             PolicyLossMode::PpoClip => 1,
@@ -152,7 +142,6 @@ pub(crate) fn record(
         clip_c: cfg.clip_ratio_c.unwrap_or(0.0),
         kl_coef: cfg.kl_coef,
         entropy_coeff: cfg.entropy_coeff,
-        g_rows_per_seq: g_layout.rows_per_seq.min(rows.max(1)),
     };
     let pipeline = ctx.pipeline(PipelineKey {
         kernel: Kernel::PolicyLoss,

@@ -2,7 +2,8 @@
 //! log-prob and the entropy, all of the logits divided by the temperature.
 
 use super::{
-    dispatch, entry, grid, storage_window, to_u32, uniform, whole, GradOut, Kernel, PipelineKey,
+    dispatch, entry, grid, storage_window, uniform, whole, GradOut, Kernel, LayoutParams,
+    PipelineKey,
 };
 use crate::context::Context;
 use crate::error::{Error, Result};
@@ -58,22 +59,15 @@ impl RowStatsBuffers {
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {
+    x: LayoutParams,
+    y: LayoutParams,
     rows: u32,
     vocab: u32,
-    rows_per_seq: u32,
     inv_tau: f32,
-    x_offset: u32,
-    x_row_stride: u32,
-    x_seq_stride: u32,
-    y_offset: u32,
-    y_row_stride: u32,
-    y_seq_stride: u32,
-    y_rows_per_seq: u32,
     lse_offset: u32,
     logp_offset: u32,
     entropy_offset: u32,
-    row_base: u32,
-    _pad: u32,
+    _pad: [u32; 2],
 }
 
 /// Checks a temperature: finite and > 0.
@@ -146,25 +140,16 @@ impl Context {
         )?;
         let (gx, gy) = grid(rows, &limits)?;
 
-        let lx = logits.layout;
-        let ly = targets.layout;
         let params = Params {
+            x: LayoutParams::new("logits", &logits.layout, x_offset, rows)?,
+            y: LayoutParams::new("targets", &targets.layout, y_offset, rows)?,
             rows,
             vocab: logits.vocab,
-            rows_per_seq: lx.rows_per_seq,
             inv_tau,
-            x_offset,
-            x_row_stride: to_u32("logits", "row stride", lx.row_stride)?,
-            x_seq_stride: to_u32("logits", "sequence stride", lx.seq_stride)?,
-            y_offset,
-            y_row_stride: to_u32("targets", "row stride", ly.row_stride)?,
-            y_seq_stride: to_u32("targets", "sequence stride", ly.seq_stride)?,
-            y_rows_per_seq: ly.rows_per_seq,
             lse_offset,
             logp_offset,
             entropy_offset,
-            row_base: 0,
-            _pad: 0,
+            _pad: [0; 2],
         };
 
         let pipeline = self.pipeline(PipelineKey {
