@@ -53,11 +53,7 @@ fn every_dtype_and_gradient_dtype() {
             for dtype in DType::ALL {
                 for grad in DType::ALL {
                     let c = cfg(mode, LossAggMode::SeqMeanTokenMean, KlEstimator::K3, 1);
-                    let using = Use {
-                        per_token_adv: false,
-                        old: true,
-                        refp: true,
-                    };
+                    let using = ALL_INPUTS;
                     check_loss(ctx, &c, &case, dtype, Some(grad), using);
                 }
             }
@@ -201,16 +197,14 @@ fn gradient_in_place_equals_separate_buffer() {
                 let c = cfg(mode, LossAggMode::SeqMeanTokenMean, KlEstimator::K3, 1);
                 let (metrics, in_place) = run_in_place(ctx, &c, &case, dtype);
                 let logits = Logits::from_f32(dtype, &case.logits);
-                let batch = wgpu_policy_loss::HostBatch {
-                    logits: logits.host(),
-                    vocab: case.vocab,
-                    rows_per_seq: Some(case.rows_per_seq),
-                    targets: &case.targets,
-                    mask: &case.mask,
-                    advantages: &case.adv_seq,
-                    old_logprobs: Some(&case.old),
-                    ref_logprobs: Some(&case.refp),
-                };
+                let batch = case.batch(
+                    logits.host(),
+                    Use {
+                        per_token_adv: false,
+                        old: true,
+                        refp: true,
+                    },
+                );
                 let separate = ctx.policy_loss(&c, &batch, Some(dtype)).unwrap();
                 let sep = separate.grad.unwrap().to_f32();
                 let what = format!("{} {dtype} {mode:?}", name(ctx));
@@ -257,16 +251,14 @@ fn bitwise_reproducible_across_runs_and_paths() {
         let fallback = ctx.with_paths(wgpu_policy_loss::Paths::FALLBACK);
         for dtype in DType::ALL {
             let logits = Logits::from_f32(dtype, &case.logits);
-            let batch = wgpu_policy_loss::HostBatch {
-                logits: logits.host(),
-                vocab: case.vocab,
-                rows_per_seq: Some(case.rows_per_seq),
-                targets: &case.targets,
-                mask: &case.mask,
-                advantages: &case.adv_tok,
-                old_logprobs: Some(&case.old),
-                ref_logprobs: Some(&case.refp),
-            };
+            let batch = case.batch(
+                logits.host(),
+                Use {
+                    per_token_adv: true,
+                    old: true,
+                    refp: true,
+                },
+            );
             let c = cfg(
                 PolicyLossMode::Gspo,
                 LossAggMode::TokenMean,
@@ -296,16 +288,14 @@ fn empty_batch_gives_zero_loss_and_gradient() {
     for ctx in contexts() {
         for agg in LossAggMode::ALL {
             let c = cfg(PolicyLossMode::PpoClip, agg, KlEstimator::K1, 1);
-            let batch = wgpu_policy_loss::HostBatch {
-                logits: wgpu_policy_loss::HostLogits::F32(&case.logits),
-                vocab: case.vocab,
-                rows_per_seq: Some(case.rows_per_seq),
-                targets: &case.targets,
-                mask: &case.mask,
-                advantages: &case.adv_seq,
-                old_logprobs: Some(&case.old),
-                ref_logprobs: Some(&case.refp),
-            };
+            let batch = case.batch(
+                wgpu_policy_loss::HostLogits::F32(&case.logits),
+                Use {
+                    per_token_adv: false,
+                    old: true,
+                    refp: true,
+                },
+            );
             let got = ctx.policy_loss(&c, &batch, Some(DType::F32)).unwrap();
             let m = got.metrics;
             assert_eq!(m.loss, 0.0, "{} {agg:?}", name(ctx));
@@ -345,16 +335,14 @@ fn nonfinite_rows_are_counted_and_confined() {
             KlEstimator::K1,
             0,
         );
-        let batch = wgpu_policy_loss::HostBatch {
-            logits: wgpu_policy_loss::HostLogits::F32(&x),
-            vocab: case.vocab,
-            rows_per_seq: Some(case.rows_per_seq),
-            targets: &case.targets,
-            mask: &case.mask,
-            advantages: &case.adv_seq,
-            old_logprobs: None,
-            ref_logprobs: None,
-        };
+        let batch = case.batch(
+            wgpu_policy_loss::HostLogits::F32(&x),
+            Use {
+                per_token_adv: false,
+                old: false,
+                refp: false,
+            },
+        );
         let got = ctx.policy_loss(&c, &batch, Some(DType::F32)).unwrap();
         assert_eq!(
             got.metrics.nonfinite_rows,
@@ -508,11 +496,7 @@ fn max_error_report() {
                 let (mut loss_err, mut grad_err) = (0.0f64, 0.0f64);
                 for mode in PolicyLossMode::ALL {
                     let c = cfg(mode, LossAggMode::SeqMeanTokenMean, KlEstimator::K3, 1);
-                    let using = Use {
-                        per_token_adv: false,
-                        old: true,
-                        refp: true,
-                    };
+                    let using = ALL_INPUTS;
                     let (l, g) = check_loss(ctx, &c, &case, dtype, Some(grad), using);
                     loss_err = loss_err.max(l);
                     grad_err = grad_err.max(g);

@@ -289,7 +289,36 @@ impl LossCase {
     pub fn rows(&self) -> usize {
         self.targets.len()
     }
+
+    /// The host batch of this case over `logits`, with the inputs `using` selects.
+    pub fn batch<'a>(
+        &'a self,
+        logits: wgpu_policy_loss::HostLogits<'a>,
+        using: Use,
+    ) -> wgpu_policy_loss::HostBatch<'a> {
+        wgpu_policy_loss::HostBatch {
+            logits,
+            vocab: self.vocab,
+            rows_per_seq: Some(self.rows_per_seq),
+            targets: &self.targets,
+            mask: &self.mask,
+            advantages: if using.per_token_adv {
+                &self.adv_tok
+            } else {
+                &self.adv_seq
+            },
+            old_logprobs: using.old.then_some(&self.old[..]),
+            ref_logprobs: using.refp.then_some(&self.refp[..]),
+        }
+    }
 }
+
+/// Every optional input.
+pub const ALL_INPUTS: Use = Use {
+    per_token_adv: false,
+    old: true,
+    refp: true,
+};
 
 /// Which optional inputs a run passes.
 #[derive(Clone, Copy, Debug)]
@@ -317,16 +346,7 @@ pub fn check_loss(
     } else {
         &case.adv_seq
     };
-    let batch = wgpu_policy_loss::HostBatch {
-        logits: logits.host(),
-        vocab: case.vocab,
-        rows_per_seq: Some(case.rows_per_seq),
-        targets: &case.targets,
-        mask: &case.mask,
-        advantages: adv,
-        old_logprobs: using.old.then_some(&case.old[..]),
-        ref_logprobs: using.refp.then_some(&case.refp[..]),
-    };
+    let batch = case.batch(logits.host(), using);
     let what = format!("{} {dtype}→{grad_dtype:?} {cfg:?} {using:?}", name(ctx));
     let got = ctx
         .policy_loss(cfg, &batch, grad_dtype)
