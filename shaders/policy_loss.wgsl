@@ -18,7 +18,9 @@ struct Params {
     x: RowLayout,
     y: RowLayout,
     g: RowLayout,
-    rows: u32,
+    // the rows of this dispatch (a chunk of all rows, when one binding cannot hold them)
+    row_base: u32,
+    row_end: u32,
     vocab: u32,
     inv_tau: f32,
     phase: u32,
@@ -30,6 +32,8 @@ struct Params {
     clip_c: f32,
     kl_coef: f32,
     entropy_coeff: f32,
+    _pad0: u32,
+    _pad1: u32,
 }
 
 // phase bits
@@ -132,8 +136,8 @@ fn policy_loss(
     @builtin(num_workgroups) nwg: vec3<u32>,
     lanes: Lanes,
 ) {
-    let row = wid.x + wid.y * nwg.x;
-    if (row >= params.rows) {
+    let row = params.row_base + wid.x + wid.y * nwg.x;
+    if (row >= params.row_end) {
         return;
     }
     let lane = lane_id(lanes);
@@ -195,8 +199,13 @@ fn policy_loss(
         kl = kl_term(logp, inputs.w);
     }
     let loss_t = term.l + params.kl_coef * kl.x - params.entropy_coeff * entropy;
-    let big_g = term.g + params.kl_coef * kl.y;
     let masked_in = m > 0.0;
+    // a masked-in id outside the vocabulary has no log-prob: its loss is NaN (the
+    // reduce kernel reports the row), and so is its gradient, never a plausible number
+    var big_g = term.g + params.kl_coef * kl.y;
+    if (y >= params.vocab) {
+        big_g = bitcast<f32>(0x7fc00000u);
+    }
     let w = select(0.0, m * seqinfo[seq].x, masked_in);
     let nonfinite = masked_in && !(is_finite(lse) && !is_nan(entropy));
 

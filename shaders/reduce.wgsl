@@ -1,10 +1,12 @@
 // One workgroup, after the row kernel: the loss and SPEC's metrics as masked sums over
 // rows, in a fixed order (lane i takes rows i, i + WG_SIZE, ..., then a fixed tree), so
 // the loss is bitwise reproducible; no float atomics. Also copies the per-row log-probs
-// and entropies to the caller's buffers.
+// and entropies to the caller's buffers, and finds the first masked-in row whose token
+// id lies outside the vocabulary (the host turns it into an error naming that row).
 //
 // metrics: loss, pg_clipfrac, pg_clipfrac_lower, ppo_kl, kl, entropy_mean,
-//          nonfinite_rows, Σ mask
+//          nonfinite_rows, Σ mask, first bad row (u32 bits, 0xffffffff if none),
+//          its id (u32 bits)
 
 struct Params {
     rows: u32,
@@ -13,8 +15,9 @@ struct Params {
     logp_offset: u32,
     entropy_offset: u32,
     write_rows: u32,
-    _pad0: u32,
-    _pad1: u32,
+    vocab: u32,
+    _pad: u32,
+    y: RowLayout,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -23,12 +26,17 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> metrics: array<f32>;
 @group(0) @binding(4) var<storage, read_write> out_logp: array<f32>;
 @group(0) @binding(5) var<storage, read_write> out_entropy: array<f32>;
+@group(0) @binding(6) var<storage, read> targets: array<u32>;
 
 var<workgroup> wg_sums: array<array<f32, 8>, WG_SIZE>;
+var<workgroup> wg_bad: array<u32, WG_SIZE>;
+
+const NONE: u32 = 0xffffffffu;
 
 @compute @workgroup_size(WG_SIZE)
 fn reduce(@builtin(local_invocation_index) lane: u32) {
     var s = array<f32, 8>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+    var bad = NONE;
     for (var r = lane; r < params.rows; r += WG_SIZE) {
         let o = rowout[r];
         if (params.write_rows != 0u) {
@@ -48,15 +56,20 @@ fn reduce(@builtin(local_invocation_index) lane: u32) {
             s[5] += m * o[1];
             s[6] += select(0.0, 1.0, (flags & 4u) != 0u);
             s[7] += m;
+            if (bad == NONE && targets[row_start(params.y, r)] >= params.vocab) {
+                bad = r;
+            }
         }
     }
     wg_sums[lane] = s;
+    wg_bad[lane] = bad;
     workgroupBarrier();
     for (var step = WG_SIZE / 2u; step > 0u; step >>= 1u) {
         if (lane < step) {
             for (var k = 0u; k < 8u; k++) {
                 wg_sums[lane][k] += wg_sums[lane + step][k];
             }
+            wg_bad[lane] = min(wg_bad[lane], wg_bad[lane + step]);
         }
         workgroupBarrier();
     }
@@ -72,5 +85,12 @@ fn reduce(@builtin(local_invocation_index) lane: u32) {
         metrics[o + 5u] = t[5] * inv;
         metrics[o + 6u] = t[6];
         metrics[o + 7u] = t[7];
+        let first_bad = wg_bad[0];
+        metrics[o + 8u] = bitcast<f32>(first_bad);
+        var id = 0u;
+        if (first_bad != NONE) {
+            id = targets[row_start(params.y, first_bad)];
+        }
+        metrics[o + 9u] = bitcast<f32>(id);
     }
 }

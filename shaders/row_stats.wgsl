@@ -9,7 +9,9 @@
 struct Params {
     x: RowLayout,
     y: RowLayout,
-    rows: u32,
+    // the rows of this dispatch (a chunk of all rows, when one binding cannot hold them)
+    row_base: u32,
+    row_end: u32,
     vocab: u32,
     inv_tau: f32,
     // first element of each output, relative to its bound window
@@ -17,7 +19,6 @@ struct Params {
     logp_offset: u32,
     entropy_offset: u32,
     _pad0: u32,
-    _pad1: u32,
 }
 
 @group(0) @binding(1) var<uniform> params: Params;
@@ -32,8 +33,8 @@ fn row_stats(
     @builtin(num_workgroups) nwg: vec3<u32>,
     lanes: Lanes,
 ) {
-    let row = wid.x + wid.y * nwg.x;
-    if (row >= params.rows) {
+    let row = params.row_base + wid.x + wid.y * nwg.x;
+    if (row >= params.row_end) {
         return;
     }
     let base = row_start(params.x, row);

@@ -3,6 +3,7 @@
 //! the context.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
@@ -48,6 +49,24 @@ pub struct Context {
     available: Paths,
     paths: Paths,
     pipelines: Arc<Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>>,
+    stats: Arc<Stats>,
+}
+
+/// What the library has done to a device, shared by every clone of a context.
+#[derive(Default)]
+struct Stats {
+    buffers: AtomicU64,
+    bytes: AtomicU64,
+    lost: Mutex<Option<String>>,
+    lost_flag: AtomicBool,
+}
+
+/// Buffers the library has created on a device (uploads of the host convenience layer
+/// included), for checking that a call's memory is what [`crate::PolicyLoss::scratch_bytes`] says.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Allocations {
+    pub buffers: u64,
+    pub bytes: u64,
 }
 
 impl std::fmt::Debug for Context {
@@ -158,7 +177,16 @@ impl Context {
         device.on_uncaptured_error(Arc::new(|e: wgpu::Error| {
             eprintln!("wgpu-policy-loss: uncaptured wgpu error: {e}");
         }));
-        Ok(Self::from_wgpu(device, queue))
+        let ctx = Self::from_wgpu(device, queue);
+        // A lost device turns every later call into an `Err` (only on devices we opened:
+        // a caller's device keeps the caller's own callback).
+        let stats = ctx.stats.clone();
+        ctx.device.set_device_lost_callback(move |reason, message| {
+            *stats.lost.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some(format!("{reason:?}: {message}"));
+            stats.lost_flag.store(true, Ordering::SeqCst);
+        });
+        Ok(ctx)
     }
 
     /// Wraps a caller's device and queue (a trainer's, or Burn's). The paths used follow
@@ -173,6 +201,7 @@ impl Context {
             available,
             paths: available,
             pipelines: Arc::default(),
+            stats: Arc::default(),
         }
     }
 
@@ -214,6 +243,64 @@ impl Context {
         format!("{} ({:?})", self.info.name, self.info.backend)
     }
 
+    /// Buffers the library has created on this device so far.
+    pub fn allocations(&self) -> Allocations {
+        Allocations {
+            buffers: self.stats.buffers.load(Ordering::SeqCst),
+            bytes: self.stats.bytes.load(Ordering::SeqCst),
+        }
+    }
+
+    fn count(&self, bytes: u64) {
+        self.stats.buffers.fetch_add(1, Ordering::SeqCst);
+        self.stats.bytes.fetch_add(bytes, Ordering::SeqCst);
+    }
+
+    /// Every buffer the library creates goes through here or [`Context::buffer_init`],
+    /// so that [`Context::allocations`] sees it.
+    pub(crate) fn buffer(&self, label: &str, size: u64, usage: wgpu::BufferUsages) -> wgpu::Buffer {
+        self.count(size);
+        self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size,
+            usage,
+            mapped_at_creation: false,
+        })
+    }
+
+    pub(crate) fn buffer_init(
+        &self,
+        label: &str,
+        contents: &[u8],
+        usage: wgpu::BufferUsages,
+    ) -> wgpu::Buffer {
+        use wgpu::util::DeviceExt;
+        self.count(contents.len() as u64);
+        self.device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents,
+                usage,
+            })
+    }
+
+    /// `Err` once the device is lost.
+    pub(crate) fn check_alive(&self) -> Result<()> {
+        if self.stats.lost_flag.load(Ordering::SeqCst) {
+            let why = self
+                .stats
+                .lost
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            return Err(Error::Wgpu(format!(
+                "the device was lost ({})",
+                why.unwrap_or_default()
+            )));
+        }
+        Ok(())
+    }
+
     /// How many pipelines this device has built so far (shared by every clone).
     pub fn pipeline_count(&self) -> usize {
         self.pipelines.lock().map_or(0, |c| c.len())
@@ -233,6 +320,7 @@ impl Context {
     /// Runs `f` inside validation and out-of-memory error scopes and turns what they
     /// catch into `Err` (wgpu would otherwise hand it to the uncaptured-error handler).
     pub(crate) fn scoped<T>(&self, f: impl FnOnce() -> T) -> Result<T> {
+        self.check_alive()?;
         let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let out = f();
@@ -253,6 +341,6 @@ impl Context {
                 timeout: None,
             })
             .map_err(|e| Error::Wgpu(e.to_string()))?;
-        Ok(())
+        self.check_alive()
     }
 }

@@ -3,7 +3,6 @@
 //! its row rather than a NaN.
 
 use half::{bf16, f16};
-use wgpu::util::DeviceExt;
 
 use crate::config::LossConfig;
 use crate::context::Context;
@@ -96,14 +95,13 @@ impl Context {
             padded.resize(bytes.len().div_ceil(4).max(1) * 4, 0);
             &padded
         };
-        self.device()
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some(label),
-                contents,
-                usage: wgpu::BufferUsages::STORAGE
-                    | wgpu::BufferUsages::COPY_SRC
-                    | wgpu::BufferUsages::COPY_DST,
-            })
+        self.buffer_init(
+            label,
+            contents,
+            wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
+        )
     }
 
     /// Copies the first `bytes` of each buffer into one staging buffer, submits
@@ -116,12 +114,11 @@ impl Context {
         // copies need 4-byte sizes and offsets
         let padded: Vec<u64> = buffers.iter().map(|&(_, n)| n.div_ceil(4) * 4).collect();
         let total: u64 = padded.iter().sum::<u64>().max(4);
-        let staging = self.device().create_buffer(&wgpu::BufferDescriptor {
-            label: Some("readback"),
-            size: total,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
+        let staging = self.buffer(
+            "readback",
+            total,
+            wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        );
         self.scoped(|| {
             let mut at = 0;
             for (&(b, _), &n) in buffers.iter().zip(&padded) {
@@ -269,8 +266,8 @@ pub struct HostLoss {
 
 impl Context {
     /// The policy loss of a host batch: uploads it, runs the forward (and, with
-    /// `grad_dtype`, the backward) and reads everything back. Token ids are checked
-    /// on the masked-in rows first; the error names the first bad row.
+    /// `grad_dtype`, the backward) and reads everything back. Token ids on masked-in
+    /// rows are checked on the device; the error names the first bad row.
     pub fn policy_loss(
         &self,
         config: &LossConfig,
@@ -320,13 +317,6 @@ impl Context {
                 ))
             }
         };
-        if let Some(row) = (0..rows).find(|&r| batch.mask[r] > 0.0 && batch.targets[r] >= vocab) {
-            return Err(Error::TargetOutOfRange {
-                row,
-                id: batch.targets[row] as i64,
-                vocab,
-            });
-        }
         let loss = PolicyLoss::new(self, *config)?;
         let x = self.upload("logits", batch.logits.bytes());
         let y = self.upload("targets", bytemuck::cast_slice(batch.targets));
@@ -340,12 +330,11 @@ impl Context {
             .map(|v| self.upload("ref_logprobs", bytemuck::cast_slice(v)));
         let grad_bytes = rows as u64 * vocab as u64 * grad_dtype.map_or(0, DType::size);
         let g = grad_dtype.map(|_| {
-            self.device().create_buffer(&wgpu::BufferDescriptor {
-                label: Some("gradient"),
-                size: grad_bytes.div_ceil(4).max(1) * 4,
-                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
-                mapped_at_creation: false,
-            })
+            self.buffer(
+                "gradient",
+                grad_bytes.div_ceil(4).max(1) * 4,
+                wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+            )
         });
         let out = LossBuffers::new(self, rows_u32);
         let logits = LogitsView::new(&x, batch.logits.dtype(), rows_u32, vocab)
@@ -386,6 +375,8 @@ impl Context {
         let entropy = bytemuck::pod_collect_to_vec(&got[2]);
         let logprobs = bytemuck::pod_collect_to_vec(&got[1]);
         let metrics = Metrics::from_slice(&bytemuck::pod_collect_to_vec::<u8, f32>(&got[0]));
+        // the ids were checked on the device: the first bad masked-in row is an error
+        metrics.check(vocab)?;
         Ok(HostLoss {
             metrics,
             logprobs,

@@ -90,7 +90,9 @@ pub enum Gradient<'a> {
     InPlace,
 }
 
-/// Where the results go. `metrics` receives [`Metrics::LEN`] f32 values, the loss first.
+/// Where the results go. `metrics` receives [`Metrics::LEN`] f32 values, the loss first
+/// (see [`Metrics::from_slice`]); reading it back and calling [`Metrics::check`] is the
+/// validation of the token ids.
 #[derive(Clone, Copy, Debug)]
 pub struct LossOutputs<'a> {
     pub metrics: F32View<'a>,
@@ -102,7 +104,7 @@ pub struct LossOutputs<'a> {
 #[derive(Debug)]
 pub struct LossBuffers {
     /// [`Metrics::LEN`] f32: loss, pg_clipfrac, pg_clipfrac_lower, ppo_kl, kl,
-    /// entropy_mean, nonfinite_rows, mask sum.
+    /// entropy_mean, nonfinite_rows, mask sum, first invalid target row and id (u32 bits).
     pub metrics: wgpu::Buffer,
     pub logprobs: wgpu::Buffer,
     pub entropy: wgpu::Buffer,
@@ -111,14 +113,13 @@ pub struct LossBuffers {
 impl LossBuffers {
     pub fn new(ctx: &Context, rows: u32) -> Self {
         let make = |label, len: u64| {
-            ctx.device().create_buffer(&wgpu::BufferDescriptor {
-                label: Some(label),
-                size: len.max(1) * 4,
-                usage: wgpu::BufferUsages::STORAGE
+            ctx.buffer(
+                label,
+                len.max(1) * 4,
+                wgpu::BufferUsages::STORAGE
                     | wgpu::BufferUsages::COPY_SRC
                     | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
-            })
+            )
         };
         LossBuffers {
             metrics: make("metrics", METRICS),
@@ -149,6 +150,8 @@ pub struct Metrics {
     pub nonfinite_rows: f32,
     /// Σ mask.
     pub mask_sum: f32,
+    /// The first masked-in row whose token id is outside the vocabulary, and that id.
+    pub invalid_target: Option<(u32, u32)>,
 }
 
 impl Metrics {
@@ -165,30 +168,48 @@ impl Metrics {
             entropy_mean: v[5],
             nonfinite_rows: v[6],
             mask_sum: v[7],
+            invalid_target: match v[8].to_bits() {
+                u32::MAX => None,
+                row => Some((row, v[9].to_bits())),
+            },
+        }
+    }
+
+    /// `Err` naming the first bad row when a masked-in token id was outside `[0, vocab)`
+    /// (the loss is then NaN, and so is that row's gradient).
+    pub fn check(&self, vocab: u32) -> Result<()> {
+        match self.invalid_target {
+            Some((row, id)) => Err(Error::TargetOutOfRange {
+                row: row as usize,
+                id: id as i64,
+                vocab,
+            }),
+            None => Ok(()),
         }
     }
 }
 
+/// O(rows) buffers reused from call to call, each grown (never shrunk) on its own.
+#[derive(Default)]
 struct Scratch {
-    rows: u32,
-    seqs: u32,
-    rowin: wgpu::Buffer,
-    seqinfo: wgpu::Buffer,
-    rowout: wgpu::Buffer,
+    rowin: Option<(u32, wgpu::Buffer)>,
+    rowout: Option<(u32, wgpu::Buffer)>,
+    seqinfo: Option<(u32, wgpu::Buffer)>,
 }
 
 /// Bytes per row and per sequence of the scratch buffers.
 const ROWIN_BYTES: u64 = 16;
 const ROWOUT_BYTES: u64 = 32;
 const SEQINFO_BYTES: u64 = 8;
-/// Uniform buffers a call creates (one per launch), each rounded up to 256 bytes.
+/// Upper bound of one launch's (or one chunk's) uniform block: parameter blocks are at
+/// most 128 bytes and `min_uniform_buffer_offset_alignment` is at most 256.
 const UNIFORM_BYTES: u64 = 256;
 
 /// A configured policy loss on one device.
 pub struct PolicyLoss {
     ctx: Context,
     config: LossConfig,
-    scratch: Mutex<Option<Scratch>>,
+    scratch: Mutex<Scratch>,
 }
 
 impl PolicyLoss {
@@ -197,7 +218,7 @@ impl PolicyLoss {
         Ok(PolicyLoss {
             ctx: ctx.clone(),
             config,
-            scratch: Mutex::new(None),
+            scratch: Mutex::new(Scratch::default()),
         })
     }
 
@@ -209,15 +230,95 @@ impl PolicyLoss {
         &self.ctx
     }
 
-    /// Device memory a call allocates for `rows` rows in `seqs` sequences, in bytes:
-    /// 48 bytes per row, 8 per sequence and a few uniform buffers; never O(rows × V).
-    pub fn scratch_bytes(&self, rows: u32, seqs: u32) -> u64 {
-        rows.max(1) as u64 * (ROWIN_BYTES + ROWOUT_BYTES)
-            + seqs.max(1) as u64 * SEQINFO_BYTES
-            + self.launches() as u64 * UNIFORM_BYTES
+    /// Device memory one call with these inputs may allocate, in bytes, known before
+    /// the call: 48 bytes a row and 8 a sequence of scratch (allocated on first use and
+    /// reused after), plus a small uniform block per launch and per chunk of rows. It
+    /// never grows with the vocabulary: no `[rows, V]` buffer is ever made.
+    pub fn scratch_bytes(&self, inputs: &LossInputs<'_>, gradient: &Gradient<'_>) -> Result<u64> {
+        let grad = match gradient {
+            Gradient::Into(g) => Some((g.layout, g.dtype)),
+            _ => None,
+        };
+        self.scratch_for_layout(
+            inputs.logits.rows,
+            inputs.logits.layout,
+            inputs.logits.vocab,
+            inputs.logits.dtype,
+            inputs.targets.layout,
+            grad,
+        )
     }
 
-    /// Kernel launches per call: prepare, policy_loss, reduce (GSPO: two more).
+    /// [`PolicyLoss::scratch_bytes`] for dense logits `[rows, vocab]` in sequences of
+    /// `rows_per_seq`, with dense targets and a dense separate gradient of `grad` (none
+    /// for forward only or in place).
+    pub fn scratch_bytes_dense(
+        &self,
+        rows: u32,
+        rows_per_seq: u32,
+        vocab: u32,
+        dtype: DType,
+        grad: Option<DType>,
+    ) -> Result<u64> {
+        let dense = |width: u64| RowLayout {
+            offset: 0,
+            row_stride: width,
+            rows_per_seq: rows_per_seq.max(1),
+            seq_stride: rows_per_seq.max(1) as u64 * width,
+        };
+        self.scratch_for_layout(
+            rows,
+            dense(vocab as u64),
+            vocab,
+            dtype,
+            dense(1),
+            grad.map(|d| (dense(vocab as u64), d)),
+        )
+    }
+
+    fn scratch_for_layout(
+        &self,
+        rows: u32,
+        layout: RowLayout,
+        vocab: u32,
+        dtype: DType,
+        targets: RowLayout,
+        grad: Option<(RowLayout, DType)>,
+    ) -> Result<u64> {
+        let rows_per_seq = layout.rows_per_seq.min(rows).max(1);
+        let seqs = rows.div_ceil(rows_per_seq).max(1) as u64;
+        let limits = self.ctx.device().limits();
+        let logits = crate::kernels::RowSpan {
+            arg: "logits",
+            layout,
+            width: vocab as u64,
+            elem: dtype.size(),
+        };
+        let ids = crate::kernels::RowSpan {
+            arg: "targets",
+            layout: targets,
+            width: 1,
+            elem: 4,
+        };
+        let mut spans = vec![logits, ids];
+        if let Some((g, d)) = grad {
+            spans.push(crate::kernels::policy_loss::grad_span(&g, vocab, d));
+        }
+        let loss_chunks = crate::kernels::plan_chunks(rows, &spans, &limits)?.len() as u64;
+        let stats_chunks = crate::kernels::plan_chunks(rows, &spans[..2], &limits)?.len() as u64;
+        // prepare and reduce, the row launch(es), and GSPO's ratio
+        let uniform_blocks = match self.config.mode {
+            PolicyLossMode::Gspo => 3 + stats_chunks + loss_chunks,
+            _ => 2 + loss_chunks,
+        };
+        Ok(rows.max(1) as u64 * (ROWIN_BYTES + ROWOUT_BYTES)
+            + seqs * SEQINFO_BYTES
+            + uniform_blocks * UNIFORM_BYTES)
+    }
+
+    /// Kernel launches per call when the rows fit one chunk: prepare, policy_loss,
+    /// reduce (GSPO: two more). Each further chunk of rows is one more dispatch of the
+    /// row kernel.
     pub fn launches(&self) -> usize {
         match self.config.mode {
             PolicyLossMode::Gspo => 5,
@@ -295,7 +396,10 @@ impl PolicyLoss {
         }
 
         let mut guard = self.scratch.lock().unwrap_or_else(|p| p.into_inner());
-        let scratch = self.scratch_for(&mut guard, rows, seqs);
+        let scratch = &mut *guard;
+        let rowin = self.grow(&mut scratch.rowin, "rowin", rows, ROWIN_BYTES);
+        let rowout = self.grow(&mut scratch.rowout, "rowout", rows, ROWOUT_BYTES);
+        let seqinfo = self.grow(&mut scratch.seqinfo, "seqinfo", seqs, SEQINFO_BYTES);
 
         let row_inputs = RowInputs {
             mask: inputs.mask,
@@ -313,8 +417,8 @@ impl PolicyLoss {
             rows_per_seq,
             seqs,
             &row_inputs,
-            &scratch.rowin,
-            &scratch.seqinfo,
+            rowin,
+            seqinfo,
         )?;
         let mut row_flags = 0;
         if inputs.old_logprobs.is_some() {
@@ -330,9 +434,9 @@ impl PolicyLoss {
             rows_per_seq,
             row_flags,
             grad: &grad,
-            rowin: &scratch.rowin,
-            seqinfo: &scratch.seqinfo,
-            rowout: &scratch.rowout,
+            rowin: rowin,
+            seqinfo: seqinfo,
+            rowout: rowout,
         };
         if cfg.mode == PolicyLossMode::Gspo {
             policy_loss::record(ctx, encoder, &call, PHASE_STATS)?;
@@ -343,9 +447,9 @@ impl PolicyLoss {
                 rows_per_seq,
                 seqs,
                 inputs.old_logprobs.is_some(),
-                &scratch.rowin,
-                &scratch.rowout,
-                &scratch.seqinfo,
+                rowin,
+                rowout,
+                seqinfo,
             )?;
             policy_loss::record(ctx, encoder, &call, PHASE_LOSS)?;
         } else {
@@ -356,41 +460,31 @@ impl PolicyLoss {
             encoder,
             rows,
             inputs.old_logprobs.is_some(),
-            &scratch.rowin,
-            &scratch.rowout,
+            rowin,
+            rowout,
+            &inputs.targets,
+            logits.vocab,
             &outputs.metrics,
             outputs.logprobs.as_ref(),
             outputs.entropy.as_ref(),
         )
     }
 
-    /// The scratch buffers, grown (never shrunk) to `rows` and `seqs`.
-    fn scratch_for<'s>(&self, slot: &'s mut Option<Scratch>, rows: u32, seqs: u32) -> &'s Scratch {
-        let fits = slot
-            .as_ref()
-            .is_some_and(|s| s.rows >= rows && s.seqs >= seqs);
-        if !fits {
-            let (rows, seqs) = match slot.as_ref() {
-                Some(s) => (s.rows.max(rows), s.seqs.max(seqs)),
-                None => (rows, seqs),
-            };
-            let make = |label, bytes: u64| {
-                self.ctx.device().create_buffer(&wgpu::BufferDescriptor {
-                    label: Some(label),
-                    size: bytes,
-                    usage: wgpu::BufferUsages::STORAGE,
-                    mapped_at_creation: false,
-                })
-            };
-            *slot = Some(Scratch {
-                rows,
-                seqs,
-                rowin: make("rowin", rows as u64 * ROWIN_BYTES),
-                seqinfo: make("seqinfo", seqs as u64 * SEQINFO_BYTES),
-                rowout: make("rowout", rows as u64 * ROWOUT_BYTES),
-            });
+    /// A scratch buffer of at least `n` items of `bytes` each, grown when too small.
+    fn grow<'s>(
+        &self,
+        slot: &'s mut Option<(u32, wgpu::Buffer)>,
+        label: &str,
+        n: u32,
+        bytes: u64,
+    ) -> &'s wgpu::Buffer {
+        if slot.as_ref().is_none_or(|(cap, _)| *cap < n) {
+            let buffer =
+                self.ctx
+                    .buffer(label, n.max(1) as u64 * bytes, wgpu::BufferUsages::STORAGE);
+            *slot = Some((n, buffer));
         }
-        slot.as_ref().expect("scratch was just made")
+        &slot.as_ref().expect("scratch was just made").1
     }
 }
 

@@ -80,20 +80,33 @@ impl RowLayout {
     }
 
     /// Half-open element range touched by rows `[0, rows)` with `width` elements each.
-    /// Strides are non-negative, so the extremes are the first row and the last row of
-    /// the last sequence or of the one before it (a sequence stride may be short).
     pub fn span(&self, rows: u64, width: u64) -> (u64, u64) {
         if rows == 0 {
             return (self.offset, self.offset);
         }
-        let rps = self.rows_per_seq as u64;
-        let last = rows - 1;
-        let mut end = self.row_start(last) + width;
-        if last >= rps {
-            let prev_seq_last = (last / rps) * rps - 1;
-            end = end.max(self.row_start(prev_seq_last) + width);
+        self.span_rows(0, rows, width)
+    }
+
+    /// Half-open element range touched by rows `[first, end)` (non-empty) with `width`
+    /// elements each. Strides are non-negative, so rows rise within a sequence and
+    /// sequences rise with their index; but a sequence may start before the previous
+    /// one ends (a short sequence stride). So the lowest element is in `first` or in the
+    /// first row of the next sequence, the highest in the last row or in the row before
+    /// the last sequence.
+    pub fn span_rows(&self, first: u64, end: u64, width: u64) -> (u64, u64) {
+        let rps = self.rows_per_seq.max(1) as u64;
+        let last = end - 1;
+        let mut lo = self.row_start(first);
+        let next_seq = (first / rps + 1) * rps;
+        if next_seq <= last {
+            lo = lo.min(self.row_start(next_seq));
         }
-        (self.offset, end)
+        let mut hi = self.row_start(last) + width;
+        let last_seq = (last / rps) * rps;
+        if last_seq > first {
+            hi = hi.max(self.row_start(last_seq - 1) + width);
+        }
+        (lo, hi)
     }
 
     fn check(&self, arg: &'static str, rows: u32) -> Result<()> {
@@ -239,6 +252,15 @@ impl<'a> LogitsView<'a> {
         self
     }
 
+    pub(crate) fn span(&self) -> crate::kernels::RowSpan {
+        crate::kernels::RowSpan {
+            arg: "logits",
+            layout: self.layout,
+            width: self.vocab as u64,
+            elem: self.dtype.size(),
+        }
+    }
+
     pub(crate) fn validate(&self) -> Result<()> {
         if self.vocab == 0 {
             return Err(Error::arg("logits", "vocab must be at least 1"));
@@ -323,6 +345,15 @@ impl<'a> TargetsView<'a> {
         self.layout.rows_per_seq = rows_per_seq;
         self.layout.seq_stride = seq_stride;
         self
+    }
+
+    pub(crate) fn span(&self) -> crate::kernels::RowSpan {
+        crate::kernels::RowSpan {
+            arg: "targets",
+            layout: self.layout,
+            width: 1,
+            elem: 4,
+        }
     }
 
     pub(crate) fn validate(&self, rows: u32) -> Result<()> {

@@ -177,7 +177,9 @@ fn run_in_place(
     loss.record(&mut enc, &inputs, Gradient::InPlace, &out.outputs())
         .unwrap();
     let n = logits.bytes().len() as u64;
-    let got = ctx.read_back(enc, &[(&out.metrics, 32), (&x, n)]).unwrap();
+    let got = ctx
+        .read_back(enc, &[(&out.metrics, Metrics::LEN as u64 * 4), (&x, n)])
+        .unwrap();
     let metrics = Metrics::from_slice(&bytemuck::pod_collect_to_vec::<u8, f32>(&got[0]));
     let grad = HostGrad {
         dtype,
@@ -432,7 +434,13 @@ fn shifted_view_with_gradient_like_logits() {
         )
         .unwrap();
         let got = ctx
-            .read_back(enc, &[(&out.metrics, 32), (&gb, x.len() as u64 * 4)])
+            .read_back(
+                enc,
+                &[
+                    (&out.metrics, Metrics::LEN as u64 * 4),
+                    (&gb, x.len() as u64 * 4),
+                ],
+            )
             .unwrap();
         let metrics = Metrics::from_slice(&bytemuck::pod_collect_to_vec::<u8, f32>(&got[0]));
         let g: Vec<f32> = bytemuck::pod_collect_to_vec(&got[1]);

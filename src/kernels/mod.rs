@@ -348,20 +348,7 @@ pub(crate) fn dispatch(
     entries: &[wgpu::BindGroupEntry<'_>],
     groups: (u32, u32),
 ) -> Result<()> {
-    ctx.scoped(|| {
-        let bind_group = ctx.device().create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some(label),
-            layout: &pipeline.get_bind_group_layout(0),
-            entries,
-        });
-        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: Some(label),
-            timestamp_writes: None,
-        });
-        pass.set_pipeline(pipeline);
-        pass.set_bind_group(0, &bind_group, &[]);
-        pass.dispatch_workgroups(groups.0, groups.1, 1);
-    })
+    dispatch_chunks(ctx, encoder, label, pipeline, &[(entries.to_vec(), groups)])
 }
 
 /// A uniform buffer holding `params`.
@@ -370,13 +357,11 @@ pub(crate) fn uniform<T: bytemuck::Pod>(
     label: &str,
     params: &T,
 ) -> wgpu::Buffer {
-    use wgpu::util::DeviceExt;
-    ctx.device()
-        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some(label),
-            contents: bytemuck::bytes_of(params),
-            usage: wgpu::BufferUsages::UNIFORM,
-        })
+    ctx.buffer_init(
+        label,
+        bytemuck::bytes_of(params),
+        wgpu::BufferUsages::UNIFORM,
+    )
 }
 
 /// `RowLayout` as the shaders see it (prelude.wgsl): offsets relative to the bound
@@ -391,16 +376,18 @@ pub(crate) struct LayoutParams {
 }
 
 impl LayoutParams {
-    /// `layout` with its first row at element `window_offset` of the binding;
-    /// `rows_per_seq` is clamped to `rows` (one sequence either way).
+    /// `layout` as seen from a binding whose first element is element `base` of the
+    /// buffer. The shaders compute absolute row starts in wrapping u32 arithmetic, so
+    /// the offset is stored modulo 2^32 and every index inside the window comes out
+    /// exact; `rows_per_seq` is clamped to `rows` (one sequence either way).
     pub(crate) fn new(
         arg: &'static str,
         layout: &crate::view::RowLayout,
-        window_offset: u32,
+        base: u64,
         rows: u32,
     ) -> Result<Self> {
         Ok(LayoutParams {
-            offset: window_offset,
+            offset: layout.offset.wrapping_sub(base) as u32,
             row_stride: to_u32(arg, "row stride", layout.row_stride)?,
             seq_stride: to_u32(arg, "sequence stride", layout.seq_stride)?,
             rows_per_seq: layout.rows_per_seq.min(rows).max(1),
@@ -408,18 +395,169 @@ impl LayoutParams {
     }
 }
 
-/// Splits `rows` workgroups over a 2-D grid within the per-dimension limit.
-pub(crate) fn grid(rows: u32, limits: &wgpu::Limits) -> Result<(u32, u32)> {
-    let max = limits.max_compute_workgroups_per_dimension;
-    let x = rows.min(max);
-    let y = rows.div_ceil(x.max(1));
-    if y > max {
-        return Err(Error::arg(
-            "logits",
-            format!("{rows} rows exceed this device's dispatch grid ({max} x {max})"),
-        ));
+/// How a tensor's rows lie, for planning chunks (no buffer needed).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RowSpan {
+    pub arg: &'static str,
+    pub layout: crate::view::RowLayout,
+    /// Elements per row.
+    pub width: u64,
+    /// Bytes per element.
+    pub elem: u64,
+}
+
+impl RowSpan {
+    /// Whether rows `[first, end)` fit one storage binding (with 32-bit indices).
+    fn fits(&self, first: u32, end: u32, limits: &wgpu::Limits) -> bool {
+        let (lo, hi) = self.layout.span_rows(first as u64, end as u64, self.width);
+        let align = limits.min_storage_buffer_offset_alignment as u64;
+        let start = lo * self.elem;
+        let size = (hi * self.elem).div_ceil(4) * 4 - (start - start % align);
+        size <= limits.max_storage_buffer_binding_size && size / self.elem <= u32::MAX as u64
     }
-    Ok((x, y))
+}
+
+/// A tensor of rows that a row kernel binds one window per chunk of rows.
+pub(crate) struct RowTensor<'a> {
+    pub span: RowSpan,
+    pub buffer: &'a wgpu::Buffer,
+}
+
+impl<'a> RowTensor<'a> {
+    /// The binding for rows `[first, end)` and the buffer element it starts at.
+    pub(crate) fn window(
+        &self,
+        first: u32,
+        end: u32,
+        limits: &wgpu::Limits,
+    ) -> Result<(wgpu::BufferBinding<'a>, u64)> {
+        let s = &self.span;
+        let (lo, hi) = s.layout.span_rows(first as u64, end as u64, s.width);
+        let (binding, inner) = storage_window(s.arg, self.buffer, lo, hi, s.elem, limits)?;
+        Ok((binding, lo - inner as u64))
+    }
+}
+
+/// Splits rows `[0, rows)` into consecutive chunks such that every tensor's rows of a
+/// chunk fit one storage binding and a chunk's workgroups fit the dispatch grid. One
+/// workgroup still reduces one row, so the results do not depend on the chunking.
+pub(crate) fn plan_chunks(
+    rows: u32,
+    spans: &[RowSpan],
+    limits: &wgpu::Limits,
+) -> Result<Vec<(u32, u32)>> {
+    let max_dim = limits.max_compute_workgroups_per_dimension.max(1) as u64;
+    let grid_rows = (max_dim * max_dim).min(u32::MAX as u64) as u32;
+    let fits = |a: u32, b: u32| spans.iter().all(|t| t.fits(a, b, limits));
+    let mut chunks = Vec::new();
+    let mut first = 0u32;
+    while first < rows {
+        if let Some(t) = spans.iter().find(|t| !t.fits(first, first + 1, limits)) {
+            return Err(Error::arg(
+                t.arg,
+                format!(
+                    "row {first} alone spans more than this device binds at once ({} bytes); \
+                     the vocabulary is not split",
+                    limits.max_storage_buffer_binding_size
+                ),
+            ));
+        }
+        // the largest end that fits, by bisection (spans grow with the end)
+        let (mut ok, mut hi) = (first + 1, rows.min(first.saturating_add(grid_rows)));
+        if fits(first, hi) {
+            ok = hi;
+        } else {
+            while hi - ok > 1 {
+                let mid = ok + (hi - ok) / 2;
+                if fits(first, mid) {
+                    ok = mid;
+                } else {
+                    hi = mid;
+                }
+            }
+        }
+        chunks.push((first, ok));
+        first = ok;
+    }
+    Ok(chunks)
+}
+
+/// One uniform buffer holding a parameter block per chunk, each at an offset the
+/// device accepts for a uniform binding.
+pub(crate) struct ChunkUniforms {
+    buffer: wgpu::Buffer,
+    stride: u64,
+    size: u64,
+}
+
+impl ChunkUniforms {
+    pub(crate) fn new<T: bytemuck::Pod>(ctx: &crate::Context, label: &str, blocks: &[T]) -> Self {
+        let align = ctx.device().limits().min_uniform_buffer_offset_alignment as u64;
+        let size = std::mem::size_of::<T>() as u64;
+        let stride = size.div_ceil(align) * align;
+        let mut bytes = vec![0u8; (stride * blocks.len() as u64) as usize];
+        for (i, b) in blocks.iter().enumerate() {
+            let at = i * stride as usize;
+            bytes[at..at + size as usize].copy_from_slice(bytemuck::bytes_of(b));
+        }
+        let buffer = ctx.buffer_init(label, &bytes, wgpu::BufferUsages::UNIFORM);
+        ChunkUniforms {
+            buffer,
+            stride,
+            size,
+        }
+    }
+
+    pub(crate) fn entry(&self, binding: u32, chunk: usize) -> wgpu::BindGroupEntry<'_> {
+        entry(
+            binding,
+            wgpu::BufferBinding {
+                buffer: &self.buffer,
+                offset: chunk as u64 * self.stride,
+                size: std::num::NonZeroU64::new(self.size),
+            },
+        )
+    }
+}
+
+/// Records one compute pass that runs `pipeline` once per chunk, each with its own
+/// bind group and grid.
+pub(crate) fn dispatch_chunks(
+    ctx: &crate::Context,
+    encoder: &mut wgpu::CommandEncoder,
+    label: &str,
+    pipeline: &wgpu::ComputePipeline,
+    chunks: &[(Vec<wgpu::BindGroupEntry<'_>>, (u32, u32))],
+) -> Result<()> {
+    ctx.scoped(|| {
+        let layout = pipeline.get_bind_group_layout(0);
+        let groups: Vec<wgpu::BindGroup> = chunks
+            .iter()
+            .map(|(entries, _)| {
+                ctx.device().create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: Some(label),
+                    layout: &layout,
+                    entries,
+                })
+            })
+            .collect();
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some(label),
+            timestamp_writes: None,
+        });
+        pass.set_pipeline(pipeline);
+        for (group, (_, (x, y))) in groups.iter().zip(chunks) {
+            pass.set_bind_group(0, group, &[]);
+            pass.dispatch_workgroups(*x, *y, 1);
+        }
+    })
+}
+
+/// Lays `rows` workgroups (at most the square of the per-dimension limit, which
+/// `plan_chunks` guarantees) over a 2-D grid.
+pub(crate) fn grid(rows: u32, limits: &wgpu::Limits) -> (u32, u32) {
+    let x = rows.min(limits.max_compute_workgroups_per_dimension).max(1);
+    (x, rows.div_ceil(x))
 }
 
 /// Narrows an element count or offset to the u32 the shaders index with.

@@ -1,8 +1,10 @@
-//! Host side of `shaders/policy_loss.wgsl`: the fused forward + backward row kernel.
+//! Host side of `shaders/policy_loss.wgsl`: the fused forward + backward row kernel,
+//! dispatched in chunks of rows when the logits (or gradient) exceed one binding or
+//! the rows exceed the dispatch grid.
 
 use super::{
-    dispatch, entry, grid, storage_window, to_u32, uniform, whole, GradOut, Kernel, LayoutParams,
-    PipelineKey,
+    dispatch_chunks, entry, grid, plan_chunks, whole, ChunkUniforms, GradOut, Kernel, LayoutParams,
+    PipelineKey, RowSpan, RowTensor,
 };
 use crate::config::{KlEstimator, LossConfig, PolicyLossMode};
 use crate::context::Context;
@@ -19,7 +21,8 @@ struct Params {
     x: LayoutParams,
     y: LayoutParams,
     g: LayoutParams,
-    rows: u32,
+    row_base: u32,
+    row_end: u32,
     vocab: u32,
     inv_tau: f32,
     phase: u32,
@@ -31,6 +34,7 @@ struct Params {
     clip_c: f32,
     kl_coef: f32,
     entropy_coeff: f32,
+    _pad: [u32; 2],
 }
 
 /// Where the gradient goes, resolved to a buffer and a layout.
@@ -58,6 +62,48 @@ pub(crate) struct RowCall<'a> {
     pub rowout: &'a wgpu::Buffer,
 }
 
+impl<'a> RowCall<'a> {
+    /// The tensors bound per chunk: logits, targets and (in the loss launch) a separate
+    /// gradient buffer.
+    fn tensors(&self, writes_grad: bool) -> Vec<RowTensor<'a>> {
+        let mut t = vec![
+            RowTensor {
+                span: self.logits.span(),
+                buffer: self.logits.buffer,
+            },
+            RowTensor {
+                span: self.targets.span(),
+                buffer: self.targets.buffer,
+            },
+        ];
+        if let (
+            GradDest::Separate {
+                buffer,
+                dtype,
+                layout,
+            },
+            true,
+        ) = (self.grad, writes_grad)
+        {
+            t.push(RowTensor {
+                span: grad_span(layout, self.logits.vocab, *dtype),
+                buffer,
+            });
+        }
+        t
+    }
+}
+
+/// The gradient's rows, for planning chunks.
+pub(crate) fn grad_span(layout: &RowLayout, vocab: u32, dtype: DType) -> RowSpan {
+    RowSpan {
+        arg: "gradient",
+        layout: *layout,
+        width: vocab as u64,
+        elem: dtype.size(),
+    }
+}
+
 pub(crate) fn record(
     ctx: &Context,
     encoder: &mut wgpu::CommandEncoder,
@@ -68,105 +114,91 @@ pub(crate) fn record(
     let logits = call.logits;
     let rows = logits.rows;
     let cfg = call.config;
-    let (x_first, x_end) = logits.layout.span(rows as u64, logits.vocab as u64);
-    let (x_bind, x_offset) = storage_window(
-        "logits",
-        logits.buffer,
-        x_first,
-        x_end,
-        logits.dtype.size(),
-        &limits,
-    )?;
-    let (y_first, y_end) = call.targets.layout.span(rows as u64, 1);
-    let (y_bind, y_offset) =
-        storage_window("targets", call.targets.buffer, y_first, y_end, 4, &limits)?;
-
-    // the gradient only exists in the launch that computes the loss
     let writes_grad = phase & PHASE_LOSS != 0;
-    let (grad_out, g_layout, g_bind) = match (call.grad, writes_grad) {
-        (
-            GradDest::Separate {
-                buffer,
-                dtype,
-                layout,
-            },
-            true,
-        ) => {
-            let (first, end) = layout.span(rows as u64, logits.vocab as u64);
-            let (bind, offset) =
-                storage_window("gradient", buffer, first, end, dtype.size(), &limits)?;
-            let mut l = *layout;
-            l.offset = offset as u64;
-            (GradOut::Separate(*dtype), l, Some(bind))
-        }
-        (GradDest::InPlace, true) => {
-            let mut l = logits.layout;
-            l.offset = x_offset as u64;
-            (GradOut::InPlace, l, None)
-        }
-        _ => (GradOut::None, logits.layout, None),
+    let grad_out = match (call.grad, writes_grad) {
+        (GradDest::Separate { dtype, .. }, true) => GradOut::Separate(*dtype),
+        (GradDest::InPlace, true) => GradOut::InPlace,
+        _ => GradOut::None,
     };
+    let tensors = call.tensors(writes_grad);
+    let spans: Vec<RowSpan> = tensors.iter().map(|t| t.span).collect();
+    let chunks = plan_chunks(rows, &spans, &limits)?;
+
     let mut flags = call.row_flags;
     if cfg.clip_ratio_c.is_some() {
         flags |= HAS_DUAL;
     }
     // the loss groups rows into sequences by the logits' layout
-    let mut x = logits.layout;
-    x.rows_per_seq = call.rows_per_seq;
-    let params = Params {
-        x: LayoutParams::new("logits", &x, x_offset, rows)?,
-        y: LayoutParams::new("targets", &call.targets.layout, y_offset, rows)?,
-        g: LayoutParams::new(
-            "gradient",
-            &g_layout,
-            to_u32("gradient", "offset", g_layout.offset)?,
-            rows,
-        )?,
-        rows,
-        vocab: logits.vocab,
-        inv_tau: crate::kernels::row_stats::check_temperature(cfg.temperature)?,
-        phase,
-        mode: match cfg.mode {
-            PolicyLossMode::Reinforce => 0,
-            PolicyLossMode::PpoClip => 1,
-            PolicyLossMode::Gspo => 2,
-        },
-        kl_type: match cfg.kl_loss_type {
-            KlEstimator::K1 => 0,
-            KlEstimator::K2 => 1,
-            KlEstimator::K3 => 2,
-        },
-        flags,
-        clip_low: cfg.clip_ratio_low,
-        clip_high: cfg.clip_ratio_high,
-        clip_c: cfg.clip_ratio_c.unwrap_or(0.0),
-        kl_coef: cfg.kl_coef,
-        entropy_coeff: cfg.entropy_coeff,
-    };
+    let mut x_layout = logits.layout;
+    x_layout.rows_per_seq = call.rows_per_seq;
+    let inv_tau = crate::kernels::row_stats::check_temperature(cfg.temperature)?;
+
+    let mut params = Vec::with_capacity(chunks.len());
+    let mut windows = Vec::with_capacity(chunks.len());
+    for &(first, end) in &chunks {
+        let (x_bind, x_base) = tensors[0].window(first, end, &limits)?;
+        let (y_bind, y_base) = tensors[1].window(first, end, &limits)?;
+        let (g_bind, g_layout, g_base) = match tensors.get(2) {
+            Some(g) => {
+                let (bind, base) = g.window(first, end, &limits)?;
+                (Some(bind), g.span.layout, base)
+            }
+            // in place, the gradient shares the logits' window; otherwise it is unused
+            None => (None, x_layout, x_base),
+        };
+        params.push(Params {
+            x: LayoutParams::new("logits", &x_layout, x_base, rows)?,
+            y: LayoutParams::new("targets", &call.targets.layout, y_base, rows)?,
+            g: LayoutParams::new("gradient", &g_layout, g_base, rows)?,
+            row_base: first,
+            row_end: end,
+            vocab: logits.vocab,
+            inv_tau,
+            phase,
+            mode: match cfg.mode {
+                PolicyLossMode::Reinforce => 0,
+                PolicyLossMode::PpoClip => 1,
+                PolicyLossMode::Gspo => 2,
+            },
+            kl_type: match cfg.kl_loss_type {
+                KlEstimator::K1 => 0,
+                KlEstimator::K2 => 1,
+                KlEstimator::K3 => 2,
+            },
+            flags,
+            clip_low: cfg.clip_ratio_low,
+            clip_high: cfg.clip_ratio_high,
+            clip_c: cfg.clip_ratio_c.unwrap_or(0.0),
+            kl_coef: cfg.kl_coef,
+            entropy_coeff: cfg.entropy_coeff,
+            _pad: [0; 2],
+        });
+        windows.push((x_bind, y_bind, g_bind, grid(end - first, &limits)));
+    }
     let pipeline = ctx.pipeline(PipelineKey {
         kernel: Kernel::PolicyLoss,
         logits: logits.dtype,
         grad: grad_out,
         paths: ctx.paths(),
     })?;
-    let uniform = uniform(ctx, "policy_loss params", &params);
-    let mut entries = vec![
-        entry(0, x_bind),
-        whole(1, &uniform),
-        entry(2, y_bind),
-        whole(3, call.rowin),
-        whole(4, call.seqinfo),
-        whole(5, call.rowout),
-    ];
-    if let Some(g) = g_bind {
-        entries.push(entry(6, g));
-    }
-    dispatch(
-        ctx,
-        encoder,
-        "policy_loss",
-        &pipeline,
-        &entries,
-        grid(rows, &limits)?,
-    )
+    let uniforms = ChunkUniforms::new(ctx, "policy_loss params", &params);
+    let dispatches: Vec<_> = windows
+        .into_iter()
+        .enumerate()
+        .map(|(i, (x, y, g, groups))| {
+            let mut entries = vec![
+                entry(0, x),
+                uniforms.entry(1, i),
+                entry(2, y),
+                whole(3, call.rowin),
+                whole(4, call.seqinfo),
+                whole(5, call.rowout),
+            ];
+            if let Some(g) = g {
+                entries.push(entry(6, g));
+            }
+            (entries, groups)
+        })
+        .collect();
+    dispatch_chunks(ctx, encoder, "policy_loss", &pipeline, &dispatches)
 }

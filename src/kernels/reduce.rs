@@ -1,12 +1,14 @@
 //! Host side of `shaders/reduce.wgsl`: the loss and metrics, and the per-row outputs.
 
-use super::{dispatch, entry, f32_window, uniform, whole, Kernel, PipelineKey};
+use super::{
+    dispatch, entry, f32_window, storage_window, uniform, whole, Kernel, LayoutParams, PipelineKey,
+};
 use crate::context::Context;
 use crate::error::Result;
-use crate::view::F32View;
+use crate::view::{F32View, TargetsView};
 
 /// Values the reduce kernel writes, in order.
-pub(crate) const METRICS: u64 = 8;
+pub(crate) const METRICS: u64 = 10;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -17,8 +19,9 @@ struct Params {
     logp_offset: u32,
     entropy_offset: u32,
     write_rows: u32,
-    _pad0: u32,
-    _pad1: u32,
+    vocab: u32,
+    _pad: u32,
+    y: LayoutParams,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -29,6 +32,8 @@ pub(crate) fn record<'a>(
     has_old: bool,
     rowin: &wgpu::Buffer,
     rowout: &wgpu::Buffer,
+    targets: &TargetsView<'a>,
+    vocab: u32,
     metrics: &F32View<'a>,
     logp: Option<&F32View<'a>>,
     entropy: Option<&F32View<'a>>,
@@ -48,6 +53,8 @@ pub(crate) fn record<'a>(
         Some(v) => window("outputs.entropy", v, n)?,
         None => (m_bind.clone(), 0),
     };
+    let (y_first, y_end) = targets.layout.span(rows as u64, 1);
+    let (y_bind, y_offset) = storage_window("targets", targets.buffer, y_first, y_end, 4, &limits)?;
     let params = Params {
         rows,
         has_old: has_old as u32,
@@ -55,8 +62,9 @@ pub(crate) fn record<'a>(
         logp_offset,
         entropy_offset,
         write_rows: write_rows as u32,
-        _pad0: 0,
-        _pad1: 0,
+        vocab,
+        _pad: 0,
+        y: LayoutParams::new("targets", &targets.layout, y_first - y_offset as u64, rows)?,
     };
     let pipeline = ctx.pipeline(PipelineKey::small(Kernel::Reduce, ctx.paths()))?;
     let uniform = uniform(ctx, "reduce params", &params);
@@ -72,6 +80,7 @@ pub(crate) fn record<'a>(
             entry(3, m_bind),
             entry(4, l_bind),
             entry(5, e_bind),
+            entry(6, y_bind),
         ],
         (1, 1),
     )

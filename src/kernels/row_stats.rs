@@ -2,8 +2,8 @@
 //! log-prob and the entropy, all of the logits divided by the temperature.
 
 use super::{
-    dispatch, entry, grid, storage_window, uniform, whole, GradOut, Kernel, LayoutParams,
-    PipelineKey,
+    dispatch_chunks, entry, f32_window, grid, plan_chunks, ChunkUniforms, GradOut, Kernel,
+    LayoutParams, PipelineKey, RowTensor,
 };
 use crate::context::Context;
 use crate::error::{Error, Result};
@@ -30,14 +30,13 @@ impl RowStatsBuffers {
     /// Three f32 buffers of `rows` values (usage STORAGE | COPY_SRC | COPY_DST).
     pub fn new(ctx: &Context, rows: u32) -> Self {
         let make = |label| {
-            ctx.device().create_buffer(&wgpu::BufferDescriptor {
-                label: Some(label),
-                size: (rows.max(1) as u64) * 4,
-                usage: wgpu::BufferUsages::STORAGE
+            ctx.buffer(
+                label,
+                (rows.max(1) as u64) * 4,
+                wgpu::BufferUsages::STORAGE
                     | wgpu::BufferUsages::COPY_SRC
                     | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
-            })
+            )
         };
         RowStatsBuffers {
             lse: make("lse"),
@@ -61,13 +60,14 @@ impl RowStatsBuffers {
 struct Params {
     x: LayoutParams,
     y: LayoutParams,
-    rows: u32,
+    row_base: u32,
+    row_end: u32,
     vocab: u32,
     inv_tau: f32,
     lse_offset: u32,
     logp_offset: u32,
     entropy_offset: u32,
-    _pad: [u32; 2],
+    _pad: u32,
 }
 
 /// Checks a temperature: finite and > 0.
@@ -98,81 +98,69 @@ impl Context {
         logits.validate()?;
         let rows = logits.rows;
         targets.validate(rows)?;
-        let lse_first = out.lse.validate("out.lse", rows)?;
-        let logp_first = out.logp.validate("out.logp", rows)?;
-        let ent_first = out.entropy.validate("out.entropy", rows)?;
+        out.lse.validate("out.lse", rows)?;
+        out.logp.validate("out.logp", rows)?;
+        out.entropy.validate("out.entropy", rows)?;
         if rows == 0 {
             return Ok(());
         }
         let limits = self.device().limits();
-
-        let (x_first, x_end) = logits.layout.span(rows as u64, logits.vocab as u64);
-        let elem = logits.dtype.size();
-        let (x_bind, x_offset) =
-            storage_window("logits", logits.buffer, x_first, x_end, elem, &limits)?;
-        let (y_first, y_end) = targets.layout.span(rows as u64, 1);
-        let (y_bind, y_offset) =
-            storage_window("targets", targets.buffer, y_first, y_end, 4, &limits)?;
         let n = rows as u64;
-        let (lse_bind, lse_offset) = storage_window(
-            "out.lse",
-            out.lse.buffer,
-            lse_first,
-            lse_first + n,
-            4,
-            &limits,
-        )?;
-        let (logp_bind, logp_offset) = storage_window(
-            "out.logp",
-            out.logp.buffer,
-            logp_first,
-            logp_first + n,
-            4,
-            &limits,
-        )?;
-        let (ent_bind, entropy_offset) = storage_window(
-            "out.entropy",
-            out.entropy.buffer,
-            ent_first,
-            ent_first + n,
-            4,
-            &limits,
-        )?;
-        let (gx, gy) = grid(rows, &limits)?;
-
-        let params = Params {
-            x: LayoutParams::new("logits", &logits.layout, x_offset, rows)?,
-            y: LayoutParams::new("targets", &targets.layout, y_offset, rows)?,
-            rows,
-            vocab: logits.vocab,
-            inv_tau,
-            lse_offset,
-            logp_offset,
-            entropy_offset,
-            _pad: [0; 2],
-        };
-
+        let (lse_bind, lse_offset) = f32_window("out.lse", &out.lse, n, &limits)?;
+        let (logp_bind, logp_offset) = f32_window("out.logp", &out.logp, n, &limits)?;
+        let (ent_bind, entropy_offset) = f32_window("out.entropy", &out.entropy, n, &limits)?;
+        let tensors = [
+            RowTensor {
+                span: logits.span(),
+                buffer: logits.buffer,
+            },
+            RowTensor {
+                span: targets.span(),
+                buffer: targets.buffer,
+            },
+        ];
+        let chunks = plan_chunks(rows, &[tensors[0].span, tensors[1].span], &limits)?;
+        let mut params = Vec::with_capacity(chunks.len());
+        let mut windows = Vec::with_capacity(chunks.len());
+        for &(first, end) in &chunks {
+            let (x_bind, x_base) = tensors[0].window(first, end, &limits)?;
+            let (y_bind, y_base) = tensors[1].window(first, end, &limits)?;
+            params.push(Params {
+                x: LayoutParams::new("logits", &logits.layout, x_base, rows)?,
+                y: LayoutParams::new("targets", &targets.layout, y_base, rows)?,
+                row_base: first,
+                row_end: end,
+                vocab: logits.vocab,
+                inv_tau,
+                lse_offset,
+                logp_offset,
+                entropy_offset,
+                _pad: 0,
+            });
+            windows.push((x_bind, y_bind, grid(end - first, &limits)));
+        }
         let pipeline = self.pipeline(PipelineKey {
             kernel: Kernel::RowStats,
             logits: logits.dtype,
             grad: GradOut::None,
             paths: self.paths(),
         })?;
-        let uniform = uniform(self, "row_stats params", &params);
-        dispatch(
-            self,
-            encoder,
-            "row_stats",
-            &pipeline,
-            &[
-                entry(0, x_bind),
-                whole(1, &uniform),
-                entry(2, y_bind),
-                entry(3, lse_bind),
-                entry(4, logp_bind),
-                entry(5, ent_bind),
-            ],
-            (gx, gy),
-        )
+        let uniforms = ChunkUniforms::new(self, "row_stats params", &params);
+        let dispatches: Vec<_> = windows
+            .into_iter()
+            .enumerate()
+            .map(|(i, (x, y, groups))| {
+                let entries = vec![
+                    entry(0, x),
+                    uniforms.entry(1, i),
+                    entry(2, y),
+                    entry(3, lse_bind.clone()),
+                    entry(4, logp_bind.clone()),
+                    entry(5, ent_bind.clone()),
+                ];
+                (entries, groups)
+            })
+            .collect();
+        dispatch_chunks(self, encoder, "row_stats", &pipeline, &dispatches)
     }
 }
