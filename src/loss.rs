@@ -434,9 +434,9 @@ impl PolicyLoss {
             rows_per_seq,
             row_flags,
             grad: &grad,
-            rowin: rowin,
-            seqinfo: seqinfo,
-            rowout: rowout,
+            rowin,
+            seqinfo,
+            rowout,
         };
         if cfg.mode == PolicyLossMode::Gspo {
             policy_loss::record(ctx, encoder, &call, PHASE_STATS)?;
