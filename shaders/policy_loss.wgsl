@@ -198,13 +198,14 @@ fn policy_loss(
     if ((params.flags & HAS_REF) != 0u) {
         kl = kl_term(logp, inputs.w);
     }
-    let loss_t = term.l + params.kl_coef * kl.x - params.entropy_coeff * entropy;
+    var loss_t = term.l + params.kl_coef * kl.x - params.entropy_coeff * entropy;
     let masked_in = m > 0.0;
-    // a masked-in id outside the vocabulary has no log-prob: its loss is NaN (the
-    // reduce kernel reports the row), and so is its gradient, never a plausible number
+    // a masked-in id outside the vocabulary has no log-prob: its loss and gradient are
+    // NaN (the reduce kernel reports the row), never a plausible number
     var big_g = term.g + params.kl_coef * kl.y;
     if (y >= params.vocab) {
-        big_g = bitcast<f32>(0x7fc00000u);
+        loss_t = bitcast<f32>(0x7fc00000u);
+        big_g = loss_t;
     }
     let w = select(0.0, m * seqinfo[seq].x, masked_in);
     let nonfinite = masked_in && !(is_finite(lse) && !is_nan(entropy));

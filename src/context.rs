@@ -268,20 +268,20 @@ impl Context {
         })
     }
 
+    /// A buffer holding `contents` (padded to 4 bytes). Written through the queue
+    /// rather than mapped at creation, which would panic on a lost device.
     pub(crate) fn buffer_init(
         &self,
         label: &str,
         contents: &[u8],
         usage: wgpu::BufferUsages,
     ) -> wgpu::Buffer {
-        use wgpu::util::DeviceExt;
-        self.count(contents.len() as u64);
-        self.device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some(label),
-                contents,
-                usage,
-            })
+        let size = (contents.len() as u64).div_ceil(4).max(1) * 4;
+        let buffer = self.buffer(label, size, usage | wgpu::BufferUsages::COPY_DST);
+        let mut padded = contents.to_vec();
+        padded.resize(size as usize, 0);
+        self.queue.write_buffer(&buffer, 0, &padded);
+        buffer
     }
 
     /// `Err` once the device is lost.

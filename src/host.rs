@@ -87,17 +87,9 @@ pub fn check_targets(targets: &[u32], rows: usize, vocab: u32) -> Result<()> {
 impl Context {
     /// Uploads a host slice into a new storage buffer (padded to 4 bytes).
     pub fn upload(&self, label: &str, bytes: &[u8]) -> wgpu::Buffer {
-        let mut padded;
-        let contents = if bytes.len().is_multiple_of(4) && !bytes.is_empty() {
-            bytes
-        } else {
-            padded = bytes.to_vec();
-            padded.resize(bytes.len().div_ceil(4).max(1) * 4, 0);
-            &padded
-        };
         self.buffer_init(
             label,
-            contents,
+            bytes,
             wgpu::BufferUsages::STORAGE
                 | wgpu::BufferUsages::COPY_SRC
                 | wgpu::BufferUsages::COPY_DST,

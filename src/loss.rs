@@ -212,6 +212,15 @@ pub struct PolicyLoss {
     scratch: Mutex<Scratch>,
 }
 
+impl std::fmt::Debug for PolicyLoss {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PolicyLoss")
+            .field("context", &self.ctx)
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
 impl PolicyLoss {
     pub fn new(ctx: &Context, config: LossConfig) -> Result<Self> {
         config.validate()?;
@@ -391,6 +400,24 @@ impl PolicyLoss {
             }
             Gradient::InPlace => GradDest::InPlace,
         };
+        let mut reads = vec![
+            ("targets", inputs.targets.buffer),
+            ("mask", inputs.mask.buffer),
+            ("advantages", advantages.buffer),
+        ];
+        reads.extend(inputs.old_logprobs.map(|v| ("old_logprobs", v.buffer)));
+        reads.extend(inputs.ref_logprobs.map(|v| ("ref_logprobs", v.buffer)));
+        let mut writes = vec![("outputs.metrics", outputs.metrics.buffer)];
+        writes.extend(outputs.logprobs.map(|v| ("outputs.logprobs", v.buffer)));
+        writes.extend(outputs.entropy.map(|v| ("outputs.entropy", v.buffer)));
+        reads.push(("logits", logits.buffer));
+        match &grad {
+            GradDest::Separate { buffer, .. } => writes.push(("gradient", buffer)),
+            // in place the logits are written too: no other input or output may share them
+            GradDest::InPlace => writes.push(("logits", logits.buffer)),
+            GradDest::None => {}
+        }
+        crate::view::check_aliasing(&reads, &writes)?;
         if rows == 0 {
             return Ok(());
         }

@@ -389,3 +389,24 @@ impl<'a> F32View<'a> {
         Ok(first)
     }
 }
+
+/// Outputs must not share a buffer with inputs: wgpu forbids one buffer bound both
+/// read-only and writable in a dispatch (and reports it only when the caller finishes
+/// the encoder), and overlapping ranges would be overwritten before they are read. An
+/// argument may appear on both sides (logits written in place).
+pub(crate) fn check_aliasing(
+    reads: &[(&'static str, &wgpu::Buffer)],
+    writes: &[(&'static str, &wgpu::Buffer)],
+) -> Result<()> {
+    for (w, wb) in writes {
+        if let Some((r, _)) = reads.iter().find(|(r, rb)| r != w && *rb == *wb) {
+            return Err(Error::arg(
+                w,
+                format!(
+                    "shares its buffer with the input `{r}`; outputs need buffers of their own"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}

@@ -101,6 +101,14 @@ impl Context {
         out.lse.validate("out.lse", rows)?;
         out.logp.validate("out.logp", rows)?;
         out.entropy.validate("out.entropy", rows)?;
+        crate::view::check_aliasing(
+            &[("logits", logits.buffer), ("targets", targets.buffer)],
+            &[
+                ("out.lse", out.lse.buffer),
+                ("out.logp", out.logp.buffer),
+                ("out.entropy", out.entropy.buffer),
+            ],
+        )?;
         if rows == 0 {
             return Ok(());
         }

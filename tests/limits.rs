@@ -1,0 +1,274 @@
+//! Scale: rows split into chunks when the logits exceed one storage binding or the
+//! rows exceed the dispatch grid, with results identical bit for bit to one unchunked
+//! dispatch; more than 65,535 rows; a row larger than a binding is an error.
+
+mod common;
+
+use common::*;
+use wgpu_policy_loss::{
+    adapters, Context, DType, Gradient, HostLogits, KlEstimator, LogitsView, LossAggMode,
+    LossConfig, Paths, PolicyLossMode, TargetsView,
+};
+
+const SMALL_BINDING: u64 = 1 << 20;
+
+/// Every adapter twice: with its own limits, and with a 1 MiB storage binding and a
+/// 16 × 16 dispatch grid, so that chunking runs on lavapipe too.
+fn pairs() -> Vec<(Context, Context)> {
+    let all = adapters();
+    assert!(!all.is_empty(), "no GPU adapter found");
+    all.iter()
+        .map(|a| {
+            let full = Context::from_adapter(a).unwrap();
+            let small = Context::from_adapter_with_limits(
+                a,
+                wgpu_policy_loss::wgpu::Limits {
+                    max_storage_buffer_binding_size: SMALL_BINDING,
+                    max_compute_workgroups_per_dimension: 16,
+                    ..a.limits()
+                },
+            )
+            .unwrap();
+            (full, small)
+        })
+        .flat_map(|(full, small)| {
+            let fb = (
+                full.with_paths(Paths::FALLBACK),
+                small.with_paths(Paths::FALLBACK),
+            );
+            [(full, small), fb]
+        })
+        .collect()
+}
+
+#[test]
+fn chunked_loss_equals_unchunked_bitwise() {
+    // 600 rows of V = 4099: 16 KiB per f32 row, so ~64 rows a chunk under 1 MiB, and
+    // at most 256 rows a chunk on the 16 × 16 grid
+    let case = LossCase::new(31, 6, 100, 4099);
+    for (full, small) in pairs() {
+        for mode in PolicyLossMode::ALL {
+            for (dtype, grad) in [
+                (DType::F32, DType::F32),
+                (DType::Bf16, DType::Bf16),
+                (DType::F16, DType::F32),
+            ] {
+                let c = LossConfig {
+                    mode,
+                    loss_agg_mode: LossAggMode::SeqMeanTokenMean,
+                    kl_loss_type: KlEstimator::K3,
+                    kl_coef: 0.1,
+                    entropy_coeff: 0.01,
+                    temperature: 0.8,
+                    ..LossConfig::default()
+                };
+                let logits = Logits::from_f32(dtype, &case.logits);
+                let batch = case.batch(logits.host(), ALL_INPUTS);
+                let a = full.policy_loss(&c, &batch, Some(grad)).unwrap();
+                let b = small
+                    .policy_loss(&c, &batch, Some(grad))
+                    .unwrap_or_else(|e| panic!("{}: {e}", name(&small)));
+                let what = format!("{} {mode:?} {dtype}", name(&full));
+                assert_eq!(a.metrics.loss.to_bits(), b.metrics.loss.to_bits(), "{what}");
+                assert_eq!(a.grad, b.grad, "{what}: gradient");
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&a.logprobs), bits(&b.logprobs), "{what}");
+                assert_eq!(bits(&a.entropy), bits(&b.entropy), "{what}");
+            }
+        }
+    }
+}
+
+#[test]
+fn chunked_in_place_and_row_stats_equal_unchunked() {
+    let (rows, vocab) = (300u32, 2049u32); // odd V: 16-bit rows share words at edges
+    let x = random_logits(32, (rows * vocab) as usize, 3.0);
+    let targets = random_targets(32, rows as usize, vocab);
+    for (full, small) in pairs() {
+        for dtype in DType::ALL {
+            let logits = Logits::from_f32(dtype, &x);
+            let a = full.row_stats(logits.host(), vocab, &targets, 1.0).unwrap();
+            let b = small
+                .row_stats(logits.host(), vocab, &targets, 1.0)
+                .unwrap();
+            assert_eq!(bits(&a), bits(&b), "{} {dtype}: row_stats", name(&full));
+            // the loss with the gradient written over the logits
+            let run = |ctx: &Context| {
+                let xb = ctx.upload("x", logits.bytes());
+                let yb = ctx.upload("y", bytemuck::cast_slice(&targets));
+                let mask = vec![1.0f32; rows as usize];
+                let mb = ctx.upload("m", bytemuck::cast_slice(&mask));
+                let ab = ctx.upload("a", bytemuck::cast_slice(&[0.7f32]));
+                let out = wgpu_policy_loss::LossBuffers::new(ctx, rows);
+                let inputs = wgpu_policy_loss::LossInputs {
+                    logits: LogitsView::new(&xb, dtype, rows, vocab),
+                    targets: TargetsView::new(&yb),
+                    mask: wgpu_policy_loss::F32View::new(&mb),
+                    advantages: wgpu_policy_loss::Advantages::PerSequence(
+                        wgpu_policy_loss::F32View::new(&ab),
+                    ),
+                    old_logprobs: None,
+                    ref_logprobs: None,
+                };
+                let loss = wgpu_policy_loss::PolicyLoss::new(ctx, LossConfig::default()).unwrap();
+                let mut enc = ctx.device().create_command_encoder(&Default::default());
+                loss.record(&mut enc, &inputs, Gradient::InPlace, &out.outputs())
+                    .unwrap();
+                ctx.read_back(enc, &[(&xb, logits.bytes().len() as u64)])
+                    .unwrap()
+                    .remove(0)
+            };
+            assert_eq!(run(&full), run(&small), "{} {dtype}: in place", name(&full));
+        }
+    }
+}
+
+/// Full-sequence [B, S, V] logits with the shift, chunked: sequences split across chunks.
+#[test]
+fn chunked_shifted_views() {
+    let (b, s, v) = (5u32, 70u32, 1500u32);
+    let x = random_logits(33, (b * s * v) as usize, 2.0);
+    let ids = random_targets(33, (b * s) as usize, v);
+    for (full, small) in pairs() {
+        let run = |ctx: &Context| {
+            let xb = ctx.upload("x", bytemuck::cast_slice(&x));
+            let yb = ctx.upload("y", bytemuck::cast_slice(&ids));
+            let rows = b * (s - 1);
+            let out = wgpu_policy_loss::RowStatsBuffers::new(ctx, rows);
+            let mut enc = ctx.device().create_command_encoder(&Default::default());
+            ctx.record_row_stats(
+                &mut enc,
+                &LogitsView::shifted(&xb, DType::F32, b, s, v),
+                &TargetsView::shifted(&yb, s),
+                1.0,
+                &out.outputs(),
+            )
+            .unwrap();
+            ctx.read_f32s(enc, &[&out.lse, &out.logp, &out.entropy], rows as usize)
+                .unwrap()
+        };
+        let (a, c) = (run(&full), run(&small));
+        for k in 0..3 {
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&a[k]), bits(&c[k]), "{}", name(&full));
+        }
+    }
+}
+
+#[test]
+fn a_row_larger_than_a_binding_is_an_error() {
+    let vocab = 300_000u32; // 1.2 MB of f32 > 1 MiB
+    let x = vec![0.0f32; vocab as usize];
+    for (_, small) in pairs() {
+        let err = small
+            .row_stats(HostLogits::F32(&x), vocab, &[0], 1.0)
+            .unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("logits") && msg.contains("binds"), "{msg}");
+    }
+}
+
+#[test]
+fn more_rows_than_one_grid_dimension() {
+    let (rows, vocab) = (70_000usize, 8u32);
+    let x = random_logits(34, rows * vocab as usize, 2.0);
+    let targets = random_targets(34, rows, vocab);
+    let mask: Vec<f32> = (0..rows).map(|i| (i % 3 != 0) as u8 as f32).collect();
+    let adv: Vec<f32> = (0..rows).map(|i| ((i % 7) as f32 - 3.0) / 3.0).collect();
+    for ctx in contexts() {
+        let got = ctx
+            .row_stats(HostLogits::F32(&x), vocab, &targets, 1.0)
+            .unwrap();
+        let want = wgpu_policy_loss::reference::row_stats_batch(&x, vocab as usize, &targets, 1.0);
+        for r in [0, 1, 65_534, 65_535, 65_536, rows - 1] {
+            close(got.logp[r], want[r].logp, 1e-5)
+                .unwrap_or_else(|e| panic!("{} row {r}: {e}", name(ctx)));
+        }
+        let c = LossConfig {
+            mode: PolicyLossMode::Reinforce,
+            ..LossConfig::default()
+        };
+        let out = ctx
+            .policy_loss(
+                &c,
+                &wgpu_policy_loss::HostBatch {
+                    logits: HostLogits::F32(&x),
+                    vocab,
+                    rows_per_seq: Some(100),
+                    targets: &targets,
+                    mask: &mask,
+                    advantages: &adv,
+                    old_logprobs: None,
+                    ref_logprobs: None,
+                },
+                Some(DType::F32),
+            )
+            .unwrap();
+        let f = |v: &[f32]| v.iter().map(|&a| a as f64).collect::<Vec<_>>();
+        let xs = f(&x);
+        let want = wgpu_policy_loss::reference::policy_loss(
+            &c,
+            &wgpu_policy_loss::reference::Batch {
+                logits: &xs,
+                vocab: vocab as usize,
+                rows_per_seq: 100,
+                targets: &targets,
+                mask: &f(&mask),
+                advantages: &f(&adv),
+                old_logp: None,
+                ref_logp: None,
+            },
+        )
+        .unwrap();
+        close(out.metrics.loss, want.loss, 1e-5 * (1.0 + want.loss.abs())).unwrap();
+        let g = out.grad.unwrap().to_f32();
+        for r in [0, 65_535, 65_536, rows - 1] {
+            for j in 0..vocab as usize {
+                let i = r * vocab as usize + j;
+                close(g[i], want.grad[i], 1e-9)
+                    .unwrap_or_else(|e| panic!("{} grad[{r},{j}]: {e}", name(ctx)));
+            }
+        }
+    }
+}
+
+/// Logits above 2 GiB (bf16, 8192 × 151936 = 2.3 GiB) where the device's buffers allow
+/// it: a real GPU; lavapipe caps buffers at 2 GiB. `cargo test --release --test limits
+/// -- --ignored`.
+#[test]
+#[ignore]
+fn logits_above_two_gib() {
+    let (rows, vocab) = (8192u32, 151_936u32);
+    let bytes = rows as u64 * vocab as u64 * 2;
+    let mut ran = 0;
+    for ctx in contexts() {
+        let limits = ctx.device().limits();
+        if limits.max_buffer_size < bytes {
+            println!(
+                "{}: max_buffer_size {} < {bytes}: skipped",
+                name(ctx),
+                limits.max_buffer_size
+            );
+            continue;
+        }
+        // a repeating pattern, so the host needs only a few reference rows
+        let pattern = random_logits(35, 4 * vocab as usize, 3.0);
+        let host: Vec<wgpu_policy_loss::half::bf16> = (0..rows as usize * vocab as usize)
+            .map(|i| wgpu_policy_loss::half::bf16::from_f32(pattern[i % pattern.len()]))
+            .collect();
+        let targets = random_targets(35, rows as usize, vocab);
+        let got = ctx
+            .row_stats(HostLogits::Bf16(&host), vocab, &targets, 1.0)
+            .unwrap();
+        for r in [0usize, 1, 4095, rows as usize - 1] {
+            let row: Vec<f64> = host[r * vocab as usize..(r + 1) * vocab as usize]
+                .iter()
+                .map(|h| h.to_f64())
+                .collect();
+            let want = wgpu_policy_loss::reference::row_stats(&row, targets[r] as usize, 1.0);
+            close(got.logp[r], want.logp, tolerance(20.0)).unwrap();
+        }
+        ran += 1;
+    }
+    println!("ran on {ran} adapters");
+}

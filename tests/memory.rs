@@ -1,0 +1,132 @@
+//! Memory: a call allocates O(rows) scratch, never O(rows × V), and exactly what
+//! `PolicyLoss::scratch_bytes` reports before the call bounds it. Every buffer the
+//! library creates is counted by `Context::allocations`.
+
+mod common;
+
+use common::*;
+use wgpu_policy_loss::{
+    Advantages, DType, F32View, GradView, Gradient, LogitsView, LossBuffers, LossConfig,
+    LossInputs, PolicyLoss, PolicyLossMode, TargetsView,
+};
+
+/// Records one forward + backward and returns (bytes the library allocated during the
+/// call, what scratch_bytes promised), for two successive calls on the same PolicyLoss.
+fn measure(
+    ctx: &wgpu_policy_loss::Context,
+    mode: PolicyLossMode,
+    rows: u32,
+    vocab: u32,
+    in_place: bool,
+) -> [(u64, u64, u64); 2] {
+    let x = ctx.upload("x", &vec![0u8; (rows * vocab * 2) as usize]);
+    let y = ctx.upload("y", &vec![0u8; rows as usize * 4]);
+    let m = ctx.upload("m", bytemuck::cast_slice(&vec![1.0f32; rows as usize]));
+    let a = ctx.upload("a", bytemuck::cast_slice(&vec![0.5f32; rows as usize]));
+    let g = ctx.upload("g", &vec![0u8; (rows * vocab * 2) as usize]);
+    let out = LossBuffers::new(ctx, rows);
+    let loss = PolicyLoss::new(
+        ctx,
+        LossConfig {
+            mode,
+            ..LossConfig::default()
+        },
+    )
+    .unwrap();
+    let logits =
+        LogitsView::new(&x, DType::Bf16, rows, vocab).with_sequences(16, 16 * vocab as u64);
+    let inputs = LossInputs {
+        logits,
+        targets: TargetsView::new(&y),
+        mask: F32View::new(&m),
+        advantages: Advantages::PerToken(F32View::new(&a)),
+        old_logprobs: None,
+        ref_logprobs: None,
+    };
+    let gradient = if in_place {
+        Gradient::InPlace
+    } else {
+        Gradient::Into(GradView::like(&g, DType::Bf16, &logits))
+    };
+    let promised = loss.scratch_bytes(&inputs, &gradient).unwrap();
+    let mut got = [(0, 0, 0); 2];
+    for slot in &mut got {
+        let before = ctx.allocations();
+        let mut enc = ctx.device().create_command_encoder(&Default::default());
+        loss.record(&mut enc, &inputs, gradient, &out.outputs())
+            .unwrap();
+        ctx.queue().submit([enc.finish()]);
+        let after = ctx.allocations();
+        *slot = (
+            after.bytes - before.bytes,
+            after.buffers - before.buffers,
+            promised,
+        );
+    }
+    got
+}
+
+#[test]
+fn scratch_is_o_rows_and_bounded_by_scratch_bytes() {
+    let rows = 64;
+    for ctx in contexts() {
+        for mode in PolicyLossMode::ALL {
+            for in_place in [false, true] {
+                let small = measure(ctx, mode, rows, 1000, in_place);
+                let large = measure(ctx, mode, rows, 60_000, in_place);
+                let what = format!("{} {mode:?} in_place={in_place}", name(ctx));
+                for (bytes, buffers, promised) in small.iter().chain(&large) {
+                    assert!(
+                        bytes <= promised,
+                        "{what}: allocated {bytes} > scratch_bytes {promised}"
+                    );
+                    assert!(*buffers <= 8, "{what}: {buffers} buffers for one call");
+                }
+                // the same rows allocate the same, whatever V
+                assert_eq!(small[0].0, large[0].0, "{what}: allocation grows with V");
+                // O(rows): 48 bytes a row and a few uniform blocks, far below rows × V
+                assert!(
+                    small[0].0 < rows as u64 * 48 + 4096,
+                    "{what}: {:?}",
+                    small[0]
+                );
+                // the second call reuses the scratch: only uniform blocks
+                assert!(
+                    small[1].0 < 2048,
+                    "{what}: second call allocated {}",
+                    small[1].0
+                );
+            }
+        }
+    }
+}
+
+/// The figure for the shape, before any call: T = 16384, V = 151936, bf16,
+/// forward + backward into a bf16 gradient and in place (run with --nocapture).
+#[test]
+fn scratch_for_a_real_batch() {
+    for ctx in contexts() {
+        for mode in [PolicyLossMode::PpoClip, PolicyLossMode::Gspo] {
+            let loss = PolicyLoss::new(
+                ctx,
+                LossConfig {
+                    mode,
+                    ..LossConfig::default()
+                },
+            )
+            .unwrap();
+            let sep = loss
+                .scratch_bytes_dense(16384, 1024, 151_936, DType::Bf16, Some(DType::Bf16))
+                .unwrap();
+            let inp = loss
+                .scratch_bytes_dense(16384, 1024, 151_936, DType::Bf16, None)
+                .unwrap();
+            println!(
+                "scratch  {:<52} {mode:?}: {sep} bytes (bf16 gradient buffer), {inp} bytes (in place); logits are {} bytes",
+                name(ctx),
+                16384u64 * 151_936 * 2
+            );
+            assert!(sep < 16384 * 48 + 16 * 8 + 64 * 1024);
+        }
+    }
+}
