@@ -335,12 +335,13 @@ impl Context {
     /// Submits `encoder` and waits for the device to finish it.
     pub(crate) fn submit_and_wait(&self, encoder: wgpu::CommandEncoder) -> Result<()> {
         let index = self.scoped(|| self.queue.submit([encoder.finish()]))?;
-        self.device
-            .poll(wgpu::PollType::Wait {
-                submission_index: Some(index),
-                timeout: None,
-            })
-            .map_err(|e| Error::Wgpu(e.to_string()))?;
-        self.check_alive()
+        let waited = self.device.poll(wgpu::PollType::Wait {
+            submission_index: Some(index),
+            timeout: None,
+        });
+        // a lost device explains a failed wait better than the wait's own error
+        self.check_alive()?;
+        waited.map_err(|e| Error::Wgpu(e.to_string()))?;
+        Ok(())
     }
 }
