@@ -68,10 +68,18 @@ struct GradCoefs {
     y: u32,
     // w / τ; 0 for a row that must get a zero gradient (then nothing is read)
     scale: f32,
-    big_g: f32,
-    gamma: f32,
+    // w/τ·G, added at the target
+    at_target: f32,
+    // ∂Loss/∂x_v = at_target·1[v = y] + p_v·(c0 + c1·z_v), with p_v = exp(z_v − lse):
+    // c0 = (w/τ)·(−G − γ·μ), c1 = (w/τ)·γ; one exp and two fmas per element
+    c0: f32,
+    c1: f32,
     lse: f32,
-    mu: f32,
+}
+
+fn grad_coefs(vocab: u32, y: u32, scale: f32, big_g: f32, lse: f32, mu: f32) -> GradCoefs {
+    let gamma = params.entropy_coeff;
+    return GradCoefs(vocab, y, scale, scale * big_g, scale * (-big_g - gamma * mu), scale * gamma, lse);
 }
 
 fn grad_at(xbase: u32, v: u32, k: GradCoefs) -> f32 {
@@ -80,10 +88,9 @@ fn grad_at(xbase: u32, v: u32, k: GradCoefs) -> f32 {
     }
     let z = load_logit(xbase + v) * params.inv_tau;
     let p = exp(z - k.lse);
-    let onehot = select(0.0, 1.0, v == k.y);
-    // p = 0 for z = -inf, where z - mu would make 0 * -inf
-    let ent = select(k.gamma * p * (z - k.mu), 0.0, p == 0.0);
-    return k.scale * (k.big_g * (onehot - p) + ent);
+    // p = 0 for z = -inf, where c1·z would make 0 · -inf
+    let g = select(p * (k.c0 + k.c1 * z), 0.0, p == 0.0);
+    return select(g, g + k.at_target, v == k.y);
 }
 
 struct Term {
@@ -224,14 +231,6 @@ fn policy_loss(
     }
 
     let gbase = row_start(params.g, row);
-    let k = GradCoefs(
-        params.vocab,
-        y,
-        w * params.inv_tau,
-        big_g,
-        params.entropy_coeff,
-        lse,
-        lse - entropy,
-    );
+    let k = grad_coefs(params.vocab, y, w * params.inv_tau, big_g, lse, lse - entropy);
     grad_sweep(lane, xbase, gbase, k);
 }

@@ -55,16 +55,19 @@ fn acc_rescale(a: RowAcc, m_new: f32) -> RowAcc {
     return RowAcc(m_new, a.s * r, r * a.t + shift);
 }
 
+// One element into the accumulator with a single exp and no branch (a data-dependent
+// branch diverges across SIMD lanes): with d = z - m, exp(-|d|) is the new term when
+// z <= m, and the factor that rescales the old terms when z is the new maximum.
 fn acc_push(a: RowAcc, z: f32) -> RowAcc {
-    if (z > a.m) {
-        var b = acc_rescale(a, z);
-        b.s += 1.0;
-        return b;
-    }
-    // NaN lands here and makes s NaN, so it reaches lse, log-prob and entropy
-    let d = z - a.m;
-    let e = exp(d);
-    return RowAcc(a.m, a.s + e, a.t + select(e * d, 0.0, e == 0.0));
+    // equal values (+inf twice included) are an ordinary term: d = 0, not inf - inf
+    let d = select(z - a.m, 0.0, z == a.m);
+    let e = exp(-abs(d));
+    let up = d > 0.0;
+    // when e underflows to 0 its product with d (possibly ±inf) is 0, not NaN;
+    // a NaN z makes d and e NaN, so s becomes NaN and reaches every output
+    let s = select(a.s + e, a.s * e + 1.0, up);
+    let t = select(a.t + select(e * d, 0.0, e == 0.0), select(e * (a.t - a.s * d), 0.0, e == 0.0), up);
+    return RowAcc(select(a.m, z, up), s, t);
 }
 
 fn acc_combine(a: RowAcc, b: RowAcc) -> RowAcc {

@@ -124,13 +124,20 @@ impl Context {
         Self::from_adapter(&adapter)
     }
 
-    /// The first adapter whose name contains `name` (case-insensitive).
+    /// The first adapter whose "name (Backend)" contains `name` (case-insensitive), e.g.
+    /// `"llvmpipe"`, `"vulkan"` or `"nvidia"`.
     pub fn adapter_named(name: &str) -> Result<wgpu::Adapter> {
         let want = name.to_lowercase();
         let all = adapters();
-        let names: Vec<String> = all.iter().map(|a| a.get_info().name).collect();
+        // "name (Backend)": a substring of either picks an adapter (llvmpipe has one on
+        // Vulkan and one on GL, both named llvmpipe)
+        let label = |a: &wgpu::Adapter| {
+            let info = a.get_info();
+            format!("{} ({:?})", info.name, info.backend)
+        };
+        let names: Vec<String> = all.iter().map(label).collect();
         all.into_iter()
-            .find(|a| a.get_info().name.to_lowercase().contains(&want))
+            .find(|a| label(a).to_lowercase().contains(&want))
             .ok_or_else(|| {
                 Error::NoAdapter(format!(
                     " matching `{name}` (adapters present: {})",
@@ -159,7 +166,11 @@ impl Context {
     /// chunking on a small device).
     pub fn from_adapter_with_limits(adapter: &wgpu::Adapter, limits: wgpu::Limits) -> Result<Self> {
         let info = adapter.get_info();
-        let wanted = wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP;
+        // f16 and subgroups for the kernels; timestamps for the benchmarks' GPU times
+        let wanted = wgpu::Features::SHADER_F16
+            | wgpu::Features::SUBGROUP
+            | wgpu::Features::TIMESTAMP_QUERY
+            | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS;
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("wgpu-policy-loss"),
             required_features: adapter.features() & wanted,
@@ -256,9 +267,9 @@ impl Context {
         self.stats.bytes.fetch_add(bytes, Ordering::SeqCst);
     }
 
-    /// Every buffer the library creates goes through here or [`Context::buffer_init`],
-    /// so that [`Context::allocations`] sees it.
-    pub(crate) fn buffer(&self, label: &str, size: u64, usage: wgpu::BufferUsages) -> wgpu::Buffer {
+    /// A new buffer, counted in [`Context::allocations`] (every buffer the library
+    /// creates goes through here or `buffer_init`).
+    pub fn buffer(&self, label: &str, size: u64, usage: wgpu::BufferUsages) -> wgpu::Buffer {
         self.count(size);
         self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
@@ -332,8 +343,9 @@ impl Context {
         }
     }
 
-    /// Submits `encoder` and waits for the device to finish it.
-    pub(crate) fn submit_and_wait(&self, encoder: wgpu::CommandEncoder) -> Result<()> {
+    /// Submits `encoder` and waits for the device to finish it; errors (validation,
+    /// a lost device) come back as `Err`.
+    pub fn submit_and_wait(&self, encoder: wgpu::CommandEncoder) -> Result<()> {
         let index = self.scoped(|| self.queue.submit([encoder.finish()]))?;
         let waited = self.device.poll(wgpu::PollType::Wait {
             submission_index: Some(index),

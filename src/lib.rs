@@ -7,6 +7,7 @@
 //! host slices. [`reference`] is the f64 CPU reference everything is tested against.
 
 mod advantages;
+pub mod bench;
 mod config;
 mod context;
 mod error;

@@ -39,6 +39,68 @@ fn info_lists_every_adapter() {
 }
 
 #[test]
+fn bench_prints_a_table_and_json() {
+    let out = bin()
+        .args([
+            "bench",
+            "--shape",
+            "32x1000",
+            "--shape",
+            "16x777:bf16",
+            "--samples",
+            "1",
+            "--seconds",
+            "0",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for key in [
+        "fused ms",
+        "GB/s",
+        "% copy",
+        "unfused ms",
+        "speed-up",
+        "32x1000 f32",
+        "16x777 bf16",
+    ] {
+        assert!(text.contains(key), "`{key}` missing from:\n{text}");
+    }
+    let out = bin()
+        .args([
+            "bench",
+            "--json",
+            "--shape",
+            "8x500:f16",
+            "--samples",
+            "1",
+            "--seconds",
+            "0",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = v.as_array().unwrap();
+    assert_eq!(rows.len(), wgpu_policy_loss::adapters().len());
+    for r in rows {
+        assert_eq!(r["dtype"], "f16");
+        assert!(r["fused_ms"].as_f64().unwrap() > 0.0);
+        assert!(r["speedup"].as_f64().unwrap() > 0.0);
+        assert!(r["pct_of_copy"].as_f64().unwrap() > 0.0);
+    }
+    // a bad shape is a clear error
+    let out = bin().args(["bench", "--shape", "12by40"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ROWSxVOCAB"));
+}
+
+#[test]
 fn info_fails_without_an_adapter() {
     let out = bin()
         .arg("info")

@@ -1,6 +1,6 @@
 // Workgroup reduction of one row's accumulators through shared memory: a fixed
 // binary tree, lane i takes lane i + s for s = WG_SIZE/2, ..., 1. The subgroup
-// variant (reduce/subgroup.wgsl) walks the same tree, so both give the same bits.
+// variant (workgroup/subgroup.wgsl) walks the same tree, so both give the same bits.
 
 struct Lanes {
     @builtin(local_invocation_index) index: u32,

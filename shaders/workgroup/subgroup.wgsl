@@ -1,5 +1,5 @@
 // Workgroup reduction with subgroup shuffles for the last log2(subgroup size) levels
-// of the same tree as reduce/shared.wgsl. Lanes are numbered subgroup-major
+// of the same tree as workgroup/shared.wgsl. Lanes are numbered subgroup-major
 // (subgroup_id * subgroup_size + subgroup_invocation_id), so the tree's lanes
 // 0..sg-1 are exactly subgroup 0 in lane order, and the shuffle-xor by s pairs lane i
 // with lane i + s as the shared-memory tree does: the bits are the same.

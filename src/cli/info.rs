@@ -1,6 +1,6 @@
 //! `info`: what each adapter offers this library.
 
-use wgpu_policy_loss::{adapters, available_paths, Error, Result};
+use wgpu_policy_loss::{adapters, available_paths, wgpu, Error, Result};
 
 fn mib(bytes: u64) -> String {
     format!("{:.0} MiB", bytes as f64 / (1024.0 * 1024.0))
@@ -33,6 +33,15 @@ pub fn run() -> Result<()> {
                 )
             } else {
                 String::new()
+            }
+        );
+        let ts = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS;
+        println!(
+            "  timestamps:         {}",
+            if adapter.features().contains(ts) {
+                "yes (bench reports GPU time)"
+            } else {
+                "no (bench reports wall time)"
             }
         );
         println!(

@@ -1,5 +1,6 @@
 //! Subcommands of the binary. Each lives in its own file and uses only the public API.
 
+mod bench;
 mod eval;
 mod info;
 
@@ -22,6 +23,8 @@ enum Command {
     Info,
     /// Loss, log-probs, entropies, gradient and metrics of a safetensors file.
     Eval(eval::EvalArgs),
+    /// The fused loss against an unfused baseline and the copy roofline, per adapter.
+    Bench(bench::BenchArgs),
 }
 
 /// What a subcommand returns: any error is printed and gives a non-zero exit.
@@ -32,6 +35,7 @@ pub fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Info => info::run().map_err(Into::into),
         Command::Eval(args) => eval::run(&args),
+        Command::Bench(args) => bench::run(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -5,6 +5,7 @@
 //! and the 16-bit formats are `override` constants set when the pipeline is built.
 
 pub(crate) mod advantages;
+pub(crate) mod baseline;
 pub(crate) mod gspo_ratio;
 pub(crate) mod policy_loss;
 pub(crate) mod prepare;
@@ -36,6 +37,20 @@ pub enum Kernel {
     Reduce,
     /// Advantages from rewards.
     Advantages,
+    /// The unfused baseline of the benchmarks, one op per kernel.
+    Baseline(BaselineOp),
+    /// The roofline's copy kernel.
+    Copy,
+}
+
+/// The ops of the unfused baseline (`shaders/baseline.wgsl`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BaselineOp {
+    LogSoftmax,
+    Gather,
+    MaskedMean,
+    ScatterGrad,
+    LogSoftmaxBwd,
 }
 
 /// Where the policy-loss kernel writes the gradient.
@@ -49,13 +64,19 @@ pub enum GradOut {
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 6] = [
+    pub const ALL: [Kernel; 12] = [
         Kernel::RowStats,
         Kernel::Prepare,
         Kernel::PolicyLoss,
         Kernel::GspoRatio,
         Kernel::Reduce,
         Kernel::Advantages,
+        Kernel::Baseline(BaselineOp::LogSoftmax),
+        Kernel::Baseline(BaselineOp::Gather),
+        Kernel::Baseline(BaselineOp::MaskedMean),
+        Kernel::Baseline(BaselineOp::ScatterGrad),
+        Kernel::Baseline(BaselineOp::LogSoftmaxBwd),
+        Kernel::Copy,
     ];
 
     fn source(self) -> &'static str {
@@ -66,6 +87,8 @@ impl Kernel {
             Kernel::GspoRatio => shader!("gspo_ratio.wgsl"),
             Kernel::Reduce => shader!("reduce.wgsl"),
             Kernel::Advantages => shader!("advantages.wgsl"),
+            Kernel::Baseline(_) => shader!("baseline.wgsl"),
+            Kernel::Copy => shader!("copy.wgsl"),
         }
     }
 
@@ -77,12 +100,21 @@ impl Kernel {
             Kernel::GspoRatio => "gspo_ratio",
             Kernel::Reduce => "reduce",
             Kernel::Advantages => "advantages",
+            Kernel::Baseline(BaselineOp::LogSoftmax) => "log_softmax",
+            Kernel::Baseline(BaselineOp::Gather) => "gather",
+            Kernel::Baseline(BaselineOp::MaskedMean) => "masked_mean",
+            Kernel::Baseline(BaselineOp::ScatterGrad) => "scatter_grad",
+            Kernel::Baseline(BaselineOp::LogSoftmaxBwd) => "log_softmax_bwd",
+            Kernel::Copy => "copy",
         }
     }
 
     /// Row kernels read logits; the others work on O(rows) data.
     fn reads_logits(self) -> bool {
-        matches!(self, Kernel::RowStats | Kernel::PolicyLoss)
+        matches!(
+            self,
+            Kernel::RowStats | Kernel::PolicyLoss | Kernel::Baseline(_)
+        )
     }
 }
 

@@ -1,0 +1,21 @@
+// The roofline's copy kernel: 16 bytes per invocation, the simplest way to move bytes
+// through the shader cores (compare with the buffer-to-buffer copy of the same bytes).
+
+struct Params {
+    count: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> src: array<vec4<u32>>;
+@group(0) @binding(2) var<storage, read_write> dst: array<vec4<u32>>;
+
+@compute @workgroup_size(WG_SIZE)
+fn copy(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * WG_SIZE;
+    if (i < params.count) {
+        dst[i] = src[i];
+    }
+}

@@ -1,0 +1,154 @@
+//! `bench`: the fused loss against the unfused baseline and the copy roofline, one
+//! table per adapter, measured side by side.
+
+use std::time::Duration;
+
+use clap::Args;
+use wgpu_policy_loss::bench::{self, BenchRow, BenchShape};
+use wgpu_policy_loss::{Context, Error};
+
+use super::CliResult;
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Add the long-context shape T = 16384, V = 151936, bf16 (for real GPUs).
+    #[arg(long)]
+    large: bool,
+    /// Only the adapter whose name contains this (case-insensitive).
+    #[arg(long)]
+    adapter: Option<String>,
+    /// Print JSON instead of tables.
+    #[arg(long)]
+    json: bool,
+    /// Samples (batches) per measurement; the median is reported.
+    #[arg(long, default_value_t = 7)]
+    samples: usize,
+    /// Time budget per measurement, in seconds (at least 3 samples are taken).
+    #[arg(long, default_value_t = 3.0)]
+    seconds: f64,
+    /// Shapes to run instead of the defaults, as ROWSxVOCAB or ROWSxVOCAB:DTYPE
+    /// (repeatable), e.g. `--shape 4096x151936:bf16`.
+    #[arg(long = "shape", value_parser = parse_shape)]
+    shapes: Vec<BenchShape>,
+}
+
+fn parse_shape(s: &str) -> Result<BenchShape, String> {
+    let (dims, dtype) = s.split_once(':').unwrap_or((s, "f32"));
+    let (rows, vocab) = dims
+        .split_once('x')
+        .ok_or_else(|| format!("`{s}` is not ROWSxVOCAB[:DTYPE]"))?;
+    let num = |v: &str| v.parse::<u32>().map_err(|e| format!("`{v}` in `{s}`: {e}"));
+    let shape = BenchShape {
+        rows: num(rows)?,
+        vocab: num(vocab)?,
+        dtype: dtype.parse().map_err(|e: Error| e.to_string())?,
+    };
+    if shape.rows == 0 || shape.vocab == 0 {
+        return Err(format!("`{s}` has an empty dimension"));
+    }
+    Ok(shape)
+}
+
+fn contexts(adapter: Option<&str>) -> Result<Vec<Context>, Error> {
+    match adapter {
+        Some(name) => Ok(vec![Context::from_adapter(&Context::adapter_named(name)?)?]),
+        None => {
+            let all: Vec<Context> = Context::all().into_iter().collect::<Result<_, _>>()?;
+            if all.is_empty() {
+                return Err(Error::NoAdapter(String::new()));
+            }
+            Ok(all)
+        }
+    }
+}
+
+fn print_table(rows: &[BenchRow]) {
+    let Some(first) = rows.first() else { return };
+    let clock = if first.fused.gpu_time {
+        "GPU time (timestamps)"
+    } else {
+        "wall time"
+    };
+    println!("\n{}  [{clock}, median]", first.adapter);
+    println!(
+        "{:<20} {:>10} {:>9} {:>8} {:>12} {:>9} {:>13} {:>13}",
+        "shape",
+        "fused ms",
+        "GB/s",
+        "% copy",
+        "unfused ms",
+        "speed-up",
+        "copy buf ms",
+        "copy krn ms"
+    );
+    for r in rows {
+        let (unfused, speedup) = match (r.unfused, r.speedup()) {
+            (Some(u), Some(s)) => (format!("{:.3}", u.median_ms), format!("{s:.2}x")),
+            _ => ("-".to_string(), "-".to_string()),
+        };
+        println!(
+            "{:<20} {:>10.3} {:>9.1} {:>7.1}% {:>12} {:>9} {:>13.3} {:>13.3}",
+            r.shape.to_string(),
+            r.fused.median_ms,
+            r.fused_gbs(),
+            r.pct_of_copy(),
+            unfused,
+            speedup,
+            r.copy_buffer.median_ms,
+            r.copy_kernel.median_ms
+        );
+    }
+}
+
+fn json_row(r: &BenchRow) -> serde_json::Value {
+    serde_json::json!({
+        "adapter": r.adapter,
+        "rows": r.shape.rows,
+        "vocab": r.shape.vocab,
+        "dtype": r.shape.dtype.name(),
+        "gpu_time": r.fused.gpu_time,
+        "fused_ms": r.fused.median_ms,
+        "fused_gbs": r.fused_gbs(),
+        "copy_gbs": r.copy_gbs(),
+        "pct_of_copy": r.pct_of_copy(),
+        "unfused_ms": r.unfused.map(|u| u.median_ms),
+        "speedup": r.speedup(),
+        "copy_buffer_ms": r.copy_buffer.median_ms,
+        "copy_kernel_ms": r.copy_kernel.median_ms,
+        "samples": r.fused.samples,
+    })
+}
+
+pub fn run(args: &BenchArgs) -> CliResult {
+    let shapes = if args.shapes.is_empty() {
+        BenchShape::defaults(args.large)
+    } else {
+        args.shapes.clone()
+    };
+    let budget = Duration::from_secs_f64(args.seconds);
+    let mut all = Vec::new();
+    for ctx in contexts(args.adapter.as_deref())? {
+        let limits = ctx.device().limits();
+        let fits: Vec<BenchShape> = shapes
+            .iter()
+            .copied()
+            .filter(|s| s.logits_bytes() <= limits.max_buffer_size)
+            .collect();
+        let rows = bench::run(&ctx, &fits, args.samples, budget)?;
+        if !args.json {
+            print_table(&rows);
+            for s in shapes.iter().filter(|s| !fits.contains(s)) {
+                println!(
+                    "{s}: skipped, {} bytes of logits exceed the largest buffer",
+                    s.logits_bytes()
+                );
+            }
+        }
+        all.extend(rows);
+    }
+    if args.json {
+        let v: Vec<serde_json::Value> = all.iter().map(json_row).collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    }
+    Ok(())
+}
