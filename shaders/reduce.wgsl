@@ -39,8 +39,10 @@ fn reduce(@builtin(local_invocation_index) lane: u32) {
     var bad = NONE;
     for (var r = lane; r < params.rows; r += WG_SIZE) {
         let o = rowout[r];
-        if (params.write_rows != 0u) {
+        if ((params.write_rows & 1u) != 0u) {
             out_logp[params.logp_offset + r] = o[0];
+        }
+        if ((params.write_rows & 2u) != 0u) {
             out_entropy[params.entropy_offset + r] = o[1];
         }
         let m = rowin[r].x;

@@ -195,12 +195,16 @@ struct Scratch {
     rowin: Option<(u32, wgpu::Buffer)>,
     rowout: Option<(u32, wgpu::Buffer)>,
     seqinfo: Option<(u32, wgpu::Buffer)>,
+    /// Bound where the caller wants no per-row output.
+    spare: Option<(u32, wgpu::Buffer)>,
 }
 
 /// Bytes per row and per sequence of the scratch buffers.
 const ROWIN_BYTES: u64 = 16;
 const ROWOUT_BYTES: u64 = 32;
 const SEQINFO_BYTES: u64 = 8;
+/// The stand-in for per-row outputs the caller does not want.
+const SPARE_BYTES: u64 = 16;
 /// Upper bound of one launch's (or one chunk's) uniform block: parameter blocks are at
 /// most 128 bytes and `min_uniform_buffer_offset_alignment` is at most 256.
 const UNIFORM_BYTES: u64 = 256;
@@ -241,7 +245,8 @@ impl PolicyLoss {
 
     /// Device memory one call with these inputs may allocate, in bytes, known before
     /// the call: 48 bytes a row and 8 a sequence of scratch (allocated on first use and
-    /// reused after), plus a small uniform block per launch and per chunk of rows. It
+    /// reused after), 16 bytes of spare, plus a small uniform block per launch and per
+    /// chunk of rows. It
     /// never grows with the vocabulary: no `[rows, V]` buffer is ever made.
     pub fn scratch_bytes(&self, inputs: &LossInputs<'_>, gradient: &Gradient<'_>) -> Result<u64> {
         let grad = match gradient {
@@ -322,6 +327,7 @@ impl PolicyLoss {
         };
         Ok(rows.max(1) as u64 * (ROWIN_BYTES + ROWOUT_BYTES)
             + seqs * SEQINFO_BYTES
+            + SPARE_BYTES
             + uniform_blocks * UNIFORM_BYTES)
     }
 
@@ -418,8 +424,20 @@ impl PolicyLoss {
             GradDest::None => {}
         }
         crate::view::check_aliasing(&reads, &writes)?;
-        if rows == 0 {
-            return Ok(());
+        // every element of a written tensor belongs to one row
+        let written = match &grad {
+            GradDest::Separate { layout, .. } => Some(("gradient", layout)),
+            GradDest::InPlace => Some(("logits", &logits.layout)),
+            GradDest::None => None,
+        };
+        if let Some((arg, layout)) = written {
+            if layout.rows_overlap(rows, logits.vocab as u64) {
+                return Err(Error::arg(
+                    arg,
+                    "rows overlap, so a gradient element would belong to two rows; \
+                     write the gradient into a buffer with disjoint rows",
+                ));
+            }
         }
 
         let mut guard = self.scratch.lock().unwrap_or_else(|p| p.into_inner());
@@ -427,6 +445,25 @@ impl PolicyLoss {
         let rowin = self.grow(&mut scratch.rowin, "rowin", rows, ROWIN_BYTES);
         let rowout = self.grow(&mut scratch.rowout, "rowout", rows, ROWOUT_BYTES);
         let seqinfo = self.grow(&mut scratch.seqinfo, "seqinfo", seqs, SEQINFO_BYTES);
+        let spare = self.grow(&mut scratch.spare, "spare", 1, SPARE_BYTES);
+        let ctx = &self.ctx;
+        if rows == 0 {
+            // an empty batch still gets its metrics: loss 0, no invalid id
+            return reduce::record(
+                ctx,
+                encoder,
+                0,
+                false,
+                rowin,
+                rowout,
+                None,
+                logits.vocab,
+                spare,
+                &outputs.metrics,
+                None,
+                None,
+            );
+        }
 
         let row_inputs = RowInputs {
             mask: inputs.mask,
@@ -435,7 +472,6 @@ impl PolicyLoss {
             old_logp: inputs.old_logprobs,
             ref_logp: inputs.ref_logprobs,
         };
-        let ctx = &self.ctx;
         prepare::record(
             ctx,
             encoder,
@@ -489,8 +525,9 @@ impl PolicyLoss {
             inputs.old_logprobs.is_some(),
             rowin,
             rowout,
-            &inputs.targets,
+            Some(&inputs.targets),
             logits.vocab,
+            spare,
             &outputs.metrics,
             outputs.logprobs.as_ref(),
             outputs.entropy.as_ref(),

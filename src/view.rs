@@ -71,6 +71,18 @@ pub struct RowLayout {
     pub seq_stride: u64,
 }
 
+impl Default for RowLayout {
+    /// One element per row, dense, one sequence.
+    fn default() -> Self {
+        RowLayout {
+            offset: 0,
+            row_stride: 1,
+            rows_per_seq: u32::MAX,
+            seq_stride: 0,
+        }
+    }
+}
+
 impl RowLayout {
     /// Element index of the first element of row `r`.
     pub fn row_start(&self, r: u64) -> u64 {
@@ -107,6 +119,26 @@ impl RowLayout {
             hi = hi.max(self.row_start(last_seq - 1) + width);
         }
         (lo, hi)
+    }
+
+    /// Whether two of rows `[0, rows)` (each `width` elements) share an element, which
+    /// a written tensor (a gradient) must not: both rows would write it.
+    pub fn rows_overlap(&self, rows: u32, width: u64) -> bool {
+        if rows < 2 || width == 0 {
+            return false;
+        }
+        let rps = self.rows_per_seq.max(1).min(rows) as u64;
+        let seqs = (rows as u64).div_ceil(rps);
+        // the usual case: rows apart within a sequence, sequences apart
+        let rows_apart = rps < 2 || self.row_stride >= width;
+        let seqs_apart = seqs < 2 || self.seq_stride >= (rps - 1) * self.row_stride + width;
+        if rows_apart && seqs_apart {
+            return false;
+        }
+        // anything else (interleaved sequences, say): sort the row starts
+        let mut starts: Vec<u64> = (0..rows as u64).map(|r| self.row_start(r)).collect();
+        starts.sort_unstable();
+        starts.windows(2).any(|w| w[1] - w[0] < width)
     }
 
     fn check(&self, arg: &'static str, rows: u32) -> Result<()> {

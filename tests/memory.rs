@@ -80,7 +80,8 @@ fn scratch_is_o_rows_and_bounded_by_scratch_bytes() {
                         bytes <= promised,
                         "{what}: allocated {bytes} > scratch_bytes {promised}"
                     );
-                    assert!(*buffers <= 8, "{what}: {buffers} buffers for one call");
+                    // four scratch buffers and one uniform buffer per launch (GSPO: 5)
+                    assert!(*buffers <= 9, "{what}: {buffers} buffers for one call");
                 }
                 // the same rows allocate the same, whatever V
                 assert_eq!(small[0].0, large[0].0, "{what}: allocation grows with V");

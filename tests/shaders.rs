@@ -34,9 +34,13 @@ fn compile(name: &str, key: &PipelineKey) -> (naga::Module, ModuleInfo) {
     (module.into_owned(), info.into_owned())
 }
 
-fn entry_point(module: &naga::Module) -> String {
-    assert_eq!(module.entry_points.len(), 1);
-    module.entry_points[0].name.clone()
+fn entry_point(module: &naga::Module, key: &PipelineKey) -> String {
+    let ep = key.entry_point();
+    assert!(
+        module.entry_points.iter().any(|e| e.name == ep),
+        "no entry point {ep}"
+    );
+    ep.to_string()
 }
 
 #[test]
@@ -49,7 +53,7 @@ fn every_variant_validates_and_translates() {
     for (name, key) in &variants {
         let paths = &key.paths;
         let (module, info) = compile(name, key);
-        let ep = entry_point(&module);
+        let ep = entry_point(&module, key);
 
         let spv_opts = spv::Options {
             lang_version: (1, 3),

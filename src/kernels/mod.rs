@@ -213,6 +213,11 @@ impl PipelineKey {
         parts.join("\n")
     }
 
+    /// The entry point of the module this key builds.
+    pub fn entry_point(&self) -> &'static str {
+        self.kernel.entry_point()
+    }
+
     /// Values of the override constants the module declares.
     pub fn constants(&self) -> Vec<(&'static str, f64)> {
         let mut c = vec![("WG_SIZE", ROW_WORKGROUP as f64)];
@@ -314,11 +319,23 @@ pub(crate) fn storage_window<'a>(
     let align = limits.min_storage_buffer_offset_alignment as u64;
     let start = first * elem;
     let bind_start = start - start % align;
+    // bindings cover whole 4-byte words: 16-bit data ending mid-word needs the padding
     let bind_end = (end * elem)
         .div_ceil(4)
         .saturating_mul(4)
-        .min(buffer.size());
-    let size = bind_end.saturating_sub(bind_start).max(4);
+        .max(bind_start + 4);
+    if bind_end > buffer.size() {
+        return Err(Error::arg(
+            arg,
+            format!(
+                "the view ends at byte {} but a binding must reach byte {bind_end} (whole \
+                 4-byte words) and the buffer holds {} bytes; pad the buffer to a multiple of 4",
+                end * elem,
+                buffer.size()
+            ),
+        ));
+    }
+    let size = bind_end - bind_start;
     if size > limits.max_storage_buffer_binding_size {
         return Err(Error::arg(
             arg,

@@ -24,6 +24,13 @@ struct Params {
     y: LayoutParams,
 }
 
+/// Flags of `write_rows`: which per-row outputs the caller asked for.
+const WRITE_LOGP: u32 = 1;
+const WRITE_ENTROPY: u32 = 2;
+
+/// Records the reduction. `targets` is `None` for an empty batch (the kernel then reads
+/// no row); `spare` is a small writable scratch buffer bound where the caller asked for
+/// no per-row output.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn record<'a>(
     ctx: &Context,
@@ -32,8 +39,9 @@ pub(crate) fn record<'a>(
     has_old: bool,
     rowin: &wgpu::Buffer,
     rowout: &wgpu::Buffer,
-    targets: &TargetsView<'a>,
+    targets: Option<&TargetsView<'a>>,
     vocab: u32,
+    spare: &'a wgpu::Buffer,
     metrics: &F32View<'a>,
     logp: Option<&F32View<'a>>,
     entropy: Option<&F32View<'a>>,
@@ -42,29 +50,53 @@ pub(crate) fn record<'a>(
     let n = rows as u64;
     let window = |arg, v: &F32View<'a>, len: u64| f32_window(arg, v, len, &limits);
     let (m_bind, metrics_offset) = window("outputs.metrics", metrics, METRICS)?;
-    // without caller buffers for the per-row outputs, the metrics buffer stands in and
-    // the kernel writes nothing there
-    let write_rows = logp.is_some() && entropy.is_some();
-    let (l_bind, logp_offset) = match logp.filter(|_| write_rows) {
-        Some(v) => window("outputs.logprobs", v, n)?,
-        None => (m_bind.clone(), 0),
+    let spare_bind = || wgpu::BufferBinding {
+        buffer: spare,
+        offset: 0,
+        size: None,
     };
-    let (e_bind, entropy_offset) = match entropy.filter(|_| write_rows) {
-        Some(v) => window("outputs.entropy", v, n)?,
-        None => (m_bind.clone(), 0),
+    let mut write_rows = 0;
+    let (l_bind, logp_offset) = match logp {
+        Some(v) if rows > 0 => {
+            write_rows |= WRITE_LOGP;
+            window("outputs.logprobs", v, n)?
+        }
+        _ => (spare_bind(), 0),
     };
-    let (y_first, y_end) = targets.layout.span(rows as u64, 1);
-    let (y_bind, y_offset) = storage_window("targets", targets.buffer, y_first, y_end, 4, &limits)?;
+    let (e_bind, entropy_offset) = match entropy {
+        Some(v) if rows > 0 => {
+            write_rows |= WRITE_ENTROPY;
+            window("outputs.entropy", v, n)?
+        }
+        _ => (spare_bind(), 0),
+    };
+    let (y_bind, y_layout) = match targets {
+        Some(t) if rows > 0 => {
+            let (y_first, y_end) = t.layout.span(n, 1);
+            let (bind, inner) = storage_window("targets", t.buffer, y_first, y_end, 4, &limits)?;
+            let layout = LayoutParams::new("targets", &t.layout, y_first - inner as u64, rows)?;
+            (bind, layout)
+        }
+        // nothing is read: the (read-only) row inputs stand in
+        _ => (
+            wgpu::BufferBinding {
+                buffer: rowin,
+                offset: 0,
+                size: None,
+            },
+            LayoutParams::new("targets", &crate::view::RowLayout::default(), 0, 1)?,
+        ),
+    };
     let params = Params {
         rows,
         has_old: has_old as u32,
         metrics_offset,
         logp_offset,
         entropy_offset,
-        write_rows: write_rows as u32,
+        write_rows,
         vocab,
         _pad: 0,
-        y: LayoutParams::new("targets", &targets.layout, y_first - y_offset as u64, rows)?,
+        y: y_layout,
     };
     let pipeline = ctx.pipeline(PipelineKey::small(Kernel::Reduce, ctx.paths()))?;
     let uniform = uniform(ctx, "reduce params", &params);
