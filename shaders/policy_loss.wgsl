@@ -158,10 +158,7 @@ fn policy_loss(
     var entropy: f32;
     var logp: f32;
     if ((params.phase & PHASE_STATS) != 0u) {
-        var acc = acc_empty();
-        for (var v = lane; v < params.vocab; v += WG_SIZE) {
-            acc = acc_push(acc, load_logit(xbase + v) * params.inv_tau);
-        }
+        let acc = stats_sweep(lane, xbase, params.vocab, params.inv_tau);
         // read before the barrier in reduce_row: in place, sweep 2 of a faster lane
         // may overwrite this logit with its gradient once the barrier is passed
         let z_y = load_logit(xbase + min(y, params.vocab - 1u)) * params.inv_tau;

@@ -12,6 +12,28 @@
 
 override WG_SIZE: u32 = 256u;
 
+// How a row's n items (elements, quads or words) are dealt to the lanes. GPUs want
+// lane i to take items i, i + WG_SIZE, ... (neighbouring lanes read neighbouring
+// addresses in one transaction); a CPU rasteriser such as lavapipe runs a SIMD group
+// of lanes through its whole loop before the next, and wants each lane to stream one
+// contiguous block. Either way a lane's items and their order depend only on n.
+override LANE_BLOCKS: bool = false;
+
+struct LaneRange {
+    begin: u32,
+    end: u32,
+    step: u32,
+}
+
+fn lane_range(lane: u32, n: u32) -> LaneRange {
+    if (LANE_BLOCKS) {
+        let per = (n + WG_SIZE - 1u) / WG_SIZE;
+        let begin = min(lane * per, n);
+        return LaneRange(begin, min(begin + per, n), 1u);
+    }
+    return LaneRange(lane, n, WG_SIZE);
+}
+
 // Where row r of a tensor starts, in elements of its bound window (view.rs's
 // RowLayout): rows are grouped in sequences of rows_per_seq rows.
 struct RowLayout {

@@ -2,9 +2,9 @@
 // log-sum-exp accumulator (prelude.wgsl), then per row the log-sum-exp, the
 // target's log-prob and the entropy of the tempered distribution.
 //
-// Lane i reads elements i, i + WG_SIZE, ... of the row (coalesced across the
-// workgroup); the reduction tree is fixed, so a row's bits never depend on which
-// other rows share the dispatch.
+// The sweep (stats/*.wgsl) gives each lane a fixed part of the row in a fixed order,
+// and the reduction tree is fixed, so a row's bits never depend on which other rows
+// share the dispatch.
 
 struct Params {
     x: RowLayout,
@@ -39,10 +39,7 @@ fn row_stats(
     }
     let base = row_start(params.x, row);
 
-    var acc = acc_empty();
-    for (var v = lane_id(lanes); v < params.vocab; v += WG_SIZE) {
-        acc = acc_push(acc, load_logit(base + v) * params.inv_tau);
-    }
+    let acc = stats_sweep(lane_id(lanes), base, params.vocab, params.inv_tau);
     let total = reduce_row(lanes, acc);
 
     if (lane_id(lanes) == 0u) {

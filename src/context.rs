@@ -239,6 +239,12 @@ impl Context {
         &self.info
     }
 
+    /// Whether the row kernels give each lane a contiguous block of a row rather than a
+    /// stride: what a CPU rasteriser (lavapipe, llvmpipe) wants; GPUs want the stride.
+    pub fn lane_blocks(&self) -> bool {
+        self.info.device_type == wgpu::DeviceType::Cpu
+    }
+
     /// The paths this context's kernels use.
     pub fn paths(&self) -> Paths {
         self.paths

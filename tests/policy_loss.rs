@@ -46,8 +46,15 @@ fn every_mode_aggregation_and_estimator() {
 
 #[test]
 fn every_dtype_and_gradient_dtype() {
-    // odd V: 16-bit gradient rows share words with their neighbours
-    let case = LossCase::new(2, 3, 4, 301);
+    // odd V: 16-bit gradient rows share words with their neighbours (and rows are read
+    // one element at a time); V = 300: rows on 16-byte boundaries, read four at a time
+    for vocab in [301, 300] {
+        every_dtype_and_gradient_dtype_at(vocab);
+    }
+}
+
+fn every_dtype_and_gradient_dtype_at(vocab: u32) {
+    let case = LossCase::new(2, 3, 4, vocab);
     for ctx in contexts() {
         for mode in PolicyLossMode::ALL {
             for dtype in DType::ALL {
@@ -191,8 +198,15 @@ fn run_in_place(
 
 #[test]
 fn gradient_in_place_equals_separate_buffer() {
-    // odd V so that 16-bit rows share words at their edges
-    let case = LossCase::new(7, 3, 4, 515);
+    // odd V so that 16-bit rows share words at their edges; V = 516 for the
+    // four-at-a-time path
+    for vocab in [515, 516] {
+        in_place_equals_separate(vocab);
+    }
+}
+
+fn in_place_equals_separate(vocab: u32) {
+    let case = LossCase::new(7, 3, 4, vocab);
     for ctx in contexts() {
         for mode in PolicyLossMode::ALL {
             for dtype in DType::ALL {
@@ -517,6 +531,99 @@ fn max_error_report() {
                     loss_err,
                     grad_err
                 );
+            }
+        }
+    }
+}
+
+/// Rows padded to a multiple of four elements (V = 301..303 in rows of 304): the
+/// four-at-a-time path with a partial last quad, for the logits and an f32 gradient of
+/// the same layout, against the reference.
+#[test]
+fn padded_rows_read_four_at_a_time() {
+    // the last quad of a row holds 1, 2 or 3 of its elements
+    for vocab in [301, 302, 303] {
+        padded_rows(vocab);
+    }
+}
+
+fn padded_rows(vocab: u32) {
+    let (rows, stride) = (9u32, 304u64);
+    let dense = random_logits(40, (rows * vocab) as usize, 2.0);
+    let mut padded = vec![f32::NAN; (rows as u64 * stride) as usize];
+    for r in 0..rows as usize {
+        padded[r * stride as usize..r * stride as usize + vocab as usize]
+            .copy_from_slice(&dense[r * vocab as usize..(r + 1) * vocab as usize]);
+    }
+    let targets = random_targets(40, rows as usize, vocab);
+    let mask = vec![1.0f32; rows as usize];
+    let adv: Vec<f32> = (0..rows).map(|r| r as f32 / 4.0 - 1.0).collect();
+    let c = LossConfig {
+        mode: PolicyLossMode::Reinforce,
+        entropy_coeff: 0.05,
+        ..LossConfig::default()
+    };
+    for ctx in contexts() {
+        let x = ctx.upload("x", bytemuck::cast_slice(&padded));
+        let y = ctx.upload("y", bytemuck::cast_slice(&targets));
+        let m = ctx.upload("m", bytemuck::cast_slice(&mask));
+        let a = ctx.upload("a", bytemuck::cast_slice(&adv));
+        let g = ctx.upload("g", bytemuck::cast_slice(&vec![7.0f32; padded.len()]));
+        let logits = LogitsView::new(&x, DType::F32, rows, vocab).with_row_stride(stride);
+        let inputs = LossInputs {
+            logits,
+            targets: TargetsView::new(&y),
+            mask: F32View::new(&m),
+            advantages: Advantages::PerToken(F32View::new(&a)),
+            old_logprobs: None,
+            ref_logprobs: None,
+        };
+        let out = LossBuffers::new(ctx, rows);
+        let loss = PolicyLoss::new(ctx, c).unwrap();
+        let mut enc = ctx.device().create_command_encoder(&Default::default());
+        loss.record(
+            &mut enc,
+            &inputs,
+            Gradient::Into(GradView::like(&g, DType::F32, &logits)),
+            &out.outputs(),
+        )
+        .unwrap();
+        let got = ctx
+            .read_back(
+                enc,
+                &[
+                    (&out.metrics, Metrics::LEN as u64 * 4),
+                    (&g, padded.len() as u64 * 4),
+                ],
+            )
+            .unwrap();
+        let metrics = Metrics::from_slice(&bytemuck::pod_collect_to_vec::<u8, f32>(&got[0]));
+        let grad: Vec<f32> = bytemuck::pod_collect_to_vec(&got[1]);
+        let f = |v: &[f32]| v.iter().map(|&z| z as f64).collect::<Vec<_>>();
+        let want = reference::policy_loss(
+            &c,
+            &reference::Batch {
+                logits: &f(&dense),
+                vocab: vocab as usize,
+                rows_per_seq: rows as usize,
+                targets: &targets,
+                mask: &f(&mask),
+                advantages: &f(&adv),
+                old_logp: None,
+                ref_logp: None,
+            },
+        )
+        .unwrap();
+        close(metrics.loss, want.loss, 1e-5).unwrap_or_else(|e| panic!("{}: loss {e}", name(ctx)));
+        for r in 0..rows as usize {
+            for j in 0..stride as usize {
+                let got = grad[r * stride as usize + j];
+                if j < vocab as usize {
+                    close(got, want.grad[r * vocab as usize + j], 1e-6)
+                        .unwrap_or_else(|e| panic!("{}: grad[{r},{j}] {e}", name(ctx)));
+                } else {
+                    assert_eq!(got, 7.0, "{}: padding [{r},{j}] was written", name(ctx));
+                }
             }
         }
     }

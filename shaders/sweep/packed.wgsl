@@ -1,12 +1,14 @@
 // The second sweep over a row for 16-bit gradients packed two to a u32: one word per
-// lane and step, so no two lanes write the same word. Elements gbase .. gbase+V-1 of
+// lane and step (lane_range), so no two lanes write the same word. Elements gbase .. gbase+V-1 of
 // the gradient cover words gbase/2 .. (gbase+V-1)/2; an edge word's other half belongs
 // to the neighbouring row and is left alone.
 fn grad_sweep(lane: u32, xbase: u32, gbase: u32, k: GradCoefs) {
     let gend = gbase + k.vocab;
     let first = gbase >> 1u;
     let last = (gend - 1u) >> 1u;
-    for (var w = first + lane; w <= last; w += WG_SIZE) {
+    let r = lane_range(lane, last - first + 1u);
+    for (var i = r.begin; i < r.end; i += r.step) {
+        let w = first + i;
         let e = w * 2u;
         var bits = 0u;
         var mask = 0u;

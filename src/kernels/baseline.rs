@@ -57,14 +57,17 @@ pub(crate) fn record(
     let x = RowTensor {
         span: logits.span(),
         buffer: logits.buffer,
+        quad: false,
     };
     let a = RowTensor {
         span: full("full_a"),
         buffer: b.full_a,
+        quad: false,
     };
     let bb = RowTensor {
         span: full("full_b"),
         buffer: b.full_b,
+        quad: false,
     };
     let chunks = plan_chunks(rows, &[x.span, a.span, bb.span], &limits)?;
     let mut params = Vec::new();
@@ -92,6 +95,9 @@ pub(crate) fn record(
         logits: logits.dtype,
         grad: GradOut::None,
         paths: ctx.paths(),
+        quad: false,
+        grad_quad: false,
+        lane_blocks: false,
     };
     let (y_bind, _) = storage_window("targets", b.targets, 0, rows as u64, 4, &limits)?;
     // each op binds only what its entry point uses (auto layouts drop the rest)

@@ -125,6 +125,12 @@ pub struct PipelineKey {
     pub logits: DType,
     pub grad: GradOut,
     pub paths: Paths,
+    /// Logits rows start on 16-byte boundaries: read four elements at a time.
+    pub quad: bool,
+    /// A separate f32 gradient whose rows do too: write four at a time.
+    pub grad_quad: bool,
+    /// Each lane sweeps one contiguous block of a row (CPU adapters), not a stride.
+    pub lane_blocks: bool,
 }
 
 impl PipelineKey {
@@ -138,6 +144,9 @@ impl PipelineKey {
                 shader_f16: false,
                 subgroups: paths.subgroups,
             },
+            quad: false,
+            grad_quad: false,
+            lane_blocks: false,
         }
     }
 
@@ -174,28 +183,41 @@ impl PipelineKey {
         // flush subnormals), which keeps every path's gradient bits identical.
         let in_place = self.grad == GradOut::InPlace;
         let native_f16 = self.logits == DType::F16 && self.paths.shader_f16 && !in_place;
+        let quad = self.quad;
         let mut parts: Vec<&str> = Vec::new();
         if self.kernel.reads_logits() {
             if native_f16 {
                 parts.push(shader!("enable_f16.wgsl"));
             }
             parts.push(shader!("codec.wgsl"));
-            parts.push(match (self.logits, in_place) {
-                (DType::F32, false) => shader!("logits/f32.wgsl"),
-                (DType::F32, true) => shader!("logits/f32_inplace.wgsl"),
-                _ if native_f16 => shader!("logits/f16.wgsl"),
-                (_, false) => shader!("logits/packed.wgsl"),
-                (_, true) => shader!("logits/packed_inplace.wgsl"),
+            parts.push(match (self.logits, in_place, quad) {
+                (DType::F32, false, false) => shader!("logits/f32.wgsl"),
+                (DType::F32, false, true) => shader!("logits/f32_quad.wgsl"),
+                (DType::F32, true, false) => shader!("logits/f32_inplace.wgsl"),
+                (DType::F32, true, true) => shader!("logits/f32_inplace_quad.wgsl"),
+                (_, false, false) if native_f16 => shader!("logits/f16.wgsl"),
+                (_, false, true) if native_f16 => shader!("logits/f16_quad.wgsl"),
+                (_, false, false) => shader!("logits/packed.wgsl"),
+                (_, false, true) => shader!("logits/packed_quad.wgsl"),
+                (_, true, _) => shader!("logits/packed_inplace.wgsl"),
             });
             if let GradOut::Separate(d) = self.grad {
-                parts.push(match d {
-                    DType::F32 => shader!("grad/f32.wgsl"),
+                parts.push(match (d, self.grad_quad && quad) {
+                    (DType::F32, false) => shader!("grad/f32.wgsl"),
+                    (DType::F32, true) => shader!("grad/f32_quad.wgsl"),
                     _ => shader!("grad/packed.wgsl"),
                 });
             }
+            parts.push(if quad {
+                shader!("stats/quad.wgsl")
+            } else {
+                shader!("stats/scalar.wgsl")
+            });
             if self.kernel == Kernel::PolicyLoss {
+                let quad_store = quad && (in_place || self.grad_quad);
                 parts.push(match self.grad_dtype() {
                     None => shader!("sweep/none.wgsl"),
+                    Some(DType::F32) if quad_store => shader!("sweep/quad.wgsl"),
                     Some(DType::F32) => shader!("sweep/elem.wgsl"),
                     Some(_) => shader!("sweep/packed.wgsl"),
                 });
@@ -220,7 +242,10 @@ impl PipelineKey {
 
     /// Values of the override constants the module declares.
     pub fn constants(&self) -> Vec<(&'static str, f64)> {
-        let mut c = vec![("WG_SIZE", ROW_WORKGROUP as f64)];
+        let mut c = vec![
+            ("WG_SIZE", ROW_WORKGROUP as f64),
+            ("LANE_BLOCKS", if self.lane_blocks { 1.0 } else { 0.0 }),
+        ];
         if self.kernel.reads_logits() {
             let bf16 = |d: Option<DType>| if d == Some(DType::Bf16) { 1.0 } else { 0.0 };
             c.push(("LOGITS_BF16", bf16(Some(self.logits))));
@@ -271,12 +296,23 @@ pub fn shader_variants() -> Vec<(String, PipelineKey)> {
                     vec![GradOut::None]
                 };
                 for grad in grads {
-                    push(PipelineKey {
-                        kernel,
-                        logits,
-                        grad,
-                        paths,
-                    });
+                    for (quad, grad_quad, lane_blocks) in [
+                        (false, false, false),
+                        (true, false, false),
+                        (true, true, false),
+                        (false, false, true),
+                        (true, true, true),
+                    ] {
+                        push(PipelineKey {
+                            kernel,
+                            logits,
+                            grad,
+                            paths,
+                            quad,
+                            grad_quad,
+                            lane_blocks,
+                        });
+                    }
                 }
             }
         }
@@ -316,14 +352,29 @@ pub(crate) fn storage_window<'a>(
     elem: u64,
     limits: &wgpu::Limits,
 ) -> Result<(wgpu::BufferBinding<'a>, u32)> {
+    storage_window_in(arg, buffer, first, end, elem, 4, limits)
+}
+
+/// [`storage_window`] whose end is rounded up to a multiple of `quantum` bytes (what
+/// one element of the shader's array holds: 4 bytes, or 16 for four f32 and 8 for four
+/// 16-bit values on the four-at-a-time path).
+pub(crate) fn storage_window_in<'a>(
+    arg: &'static str,
+    buffer: &'a wgpu::Buffer,
+    first: u64,
+    end: u64,
+    elem: u64,
+    quantum: u64,
+    limits: &wgpu::Limits,
+) -> Result<(wgpu::BufferBinding<'a>, u32)> {
     let align = limits.min_storage_buffer_offset_alignment as u64;
     let start = first * elem;
     let bind_start = start - start % align;
-    // bindings cover whole 4-byte words: 16-bit data ending mid-word needs the padding
+    // bindings cover whole words (16-bit data ending mid-word needs the padding)
     let bind_end = (end * elem)
-        .div_ceil(4)
-        .saturating_mul(4)
-        .max(bind_start + 4);
+        .div_ceil(quantum)
+        .saturating_mul(quantum)
+        .max(bind_start + quantum);
     if bind_end > buffer.size() {
         return Err(Error::arg(
             arg,
@@ -456,12 +507,32 @@ pub(crate) struct RowSpan {
 }
 
 impl RowSpan {
+    /// Bytes of a quad of elements.
+    pub(crate) fn quad_bytes(&self) -> u64 {
+        4 * self.elem
+    }
+
+    /// Whether the four-at-a-time path can read (or write) these rows: every row starts
+    /// on a quad boundary of its window (windows start on 16-byte boundaries), and the
+    /// last window can be rounded to whole quads within the buffer.
+    pub(crate) fn quad_aligned(&self, rows: u32, buffer_size: u64, limits: &wgpu::Limits) -> bool {
+        let l = &self.layout;
+        let (_, hi) = l.span(rows as u64, self.width);
+        let q = self.quad_bytes();
+        limits.min_storage_buffer_offset_alignment as u64 % 16 == 0
+            && l.offset % 4 == 0
+            && l.row_stride % 4 == 0
+            && l.seq_stride % 4 == 0
+            && (hi * self.elem).div_ceil(q) * q <= buffer_size
+    }
+
     /// Whether rows `[first, end)` fit one storage binding (with 32-bit indices).
     fn fits(&self, first: u32, end: u32, limits: &wgpu::Limits) -> bool {
         let (lo, hi) = self.layout.span_rows(first as u64, end as u64, self.width);
         let align = limits.min_storage_buffer_offset_alignment as u64;
         let start = lo * self.elem;
-        let size = (hi * self.elem).div_ceil(4) * 4 - (start - start % align);
+        // the window rounded to whole quads, so that a chunk fits either path
+        let size = (hi * self.elem).div_ceil(16) * 16 - (start - start % align);
         size <= limits.max_storage_buffer_binding_size && size / self.elem <= u32::MAX as u64
     }
 }
@@ -470,6 +541,8 @@ impl RowSpan {
 pub(crate) struct RowTensor<'a> {
     pub span: RowSpan,
     pub buffer: &'a wgpu::Buffer,
+    /// Bound as quads of elements (the four-at-a-time path).
+    pub quad: bool,
 }
 
 impl<'a> RowTensor<'a> {
@@ -482,7 +555,9 @@ impl<'a> RowTensor<'a> {
     ) -> Result<(wgpu::BufferBinding<'a>, u64)> {
         let s = &self.span;
         let (lo, hi) = s.layout.span_rows(first as u64, end as u64, s.width);
-        let (binding, inner) = storage_window(s.arg, self.buffer, lo, hi, s.elem, limits)?;
+        let quantum = if self.quad { s.quad_bytes() } else { 4 };
+        let (binding, inner) =
+            storage_window_in(s.arg, self.buffer, lo, hi, s.elem, quantum, limits)?;
         Ok((binding, lo - inner as u64))
     }
 }

@@ -65,15 +65,20 @@ pub(crate) struct RowCall<'a> {
 impl<'a> RowCall<'a> {
     /// The tensors bound per chunk: logits, targets and (in the loss launch) a separate
     /// gradient buffer.
-    fn tensors(&self, writes_grad: bool) -> Vec<RowTensor<'a>> {
+    fn tensors(&self, writes_grad: bool, limits: &wgpu::Limits) -> Vec<RowTensor<'a>> {
+        let rows = self.logits.rows;
+        let x = self.logits.span();
+        let quad = x.quad_aligned(rows, self.logits.buffer.size(), limits);
         let mut t = vec![
             RowTensor {
-                span: self.logits.span(),
+                span: x,
                 buffer: self.logits.buffer,
+                quad,
             },
             RowTensor {
                 span: self.targets.span(),
                 buffer: self.targets.buffer,
+                quad: false,
             },
         ];
         if let (
@@ -85,9 +90,13 @@ impl<'a> RowCall<'a> {
             true,
         ) = (self.grad, writes_grad)
         {
+            let span = grad_span(layout, self.logits.vocab, *dtype);
             t.push(RowTensor {
-                span: grad_span(layout, self.logits.vocab, *dtype),
+                span,
                 buffer,
+                quad: quad
+                    && *dtype == DType::F32
+                    && span.quad_aligned(rows, buffer.size(), limits),
             });
         }
         t
@@ -120,7 +129,7 @@ pub(crate) fn record(
         (GradDest::InPlace, true) => GradOut::InPlace,
         _ => GradOut::None,
     };
-    let tensors = call.tensors(writes_grad);
+    let tensors = call.tensors(writes_grad, &limits);
     let spans: Vec<RowSpan> = tensors.iter().map(|t| t.span).collect();
     let chunks = plan_chunks(rows, &spans, &limits)?;
 
@@ -180,6 +189,9 @@ pub(crate) fn record(
         logits: logits.dtype,
         grad: grad_out,
         paths: ctx.paths(),
+        quad: tensors[0].quad,
+        grad_quad: tensors.get(2).is_some_and(|g| g.quad),
+        lane_blocks: ctx.lane_blocks(),
     })?;
     let uniforms = ChunkUniforms::new(ctx, "policy_loss params", &params);
     let dispatches: Vec<_> = windows

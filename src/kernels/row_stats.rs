@@ -117,14 +117,19 @@ impl Context {
         let (lse_bind, lse_offset) = f32_window("out.lse", &out.lse, n, &limits)?;
         let (logp_bind, logp_offset) = f32_window("out.logp", &out.logp, n, &limits)?;
         let (ent_bind, entropy_offset) = f32_window("out.entropy", &out.entropy, n, &limits)?;
+        let quad = logits
+            .span()
+            .quad_aligned(rows, logits.buffer.size(), &limits);
         let tensors = [
             RowTensor {
                 span: logits.span(),
                 buffer: logits.buffer,
+                quad,
             },
             RowTensor {
                 span: targets.span(),
                 buffer: targets.buffer,
+                quad: false,
             },
         ];
         let chunks = plan_chunks(rows, &[tensors[0].span, tensors[1].span], &limits)?;
@@ -152,6 +157,9 @@ impl Context {
             logits: logits.dtype,
             grad: GradOut::None,
             paths: self.paths(),
+            quad,
+            grad_quad: false,
+            lane_blocks: self.lane_blocks(),
         })?;
         let uniforms = ChunkUniforms::new(self, "row_stats params", &params);
         let dispatches: Vec<_> = windows
