@@ -519,10 +519,10 @@ impl RowSpan {
         let l = &self.layout;
         let (_, hi) = l.span(rows as u64, self.width);
         let q = self.quad_bytes();
-        limits.min_storage_buffer_offset_alignment as u64 % 16 == 0
-            && l.offset % 4 == 0
-            && l.row_stride % 4 == 0
-            && l.seq_stride % 4 == 0
+        (limits.min_storage_buffer_offset_alignment as u64).is_multiple_of(16)
+            && l.offset.is_multiple_of(4)
+            && l.row_stride.is_multiple_of(4)
+            && l.seq_stride.is_multiple_of(4)
             && (hi * self.elem).div_ceil(q) * q <= buffer_size
     }
 
