@@ -2,10 +2,13 @@
 // boundaries, like the logits').
 @group(0) @binding(6) var<storage, read_write> grad: array<vec4<f32>>;
 
-fn grad_store(i: u32, g: f32) {
-    grad[i >> 2u][i & 3u] = g;
-}
-
-fn grad_store_quad(q: u32, g: vec4<f32>) {
-    grad[q] = g;
+// Stores the first `valid` elements of quad q (4 but in a row's last quad).
+fn grad_store_quad(q: u32, g: vec4<f32>, valid: u32) {
+    if (valid == 4u) {
+        grad[q] = g;
+    } else {
+        for (var j = 0u; j < valid; j++) {
+            grad[q][j] = g[j];
+        }
+    }
 }

@@ -10,10 +10,12 @@ fn load_quad(q: u32) -> vec4<f32> {
     return logits[q];
 }
 
-fn grad_store(i: u32, g: f32) {
-    logits[i >> 2u][i & 3u] = g;
-}
-
-fn grad_store_quad(q: u32, g: vec4<f32>) {
-    logits[q] = g;
+fn grad_store_quad(q: u32, g: vec4<f32>, valid: u32) {
+    if (valid == 4u) {
+        logits[q] = g;
+    } else {
+        for (var j = 0u; j < valid; j++) {
+            logits[q][j] = g[j];
+        }
+    }
 }

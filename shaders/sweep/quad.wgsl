@@ -1,5 +1,5 @@
-// The second sweep over a row for f32 gradients four at a time: read a quad of logits,
-// write a quad of gradient (both rows start on 16-byte boundaries). The row's last quad
+// The second sweep over a row four at a time: read a quad of logits, write a quad of
+// gradient (f32 or 16-bit; both rows start on quad boundaries). The row's last quad
 // may be partial: its elements past the row are not written.
 fn grad_sweep(lane: u32, xbase: u32, gbase: u32, k: GradCoefs) {
     let quads = (k.vocab + 3u) >> 2u;
@@ -14,12 +14,6 @@ fn grad_sweep(lane: u32, xbase: u32, gbase: u32, k: GradCoefs) {
             g = select(p * (vec4<f32>(k.c0) + k.c1 * z), vec4<f32>(0.0), p == vec4<f32>(0.0));
             g += select(vec4<f32>(0.0), vec4<f32>(k.at_target), vec4<u32>(v, v + 1u, v + 2u, v + 3u) == vec4<u32>(k.y));
         }
-        if (v + 4u <= k.vocab) {
-            grad_store_quad((gbase >> 2u) + q, g);
-        } else {
-            for (var j = 0u; v + j < k.vocab; j++) {
-                grad_store(gbase + v + j, g[j]);
-            }
-        }
+        grad_store_quad((gbase >> 2u) + q, g, min(4u, k.vocab - v));
     }
 }

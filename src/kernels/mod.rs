@@ -199,13 +199,15 @@ impl PipelineKey {
                 (_, false, true) if native_f16 => shader!("logits/f16_quad.wgsl"),
                 (_, false, false) => shader!("logits/packed.wgsl"),
                 (_, false, true) => shader!("logits/packed_quad.wgsl"),
-                (_, true, _) => shader!("logits/packed_inplace.wgsl"),
+                (_, true, false) => shader!("logits/packed_inplace.wgsl"),
+                (_, true, true) => shader!("logits/packed_inplace_quad.wgsl"),
             });
             if let GradOut::Separate(d) = self.grad {
                 parts.push(match (d, self.grad_quad && quad) {
                     (DType::F32, false) => shader!("grad/f32.wgsl"),
                     (DType::F32, true) => shader!("grad/f32_quad.wgsl"),
-                    _ => shader!("grad/packed.wgsl"),
+                    (_, false) => shader!("grad/packed.wgsl"),
+                    (_, true) => shader!("grad/packed_quad.wgsl"),
                 });
             }
             parts.push(if quad {
@@ -217,7 +219,7 @@ impl PipelineKey {
                 let quad_store = quad && (in_place || self.grad_quad);
                 parts.push(match self.grad_dtype() {
                     None => shader!("sweep/none.wgsl"),
-                    Some(DType::F32) if quad_store => shader!("sweep/quad.wgsl"),
+                    Some(_) if quad_store => shader!("sweep/quad.wgsl"),
                     Some(DType::F32) => shader!("sweep/elem.wgsl"),
                     Some(_) => shader!("sweep/packed.wgsl"),
                 });

@@ -94,9 +94,7 @@ impl<'a> RowCall<'a> {
             t.push(RowTensor {
                 span,
                 buffer,
-                quad: quad
-                    && *dtype == DType::F32
-                    && span.quad_aligned(rows, buffer.size(), limits),
+                quad: quad && span.quad_aligned(rows, buffer.size(), limits),
             });
         }
         t
