@@ -88,6 +88,12 @@ fn encode_bf16(value: f32) -> u32 {
 // Four gradient values as 16-bit halves of a vec2<u32>; elements from `valid` on keep
 // the bits of `old` (a row's last quad: the padding past the row is not ours).
 fn pack_quad16(old: vec2<u32>, g: vec4<f32>, valid: u32) -> vec2<u32> {
+    if (valid == 4u) {
+        return vec2<u32>(
+            encode_grad16(g.x) | (encode_grad16(g.y) << 16u),
+            encode_grad16(g.z) | (encode_grad16(g.w) << 16u),
+        );
+    }
     var h = array<u32, 4>(old.x & 0xffffu, old.x >> 16u, old.y & 0xffffu, old.y >> 16u);
     for (var j = 0u; j < valid; j++) {
         h[j] = encode_grad16(g[j]);

@@ -342,6 +342,8 @@ pub fn time(
 #[derive(Clone, Debug, PartialEq)]
 pub struct BenchRow {
     pub adapter: String,
+    /// The paths the fused kernels used (f16, subgroups or fallback).
+    pub paths: String,
     pub shape: BenchShape,
     pub fused: Timing,
     pub unfused: Option<Timing>,
@@ -390,6 +392,7 @@ pub fn run(
         let copy_kernel = time(ctx, samples, budget, |e| w.record_copy_kernel(e))?;
         rows.push(BenchRow {
             adapter: ctx.describe(),
+            paths: ctx.paths().describe().to_string(),
             shape,
             fused,
             unfused,

@@ -30,6 +30,9 @@ pub struct BenchArgs {
     /// (repeatable), e.g. `--shape 4096x151936:bf16`.
     #[arg(long = "shape", value_parser = parse_shape)]
     shapes: Vec<BenchShape>,
+    /// Force the portable fallback (no f16 loads, no subgroups) to compare paths.
+    #[arg(long)]
+    fallback: bool,
 }
 
 fn parse_shape(s: &str) -> Result<BenchShape, String> {
@@ -69,7 +72,7 @@ fn print_table(rows: &[BenchRow]) {
     } else {
         "wall time"
     };
-    println!("\n{}  [{clock}, median]", first.adapter);
+    println!("\n{}  [{}; {clock}, median]", first.adapter, first.paths);
     println!(
         "{:<20} {:>10} {:>9} {:>8} {:>12} {:>9} {:>13} {:>13}",
         "shape",
@@ -103,6 +106,7 @@ fn print_table(rows: &[BenchRow]) {
 fn json_row(r: &BenchRow) -> serde_json::Value {
     serde_json::json!({
         "adapter": r.adapter,
+        "paths": r.paths,
         "rows": r.shape.rows,
         "vocab": r.shape.vocab,
         "dtype": r.shape.dtype.name(),
@@ -128,6 +132,11 @@ pub fn run(args: &BenchArgs) -> CliResult {
     let budget = Duration::from_secs_f64(args.seconds);
     let mut all = Vec::new();
     for ctx in contexts(args.adapter.as_deref())? {
+        let ctx = if args.fallback {
+            ctx.with_paths(wgpu_policy_loss::Paths::FALLBACK)
+        } else {
+            ctx
+        };
         let limits = ctx.device().limits();
         let fits: Vec<BenchShape> = shapes
             .iter()
