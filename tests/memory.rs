@@ -102,8 +102,9 @@ fn scratch_is_o_rows_and_bounded_by_scratch_bytes() {
     }
 }
 
-/// The figure for the shape, before any call: T = 16384, V = 151936, bf16,
-/// forward + backward into a bf16 gradient and in place (run with --nocapture).
+/// The figures for the issues' shapes, before any call (run with --nocapture):
+/// T = 4096 and T = 16384, V = 151936, bf16, forward + backward into a bf16 gradient
+/// and in place, one sequence of 1024 rows per response.
 #[test]
 fn scratch_for_a_real_batch() {
     for ctx in contexts() {
@@ -116,18 +117,20 @@ fn scratch_for_a_real_batch() {
                 },
             )
             .unwrap();
-            let sep = loss
-                .scratch_bytes_dense(16384, 1024, 151_936, DType::Bf16, Some(DType::Bf16))
-                .unwrap();
-            let inp = loss
-                .scratch_bytes_dense(16384, 1024, 151_936, DType::Bf16, None)
-                .unwrap();
-            println!(
-                "scratch  {:<52} {mode:?}: {sep} bytes (bf16 gradient buffer), {inp} bytes (in place); logits are {} bytes",
-                name(ctx),
-                16384u64 * 151_936 * 2
-            );
-            assert!(sep < 16384 * 48 + 16 * 8 + 64 * 1024);
+            for rows in [4096u32, 16384] {
+                let sep = loss
+                    .scratch_bytes_dense(rows, 1024, 151_936, DType::Bf16, Some(DType::Bf16))
+                    .unwrap();
+                let inp = loss
+                    .scratch_bytes_dense(rows, 1024, 151_936, DType::Bf16, None)
+                    .unwrap();
+                println!(
+                    "scratch  {:<52} {mode:?} T={rows}: {sep} bytes (bf16 gradient buffer), {inp} bytes (in place); logits are {} bytes",
+                    name(ctx),
+                    rows as u64 * 151_936 * 2
+                );
+                assert!(sep < rows as u64 * 48 + 16 * 8 + 64 * 1024);
+            }
         }
     }
 }
