@@ -24,25 +24,8 @@ const EPS: f32 = 1e-6;
 @group(0) @binding(1) var<storage, read> rewards: array<f32>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 
-var<workgroup> wg_sum: array<f32, WG_SIZE>;
-
 fn reward(i: u32) -> f32 {
     return rewards[params.in_offset + i];
-}
-
-// Σ over the workgroup of each lane's `v`, in a fixed tree; every lane gets it.
-fn workgroup_sum(lane: u32, v: f32) -> f32 {
-    wg_sum[lane] = v;
-    workgroupBarrier();
-    for (var s = WG_SIZE / 2u; s > 0u; s >>= 1u) {
-        if (lane < s) {
-            wg_sum[lane] += wg_sum[lane + s];
-        }
-        workgroupBarrier();
-    }
-    let total = wg_sum[0];
-    workgroupBarrier();
-    return total;
 }
 
 @compute @workgroup_size(WG_SIZE)

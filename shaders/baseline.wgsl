@@ -32,22 +32,6 @@ struct Params {
 @group(0) @binding(5) var<storage, read_write> rowvec: array<vec4<f32>>;
 @group(0) @binding(6) var<storage, read_write> loss_out: array<f32>;
 
-var<workgroup> wg_sum: array<f32, WG_SIZE>;
-
-fn workgroup_sum(lane: u32, v: f32) -> f32 {
-    wg_sum[lane] = v;
-    workgroupBarrier();
-    for (var s = WG_SIZE / 2u; s > 0u; s >>= 1u) {
-        if (lane < s) {
-            wg_sum[lane] += wg_sum[lane + s];
-        }
-        workgroupBarrier();
-    }
-    let total = wg_sum[0];
-    workgroupBarrier();
-    return total;
-}
-
 fn full_index(row: u32, v: u32) -> u32 {
     return params.full_offset + (row - params.row_base) * params.vocab + v;
 }

@@ -100,3 +100,13 @@ fn pack_quad16(old: vec2<u32>, g: vec4<f32>, valid: u32) -> vec2<u32> {
     }
     return vec2<u32>(h[0] | (h[1] << 16u), h[2] | (h[3] << 16u));
 }
+
+// Four 16-bit logits from the two words of a quad.
+fn unpack_quad16(w: vec2<u32>) -> vec4<f32> {
+    return vec4<f32>(
+        decode_logit16(w.x & 0xffffu),
+        decode_logit16(w.x >> 16u),
+        decode_logit16(w.y & 0xffffu),
+        decode_logit16(w.y >> 16u),
+    );
+}

@@ -19,12 +19,5 @@ fn grad_word_update(w: u32, bits: u32, mask: u32) {
 
 // Four elements from two words (the four-at-a-time sweep, rows on 8-byte boundaries).
 fn load_quad(q: u32) -> vec4<f32> {
-    let lo = atomicLoad(&logits[2u * q]);
-    let hi = atomicLoad(&logits[2u * q + 1u]);
-    return vec4<f32>(
-        decode_logit16(lo & 0xffffu),
-        decode_logit16(lo >> 16u),
-        decode_logit16(hi & 0xffffu),
-        decode_logit16(hi >> 16u),
-    );
+    return unpack_quad16(vec2<u32>(atomicLoad(&logits[2u * q]), atomicLoad(&logits[2u * q + 1u])));
 }

@@ -8,13 +8,7 @@ fn load_logit(i: u32) -> f32 {
 }
 
 fn load_quad(q: u32) -> vec4<f32> {
-    let w = logits[q];
-    return vec4<f32>(
-        decode_logit16(w.x & 0xffffu),
-        decode_logit16(w.x >> 16u),
-        decode_logit16(w.y & 0xffffu),
-        decode_logit16(w.y >> 16u),
-    );
+    return unpack_quad16(logits[q]);
 }
 
 fn grad_store_quad(q: u32, g: vec4<f32>, valid: u32) {

@@ -226,6 +226,9 @@ impl PipelineKey {
             }
         }
         parts.push(shader!("prelude.wgsl"));
+        if matches!(self.kernel, Kernel::Advantages | Kernel::Baseline(_)) {
+            parts.push(shader!("workgroup/sum.wgsl"));
+        }
         if self.kernel.reads_logits() {
             parts.push(if self.paths.subgroups {
                 shader!("workgroup/subgroup.wgsl")
