@@ -101,6 +101,38 @@ fn bench_prints_a_table_and_json() {
 }
 
 #[test]
+fn check_passes_on_every_adapter() {
+    let out = bin().arg("check").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("all checks passed"), "{text}");
+    for a in wgpu_policy_loss::adapters() {
+        assert!(
+            text.contains(&format!("{:?}", a.get_info().backend)),
+            "{text}"
+        );
+    }
+    assert!(text.contains("fallback") && text.contains("bf16"), "{text}");
+    let out = bin()
+        .arg("check")
+        .env(
+            "WGPU_BACKEND",
+            if cfg!(target_os = "macos") {
+                "dx12"
+            } else {
+                "metal"
+            },
+        )
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "check passed with no adapter");
+}
+
+#[test]
 fn info_fails_without_an_adapter() {
     let out = bin()
         .arg("info")

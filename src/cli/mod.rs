@@ -1,6 +1,7 @@
 //! Subcommands of the binary. Each lives in its own file and uses only the public API.
 
 mod bench;
+mod check;
 mod eval;
 mod info;
 
@@ -25,6 +26,8 @@ enum Command {
     Eval(eval::EvalArgs),
     /// The fused loss against an unfused baseline and the copy roofline, per adapter.
     Bench(bench::BenchArgs),
+    /// Every adapter, path, dtype and mode against the CPU reference; non-zero exit on failure.
+    Check(check::CheckArgs),
 }
 
 /// What a subcommand returns: any error is printed and gives a non-zero exit.
@@ -36,6 +39,7 @@ pub fn main() -> std::process::ExitCode {
         Command::Info => info::run().map_err(Into::into),
         Command::Eval(args) => eval::run(&args),
         Command::Bench(args) => bench::run(&args),
+        Command::Check(args) => check::run(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
