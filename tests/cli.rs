@@ -7,6 +7,20 @@ fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_wgpu-policy-loss"))
 }
 
+/// Runs a subcommand with wgpu limited to a backend this platform does not have.
+fn without_adapter(subcommand: &str) -> std::process::Output {
+    let absent = if cfg!(target_os = "macos") {
+        "dx12"
+    } else {
+        "metal"
+    };
+    bin()
+        .arg(subcommand)
+        .env("WGPU_BACKEND", absent)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn info_lists_every_adapter() {
     let out = bin().arg("info").output().unwrap();
@@ -117,35 +131,13 @@ fn check_passes_on_every_adapter() {
         );
     }
     assert!(text.contains("fallback") && text.contains("bf16"), "{text}");
-    let out = bin()
-        .arg("check")
-        .env(
-            "WGPU_BACKEND",
-            if cfg!(target_os = "macos") {
-                "dx12"
-            } else {
-                "metal"
-            },
-        )
-        .output()
-        .unwrap();
+    let out = without_adapter("check");
     assert!(!out.status.success(), "check passed with no adapter");
 }
 
 #[test]
 fn info_fails_without_an_adapter() {
-    let out = bin()
-        .arg("info")
-        .env(
-            "WGPU_BACKEND",
-            if cfg!(target_os = "macos") {
-                "dx12"
-            } else {
-                "metal"
-            },
-        )
-        .output()
-        .unwrap();
+    let out = without_adapter("info");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no GPU adapter found"));
 }

@@ -435,29 +435,14 @@ fn shifted_view_with_gradient_like_logits() {
             old_logprobs: None,
             ref_logprobs: None,
         };
-        let out = LossBuffers::new(ctx, rows as u32);
-        let loss = PolicyLoss::new(ctx, c).unwrap();
-        let mut enc = ctx
-            .device()
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor::default());
-        loss.record(
-            &mut enc,
+        let (metrics, got) = record_and_read(
+            ctx,
+            c,
             &inputs,
             Gradient::Into(GradView::like(&gb, DType::F32, &logits)),
-            &out.outputs(),
-        )
-        .unwrap();
-        let got = ctx
-            .read_back(
-                enc,
-                &[
-                    (&out.metrics, Metrics::LEN as u64 * 4),
-                    (&gb, x.len() as u64 * 4),
-                ],
-            )
-            .unwrap();
-        let metrics = Metrics::from_slice(&bytemuck::pod_collect_to_vec::<u8, f32>(&got[0]));
-        let g: Vec<f32> = bytemuck::pod_collect_to_vec(&got[1]);
+            &[(&gb, x.len() as u64 * 4)],
+        );
+        let g: Vec<f32> = bytemuck::pod_collect_to_vec(&got[0]);
 
         // the reference on the rows gathered by hand
         let mut xr = Vec::new();
@@ -578,27 +563,14 @@ fn padded_rows(vocab: u32) {
             old_logprobs: None,
             ref_logprobs: None,
         };
-        let out = LossBuffers::new(ctx, rows);
-        let loss = PolicyLoss::new(ctx, c).unwrap();
-        let mut enc = ctx.device().create_command_encoder(&Default::default());
-        loss.record(
-            &mut enc,
+        let (metrics, got) = record_and_read(
+            ctx,
+            c,
             &inputs,
             Gradient::Into(GradView::like(&g, DType::F32, &logits)),
-            &out.outputs(),
-        )
-        .unwrap();
-        let got = ctx
-            .read_back(
-                enc,
-                &[
-                    (&out.metrics, Metrics::LEN as u64 * 4),
-                    (&g, padded.len() as u64 * 4),
-                ],
-            )
-            .unwrap();
-        let metrics = Metrics::from_slice(&bytemuck::pod_collect_to_vec::<u8, f32>(&got[0]));
-        let grad: Vec<f32> = bytemuck::pod_collect_to_vec(&got[1]);
+            &[(&g, padded.len() as u64 * 4)],
+        );
+        let grad: Vec<f32> = bytemuck::pod_collect_to_vec(&got[0]);
         let f = |v: &[f32]| v.iter().map(|&z| z as f64).collect::<Vec<_>>();
         let want = reference::policy_loss(
             &c,

@@ -448,3 +448,25 @@ pub fn check_loss(
     }
     (loss_err, grad_err)
 }
+
+/// Records a policy-loss call into a new encoder, submits it and reads back the
+/// metrics and the first bytes of each of `extra`.
+pub fn record_and_read(
+    ctx: &Context,
+    config: wgpu_policy_loss::LossConfig,
+    inputs: &wgpu_policy_loss::LossInputs<'_>,
+    gradient: wgpu_policy_loss::Gradient<'_>,
+    extra: &[(&wgpu_policy_loss::wgpu::Buffer, u64)],
+) -> (wgpu_policy_loss::Metrics, Vec<Vec<u8>>) {
+    use wgpu_policy_loss::{LossBuffers, Metrics, PolicyLoss};
+    let out = LossBuffers::new(ctx, inputs.logits.rows);
+    let loss = PolicyLoss::new(ctx, config).unwrap();
+    let mut enc = ctx.device().create_command_encoder(&Default::default());
+    loss.record(&mut enc, inputs, gradient, &out.outputs())
+        .unwrap_or_else(|e| panic!("{}: {e}", name(ctx)));
+    let mut list = vec![(&out.metrics, Metrics::LEN as u64 * 4)];
+    list.extend_from_slice(extra);
+    let mut got = ctx.read_back(enc, &list).unwrap();
+    let metrics = Metrics::from_slice(&bytemuck::pod_collect_to_vec::<u8, f32>(&got.remove(0)));
+    (metrics, got)
+}
