@@ -135,6 +135,46 @@ fn check_passes_on_every_adapter() {
     assert!(!out.status.success(), "check passed with no adapter");
 }
 
+/// The final mean reward of a demo run's summary line.
+fn final_reward(stdout: &str) -> f32 {
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("mean reward"))
+        .expect("no summary line");
+    let after = line.split("-> ").nth(1).expect("no final reward");
+    after.split_whitespace().next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn demo_is_the_default_learns_and_is_deterministic() {
+    let dir = std::env::temp_dir().join(format!("wgpu-policy-loss-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // no subcommand: the demo, writing its plot into the working directory
+    let out = bin().current_dir(&dir).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reward = final_reward(&text);
+    assert!(reward >= 0.9, "final mean reward {reward} < 0.9:\n{text}");
+    let svg = std::fs::read_to_string(dir.join("demo_reward.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("mean reward"));
+    // the same seed gives the same curve, another seed another one
+    let run = |seed: &str| {
+        let out = bin()
+            .args(["demo", "--quiet", "--steps", "40", "--seed", seed, "--plot"])
+            .arg(dir.join(format!("{seed}.svg")))
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        std::fs::read_to_string(dir.join(format!("{seed}.svg"))).unwrap()
+    };
+    assert_eq!(run("7"), run("7"), "two runs with one seed differ");
+    assert_ne!(run("7"), run("8"), "the seed changes nothing");
+}
+
 #[test]
 fn info_fails_without_an_adapter() {
     let out = without_adapter("info");

@@ -2,6 +2,7 @@
 
 mod bench;
 mod check;
+mod demo;
 mod eval;
 mod info;
 
@@ -14,12 +15,15 @@ use clap::{Parser, Subcommand};
     about = "RL policy loss from logits on any GPU wgpu reaches"
 )]
 struct Cli {
+    /// Without a subcommand: the demo.
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Train a tiny policy with GRPO on the GPU using this loss (the default).
+    Demo(demo::DemoArgs),
     /// List every adapter: backend, the paths used (f16, subgroups) and the limits that matter.
     Info,
     /// Loss, log-probs, entropies, gradient and metrics of a safetensors file.
@@ -35,7 +39,15 @@ pub type CliResult = Result<(), Box<dyn std::error::Error>>;
 
 pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command {
+    let command = match cli.command {
+        Some(c) => c,
+        None => match Cli::parse_from(["wgpu-policy-loss", "demo"]).command {
+            Some(c) => c,
+            None => unreachable!("`demo` parses as the demo"),
+        },
+    };
+    let result = match command {
+        Command::Demo(args) => demo::run(&args),
         Command::Info => info::run().map_err(Into::into),
         Command::Eval(args) => eval::run(&args),
         Command::Bench(args) => bench::run(&args),
