@@ -1,9 +1,10 @@
 //! `demo` (the default): reinforcement learning entirely on the device, the seed's
-//! scenario generalised. A tiny policy (`shaders/demo/policy.wgsl`: an embedding of
-//! the prompt "a+b=" and an MLP head over the digits) samples answers, each right
-//! answer earns +1.0 and each wrong one -0.1, GRPO turns the rewards of a group of
-//! answers to one prompt into advantages, and this library's loss gives the gradient
-//! of the logits; the policy backpropagates it and takes an Adam step.
+//! scenario generalised. A tiny policy (`shaders/demo/policy.wgsl`: embeddings of the
+//! prompt "a+b=", of the answer position and of the previous digit, and an MLP head
+//! over the digits) samples two-digit answers digit by digit; each right answer earns
+//! +1.0 and each wrong one -0.1, GRPO turns the rewards of a group of answers to one
+//! prompt into advantages, and this library's loss gives the gradient of the logits;
+//! the policy backpropagates it and takes an Adam step.
 
 use std::path::PathBuf;
 
@@ -11,16 +12,17 @@ use clap::Args;
 use wgpu_policy_loss::wgpu;
 use wgpu_policy_loss::{
     AdvantageEstimator, Advantages, Context, DType, F32View, GradView, Gradient, LogitsView,
-    LossBuffers, LossConfig, LossInputs, PolicyLoss, PolicyLossMode, TargetsView,
+    LossAggMode, LossBuffers, LossConfig, LossInputs, PolicyLoss, PolicyLossMode, TargetsView,
 };
 
 use super::CliResult;
 
-/// Operands range over 0..A, so answers are the digits 0..=8.
-const A: u32 = 5;
-const H: u32 = 32;
+/// Operands range over 0..A; answers are L digits (leading zeros included), V digits.
+const A: u32 = 10;
+const L: u32 = 2;
+const H: u32 = 64;
 const V: u32 = 10;
-const PARAMS: u32 = 2 * A * H + H + V * H + V;
+const PARAMS: u32 = (2 * A + L + 2 * V + 1) * H + V;
 
 #[derive(Args, Debug, Clone)]
 pub struct DemoArgs {
@@ -28,7 +30,7 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 300)]
     steps: u32,
     /// Answers sampled per prompt (the GRPO group).
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 16)]
     group_size: u32,
     /// reinforce | ppo_clip | gspo
     #[arg(long, default_value = "ppo_clip")]
@@ -57,10 +59,10 @@ pub struct DemoArgs {
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {
-    rows: u32,
+    answers: u32,
     step: u32,
     seed: u32,
-    group: u32,
+    pos: u32,
     lr: f32,
     beta1: f32,
     beta2: f32,
@@ -78,7 +80,8 @@ pub fn train(
     let prompts: Vec<[u32; 2]> = (0..A * A)
         .flat_map(|p| std::iter::repeat_n([p / A, p % A], g as usize))
         .collect();
-    let rows = prompts.len() as u32;
+    let answers = prompts.len() as u32;
+    let rows = answers * L;
     // small deterministic initial weights
     let mut state = args.seed.wrapping_mul(2654435761).wrapping_add(12345);
     let theta: Vec<f32> = (0..PARAMS)
@@ -87,38 +90,41 @@ pub fn train(
             ((state >> 8) as f32 / 16777216.0 - 0.5) * 0.2
         })
         .collect();
-    let storage =
-        wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST;
     let zeros = |n: u32| vec![0u8; n as usize * 4];
     let prompts_buf = ctx.upload("demo prompts", bytemuck::cast_slice(&prompts));
     let theta_buf = ctx.upload("demo theta", bytemuck::cast_slice(&theta));
     let hidden = ctx.upload("demo hidden", &zeros(rows * H));
     let logits = ctx.upload("demo logits", &zeros(rows * V));
     let tokens = ctx.upload("demo tokens", &zeros(rows));
-    let rewards = ctx.upload("demo rewards", &zeros(rows));
+    let rewards = ctx.upload("demo rewards", &zeros(answers));
     let grad = ctx.upload("demo grad", &zeros(rows * V));
     let moments = ctx.upload("demo moments", &zeros(PARAMS * 4));
-    let advantages = ctx.upload("demo advantages", &zeros(rows));
+    let advantages = ctx.upload("demo advantages", &zeros(answers));
     let mask = ctx.upload(
         "demo mask",
         bytemuck::cast_slice(&vec![1.0f32; rows as usize]),
     );
-    let params = ctx.buffer(
-        "demo params",
-        32,
-        wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-    );
+    // one parameter block per answer position (the positions run in one submission)
+    let uniform = wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST;
+    let params: Vec<wgpu::Buffer> = (0..L)
+        .map(|_| ctx.buffer("demo params", 32, uniform))
+        .collect();
     let readback = ctx.buffer(
         "demo readback",
-        rows as u64 * 4,
+        answers as u64 * 4,
         wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
     );
-    let _ = storage;
 
     let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
         label: Some("demo policy"),
         source: wgpu::ShaderSource::Wgsl(include_str!("../../shaders/demo/policy.wgsl").into()),
     });
+    let constants = [
+        ("H", H as f64),
+        ("V", V as f64),
+        ("A", A as f64),
+        ("L", L as f64),
+    ];
     let pipeline = |entry: &str| {
         device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(entry),
@@ -126,14 +132,13 @@ pub fn train(
             module: &module,
             entry_point: Some(entry),
             compilation_options: wgpu::PipelineCompilationOptions {
-                constants: &[("H", H as f64), ("V", V as f64), ("A", A as f64)],
+                constants: &constants,
                 zero_initialize_workgroup_memory: true,
             },
             cache: None,
         })
     };
-    let buffers: [(u32, &wgpu::Buffer); 9] = [
-        (0, &params),
+    let buffers: [(u32, &wgpu::Buffer); 8] = [
         (1, &prompts_buf),
         (2, &theta_buf),
         (3, &hidden),
@@ -144,16 +149,21 @@ pub fn train(
         (8, &moments),
     ];
     // each entry point binds only what it uses (auto layouts drop the rest)
-    let stage = |entry: &str, used: &[u32], groups: u32| {
+    let stage = |entry: &str, pos: u32, used: &[u32], groups: u32| {
         let p = pipeline(entry);
-        let entries: Vec<wgpu::BindGroupEntry<'_>> = buffers
-            .iter()
-            .filter(|(b, _)| used.contains(b))
-            .map(|(b, buf)| wgpu::BindGroupEntry {
-                binding: *b,
-                resource: buf.as_entire_binding(),
-            })
-            .collect();
+        let mut entries: Vec<wgpu::BindGroupEntry<'_>> = vec![wgpu::BindGroupEntry {
+            binding: 0,
+            resource: params[pos as usize].as_entire_binding(),
+        }];
+        entries.extend(
+            buffers
+                .iter()
+                .filter(|(b, _)| used.contains(b))
+                .map(|(b, buf)| wgpu::BindGroupEntry {
+                    binding: *b,
+                    resource: buf.as_entire_binding(),
+                }),
+        );
         let bg = device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some(entry),
             layout: &p.get_bind_group_layout(0),
@@ -161,24 +171,32 @@ pub fn train(
         });
         (p, bg, groups)
     };
-    let stages = [
-        stage("forward", &[0, 1, 2, 3, 4], rows.div_ceil(64)),
-        stage("sample", &[0, 1, 4, 5, 6], rows.div_ceil(64)),
-    ];
+    // sampling runs position by position: a digit is drawn given the ones before it
+    let sampling: Vec<_> = (0..L)
+        .flat_map(|pos| {
+            [
+                stage("forward", pos, &[1, 2, 3, 4, 5], answers.div_ceil(64)),
+                stage("sample", pos, &[1, 4, 5, 6], answers.div_ceil(64)),
+            ]
+        })
+        .collect();
     let update = [
-        stage("backward", &[0, 1, 2, 3, 7, 8], PARAMS.div_ceil(64)),
-        stage("adam", &[0, 2, 8], PARAMS.div_ceil(64)),
+        stage("backward", 0, &[1, 2, 3, 5, 7, 8], PARAMS.div_ceil(64)),
+        stage("adam", 0, &[2, 8], PARAMS.div_ceil(64)),
     ];
     let loss = PolicyLoss::new(
         ctx,
         LossConfig {
             mode: args.mode,
             entropy_coeff: args.entropy_coeff,
+            loss_agg_mode: LossAggMode::SeqMeanTokenMean,
             ..LossConfig::default()
         },
     )?;
     let out = LossBuffers::new(ctx, rows);
-    let logits_view = LogitsView::new(&logits, DType::F32, rows, V).with_sequences(1, V as u64);
+    // one sequence of L rows per answer, one advantage per answer
+    let logits_view =
+        LogitsView::new(&logits, DType::F32, rows, V).with_sequences(L, (L * V) as u64);
     let inputs = LossInputs {
         logits: logits_view,
         targets: TargetsView::new(&tokens),
@@ -199,24 +217,27 @@ pub fn train(
 
     let mut curve = Vec::with_capacity(args.steps as usize);
     for step in 0..args.steps {
-        let p = Params {
-            rows,
-            step,
-            seed: args.seed,
-            group: g,
-            lr: args.lr,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-        };
-        ctx.queue().write_buffer(&params, 0, bytemuck::bytes_of(&p));
+        for pos in 0..L {
+            let p = Params {
+                answers,
+                step,
+                seed: args.seed,
+                pos,
+                lr: args.lr,
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+            };
+            ctx.queue()
+                .write_buffer(&params[pos as usize], 0, bytemuck::bytes_of(&p));
+        }
         let mut encoder = device.create_command_encoder(&Default::default());
-        run(&mut encoder, &stages);
+        run(&mut encoder, &sampling);
         ctx.record_advantages(
             &mut encoder,
             AdvantageEstimator::Grpo,
             &F32View::new(&rewards),
-            rows,
+            answers,
             g,
             &F32View::new(&advantages),
         )?;
@@ -227,7 +248,7 @@ pub fn train(
             &out.outputs(),
         )?;
         run(&mut encoder, &update);
-        encoder.copy_buffer_to_buffer(&rewards, 0, &readback, 0, rows as u64 * 4);
+        encoder.copy_buffer_to_buffer(&rewards, 0, &readback, 0, answers as u64 * 4);
         ctx.submit_and_wait(encoder)?;
         let (tx, rx) = std::sync::mpsc::channel();
         readback.map_async(wgpu::MapMode::Read, .., move |r| {
@@ -269,7 +290,7 @@ fn plot(path: &std::path::Path, curve: &[f32]) -> Result<(), Box<dyn std::error:
 pub fn run(args: &DemoArgs) -> CliResult {
     let ctx = super::eval::context(args.adapter.as_deref())?;
     println!(
-        "demo: GRPO on \"a+b=\" (a, b < {A}), {} answers per prompt, {} steps, {:?}, on {}",
+        "demo: GRPO on \"a+b=\" (a, b < {A}, answered in {L} digits), {} answers per prompt, {} steps, {:?}, on {}",
         args.group_size,
         args.steps,
         args.mode,
