@@ -39,9 +39,7 @@ struct Params {
 // phase bits
 const PHASE_STATS: u32 = 1u;
 const PHASE_LOSS: u32 = 2u;
-// flags
-const HAS_OLD: u32 = 1u;
-const HAS_REF: u32 = 2u;
+// flags (HAS_OLD and HAS_REF: prelude.wgsl)
 const HAS_DUAL: u32 = 4u;
 // modes and KL estimators (config.rs)
 const MODE_REINFORCE: u32 = 0u;

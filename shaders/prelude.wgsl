@@ -12,6 +12,11 @@
 
 override WG_SIZE: u32 = 256u;
 
+// Which optional per-row inputs a loss call has (flags of prepare.wgsl and
+// policy_loss.wgsl; kernels/prepare.rs sets them).
+const HAS_OLD: u32 = 1u;
+const HAS_REF: u32 = 2u;
+
 // How a row's n items (elements, quads or words) are dealt to the lanes. GPUs want
 // lane i to take items i, i + WG_SIZE, ... (neighbouring lanes read neighbouring
 // addresses in one transaction); a CPU rasteriser such as lavapipe runs a SIMD group

@@ -20,8 +20,7 @@ struct Params {
     ref_offset: u32,
 }
 
-const HAS_OLD: u32 = 1u;
-const HAS_REF: u32 = 2u;
+// with HAS_OLD and HAS_REF (prelude.wgsl)
 const ADV_PER_TOKEN: u32 = 8u;
 
 const AGG_TOKEN_MEAN: u32 = 0u;

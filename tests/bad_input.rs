@@ -279,77 +279,28 @@ fn buffers_too_small_or_without_storage_usage() {
 #[test]
 fn bad_configuration_values() {
     let ctx = &contexts()[0];
+    let with = |f: fn(&mut LossConfig)| {
+        let mut c = LossConfig::default();
+        f(&mut c);
+        c
+    };
     let bad = [
+        (with(|c| c.temperature = 0.0), "temperature"),
+        (with(|c| c.temperature = -1.0), "temperature"),
+        (with(|c| c.temperature = f32::NAN), "temperature"),
+        (with(|c| c.temperature = f32::INFINITY), "temperature"),
         (
-            LossConfig {
-                temperature: 0.0,
-                ..LossConfig::default()
-            },
-            "temperature",
-        ),
-        (
-            LossConfig {
-                temperature: -1.0,
-                ..LossConfig::default()
-            },
-            "temperature",
-        ),
-        (
-            LossConfig {
-                temperature: f32::NAN,
-                ..LossConfig::default()
-            },
-            "temperature",
-        ),
-        (
-            LossConfig {
-                temperature: f32::INFINITY,
-                ..LossConfig::default()
-            },
-            "temperature",
-        ),
-        (
-            LossConfig {
-                global_normalizer: Some(0.0),
-                ..LossConfig::default()
-            },
+            with(|c| c.global_normalizer = Some(0.0)),
             "global_normalizer",
         ),
         (
-            LossConfig {
-                global_normalizer: Some(-3.0),
-                ..LossConfig::default()
-            },
+            with(|c| c.global_normalizer = Some(-3.0)),
             "global_normalizer",
         ),
-        (
-            LossConfig {
-                clip_ratio_c: Some(1.0),
-                ..LossConfig::default()
-            },
-            "clip_ratio_c",
-        ),
-        (
-            LossConfig {
-                clip_ratio_low: -0.1,
-                ..LossConfig::default()
-            },
-            "clip_ratio_low",
-        ),
-        (
-            LossConfig {
-                l_norm: Some(0.0),
-                ..LossConfig::default()
-            },
-            "l_norm",
-        ),
-        (
-            LossConfig {
-                kl_coef: f32::NAN,
-                ..LossConfig::default()
-            },
-            "kl_coef",
-        ),
+        (with(|c| c.clip_ratio_c = Some(1.0)), "clip_ratio_c"),
+        (with(|c| c.clip_ratio_low = -0.1), "clip_ratio_low"),
+        (with(|c| c.l_norm = Some(0.0)), "l_norm"),
+        (with(|c| c.kl_coef = f32::NAN), "kl_coef"),
     ];
     for (cfg, arg) in bad {
         assert_arg(PolicyLoss::new(ctx, cfg), arg);

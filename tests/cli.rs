@@ -203,6 +203,23 @@ mod eval {
         safetensors::tensor::serialize_to_file(views, None, path).unwrap();
     }
 
+    /// `eval --input IN --output OUT` plus `flags`.
+    fn eval(
+        input: &std::path::Path,
+        output: &std::path::Path,
+        flags: &[&str],
+    ) -> std::process::Output {
+        bin()
+            .arg("eval")
+            .arg("--input")
+            .arg(input)
+            .arg("--output")
+            .arg(output)
+            .args(flags)
+            .output()
+            .unwrap()
+    }
+
     fn bytes<T: bytemuck::Pod>(v: &[T]) -> Vec<u8> {
         bytemuck::cast_slice(v).to_vec()
     }
@@ -249,15 +266,10 @@ mod eval {
                 ("ref_logprobs", Dtype::F32, vec![b, s], bytes(&refp)),
             ],
         );
-        let out = bin()
-            .args([
-                "eval",
-                "--input",
-                input.to_str().unwrap(),
-                "--output",
-                output.to_str().unwrap(),
-            ])
-            .args([
+        let out = eval(
+            &input,
+            &output,
+            &[
                 "--mode",
                 "gspo",
                 "--kl-coef",
@@ -266,17 +278,14 @@ mod eval {
                 "k2",
                 "--entropy-coeff",
                 "0.01",
-            ])
-            .args([
                 "--loss-agg-mode",
                 "seq-mean-token-mean",
                 "--temperature",
                 "0.9",
                 "--grad-dtype",
                 "bf16",
-            ])
-            .output()
-            .unwrap();
+            ],
+        );
         assert!(
             out.status.success(),
             "{}",
@@ -367,16 +376,7 @@ mod eval {
                 ("advantages", Dtype::F32, vec![t], bytes(&adv)),
             ],
         );
-        let out = bin()
-            .args([
-                "eval",
-                "--input",
-                input.to_str().unwrap(),
-                "--output",
-                output.to_str().unwrap(),
-            ])
-            .output()
-            .unwrap();
+        let out = eval(&input, &output, &[]);
         assert!(
             out.status.success(),
             "{}",
@@ -411,16 +411,7 @@ mod eval {
     fn eval_err(tensors: Vec<(&str, Dtype, Vec<usize>, Vec<u8>)>, file: &str) -> String {
         let input = tmp(file);
         write(&input, tensors);
-        let out = bin()
-            .args([
-                "eval",
-                "--input",
-                input.to_str().unwrap(),
-                "--output",
-                tmp("never.safetensors").to_str().unwrap(),
-            ])
-            .output()
-            .unwrap();
+        let out = eval(&input, &tmp("never.safetensors"), &[]);
         assert!(!out.status.success(), "bad input {file} was accepted");
         let err = String::from_utf8_lossy(&out.stderr).to_string();
         assert!(!err.contains("panicked"), "{err}");
@@ -432,16 +423,7 @@ mod eval {
         // not a safetensors file
         let junk = tmp("junk.safetensors");
         std::fs::write(&junk, b"definitely not safetensors").unwrap();
-        let out = bin()
-            .args([
-                "eval",
-                "--input",
-                junk.to_str().unwrap(),
-                "--output",
-                tmp("x.safetensors").to_str().unwrap(),
-            ])
-            .output()
-            .unwrap();
+        let out = eval(&junk, &tmp("x.safetensors"), &[]);
         assert!(!out.status.success());
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(
@@ -449,16 +431,11 @@ mod eval {
             "{err}"
         );
         // a missing file
-        let out = bin()
-            .args([
-                "eval",
-                "--input",
-                "/nonexistent/in.safetensors",
-                "--output",
-                "/tmp/o",
-            ])
-            .output()
-            .unwrap();
+        let out = eval(
+            std::path::Path::new("/nonexistent/in.safetensors"),
+            std::path::Path::new("/tmp/o"),
+            &[],
+        );
         assert!(
             !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("cannot read")
         );
