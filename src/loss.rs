@@ -393,15 +393,13 @@ impl PolicyLoss {
                 };
                 view.validate().map_err(|e| rename(e, "gradient"))?;
                 if std::ptr::eq(g.buffer, logits.buffer) || *g.buffer == *logits.buffer {
-                    return Err(Error::arg(
-                        "gradient",
-                        "is the logits buffer: use Gradient::InPlace to overwrite the logits",
-                    ));
-                }
-                GradDest::Separate {
-                    buffer: g.buffer,
-                    dtype: g.dtype,
-                    layout: g.layout,
+                    beside_logits(logits, &g)?
+                } else {
+                    GradDest::Separate {
+                        buffer: g.buffer,
+                        dtype: g.dtype,
+                        layout: g.layout,
+                    }
                 }
             }
             Gradient::InPlace => GradDest::InPlace,
@@ -420,7 +418,7 @@ impl PolicyLoss {
         match &grad {
             GradDest::Separate { buffer, .. } => writes.push(("gradient", buffer)),
             // in place the logits are written too: no other input or output may share them
-            GradDest::InPlace => writes.push(("logits", logits.buffer)),
+            GradDest::InPlace | GradDest::Beside { .. } => writes.push(("logits", logits.buffer)),
             GradDest::None => {}
         }
         crate::view::check_aliasing(&reads, &writes)?;
@@ -428,6 +426,7 @@ impl PolicyLoss {
         let written = match &grad {
             GradDest::Separate { layout, .. } => Some(("gradient", layout)),
             GradDest::InPlace => Some(("logits", &logits.layout)),
+            GradDest::Beside { layout } => Some(("gradient", layout)),
             GradDest::None => None,
         };
         if let Some((arg, layout)) = written {
@@ -558,4 +557,39 @@ fn rename(e: Error, arg: &'static str) -> Error {
         Error::InvalidArgument { reason, .. } => Error::InvalidArgument { arg, reason },
         other => other,
     }
+}
+
+/// A gradient view into the logits' own buffer. Allocators that suballocate (CubeCL,
+/// hence Burn, puts many tensors in one page) hand out such pairs. wgpu forbids binding
+/// one buffer read-only and read-write in the same dispatch, so the row kernel binds
+/// it once, read-write, as it does in place: the two must share a dtype and not overlap.
+fn beside_logits<'a>(logits: &LogitsView<'_>, g: &GradView<'a>) -> Result<GradDest<'a>> {
+    let width = logits.vocab as u64;
+    let (xl, xh) = logits.layout.span(logits.rows as u64, width);
+    let (gl, gh) = g.layout.span(logits.rows as u64, width);
+    if g.layout == logits.layout {
+        return Err(Error::arg(
+            "gradient",
+            "is the logits themselves: use Gradient::InPlace to overwrite the logits",
+        ));
+    }
+    if g.dtype != logits.dtype {
+        return Err(Error::arg(
+            "gradient",
+            format!(
+                "shares the logits buffer, so it must have their dtype ({:?}), not {:?}",
+                logits.dtype, g.dtype
+            ),
+        ));
+    }
+    if logits.rows > 0 && gl < xh && xl < gh {
+        return Err(Error::arg(
+            "gradient",
+            format!(
+                "overlaps the logits in their shared buffer (elements {gl}..{gh} and \
+                 {xl}..{xh}); use Gradient::InPlace to overwrite the logits"
+            ),
+        ));
+    }
+    Ok(GradDest::Beside { layout: g.layout })
 }

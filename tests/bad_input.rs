@@ -261,9 +261,9 @@ fn buffers_too_small_or_without_storage_usage() {
             "logits",
         );
         assert!(msg.contains("STORAGE"), "{msg}");
-        // the gradient into the logits buffer must say InPlace
+        // the gradient over the logits themselves must say InPlace
         let inp = inputs(&d);
-        assert_arg(
+        let msg = assert_arg(
             record(
                 ctx,
                 LossConfig::default(),
@@ -273,6 +273,30 @@ fn buffers_too_small_or_without_storage_usage() {
             ),
             "gradient",
         );
+        assert!(msg.contains("InPlace"), "{msg}");
+        // beside the logits in their buffer: allowed, but not overlapping them, and only
+        // in their dtype
+        let n = (ROWS * V) as u64;
+        let both = ctx.upload("logits and gradient", &vec![0u8; 2 * n as usize * 4]);
+        let mut inp = inputs(&d);
+        inp.logits = LogitsView::new(&both, DType::F32, ROWS, V);
+        let at = |offset: u64, dtype| {
+            let mut g = GradView::new(&both, dtype, V);
+            g.layout.offset = offset;
+            Gradient::Into(g)
+        };
+        let cfg = LossConfig::default();
+        assert!(record(ctx, cfg, &inp, at(n, DType::F32), &d.out).is_ok());
+        let msg = assert_arg(
+            record(ctx, cfg, &inp, at(n - 1, DType::F32), &d.out),
+            "gradient",
+        );
+        assert!(msg.contains("overlaps the logits"), "{msg}");
+        let msg = assert_arg(
+            record(ctx, cfg, &inp, at(2 * n, DType::F16), &d.out),
+            "gradient",
+        );
+        assert!(msg.contains("dtype"), "{msg}");
     }
 }
 

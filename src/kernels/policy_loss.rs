@@ -3,8 +3,8 @@
 //! the rows exceed the dispatch grid.
 
 use super::{
-    dispatch_chunks, entry, grid, plan_chunks, whole, ChunkUniforms, GradOut, Kernel, LayoutParams,
-    PipelineKey, RowSpan, RowTensor,
+    dispatch_chunks, entry, grid, plan_chunks, storage_window_in, whole, ChunkUniforms, GradOut,
+    Kernel, LayoutParams, PipelineKey, RowSpan, RowTensor,
 };
 use crate::config::{KlEstimator, LossConfig, PolicyLossMode};
 use crate::context::Context;
@@ -46,6 +46,10 @@ pub(crate) enum GradDest<'a> {
         layout: RowLayout,
     },
     InPlace,
+    /// In the logits' buffer, at its own rows: bound with the logits, as in place.
+    Beside {
+        layout: RowLayout,
+    },
 }
 
 /// The per-call state of the row kernel shared by its launches.
@@ -68,7 +72,12 @@ impl<'a> RowCall<'a> {
     fn tensors(&self, writes_grad: bool, limits: &wgpu::Limits) -> Vec<RowTensor<'a>> {
         let rows = self.logits.rows;
         let x = self.logits.span();
-        let quad = x.quad_aligned(rows, self.logits.buffer.size(), limits);
+        let size = self.logits.buffer.size();
+        let mut quad = x.quad_aligned(rows, size, limits);
+        if let (GradDest::Beside { layout }, true) = (self.grad, writes_grad) {
+            let g = grad_span(layout, self.logits.vocab, self.logits.dtype);
+            quad &= g.quad_aligned(rows, size, limits);
+        }
         let mut t = vec![
             RowTensor {
                 span: x,
@@ -124,10 +133,33 @@ pub(crate) fn record(
     let writes_grad = phase & PHASE_LOSS != 0;
     let grad_out = match (call.grad, writes_grad) {
         (GradDest::Separate { dtype, .. }, true) => GradOut::Separate(*dtype),
-        (GradDest::InPlace, true) => GradOut::InPlace,
+        (GradDest::InPlace | GradDest::Beside { .. }, true) => GradOut::InPlace,
         _ => GradOut::None,
     };
     let tensors = call.tensors(writes_grad, &limits);
+    // Beside the logits, one read-write window holds both, the same for every chunk
+    // (so chunks split the grid only).
+    let beside = match (call.grad, writes_grad) {
+        (GradDest::Beside { layout }, true) => {
+            let x = &tensors[0];
+            let width = logits.vocab as u64;
+            let (xl, xh) = logits.layout.span(rows as u64, width);
+            let (gl, gh) = layout.span(rows as u64, width);
+            let quantum = if x.quad { x.span.quad_bytes() } else { 4 };
+            let (lo, hi) = (xl.min(gl), xh.max(gh));
+            let (bind, inner) = storage_window_in(
+                "gradient",
+                logits.buffer,
+                lo,
+                hi,
+                x.span.elem,
+                quantum,
+                &limits,
+            )?;
+            Some((bind, lo - inner as u64, *layout))
+        }
+        _ => None,
+    };
     let spans: Vec<RowSpan> = tensors.iter().map(|t| t.span).collect();
     let chunks = plan_chunks(rows, &spans, &limits)?;
 
@@ -143,15 +175,19 @@ pub(crate) fn record(
     let mut params = Vec::with_capacity(chunks.len());
     let mut windows = Vec::with_capacity(chunks.len());
     for &(first, end) in &chunks {
-        let (x_bind, x_base) = tensors[0].window(first, end, &limits)?;
+        let (x_bind, x_base) = match &beside {
+            Some((bind, base, _)) => (bind.clone(), *base),
+            None => tensors[0].window(first, end, &limits)?,
+        };
         let (y_bind, y_base) = tensors[1].window(first, end, &limits)?;
-        let (g_bind, g_layout, g_base) = match tensors.get(2) {
-            Some(g) => {
+        let (g_bind, g_layout, g_base) = match (tensors.get(2), &beside) {
+            (Some(g), _) => {
                 let (bind, base) = g.window(first, end, &limits)?;
                 (Some(bind), g.span.layout, base)
             }
+            (None, Some((_, base, layout))) => (None, *layout, *base),
             // in place, the gradient shares the logits' window; otherwise it is unused
-            None => (None, x_layout, x_base),
+            (None, None) => (None, x_layout, x_base),
         };
         params.push(Params {
             x: LayoutParams::new("logits", &x_layout, x_base, rows)?,
