@@ -577,7 +577,7 @@ fn beside_logits<'a>(logits: &LogitsView<'_>, g: &GradView<'a>) -> Result<GradDe
         return Err(Error::arg(
             "gradient",
             format!(
-                "shares the logits buffer, so it must have their dtype ({:?}), not {:?}",
+                "shares the logits buffer, so it must have their dtype ({}), not {}",
                 logits.dtype, g.dtype
             ),
         ));

@@ -30,11 +30,13 @@ use wgpu_policy_loss::{
 
 type Res<T> = Result<T, Box<dyn Error>>;
 
-/// Operands range over 0..A; answers are two digits (leading zero included).
+/// Operands range over 0..A; answers are DIGITS digits (leading zero included), the
+/// vocabulary the V digits.
 const A: usize = 10;
+const DIGITS: usize = 2;
 const V: usize = 10;
-/// One-hot features: a, b, answer position (2), previous digit (10, or "none").
-const FEATURES: usize = 2 * A + 2 + V + 1;
+/// One-hot features: a, b, answer position, previous digit (or "none").
+const FEATURES: usize = 2 * A + DIGITS + V + 1;
 const HIDDEN: usize = 128;
 
 #[derive(Module, Debug)]
@@ -58,15 +60,23 @@ impl Policy {
     }
 }
 
-/// The features of answer position `pos` of prompt `(a, b)` after digit `prev`.
-fn features(rows: &[(usize, usize, usize, Option<usize>)], device: &Device) -> Tensor<2> {
+/// One logits row: answer digit `pos` of "a+b=", after digit `prev`.
+#[derive(Clone, Copy)]
+struct Row {
+    a: usize,
+    b: usize,
+    pos: usize,
+    prev: Option<usize>,
+}
+
+/// One-hot features of each row.
+fn features(rows: &[Row], device: &Device) -> Tensor<2> {
     let mut x = vec![0f32; rows.len() * FEATURES];
-    for (r, &(a, b, pos, prev)) in rows.iter().enumerate() {
-        let f = &mut x[r * FEATURES..(r + 1) * FEATURES];
-        f[a] = 1.0;
-        f[A + b] = 1.0;
-        f[2 * A + pos] = 1.0;
-        f[2 * A + 2 + prev.unwrap_or(V)] = 1.0;
+    for (f, r) in x.chunks_mut(FEATURES).zip(rows) {
+        f[r.a] = 1.0;
+        f[A + r.b] = 1.0;
+        f[2 * A + r.pos] = 1.0;
+        f[2 * A + DIGITS + r.prev.unwrap_or(V)] = 1.0;
     }
     Tensor::from_data(TensorData::new(x, [rows.len(), FEATURES]), device)
 }
@@ -154,7 +164,7 @@ fn check_gradient(
         &reference::Batch {
             logits: &x,
             vocab: V,
-            rows_per_seq: 2,
+            rows_per_seq: DIGITS,
             targets: tokens,
             mask: &mask,
             advantages: &adv,
@@ -208,7 +218,7 @@ fn main() -> Res<()> {
 
     let (prompts_per_step, group) = (16usize, 16usize);
     let seqs = prompts_per_step * group;
-    let rows = 2 * seqs;
+    let rows = DIGITS * seqs;
     // O(rows) buffers of ours: targets, mask, advantages, results. The [rows, V] logits
     // and gradient stay Burn's.
     let usage = wgpu_policy_loss::wgpu::BufferUsages::STORAGE
@@ -223,29 +233,27 @@ fn main() -> Res<()> {
     let lr = 0.01;
     let mut curve = Vec::with_capacity(steps as usize);
     for step in 1..=steps {
-        // Roll out: each prompt `group` times, the two digits one after the other.
+        // Roll out: each prompt `group` times, the digits one after the other.
         let prompts: Vec<(usize, usize)> = (0..prompts_per_step)
             .map(|_| (rng.random_range(0..A), rng.random_range(0..A)))
             .collect();
         let seq_prompt = |s: usize| prompts[s / group];
-        let first_rows: Vec<_> = (0..seqs)
-            .map(|s| (seq_prompt(s).0, seq_prompt(s).1, 0, None))
-            .collect();
-        let d0 = sample(
-            model.forward(features(&first_rows, &device)).inner(),
-            &mut rng,
-        )?;
-        let second_rows: Vec<_> = (0..seqs)
-            .map(|s| (seq_prompt(s).0, seq_prompt(s).1, 1, Some(d0[s])))
-            .collect();
-        let d1 = sample(
-            model.forward(features(&second_rows, &device)).inner(),
-            &mut rng,
-        )?;
+        let row = |s: usize, pos: usize, digits: &[Vec<usize>]| {
+            let (a, b) = seq_prompt(s);
+            let prev = pos.checked_sub(1).map(|p| digits[p][s]);
+            Row { a, b, pos, prev }
+        };
+        let mut digits: Vec<Vec<usize>> = Vec::with_capacity(DIGITS);
+        for pos in 0..DIGITS {
+            let rows: Vec<Row> = (0..seqs).map(|s| row(s, pos, &digits)).collect();
+            let logits = model.forward(features(&rows, &device)).inner();
+            digits.push(sample(logits, &mut rng)?);
+        }
         let rewards: Vec<f32> = (0..seqs)
             .map(|s| {
                 let (a, b) = seq_prompt(s);
-                if d0[s] * 10 + d1[s] == a + b {
+                let answer = digits.iter().fold(0, |n, d| 10 * n + d[s]);
+                if answer == a + b {
                     1.0
                 } else {
                     -0.1
@@ -255,23 +263,21 @@ fn main() -> Res<()> {
         let mean = rewards.iter().sum::<f32>() / seqs as f32;
         curve.push(mean);
 
-        // GRPO advantages (on the device) and the sampled tokens, row 2s and 2s + 1 of
-        // sequence s.
+        // GRPO advantages (on the device) and the sampled tokens: sequence s is rows
+        // DIGITS·s, DIGITS·s + 1, ….
         let adv = ctx.advantages(AdvantageEstimator::Grpo, &rewards, group as u32)?;
         ctx.queue()
             .write_buffer(&advantages, 0, bytemuck::cast_slice(&adv));
         let tokens: Vec<u32> = (0..seqs)
-            .flat_map(|s| [d0[s] as u32, d1[s] as u32])
+            .flat_map(|s| digits.iter().map(move |d| d[s] as u32))
             .collect();
         ctx.queue()
             .write_buffer(&targets, 0, bytemuck::cast_slice(&tokens));
 
         // The training forward, with autodiff.
-        let train_rows: Vec<_> = (0..seqs)
-            .flat_map(|s| {
-                let (a, b) = seq_prompt(s);
-                [(a, b, 0, None), (a, b, 1, Some(d0[s]))]
-            })
+        let train_rows: Vec<Row> = (0..seqs)
+            .flat_map(|s| (0..DIGITS).map(move |pos| (s, pos)))
+            .map(|(s, pos)| row(s, pos, &digits))
             .collect();
         let logits = model.forward(features(&train_rows, &device));
 
@@ -281,8 +287,12 @@ fn main() -> Res<()> {
         let (l_buf, g_buf) = (Borrowed::new(logits.clone())?, Borrowed::new(grad.clone())?);
         // Burn's queued work (the forward, the zeros) goes to the shared queue first.
         l_buf.tensor.client.flush()?;
-        let view = l_buf.logits_view()?.with_sequences(2, 2 * V as u64);
-        let g_view = g_buf.logits_view()?.with_sequences(2, 2 * V as u64);
+        let view = l_buf
+            .logits_view()?
+            .with_sequences(DIGITS as u32, (DIGITS * V) as u64);
+        let g_view = g_buf
+            .logits_view()?
+            .with_sequences(DIGITS as u32, (DIGITS * V) as u64);
         let inputs = LossInputs {
             logits: view,
             targets: TargetsView::new(&targets),
