@@ -123,6 +123,61 @@ fn chunked_in_place_and_row_stats_equal_unchunked() {
     }
 }
 
+/// A gradient beside the logits in their own buffer (as Burn's allocator places them) is
+/// bound with the logits in one read-write window: chunks then split only the grid, and
+/// a pair larger than one binding is an error naming the gradient.
+#[test]
+fn gradient_beside_the_logits_chunked_by_the_grid() {
+    // 300 rows > the 256 of a 16 × 16 grid; [logits | gradient] is 1.2 MB in f32 (over
+    // the small 1 MiB binding) and 618 KB in 16 bits (under it)
+    let (rows, vocab) = (300u32, 515u32);
+    let x = random_logits(34, (rows * vocab) as usize, 3.0);
+    let targets = random_targets(34, rows as usize, vocab);
+    let run = |ctx: &Context, logits: &Logits, dtype: DType| {
+        let n = logits.bytes().len();
+        let mut both = logits.bytes().to_vec();
+        both.resize(2 * n, 0);
+        let xb = ctx.upload("logits and gradient", &both);
+        let yb = ctx.upload("y", bytemuck::cast_slice(&targets));
+        let mb = ctx.upload("m", bytemuck::cast_slice(&vec![1.0f32; rows as usize]));
+        let ab = ctx.upload("a", bytemuck::cast_slice(&[0.7f32]));
+        let out = wgpu_policy_loss::LossBuffers::new(ctx, rows);
+        let view = LogitsView::new(&xb, dtype, rows, vocab);
+        let inputs = wgpu_policy_loss::LossInputs {
+            logits: view,
+            targets: TargetsView::new(&yb),
+            mask: wgpu_policy_loss::F32View::new(&mb),
+            advantages: wgpu_policy_loss::Advantages::PerSequence(wgpu_policy_loss::F32View::new(
+                &ab,
+            )),
+            old_logprobs: None,
+            ref_logprobs: None,
+        };
+        let mut g = wgpu_policy_loss::GradView::like(&xb, dtype, &view);
+        g.layout.offset = (rows * vocab) as u64;
+        let loss = wgpu_policy_loss::PolicyLoss::new(ctx, LossConfig::default()).unwrap();
+        let mut enc = ctx.device().create_command_encoder(&Default::default());
+        loss.record(&mut enc, &inputs, Gradient::Into(g), &out.outputs())?;
+        Ok::<_, wgpu_policy_loss::Error>(ctx.read_back(enc, &[(&xb, 2 * n as u64)])?.remove(0))
+    };
+    for (full, small) in pairs() {
+        for dtype in DType::ALL {
+            let logits = Logits::from_f32(dtype, &x);
+            let what = format!("{} {dtype}", name(&full));
+            let a = run(&full, &logits, dtype).unwrap_or_else(|e| panic!("{what}: {e}"));
+            match (dtype, run(&small, &logits, dtype)) {
+                (DType::F32, Err(e)) => {
+                    let msg = e.to_string();
+                    assert!(msg.contains("gradient") && msg.contains("binds"), "{msg}");
+                }
+                (DType::F32, Ok(_)) => panic!("{what}: 1.2 MB bound under a 1 MiB limit"),
+                (_, Ok(b)) => assert_eq!(a, b, "{what}: chunked by the grid"),
+                (_, Err(e)) => panic!("{what}: {e}"),
+            }
+        }
+    }
+}
+
 /// Full-sequence [B, S, V] logits with the shift, chunked: sequences split across chunks.
 #[test]
 fn chunked_shifted_views() {
