@@ -1,7 +1,11 @@
 // One workgroup: advantages from per-sequence rewards (SPEC "Advantages"). Groups of
 // G consecutive rewards answer one prompt; the lane that owns a group walks it in
 // order, and the batch-wide statistics of reinforce_pp use a fixed tree, so the
-// results are bitwise reproducible. Means and variances are two-pass for accuracy.
+// results are bitwise reproducible. Means and variances are two-pass for accuracy, and
+// taken about the first reward: a group whose rewards agree (all wrong, all right)
+// sums exact zeros, so its advantages are exactly 0. Summed as they are, the f32 mean
+// of equal rewards can miss them by an ulp, which GRPO's division by (0 + 1e-6)
+// would blow up to advantages of ~1e-2 for answers that were all alike.
 
 struct Params {
     n: u32,
@@ -32,20 +36,22 @@ fn reward(i: u32) -> f32 {
 fn advantages(@builtin(local_invocation_index) lane: u32) {
     let n = params.n;
     if (params.estimator == REINFORCE_PP) {
+        let r0 = reward(0u);
         var part = 0.0;
         for (var i = lane; i < n; i += WG_SIZE) {
-            part += reward(i);
+            part += reward(i) - r0;
         }
         let mean = workgroup_sum(lane, part) / f32(n);
         var sq = 0.0;
         for (var i = lane; i < n; i += WG_SIZE) {
-            let d = reward(i) - mean;
+            let d = (reward(i) - r0) - mean;
             sq += d * d;
         }
         let ss = workgroup_sum(lane, sq);
         let sd = sqrt(ss / f32(max(n, 2u) - 1u));
         for (var i = lane; i < n; i += WG_SIZE) {
-            out[params.out_offset + i] = select((reward(i) - mean) / (sd + EPS), 0.0, n < 2u);
+            let a = ((reward(i) - r0) - mean) / (sd + EPS);
+            out[params.out_offset + i] = select(a, 0.0, n < 2u);
         }
         return;
     }
@@ -53,19 +59,20 @@ fn advantages(@builtin(local_invocation_index) lane: u32) {
     let groups = n / g;
     for (var k = lane; k < groups; k += WG_SIZE) {
         let first = k * g;
+        let r0 = reward(first);
         var sum = 0.0;
         for (var j = 0u; j < g; j++) {
-            sum += reward(first + j);
+            sum += reward(first + j) - r0;
         }
         let mean = sum / f32(g);
         var sq = 0.0;
         for (var j = 0u; j < g; j++) {
-            let d = reward(first + j) - mean;
+            let d = (reward(first + j) - r0) - mean;
             sq += d * d;
         }
         let sd = sqrt(sq / f32(max(g, 2u) - 1u));
         for (var j = 0u; j < g; j++) {
-            let r = reward(first + j);
+            let r = reward(first + j) - r0;
             var a: f32;
             if (params.estimator == GRPO) {
                 a = (r - mean) / (sd + EPS);

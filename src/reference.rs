@@ -359,6 +359,9 @@ pub fn advantages(
     group_size: usize,
 ) -> Vec<f64> {
     use crate::advantages::AdvantageEstimator as E;
+    // Rewards taken about the first one, so that rewards that all agree give exactly 0
+    // (as the kernel does): R − mean, Σ_{j≠i} R_j and the std are unchanged by the shift.
+    let shifted = |xs: &[f64]| -> Vec<f64> { xs.iter().map(|x| x - xs[0]).collect() };
     let stats = |xs: &[f64]| {
         let n = xs.len() as f64;
         let mean = xs.iter().sum::<f64>() / n;
@@ -369,16 +372,18 @@ pub fn advantages(
         if rewards.len() < 2 {
             return vec![0.0; rewards.len()];
         }
-        let (mean, std) = stats(rewards);
-        return rewards.iter().map(|r| (r - mean) / (std + 1e-6)).collect();
+        let d = shifted(rewards);
+        let (mean, std) = stats(&d);
+        return d.iter().map(|r| (r - mean) / (std + 1e-6)).collect();
     }
     rewards
         .chunks(group_size)
         .flat_map(|g| {
-            let (mean, std) = stats(g);
-            let sum: f64 = g.iter().sum();
+            let d = shifted(g);
+            let (mean, std) = stats(&d);
+            let sum: f64 = d.iter().sum();
             let n = g.len() as f64;
-            g.iter()
+            d.iter()
                 .map(|&r| match estimator {
                     _ if g.len() < 2 => 0.0,
                     E::Grpo => (r - mean) / (std + 1e-6),

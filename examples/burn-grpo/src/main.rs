@@ -150,7 +150,8 @@ fn check_gradient(
     logits: &Tensor<2>,
     grad: &Tensor<2>,
     tokens: &[u32],
-    adv: &[f32],
+    rewards: &[f32],
+    group: usize,
 ) -> Res<f64> {
     let to_f64 = |t: &Tensor<2>| -> Res<Vec<f64>> {
         let v = t.clone().inner().into_data().try_into_vec::<f32>()?;
@@ -158,7 +159,8 @@ fn check_gradient(
     };
     let (x, g) = (to_f64(logits)?, to_f64(grad)?);
     let mask = vec![1.0; tokens.len()];
-    let adv: Vec<f64> = adv.iter().map(|&a| f64::from(a)).collect();
+    let rewards: Vec<f64> = rewards.iter().map(|&r| f64::from(r)).collect();
+    let adv = reference::advantages(AdvantageEstimator::Grpo, &rewards, group);
     let want = reference::policy_loss(
         loss_fn.config(),
         &reference::Batch {
@@ -219,12 +221,13 @@ fn main() -> Res<()> {
     let (prompts_per_step, group) = (16usize, 16usize);
     let seqs = prompts_per_step * group;
     let rows = DIGITS * seqs;
-    // O(rows) buffers of ours: targets, mask, advantages, results. The [rows, V] logits
-    // and gradient stay Burn's.
+    // O(rows) buffers of ours: targets, mask, rewards, advantages, results. The
+    // [rows, V] logits and gradient stay Burn's.
     let usage = wgpu_policy_loss::wgpu::BufferUsages::STORAGE
         | wgpu_policy_loss::wgpu::BufferUsages::COPY_DST;
     let targets = ctx.buffer("targets", rows as u64 * 4, usage);
     let mask = ctx.upload("mask", bytemuck::cast_slice(&vec![1f32; rows]));
+    let reward_buf = ctx.buffer("rewards", seqs as u64 * 4, usage);
     let advantages = ctx.buffer("advantages", seqs as u64 * 4, usage);
     let out = LossBuffers::new(&ctx, rows as u32);
 
@@ -263,11 +266,10 @@ fn main() -> Res<()> {
         let mean = rewards.iter().sum::<f32>() / seqs as f32;
         curve.push(mean);
 
-        // GRPO advantages (on the device) and the sampled tokens: sequence s is rows
-        // DIGITS·s, DIGITS·s + 1, ….
-        let adv = ctx.advantages(AdvantageEstimator::Grpo, &rewards, group as u32)?;
+        // The rewards and the sampled tokens (sequence s is rows DIGITS·s, DIGITS·s + 1,
+        // …) go up; the GRPO advantages are computed on the device, in the loss's encoder.
         ctx.queue()
-            .write_buffer(&advantages, 0, bytemuck::cast_slice(&adv));
+            .write_buffer(&reward_buf, 0, bytemuck::cast_slice(&rewards));
         let tokens: Vec<u32> = (0..seqs)
             .flat_map(|s| digits.iter().map(move |d| d[s] as u32))
             .collect();
@@ -307,6 +309,14 @@ fn main() -> Res<()> {
             },
         );
         let gradient = Gradient::Into(GradView::like(g_buf.buffer(), DType::F32, &g_view));
+        ctx.record_advantages(
+            &mut encoder,
+            AdvantageEstimator::Grpo,
+            &F32View::new(&reward_buf),
+            seqs as u32,
+            group as u32,
+            &F32View::new(&advantages),
+        )?;
         loss_fn.record(&mut encoder, &inputs, gradient, &out.outputs())?;
         let metrics = ctx.read_f32s(encoder, &[&out.metrics], Metrics::LEN)?;
         let metrics = Metrics::from_slice(&metrics[0]);
@@ -322,7 +332,7 @@ fn main() -> Res<()> {
         if step == 1 {
             // Once: Burn reads back what the kernels wrote into its tensor, checked
             // against the f64 reference on the same logits.
-            let err = check_gradient(&loss_fn, &logits, &grad, &tokens, &adv)?;
+            let err = check_gradient(&loss_fn, &logits, &grad, &tokens, &rewards, group)?;
             let (l_at, g_at, one) = placement;
             let one = if one { " (the same buffer)" } else { "" };
             println!(
