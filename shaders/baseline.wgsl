@@ -38,7 +38,7 @@ fn full_index(row: u32, v: u32) -> u32 {
 
 @compute @workgroup_size(WG_SIZE)
 fn log_softmax(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, lanes: Lanes) {
-    let row = params.row_base + wid.x + wid.y * nwg.x;
+    let row = params.row_base + grid_index(wid, nwg);
     if (row >= params.row_end) {
         return;
     }
@@ -84,7 +84,7 @@ fn masked_mean(@builtin(local_invocation_index) lane: u32) {
 
 @compute @workgroup_size(WG_SIZE)
 fn scatter_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
-    let row = params.row_base + wid.x + wid.y * nwg.x;
+    let row = params.row_base + grid_index(wid, nwg);
     if (row >= params.row_end) {
         return;
     }
@@ -97,7 +97,7 @@ fn scatter_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
 
 @compute @workgroup_size(WG_SIZE)
 fn log_softmax_bwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
-    let row = params.row_base + wid.x + wid.y * nwg.x;
+    let row = params.row_base + grid_index(wid, nwg);
     if (row >= params.row_end) {
         return;
     }

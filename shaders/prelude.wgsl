@@ -39,6 +39,12 @@ fn lane_range(lane: u32, n: u32) -> LaneRange {
     return LaneRange(lane, n, WG_SIZE);
 }
 
+// The index of a workgroup in a dispatch over a 2-D grid (kernels/mod.rs's grid():
+// more rows than one dimension holds continue in y); one workgroup per row.
+fn grid_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return wid.x + wid.y * nwg.x;
+}
+
 // Where row r of a tensor starts, in elements of its bound window (view.rs's
 // RowLayout): rows are grouped in sequences of rows_per_seq rows.
 struct RowLayout {

@@ -33,7 +33,7 @@ fn row_stats(
     @builtin(num_workgroups) nwg: vec3<u32>,
     lanes: Lanes,
 ) {
-    let row = params.row_base + wid.x + wid.y * nwg.x;
+    let row = params.row_base + grid_index(wid, nwg);
     if (row >= params.row_end) {
         return;
     }

@@ -167,14 +167,12 @@ impl Workload {
     /// This library's forward + backward: loss, metrics, and the gradient in the logits'
     /// dtype into its own buffer.
     pub fn record_fused(&self, encoder: &mut wgpu::CommandEncoder) -> Result<()> {
-        let inputs = LossInputs {
-            logits: self.logits_view(),
-            targets: TargetsView::new(&self.targets),
-            mask: F32View::new(&self.mask),
-            advantages: Advantages::PerToken(F32View::new(&self.advantages)),
-            old_logprobs: None,
-            ref_logprobs: None,
-        };
+        let inputs = LossInputs::new(
+            self.logits_view(),
+            TargetsView::new(&self.targets),
+            F32View::new(&self.mask),
+            Advantages::PerToken(F32View::new(&self.advantages)),
+        );
         let grad = Gradient::Into(GradView::new(
             &self.grad,
             self.shape.dtype,

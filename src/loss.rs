@@ -45,6 +45,38 @@ pub struct LossInputs<'a> {
     pub ref_logprobs: Option<F32View<'a>>,
 }
 
+impl<'a> LossInputs<'a> {
+    /// On-policy inputs without a reference policy; add those with
+    /// [`LossInputs::with_old_logprobs`] and [`LossInputs::with_ref_logprobs`].
+    pub fn new(
+        logits: LogitsView<'a>,
+        targets: TargetsView<'a>,
+        mask: F32View<'a>,
+        advantages: Advantages<'a>,
+    ) -> Self {
+        LossInputs {
+            logits,
+            targets,
+            mask,
+            advantages,
+            old_logprobs: None,
+            ref_logprobs: None,
+        }
+    }
+
+    /// The behaviour policy's log-probs (one per row): `ppo_clip` and `gspo` off-policy.
+    pub fn with_old_logprobs(mut self, v: F32View<'a>) -> Self {
+        self.old_logprobs = Some(v);
+        self
+    }
+
+    /// The reference policy's log-probs (one per row), for the KL term.
+    pub fn with_ref_logprobs(mut self, v: F32View<'a>) -> Self {
+        self.ref_logprobs = Some(v);
+        self
+    }
+}
+
 /// A gradient buffer: rows of `vocab` values in `dtype`, dense unless strided.
 #[derive(Clone, Copy, Debug)]
 pub struct GradView<'a> {

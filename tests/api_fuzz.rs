@@ -2091,14 +2091,12 @@ fn empty_batch_writes_its_metrics() {
         let stale: Vec<f32> = (0..Metrics::LEN).map(|i| 7.0 + i as f32).collect();
         let metrics = storage(ctx, bytemuck::cast_slice(&stale));
         let loss = PolicyLoss::new(ctx, reinforce()).unwrap();
-        let inputs = LossInputs {
-            logits: LogitsView::new(&x, DType::F32, 0, 4),
-            targets: TargetsView::new(&y),
-            mask: F32View::new(&m),
-            advantages: Advantages::PerSequence(F32View::new(&a)),
-            old_logprobs: None,
-            ref_logprobs: None,
-        };
+        let inputs = LossInputs::new(
+            LogitsView::new(&x, DType::F32, 0, 4),
+            TargetsView::new(&y),
+            F32View::new(&m),
+            Advantages::PerSequence(F32View::new(&a)),
+        );
         let outputs = LossOutputs {
             metrics: F32View::new(&metrics),
             logprobs: None,
@@ -2155,14 +2153,12 @@ fn one_per_row_output_alone_is_written() {
         let mb = storage(ctx, bytemuck::cast_slice(&[1.0f32; 3]));
         let ab = storage(ctx, bytemuck::cast_slice(&[1.0f32]));
         let loss = PolicyLoss::new(ctx, reinforce()).unwrap();
-        let inputs = LossInputs {
-            logits: LogitsView::new(&xb, DType::F32, rows as u32, vocab as u32),
-            targets: TargetsView::new(&yb),
-            mask: F32View::new(&mb),
-            advantages: Advantages::PerSequence(F32View::new(&ab)),
-            old_logprobs: None,
-            ref_logprobs: None,
-        };
+        let inputs = LossInputs::new(
+            LogitsView::new(&xb, DType::F32, rows as u32, vocab as u32),
+            TargetsView::new(&yb),
+            F32View::new(&mb),
+            Advantages::PerSequence(F32View::new(&ab)),
+        );
         for logprobs_wanted in [true, false] {
             let out = wgpu_policy_loss::LossBuffers::new(ctx, rows as u32);
             // sentinel contents, so that an unwritten output shows
@@ -2213,14 +2209,12 @@ fn overlapping_gradient_rows_are_an_error() {
         let loss = PolicyLoss::new(ctx, reinforce()).unwrap();
         // two rows over the same 4 logits: fine to read
         let logits = LogitsView::new(&x, DType::F32, 2, 4).with_sequences(1, 0);
-        let inputs = LossInputs {
+        let inputs = LossInputs::new(
             logits,
-            targets: TargetsView::new(&y),
-            mask: F32View::new(&m),
-            advantages: Advantages::PerToken(F32View::new(&a)),
-            old_logprobs: None,
-            ref_logprobs: None,
-        };
+            TargetsView::new(&y),
+            F32View::new(&m),
+            Advantages::PerToken(F32View::new(&a)),
+        );
         for gradient in [
             Gradient::Into(GradView::like(&g, DType::F32, &logits)),
             Gradient::InPlace,

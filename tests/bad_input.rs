@@ -39,14 +39,12 @@ fn dev(ctx: &Context, ids: &[u32]) -> Dev {
 }
 
 fn inputs(d: &Dev) -> LossInputs<'_> {
-    LossInputs {
-        logits: LogitsView::new(&d.x, DType::F32, ROWS, V),
-        targets: TargetsView::new(&d.y),
-        mask: F32View::new(&d.m),
-        advantages: Advantages::PerSequence(F32View::new(&d.a)),
-        old_logprobs: None,
-        ref_logprobs: None,
-    }
+    LossInputs::new(
+        LogitsView::new(&d.x, DType::F32, ROWS, V),
+        TargetsView::new(&d.y),
+        F32View::new(&d.m),
+        Advantages::PerSequence(F32View::new(&d.a)),
+    )
 }
 
 fn record(

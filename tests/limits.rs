@@ -79,6 +79,44 @@ fn chunked_loss_equals_unchunked_bitwise() {
     }
 }
 
+/// The default loss over `[rows, vocab]` logits with the gradient in their own buffer:
+/// over them, or (`beside`) right after them; returns the buffer as it ends up.
+fn gradient_in_logits_buffer(
+    ctx: &Context,
+    logits: &Logits,
+    dtype: DType,
+    vocab: u32,
+    targets: &[u32],
+    beside: bool,
+) -> wgpu_policy_loss::Result<Vec<u8>> {
+    use wgpu_policy_loss::{Advantages, F32View, GradView, LossBuffers, LossInputs, PolicyLoss};
+    let rows = targets.len() as u32;
+    let n = logits.bytes().len();
+    let mut bytes = logits.bytes().to_vec();
+    if beside {
+        bytes.resize(2 * n, 0);
+    }
+    let xb = ctx.upload("logits", &bytes);
+    let yb = ctx.upload("y", bytemuck::cast_slice(targets));
+    let mb = ctx.upload("m", bytemuck::cast_slice(&vec![1.0f32; rows as usize]));
+    let ab = ctx.upload("a", bytemuck::cast_slice(&[0.7f32]));
+    let out = LossBuffers::new(ctx, rows);
+    let view = LogitsView::new(&xb, dtype, rows, vocab);
+    let advantages = Advantages::PerSequence(F32View::new(&ab));
+    let inputs = LossInputs::new(view, TargetsView::new(&yb), F32View::new(&mb), advantages);
+    let gradient = if beside {
+        let mut g = GradView::like(&xb, dtype, &view);
+        g.layout.offset = (rows * vocab) as u64;
+        Gradient::Into(g)
+    } else {
+        Gradient::InPlace
+    };
+    let loss = PolicyLoss::new(ctx, LossConfig::default())?;
+    let mut enc = ctx.device().create_command_encoder(&Default::default());
+    loss.record(&mut enc, &inputs, gradient, &out.outputs())?;
+    Ok(ctx.read_back(enc, &[(&xb, bytes.len() as u64)])?.remove(0))
+}
+
 #[test]
 fn chunked_in_place_and_row_stats_equal_unchunked() {
     let (rows, vocab) = (300u32, 2049u32); // odd V: 16-bit rows share words at edges
@@ -94,29 +132,7 @@ fn chunked_in_place_and_row_stats_equal_unchunked() {
             assert_eq!(bits(&a), bits(&b), "{} {dtype}: row_stats", name(&full));
             // the loss with the gradient written over the logits
             let run = |ctx: &Context| {
-                let xb = ctx.upload("x", logits.bytes());
-                let yb = ctx.upload("y", bytemuck::cast_slice(&targets));
-                let mask = vec![1.0f32; rows as usize];
-                let mb = ctx.upload("m", bytemuck::cast_slice(&mask));
-                let ab = ctx.upload("a", bytemuck::cast_slice(&[0.7f32]));
-                let out = wgpu_policy_loss::LossBuffers::new(ctx, rows);
-                let inputs = wgpu_policy_loss::LossInputs {
-                    logits: LogitsView::new(&xb, dtype, rows, vocab),
-                    targets: TargetsView::new(&yb),
-                    mask: wgpu_policy_loss::F32View::new(&mb),
-                    advantages: wgpu_policy_loss::Advantages::PerSequence(
-                        wgpu_policy_loss::F32View::new(&ab),
-                    ),
-                    old_logprobs: None,
-                    ref_logprobs: None,
-                };
-                let loss = wgpu_policy_loss::PolicyLoss::new(ctx, LossConfig::default()).unwrap();
-                let mut enc = ctx.device().create_command_encoder(&Default::default());
-                loss.record(&mut enc, &inputs, Gradient::InPlace, &out.outputs())
-                    .unwrap();
-                ctx.read_back(enc, &[(&xb, logits.bytes().len() as u64)])
-                    .unwrap()
-                    .remove(0)
+                gradient_in_logits_buffer(ctx, &logits, dtype, vocab, &targets, false).unwrap()
             };
             assert_eq!(run(&full), run(&small), "{} {dtype}: in place", name(&full));
         }
@@ -134,31 +150,7 @@ fn gradient_beside_the_logits_chunked_by_the_grid() {
     let x = random_logits(34, (rows * vocab) as usize, 3.0);
     let targets = random_targets(34, rows as usize, vocab);
     let run = |ctx: &Context, logits: &Logits, dtype: DType| {
-        let n = logits.bytes().len();
-        let mut both = logits.bytes().to_vec();
-        both.resize(2 * n, 0);
-        let xb = ctx.upload("logits and gradient", &both);
-        let yb = ctx.upload("y", bytemuck::cast_slice(&targets));
-        let mb = ctx.upload("m", bytemuck::cast_slice(&vec![1.0f32; rows as usize]));
-        let ab = ctx.upload("a", bytemuck::cast_slice(&[0.7f32]));
-        let out = wgpu_policy_loss::LossBuffers::new(ctx, rows);
-        let view = LogitsView::new(&xb, dtype, rows, vocab);
-        let inputs = wgpu_policy_loss::LossInputs {
-            logits: view,
-            targets: TargetsView::new(&yb),
-            mask: wgpu_policy_loss::F32View::new(&mb),
-            advantages: wgpu_policy_loss::Advantages::PerSequence(wgpu_policy_loss::F32View::new(
-                &ab,
-            )),
-            old_logprobs: None,
-            ref_logprobs: None,
-        };
-        let mut g = wgpu_policy_loss::GradView::like(&xb, dtype, &view);
-        g.layout.offset = (rows * vocab) as u64;
-        let loss = wgpu_policy_loss::PolicyLoss::new(ctx, LossConfig::default()).unwrap();
-        let mut enc = ctx.device().create_command_encoder(&Default::default());
-        loss.record(&mut enc, &inputs, Gradient::Into(g), &out.outputs())?;
-        Ok::<_, wgpu_policy_loss::Error>(ctx.read_back(enc, &[(&xb, 2 * n as u64)])?.remove(0))
+        gradient_in_logits_buffer(ctx, logits, dtype, vocab, &targets, true)
     };
     for (full, small) in pairs() {
         for dtype in DType::ALL {

@@ -35,14 +35,12 @@ fn measure(
     .unwrap();
     let logits =
         LogitsView::new(&x, DType::Bf16, rows, vocab).with_sequences(16, 16 * vocab as u64);
-    let inputs = LossInputs {
+    let inputs = LossInputs::new(
         logits,
-        targets: TargetsView::new(&y),
-        mask: F32View::new(&m),
-        advantages: Advantages::PerToken(F32View::new(&a)),
-        old_logprobs: None,
-        ref_logprobs: None,
-    };
+        TargetsView::new(&y),
+        F32View::new(&m),
+        Advantages::PerToken(F32View::new(&a)),
+    );
     let gradient = if in_place {
         Gradient::InPlace
     } else {

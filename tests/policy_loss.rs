@@ -8,18 +8,8 @@ use common::*;
 use wgpu_policy_loss::{DType, KlEstimator, LossAggMode, LossConfig, PolicyLossMode};
 
 fn cfg(mode: PolicyLossMode, agg: LossAggMode, kl: KlEstimator, extra: usize) -> LossConfig {
-    let (tau, beta, gamma, dual) = [(1.0, 0.0, 0.0, None), (0.7, 0.2, 0.03, Some(3.0))][extra];
-    LossConfig {
-        mode,
-        loss_agg_mode: agg,
-        kl_loss_type: kl,
-        kl_coef: beta,
-        entropy_coeff: gamma,
-        temperature: tau,
-        clip_ratio_c: dual,
-        clip_ratio_high: 0.28,
-        ..LossConfig::default()
-    }
+    let extras = [(1.0, 0.0, 0.0, None), (0.7, 0.2, 0.03, Some(3.0))][extra];
+    loss_config(mode, agg, kl, extras)
 }
 
 #[test]
@@ -207,14 +197,14 @@ fn run_one_buffer(
     let loss = PolicyLoss::new(ctx, *c).unwrap();
     let view = LogitsView::new(&x, dtype, rows, case.vocab)
         .with_sequences(case.rows_per_seq, (case.rows_per_seq * case.vocab) as u64);
-    let inputs = LossInputs {
-        logits: view.with_byte_offset(x_at * elem).unwrap(),
-        targets: TargetsView::new(&y),
-        mask: F32View::new(&m),
-        advantages: Advantages::PerSequence(F32View::new(&a)),
-        old_logprobs: Some(F32View::new(&old)),
-        ref_logprobs: Some(F32View::new(&rf)),
-    };
+    let inputs = LossInputs::new(
+        view.with_byte_offset(x_at * elem).unwrap(),
+        TargetsView::new(&y),
+        F32View::new(&m),
+        Advantages::PerSequence(F32View::new(&a)),
+    )
+    .with_old_logprobs(F32View::new(&old))
+    .with_ref_logprobs(F32View::new(&rf));
     let gradient = match place {
         Place::Over => Gradient::InPlace,
         _ => {
@@ -504,14 +494,12 @@ fn shifted_view_with_gradient_like_logits() {
         let sentinel = vec![7.0f32; x.len()];
         let gb = ctx.upload("g", bytemuck::cast_slice(&sentinel));
         let logits = LogitsView::shifted(&xb, DType::F32, b, s, v);
-        let inputs = LossInputs {
+        let inputs = LossInputs::new(
             logits,
-            targets: TargetsView::shifted(&yb, s),
-            mask: F32View::new(&mb),
-            advantages: Advantages::PerSequence(F32View::new(&ab)),
-            old_logprobs: None,
-            ref_logprobs: None,
-        };
+            TargetsView::shifted(&yb, s),
+            F32View::new(&mb),
+            Advantages::PerSequence(F32View::new(&ab)),
+        );
         let (metrics, got) = record_and_read(
             ctx,
             c,
@@ -632,14 +620,12 @@ fn padded_rows(vocab: u32) {
         let a = ctx.upload("a", bytemuck::cast_slice(&adv));
         let g = ctx.upload("g", bytemuck::cast_slice(&vec![7.0f32; padded.len()]));
         let logits = LogitsView::new(&x, DType::F32, rows, vocab).with_row_stride(stride);
-        let inputs = LossInputs {
+        let inputs = LossInputs::new(
             logits,
-            targets: TargetsView::new(&y),
-            mask: F32View::new(&m),
-            advantages: Advantages::PerToken(F32View::new(&a)),
-            old_logprobs: None,
-            ref_logprobs: None,
-        };
+            TargetsView::new(&y),
+            F32View::new(&m),
+            Advantages::PerToken(F32View::new(&a)),
+        );
         let (metrics, got) = record_and_read(
             ctx,
             c,

@@ -1,6 +1,8 @@
 //! The CPU reference itself, on cases with closed forms, so that the GPU tests compare
 //! against something known to be right.
 
+mod common;
+
 use wgpu_policy_loss::reference::{row_stats, row_stats_batch};
 
 fn near(a: f64, b: f64) -> bool {
@@ -177,22 +179,12 @@ mod gradient {
         for mode in PolicyLossMode::ALL {
             for agg in LossAggMode::ALL {
                 for kl in KlEstimator::ALL {
-                    for (tau, beta, gamma, dual) in [
+                    for extras in [
                         (1.0, 0.0, 0.0, None),
                         (0.7, 0.3, 0.05, None),
                         (1.3, 0.1, 0.02, Some(3.0)),
                     ] {
-                        let cfg = LossConfig {
-                            mode,
-                            loss_agg_mode: agg,
-                            kl_loss_type: kl,
-                            kl_coef: beta,
-                            entropy_coeff: gamma,
-                            temperature: tau,
-                            clip_ratio_c: dual,
-                            clip_ratio_high: 0.28,
-                            ..LossConfig::default()
-                        };
+                        let cfg = super::common::loss_config(mode, agg, kl, extras);
                         for seed in [1u64, 2] {
                             let d = data(seed);
                             check(&cfg, &d, false);

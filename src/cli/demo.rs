@@ -197,14 +197,12 @@ pub fn train(
     // one sequence of L rows per answer, one advantage per answer
     let logits_view =
         LogitsView::new(&logits, DType::F32, rows, V).with_sequences(L, (L * V) as u64);
-    let inputs = LossInputs {
-        logits: logits_view,
-        targets: TargetsView::new(&tokens),
-        mask: F32View::new(&mask),
-        advantages: Advantages::PerSequence(F32View::new(&advantages)),
-        old_logprobs: None,
-        ref_logprobs: None,
-    };
+    let inputs = LossInputs::new(
+        logits_view,
+        TargetsView::new(&tokens),
+        F32View::new(&mask),
+        Advantages::PerSequence(F32View::new(&advantages)),
+    );
     let run = |encoder: &mut wgpu::CommandEncoder,
                list: &[(wgpu::ComputePipeline, wgpu::BindGroup, u32)]| {
         for (p, bg, groups) in list {

@@ -8,7 +8,9 @@ use std::sync::OnceLock;
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 use wgpu_policy_loss::half::{bf16, f16};
-use wgpu_policy_loss::{Context, DType, Paths};
+use wgpu_policy_loss::{
+    Context, DType, KlEstimator, LossAggMode, LossConfig, Paths, PolicyLossMode,
+};
 
 /// Every adapter found, on the paths it has and, where those differ, on the fallback.
 /// No adapter is a loud failure: a GPU test suite that runs nothing must not pass.
@@ -469,4 +471,25 @@ pub fn record_and_read(
     let mut got = ctx.read_back(enc, &list).unwrap();
     let metrics = Metrics::from_slice(&bytemuck::pod_collect_to_vec::<u8, f32>(&got.remove(0)));
     (metrics, got)
+}
+
+/// A configuration on the axes the tests sweep: `extras` = (temperature τ, KL coefficient
+/// β, entropy coefficient γ, dual-clip c), with an asymmetric clip (ε_high = 0.28).
+pub fn loss_config(
+    mode: PolicyLossMode,
+    agg: LossAggMode,
+    kl: KlEstimator,
+    (tau, beta, gamma, dual): (f32, f32, f32, Option<f32>),
+) -> LossConfig {
+    LossConfig {
+        mode,
+        loss_agg_mode: agg,
+        kl_loss_type: kl,
+        kl_coef: beta,
+        entropy_coeff: gamma,
+        temperature: tau,
+        clip_ratio_c: dual,
+        clip_ratio_high: 0.28,
+        ..LossConfig::default()
+    }
 }

@@ -295,14 +295,12 @@ fn main() -> Res<()> {
         let g_view = g_buf
             .logits_view()?
             .with_sequences(DIGITS as u32, (DIGITS * V) as u64);
-        let inputs = LossInputs {
-            logits: view,
-            targets: TargetsView::new(&targets),
-            mask: F32View::new(&mask),
-            advantages: Advantages::PerSequence(F32View::new(&advantages)),
-            old_logprobs: None,
-            ref_logprobs: None,
-        };
+        let inputs = LossInputs::new(
+            view,
+            TargetsView::new(&targets),
+            F32View::new(&mask),
+            Advantages::PerSequence(F32View::new(&advantages)),
+        );
         let mut encoder = ctx.device().create_command_encoder(
             &wgpu_policy_loss::wgpu::CommandEncoderDescriptor {
                 label: Some("policy loss"),
