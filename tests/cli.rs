@@ -175,6 +175,61 @@ fn demo_is_the_default_learns_and_is_deterministic() {
     assert_ne!(run("7"), run("8"), "the seed changes nothing");
 }
 
+/// The first mean reward of a demo run's summary line.
+fn first_reward(stdout: &str) -> f32 {
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("mean reward"))
+        .expect("no summary line");
+    let before = line.split(" at step 1").next().unwrap();
+    before.split_whitespace().last().unwrap().parse().unwrap()
+}
+
+#[test]
+fn demo_learns_in_every_loss_mode_and_names_bad_flags() {
+    let dir = std::env::temp_dir().join(format!("wgpu-policy-loss-modes-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for mode in ["reinforce", "ppo_clip", "gspo"] {
+        let out = bin()
+            .args([
+                "demo",
+                "--quiet",
+                "--steps",
+                "60",
+                "--group-size",
+                "8",
+                "--lr",
+                "0.02",
+            ])
+            .args(["--mode", mode, "--plot"])
+            .arg(dir.join(format!("{mode}.svg")))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(out.status.success(), "{mode}: {text}");
+        let (first, last) = (first_reward(&text), final_reward(&text));
+        assert!(last > first + 0.3, "{mode}: reward {first} -> {last}");
+    }
+    for (flags, named) in [
+        (&["--steps", "0"][..], "--steps"),
+        (&["--group-size", "1"], "--group-size"),
+        (&["--lr=-1"], "--lr"),
+        (&["--lr=nan"], "--lr"),
+        (&["--entropy-coeff=-0.5"], "--entropy-coeff"),
+        (&["--mode", "ppo"], "--mode"),
+    ] {
+        let out = bin()
+            .current_dir(&dir)
+            .args(["demo", "--quiet"])
+            .args(flags)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{flags:?} accepted");
+        assert!(err.contains(named), "{flags:?}: {err}");
+    }
+}
+
 #[test]
 fn info_fails_without_an_adapter() {
     let out = without_adapter("info");

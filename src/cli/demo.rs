@@ -69,14 +69,41 @@ struct Params {
     eps: f32,
 }
 
+impl DemoArgs {
+    /// Flags that would train nothing, or something other than asked, are errors
+    /// naming the flag.
+    fn validate(&self) -> Result<(), String> {
+        if self.steps == 0 {
+            return Err("--steps: must be at least 1".into());
+        }
+        if self.group_size < 2 {
+            return Err(format!(
+                "--group-size: must be at least 2 (GRPO compares answers within a group), got {}",
+                self.group_size
+            ));
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return Err(format!("--lr: must be finite and > 0, got {}", self.lr));
+        }
+        if !(self.entropy_coeff.is_finite() && self.entropy_coeff >= 0.0) {
+            return Err(format!(
+                "--entropy-coeff: must be finite and >= 0, got {}",
+                self.entropy_coeff
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// The mean reward of every step.
 pub fn train(
     ctx: &Context,
     args: &DemoArgs,
     mut on_step: impl FnMut(u32, f32),
 ) -> Result<Vec<f32>, Box<dyn std::error::Error>> {
+    args.validate()?;
     let device = ctx.device();
-    let g = args.group_size.max(2);
+    let g = args.group_size;
     let prompts: Vec<[u32; 2]> = (0..A * A)
         .flat_map(|p| std::iter::repeat_n([p / A, p % A], g as usize))
         .collect();
@@ -286,6 +313,7 @@ fn plot(path: &std::path::Path, curve: &[f32]) -> Result<(), Box<dyn std::error:
 }
 
 pub fn run(args: &DemoArgs) -> CliResult {
+    args.validate()?;
     let ctx = super::eval::context(args.adapter.as_deref())?;
     println!(
         "demo: GRPO on \"a+b=\" (a, b < {A}, answered in {L} digits), {} answers per prompt, {} steps, {:?}, on {}",
