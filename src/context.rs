@@ -46,6 +46,8 @@ pub struct Context {
     device: wgpu::Device,
     queue: wgpu::Queue,
     info: wgpu::AdapterInfo,
+    /// The adapter the device was opened on, when we opened it.
+    adapter: Option<wgpu::Adapter>,
     available: Paths,
     paths: Paths,
     pipelines: Arc<Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>>,
@@ -87,6 +89,61 @@ pub fn instance() -> wgpu::Instance {
 /// Every adapter of every backend `WGPU_BACKEND` allows (all of them by default).
 pub fn adapters() -> Vec<wgpu::Adapter> {
     pollster::block_on(instance().enumerate_adapters(wgpu::Backends::all()))
+}
+
+/// Set to `1` to make every adapter that refuses a device an error for
+/// [`Context::open_all`] (and so for `check`, `bench` and the tests), instead of a
+/// reported skip.
+pub const STRICT_ENV: &str = "WGPU_POLICY_LOSS_STRICT";
+
+/// For testing the skip: a device request on every adapter whose "name (Backend)"
+/// contains this value (case-insensitive) fails as a real refusal would.
+pub const FAIL_DEVICE_ENV: &str = "WGPU_POLICY_LOSS_FAIL_DEVICE";
+
+fn strict() -> bool {
+    std::env::var(STRICT_ENV).is_ok_and(|v| !matches!(v.trim(), "" | "0" | "false"))
+}
+
+/// The value of [`FAIL_DEVICE_ENV`] when it selects this adapter.
+fn refused_by_env(info: &wgpu::AdapterInfo) -> Option<String> {
+    let pattern = std::env::var(FAIL_DEVICE_ENV).ok()?;
+    (!pattern.is_empty()
+        && describe_info(info)
+            .to_lowercase()
+            .contains(&pattern.to_lowercase()))
+    .then_some(pattern)
+}
+
+/// "name (Backend)": how adapters are named in messages, tables and `--adapter`.
+pub fn describe_info(info: &wgpu::AdapterInfo) -> String {
+    format!("{} ({:?})", info.name, info.backend)
+}
+
+/// An adapter that is listed but did not open a device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unavailable {
+    /// "name (Backend)".
+    pub adapter: String,
+    /// What the driver (or wgpu) said.
+    pub reason: String,
+}
+
+impl std::fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: unavailable, could not open a device: {}",
+            self.adapter, self.reason
+        )
+    }
+}
+
+/// Every adapter found: a context for each one that opened a device, and the ones
+/// that refused ([`Context::open_all`]).
+#[derive(Debug, Default)]
+pub struct OpenAdapters {
+    pub contexts: Vec<Context>,
+    pub unavailable: Vec<Unavailable>,
 }
 
 /// What the library would use on an adapter; reported by `info`.
@@ -131,10 +188,7 @@ impl Context {
         let all = adapters();
         // "name (Backend)": a substring of either picks an adapter (llvmpipe has one on
         // Vulkan and one on GL, both named llvmpipe)
-        let label = |a: &wgpu::Adapter| {
-            let info = a.get_info();
-            format!("{} ({:?})", info.name, info.backend)
-        };
+        let label = |a: &wgpu::Adapter| describe_info(&a.get_info());
         let names: Vec<String> = all.iter().map(label).collect();
         all.into_iter()
             .find(|a| label(a).to_lowercase().contains(&want))
@@ -151,9 +205,52 @@ impl Context {
     }
 
     /// A context for every adapter found. An adapter that refuses a device gives an `Err`
-    /// in its place rather than being skipped.
+    /// in its place rather than being skipped; [`Context::open_all`] sorts them out.
     pub fn all() -> Vec<Result<Self>> {
         adapters().iter().map(Self::from_adapter).collect()
+    }
+
+    /// Opens a device on every adapter found. An adapter that is listed but refuses a
+    /// device (a GL adapter of a headless NVIDIA driver answers "Parent device is lost")
+    /// is set aside in [`OpenAdapters::unavailable`], named, with the reason, so that the
+    /// others still run. `Err` when no adapter opens, or, in strict mode
+    /// (`WGPU_POLICY_LOSS_STRICT=1`), when any adapter refuses.
+    pub fn open_all() -> Result<OpenAdapters> {
+        let mut open = OpenAdapters::default();
+        for adapter in adapters() {
+            match Self::from_adapter(&adapter) {
+                Ok(ctx) => open.contexts.push(ctx),
+                Err(e) => open.unavailable.push(Unavailable {
+                    adapter: describe_info(&adapter.get_info()),
+                    reason: match e {
+                        Error::RequestDevice { reason, .. } => reason,
+                        other => other.to_string(),
+                    },
+                }),
+            }
+        }
+        if let (true, Some(u)) = (strict(), open.unavailable.first()) {
+            return Err(Error::RequestDevice {
+                adapter: u.adapter.clone(),
+                reason: format!(
+                    "{} ({STRICT_ENV} is set: every adapter must open)",
+                    u.reason
+                ),
+            });
+        }
+        if open.contexts.is_empty() {
+            let why = open
+                .unavailable
+                .iter()
+                .map(|u| format!("`{}` refused a device: {}", u.adapter, u.reason))
+                .collect::<Vec<_>>();
+            return Err(Error::NoAdapter(if why.is_empty() {
+                String::new()
+            } else {
+                format!(" that opens a device ({})", why.join("; "))
+            }));
+        }
+        Ok(open)
     }
 
     /// Opens a device on `adapter` with the features this library can use (f16,
@@ -166,6 +263,16 @@ impl Context {
     /// chunking on a small device).
     pub fn from_adapter_with_limits(adapter: &wgpu::Adapter, limits: wgpu::Limits) -> Result<Self> {
         let info = adapter.get_info();
+        if let Some(pattern) = refused_by_env(&info) {
+            return Err(Error::RequestDevice {
+                adapter: info.name.clone(),
+                reason: format!(
+                    "refused on purpose: {FAIL_DEVICE_ENV}={pattern} matches `{}` (a \
+                     simulated refusal, for testing)",
+                    describe_info(&info)
+                ),
+            });
+        }
         // f16 and subgroups for the kernels; timestamps for the benchmarks' GPU times
         let wanted = wgpu::Features::SHADER_F16
             | wgpu::Features::SUBGROUP
@@ -188,7 +295,8 @@ impl Context {
         device.on_uncaptured_error(Arc::new(|e: wgpu::Error| {
             eprintln!("wgpu-policy-loss: uncaptured wgpu error: {e}");
         }));
-        let ctx = Self::from_wgpu(device, queue);
+        let mut ctx = Self::from_wgpu(device, queue);
+        ctx.adapter = Some(adapter.clone());
         // A lost device turns every later call into an `Err` (only on devices we opened:
         // a caller's device keeps the caller's own callback).
         let stats = ctx.stats.clone();
@@ -209,6 +317,7 @@ impl Context {
             device,
             queue,
             info,
+            adapter: None,
             available,
             paths: available,
             pipelines: Arc::default(),
@@ -239,6 +348,13 @@ impl Context {
         &self.info
     }
 
+    /// The adapter this context opened its device on (`None` for a caller's device
+    /// wrapped by [`Context::from_wgpu`]): e.g. to open another device on it with other
+    /// limits.
+    pub fn adapter(&self) -> Option<&wgpu::Adapter> {
+        self.adapter.as_ref()
+    }
+
     /// Whether the row kernels give each lane a contiguous block of a row rather than a
     /// stride: what a CPU rasteriser (lavapipe, llvmpipe) wants; GPUs want the stride.
     pub fn lane_blocks(&self) -> bool {
@@ -257,7 +373,7 @@ impl Context {
 
     /// "name (backend)", for messages and tables.
     pub fn describe(&self) -> String {
-        format!("{} ({:?})", self.info.name, self.info.backend)
+        describe_info(&self.info)
     }
 
     /// Buffers the library has created on this device so far.

@@ -19,7 +19,10 @@ mod view;
 
 pub use advantages::AdvantageEstimator;
 pub use config::{KlEstimator, LossAggMode, LossConfig, PolicyLossMode};
-pub use context::{adapters, available_paths, instance, Allocations, Context, Paths};
+pub use context::{
+    adapters, available_paths, describe_info, instance, Allocations, Context, OpenAdapters, Paths,
+    Unavailable, FAIL_DEVICE_ENV, STRICT_ENV,
+};
 pub use error::{Error, Result};
 pub use host::{check_targets, HostBatch, HostGrad, HostLogits, HostLoss, RowStatsHost};
 pub use kernels::row_stats::{RowStatsBuffers, RowStatsOutputs};

@@ -383,12 +383,8 @@ fn outputs_sharing_an_input_buffer_are_rejected() {
 /// A buffer of another device: wgpu's validation error, caught by an error scope.
 #[test]
 fn wgpu_validation_errors_become_err() {
-    let adapter = wgpu_policy_loss::adapters()
-        .into_iter()
-        .next()
-        .expect("no GPU adapter found");
-    let ctx = Context::from_adapter(&adapter).unwrap();
-    let other = Context::from_adapter(&adapter).unwrap();
+    let ctx = opened().remove(0);
+    let other = Context::from_adapter(ctx.adapter().unwrap()).unwrap();
     let d = dev(&ctx, &[1; 6]);
     let foreign = other.upload("y", bytemuck::cast_slice(&[1u32; 6]));
     let mut inp = inputs(&d);
@@ -404,11 +400,8 @@ fn wgpu_validation_errors_become_err() {
 
 #[test]
 fn a_lost_device_is_an_err() {
-    let adapter = wgpu_policy_loss::adapters()
-        .into_iter()
-        .next()
-        .expect("no GPU adapter found");
-    let ctx = Context::from_adapter(&adapter).unwrap();
+    // a device of its own, destroyed below
+    let ctx = opened().remove(0);
     let x = vec![0.5f32; 20];
     assert!(ctx.row_stats(HostLogits::F32(&x), 10, &[0, 1], 1.0).is_ok());
     ctx.device().destroy();

@@ -101,7 +101,8 @@ fn bench_prints_a_table_and_json() {
     assert!(out.status.success());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let rows = v.as_array().unwrap();
-    assert_eq!(rows.len(), wgpu_policy_loss::adapters().len());
+    let open = wgpu_policy_loss::Context::open_all().unwrap();
+    assert_eq!(rows.len(), open.contexts.len());
     for r in rows {
         assert_eq!(r["dtype"], "f16");
         assert!(r["fused_ms"].as_f64().unwrap() > 0.0);
@@ -133,6 +134,95 @@ fn check_passes_on_every_adapter() {
     assert!(text.contains("fallback") && text.contains("bf16"), "{text}");
     let out = without_adapter("check");
     assert!(!out.status.success(), "check passed with no adapter");
+}
+
+/// An adapter whose "name (Backend)" names no other adapter, for refusing it alone.
+fn lone_adapter() -> Option<String> {
+    let labels: Vec<String> = wgpu_policy_loss::adapters()
+        .iter()
+        .map(|a| wgpu_policy_loss::describe_info(&a.get_info()))
+        .collect();
+    let matches = |l: &String| {
+        labels
+            .iter()
+            .filter(|o| o.to_lowercase().contains(&l.to_lowercase()))
+            .count()
+    };
+    (labels.len() > 1)
+        .then(|| labels.iter().find(|l| matches(l) == 1).cloned())
+        .flatten()
+}
+
+/// A listed adapter that refuses a device (simulated here, as NVIDIA's headless GL
+/// adapter does for real): `info` says so on its entry, `check` prints a row saying it
+/// is unavailable and why and passes on the others, `bench` skips it on stderr, and
+/// strict mode makes the refusal an error.
+#[test]
+fn an_adapter_that_cannot_open_a_device_is_reported_and_skipped() {
+    use wgpu_policy_loss::{FAIL_DEVICE_ENV, STRICT_ENV};
+    let Some(label) = lone_adapter() else {
+        eprintln!("fewer than two distinguishable adapters: nothing to skip here");
+        return;
+    };
+    let run = |args: &[&str], strict: bool| {
+        let mut cmd = bin();
+        cmd.args(args)
+            .env(FAIL_DEVICE_ENV, &label)
+            .env_remove(STRICT_ENV);
+        if strict {
+            cmd.env(STRICT_ENV, "1");
+        }
+        let out = cmd.output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    };
+    let (name, backend) = label.rsplit_once(" (").unwrap();
+    let backend = backend.trim_end_matches(')');
+
+    let (ok, text) = run(&["info"], false);
+    assert!(ok, "{text}");
+    let entry = text
+        .split("adapter ")
+        .find(|e| e.contains(name) && e.contains(backend) && e.contains("UNAVAILABLE"))
+        .unwrap_or_else(|| panic!("no unavailable entry for {label}:\n{text}"));
+    assert!(entry.contains("refused on purpose"), "{entry}");
+    assert!(text.contains("device:             opens"), "{text}");
+
+    let (ok, text) = run(&["check"], false);
+    assert!(ok, "one refusing adapter failed check:\n{text}");
+    let row = text
+        .lines()
+        .find(|l| l.starts_with(&label))
+        .unwrap_or_else(|| panic!("no row for {label}:\n{text}"));
+    assert!(row.contains("unavailable: refused on purpose"), "{row}");
+    assert!(text.contains("all checks passed on the"), "{text}");
+    assert!(
+        text.lines().any(|l| l.contains(" ok")),
+        "nothing ran:\n{text}"
+    );
+
+    let (ok, text) = run(&["check"], true);
+    assert!(
+        !ok && text.contains(STRICT_ENV) && text.contains(name),
+        "{text}"
+    );
+
+    let shape = [
+        "bench",
+        "--json",
+        "--shape",
+        "8x100",
+        "--samples",
+        "1",
+        "--seconds",
+        "0",
+    ];
+    let (ok, text) = run(&shape, false);
+    assert!(
+        ok && text.contains(&format!("bench: skipped {label}")),
+        "{text}"
+    );
 }
 
 /// The final mean reward of a demo run's summary line.

@@ -6,8 +6,8 @@ mod common;
 
 use common::*;
 use wgpu_policy_loss::{
-    adapters, Context, DType, Gradient, HostLogits, KlEstimator, LogitsView, LossAggMode,
-    LossConfig, Paths, PolicyLossMode, TargetsView,
+    Context, DType, Gradient, HostLogits, KlEstimator, LogitsView, LossAggMode, LossConfig, Paths,
+    PolicyLossMode, TargetsView,
 };
 
 const SMALL_BINDING: u64 = 1 << 20;
@@ -15,11 +15,10 @@ const SMALL_BINDING: u64 = 1 << 20;
 /// Every adapter twice: with its own limits, and with a 1 MiB storage binding and a
 /// 16 × 16 dispatch grid, so that chunking runs on lavapipe too.
 fn pairs() -> Vec<(Context, Context)> {
-    let all = adapters();
-    assert!(!all.is_empty(), "no GPU adapter found");
-    all.iter()
-        .map(|a| {
-            let full = Context::from_adapter(a).unwrap();
+    opened()
+        .into_iter()
+        .map(|full| {
+            let a = full.adapter().expect("opened on an adapter");
             let small = Context::from_adapter_with_limits(
                 a,
                 wgpu_policy_loss::wgpu::Limits {
@@ -28,7 +27,7 @@ fn pairs() -> Vec<(Context, Context)> {
                     ..a.limits()
                 },
             )
-            .unwrap();
+            .unwrap_or_else(|e| panic!("{}: {e}", name(&full)));
             (full, small)
         })
         .flat_map(|(full, small)| {

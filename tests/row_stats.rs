@@ -6,7 +6,7 @@ mod common;
 use common::*;
 use proptest::prelude::*;
 use wgpu_policy_loss::reference;
-use wgpu_policy_loss::{Context, DType, LogitsView, RowStatsHost, TargetsView};
+use wgpu_policy_loss::{Context, DType, LogitsView, Paths, RowStatsHost, TargetsView};
 
 /// Checks `got` row by row against the reference on the exact stored values `x`.
 fn compare(
@@ -453,17 +453,25 @@ proptest! {
     }
 }
 
-/// Pipelines are built once per device and path, then reused.
+/// Pipelines are built once per device and path, then reused. On fresh devices: the
+/// shared `contexts()` build pipelines in every test that runs beside this one.
 #[test]
 fn pipelines_are_cached() {
-    for ctx in contexts() {
-        let x = vec![0.25f32; 4 * 9];
-        let h = wgpu_policy_loss::HostLogits::F32(&x);
-        ctx.row_stats(h, 9, &[0, 1, 2, 3], 1.0).unwrap();
-        let built = ctx.pipeline_count();
-        for _ in 0..3 {
-            ctx.row_stats(h, 9, &[0, 1, 2, 3], 0.5).unwrap();
+    let x = vec![0.25f32; 4 * 9];
+    let h = wgpu_policy_loss::HostLogits::F32(&x);
+    for native in opened() {
+        // a fresh device builds one pipeline for the call; the fallback shares its
+        // cache and builds one more, unless the fallback is the native path
+        for ctx in [native.clone(), native.with_paths(Paths::FALLBACK)] {
+            let before = ctx.pipeline_count();
+            ctx.row_stats(h, 9, &[0, 1, 2, 3], 1.0).unwrap();
+            let built = ctx.pipeline_count();
+            let expect = before + usize::from(before == 0 || ctx.paths() != native.paths());
+            assert_eq!(built, expect, "{}: first call", name(&ctx));
+            for tau in [0.5, 2.0, 1.0] {
+                ctx.row_stats(h, 9, &[3, 2, 1, 0], tau).unwrap();
+            }
+            assert_eq!(ctx.pipeline_count(), built, "{}: later calls", name(&ctx));
         }
-        assert_eq!(ctx.pipeline_count(), built, "{}", name(ctx));
     }
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::Args;
 use wgpu_policy_loss::bench::{self, BenchRow, BenchShape};
-use wgpu_policy_loss::{Context, Error};
+use wgpu_policy_loss::Error;
 
 use super::CliResult;
 
@@ -50,19 +50,6 @@ fn parse_shape(s: &str) -> Result<BenchShape, String> {
         return Err(format!("`{s}` has an empty dimension"));
     }
     Ok(shape)
-}
-
-fn contexts(adapter: Option<&str>) -> Result<Vec<Context>, Error> {
-    match adapter {
-        Some(name) => Ok(vec![Context::from_adapter(&Context::adapter_named(name)?)?]),
-        None => {
-            let all: Vec<Context> = Context::all().into_iter().collect::<Result<_, _>>()?;
-            if all.is_empty() {
-                return Err(Error::NoAdapter(String::new()));
-            }
-            Ok(all)
-        }
-    }
 }
 
 fn print_table(rows: &[BenchRow]) {
@@ -131,7 +118,12 @@ pub fn run(args: &BenchArgs) -> CliResult {
     };
     let budget = Duration::from_secs_f64(args.seconds);
     let mut all = Vec::new();
-    for ctx in contexts(args.adapter.as_deref())? {
+    let open = super::open_adapters(args.adapter.as_deref())?;
+    // on stderr, so that --json stays one JSON document
+    for u in &open.unavailable {
+        eprintln!("bench: skipped {u}");
+    }
+    for ctx in open.contexts {
         let ctx = if args.fallback {
             ctx.with_paths(wgpu_policy_loss::Paths::FALLBACK)
         } else {

@@ -1,6 +1,6 @@
 //! `info`: what each adapter offers this library.
 
-use wgpu_policy_loss::{adapters, available_paths, wgpu, Error, Result};
+use wgpu_policy_loss::{adapters, available_paths, wgpu, Context, Error, Result};
 
 fn mib(bytes: u64) -> String {
     format!("{:.0} MiB", bytes as f64 / (1024.0 * 1024.0))
@@ -22,6 +22,16 @@ pub fn run() -> Result<()> {
             info.backend, info.device_type
         );
         println!("  driver:             {} {}", info.driver, info.driver_info);
+        // listed is not usable: a headless driver may list an adapter (NVIDIA's GL
+        // without a display) that refuses a device; check, bench and the tests skip it
+        match Context::from_adapter(adapter) {
+            Ok(_) => println!("  device:             opens"),
+            Err(Error::RequestDevice { reason, .. }) => println!(
+                "  device:             UNAVAILABLE, could not open a device: {reason} \
+                 (skipped by check, bench and the tests)"
+            ),
+            Err(e) => println!("  device:             UNAVAILABLE: {e}"),
+        }
         println!("  f16 (SHADER_F16):   {}", yes(paths.shader_f16));
         println!(
             "  subgroups:          {}{}",

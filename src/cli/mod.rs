@@ -7,6 +7,7 @@ mod eval;
 mod info;
 
 use clap::{Parser, Subcommand};
+use wgpu_policy_loss::{Context, Error, OpenAdapters};
 
 #[derive(Parser)]
 #[command(
@@ -36,6 +37,18 @@ enum Command {
 
 /// What a subcommand returns: any error is printed and gives a non-zero exit.
 pub type CliResult = Result<(), Box<dyn std::error::Error>>;
+
+/// The adapters a subcommand runs on: the one `--adapter` names (which must open), or
+/// every adapter that opens a device, with the ones that refused set aside to report.
+fn open_adapters(adapter: Option<&str>) -> Result<OpenAdapters, Error> {
+    match adapter {
+        Some(name) => Ok(OpenAdapters {
+            contexts: vec![Context::from_adapter(&Context::adapter_named(name)?)?],
+            unavailable: Vec::new(),
+        }),
+        None => Context::open_all(),
+    }
+}
 
 pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
