@@ -1,7 +1,8 @@
 // One workgroup: advantages from per-sequence rewards (SPEC "Advantages"). Groups of
-// G consecutive rewards answer one prompt; the lane that owns a group walks it in
-// order, and the batch-wide statistics of reinforce_pp use a fixed tree, so the
-// results are bitwise reproducible. Means and variances are two-pass for accuracy, and
+// G consecutive rewards answer one prompt; a team of lanes takes each group (each
+// lane a strided part in order, then a fixed tree: workgroup/sum.wgsl), and the
+// batch-wide statistics of reinforce_pp use the workgroup's tree, so the results are
+// bitwise reproducible. Means and variances are two-pass for accuracy, and
 // taken about the first reward: a group whose rewards agree (all wrong, all right)
 // sums exact zeros, so its advantages are exactly 0. Summed as they are, the f32 mean
 // of equal rewards can miss them by an ulp, which GRPO's division by (0 + 1e-6)
@@ -16,6 +17,8 @@ struct Params {
     _pad0: u32,
     _pad1: u32,
     _pad2: u32,
+    // lanes per group
+    teams: Teams,
 }
 
 const GRPO: u32 = 0u;
@@ -57,32 +60,42 @@ fn advantages(@builtin(local_invocation_index) lane: u32) {
     }
     let g = params.group;
     let groups = n / g;
-    for (var k = lane; k < groups; k += WG_SIZE) {
-        let first = k * g;
-        let r0 = reward(first);
-        var sum = 0.0;
-        for (var j = 0u; j < g; j++) {
-            sum += reward(first + j) - r0;
+    for (var k = 0u; k < params.teams.rounds; k++) {
+        let at = team_segment(params.teams, lane, k);
+        let live = at.x < groups;
+        let first = at.x * g;
+        var r0 = 0.0;
+        var part = 0.0;
+        if (live) {
+            r0 = reward(first);
+            for (var j = at.y; j < g; j += params.teams.size) {
+                part += reward(first + j) - r0;
+            }
         }
+        let sum = team_sum(lane, params.teams.size, vec2<f32>(part, 0.0)).x;
         let mean = sum / f32(g);
         var sq = 0.0;
-        for (var j = 0u; j < g; j++) {
-            let d = (reward(first + j) - r0) - mean;
-            sq += d * d;
-        }
-        let sd = sqrt(sq / f32(max(g, 2u) - 1u));
-        for (var j = 0u; j < g; j++) {
-            let r = reward(first + j) - r0;
-            var a: f32;
-            if (params.estimator == GRPO) {
-                a = (r - mean) / (sd + EPS);
-            } else if (params.estimator == GRPO_NO_STD) {
-                a = r - mean;
-            } else {
-                a = r - (sum - r) / f32(max(g, 2u) - 1u);
+        if (live) {
+            for (var j = at.y; j < g; j += params.teams.size) {
+                let d = (reward(first + j) - r0) - mean;
+                sq += d * d;
             }
-            // a group of one has no baseline: advantage 0
-            out[params.out_offset + first + j] = select(a, 0.0, g < 2u);
+        }
+        let sd = sqrt(team_sum(lane, params.teams.size, vec2<f32>(sq, 0.0)).x / f32(max(g, 2u) - 1u));
+        if (live) {
+            for (var j = at.y; j < g; j += params.teams.size) {
+                let r = reward(first + j) - r0;
+                var a: f32;
+                if (params.estimator == GRPO) {
+                    a = (r - mean) / (sd + EPS);
+                } else if (params.estimator == GRPO_NO_STD) {
+                    a = r - mean;
+                } else {
+                    a = r - (sum - r) / f32(max(g, 2u) - 1u);
+                }
+                // a group of one has no baseline: advantage 0
+                out[params.out_offset + first + j] = select(a, 0.0, g < 2u);
+            }
         }
     }
 }

@@ -1,12 +1,14 @@
 // One workgroup, between GSPO's two row launches: the sequence-level ratio
-// s_b = exp(clamp(Σ_t m·(logp − old_logp) / Σ_t m, −20, 20)), summed in row order by
-// the lane that owns sequence b.
+// s_b = exp(clamp(Σ_t m·(logp − old_logp) / Σ_t m, −20, 20)). A team of lanes takes
+// each sequence (workgroup/sum.wgsl), each lane a strided part of its rows in order,
+// then a fixed tree: the bits are reproducible and no lane walks a whole sequence.
 
 struct Params {
     rows: u32,
     rows_per_seq: u32,
     seqs: u32,
     has_old: u32,
+    teams: Teams,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -16,21 +18,27 @@ struct Params {
 
 @compute @workgroup_size(WG_SIZE)
 fn gspo_ratio(@builtin(local_invocation_index) lane: u32) {
-    for (var b = lane; b < params.seqs; b += WG_SIZE) {
-        let end = min((b + 1u) * params.rows_per_seq, params.rows);
-        var num = 0.0;
-        var den = 0.0;
-        for (var r = b * params.rows_per_seq; r < end; r++) {
-            let m = rowin[r].x;
-            if (m > 0.0) {
-                num += m * (rowout[r][0] - rowin[r].z);
-                den += m;
+    for (var k = 0u; k < params.teams.rounds; k++) {
+        let at = team_segment(params.teams, lane, k);
+        let b = at.x;
+        // (Σ m·(logp − old_logp), Σ m) over this lane's rows of sequence b
+        var part = vec2<f32>(0.0, 0.0);
+        if (b < params.seqs) {
+            let end = min((b + 1u) * params.rows_per_seq, params.rows);
+            for (var r = b * params.rows_per_seq + at.y; r < end; r += params.teams.size) {
+                let m = rowin[r].x;
+                if (m > 0.0) {
+                    part += vec2<f32>(m * (rowout[r][0] - rowin[r].z), m);
+                }
             }
         }
-        var ratio = 1.0;
-        if (params.has_old != 0u && den > 0.0) {
-            ratio = exp(clamp(num / den, -20.0, 20.0));
+        let sums = team_sum(lane, params.teams.size, part);
+        if (b < params.seqs && at.y == 0u) {
+            var ratio = 1.0;
+            if (params.has_old != 0u && sums.y > 0.0) {
+                ratio = exp(clamp(sums.x / sums.y, -20.0, 20.0));
+            }
+            seqinfo[b].y = ratio;
         }
-        seqinfo[b].y = ratio;
     }
 }

@@ -1,7 +1,9 @@
 // One workgroup, before the row kernel: gathers each row's mask, advantage and old/ref
 // log-probs into one vec4 (so the row kernel needs one binding for them), and computes
 // the aggregation weight of each sequence, w_r = m_r · c_b (SPEC "Aggregation").
-// O(rows) work; sums run in a fixed order, so weights are bitwise reproducible.
+// O(rows) work, spread over every lane however the rows fall into sequences (teams of
+// lanes per sequence, workgroup/sum.wgsl); sums run in a fixed order, so weights are
+// bitwise reproducible.
 
 struct Params {
     rows: u32,
@@ -18,6 +20,8 @@ struct Params {
     adv_offset: u32,
     old_offset: u32,
     ref_offset: u32,
+    // lanes per sequence for the token counts n_b
+    teams: Teams,
 }
 
 // with HAS_OLD and HAS_REF (prelude.wgsl)
@@ -34,9 +38,6 @@ const AGG_SEQ_MEAN_TOKEN_SUM: u32 = 2u;
 @group(0) @binding(4) var<storage, read> ref_logp: array<f32>;
 @group(0) @binding(5) var<storage, read_write> rowin: array<vec4<f32>>;
 @group(0) @binding(6) var<storage, read_write> seqinfo: array<vec2<f32>>;
-
-var<workgroup> wg_tokens: array<f32, WG_SIZE>;
-var<workgroup> wg_nonempty: array<f32, WG_SIZE>;
 
 fn inv_or_zero(d: f32) -> f32 {
     return select(0.0, 1.0 / d, d > 0.0);
@@ -57,34 +58,35 @@ fn prepare(@builtin(local_invocation_index) lane: u32) {
         rowin[r] = v;
     }
 
-    // n_b, summed in row order by the lane that owns sequence b
+    // n_b: the team of sequence b sums its rows, each lane a strided part in order;
+    // the team's first lane writes n_b and keeps the running totals
     var tokens = 0.0;
     var nonempty = 0.0;
-    for (var b = lane; b < params.seqs; b += WG_SIZE) {
-        let end = min((b + 1u) * params.rows_per_seq, params.rows);
-        var n = 0.0;
-        for (var r = b * params.rows_per_seq; r < end; r++) {
-            // a mask ≤ 0 (or NaN) is a row outside the loss
-            n += select(0.0, mask[params.mask_offset + r], mask[params.mask_offset + r] > 0.0);
+    for (var k = 0u; k < params.teams.rounds; k++) {
+        let at = team_segment(params.teams, lane, k);
+        let b = at.x;
+        var part = 0.0;
+        if (b < params.seqs) {
+            let end = min((b + 1u) * params.rows_per_seq, params.rows);
+            for (var r = b * params.rows_per_seq + at.y; r < end; r += params.teams.size) {
+                // a mask ≤ 0 (or NaN) is a row outside the loss
+                let m = mask[params.mask_offset + r];
+                part += select(0.0, m, m > 0.0);
+            }
         }
-        seqinfo[b] = vec2<f32>(n, 1.0);
-        tokens += n;
-        nonempty += select(0.0, 1.0, n > 0.0);
-    }
-    wg_tokens[lane] = tokens;
-    wg_nonempty[lane] = nonempty;
-    workgroupBarrier();
-    for (var s = WG_SIZE / 2u; s > 0u; s >>= 1u) {
-        if (lane < s) {
-            wg_tokens[lane] += wg_tokens[lane + s];
-            wg_nonempty[lane] += wg_nonempty[lane + s];
+        let n = team_sum(lane, params.teams.size, vec2<f32>(part, 0.0)).x;
+        if (b < params.seqs && at.y == 0u) {
+            seqinfo[b] = vec2<f32>(n, 1.0);
+            tokens += n;
+            nonempty += select(0.0, 1.0, n > 0.0);
         }
-        workgroupBarrier();
     }
-    let total = wg_tokens[0];
-    let seqs_nonempty = wg_nonempty[0];
+    let totals = team_sum(lane, WG_SIZE, vec2<f32>(tokens, nonempty));
+    let total = totals.x;
+    let seqs_nonempty = totals.y;
+    // n_b was written by the first lane of b's team
+    storageBarrier();
 
-    // each lane rewrites the sequences it summed above, so no barrier is needed
     for (var b = lane; b < params.seqs; b += WG_SIZE) {
         let n = seqinfo[b].x;
         var c: f32;

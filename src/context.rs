@@ -50,6 +50,7 @@ pub struct Context {
     adapter: Option<wgpu::Adapter>,
     available: Paths,
     paths: Paths,
+    lane_blocks: bool,
     pipelines: Arc<Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>>,
     stats: Arc<Stats>,
 }
@@ -313,6 +314,7 @@ impl Context {
     pub fn from_wgpu(device: wgpu::Device, queue: wgpu::Queue) -> Self {
         let info = device.adapter_info();
         let available = paths_for(device.features(), &info);
+        let lane_blocks = info.device_type == wgpu::DeviceType::Cpu;
         Context {
             device,
             queue,
@@ -320,6 +322,7 @@ impl Context {
             adapter: None,
             available,
             paths: available,
+            lane_blocks,
             pipelines: Arc::default(),
             stats: Arc::default(),
         }
@@ -355,10 +358,31 @@ impl Context {
         self.adapter.as_ref()
     }
 
+    /// How many loop iterations, in all, one invocation of a shader may run on this
+    /// adapter before the driver cuts its loops short, when there is such a cap: Mesa's
+    /// llvmpipe and lavapipe (gallivm's loop limiter, 65,535, shared by every loop of a
+    /// shader) stop looping and go on with whatever the loops had so far. Kernels whose
+    /// lanes would loop longer are an error there rather than a wrong number.
+    pub fn loop_limit(&self) -> Option<u64> {
+        let mesa_cpu = [&self.info.name, &self.info.driver]
+            .iter()
+            .any(|s| s.to_lowercase().contains("llvmpipe"));
+        mesa_cpu.then_some(65_535)
+    }
+
     /// Whether the row kernels give each lane a contiguous block of a row rather than a
     /// stride: what a CPU rasteriser (lavapipe, llvmpipe) wants; GPUs want the stride.
     pub fn lane_blocks(&self) -> bool {
-        self.info.device_type == wgpu::DeviceType::Cpu
+        self.lane_blocks
+    }
+
+    /// The same device with the other lane layout of the row kernels (pipelines stay
+    /// shared): results within the same tolerances, bits that may differ in the last
+    /// place. Tests use it to run a GPU's layout on a CPU adapter and back.
+    pub fn with_lane_blocks(&self, on: bool) -> Self {
+        let mut ctx = self.clone();
+        ctx.lane_blocks = on;
+        ctx
     }
 
     /// The paths this context's kernels use.

@@ -11,7 +11,18 @@ use wgpu_policy_loss::{reference, AdvantageEstimator};
 fn every_estimator_and_group_size() {
     for ctx in contexts() {
         for est in AdvantageEstimator::ALL {
-            for (group, groups) in [(1u32, 5usize), (2, 3), (4, 64), (8, 300), (16, 1)] {
+            // long groups too: a team of lanes walks each one (one lane walking a group
+            // of 70,000 ran past llvmpipe's 65,535 loop iterations)
+            let shapes = [
+                (1u32, 5usize),
+                (2, 3),
+                (4, 64),
+                (8, 300),
+                (16, 1),
+                (300, 9),
+                (70_000, 1),
+            ];
+            for (group, groups) in shapes {
                 let mut r = rng(group as u64);
                 // binary rewards as in the seed (+1 / -0.1), and continuous ones
                 let rewards: Vec<f32> = (0..group as usize * groups)

@@ -214,6 +214,75 @@ fn a_row_larger_than_a_binding_is_an_error() {
     }
 }
 
+/// An adapter that cuts a shader's loops short (Mesa's llvmpipe and lavapipe stop
+/// after 65,535 iterations in all and go on with the partial sums) refuses a row
+/// whose sweeps would loop longer in one lane, naming `logits`; one that fits runs
+/// and is right. A bf16 row of 2^26 - 1024 elements gave lse 14.46 instead of 18.61
+/// there, silently. Adapters without such a cap are not refused.
+#[test]
+fn rows_longer_than_the_adapters_loops_are_an_error() {
+    use wgpu_policy_loss::{
+        half::bf16, Advantages, F32View, LossBuffers, LossInputs, PolicyLoss, RowStatsBuffers,
+    };
+    for ctx in &opened() {
+        let limits = ctx.device().limits();
+        // the largest bf16 and f32 rows one binding holds, in whole quads
+        let bytes = limits.max_storage_buffer_binding_size.min(1 << 28) / 16 * 16;
+        let storage = wgpu_policy_loss::wgpu::BufferUsages::STORAGE;
+        let x = ctx.buffer("x", bytes, storage);
+        let small = ctx.upload("small", &[0u8; 64]);
+        let stats = RowStatsBuffers::new(ctx, 1);
+        let mut enc = ctx.device().create_command_encoder(&Default::default());
+        let bf16_row = LogitsView::new(&x, DType::Bf16, 1, (bytes / 2) as u32);
+        let r = ctx.record_row_stats(
+            &mut enc,
+            &bf16_row,
+            &TargetsView::new(&small),
+            1.0,
+            &stats.outputs(),
+        );
+        // f32: sweep 1 and the in-place gradient sweep, a quad a step each
+        let f32_row = LogitsView::new(&x, DType::F32, 1, (bytes / 4) as u32);
+        let inputs = LossInputs::new(
+            f32_row,
+            TargetsView::new(&small),
+            F32View::new(&small),
+            Advantages::PerToken(F32View::new(&small)),
+        );
+        let loss = PolicyLoss::new(ctx, LossConfig::default()).unwrap();
+        let out = LossBuffers::new(ctx, 1);
+        let l = loss.record(&mut enc, &inputs, Gradient::InPlace, &out.outputs());
+        let quads_per_lane = bytes / 8 / 256;
+        match ctx.loop_limit() {
+            Some(limit) if quads_per_lane >= limit => {
+                for (what, r) in [("row_stats", r), ("policy loss", l)] {
+                    let msg = r.expect_err(what).to_string();
+                    assert!(msg.contains("`logits`") && msg.contains("loop"), "{msg}");
+                }
+            }
+            _ => {
+                for r in [r, l] {
+                    if let Err(e) = r {
+                        assert!(!e.to_string().contains("loop"), "{}: {e}", name(ctx));
+                    }
+                }
+            }
+        }
+        // half that row (2^25 bf16 on lavapipe) still runs, and right
+        let v = (bytes / 4).min(1 << 25) as usize;
+        let host: Vec<bf16> = (0..v)
+            .map(|i| bf16::from_f32((i.wrapping_mul(2_654_435_761) % 1000) as f32 / 250.0 - 2.0))
+            .collect();
+        let got = ctx
+            .row_stats(HostLogits::Bf16(&host), v as u32, &[5], 1.0)
+            .unwrap_or_else(|e| panic!("{}: {e}", name(ctx)));
+        let row: Vec<f64> = host.iter().map(|h| h.to_f64()).collect();
+        let want = wgpu_policy_loss::reference::row_stats(&row, 5, 1.0);
+        close(got.lse[0], want.lse, tolerance(want.lse.abs()))
+            .unwrap_or_else(|e| panic!("{}: {e}", name(ctx)));
+    }
+}
+
 #[test]
 fn more_rows_than_one_grid_dimension() {
     let (rows, vocab) = (70_000usize, 8u32);

@@ -1,18 +1,45 @@
-// A plain f32 sum over the workgroup along a fixed tree (lane i takes lane i + s),
-// so it is bitwise reproducible. Every lane gets the total.
+// Plain f32 sums over the workgroup, or over teams of lanes, along a fixed tree (lane
+// i takes lane i + s), so they are bitwise reproducible.
+//
+// Teams serve segmented sums (a sequence's rows, a group's rewards): a team of `size`
+// consecutive lanes takes one segment, each lane a strided part of it in order, and
+// the tree runs inside the team. One lane walking a whole segment would be a loop as
+// long as the segment on one GPU thread: 131,072 dependent loads for one long
+// sequence, and wrong results on Mesa's llvmpipe and lavapipe, which end a shader's
+// loops after 65,535 iterations in all.
 
-var<workgroup> wg_sum: array<f32, WG_SIZE>;
+var<workgroup> wg_sum: array<vec2<f32>, WG_SIZE>;
 
-fn workgroup_sum(lane: u32, v: f32) -> f32 {
+// The sum of v over the lane's team (lanes [k·size, (k+1)·size), size a power of two
+// ≤ WG_SIZE and uniform): every lane of the team gets it. All lanes must call it.
+fn team_sum(lane: u32, size: u32, v: vec2<f32>) -> vec2<f32> {
     wg_sum[lane] = v;
     workgroupBarrier();
-    for (var s = WG_SIZE / 2u; s > 0u; s >>= 1u) {
-        if (lane < s) {
+    let i = lane & (size - 1u);
+    for (var s = size / 2u; s > 0u; s >>= 1u) {
+        if (i < s) {
             wg_sum[lane] += wg_sum[lane + s];
         }
         workgroupBarrier();
     }
-    let total = wg_sum[0];
+    let total = wg_sum[lane - i];
     workgroupBarrier(); // wg_sum may be reused by the caller
     return total;
+}
+
+// Every lane gets the workgroup's total.
+fn workgroup_sum(lane: u32, v: f32) -> f32 {
+    return team_sum(lane, WG_SIZE, vec2<f32>(v, 0.0)).x;
+}
+
+// How segments are dealt to teams (kernels/mod.rs's Teams): `size` lanes a segment,
+// WG_SIZE / size segments a round, `rounds` rounds.
+struct Teams {
+    size: u32,
+    rounds: u32,
+}
+
+// The segment lane `lane` works on in round k, and its index inside the team.
+fn team_segment(t: Teams, lane: u32, k: u32) -> vec2<u32> {
+    return vec2<u32>(k * (WG_SIZE / t.size) + lane / t.size, lane & (t.size - 1u));
 }

@@ -109,6 +109,21 @@ pub fn train(
         .collect();
     let answers = prompts.len() as u32;
     let rows = answers * L;
+    // the backward pass walks every row (and its V logits) in one lane: past the loop
+    // cap of Mesa's CPU drivers it would train on partial gradients, silently
+    if let Some(limit) = ctx.loop_limit() {
+        let steps = rows as u64 * (V as u64 + 1);
+        if steps > limit {
+            let most = limit / ((A * A * L) as u64 * (V as u64 + 1));
+            return Err(format!(
+                "--group-size: {g} answers per prompt make the demo's backward pass loop {steps} \
+                 times in one lane, and {} stops a shader's loops after {limit}; use at most \
+                 {most} there",
+                ctx.describe()
+            )
+            .into());
+        }
+    }
     // small deterministic initial weights
     let mut state = args.seed.wrapping_mul(2654435761).wrapping_add(12345);
     let theta: Vec<f32> = (0..PARAMS)

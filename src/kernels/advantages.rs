@@ -1,6 +1,8 @@
 //! Host side of `shaders/advantages.wgsl`.
 
-use super::{dispatch, f32_window, uniform, whole, Kernel, PipelineKey};
+use super::{
+    check_loops, dispatch, f32_window, lane_steps, uniform, whole, Kernel, PipelineKey, Teams,
+};
 use crate::advantages::AdvantageEstimator;
 use crate::context::Context;
 use crate::error::Result;
@@ -15,6 +17,8 @@ struct Params {
     in_offset: u32,
     out_offset: u32,
     _pad: [u32; 3],
+    teams: Teams,
+    _pad2: [u32; 2],
 }
 
 pub(crate) fn record(
@@ -29,6 +33,13 @@ pub(crate) fn record(
     let limits = ctx.device().limits();
     let (in_bind, in_offset) = f32_window("rewards", rewards, n as u64, &limits)?;
     let (out_bind, out_offset) = f32_window("out", out, n as u64, &limits)?;
+    let teams = Teams::new(n / group.max(1), group);
+    // three passes: mean, variance, advantages
+    let steps = match estimator {
+        AdvantageEstimator::ReinforcePlusPlus => 3 * lane_steps(n as u64),
+        _ => 3 * teams.steps(group),
+    };
+    check_loops(ctx, "rewards", "advantages", steps)?;
     let params = Params {
         n,
         group,
@@ -41,6 +52,8 @@ pub(crate) fn record(
         in_offset,
         out_offset,
         _pad: [0; 3],
+        teams,
+        _pad2: [0; 2],
     };
     let pipeline = ctx.pipeline(PipelineKey::small(Kernel::Advantages, ctx.paths()))?;
     let uniform = uniform(ctx, "advantages params", &params);

@@ -1,6 +1,6 @@
 //! Host side of `shaders/gspo_ratio.wgsl`: GSPO's sequence-level ratio.
 
-use super::{dispatch, uniform, whole, Kernel, PipelineKey};
+use super::{check_loops, dispatch, uniform, whole, Kernel, PipelineKey, Teams};
 use crate::context::Context;
 use crate::error::Result;
 
@@ -11,6 +11,8 @@ struct Params {
     rows_per_seq: u32,
     seqs: u32,
     has_old: u32,
+    teams: Teams,
+    _pad: [u32; 2],
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -25,11 +27,15 @@ pub(crate) fn record(
     rowout: &wgpu::Buffer,
     seqinfo: &wgpu::Buffer,
 ) -> Result<()> {
+    let teams = Teams::new(seqs, rows_per_seq);
+    check_loops(ctx, "logits", "gspo_ratio", teams.steps(rows_per_seq))?;
     let params = Params {
         rows,
         rows_per_seq,
         seqs,
         has_old: has_old as u32,
+        teams,
+        _pad: [0; 2],
     };
     let pipeline = ctx.pipeline(PipelineKey::small(Kernel::GspoRatio, ctx.paths()))?;
     let uniform = uniform(ctx, "gspo_ratio params", &params);

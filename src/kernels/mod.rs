@@ -226,7 +226,10 @@ impl PipelineKey {
             }
         }
         parts.push(shader!("prelude.wgsl"));
-        if matches!(self.kernel, Kernel::Advantages | Kernel::Baseline(_)) {
+        if matches!(
+            self.kernel,
+            Kernel::Advantages | Kernel::Baseline(_) | Kernel::Prepare | Kernel::GspoRatio
+        ) {
             parts.push(shader!("workgroup/sum.wgsl"));
         }
         if self.kernel.reads_logits() {
@@ -689,7 +692,114 @@ pub(crate) fn grid(rows: u32, limits: &wgpu::Limits) -> (u32, u32) {
     (x, rows.div_ceil(x))
 }
 
+/// How a one-workgroup kernel deals `segments` segments of `len` consecutive items (a
+/// sequence's rows, a group's rewards) to teams of lanes (`Teams` of
+/// workgroup/sum.wgsl): `size` lanes a segment, a power of two, `WG_SIZE / size`
+/// segments a round. The size minimises a lane's steps, `rounds · (⌈len / size⌉ +
+/// 2·log2 size)` (the tree's steps wait on barriers): one long sequence gets the whole
+/// workgroup, many short ones a lane each. It depends on the shape alone, so the sums'
+/// bits do too.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+pub(crate) struct Teams {
+    pub size: u32,
+    pub rounds: u32,
+}
+
+impl Teams {
+    pub(crate) fn new(segments: u32, len: u32) -> Self {
+        let wg = ROW_WORKGROUP;
+        (0..=wg.trailing_zeros())
+            .map(|log| {
+                let size = 1u32 << log;
+                let rounds = segments.div_ceil(wg / size);
+                let steps = rounds as u64 * (len.div_ceil(size) as u64 + 2 * log as u64);
+                (steps, Teams { size, rounds })
+            })
+            .min_by_key(|&(steps, t)| (steps, t.size))
+            .map(|(_, t)| t)
+            .expect("at least one team size")
+    }
+
+    /// A lane's loop iterations for one pass over segments of `len` (its tree included).
+    pub(crate) fn steps(&self, len: u32) -> u64 {
+        self.rounds as u64 * (len.div_ceil(self.size) as u64 + self.size.trailing_zeros() as u64)
+    }
+}
+
+/// A lane's share of `items` dealt over the workgroup: its loop's iterations.
+pub(crate) fn lane_steps(items: u64) -> u64 {
+    items.div_ceil(ROW_WORKGROUP as u64)
+}
+
+/// `Err` naming `arg` when a kernel's lanes would loop `steps` times (plus the fixed
+/// loops: reduction trees, a row's last quad) on an adapter that cuts loops short
+/// ([`Context::loop_limit`]), where the kernel would give wrong numbers.
+pub(crate) fn check_loops(
+    ctx: &crate::Context,
+    arg: &'static str,
+    kernel: &str,
+    steps: u64,
+) -> Result<()> {
+    // three workgroup trees of log2(WG_SIZE) steps and a partial quad's four elements
+    const FIXED: u64 = 3 * ROW_WORKGROUP.trailing_zeros() as u64 + 4;
+    match ctx.loop_limit() {
+        Some(limit) if steps + FIXED > limit => Err(Error::arg(
+            arg,
+            format!(
+                "{kernel} would loop {} times in one lane, and {} ends a shader's loops \
+                 after {limit} iterations in all (Mesa's loop limiter), which would give \
+                 wrong numbers; split the call into smaller ones",
+                steps + FIXED,
+                ctx.describe()
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Narrows an element count or offset to the u32 the shaders index with.
 pub(crate) fn to_u32(arg: &'static str, what: &str, v: u64) -> Result<u32> {
     u32::try_from(v).map_err(|_| Error::arg(arg, format!("{what} {v} does not fit in 32 bits")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Teams;
+
+    #[test]
+    fn teams_fit_the_shape() {
+        // one long sequence: the whole workgroup; many short ones: a lane each
+        assert_eq!(
+            Teams::new(1, 131_072),
+            Teams {
+                size: 256,
+                rounds: 1
+            }
+        );
+        assert_eq!(
+            Teams::new(3000, 3),
+            Teams {
+                size: 1,
+                rounds: 12
+            }
+        );
+        assert_eq!(Teams::new(0, 5).rounds, 0);
+        // a lane's steps stay near an even share of the rows, whatever the split
+        for (segments, len) in [
+            (1u32, 1u32),
+            (7, 100_000),
+            (300, 37),
+            (40, 700),
+            (5000, 5000),
+        ] {
+            let t = Teams::new(segments, len);
+            let steps = t.rounds as u64 * (len.div_ceil(t.size) as u64 + 8);
+            let share = (segments as u64 * len as u64).div_ceil(256);
+            assert!(
+                steps <= 2 * share + 64,
+                "{segments} x {len}: {t:?} takes {steps}"
+            );
+        }
+    }
 }

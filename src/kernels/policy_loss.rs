@@ -3,8 +3,8 @@
 //! the rows exceed the dispatch grid.
 
 use super::{
-    dispatch_chunks, entry, grid, plan_chunks, storage_window_in, whole, ChunkUniforms, GradOut,
-    Kernel, LayoutParams, PipelineKey, RowSpan, RowTensor,
+    check_loops, dispatch_chunks, entry, grid, lane_steps, plan_chunks, storage_window_in, whole,
+    ChunkUniforms, GradOut, Kernel, LayoutParams, PipelineKey, RowSpan, RowTensor,
 };
 use crate::config::{KlEstimator, LossConfig, PolicyLossMode};
 use crate::context::Context;
@@ -218,6 +218,28 @@ pub(crate) fn record(
         });
         windows.push((x_bind, y_bind, g_bind, grid(end - first, &limits)));
     }
+    // a lane's loop iterations: sweep 1 over the row (quads or elements), sweep 2 over
+    // the gradient (quads, f32 elements, or words of two 16-bit values)
+    let (vocab, quad) = (logits.vocab as u64, tensors[0].quad);
+    let grad_quad = tensors.get(2).is_some_and(|g| g.quad);
+    let stats_items = match (phase & PHASE_STATS != 0, quad) {
+        (false, _) => 0,
+        (true, true) => vocab.div_ceil(4),
+        (true, false) => vocab,
+    };
+    let grad_items = match grad_out {
+        GradOut::None => 0,
+        _ if quad && (grad_out == GradOut::InPlace || grad_quad) => vocab.div_ceil(4),
+        GradOut::Separate(DType::F32) => vocab,
+        GradOut::InPlace if logits.dtype == DType::F32 => vocab,
+        _ => vocab / 2 + 1,
+    };
+    check_loops(
+        ctx,
+        "logits",
+        "the row kernel (a row's two sweeps)",
+        lane_steps(stats_items) + lane_steps(grad_items),
+    )?;
     let pipeline = ctx.pipeline(PipelineKey {
         kernel: Kernel::PolicyLoss,
         logits: logits.dtype,

@@ -1,7 +1,10 @@
 //! Host side of `shaders/prepare.wgsl`: per-row inputs gathered into one vec4, and the
 //! aggregation weight factor of each sequence.
 
-use super::{dispatch, entry, f32_window, uniform, whole, Kernel, PipelineKey};
+use super::{
+    check_loops, dispatch, entry, f32_window, lane_steps, uniform, whole, Kernel, PipelineKey,
+    Teams,
+};
 use crate::config::{LossAggMode, LossConfig};
 use crate::context::Context;
 use crate::error::Result;
@@ -22,6 +25,8 @@ struct Params {
     adv_offset: u32,
     old_offset: u32,
     ref_offset: u32,
+    teams: Teams,
+    _pad2: [u32; 2],
 }
 
 pub(crate) const HAS_OLD: u32 = 1;
@@ -77,6 +82,14 @@ pub(crate) fn record<'a>(
     if inputs.per_token_advantages {
         flags |= ADV_PER_TOKEN;
     }
+    let teams = Teams::new(seqs, rows_per_seq);
+    let steps = lane_steps(rows as u64) + teams.steps(rows_per_seq) + lane_steps(seqs as u64);
+    check_loops(
+        ctx,
+        "logits",
+        "prepare (the per-row inputs of every row)",
+        steps,
+    )?;
     let params = Params {
         rows,
         rows_per_seq,
@@ -95,6 +108,8 @@ pub(crate) fn record<'a>(
         adv_offset,
         old_offset,
         ref_offset,
+        teams,
+        _pad2: [0; 2],
     };
     let pipeline = ctx.pipeline(PipelineKey::small(Kernel::Prepare, ctx.paths()))?;
     let uniform = uniform(ctx, "prepare params", &params);

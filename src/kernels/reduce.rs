@@ -1,7 +1,8 @@
 //! Host side of `shaders/reduce.wgsl`: the loss and metrics, and the per-row outputs.
 
 use super::{
-    dispatch, entry, f32_window, storage_window, uniform, whole, Kernel, LayoutParams, PipelineKey,
+    check_loops, dispatch, entry, f32_window, lane_steps, storage_window, uniform, whole, Kernel,
+    LayoutParams, PipelineKey,
 };
 use crate::context::Context;
 use crate::error::Result;
@@ -46,6 +47,12 @@ pub(crate) fn record<'a>(
     logp: Option<&F32View<'a>>,
     entropy: Option<&F32View<'a>>,
 ) -> Result<()> {
+    check_loops(
+        ctx,
+        "logits",
+        "reduce (the loss over every row)",
+        lane_steps(rows as u64),
+    )?;
     let limits = ctx.device().limits();
     let n = rows as u64;
     let window = |arg, v: &F32View<'a>, len: u64| f32_window(arg, v, len, &limits);

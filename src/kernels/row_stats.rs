@@ -2,8 +2,8 @@
 //! log-prob and the entropy, all of the logits divided by the temperature.
 
 use super::{
-    dispatch_chunks, entry, f32_window, grid, plan_chunks, ChunkUniforms, GradOut, Kernel,
-    LayoutParams, PipelineKey, RowTensor,
+    check_loops, dispatch_chunks, entry, f32_window, grid, lane_steps, plan_chunks, ChunkUniforms,
+    GradOut, Kernel, LayoutParams, PipelineKey, RowTensor,
 };
 use crate::context::Context;
 use crate::error::{Error, Result};
@@ -152,6 +152,17 @@ impl Context {
             });
             windows.push((x_bind, y_bind, grid(end - first, &limits)));
         }
+        let items = if quad {
+            (logits.vocab as u64).div_ceil(4)
+        } else {
+            logits.vocab as u64
+        };
+        check_loops(
+            self,
+            "logits",
+            "the row kernel (a row's sweep)",
+            lane_steps(items),
+        )?;
         let pipeline = self.pipeline(PipelineKey {
             kernel: Kernel::RowStats,
             logits: logits.dtype,
