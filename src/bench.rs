@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::kernels::baseline::{self, BaselineBuffers};
+use crate::kernels::row_stats::RowStatsBuffers;
 use crate::loss::{Advantages, GradView, Gradient, LossBuffers, LossInputs, PolicyLoss};
 use crate::view::{DType, F32View, LogitsView, TargetsView};
 use crate::LossConfig;
@@ -65,6 +66,7 @@ pub struct Workload {
     advantages: wgpu::Buffer,
     grad: wgpu::Buffer,
     out: LossBuffers,
+    stats: RowStatsBuffers,
     loss: PolicyLoss,
     /// The baseline's `[T, V]` f32 intermediates, when the device can hold them.
     unfused: Option<(wgpu::Buffer, wgpu::Buffer, wgpu::Buffer, wgpu::Buffer)>,
@@ -143,6 +145,7 @@ impl Workload {
             advantages,
             grad,
             out: LossBuffers::new(ctx, shape.rows),
+            stats: RowStatsBuffers::new(ctx, shape.rows),
             // the seed's REINFORCE with token-mean: the computation the baseline does
             loss: PolicyLoss::new(
                 ctx,
@@ -164,22 +167,48 @@ impl Workload {
         )
     }
 
-    /// This library's forward + backward: loss, metrics, and the gradient in the logits'
-    /// dtype into its own buffer.
-    pub fn record_fused(&self, encoder: &mut wgpu::CommandEncoder) -> Result<()> {
-        let inputs = LossInputs::new(
+    /// The loss's inputs: one sequence of every row, per-token advantages.
+    fn inputs(&self) -> LossInputs<'_> {
+        LossInputs::new(
             self.logits_view(),
             TargetsView::new(&self.targets),
             F32View::new(&self.mask),
             Advantages::PerToken(F32View::new(&self.advantages)),
-        );
+        )
+    }
+
+    /// This library's forward + backward: loss, metrics, and the gradient in the logits'
+    /// dtype into its own buffer.
+    pub fn record_fused(&self, encoder: &mut wgpu::CommandEncoder) -> Result<()> {
         let grad = Gradient::Into(GradView::new(
             &self.grad,
             self.shape.dtype,
             self.shape.vocab,
         ));
         self.loss
-            .record(encoder, &inputs, grad, &self.out.outputs())
+            .record(encoder, &self.inputs(), grad, &self.out.outputs())
+    }
+
+    /// The loss forward only: loss, metrics, log-probs and entropies, no gradient.
+    pub fn record_forward(&self, encoder: &mut wgpu::CommandEncoder) -> Result<()> {
+        self.loss
+            .record(encoder, &self.inputs(), Gradient::None, &self.out.outputs())
+    }
+
+    /// The row kernel alone: one read of the logits for log-sum-exp, log-prob, entropy.
+    pub fn record_row_stats(&self, encoder: &mut wgpu::CommandEncoder) -> Result<()> {
+        self.ctx.record_row_stats(
+            encoder,
+            &self.logits_view(),
+            &TargetsView::new(&self.targets),
+            1.0,
+            &self.stats.outputs(),
+        )
+    }
+
+    /// The loss's O(rows) pre-pass alone (per-row inputs, the sequences' weights).
+    pub fn record_prepare(&self, encoder: &mut wgpu::CommandEncoder) -> Result<()> {
+        self.loss.record_prepare(encoder, &self.inputs())
     }
 
     /// Whether the device can hold the baseline's `[T, V]` f32 intermediates.
@@ -368,6 +397,45 @@ impl BenchRow {
     pub fn speedup(&self) -> Option<f64> {
         self.unfused.map(|u| u.median_ms / self.fused.median_ms)
     }
+}
+
+/// The fused loss taken apart (`bench --stages`), each stage timed alone on one shape.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StageRow {
+    pub adapter: String,
+    pub paths: String,
+    pub shape: BenchShape,
+    /// `prepare`: the O(rows) pre-pass (one workgroup).
+    pub prepare: Timing,
+    /// The row kernel alone, forward statistics (one read of the logits).
+    pub row_stats: Timing,
+    /// The loss forward only (prepare, row kernel, reduce).
+    pub forward: Timing,
+    /// The loss forward + backward, as the main table's "fused".
+    pub fused: Timing,
+}
+
+/// Times the stages of every shape on `ctx`, side by side.
+pub fn run_stages(
+    ctx: &Context,
+    shapes: &[BenchShape],
+    samples: usize,
+    budget: Duration,
+) -> Result<Vec<StageRow>> {
+    let mut rows = Vec::new();
+    for &shape in shapes {
+        let w = Workload::new(ctx, shape)?;
+        rows.push(StageRow {
+            adapter: ctx.describe(),
+            paths: ctx.paths().describe().to_string(),
+            shape,
+            prepare: time(ctx, samples, budget, |e| w.record_prepare(e))?,
+            row_stats: time(ctx, samples, budget, |e| w.record_row_stats(e))?,
+            forward: time(ctx, samples, budget, |e| w.record_forward(e))?,
+            fused: time(ctx, samples, budget, |e| w.record_fused(e))?,
+        });
+    }
+    Ok(rows)
 }
 
 /// Measures every shape on `ctx`, side by side.

@@ -565,6 +565,45 @@ impl PolicyLoss {
         )
     }
 
+    /// Records `prepare` alone, for the benchmarks' stage times (`bench --stages`):
+    /// the per-row inputs gathered and the sequences' weights, as [`PolicyLoss::record`]
+    /// does first. Dense per-token inputs of one sequence per `rows_per_seq` rows.
+    pub(crate) fn record_prepare(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        inputs: &LossInputs<'_>,
+    ) -> Result<()> {
+        let rows = inputs.logits.rows;
+        let rows_per_seq = inputs.logits.layout.rows_per_seq.min(rows).max(1);
+        let seqs = rows.div_ceil(rows_per_seq).max(1);
+        let (advantages, per_token) = match inputs.advantages {
+            Advantages::PerSequence(v) => (v, false),
+            Advantages::PerToken(v) => (v, true),
+        };
+        let mut guard = self.scratch.lock().unwrap_or_else(|p| p.into_inner());
+        let scratch = &mut *guard;
+        let rowin = self.grow(&mut scratch.rowin, "rowin", rows, ROWIN_BYTES);
+        let seqinfo = self.grow(&mut scratch.seqinfo, "seqinfo", seqs, SEQINFO_BYTES);
+        let row_inputs = RowInputs {
+            mask: inputs.mask,
+            advantages,
+            per_token_advantages: per_token,
+            old_logp: inputs.old_logprobs,
+            ref_logp: inputs.ref_logprobs,
+        };
+        prepare::record(
+            &self.ctx,
+            encoder,
+            &self.config,
+            rows,
+            rows_per_seq,
+            seqs,
+            &row_inputs,
+            rowin,
+            seqinfo,
+        )
+    }
+
     /// A scratch buffer of at least `n` items of `bytes` each, grown when too small.
     fn grow<'s>(
         &self,

@@ -58,6 +58,27 @@ fn every_dtype_and_gradient_dtype_at(vocab: u32) {
     }
 }
 
+/// The row kernels' other lane layout on every adapter: strided lanes (what GPUs run)
+/// on CPU adapters, contiguous blocks (what CPU adapters run) on GPUs, so that CI's
+/// lavapipe checks the layout every GPU uses.
+#[test]
+fn the_other_lane_layout() {
+    for vocab in [301, 4100] {
+        let case = LossCase::new(3, 3, 4, vocab);
+        for ctx in contexts() {
+            let other = ctx.with_lane_blocks(!ctx.lane_blocks());
+            for mode in PolicyLossMode::ALL {
+                for dtype in DType::ALL {
+                    let c = cfg(mode, LossAggMode::SeqMeanTokenMean, KlEstimator::K3, 1);
+                    for grad in [dtype, DType::F32] {
+                        check_loss(&other, &c, &case, dtype, Some(grad), ALL_INPUTS);
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn on_policy_and_without_reference() {
     let case = LossCase::new(3, 2, 6, 129);

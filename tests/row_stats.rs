@@ -453,6 +453,25 @@ proptest! {
     }
 }
 
+/// The other lane layout (strided lanes on CPU adapters, blocks on GPUs): what a GPU
+/// runs, checked on CI's CPU adapters too.
+#[test]
+fn the_other_lane_layout() {
+    for (vocab, rows) in [(151_936u32, 3usize), (4099, 9), (32, 17)] {
+        for dtype in DType::ALL {
+            let logits = Logits::from_f32(
+                dtype,
+                &random_logits(vocab as u64, rows * vocab as usize, 4.0),
+            );
+            let targets = random_targets(vocab as u64, rows, vocab);
+            for ctx in contexts() {
+                let other = ctx.with_lane_blocks(!ctx.lane_blocks());
+                check(&other, &logits, vocab, &targets, 0.8);
+            }
+        }
+    }
+}
+
 /// Pipelines are built once per device and path, then reused. On fresh devices: the
 /// shared `contexts()` build pipelines in every test that runs beside this one.
 #[test]

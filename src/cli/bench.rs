@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use clap::Args;
-use wgpu_policy_loss::bench::{self, BenchRow, BenchShape};
+use wgpu_policy_loss::bench::{self, BenchRow, BenchShape, StageRow};
 use wgpu_policy_loss::Error;
 
 use super::CliResult;
@@ -20,6 +20,9 @@ pub struct BenchArgs {
     /// Print JSON instead of tables.
     #[arg(long)]
     json: bool,
+    /// Also write the JSON (what --json prints) to this file, keeping the tables on stdout.
+    #[arg(long, value_name = "PATH")]
+    json_file: Option<std::path::PathBuf>,
     /// Samples (batches) per measurement; the median is reported.
     #[arg(long, default_value_t = 7)]
     samples: usize,
@@ -33,6 +36,10 @@ pub struct BenchArgs {
     /// Force the portable fallback (no f16 loads, no subgroups) to compare paths.
     #[arg(long)]
     fallback: bool,
+    /// Time the loss's stages alone instead: `prepare` (the O(rows) pre-pass), the row
+    /// kernel alone, the loss forward only, and forward + backward.
+    #[arg(long)]
+    stages: bool,
 }
 
 fn parse_shape(s: &str) -> Result<BenchShape, String> {
@@ -90,6 +97,48 @@ fn print_table(rows: &[BenchRow]) {
     }
 }
 
+fn print_stages(rows: &[StageRow]) {
+    let Some(first) = rows.first() else { return };
+    let clock = if first.fused.gpu_time {
+        "GPU time (timestamps)"
+    } else {
+        "wall time"
+    };
+    println!(
+        "\n{}  [{}; {clock}, median; one sequence of every row]",
+        first.adapter, first.paths
+    );
+    println!(
+        "{:<20} {:>12} {:>14} {:>13} {:>14}",
+        "shape", "prepare ms", "row kernel ms", "forward ms", "fwd+bwd ms"
+    );
+    for r in rows {
+        println!(
+            "{:<20} {:>12.4} {:>14.4} {:>13.4} {:>14.4}",
+            r.shape.to_string(),
+            r.prepare.median_ms,
+            r.row_stats.median_ms,
+            r.forward.median_ms,
+            r.fused.median_ms
+        );
+    }
+}
+
+fn json_stages(r: &StageRow) -> serde_json::Value {
+    serde_json::json!({
+        "adapter": r.adapter,
+        "paths": r.paths,
+        "rows": r.shape.rows,
+        "vocab": r.shape.vocab,
+        "dtype": r.shape.dtype.name(),
+        "gpu_time": r.fused.gpu_time,
+        "prepare_ms": r.prepare.median_ms,
+        "row_kernel_ms": r.row_stats.median_ms,
+        "forward_ms": r.forward.median_ms,
+        "fused_ms": r.fused.median_ms,
+    })
+}
+
 fn json_row(r: &BenchRow) -> serde_json::Value {
     serde_json::json!({
         "adapter": r.adapter,
@@ -135,21 +184,40 @@ pub fn run(args: &BenchArgs) -> CliResult {
             .copied()
             .filter(|s| s.logits_bytes() <= limits.max_buffer_size)
             .collect();
-        let rows = bench::run(&ctx, &fits, args.samples, budget)?;
-        if !args.json {
-            print_table(&rows);
-            for s in shapes.iter().filter(|s| !fits.contains(s)) {
-                println!(
-                    "{s}: skipped, {} bytes of logits exceed the largest buffer",
-                    s.logits_bytes()
-                );
+        if args.stages {
+            let rows = bench::run_stages(&ctx, &fits, args.samples, budget)?;
+            if !args.json {
+                print_stages(&rows);
+            }
+            all.extend(rows.iter().map(json_stages));
+        } else {
+            let rows = bench::run(&ctx, &fits, args.samples, budget)?;
+            if !args.json {
+                print_table(&rows);
+            }
+            all.extend(rows.iter().map(json_row));
+        }
+        for s in shapes.iter().filter(|s| !fits.contains(s)) {
+            // on stderr with --json, so that stdout stays one JSON document
+            let line = format!(
+                "{s}: skipped on {}, {} bytes of logits exceed its largest buffer ({} bytes)",
+                ctx.describe(),
+                s.logits_bytes(),
+                limits.max_buffer_size
+            );
+            if args.json {
+                eprintln!("bench: {line}");
+            } else {
+                println!("{line}");
             }
         }
-        all.extend(rows);
+    }
+    let json = serde_json::to_string_pretty(&all)?;
+    if let Some(path) = &args.json_file {
+        std::fs::write(path, &json).map_err(|e| format!("--json-file {}: {e}", path.display()))?;
     }
     if args.json {
-        let v: Vec<serde_json::Value> = all.iter().map(json_row).collect();
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        println!("{json}");
     }
     Ok(())
 }

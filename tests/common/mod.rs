@@ -59,7 +59,11 @@ pub fn opened() -> Vec<Context> {
 
 /// "adapter (backend) [paths]", for assertion messages.
 pub fn name(ctx: &Context) -> String {
-    format!("{} [{}]", ctx.describe(), ctx.paths().describe())
+    let layout = match ctx.lane_blocks() {
+        true => "lane blocks",
+        false => "strided lanes",
+    };
+    format!("{} [{}, {layout}]", ctx.describe(), ctx.paths().describe())
 }
 
 pub fn rng(seed: u64) -> Xoshiro256PlusPlus {

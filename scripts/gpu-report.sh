@@ -1,0 +1,158 @@
+#!/usr/bin/env bash
+# One command for a GPU report: the test suite, `check`, `bench --large` (the main table
+# and the stages) and `info`, on every adapter of this machine, written to one folder
+# with a short summary (summary.md) and packed as a .tar.gz beside it.
+#
+#   scripts/gpu-report.sh [--out DIR]                  from a clone: builds in release
+#   scripts/gpu-report.sh --pack DIR                   builds, and packs the binaries
+#                                                      and this script into DIR (and
+#                                                      DIR.tar.gz) for a machine
+#                                                      without a Rust toolchain
+#   DIR/gpu-report.sh --bin-dir DIR [--out DIR2]       there: runs the prebuilt binaries
+#
+# Extra environment: REPORT_BENCH_SECONDS (time budget of one measurement, default 2),
+# WGPU_POLICY_LOSS_STRICT=1 (an adapter that refuses a device fails the run instead of
+# being reported and skipped), WGPU_BACKEND / WGPU_ADAPTER_NAME as everywhere.
+set -uo pipefail
+
+usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+
+out="gpu-report-$(date -u +%Y%m%dT%H%M%SZ)"
+bin_dir=""
+pack=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --out) out="$2"; shift 2 ;;
+        --bin-dir) bin_dir="$2"; shift 2 ;;
+        --pack) pack="$2"; shift 2 ;;
+        -h|--help) usage 0 ;;
+        *) echo "gpu-report: unknown argument $1" >&2; usage 2 >&2 ;;
+    esac
+done
+
+# Builds the CLI and every test executable in release and copies them to $1.
+build_bundle() {
+    local dest="$1" root
+    root="$(cd "$(dirname "$0")/.." && pwd)"
+    command -v cargo >/dev/null || { echo "gpu-report: no cargo here; build elsewhere with --pack, then run with --bin-dir" >&2; exit 2; }
+    mkdir -p "$dest/bin" "$dest/tests"
+    (cd "$root" && cargo build --release --bin wgpu-policy-loss) || exit 1
+    cp "$root/target/release/wgpu-policy-loss" "$dest/bin/"
+    # each test target's executable, by the name of its file (tests/cli.rs -> cli)
+    local exes
+    exes=$(cd "$root" && cargo test --release --no-run --message-format=json 2>/dev/null |
+        grep '"profile":{[^}]*"test":true' |
+        sed -n 's/.*"target":{[^}]*"name":"\([^"]*\)".*"executable":"\([^"]*\)".*/\1 \2/p')
+    [ -n "$exes" ] || { echo "gpu-report: cargo test --no-run built nothing" >&2; exit 1; }
+    while read -r name exe; do
+        cp "$exe" "$dest/tests/$name"
+    done <<<"$exes"
+    cp "$root/scripts/gpu-report.sh" "$dest/"
+    (cd "$root" && git rev-parse HEAD 2>/dev/null) >"$dest/COMMIT" || true
+}
+
+if [ -n "$pack" ]; then
+    rm -rf "$pack"
+    build_bundle "$pack"
+    tar -czf "$pack.tar.gz" -C "$(dirname "$pack")" "$(basename "$pack")"
+    echo "gpu-report: packed $(ls "$pack/tests" | wc -l) test executables and the CLI into $pack and $pack.tar.gz"
+    echo "on the GPU machine: tar xzf $(basename "$pack").tar.gz && $(basename "$pack")/gpu-report.sh --bin-dir $(basename "$pack")"
+    exit 0
+fi
+
+if [ -z "$bin_dir" ]; then
+    bin_dir="$(mktemp -d)/bundle"
+    build_bundle "$bin_dir"
+fi
+bin_dir="$(cd "$bin_dir" && pwd)"
+cli="$bin_dir/bin/wgpu-policy-loss"
+[ -x "$cli" ] || { echo "gpu-report: $cli is missing (a bundle from --pack?)" >&2; exit 2; }
+mkdir -p "$out/tests"
+out="$(cd "$out" && pwd)"
+seconds="${REPORT_BENCH_SECONDS:-2}"
+# the cli tests run the bundle's binary, not the build tree's
+export WGPU_POLICY_LOSS_BIN="$cli"
+
+if [ "$(uname -s)" = Linux ] && ! ldconfig -p 2>/dev/null | grep -q 'libvulkan\.so\.1'; then
+    echo "gpu-report: warning: no Vulkan loader (libvulkan.so.1) found; install libvulkan1, or only GL adapters can be found" | tee "$out/warnings.txt" >&2
+fi
+
+step() { # name, then the command; its output to $out/name.txt, its exit code kept
+    local name="$1"; shift
+    echo "gpu-report: $name ..." >&2
+    local t0=$SECONDS
+    "$@" >"$out/$name.txt" 2>&1
+    local rc=$?
+    echo "$name rc=$rc $((SECONDS - t0))s" >>"$out/steps.txt"
+    return $rc
+}
+
+: >"$out/steps.txt"
+step info "$cli" info
+info_rc=$?
+
+tests_failed=0
+for t in "$bin_dir"/tests/*; do
+    name="$(basename "$t")"
+    # the ignored tests are the ones for real GPUs (logits above 2 GiB)
+    step "tests/$name" "$t" --include-ignored
+    rc=$?
+    [ $rc -eq 0 ] || tests_failed=$((tests_failed + 1))
+done
+
+step check "$cli" check
+check_rc=$?
+step bench "$cli" bench --large --seconds "$seconds" --json-file "$out/bench.json"
+bench_rc=$?
+step stages "$cli" bench --stages --large --seconds "$seconds" --json-file "$out/stages.json"
+stages_rc=$?
+
+verdict() { [ "$1" -eq 0 ] && echo pass || echo "FAIL (exit $1)"; }
+{
+    echo "# wgpu-policy-loss GPU report"
+    echo
+    echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC'), host: $(uname -srm)"
+    [ -f "$bin_dir/COMMIT" ] && echo "- commit: $(cat "$bin_dir/COMMIT")"
+    command -v nvidia-smi >/dev/null &&
+        echo "- nvidia-smi: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | head -1)"
+    echo
+    echo "## Adapters (info: $(verdict $info_rc))"
+    echo
+    echo '```'
+    grep -E '^adapter |^  backend:|^  device:|^  subgroups:|^  max (storage|buffer)' "$out/info.txt"
+    echo '```'
+    echo
+    echo "## Tests: $([ $tests_failed -eq 0 ] && echo pass || echo "FAIL ($tests_failed executables)")"
+    echo
+    for f in "$out"/tests/*.txt; do
+        name="$(basename "$f" .txt)"
+        result="$(grep -h '^test result:' "$f" | tail -1)"
+        echo "- $name: ${result:-no result line (see tests/$name.txt)}"
+    done
+    grep -h '^SKIPPED adapter' "$out"/tests/*.txt | sort -u | sed 's/^/- /'
+    echo
+    echo "## check: $(verdict $check_rc)"
+    echo
+    echo '```'
+    grep -v 'XDG_RUNTIME_DIR' "$out/check.txt"
+    echo '```'
+    echo
+    echo "## bench --large: $(verdict $bench_rc)"
+    echo
+    echo '```'
+    grep -v 'XDG_RUNTIME_DIR' "$out/bench.txt"
+    echo '```'
+    echo
+    echo "## bench --stages --large: $(verdict $stages_rc)"
+    echo
+    echo '```'
+    grep -v 'XDG_RUNTIME_DIR' "$out/stages.txt"
+    echo '```'
+    echo
+    echo "Every step's full output is beside this file; steps.txt has exit codes and times."
+} >"$out/summary.md"
+
+tar -czf "$out.tar.gz" -C "$(dirname "$out")" "$(basename "$out")"
+cat "$out/summary.md"
+echo "gpu-report: written to $out and $out.tar.gz" >&2
+[ $info_rc -eq 0 ] && [ $tests_failed -eq 0 ] && [ $check_rc -eq 0 ] && [ $bench_rc -eq 0 ] && [ $stages_rc -eq 0 ]
