@@ -11,11 +11,12 @@
 #   DIR/gpu-report.sh --bin-dir DIR [--out DIR2]       there: runs the prebuilt binaries
 #
 # Extra environment: REPORT_BENCH_SECONDS (time budget of one measurement, default 2),
+# REPORT_TESTS (only these test executables, e.g. "cli prepare"; default all),
 # WGPU_POLICY_LOSS_STRICT=1 (an adapter that refuses a device fails the run instead of
 # being reported and skipped), WGPU_BACKEND / WGPU_ADAPTER_NAME as everywhere.
 set -uo pipefail
 
-usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 
 out="gpu-report-$(date -u +%Y%m%dT%H%M%SZ)"
 bin_dir=""
@@ -47,6 +48,8 @@ build_bundle() {
     while read -r name exe; do
         cp "$exe" "$dest/tests/$name"
     done <<<"$exes"
+    # symbols off: the bundle travels (a lent machine takes 64 MiB a call)
+    if command -v strip >/dev/null; then strip "$dest"/bin/* "$dest"/tests/*; fi
     cp "$root/scripts/gpu-report.sh" "$dest/"
     (cd "$root" && git rev-parse HEAD 2>/dev/null) >"$dest/COMMIT" || true
 }
@@ -94,6 +97,9 @@ info_rc=$?
 tests_failed=0
 for t in "$bin_dir"/tests/*; do
     name="$(basename "$t")"
+    if [ -n "${REPORT_TESTS:-}" ] && ! [[ " ${REPORT_TESTS//,/ } " == *" $name "* ]]; then
+        continue
+    fi
     # the ignored tests are the ones for real GPUs (logits above 2 GiB)
     step "tests/$name" "$t" --include-ignored
     rc=$?
