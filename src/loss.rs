@@ -75,6 +75,21 @@ impl<'a> LossInputs<'a> {
         self.ref_logprobs = Some(v);
         self
     }
+
+    /// The per-row inputs `prepare` gathers.
+    fn row_inputs(&self) -> RowInputs<'a> {
+        let (advantages, per_token_advantages) = match self.advantages {
+            Advantages::PerSequence(v) => (v, false),
+            Advantages::PerToken(v) => (v, true),
+        };
+        RowInputs {
+            mask: self.mask,
+            advantages,
+            per_token_advantages,
+            old_logp: self.old_logprobs,
+            ref_logp: self.ref_logprobs,
+        }
+    }
 }
 
 /// A gradient buffer: rows of `vocab` values in `dtype`, dense unless strided.
@@ -390,10 +405,8 @@ impl PolicyLoss {
         let rows_per_seq = logits.layout.rows_per_seq.min(rows).max(1);
         let seqs = rows.div_ceil(rows_per_seq).max(1);
         inputs.mask.validate("mask", rows)?;
-        let (advantages, per_token) = match inputs.advantages {
-            Advantages::PerSequence(v) => (v, false),
-            Advantages::PerToken(v) => (v, true),
-        };
+        let row_inputs = inputs.row_inputs();
+        let (advantages, per_token) = (row_inputs.advantages, row_inputs.per_token_advantages);
         advantages.validate("advantages", if per_token { rows } else { seqs })?;
         if let Some(v) = &inputs.old_logprobs {
             v.validate("old_logprobs", rows)?;
@@ -496,13 +509,6 @@ impl PolicyLoss {
             );
         }
 
-        let row_inputs = RowInputs {
-            mask: inputs.mask,
-            advantages,
-            per_token_advantages: per_token,
-            old_logp: inputs.old_logprobs,
-            ref_logp: inputs.ref_logprobs,
-        };
         prepare::record(
             ctx,
             encoder,
@@ -576,21 +582,10 @@ impl PolicyLoss {
         let rows = inputs.logits.rows;
         let rows_per_seq = inputs.logits.layout.rows_per_seq.min(rows).max(1);
         let seqs = rows.div_ceil(rows_per_seq).max(1);
-        let (advantages, per_token) = match inputs.advantages {
-            Advantages::PerSequence(v) => (v, false),
-            Advantages::PerToken(v) => (v, true),
-        };
         let mut guard = self.scratch.lock().unwrap_or_else(|p| p.into_inner());
         let scratch = &mut *guard;
         let rowin = self.grow(&mut scratch.rowin, "rowin", rows, ROWIN_BYTES);
         let seqinfo = self.grow(&mut scratch.seqinfo, "seqinfo", seqs, SEQINFO_BYTES);
-        let row_inputs = RowInputs {
-            mask: inputs.mask,
-            advantages,
-            per_token_advantages: per_token,
-            old_logp: inputs.old_logprobs,
-            ref_logp: inputs.ref_logprobs,
-        };
         prepare::record(
             &self.ctx,
             encoder,
@@ -598,7 +593,7 @@ impl PolicyLoss {
             rows,
             rows_per_seq,
             seqs,
-            &row_inputs,
+            &inputs.row_inputs(),
             rowin,
             seqinfo,
         )

@@ -114,6 +114,44 @@ fn bench_prints_a_table_and_json() {
         assert!(r["speedup"].as_f64().unwrap() > 0.0);
         assert!(r["pct_of_copy"].as_f64().unwrap() > 0.0);
     }
+    // the stages, as a table and, beside it, as JSON in a file
+    let json = std::env::temp_dir().join(format!("wpl-stages-{}.json", std::process::id()));
+    let out = bin()
+        .args([
+            "bench",
+            "--stages",
+            "--shape",
+            "64x300:bf16",
+            "--samples",
+            "1",
+            "--seconds",
+            "0",
+            "--json-file",
+        ])
+        .arg(&json)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    for key in [
+        "prepare ms",
+        "row kernel ms",
+        "forward ms",
+        "fwd+bwd ms",
+        "64x300 bf16",
+    ] {
+        assert!(text.contains(key), "`{key}` missing from:\n{text}");
+    }
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let rows = v.as_array().unwrap();
+    assert_eq!(rows.len(), open.contexts.len());
+    for r in rows {
+        for key in ["prepare_ms", "row_kernel_ms", "forward_ms", "fused_ms"] {
+            assert!(r[key].as_f64().unwrap() > 0.0, "{key}: {r}");
+        }
+        assert_eq!(r["rows"], 64);
+    }
+    let _ = std::fs::remove_file(&json);
     // a bad shape is a clear error
     let out = bin().args(["bench", "--shape", "12by40"]).output().unwrap();
     assert!(!out.status.success());

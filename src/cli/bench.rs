@@ -124,39 +124,61 @@ fn print_stages(rows: &[StageRow]) {
     }
 }
 
+/// The fields every JSON row has, then `fields`.
+fn json_object(
+    adapter: &str,
+    paths: &str,
+    shape: &BenchShape,
+    gpu_time: bool,
+    fields: serde_json::Value,
+) -> serde_json::Value {
+    let mut v = serde_json::json!({
+        "adapter": adapter,
+        "paths": paths,
+        "rows": shape.rows,
+        "vocab": shape.vocab,
+        "dtype": shape.dtype.name(),
+        "gpu_time": gpu_time,
+    });
+    if let (Some(o), serde_json::Value::Object(more)) = (v.as_object_mut(), fields) {
+        o.extend(more);
+    }
+    v
+}
+
 fn json_stages(r: &StageRow) -> serde_json::Value {
-    serde_json::json!({
-        "adapter": r.adapter,
-        "paths": r.paths,
-        "rows": r.shape.rows,
-        "vocab": r.shape.vocab,
-        "dtype": r.shape.dtype.name(),
-        "gpu_time": r.fused.gpu_time,
-        "prepare_ms": r.prepare.median_ms,
-        "row_kernel_ms": r.row_stats.median_ms,
-        "forward_ms": r.forward.median_ms,
-        "fused_ms": r.fused.median_ms,
-    })
+    json_object(
+        &r.adapter,
+        &r.paths,
+        &r.shape,
+        r.fused.gpu_time,
+        serde_json::json!({
+            "prepare_ms": r.prepare.median_ms,
+            "row_kernel_ms": r.row_stats.median_ms,
+            "forward_ms": r.forward.median_ms,
+            "fused_ms": r.fused.median_ms,
+        }),
+    )
 }
 
 fn json_row(r: &BenchRow) -> serde_json::Value {
-    serde_json::json!({
-        "adapter": r.adapter,
-        "paths": r.paths,
-        "rows": r.shape.rows,
-        "vocab": r.shape.vocab,
-        "dtype": r.shape.dtype.name(),
-        "gpu_time": r.fused.gpu_time,
-        "fused_ms": r.fused.median_ms,
-        "fused_gbs": r.fused_gbs(),
-        "copy_gbs": r.copy_gbs(),
-        "pct_of_copy": r.pct_of_copy(),
-        "unfused_ms": r.unfused.map(|u| u.median_ms),
-        "speedup": r.speedup(),
-        "copy_buffer_ms": r.copy_buffer.median_ms,
-        "copy_kernel_ms": r.copy_kernel.median_ms,
-        "samples": r.fused.samples,
-    })
+    json_object(
+        &r.adapter,
+        &r.paths,
+        &r.shape,
+        r.fused.gpu_time,
+        serde_json::json!({
+            "fused_ms": r.fused.median_ms,
+            "fused_gbs": r.fused_gbs(),
+            "copy_gbs": r.copy_gbs(),
+            "pct_of_copy": r.pct_of_copy(),
+            "unfused_ms": r.unfused.map(|u| u.median_ms),
+            "speedup": r.speedup(),
+            "copy_buffer_ms": r.copy_buffer.median_ms,
+            "copy_kernel_ms": r.copy_kernel.median_ms,
+            "samples": r.fused.samples,
+        }),
+    )
 }
 
 pub fn run(args: &BenchArgs) -> CliResult {
