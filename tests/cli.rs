@@ -203,6 +203,20 @@ fn lone_adapter() -> Option<String> {
 #[test]
 fn an_adapter_that_cannot_open_a_device_is_reported_and_skipped() {
     use wgpu_policy_loss::{FAIL_DEVICE_ENV, STRICT_ENV};
+    // no adapter opens: check fails, saying why
+    let out = bin()
+        .arg("check")
+        .env(FAIL_DEVICE_ENV, "(")
+        .env_remove(STRICT_ENV)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "check passed with no adapter open");
+    assert!(
+        err.contains("no GPU adapter found that opens a device"),
+        "{err}"
+    );
+
     let Some(label) = lone_adapter() else {
         eprintln!("fewer than two distinguishable adapters: nothing to skip here");
         return;
