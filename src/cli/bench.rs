@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use clap::Args;
-use wgpu_policy_loss::bench::{self, BenchRow, BenchShape, StageRow};
+use wgpu_policy_loss::bench::{self, BenchRow, BenchShape, StageRow, Timing};
 use wgpu_policy_loss::Error;
 
 use super::CliResult;
@@ -59,13 +59,18 @@ fn parse_shape(s: &str) -> Result<BenchShape, String> {
     Ok(shape)
 }
 
-fn print_table(rows: &[BenchRow]) {
-    let Some(first) = rows.first() else { return };
-    let clock = if first.fused.gpu_time {
+/// What a table's times are.
+fn clock(t: &Timing) -> &'static str {
+    if t.gpu_time {
         "GPU time (timestamps)"
     } else {
         "wall time"
-    };
+    }
+}
+
+fn print_table(rows: &[BenchRow]) {
+    let Some(first) = rows.first() else { return };
+    let clock = clock(&first.fused);
     println!("\n{}  [{}; {clock}, median]", first.adapter, first.paths);
     println!(
         "{:<20} {:>10} {:>9} {:>8} {:>12} {:>9} {:>13} {:>13}",
@@ -99,11 +104,7 @@ fn print_table(rows: &[BenchRow]) {
 
 fn print_stages(rows: &[StageRow]) {
     let Some(first) = rows.first() else { return };
-    let clock = if first.fused.gpu_time {
-        "GPU time (timestamps)"
-    } else {
-        "wall time"
-    };
+    let clock = clock(&first.fused);
     println!(
         "\n{}  [{}; {clock}, median; one sequence of every row]",
         first.adapter, first.paths
