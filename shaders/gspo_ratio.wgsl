@@ -4,10 +4,15 @@
 // then a fixed tree: the bits are reproducible and no lane walks a whole sequence.
 
 struct Params {
+    // this part's rows and sequences, and where they start in the scratch buffers
     rows: u32,
     rows_per_seq: u32,
     seqs: u32,
     has_old: u32,
+    part_row: u32,
+    part_seq: u32,
+    _pad0: u32,
+    _pad1: u32,
     teams: Teams,
 }
 
@@ -26,9 +31,9 @@ fn gspo_ratio(@builtin(local_invocation_index) lane: u32) {
         if (b < params.seqs) {
             let end = min((b + 1u) * params.rows_per_seq, params.rows);
             for (var r = b * params.rows_per_seq + at.y; r < end; r += params.teams.size) {
-                let m = rowin[r].x;
-                if (m > 0.0) {
-                    part += vec2<f32>(m * (rowout[r][0] - rowin[r].z), m);
+                let i = rowin[params.part_row + r];
+                if (i.x > 0.0) {
+                    part += vec2<f32>(i.x * (rowout[params.part_row + r][0] - i.z), i.x);
                 }
             }
         }
@@ -38,7 +43,7 @@ fn gspo_ratio(@builtin(local_invocation_index) lane: u32) {
             if (params.has_old != 0u && sums.y > 0.0) {
                 ratio = exp(clamp(sums.x / sums.y, -20.0, 20.0));
             }
-            seqinfo[b].y = ratio;
+            seqinfo[params.part_seq + b].y = ratio;
         }
     }
 }

@@ -32,8 +32,10 @@ struct Params {
     clip_c: f32,
     kl_coef: f32,
     entropy_coeff: f32,
-    _pad0: u32,
-    _pad1: u32,
+    // where this part's rows and sequences start in the scratch buffers (a loss over
+    // logits in several buffers numbers the rows of every part one after the other)
+    part_row: u32,
+    part_seq: u32,
 }
 
 // phase bits
@@ -51,6 +53,8 @@ const KL_K2: u32 = 1u;
 const ROW_CLIPPED: f32 = 1.0;
 const ROW_DUAL: f32 = 2.0;
 const ROW_NONFINITE: f32 = 4.0;
+// a masked-in token id outside the vocabulary (the id in slot 6, as u32 bits)
+const ROW_BAD_ID: f32 = 8.0;
 
 @group(0) @binding(1) var<uniform> params: Params;
 @group(0) @binding(2) var<storage, read> targets: array<u32>;
@@ -58,7 +62,7 @@ const ROW_NONFINITE: f32 = 4.0;
 @group(0) @binding(3) var<storage, read> rowin: array<vec4<f32>>;
 // per sequence: weight factor c_b (w_r = m_r·c_b), GSPO ratio s_b
 @group(0) @binding(4) var<storage, read> seqinfo: array<vec2<f32>>;
-// per row: logp, entropy, lse, w·L, kl, flags, -, - (read by reduce.wgsl)
+// per row: logp, entropy, lse, w·L, kl, flags, bad id, - (read by reduce.wgsl)
 @group(0) @binding(5) var<storage, read_write> rowout: array<array<f32, 8>>;
 
 struct GradCoefs {
@@ -146,10 +150,11 @@ fn policy_loss(
         return;
     }
     let lane = lane_id(lanes);
-    let seq = row / params.x.rows_per_seq;
+    let at = params.part_row + row;
+    let seq = params.part_seq + row / params.x.rows_per_seq;
     let xbase = row_start(params.x, row);
     let y = targets[row_start(params.y, row)];
-    let inputs = rowin[row];
+    let inputs = rowin[at];
     let m = inputs.x;
 
     var lse: f32;
@@ -169,7 +174,7 @@ fn policy_loss(
             logp = acc_logp(total, z_y);
         }
     } else {
-        let st = rowout[row];
+        let st = rowout[at];
         logp = st[0];
         entropy = st[1];
         lse = st[2];
@@ -177,7 +182,7 @@ fn policy_loss(
 
     if ((params.phase & PHASE_LOSS) == 0u) {
         if (lane == 0u) {
-            rowout[row] = array<f32, 8>(logp, entropy, lse, 0.0, 0.0, 0.0, 0.0, 0.0);
+            rowout[at] = array<f32, 8>(logp, entropy, lse, 0.0, 0.0, 0.0, 0.0, 0.0);
         }
         return;
     }
@@ -211,16 +216,18 @@ fn policy_loss(
     }
     let w = select(0.0, m * seqinfo[seq].x, masked_in);
     let nonfinite = masked_in && !(is_finite(lse) && !is_nan(entropy));
+    let bad_id = masked_in && y >= params.vocab;
+    let flags = term.flags + select(0.0, ROW_NONFINITE, nonfinite) + select(0.0, ROW_BAD_ID, bad_id);
 
     if (lane == 0u) {
-        rowout[row] = array<f32, 8>(
+        rowout[at] = array<f32, 8>(
             logp,
             entropy,
             lse,
             select(0.0, w * loss_t, masked_in),
             select(0.0, kl.x, masked_in),
-            select(0.0, term.flags + select(0.0, ROW_NONFINITE, nonfinite), masked_in),
-            0.0,
+            select(0.0, flags, masked_in),
+            bitcast<f32>(y),
             0.0,
         );
     }

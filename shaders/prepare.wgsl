@@ -6,6 +6,8 @@
 // bitwise reproducible.
 
 struct Params {
+    // this part's rows and sequences (a loss over logits in several buffers runs the
+    // gather once per part, then the weights once over every sequence)
     rows: u32,
     rows_per_seq: u32,
     seqs: u32,
@@ -15,17 +17,28 @@ struct Params {
     global_normalizer: f32,
     // seq-mean-token-sum-norm: L_norm
     l_norm: f32,
-    _pad: u32,
+    phase: u32,
     mask_offset: u32,
     adv_offset: u32,
     old_offset: u32,
     ref_offset: u32,
+    // where the part's rows and sequences start in rowin and seqinfo
+    part_row: u32,
+    part_seq: u32,
+    // sequences of every part
+    all_seqs: u32,
+    _pad: u32,
     // lanes per sequence for the token counts n_b
     teams: Teams,
 }
 
 // with HAS_OLD and HAS_REF (prelude.wgsl)
 const ADV_PER_TOKEN: u32 = 8u;
+
+// phases: the part's per-row inputs and token counts n_b; the weights c_b of every
+// sequence (which need every n_b)
+const GATHER: u32 = 1u;
+const WEIGHTS: u32 = 2u;
 
 const AGG_TOKEN_MEAN: u32 = 0u;
 const AGG_SEQ_MEAN_TOKEN_MEAN: u32 = 1u;
@@ -45,6 +58,17 @@ fn inv_or_zero(d: f32) -> f32 {
 
 @compute @workgroup_size(WG_SIZE)
 fn prepare(@builtin(local_invocation_index) lane: u32) {
+    if ((params.phase & GATHER) != 0u) {
+        gather(lane);
+        // n_b was written by the first lane of b's team
+        storageBarrier();
+    }
+    if ((params.phase & WEIGHTS) != 0u) {
+        weights(lane);
+    }
+}
+
+fn gather(lane: u32) {
     let per_token = (params.flags & ADV_PER_TOKEN) != 0u;
     for (var r = lane; r < params.rows; r += WG_SIZE) {
         var v = vec4<f32>(mask[params.mask_offset + r], 0.0, 0.0, 0.0);
@@ -55,13 +79,12 @@ fn prepare(@builtin(local_invocation_index) lane: u32) {
         if ((params.flags & HAS_REF) != 0u) {
             v.w = ref_logp[params.ref_offset + r];
         }
-        rowin[r] = v;
+        rowin[params.part_row + r] = v;
     }
 
-    // n_b: the team of sequence b sums its rows, each lane a strided part in order;
-    // the team's first lane writes n_b and keeps the running totals
-    var tokens = 0.0;
-    var nonempty = 0.0;
+    // n_b: the team of sequence b sums its rows, each lane a strided part in order (the
+    // team's size depends on the sequence's length alone, so n_b's bits do not depend
+    // on the rest of the batch or on how it is split into parts)
     for (var k = 0u; k < params.teams.rounds; k++) {
         let at = team_segment(params.teams, lane, k);
         let b = at.x;
@@ -76,18 +99,26 @@ fn prepare(@builtin(local_invocation_index) lane: u32) {
         }
         let n = team_sum(lane, params.teams.size, vec2<f32>(part, 0.0)).x;
         if (b < params.seqs && at.y == 0u) {
-            seqinfo[b] = vec2<f32>(n, 1.0);
-            tokens += n;
-            nonempty += select(0.0, 1.0, n > 0.0);
+            seqinfo[params.part_seq + b] = vec2<f32>(n, 1.0);
         }
+    }
+}
+
+fn weights(lane: u32) {
+    // Σ n_b and the non-empty sequences, over every sequence of every part in order
+    var tokens = 0.0;
+    var nonempty = 0.0;
+    for (var b = lane; b < params.all_seqs; b += WG_SIZE) {
+        let n = seqinfo[b].x;
+        tokens += n;
+        nonempty += select(0.0, 1.0, n > 0.0);
     }
     let totals = team_sum(lane, WG_SIZE, vec2<f32>(tokens, nonempty));
     let total = totals.x;
     let seqs_nonempty = totals.y;
-    // n_b was written by the first lane of b's team
-    storageBarrier();
 
-    for (var b = lane; b < params.seqs; b += WG_SIZE) {
+    // each lane rewrites the sequences it read above, so no barrier is needed
+    for (var b = lane; b < params.all_seqs; b += WG_SIZE) {
         let n = seqinfo[b].x;
         var c: f32;
         if (params.agg_mode == AGG_TOKEN_MEAN) {
@@ -97,7 +128,7 @@ fn prepare(@builtin(local_invocation_index) lane: u32) {
         } else if (params.agg_mode == AGG_SEQ_MEAN_TOKEN_SUM) {
             c = inv_or_zero(seqs_nonempty);
         } else {
-            c = inv_or_zero(f32(params.seqs) * params.l_norm);
+            c = inv_or_zero(f32(params.all_seqs) * params.l_norm);
         }
         seqinfo[b] = vec2<f32>(c, 1.0);
     }

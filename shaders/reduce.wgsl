@@ -2,7 +2,8 @@
 // rows, in a fixed order (lane i takes rows i, i + WG_SIZE, ..., then a fixed tree), so
 // the loss is bitwise reproducible; no float atomics. Also copies the per-row log-probs
 // and entropies to the caller's buffers, and finds the first masked-in row whose token
-// id lies outside the vocabulary (the host turns it into an error naming that row).
+// id lies outside the vocabulary, as the row kernel flagged it (the host turns it into
+// an error naming that row). Rows are those of every part of the call, in order.
 //
 // metrics: loss, pg_clipfrac, pg_clipfrac_lower, ppo_kl, kl, entropy_mean,
 //          nonfinite_rows, Σ mask, first bad row (u32 bits, 0xffffffff if none),
@@ -15,9 +16,8 @@ struct Params {
     logp_offset: u32,
     entropy_offset: u32,
     write_rows: u32,
-    vocab: u32,
-    _pad: u32,
-    y: RowLayout,
+    _pad0: u32,
+    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -26,7 +26,6 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> metrics: array<f32>;
 @group(0) @binding(4) var<storage, read_write> out_logp: array<f32>;
 @group(0) @binding(5) var<storage, read_write> out_entropy: array<f32>;
-@group(0) @binding(6) var<storage, read> targets: array<u32>;
 
 var<workgroup> wg_sums: array<array<f32, 8>, WG_SIZE>;
 var<workgroup> wg_bad: array<u32, WG_SIZE>;
@@ -58,7 +57,7 @@ fn reduce(@builtin(local_invocation_index) lane: u32) {
             s[5] += m * o[1];
             s[6] += select(0.0, 1.0, (flags & 4u) != 0u);
             s[7] += m;
-            if (bad == NONE && targets[row_start(params.y, r)] >= params.vocab) {
+            if (bad == NONE && (flags & 8u) != 0u) {
                 bad = r;
             }
         }
@@ -91,7 +90,7 @@ fn reduce(@builtin(local_invocation_index) lane: u32) {
         metrics[o + 8u] = bitcast<f32>(first_bad);
         var id = 0u;
         if (first_bad != NONE) {
-            id = targets[row_start(params.y, first_bad)];
+            id = bitcast<u32>(rowout[first_bad][6]);
         }
         metrics[o + 9u] = bitcast<f32>(id);
     }

@@ -256,6 +256,21 @@ pub struct HostLoss {
     pub grad: Option<HostGrad>,
 }
 
+/// One host batch uploaded: its buffers and shape.
+struct Uploaded {
+    rows: u32,
+    rows_per_seq: u32,
+    per_token: bool,
+    dtype: DType,
+    logits: wgpu::Buffer,
+    targets: wgpu::Buffer,
+    mask: wgpu::Buffer,
+    advantages: wgpu::Buffer,
+    old: Option<wgpu::Buffer>,
+    refp: Option<wgpu::Buffer>,
+    grad: Option<(wgpu::Buffer, u64)>,
+}
+
 impl Context {
     /// The policy loss of a host batch: uploads it, runs the forward (and, with
     /// `grad_dtype`, the backward) and reads everything back. Token ids on masked-in
@@ -266,7 +281,98 @@ impl Context {
         batch: &HostBatch<'_>,
         grad_dtype: Option<DType>,
     ) -> Result<HostLoss> {
+        self.policy_loss_parts(config, std::slice::from_ref(batch), grad_dtype)
+    }
+
+    /// [`Context::policy_loss`] of a batch held in several parts (each of whole
+    /// sequences, each uploaded to buffers of its own), computed as one batch by
+    /// [`PolicyLoss::record_parts`]: per-row outputs and the gradient (`rows × vocab`)
+    /// hold every part's rows in order, as for the parts joined into one batch.
+    pub fn policy_loss_parts(
+        &self,
+        config: &LossConfig,
+        batches: &[HostBatch<'_>],
+        grad_dtype: Option<DType>,
+    ) -> Result<HostLoss> {
         config.validate()?;
+        let loss = PolicyLoss::new(self, *config)?;
+        let many = batches.len() > 1;
+        let parts = batches
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                self.upload_batch(b, grad_dtype).map_err(|e| match e {
+                    Error::InvalidArgument { arg, reason } if many => Error::InvalidArgument {
+                        arg,
+                        reason: format!("(part {i}) {reason}"),
+                    },
+                    other => other,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let vocab = batches.first().map_or(1, |b| b.vocab);
+        let rows: u32 = parts.iter().map(|p| p.rows).sum();
+        let out = LossBuffers::new(self, rows);
+        let views: Vec<(LossInputs<'_>, Gradient<'_>)> = parts
+            .iter()
+            .zip(batches)
+            .map(|(p, b)| {
+                let logits = LogitsView::new(&p.logits, p.dtype, p.rows, b.vocab)
+                    .with_sequences(p.rows_per_seq, p.rows_per_seq as u64 * b.vocab as u64);
+                let inputs = LossInputs {
+                    logits,
+                    targets: TargetsView::new(&p.targets),
+                    mask: F32View::new(&p.mask),
+                    advantages: if p.per_token {
+                        Advantages::PerToken(F32View::new(&p.advantages))
+                    } else {
+                        Advantages::PerSequence(F32View::new(&p.advantages))
+                    },
+                    old_logprobs: p.old.as_ref().map(F32View::new),
+                    ref_logprobs: p.refp.as_ref().map(F32View::new),
+                };
+                let gradient = match (&p.grad, grad_dtype) {
+                    (Some((buf, _)), Some(d)) => Gradient::Into(GradView::new(buf, d, b.vocab)),
+                    _ => Gradient::None,
+                };
+                (inputs, gradient)
+            })
+            .collect();
+        let mut encoder = self
+            .device()
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+        loss.record_parts(&mut encoder, &views, &out.outputs())?;
+        let mut list = vec![
+            (&out.metrics, Metrics::LEN as u64 * 4),
+            (&out.logprobs, rows as u64 * 4),
+            (&out.entropy, rows as u64 * 4),
+        ];
+        list.extend(
+            parts
+                .iter()
+                .filter_map(|p| p.grad.as_ref().map(|(b, n)| (b, *n))),
+        );
+        let got = self.read_back(encoder, &list)?;
+        let grad = grad_dtype.map(|dtype| HostGrad {
+            dtype,
+            bytes: got[3..].concat(),
+        });
+        let entropy = bytemuck::pod_collect_to_vec(&got[2]);
+        let logprobs = bytemuck::pod_collect_to_vec(&got[1]);
+        let metrics = Metrics::from_slice(&bytemuck::pod_collect_to_vec::<u8, f32>(&got[0]));
+        // the ids were checked on the device: the first bad masked-in row is an error
+        metrics.check(vocab)?;
+        Ok(HostLoss {
+            metrics,
+            logprobs,
+            entropy,
+            grad,
+        })
+    }
+
+    /// Checks a host batch's shapes and uploads it (with a gradient buffer of
+    /// `grad_dtype`).
+    fn upload_batch(&self, batch: &HostBatch<'_>, grad_dtype: Option<DType>) -> Result<Uploaded> {
         let vocab = batch.vocab;
         if vocab == 0 {
             return Err(Error::arg("vocab", "must be at least 1"));
@@ -309,71 +415,27 @@ impl Context {
                 ))
             }
         };
-        let loss = PolicyLoss::new(self, *config)?;
-        let x = self.upload("logits", batch.logits.bytes());
-        let y = self.upload("targets", bytemuck::cast_slice(batch.targets));
-        let m = self.upload("mask", bytemuck::cast_slice(batch.mask));
-        let a = self.upload("advantages", bytemuck::cast_slice(batch.advantages));
-        let old = batch
-            .old_logprobs
-            .map(|v| self.upload("old_logprobs", bytemuck::cast_slice(v)));
-        let rf = batch
-            .ref_logprobs
-            .map(|v| self.upload("ref_logprobs", bytemuck::cast_slice(v)));
+        let f32s = |label, v: &[f32]| self.upload(label, bytemuck::cast_slice(v));
         let grad_bytes = rows as u64 * vocab as u64 * grad_dtype.map_or(0, DType::size);
-        let g = grad_dtype.map(|_| {
-            self.buffer(
-                "gradient",
-                grad_bytes.div_ceil(4).max(1) * 4,
-                wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
-            )
-        });
-        let out = LossBuffers::new(self, rows_u32);
-        let logits = LogitsView::new(&x, batch.logits.dtype(), rows_u32, vocab)
-            .with_sequences(rps, rps as u64 * vocab as u64);
-        let inputs = LossInputs {
-            logits,
-            targets: TargetsView::new(&y),
-            mask: F32View::new(&m),
-            advantages: if per_token {
-                Advantages::PerToken(F32View::new(&a))
-            } else {
-                Advantages::PerSequence(F32View::new(&a))
-            },
-            old_logprobs: old.as_ref().map(F32View::new),
-            ref_logprobs: rf.as_ref().map(F32View::new),
-        };
-        let gradient = match (&g, grad_dtype) {
-            (Some(buf), Some(d)) => Gradient::Into(GradView::new(buf, d, vocab)),
-            _ => Gradient::None,
-        };
-        let mut encoder = self
-            .device()
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
-        loss.record(&mut encoder, &inputs, gradient, &out.outputs())?;
-        let mut list = vec![
-            (&out.metrics, Metrics::LEN as u64 * 4),
-            (&out.logprobs, rows as u64 * 4),
-            (&out.entropy, rows as u64 * 4),
-        ];
-        if let Some(buf) = &g {
-            list.push((buf, grad_bytes));
-        }
-        let mut got = self.read_back(encoder, &list)?;
-        let grad = grad_dtype.map(|dtype| HostGrad {
-            dtype,
-            bytes: got.pop().unwrap_or_default(),
-        });
-        let entropy = bytemuck::pod_collect_to_vec(&got[2]);
-        let logprobs = bytemuck::pod_collect_to_vec(&got[1]);
-        let metrics = Metrics::from_slice(&bytemuck::pod_collect_to_vec::<u8, f32>(&got[0]));
-        // the ids were checked on the device: the first bad masked-in row is an error
-        metrics.check(vocab)?;
-        Ok(HostLoss {
-            metrics,
-            logprobs,
-            entropy,
-            grad,
+        Ok(Uploaded {
+            rows: rows_u32,
+            rows_per_seq: rps,
+            per_token,
+            dtype: batch.logits.dtype(),
+            logits: self.upload("logits", batch.logits.bytes()),
+            targets: self.upload("targets", bytemuck::cast_slice(batch.targets)),
+            mask: f32s("mask", batch.mask),
+            advantages: f32s("advantages", batch.advantages),
+            old: batch.old_logprobs.map(|v| f32s("old_logprobs", v)),
+            refp: batch.ref_logprobs.map(|v| f32s("ref_logprobs", v)),
+            grad: grad_dtype.map(|_| {
+                let buffer = self.buffer(
+                    "gradient",
+                    grad_bytes.div_ceil(4).max(1) * 4,
+                    wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+                );
+                (buffer, grad_bytes)
+            }),
         })
     }
 }

@@ -18,7 +18,7 @@ use crate::config::{LossConfig, PolicyLossMode};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::kernels::policy_loss::{GradDest, RowCall, PHASE_LOSS, PHASE_STATS};
-use crate::kernels::prepare::{RowInputs, HAS_OLD, HAS_REF};
+use crate::kernels::prepare::{AllSeqs, PartRows, RowInputs, GATHER, HAS_OLD, HAS_REF, WEIGHTS};
 use crate::kernels::reduce::METRICS;
 use crate::kernels::{gspo_ratio, policy_loss, prepare, reduce};
 use crate::view::{DType, F32View, LogitsView, RowLayout, TargetsView};
@@ -293,21 +293,32 @@ impl PolicyLoss {
     /// Device memory one call with these inputs may allocate, in bytes, known before
     /// the call: 48 bytes a row and 8 a sequence of scratch (allocated on first use and
     /// reused after), 16 bytes of spare, plus a small uniform block per launch and per
-    /// chunk of rows. It
-    /// never grows with the vocabulary: no `[rows, V]` buffer is ever made.
+    /// chunk of rows. It never grows with the vocabulary: no `[rows, V]` buffer is ever
+    /// made.
     pub fn scratch_bytes(&self, inputs: &LossInputs<'_>, gradient: &Gradient<'_>) -> Result<u64> {
-        let grad = match gradient {
-            Gradient::Into(g) => Some((g.layout, g.dtype)),
-            _ => None,
-        };
-        self.scratch_for_layout(
-            inputs.logits.rows,
-            inputs.logits.layout,
-            inputs.logits.vocab,
-            inputs.logits.dtype,
-            inputs.targets.layout,
-            grad,
-        )
+        self.scratch_bytes_parts(&[(*inputs, *gradient)])
+    }
+
+    /// [`PolicyLoss::scratch_bytes`] of a call of [`PolicyLoss::record_parts`].
+    pub fn scratch_bytes_parts(&self, parts: &[(LossInputs<'_>, Gradient<'_>)]) -> Result<u64> {
+        let shapes = parts
+            .iter()
+            .map(|(inputs, gradient)| {
+                let grad = match gradient {
+                    Gradient::Into(g) => Some((g.layout, g.dtype)),
+                    _ => None,
+                };
+                PartShape {
+                    rows: inputs.logits.rows,
+                    layout: inputs.logits.layout,
+                    vocab: inputs.logits.vocab,
+                    dtype: inputs.logits.dtype,
+                    targets: inputs.targets.layout,
+                    grad,
+                }
+            })
+            .collect::<Vec<_>>();
+        self.scratch_for(&shapes)
     }
 
     /// [`PolicyLoss::scratch_bytes`] for dense logits `[rows, vocab]` in sequences of
@@ -327,60 +338,63 @@ impl PolicyLoss {
             rows_per_seq: rows_per_seq.max(1),
             seq_stride: rows_per_seq.max(1) as u64 * width,
         };
-        self.scratch_for_layout(
+        self.scratch_for(&[PartShape {
             rows,
-            dense(vocab as u64),
+            layout: dense(vocab as u64),
             vocab,
             dtype,
-            dense(1),
-            grad.map(|d| (dense(vocab as u64), d)),
-        )
+            targets: dense(1),
+            grad: grad.map(|d| (dense(vocab as u64), d)),
+        }])
     }
 
-    fn scratch_for_layout(
-        &self,
-        rows: u32,
-        layout: RowLayout,
-        vocab: u32,
-        dtype: DType,
-        targets: RowLayout,
-        grad: Option<(RowLayout, DType)>,
-    ) -> Result<u64> {
-        let rows_per_seq = layout.rows_per_seq.min(rows).max(1);
-        let seqs = rows.div_ceil(rows_per_seq).max(1) as u64;
+    fn scratch_for(&self, parts: &[PartShape]) -> Result<u64> {
         let limits = self.ctx.device().limits();
-        let logits = crate::kernels::RowSpan {
-            arg: "logits",
-            layout,
-            width: vocab as u64,
-            elem: dtype.size(),
-        };
-        let ids = crate::kernels::RowSpan {
-            arg: "targets",
-            layout: targets,
-            width: 1,
-            elem: 4,
-        };
-        let mut spans = vec![logits, ids];
-        if let Some((g, d)) = grad {
-            spans.push(crate::kernels::policy_loss::grad_span(&g, vocab, d));
+        let (mut rows, mut seqs, mut blocks, mut live) = (0u64, 0u64, 1u64, 0u64);
+        for p in parts.iter().filter(|p| p.rows > 0) {
+            let rows_per_seq = p.layout.rows_per_seq.min(p.rows).max(1);
+            rows += p.rows as u64;
+            seqs += p.rows.div_ceil(rows_per_seq) as u64;
+            live += 1;
+            let logits = crate::kernels::RowSpan {
+                arg: "logits",
+                layout: p.layout,
+                width: p.vocab as u64,
+                elem: p.dtype.size(),
+            };
+            let ids = crate::kernels::RowSpan {
+                arg: "targets",
+                layout: p.targets,
+                width: 1,
+                elem: 4,
+            };
+            let mut spans = vec![logits, ids];
+            if let Some((g, d)) = p.grad {
+                spans.push(crate::kernels::policy_loss::grad_span(&g, p.vocab, d));
+            }
+            let chunks = |s: &[crate::kernels::RowSpan]| -> Result<u64> {
+                Ok(crate::kernels::plan_chunks(p.rows, s, &limits)?.len() as u64)
+            };
+            // the part's prepare, its row launch(es), and GSPO's ratio
+            blocks += 1 + chunks(&spans)?;
+            if self.config.mode == PolicyLossMode::Gspo {
+                blocks += 1 + chunks(&spans[..2])?;
+            }
         }
-        let loss_chunks = crate::kernels::plan_chunks(rows, &spans, &limits)?.len() as u64;
-        let stats_chunks = crate::kernels::plan_chunks(rows, &spans[..2], &limits)?.len() as u64;
-        // prepare and reduce, the row launch(es), and GSPO's ratio
-        let uniform_blocks = match self.config.mode {
-            PolicyLossMode::Gspo => 3 + stats_chunks + loss_chunks,
-            _ => 2 + loss_chunks,
-        };
-        Ok(rows.max(1) as u64 * (ROWIN_BYTES + ROWOUT_BYTES)
-            + seqs * SEQINFO_BYTES
+        // several parts: one more prepare launch, for the weights of every sequence
+        if live > 1 {
+            blocks += 1;
+        }
+        Ok(rows.max(1) * (ROWIN_BYTES + ROWOUT_BYTES)
+            + seqs.max(1) * SEQINFO_BYTES
             + SPARE_BYTES
-            + uniform_blocks * UNIFORM_BYTES)
+            + blocks * UNIFORM_BYTES)
     }
 
     /// Kernel launches per call when the rows fit one chunk: prepare, policy_loss,
     /// reduce (GSPO: two more). Each further chunk of rows is one more dispatch of the
-    /// row kernel.
+    /// row kernel; each further part of [`PolicyLoss::record_parts`] adds its own
+    /// prepare and row launches, and the parts one more prepare for the weights.
     pub fn launches(&self) -> usize {
         match self.config.mode {
             PolicyLossMode::Gspo => 5,
@@ -397,203 +411,236 @@ impl PolicyLoss {
         gradient: Gradient<'_>,
         outputs: &LossOutputs<'_>,
     ) -> Result<()> {
-        let cfg = &self.config;
-        let logits = &inputs.logits;
-        logits.validate()?;
-        let rows = logits.rows;
-        inputs.targets.validate(rows)?;
-        let rows_per_seq = logits.layout.rows_per_seq.min(rows).max(1);
-        let seqs = rows.div_ceil(rows_per_seq).max(1);
-        inputs.mask.validate("mask", rows)?;
-        let row_inputs = inputs.row_inputs();
-        let (advantages, per_token) = (row_inputs.advantages, row_inputs.per_token_advantages);
-        advantages.validate("advantages", if per_token { rows } else { seqs })?;
-        if let Some(v) = &inputs.old_logprobs {
-            v.validate("old_logprobs", rows)?;
-        }
-        if let Some(v) = &inputs.ref_logprobs {
-            v.validate("ref_logprobs", rows)?;
-        }
-        if cfg.kl_coef != 0.0 && inputs.ref_logprobs.is_none() {
-            return Err(Error::arg("ref_logprobs", "required when kl_coef is not 0"));
-        }
-        outputs
-            .metrics
-            .validate("outputs.metrics", METRICS as u32)?;
-        if let Some(v) = &outputs.logprobs {
-            v.validate("outputs.logprobs", rows)?;
-        }
-        if let Some(v) = &outputs.entropy {
-            v.validate("outputs.entropy", rows)?;
-        }
-        let grad = match gradient {
-            Gradient::None => GradDest::None,
-            Gradient::Into(g) => {
-                let view = LogitsView {
-                    buffer: g.buffer,
-                    dtype: g.dtype,
-                    rows,
-                    vocab: logits.vocab,
-                    layout: g.layout,
-                };
-                view.validate().map_err(|e| rename(e, "gradient"))?;
-                if std::ptr::eq(g.buffer, logits.buffer) || *g.buffer == *logits.buffer {
-                    beside_logits(logits, &g)?
-                } else {
-                    GradDest::Separate {
-                        buffer: g.buffer,
-                        dtype: g.dtype,
-                        layout: g.layout,
+        self.record_parts(encoder, &[(*inputs, gradient)], outputs)
+    }
+
+    /// One loss over logits that live in several buffers — a trainer's micro-batches,
+    /// or a batch larger than the device's largest buffer. Each part is the
+    /// [`LossInputs`] of whole sequences with a gradient of its own; the loss, the
+    /// metrics and the aggregation are those of the whole batch, the parts' rows one
+    /// after the other as if in one buffer: `token-mean` divides by Σ mask over every
+    /// part, the `seq-mean` modes average over every part's sequences, and `L_norm`
+    /// defaults to the longest sequence of any part (the padded width one buffer would
+    /// need). Per-row outputs hold every part's rows in order, and so does the row of an
+    /// invalid token id. Where the rows are the same, the results have the same bits as
+    /// one buffer's. Every part has the same vocabulary, and old (reference) log-probs
+    /// in every part or in none.
+    ///
+    /// ```no_run
+    /// # use wgpu_policy_loss::*;
+    /// # fn f(loss: &PolicyLoss, enc: &mut wgpu::CommandEncoder, a: LossInputs<'_>,
+    /// #      b: LossInputs<'_>, out: &LossBuffers) -> Result<()> {
+    /// loss.record_parts(enc, &[(a, Gradient::InPlace), (b, Gradient::InPlace)], &out.outputs())
+    /// # }
+    /// ```
+    pub fn record_parts(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        parts: &[(LossInputs<'_>, Gradient<'_>)],
+        outputs: &LossOutputs<'_>,
+    ) -> Result<()> {
+        let plan = self.plan(parts, Some(outputs))?;
+        self.encode(encoder, &plan, outputs)
+    }
+
+    /// Validates a call (with its outputs, unless `None`) and lays its parts out in the
+    /// scratch buffers; records nothing.
+    fn plan<'a>(
+        &self,
+        parts: &[(LossInputs<'a>, Gradient<'a>)],
+        outputs: Option<&LossOutputs<'_>>,
+    ) -> Result<Plan<'a>> {
+        let Some((first, _)) = parts.first() else {
+            return Err(Error::arg(
+                "parts",
+                "is empty: a call needs at least one part",
+            ));
+        };
+        let many = parts.len() > 1;
+        let mut plan = Plan {
+            parts: Vec::with_capacity(parts.len()),
+            rows: 0,
+            seqs: 0,
+            l_norm: 1.0,
+            has_old: first.old_logprobs.is_some(),
+        };
+        let mut longest = 1;
+        for (i, (inputs, gradient)) in parts.iter().enumerate() {
+            let part = plan_part(
+                &self.config,
+                inputs,
+                *gradient,
+                outputs,
+                plan.rows,
+                plan.seqs,
+            )
+            .and_then(|p| {
+                if inputs.logits.vocab != first.logits.vocab {
+                    return Err(Error::arg(
+                        "logits",
+                        format!(
+                            "has a vocabulary of {}, part 0 of {}: every part needs the same",
+                            inputs.logits.vocab, first.logits.vocab
+                        ),
+                    ));
+                }
+                for (arg, here, there) in [
+                    ("old_logprobs", inputs.old_logprobs, first.old_logprobs),
+                    ("ref_logprobs", inputs.ref_logprobs, first.ref_logprobs),
+                ] {
+                    if here.is_some() != there.is_some() {
+                        return Err(Error::arg(
+                            arg,
+                            "given for some parts and not others: give them for every part or none",
+                        ));
                     }
                 }
+                Ok(p)
+            })
+            .map_err(|e| in_part(e, i, many))?;
+            plan.rows = plan.rows.checked_add(part.rows.rows).ok_or_else(|| {
+                Error::arg("logits", "the parts hold more than 2^32 - 1 rows in all")
+            })?;
+            plan.seqs += part.rows.seqs;
+            if part.rows.rows > 0 {
+                longest = longest.max(part.rows.rows_per_seq);
             }
-            Gradient::InPlace => GradDest::InPlace,
-        };
-        let mut reads = vec![
-            ("targets", inputs.targets.buffer),
-            ("mask", inputs.mask.buffer),
-            ("advantages", advantages.buffer),
-        ];
-        reads.extend(inputs.old_logprobs.map(|v| ("old_logprobs", v.buffer)));
-        reads.extend(inputs.ref_logprobs.map(|v| ("ref_logprobs", v.buffer)));
-        let mut writes = vec![("outputs.metrics", outputs.metrics.buffer)];
-        writes.extend(outputs.logprobs.map(|v| ("outputs.logprobs", v.buffer)));
-        writes.extend(outputs.entropy.map(|v| ("outputs.entropy", v.buffer)));
-        reads.push(("logits", logits.buffer));
-        match &grad {
-            GradDest::Separate { buffer, .. } => writes.push(("gradient", buffer)),
-            // in place the logits are written too: no other input or output may share them
-            GradDest::InPlace | GradDest::Beside { .. } => writes.push(("logits", logits.buffer)),
-            GradDest::None => {}
+            plan.parts.push(part);
         }
-        crate::view::check_aliasing(&reads, &writes)?;
-        // every element of a written tensor belongs to one row
-        let written = match &grad {
-            GradDest::Separate { layout, .. } => Some(("gradient", layout)),
-            GradDest::InPlace => Some(("logits", &logits.layout)),
-            GradDest::Beside { layout } => Some(("gradient", layout)),
-            GradDest::None => None,
-        };
-        if let Some((arg, layout)) = written {
-            if layout.rows_overlap(rows, logits.vocab as u64) {
-                return Err(Error::arg(
-                    arg,
-                    "rows overlap, so a gradient element would belong to two rows; \
-                     write the gradient into a buffer with disjoint rows",
-                ));
+        plan.l_norm = self.config.l_norm.unwrap_or(longest as f32);
+        if let Some(outputs) = outputs {
+            outputs
+                .metrics
+                .validate("outputs.metrics", METRICS as u32)?;
+            if let Some(v) = &outputs.logprobs {
+                v.validate("outputs.logprobs", plan.rows)?;
+            }
+            if let Some(v) = &outputs.entropy {
+                v.validate("outputs.entropy", plan.rows)?;
             }
         }
+        check_parts_apart(&plan.parts)?;
+        Ok(plan)
+    }
 
+    /// Records a planned call: each part's `prepare`, the weights of every sequence, each
+    /// part's row launches, then one `reduce` over every row.
+    fn encode(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        plan: &Plan<'_>,
+        outputs: &LossOutputs<'_>,
+    ) -> Result<()> {
+        let cfg = &self.config;
         let mut guard = self.scratch.lock().unwrap_or_else(|p| p.into_inner());
         let scratch = &mut *guard;
-        let rowin = self.grow(&mut scratch.rowin, "rowin", rows, ROWIN_BYTES);
-        let rowout = self.grow(&mut scratch.rowout, "rowout", rows, ROWOUT_BYTES);
-        let seqinfo = self.grow(&mut scratch.seqinfo, "seqinfo", seqs, SEQINFO_BYTES);
+        let rowin = self.grow(&mut scratch.rowin, "rowin", plan.rows, ROWIN_BYTES);
+        let rowout = self.grow(&mut scratch.rowout, "rowout", plan.rows, ROWOUT_BYTES);
+        let seqinfo = self.grow(&mut scratch.seqinfo, "seqinfo", plan.seqs, SEQINFO_BYTES);
         let spare = self.grow(&mut scratch.spare, "spare", 1, SPARE_BYTES);
         let ctx = &self.ctx;
-        if rows == 0 {
+        let (logprobs, entropy) = (outputs.logprobs.as_ref(), outputs.entropy.as_ref());
+        if plan.rows == 0 {
             // an empty batch still gets its metrics: loss 0, no invalid id
-            return reduce::record(
-                ctx,
-                encoder,
-                0,
-                false,
-                rowin,
-                rowout,
-                None,
-                logits.vocab,
-                spare,
-                &outputs.metrics,
-                None,
-                None,
-            );
+            let m = &outputs.metrics;
+            return reduce::record(ctx, encoder, 0, false, rowin, rowout, spare, m, None, None);
         }
-
-        prepare::record(
-            ctx,
-            encoder,
-            cfg,
-            rows,
-            rows_per_seq,
-            seqs,
-            &row_inputs,
-            rowin,
-            seqinfo,
-        )?;
-        let mut row_flags = 0;
-        if inputs.old_logprobs.is_some() {
-            row_flags |= HAS_OLD;
-        }
-        if inputs.ref_logprobs.is_some() {
-            row_flags |= HAS_REF;
-        }
-        let call = RowCall {
-            config: cfg,
-            logits,
-            targets: &inputs.targets,
-            rows_per_seq,
-            row_flags,
-            grad: &grad,
-            rowin,
-            seqinfo,
-            rowout,
+        let live: Vec<&PartPlan<'_>> = plan.parts.iter().filter(|p| p.rows.rows > 0).collect();
+        let all = AllSeqs {
+            seqs: plan.seqs,
+            l_norm: plan.l_norm,
         };
-        if cfg.mode == PolicyLossMode::Gspo {
-            policy_loss::record(ctx, encoder, &call, PHASE_STATS)?;
-            gspo_ratio::record(
+        // one part: its inputs and the weights in one launch; several: each part's
+        // inputs and token counts, then the weights, which need every count
+        if let [one] = live[..] {
+            prepare::record(
                 ctx,
                 encoder,
-                rows,
-                rows_per_seq,
-                seqs,
-                inputs.old_logprobs.is_some(),
+                cfg,
+                &one.rows,
+                GATHER | WEIGHTS,
+                all,
                 rowin,
-                rowout,
                 seqinfo,
             )?;
-            policy_loss::record(ctx, encoder, &call, PHASE_LOSS)?;
         } else {
-            policy_loss::record(ctx, encoder, &call, PHASE_STATS | PHASE_LOSS)?;
+            for p in &live {
+                prepare::record(ctx, encoder, cfg, &p.rows, GATHER, all, rowin, seqinfo)?;
+            }
+            prepare::record(
+                ctx,
+                encoder,
+                cfg,
+                &live[0].rows,
+                WEIGHTS,
+                all,
+                rowin,
+                seqinfo,
+            )?;
         }
+        for p in &live {
+            let call = RowCall {
+                config: cfg,
+                logits: &p.logits,
+                targets: &p.targets,
+                rows_per_seq: p.rows.rows_per_seq,
+                row_flags: p.row_flags,
+                part_row: p.rows.part_row,
+                part_seq: p.rows.part_seq,
+                grad: &p.grad,
+                rowin,
+                seqinfo,
+                rowout,
+            };
+            if cfg.mode == PolicyLossMode::Gspo {
+                policy_loss::record(ctx, encoder, &call, PHASE_STATS)?;
+                gspo_ratio::record(ctx, encoder, &p.rows, rowin, rowout, seqinfo)?;
+                policy_loss::record(ctx, encoder, &call, PHASE_LOSS)?;
+            } else {
+                policy_loss::record(ctx, encoder, &call, PHASE_STATS | PHASE_LOSS)?;
+            }
+        }
+        let m = &outputs.metrics;
         reduce::record(
             ctx,
             encoder,
-            rows,
-            inputs.old_logprobs.is_some(),
+            plan.rows,
+            plan.has_old,
             rowin,
             rowout,
-            Some(&inputs.targets),
-            logits.vocab,
             spare,
-            &outputs.metrics,
-            outputs.logprobs.as_ref(),
-            outputs.entropy.as_ref(),
+            m,
+            logprobs,
+            entropy,
         )
     }
 
     /// Records `prepare` alone, for the benchmarks' stage times (`bench --stages`):
-    /// the per-row inputs gathered and the sequences' weights, as [`PolicyLoss::record`]
-    /// does first. Dense per-token inputs of one sequence per `rows_per_seq` rows.
+    /// the per-row inputs gathered and the sequences' weights, as
+    /// [`PolicyLoss::record`] does first, for one part.
     pub(crate) fn record_prepare(
         &self,
         encoder: &mut wgpu::CommandEncoder,
         inputs: &LossInputs<'_>,
     ) -> Result<()> {
-        let rows = inputs.logits.rows;
-        let rows_per_seq = inputs.logits.layout.rows_per_seq.min(rows).max(1);
-        let seqs = rows.div_ceil(rows_per_seq).max(1);
+        let plan = self.plan(&[(*inputs, Gradient::None)], None)?;
+        let part = &plan.parts[0].rows;
         let mut guard = self.scratch.lock().unwrap_or_else(|p| p.into_inner());
         let scratch = &mut *guard;
-        let rowin = self.grow(&mut scratch.rowin, "rowin", rows, ROWIN_BYTES);
-        let seqinfo = self.grow(&mut scratch.seqinfo, "seqinfo", seqs, SEQINFO_BYTES);
+        let rowin = self.grow(&mut scratch.rowin, "rowin", plan.rows, ROWIN_BYTES);
+        let seqinfo = self.grow(&mut scratch.seqinfo, "seqinfo", plan.seqs, SEQINFO_BYTES);
+        let all = AllSeqs {
+            seqs: plan.seqs,
+            l_norm: plan.l_norm,
+        };
+        let phase = GATHER | WEIGHTS;
         prepare::record(
             &self.ctx,
             encoder,
             &self.config,
-            rows,
-            rows_per_seq,
-            seqs,
-            &inputs.row_inputs(),
+            part,
+            phase,
+            all,
             rowin,
             seqinfo,
         )
@@ -615,6 +662,246 @@ impl PolicyLoss {
         }
         &slot.as_ref().expect("scratch was just made").1
     }
+}
+
+/// The shape of one part, for planning memory before a call.
+struct PartShape {
+    rows: u32,
+    layout: RowLayout,
+    vocab: u32,
+    dtype: DType,
+    targets: RowLayout,
+    grad: Option<(RowLayout, DType)>,
+}
+
+/// A validated call: its parts, where each part's rows and sequences start in the
+/// scratch buffers, and the totals the weights need. Planning touches no device.
+struct Plan<'a> {
+    parts: Vec<PartPlan<'a>>,
+    rows: u32,
+    seqs: u32,
+    l_norm: f32,
+    has_old: bool,
+}
+
+/// One validated part.
+struct PartPlan<'a> {
+    logits: LogitsView<'a>,
+    targets: TargetsView<'a>,
+    rows: PartRows<'a>,
+    grad: GradDest<'a>,
+    row_flags: u32,
+}
+
+/// The error of part `i` of several, saying which part.
+fn in_part(e: Error, i: usize, many: bool) -> Error {
+    match e {
+        Error::InvalidArgument { arg, reason } if many => Error::InvalidArgument {
+            arg,
+            reason: format!("(part {i}) {reason}"),
+        },
+        other => other,
+    }
+}
+
+/// Validates one part's inputs and gradient (and `outputs` against them) and lays the
+/// part out after `rows_before` rows and `seqs_before` sequences of earlier parts.
+fn plan_part<'a>(
+    cfg: &LossConfig,
+    inputs: &LossInputs<'a>,
+    gradient: Gradient<'a>,
+    outputs: Option<&LossOutputs<'_>>,
+    rows_before: u32,
+    seqs_before: u32,
+) -> Result<PartPlan<'a>> {
+    let logits = &inputs.logits;
+    logits.validate()?;
+    let rows = logits.rows;
+    inputs.targets.validate(rows)?;
+    let rows_per_seq = logits.layout.rows_per_seq.min(rows).max(1);
+    let seqs = if rows == 0 {
+        0
+    } else {
+        rows.div_ceil(rows_per_seq)
+    };
+    inputs.mask.validate("mask", rows)?;
+    let row_inputs = inputs.row_inputs();
+    let (advantages, per_token) = (row_inputs.advantages, row_inputs.per_token_advantages);
+    advantages.validate("advantages", if per_token { rows } else { seqs })?;
+    if let Some(v) = &inputs.old_logprobs {
+        v.validate("old_logprobs", rows)?;
+    }
+    if let Some(v) = &inputs.ref_logprobs {
+        v.validate("ref_logprobs", rows)?;
+    }
+    if cfg.kl_coef != 0.0 && inputs.ref_logprobs.is_none() {
+        return Err(Error::arg("ref_logprobs", "required when kl_coef is not 0"));
+    }
+    let grad = match gradient {
+        Gradient::None => GradDest::None,
+        Gradient::Into(g) => {
+            let view = LogitsView {
+                buffer: g.buffer,
+                dtype: g.dtype,
+                rows,
+                vocab: logits.vocab,
+                layout: g.layout,
+            };
+            view.validate().map_err(|e| rename(e, "gradient"))?;
+            if std::ptr::eq(g.buffer, logits.buffer) || *g.buffer == *logits.buffer {
+                beside_logits(logits, &g)?
+            } else {
+                GradDest::Separate {
+                    buffer: g.buffer,
+                    dtype: g.dtype,
+                    layout: g.layout,
+                }
+            }
+        }
+        Gradient::InPlace => GradDest::InPlace,
+    };
+    let mut reads = vec![
+        ("targets", inputs.targets.buffer),
+        ("mask", inputs.mask.buffer),
+        ("advantages", advantages.buffer),
+    ];
+    reads.extend(inputs.old_logprobs.map(|v| ("old_logprobs", v.buffer)));
+    reads.extend(inputs.ref_logprobs.map(|v| ("ref_logprobs", v.buffer)));
+    let mut writes = Vec::new();
+    if let Some(outputs) = outputs {
+        writes.push(("outputs.metrics", outputs.metrics.buffer));
+        writes.extend(outputs.logprobs.map(|v| ("outputs.logprobs", v.buffer)));
+        writes.extend(outputs.entropy.map(|v| ("outputs.entropy", v.buffer)));
+    }
+    reads.push(("logits", logits.buffer));
+    match &grad {
+        GradDest::Separate { buffer, .. } => writes.push(("gradient", buffer)),
+        // in place the logits are written too: no other input or output may share them
+        GradDest::InPlace | GradDest::Beside { .. } => writes.push(("logits", logits.buffer)),
+        GradDest::None => {}
+    }
+    crate::view::check_aliasing(&reads, &writes)?;
+    // every element of a written tensor belongs to one row
+    let written = match &grad {
+        GradDest::Separate { layout, .. } => Some(("gradient", layout)),
+        GradDest::InPlace => Some(("logits", &logits.layout)),
+        GradDest::Beside { layout } => Some(("gradient", layout)),
+        GradDest::None => None,
+    };
+    if let Some((arg, layout)) = written {
+        if layout.rows_overlap(rows, logits.vocab as u64) {
+            return Err(Error::arg(
+                arg,
+                "rows overlap, so a gradient element would belong to two rows; \
+                 write the gradient into a buffer with disjoint rows",
+            ));
+        }
+    }
+    let mut row_flags = 0;
+    if inputs.old_logprobs.is_some() {
+        row_flags |= HAS_OLD;
+    }
+    if inputs.ref_logprobs.is_some() {
+        row_flags |= HAS_REF;
+    }
+    Ok(PartPlan {
+        logits: *logits,
+        targets: inputs.targets,
+        rows: PartRows {
+            inputs: row_inputs,
+            rows,
+            rows_per_seq,
+            seqs,
+            part_row: rows_before,
+            part_seq: seqs_before,
+        },
+        grad,
+        row_flags,
+    })
+}
+
+/// Bytes `[begin, end)` of a buffer that a part reads or writes, by argument.
+type Span<'a> = (&'static str, &'a wgpu::Buffer, u64, u64);
+
+/// What part `p` reads and what it writes, as byte ranges.
+fn part_spans<'a>(p: &PartPlan<'a>) -> (Vec<Span<'a>>, Vec<Span<'a>>) {
+    let rows = p.rows.rows as u64;
+    let tensor = |arg, buffer, layout: &RowLayout, width: u64, elem: u64| -> Span<'a> {
+        let (lo, hi) = layout.span(rows, width);
+        (arg, buffer, lo * elem, hi * elem)
+    };
+    let vector = |arg, v: &F32View<'a>, len: u64| -> Span<'a> {
+        (arg, v.buffer, v.offset, v.offset + len * 4)
+    };
+    let vocab = p.logits.vocab as u64;
+    let logits = tensor(
+        "logits",
+        p.logits.buffer,
+        &p.logits.layout,
+        vocab,
+        p.logits.dtype.size(),
+    );
+    let i = &p.rows.inputs;
+    let adv_len = if i.per_token_advantages {
+        rows
+    } else {
+        p.rows.seqs as u64
+    };
+    let mut reads = vec![
+        logits,
+        tensor("targets", p.targets.buffer, &p.targets.layout, 1, 4),
+        vector("mask", &i.mask, rows),
+        vector("advantages", &i.advantages, adv_len),
+    ];
+    reads.extend(i.old_logp.map(|v| vector("old_logprobs", &v, rows)));
+    reads.extend(i.ref_logp.map(|v| vector("ref_logprobs", &v, rows)));
+    let writes = match &p.grad {
+        GradDest::None => vec![],
+        GradDest::InPlace => vec![logits],
+        GradDest::Separate {
+            buffer,
+            dtype,
+            layout,
+        } => vec![tensor("gradient", buffer, layout, vocab, dtype.size())],
+        GradDest::Beside { layout } => vec![tensor(
+            "gradient",
+            p.logits.buffer,
+            layout,
+            vocab,
+            p.logits.dtype.size(),
+        )],
+    };
+    (reads, writes)
+}
+
+/// What one part writes must not overlap what another part reads or writes: the parts
+/// run one after the other, and a gradient written over another part's inputs would be
+/// read back as input. Parts may share a buffer at disjoint ranges (micro-batches that
+/// an allocator put in one page).
+fn check_parts_apart(parts: &[PartPlan<'_>]) -> Result<()> {
+    let spans: Vec<_> = parts.iter().map(part_spans).collect();
+    for (i, (_, writes)) in spans.iter().enumerate() {
+        for (j, (reads, other_writes)) in spans.iter().enumerate() {
+            if i == j {
+                continue;
+            }
+            for &(w, wb, w0, w1) in writes {
+                for &(r, rb, r0, r1) in reads.iter().chain(other_writes) {
+                    if *wb == *rb && w0 < r1 && r0 < w1 {
+                        return Err(Error::arg(
+                            w,
+                            format!(
+                                "(part {i}) is written over bytes {w0}..{w1} of a buffer that \
+                                 part {j} uses for `{r}` (bytes {r0}..{r1}); parts need \
+                                 disjoint ranges"
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Re-labels a view error for the gradient buffer.

@@ -326,26 +326,6 @@ fn in_one_buffer_equals_separate(vocab: u32) {
     }
 }
 
-fn same_bits(a: &wgpu_policy_loss::HostLoss, b: &wgpu_policy_loss::HostLoss) -> bool {
-    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-    let m = |x: &Metrics| {
-        bits(&[
-            x.loss,
-            x.pg_clipfrac,
-            x.pg_clipfrac_lower,
-            x.ppo_kl,
-            x.kl,
-            x.entropy_mean,
-            x.nonfinite_rows,
-            x.mask_sum,
-        ])
-    };
-    m(&a.metrics) == m(&b.metrics)
-        && bits(&a.logprobs) == bits(&b.logprobs)
-        && bits(&a.entropy) == bits(&b.entropy)
-        && a.grad == b.grad
-}
-
 /// The loss and gradient are bitwise reproducible, and native paths give the bits of
 /// the fallback.
 #[test]

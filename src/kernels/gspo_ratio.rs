@@ -1,5 +1,6 @@
-//! Host side of `shaders/gspo_ratio.wgsl`: GSPO's sequence-level ratio.
+//! Host side of `shaders/gspo_ratio.wgsl`: GSPO's sequence-level ratio, per part.
 
+use super::prepare::PartRows;
 use super::{check_loops, dispatch, uniform, whole, Kernel, PipelineKey, Teams};
 use crate::context::Context;
 use crate::error::Result;
@@ -11,31 +12,33 @@ struct Params {
     rows_per_seq: u32,
     seqs: u32,
     has_old: u32,
-    teams: Teams,
+    part_row: u32,
+    part_seq: u32,
     _pad: [u32; 2],
+    teams: Teams,
+    _pad2: [u32; 2],
 }
 
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn record(
     ctx: &Context,
     encoder: &mut wgpu::CommandEncoder,
-    rows: u32,
-    rows_per_seq: u32,
-    seqs: u32,
-    has_old: bool,
+    part: &PartRows<'_>,
     rowin: &wgpu::Buffer,
     rowout: &wgpu::Buffer,
     seqinfo: &wgpu::Buffer,
 ) -> Result<()> {
-    let teams = Teams::new(seqs, rows_per_seq);
-    check_loops(ctx, "logits", "gspo_ratio", teams.steps(rows_per_seq))?;
+    let teams = Teams::new(part.seqs, part.rows_per_seq);
+    check_loops(ctx, "logits", "gspo_ratio", teams.steps(part.rows_per_seq))?;
     let params = Params {
-        rows,
-        rows_per_seq,
-        seqs,
-        has_old: has_old as u32,
-        teams,
+        rows: part.rows,
+        rows_per_seq: part.rows_per_seq,
+        seqs: part.seqs,
+        has_old: part.inputs.old_logp.is_some() as u32,
+        part_row: part.part_row,
+        part_seq: part.part_seq,
         _pad: [0; 2],
+        teams,
+        _pad2: [0; 2],
     };
     let pipeline = ctx.pipeline(PipelineKey::small(Kernel::GspoRatio, ctx.paths()))?;
     let uniform = uniform(ctx, "gspo_ratio params", &params);

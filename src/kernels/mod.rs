@@ -695,10 +695,10 @@ pub(crate) fn grid(rows: u32, limits: &wgpu::Limits) -> (u32, u32) {
 /// How a one-workgroup kernel deals `segments` segments of `len` consecutive items (a
 /// sequence's rows, a group's rewards) to teams of lanes (`Teams` of
 /// workgroup/sum.wgsl): `size` lanes a segment, a power of two, `WG_SIZE / size`
-/// segments a round. The size minimises a lane's steps, `rounds · (⌈len / size⌉ +
-/// 2·log2 size)` (the tree's steps wait on barriers): one long sequence gets the whole
-/// workgroup, many short ones a lane each. It depends on the shape alone, so the sums'
-/// bits do too.
+/// segments a round. The size is the smallest that leaves a lane at most 32 items of a
+/// segment (the whole workgroup for one long sequence, a lane each for short ones), and
+/// depends on `len` alone: a segment's sum has the same bits whatever else is in the
+/// batch, and however the batch is split into parts.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
 pub(crate) struct Teams {
@@ -708,17 +708,11 @@ pub(crate) struct Teams {
 
 impl Teams {
     pub(crate) fn new(segments: u32, len: u32) -> Self {
-        let wg = ROW_WORKGROUP;
-        (0..=wg.trailing_zeros())
-            .map(|log| {
-                let size = 1u32 << log;
-                let rounds = segments.div_ceil(wg / size);
-                let steps = rounds as u64 * (len.div_ceil(size) as u64 + 2 * log as u64);
-                (steps, Teams { size, rounds })
-            })
-            .min_by_key(|&(steps, t)| (steps, t.size))
-            .map(|(_, t)| t)
-            .expect("at least one team size")
+        let size = len.div_ceil(32).next_power_of_two().min(ROW_WORKGROUP);
+        Teams {
+            size,
+            rounds: segments.div_ceil(ROW_WORKGROUP / size),
+        }
     }
 
     /// A lane's loop iterations for one pass over segments of `len` (its tree included).

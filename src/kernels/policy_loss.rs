@@ -34,7 +34,8 @@ struct Params {
     clip_c: f32,
     kl_coef: f32,
     entropy_coeff: f32,
-    _pad: [u32; 2],
+    part_row: u32,
+    part_seq: u32,
 }
 
 /// Where the gradient goes, resolved to a buffer and a layout.
@@ -60,6 +61,9 @@ pub(crate) struct RowCall<'a> {
     /// Rows per sequence, clamped to the row count.
     pub rows_per_seq: u32,
     pub row_flags: u32,
+    /// Where this part's rows and sequences start in the scratch buffers.
+    pub part_row: u32,
+    pub part_seq: u32,
     pub grad: &'a GradDest<'a>,
     pub rowin: &'a wgpu::Buffer,
     pub seqinfo: &'a wgpu::Buffer,
@@ -214,7 +218,8 @@ pub(crate) fn record(
             clip_c: cfg.clip_ratio_c.unwrap_or(0.0),
             kl_coef: cfg.kl_coef,
             entropy_coeff: cfg.entropy_coeff,
-            _pad: [0; 2],
+            part_row: call.part_row,
+            part_seq: call.part_seq,
         });
         windows.push((x_bind, y_bind, g_bind, grid(end - first, &limits)));
     }

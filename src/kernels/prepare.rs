@@ -1,5 +1,5 @@
-//! Host side of `shaders/prepare.wgsl`: per-row inputs gathered into one vec4, and the
-//! aggregation weight factor of each sequence.
+//! Host side of `shaders/prepare.wgsl`: per-row inputs gathered into one vec4, each
+//! sequence's token count, and the aggregation weight factor of each sequence.
 
 use super::{
     check_loops, dispatch, entry, f32_window, lane_steps, uniform, whole, Kernel, PipelineKey,
@@ -20,11 +20,15 @@ struct Params {
     flags: u32,
     global_normalizer: f32,
     l_norm: f32,
-    _pad: u32,
+    phase: u32,
     mask_offset: u32,
     adv_offset: u32,
     old_offset: u32,
     ref_offset: u32,
+    part_row: u32,
+    part_seq: u32,
+    all_seqs: u32,
+    _pad: u32,
     teams: Teams,
     _pad2: [u32; 2],
 }
@@ -33,7 +37,12 @@ pub(crate) const HAS_OLD: u32 = 1;
 pub(crate) const HAS_REF: u32 = 2;
 const ADV_PER_TOKEN: u32 = 8;
 
+/// Phases: a part's per-row inputs and token counts; the weights of every sequence.
+pub(crate) const GATHER: u32 = 1;
+pub(crate) const WEIGHTS: u32 = 2;
+
 /// The per-row inputs of the loss, already validated against `rows` and `seqs`.
+#[derive(Clone, Copy)]
 pub(crate) struct RowInputs<'a> {
     pub mask: F32View<'a>,
     pub advantages: F32View<'a>,
@@ -42,19 +51,40 @@ pub(crate) struct RowInputs<'a> {
     pub ref_logp: Option<F32View<'a>>,
 }
 
+/// One part's rows: its inputs, its shape, and where its rows and sequences start in
+/// the scratch buffers (the parts of a call one after the other).
+#[derive(Clone, Copy)]
+pub(crate) struct PartRows<'a> {
+    pub inputs: RowInputs<'a>,
+    pub rows: u32,
+    /// Clamped to `rows`.
+    pub rows_per_seq: u32,
+    pub seqs: u32,
+    pub part_row: u32,
+    pub part_seq: u32,
+}
+
+/// Every sequence of the call, for the weights: how many, and `L_norm`.
+#[derive(Clone, Copy)]
+pub(crate) struct AllSeqs {
+    pub seqs: u32,
+    pub l_norm: f32,
+}
+
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn record<'a>(
     ctx: &Context,
     encoder: &mut wgpu::CommandEncoder,
     config: &LossConfig,
-    rows: u32,
-    rows_per_seq: u32,
-    seqs: u32,
-    inputs: &RowInputs<'a>,
+    part: &PartRows<'a>,
+    phase: u32,
+    all: AllSeqs,
     rowin: &wgpu::Buffer,
     seqinfo: &wgpu::Buffer,
 ) -> Result<()> {
     let limits = ctx.device().limits();
+    let inputs = &part.inputs;
+    let (rows, seqs) = (part.rows, part.seqs);
     let n = rows as u64;
     let window = |arg, v: &F32View<'a>, len: u64| f32_window(arg, v, len, &limits);
     let (mask_bind, mask_offset) = window("mask", &inputs.mask, n)?;
@@ -82,8 +112,14 @@ pub(crate) fn record<'a>(
     if inputs.per_token_advantages {
         flags |= ADV_PER_TOKEN;
     }
-    let teams = Teams::new(seqs, rows_per_seq);
-    let steps = lane_steps(rows as u64) + teams.steps(rows_per_seq) + lane_steps(seqs as u64);
+    let teams = Teams::new(seqs, part.rows_per_seq);
+    let mut steps = 0;
+    if phase & GATHER != 0 {
+        steps += lane_steps(n) + teams.steps(part.rows_per_seq);
+    }
+    if phase & WEIGHTS != 0 {
+        steps += 2 * lane_steps(all.seqs as u64);
+    }
     check_loops(
         ctx,
         "logits",
@@ -92,7 +128,7 @@ pub(crate) fn record<'a>(
     )?;
     let params = Params {
         rows,
-        rows_per_seq,
+        rows_per_seq: part.rows_per_seq,
         seqs,
         agg_mode: match config.loss_agg_mode {
             LossAggMode::TokenMean => 0,
@@ -102,12 +138,16 @@ pub(crate) fn record<'a>(
         },
         flags,
         global_normalizer: config.global_normalizer.unwrap_or(0.0),
-        l_norm: config.l_norm.unwrap_or(rows_per_seq as f32),
-        _pad: 0,
+        l_norm: all.l_norm,
+        phase,
         mask_offset,
         adv_offset,
         old_offset,
         ref_offset,
+        part_row: part.part_row,
+        part_seq: part.part_seq,
+        all_seqs: all.seqs,
+        _pad: 0,
         teams,
         _pad2: [0; 2],
     };

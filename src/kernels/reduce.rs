@@ -1,12 +1,11 @@
 //! Host side of `shaders/reduce.wgsl`: the loss and metrics, and the per-row outputs.
 
 use super::{
-    check_loops, dispatch, entry, f32_window, lane_steps, storage_window, uniform, whole, Kernel,
-    LayoutParams, PipelineKey,
+    check_loops, dispatch, entry, f32_window, lane_steps, uniform, whole, Kernel, PipelineKey,
 };
 use crate::context::Context;
 use crate::error::Result;
-use crate::view::{F32View, TargetsView};
+use crate::view::F32View;
 
 /// Values the reduce kernel writes, in order.
 pub(crate) const METRICS: u64 = 10;
@@ -20,18 +19,16 @@ struct Params {
     logp_offset: u32,
     entropy_offset: u32,
     write_rows: u32,
-    vocab: u32,
-    _pad: u32,
-    y: LayoutParams,
+    _pad: [u32; 2],
 }
 
 /// Flags of `write_rows`: which per-row outputs the caller asked for.
 const WRITE_LOGP: u32 = 1;
 const WRITE_ENTROPY: u32 = 2;
 
-/// Records the reduction. `targets` is `None` for an empty batch (the kernel then reads
-/// no row); `spare` is a small writable scratch buffer bound where the caller asked for
-/// no per-row output.
+/// Records the reduction over `rows` rows of scratch (every part's, in order); `spare`
+/// is a small writable scratch buffer bound where the caller asked for no per-row
+/// output.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn record<'a>(
     ctx: &Context,
@@ -40,8 +37,6 @@ pub(crate) fn record<'a>(
     has_old: bool,
     rowin: &wgpu::Buffer,
     rowout: &wgpu::Buffer,
-    targets: Option<&TargetsView<'a>>,
-    vocab: u32,
     spare: &'a wgpu::Buffer,
     metrics: &F32View<'a>,
     logp: Option<&F32View<'a>>,
@@ -77,23 +72,6 @@ pub(crate) fn record<'a>(
         }
         _ => (spare_bind(), 0),
     };
-    let (y_bind, y_layout) = match targets {
-        Some(t) if rows > 0 => {
-            let (y_first, y_end) = t.layout.span(n, 1);
-            let (bind, inner) = storage_window("targets", t.buffer, y_first, y_end, 4, &limits)?;
-            let layout = LayoutParams::new("targets", &t.layout, y_first - inner as u64, rows)?;
-            (bind, layout)
-        }
-        // nothing is read: the (read-only) row inputs stand in
-        _ => (
-            wgpu::BufferBinding {
-                buffer: rowin,
-                offset: 0,
-                size: None,
-            },
-            LayoutParams::new("targets", &crate::view::RowLayout::default(), 0, 1)?,
-        ),
-    };
     let params = Params {
         rows,
         has_old: has_old as u32,
@@ -101,9 +79,7 @@ pub(crate) fn record<'a>(
         logp_offset,
         entropy_offset,
         write_rows,
-        vocab,
-        _pad: 0,
-        y: y_layout,
+        _pad: [0; 2],
     };
     let pipeline = ctx.pipeline(PipelineKey::small(Kernel::Reduce, ctx.paths()))?;
     let uniform = uniform(ctx, "reduce params", &params);
@@ -119,7 +95,6 @@ pub(crate) fn record<'a>(
             entry(3, m_bind),
             entry(4, l_bind),
             entry(5, e_bind),
-            entry(6, y_bind),
         ],
         (1, 1),
     )

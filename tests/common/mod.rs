@@ -520,3 +520,24 @@ pub fn loss_config(
         ..LossConfig::default()
     }
 }
+
+/// Whether two host results have the same bits: metrics, per-row outputs, gradient.
+pub fn same_bits(a: &wgpu_policy_loss::HostLoss, b: &wgpu_policy_loss::HostLoss) -> bool {
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    let m = |x: &wgpu_policy_loss::Metrics| {
+        bits(&[
+            x.loss,
+            x.pg_clipfrac,
+            x.pg_clipfrac_lower,
+            x.ppo_kl,
+            x.kl,
+            x.entropy_mean,
+            x.nonfinite_rows,
+            x.mask_sum,
+        ])
+    };
+    m(&a.metrics) == m(&b.metrics)
+        && bits(&a.logprobs) == bits(&b.logprobs)
+        && bits(&a.entropy) == bits(&b.entropy)
+        && a.grad == b.grad
+}
