@@ -18,7 +18,8 @@ struct Params {
     rows: u32,
     // element offset of row_base in the [T,V] f32 intermediates' bound window
     full_offset: u32,
-    _pad0: u32,
+    // element of the first row's token id in the targets' bound window
+    y_offset: u32,
     _pad1: u32,
     _pad2: u32,
 }
@@ -60,7 +61,7 @@ fn gather(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
     if (row >= params.row_end) {
         return;
     }
-    rowvec[row].z = full_a[full_index(row, targets[row])];
+    rowvec[row].z = full_a[full_index(row, targets[params.y_offset + row])];
 }
 
 @compute @workgroup_size(WG_SIZE)
@@ -88,7 +89,7 @@ fn scatter_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     if (row >= params.row_end) {
         return;
     }
-    let y = targets[row];
+    let y = targets[params.y_offset + row];
     let g = rowvec[row].w;
     for (var v = lane; v < params.vocab; v += WG_SIZE) {
         full_b[full_index(row, v)] = select(0.0, g, v == y);

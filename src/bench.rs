@@ -56,44 +56,78 @@ impl std::fmt::Display for BenchShape {
     }
 }
 
-/// The buffers of one shape, ready to record any of the measured workloads.
-pub struct Workload {
-    ctx: Context,
-    pub shape: BenchShape,
+/// One buffer's worth of a shape's rows, and the loss inputs beside them.
+struct Part {
+    rows: u32,
+    /// The shape's row this part starts at.
+    first: u32,
     logits: wgpu::Buffer,
     targets: wgpu::Buffer,
     mask: wgpu::Buffer,
     advantages: wgpu::Buffer,
     grad: wgpu::Buffer,
+}
+
+/// The baseline's buffers for `rows` rows of one part, from its row `first`.
+struct UnfusedChunk {
+    part: usize,
+    first: u32,
+    rows: u32,
+    full_a: wgpu::Buffer,
+    full_b: wgpu::Buffer,
+    rowvec: wgpu::Buffer,
+    loss: wgpu::Buffer,
+}
+
+/// The buffers of one shape, ready to record any of the measured workloads. Logits
+/// larger than the device's largest buffer are held in parts, each of them one
+/// sequence, and the loss runs over them as one batch ([`PolicyLoss::record_parts`]).
+pub struct Workload {
+    ctx: Context,
+    pub shape: BenchShape,
+    parts: Vec<Part>,
     out: LossBuffers,
     stats: RowStatsBuffers,
     loss: PolicyLoss,
-    /// The baseline's `[T, V]` f32 intermediates, when the device can hold them.
-    unfused: Option<(wgpu::Buffer, wgpu::Buffer, wgpu::Buffer, wgpu::Buffer)>,
+    /// The baseline's `[T, V]` f32 intermediates (in chunks of rows that fit one
+    /// buffer each), or why the device cannot hold them.
+    unfused: std::result::Result<Vec<UnfusedChunk>, String>,
+}
+
+/// Rows of `width` elements of `elem` bytes that fit one buffer of the device.
+fn rows_per_buffer(limits: &wgpu::Limits, width: u64, elem: u64) -> u64 {
+    limits.max_buffer_size / (width * elem).max(1)
 }
 
 impl Workload {
     /// Allocates and fills the buffers (logits with a cheap pattern, on the device).
     pub fn new(ctx: &Context, shape: BenchShape) -> Result<Self> {
         let limits = ctx.device().limits();
-        let bytes = shape.logits_bytes();
-        if bytes > limits.max_buffer_size {
+        let (rows, vocab) = (shape.rows as u64, shape.vocab as u64);
+        let elem = shape.dtype.size();
+        let per_part = rows_per_buffer(&limits, vocab, elem).min(rows);
+        if per_part == 0 {
             return Err(Error::arg(
                 "shape",
                 format!(
-                    "{shape}: {bytes} bytes of logits exceed this device's largest buffer ({})",
+                    "{shape}: one row of logits ({} bytes) exceeds this device's largest buffer \
+                     ({} bytes)",
+                    vocab * elem,
                     limits.max_buffer_size
                 ),
             ));
         }
-        let rows = shape.rows as usize;
+        let n_parts = rows.div_ceil(per_part);
+        let per_part = rows.div_ceil(n_parts) as u32;
         let storage = wgpu::BufferUsages::STORAGE
             | wgpu::BufferUsages::COPY_SRC
             | wgpu::BufferUsages::COPY_DST;
-        let logits = ctx.buffer("bench logits", bytes, storage);
-        // a pattern of moderate logits, written once in pieces (no T×V host buffer)
-        let piece: Vec<u8> = (0..(1 << 20) / 4)
+        // a pattern of moderate logits by element index (period 2^18), written in pieces
+        // (no T×V host buffer); twice the period, so that any start has a whole piece
+        const PERIOD: u64 = 1 << 18;
+        let piece: Vec<u8> = (0..2 * PERIOD as u32)
             .flat_map(|i: u32| {
+                let i = i % PERIOD as u32;
                 let v = ((i.wrapping_mul(2654435761) >> 16) as f32 / 65536.0 - 0.5) * 8.0;
                 match shape.dtype {
                     DType::F32 => v.to_le_bytes().to_vec(),
@@ -102,48 +136,49 @@ impl Workload {
                 }
             })
             .collect();
-        let mut at = 0;
-        while at < bytes {
-            let n = (bytes - at).min(piece.len() as u64);
-            ctx.queue().write_buffer(&logits, at, &piece[..n as usize]);
-            at += n;
-        }
-        let targets: Vec<u32> = (0..shape.rows).map(|r| (r * 7919) % shape.vocab).collect();
-        let targets = ctx.upload("bench targets", bytemuck::cast_slice(&targets));
-        let mask = ctx.upload("bench mask", bytemuck::cast_slice(&vec![1.0f32; rows]));
-        let advantages: Vec<f32> = (0..rows)
-            .map(|r| if r % 3 == 0 { -0.5 } else { 1.0 })
-            .collect();
-        let advantages = ctx.upload("bench advantages", bytemuck::cast_slice(&advantages));
-        let grad = ctx.buffer("bench gradient", bytes, storage);
-        let full = shape.rows as u64 * shape.vocab as u64 * 4;
-        let unfused = (full <= limits.max_buffer_size).then(|| {
-            (
-                ctx.buffer(
-                    "baseline out",
-                    full,
-                    wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
-                ),
-                ctx.buffer("baseline grad_out", full, wgpu::BufferUsages::STORAGE),
-                ctx.buffer("baseline rows", rows as u64 * 16, storage),
-                ctx.buffer("baseline loss", 16, storage),
-            )
-        });
-        if let Some((_, _, rowvec, _)) = &unfused {
-            let v: Vec<[f32; 4]> = (0..rows)
-                .map(|r| [1.0, if r % 3 == 0 { -0.5 } else { 1.0 }, 0.0, 0.0])
-                .collect();
-            ctx.queue()
-                .write_buffer(rowvec, 0, bytemuck::cast_slice(&v));
-        }
+        let mut parts = Vec::new();
+        // an allocation the device cannot make is an error of this shape, not a panic
+        ctx.scoped(|| {
+            let mut first = 0u32;
+            while first < shape.rows {
+                let n = per_part.min(shape.rows - first);
+                // whole words (16-bit logits may end mid-word)
+                let bytes = (n as u64 * vocab * elem).div_ceil(4) * 4;
+                let logits = ctx.buffer("bench logits", bytes, storage);
+                // the part continues the pattern where the previous part stopped, so
+                // parts hold the logits one buffer would
+                let (mut at, mut element) = (0, first as u64 * vocab);
+                while at < bytes {
+                    let start = ((element % PERIOD) * elem) as usize;
+                    let k = (bytes - at).min(PERIOD * elem / 4 * 4);
+                    ctx.queue()
+                        .write_buffer(&logits, at, &piece[start..start + k as usize]);
+                    at += k;
+                    element += k / elem;
+                }
+                let rows = first..first + n;
+                let targets: Vec<u32> = rows.clone().map(|r| (r * 7919) % shape.vocab).collect();
+                let advantages: Vec<f32> =
+                    rows.map(|r| if r % 3 == 0 { -0.5 } else { 1.0 }).collect();
+                parts.push(Part {
+                    rows: n,
+                    first,
+                    logits,
+                    targets: ctx.upload("bench targets", bytemuck::cast_slice(&targets)),
+                    mask: ctx.upload(
+                        "bench mask",
+                        bytemuck::cast_slice(&vec![1.0f32; n as usize]),
+                    ),
+                    advantages: ctx.upload("bench advantages", bytemuck::cast_slice(&advantages)),
+                    grad: ctx.buffer("bench gradient", bytes, storage),
+                });
+                first += n;
+            }
+        })?;
+        let unfused = Self::unfused_buffers(ctx, shape, &parts);
         Ok(Workload {
             ctx: ctx.clone(),
             shape,
-            logits,
-            targets,
-            mask,
-            advantages,
-            grad,
             out: LossBuffers::new(ctx, shape.rows),
             stats: RowStatsBuffers::new(ctx, shape.rows),
             // the seed's REINFORCE with token-mean: the computation the baseline does
@@ -154,102 +189,205 @@ impl Workload {
                     ..LossConfig::default()
                 },
             )?,
+            parts,
             unfused,
         })
     }
 
-    fn logits_view(&self) -> LogitsView<'_> {
-        LogitsView::new(
-            &self.logits,
-            self.shape.dtype,
-            self.shape.rows,
-            self.shape.vocab,
-        )
+    /// The baseline's intermediates, in chunks of rows whose `[rows, V]` f32 fit one
+    /// buffer, or why they cannot be made.
+    fn unfused_buffers(
+        ctx: &Context,
+        shape: BenchShape,
+        parts: &[Part],
+    ) -> std::result::Result<Vec<UnfusedChunk>, String> {
+        let limits = ctx.device().limits();
+        let vocab = shape.vocab as u64;
+        let per_chunk = rows_per_buffer(&limits, vocab, 4);
+        if per_chunk == 0 {
+            return Err(format!(
+                "one row of f32 intermediates ({} bytes) exceeds the largest buffer",
+                vocab * 4
+            ));
+        }
+        let storage = wgpu::BufferUsages::STORAGE
+            | wgpu::BufferUsages::COPY_SRC
+            | wgpu::BufferUsages::COPY_DST;
+        let mut chunks = Vec::new();
+        let made = ctx.scoped(|| {
+            for (i, p) in parts.iter().enumerate() {
+                let mut first = 0u32;
+                while first < p.rows {
+                    let n = (per_chunk.min((p.rows - first) as u64)) as u32;
+                    let full = n as u64 * vocab * 4;
+                    let rowvec = ctx.buffer("baseline rows", n as u64 * 16, storage);
+                    let v: Vec<[f32; 4]> = (p.first + first..p.first + first + n)
+                        .map(|r| [1.0, if r % 3 == 0 { -0.5 } else { 1.0 }, 0.0, 0.0])
+                        .collect();
+                    ctx.queue()
+                        .write_buffer(&rowvec, 0, bytemuck::cast_slice(&v));
+                    chunks.push(UnfusedChunk {
+                        part: i,
+                        first,
+                        rows: n,
+                        full_a: ctx.buffer(
+                            "baseline out",
+                            full,
+                            wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+                        ),
+                        full_b: ctx.buffer("baseline grad_out", full, wgpu::BufferUsages::STORAGE),
+                        rowvec,
+                        loss: ctx.buffer("baseline loss", 16, storage),
+                    });
+                    first += n;
+                }
+            }
+        });
+        match made {
+            Ok(()) => Ok(chunks),
+            Err(e) => Err(format!(
+                "its {} bytes of [T, V] f32 intermediates could not be allocated ({e})",
+                2 * shape.rows as u64 * vocab * 4
+            )),
+        }
     }
 
-    /// The loss's inputs: one sequence of every row, per-token advantages.
-    fn inputs(&self) -> LossInputs<'_> {
-        LossInputs::new(
-            self.logits_view(),
-            TargetsView::new(&self.targets),
-            F32View::new(&self.mask),
-            Advantages::PerToken(F32View::new(&self.advantages)),
-        )
+    /// How many buffers the logits are held in.
+    pub fn parts(&self) -> usize {
+        self.parts.len()
+    }
+
+    /// Part `p`'s logits: one sequence of its rows.
+    fn logits_view<'a>(&self, p: &'a Part) -> LogitsView<'a> {
+        LogitsView::new(&p.logits, self.shape.dtype, p.rows, self.shape.vocab)
+    }
+
+    /// The loss's inputs, part by part, with `gradient(part)`.
+    fn parts_inputs<'a>(
+        &'a self,
+        gradient: impl Fn(&'a Part) -> Gradient<'a>,
+    ) -> Vec<(LossInputs<'a>, Gradient<'a>)> {
+        self.parts
+            .iter()
+            .map(|p| {
+                let inputs = LossInputs::new(
+                    self.logits_view(p),
+                    TargetsView::new(&p.targets),
+                    F32View::new(&p.mask),
+                    Advantages::PerToken(F32View::new(&p.advantages)),
+                );
+                (inputs, gradient(p))
+            })
+            .collect()
     }
 
     /// This library's forward + backward: loss, metrics, and the gradient in the logits'
     /// dtype into its own buffer.
     pub fn record_fused(&self, encoder: &mut wgpu::CommandEncoder) -> Result<()> {
-        let grad = Gradient::Into(GradView::new(
-            &self.grad,
-            self.shape.dtype,
-            self.shape.vocab,
-        ));
-        self.loss
-            .record(encoder, &self.inputs(), grad, &self.out.outputs())
+        let (dtype, vocab) = (self.shape.dtype, self.shape.vocab);
+        let parts = self.parts_inputs(|p| Gradient::Into(GradView::new(&p.grad, dtype, vocab)));
+        self.loss.record_parts(encoder, &parts, &self.out.outputs())
     }
 
     /// The loss forward only: loss, metrics, log-probs and entropies, no gradient.
     pub fn record_forward(&self, encoder: &mut wgpu::CommandEncoder) -> Result<()> {
-        self.loss
-            .record(encoder, &self.inputs(), Gradient::None, &self.out.outputs())
+        let parts = self.parts_inputs(|_| Gradient::None);
+        self.loss.record_parts(encoder, &parts, &self.out.outputs())
     }
 
     /// The row kernel alone: one read of the logits for log-sum-exp, log-prob, entropy.
     pub fn record_row_stats(&self, encoder: &mut wgpu::CommandEncoder) -> Result<()> {
-        self.ctx.record_row_stats(
-            encoder,
-            &self.logits_view(),
-            &TargetsView::new(&self.targets),
-            1.0,
-            &self.stats.outputs(),
-        )
+        let s = &self.stats;
+        for p in &self.parts {
+            let at = |b| F32View::at(b, p.first as u64 * 4);
+            let out = crate::RowStatsOutputs {
+                lse: at(&s.lse),
+                logp: at(&s.logp),
+                entropy: at(&s.entropy),
+            };
+            self.ctx.record_row_stats(
+                encoder,
+                &self.logits_view(p),
+                &TargetsView::new(&p.targets),
+                1.0,
+                &out,
+            )?;
+        }
+        Ok(())
     }
 
     /// The loss's O(rows) pre-pass alone (per-row inputs, the sequences' weights).
     pub fn record_prepare(&self, encoder: &mut wgpu::CommandEncoder) -> Result<()> {
-        self.loss.record_prepare(encoder, &self.inputs())
+        self.loss
+            .record_prepare(encoder, &self.parts_inputs(|_| Gradient::None))
     }
 
     /// Whether the device can hold the baseline's `[T, V]` f32 intermediates.
     pub fn has_unfused(&self) -> bool {
-        self.unfused.is_some()
+        self.unfused.is_ok()
+    }
+
+    /// Why the baseline cannot run on this shape here, if it cannot.
+    pub fn unfused_unavailable(&self) -> Option<&str> {
+        self.unfused.as_ref().err().map(String::as_str)
+    }
+
+    fn unfused_chunks(&self) -> Result<&[UnfusedChunk]> {
+        self.unfused
+            .as_deref()
+            .map_err(|why| Error::arg("shape", format!("no unfused baseline: {why}")))
     }
 
     /// The unfused baseline: log_softmax, gather, masked mean, scatter, log_softmax
-    /// backward, with `[T, V]` f32 intermediates.
+    /// backward, with `[T, V]` f32 intermediates (several buffers of them where one
+    /// would exceed the device's largest buffer; each chunk of rows takes its own
+    /// token-mean, the same work).
     pub fn record_unfused(&self, encoder: &mut wgpu::CommandEncoder) -> Result<()> {
-        let (full_a, full_b, rowvec, loss) = self.unfused.as_ref().ok_or_else(|| {
-            Error::arg(
-                "shape",
-                "the baseline's [T, V] f32 buffers do not fit this device",
-            )
-        })?;
-        baseline::record(
-            &self.ctx,
-            encoder,
-            &self.logits_view(),
-            &BaselineBuffers {
-                targets: &self.targets,
-                full_a,
-                full_b,
-                rowvec,
-                loss,
-            },
-        )
+        for c in self.unfused_chunks()? {
+            let p = &self.parts[c.part];
+            let offset = c.first as u64 * self.shape.vocab as u64 * self.shape.dtype.size();
+            let mut logits = self.logits_view(p).with_byte_offset(offset)?;
+            logits.rows = c.rows;
+            baseline::record(
+                &self.ctx,
+                encoder,
+                &logits,
+                &BaselineBuffers {
+                    targets: &p.targets,
+                    targets_first: c.first as u64,
+                    full_a: &c.full_a,
+                    full_b: &c.full_b,
+                    rowvec: &c.rowvec,
+                    loss: &c.loss,
+                },
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Runs the fused loss once and reads the loss back.
+    pub fn fused_loss(&self) -> Result<f32> {
+        let mut enc = self
+            .ctx
+            .device()
+            .create_command_encoder(&Default::default());
+        self.record_fused(&mut enc)?;
+        let got = self.ctx.read_back(enc, &[(&self.out.metrics, 4)])?;
+        Ok(f32::from_le_bytes(got[0][..4].try_into().expect("4 bytes")))
     }
 
     /// Runs the fused and the unfused computation once and returns |loss difference|
     /// and the largest |gradient difference| (the fused gradient is in the logits'
     /// dtype, the baseline's in f32): both must compute the same thing for the speed-up
-    /// to mean anything.
+    /// to mean anything. For shapes held in one buffer and one chunk of baseline.
     pub fn compare(&self) -> Result<(f64, f64)> {
-        let (full_a, _, _, loss) = self.unfused.as_ref().ok_or_else(|| {
-            Error::arg(
+        let chunks = self.unfused_chunks()?;
+        let ([p], [c]) = (&self.parts[..], chunks) else {
+            return Err(Error::arg(
                 "shape",
-                "the baseline's [T, V] f32 buffers do not fit this device",
-            )
-        })?;
+                "compare needs the shape in one buffer and one chunk of baseline",
+            ));
+        };
         let mut enc = self
             .ctx
             .device()
@@ -261,9 +399,9 @@ impl Workload {
             enc,
             &[
                 (&self.out.metrics, 4),
-                (loss, 4),
-                (&self.grad, n * self.shape.dtype.size()),
-                (full_a, n * 4),
+                (&c.loss, 4),
+                (&p.grad, n * self.shape.dtype.size()),
+                (&c.full_a, n * 4),
             ],
         )?;
         let f = |b: &[u8]| f32::from_le_bytes(b[..4].try_into().expect("4 bytes")) as f64;
@@ -283,15 +421,21 @@ impl Workload {
 
     /// The roofline by the copy engine: the logits' bytes copied buffer to buffer.
     pub fn record_copy_buffer(&self, encoder: &mut wgpu::CommandEncoder) -> Result<()> {
-        let bytes = self.shape.logits_bytes() / 16 * 16;
-        self.ctx
-            .scoped(|| encoder.copy_buffer_to_buffer(&self.logits, 0, &self.grad, 0, bytes))
+        for p in &self.parts {
+            let bytes = p.logits.size() / 16 * 16;
+            self.ctx
+                .scoped(|| encoder.copy_buffer_to_buffer(&p.logits, 0, &p.grad, 0, bytes))?;
+        }
+        Ok(())
     }
 
     /// The roofline through the shader cores: the same bytes copied by a trivial kernel.
     pub fn record_copy_kernel(&self, encoder: &mut wgpu::CommandEncoder) -> Result<()> {
-        let bytes = self.shape.logits_bytes() / 16 * 16;
-        baseline::record_copy(&self.ctx, encoder, &self.logits, &self.grad, bytes)
+        for p in &self.parts {
+            let bytes = p.logits.size() / 16 * 16;
+            baseline::record_copy(&self.ctx, encoder, &p.logits, &p.grad, bytes)?;
+        }
+        Ok(())
     }
 }
 
@@ -372,8 +516,12 @@ pub struct BenchRow {
     /// The paths the fused kernels used (f16, subgroups or fallback).
     pub paths: String,
     pub shape: BenchShape,
+    /// Buffers the logits were held in (more than one where they exceed the largest).
+    pub parts: usize,
     pub fused: Timing,
     pub unfused: Option<Timing>,
+    /// Why the unfused baseline did not run, when it did not.
+    pub unfused_skipped: Option<String>,
     pub copy_buffer: Timing,
     pub copy_kernel: Timing,
 }
@@ -405,6 +553,8 @@ pub struct StageRow {
     pub adapter: String,
     pub paths: String,
     pub shape: BenchShape,
+    /// Buffers the logits were held in.
+    pub parts: usize,
     /// `prepare`: the O(rows) pre-pass (one workgroup).
     pub prepare: Timing,
     /// The row kernel alone, forward statistics (one read of the logits).
@@ -415,27 +565,54 @@ pub struct StageRow {
     pub fused: Timing,
 }
 
-/// Times the stages of every shape on `ctx`, side by side.
-pub fn run_stages(
+/// Times the stages of one shape on `ctx`, side by side.
+pub fn measure_stages(
     ctx: &Context,
-    shapes: &[BenchShape],
+    shape: BenchShape,
     samples: usize,
     budget: Duration,
-) -> Result<Vec<StageRow>> {
-    let mut rows = Vec::new();
-    for &shape in shapes {
-        let w = Workload::new(ctx, shape)?;
-        rows.push(StageRow {
-            adapter: ctx.describe(),
-            paths: ctx.paths().describe().to_string(),
-            shape,
-            prepare: time(ctx, samples, budget, |e| w.record_prepare(e))?,
-            row_stats: time(ctx, samples, budget, |e| w.record_row_stats(e))?,
-            forward: time(ctx, samples, budget, |e| w.record_forward(e))?,
-            fused: time(ctx, samples, budget, |e| w.record_fused(e))?,
-        });
-    }
-    Ok(rows)
+) -> Result<StageRow> {
+    let w = Workload::new(ctx, shape)?;
+    Ok(StageRow {
+        adapter: ctx.describe(),
+        paths: ctx.paths().describe().to_string(),
+        shape,
+        parts: w.parts(),
+        prepare: time(ctx, samples, budget, |e| w.record_prepare(e))?,
+        row_stats: time(ctx, samples, budget, |e| w.record_row_stats(e))?,
+        forward: time(ctx, samples, budget, |e| w.record_forward(e))?,
+        fused: time(ctx, samples, budget, |e| w.record_fused(e))?,
+    })
+}
+
+/// Measures one shape on `ctx`: fused, unfused (where the device holds it) and the
+/// copies, side by side.
+pub fn measure(
+    ctx: &Context,
+    shape: BenchShape,
+    samples: usize,
+    budget: Duration,
+) -> Result<BenchRow> {
+    let w = Workload::new(ctx, shape)?;
+    let fused = time(ctx, samples, budget, |e| w.record_fused(e))?;
+    let unfused = if w.has_unfused() {
+        Some(time(ctx, samples, budget, |e| w.record_unfused(e))?)
+    } else {
+        None
+    };
+    let copy_buffer = time(ctx, samples, budget, |e| w.record_copy_buffer(e))?;
+    let copy_kernel = time(ctx, samples, budget, |e| w.record_copy_kernel(e))?;
+    Ok(BenchRow {
+        adapter: ctx.describe(),
+        paths: ctx.paths().describe().to_string(),
+        shape,
+        parts: w.parts(),
+        fused,
+        unfused,
+        unfused_skipped: w.unfused_unavailable().map(str::to_string),
+        copy_buffer,
+        copy_kernel,
+    })
 }
 
 /// Measures every shape on `ctx`, side by side.
@@ -445,26 +622,8 @@ pub fn run(
     samples: usize,
     budget: Duration,
 ) -> Result<Vec<BenchRow>> {
-    let mut rows = Vec::new();
-    for &shape in shapes {
-        let w = Workload::new(ctx, shape)?;
-        let fused = time(ctx, samples, budget, |e| w.record_fused(e))?;
-        let unfused = if w.has_unfused() {
-            Some(time(ctx, samples, budget, |e| w.record_unfused(e))?)
-        } else {
-            None
-        };
-        let copy_buffer = time(ctx, samples, budget, |e| w.record_copy_buffer(e))?;
-        let copy_kernel = time(ctx, samples, budget, |e| w.record_copy_kernel(e))?;
-        rows.push(BenchRow {
-            adapter: ctx.describe(),
-            paths: ctx.paths().describe().to_string(),
-            shape,
-            fused,
-            unfused,
-            copy_buffer,
-            copy_kernel,
-        });
-    }
-    Ok(rows)
+    shapes
+        .iter()
+        .map(|&shape| measure(ctx, shape, samples, budget))
+        .collect()
 }

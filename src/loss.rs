@@ -545,40 +545,8 @@ impl PolicyLoss {
             let m = &outputs.metrics;
             return reduce::record(ctx, encoder, 0, false, rowin, rowout, spare, m, None, None);
         }
-        let live: Vec<&PartPlan<'_>> = plan.parts.iter().filter(|p| p.rows.rows > 0).collect();
-        let all = AllSeqs {
-            seqs: plan.seqs,
-            l_norm: plan.l_norm,
-        };
-        // one part: its inputs and the weights in one launch; several: each part's
-        // inputs and token counts, then the weights, which need every count
-        if let [one] = live[..] {
-            prepare::record(
-                ctx,
-                encoder,
-                cfg,
-                &one.rows,
-                GATHER | WEIGHTS,
-                all,
-                rowin,
-                seqinfo,
-            )?;
-        } else {
-            for p in &live {
-                prepare::record(ctx, encoder, cfg, &p.rows, GATHER, all, rowin, seqinfo)?;
-            }
-            prepare::record(
-                ctx,
-                encoder,
-                cfg,
-                &live[0].rows,
-                WEIGHTS,
-                all,
-                rowin,
-                seqinfo,
-            )?;
-        }
-        for p in &live {
+        self.encode_prepare(encoder, plan, rowin, seqinfo)?;
+        for p in plan.parts.iter().filter(|p| p.rows.rows > 0) {
             let call = RowCall {
                 config: cfg,
                 logits: &p.logits,
@@ -617,33 +585,54 @@ impl PolicyLoss {
 
     /// Records `prepare` alone, for the benchmarks' stage times (`bench --stages`):
     /// the per-row inputs gathered and the sequences' weights, as
-    /// [`PolicyLoss::record`] does first, for one part.
+    /// [`PolicyLoss::record_parts`] does first.
     pub(crate) fn record_prepare(
         &self,
         encoder: &mut wgpu::CommandEncoder,
-        inputs: &LossInputs<'_>,
+        parts: &[(LossInputs<'_>, Gradient<'_>)],
     ) -> Result<()> {
-        let plan = self.plan(&[(*inputs, Gradient::None)], None)?;
-        let part = &plan.parts[0].rows;
+        let plan = self.plan(parts, None)?;
         let mut guard = self.scratch.lock().unwrap_or_else(|p| p.into_inner());
         let scratch = &mut *guard;
         let rowin = self.grow(&mut scratch.rowin, "rowin", plan.rows, ROWIN_BYTES);
         let seqinfo = self.grow(&mut scratch.seqinfo, "seqinfo", plan.seqs, SEQINFO_BYTES);
+        self.encode_prepare(encoder, &plan, rowin, seqinfo)
+    }
+
+    /// The parts' `prepare` launches: one part gathers its inputs and computes the
+    /// weights in one launch; several gather each, then one launch computes the weights,
+    /// which need every part's token counts.
+    fn encode_prepare(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        plan: &Plan<'_>,
+        rowin: &wgpu::Buffer,
+        seqinfo: &wgpu::Buffer,
+    ) -> Result<()> {
+        let (ctx, cfg) = (&self.ctx, &self.config);
+        let live: Vec<&PartRows<'_>> = plan
+            .parts
+            .iter()
+            .map(|p| &p.rows)
+            .filter(|r| r.rows > 0)
+            .collect();
         let all = AllSeqs {
             seqs: plan.seqs,
             l_norm: plan.l_norm,
         };
-        let phase = GATHER | WEIGHTS;
-        prepare::record(
-            &self.ctx,
-            encoder,
-            &self.config,
-            part,
-            phase,
-            all,
-            rowin,
-            seqinfo,
-        )
+        let record = |encoder: &mut wgpu::CommandEncoder, part, phase| {
+            prepare::record(ctx, encoder, cfg, part, phase, all, rowin, seqinfo)
+        };
+        match live[..] {
+            [] => Ok(()),
+            [one] => record(encoder, one, GATHER | WEIGHTS),
+            [first, ..] => {
+                for p in &live {
+                    record(encoder, p, GATHER)?;
+                }
+                record(encoder, first, WEIGHTS)
+            }
+        }
     }
 
     /// A scratch buffer of at least `n` items of `bytes` each, grown when too small.

@@ -152,6 +152,37 @@ fn bench_prints_a_table_and_json() {
         assert_eq!(r["rows"], 64);
     }
     let _ = std::fs::remove_file(&json);
+    // a shape that cannot run is a row saying why, in the table and in the JSON
+    for json in [false, true] {
+        let mut cmd = bin();
+        cmd.args([
+            "bench",
+            "--shape",
+            "1x4294967295:f32",
+            "--samples",
+            "1",
+            "--seconds",
+            "0",
+        ]);
+        if json {
+            cmd.arg("--json");
+        }
+        let out = cmd.output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{text}");
+        if json {
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+            let rows = v.as_array().unwrap();
+            assert_eq!(rows.len(), open.contexts.len());
+            assert!(
+                rows.iter()
+                    .all(|r| r["skipped"].as_str().unwrap().contains("buffer")),
+                "{text}"
+            );
+        } else {
+            assert!(text.contains("1x4294967295 f32     skipped: "), "{text}");
+        }
+    }
     // a bad shape is a clear error
     let out = bin().args(["bench", "--shape", "12by40"]).output().unwrap();
     assert!(!out.status.success());
@@ -482,26 +513,23 @@ mod eval {
                 ("ref_logprobs", Dtype::F32, vec![b, s], bytes(&refp)),
             ],
         );
-        let out = eval(
-            &input,
-            &output,
-            &[
-                "--mode",
-                "gspo",
-                "--kl-coef",
-                "0.1",
-                "--kl-loss-type",
-                "k2",
-                "--entropy-coeff",
-                "0.01",
-                "--loss-agg-mode",
-                "seq-mean-token-mean",
-                "--temperature",
-                "0.9",
-                "--grad-dtype",
-                "bf16",
-            ],
-        );
+        let flags = [
+            "--mode",
+            "gspo",
+            "--kl-coef",
+            "0.1",
+            "--kl-loss-type",
+            "k2",
+            "--entropy-coeff",
+            "0.01",
+            "--loss-agg-mode",
+            "seq-mean-token-mean",
+            "--temperature",
+            "0.9",
+            "--grad-dtype",
+            "bf16",
+        ];
+        let out = eval(&input, &output, &flags);
         assert!(
             out.status.success(),
             "{}",
@@ -509,6 +537,26 @@ mod eval {
         );
         let file = std::fs::read(&output).unwrap();
         let st = SafeTensors::deserialize(&file).unwrap();
+
+        // the rows in two buffers, one sequence each: the same file, bit for bit
+        let parted = tmp("out_parts.safetensors");
+        let mut flags = flags.to_vec();
+        flags.extend(["--parts", "2"]);
+        let out = eval(&input, &parted, &flags);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            std::fs::read(&parted).unwrap() == file,
+            "--parts 2 changed the outputs"
+        );
+        // more parts than sequences: an error naming the flag
+        flags.extend(["--parts", "3"]);
+        let out = eval(&input, &parted, &flags);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains("--parts"), "{err}");
 
         let cfg = LossConfig {
             mode: PolicyLossMode::Gspo,

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use clap::Args;
-use wgpu_policy_loss::bench::{self, BenchRow, BenchShape, StageRow, Timing};
-use wgpu_policy_loss::Error;
+use wgpu_policy_loss::bench::{self, BenchRow, BenchShape, StageRow};
+use wgpu_policy_loss::{Context, Error};
 
 use super::CliResult;
 
@@ -60,18 +60,39 @@ fn parse_shape(s: &str) -> Result<BenchShape, String> {
 }
 
 /// What a table's times are.
-fn clock(t: &Timing) -> &'static str {
-    if t.gpu_time {
+fn clock(gpu_time: bool) -> &'static str {
+    if gpu_time {
         "GPU time (timestamps)"
     } else {
         "wall time"
     }
 }
 
-fn print_table(rows: &[BenchRow]) {
-    let Some(first) = rows.first() else { return };
-    let clock = clock(&first.fused);
-    println!("\n{}  [{}; {clock}, median]", first.adapter, first.paths);
+/// One shape on one adapter: measured, or why not.
+enum Outcome<T> {
+    Done(T),
+    Skipped(BenchShape, String),
+}
+
+/// The table's title line for `ctx`.
+fn title(ctx: &Context, clock: &str, extra: &str) {
+    println!(
+        "\n{}  [{}; {clock}, median{extra}]",
+        ctx.describe(),
+        ctx.paths().describe()
+    );
+}
+
+/// A shape that did not run, as a line of its table.
+fn print_skipped(shape: &BenchShape, why: &str) {
+    println!("{:<20} skipped: {why}", shape.to_string());
+}
+
+fn print_table(ctx: &Context, rows: &[Outcome<BenchRow>]) {
+    let gpu = rows
+        .iter()
+        .any(|r| matches!(r, Outcome::Done(r) if r.fused.gpu_time));
+    title(ctx, clock(gpu), "");
     println!(
         "{:<20} {:>10} {:>9} {:>8} {:>12} {:>9} {:>13} {:>13}",
         "shape",
@@ -83,14 +104,26 @@ fn print_table(rows: &[BenchRow]) {
         "copy buf ms",
         "copy krn ms"
     );
+    let mut notes = Vec::new();
     for r in rows {
+        let r = match r {
+            Outcome::Done(r) => r,
+            Outcome::Skipped(shape, why) => {
+                print_skipped(shape, why);
+                continue;
+            }
+        };
         let (unfused, speedup) = match (r.unfused, r.speedup()) {
             (Some(u), Some(s)) => (format!("{:.3}", u.median_ms), format!("{s:.2}x")),
             _ => ("-".to_string(), "-".to_string()),
         };
+        let shape = match r.parts {
+            1 => r.shape.to_string(),
+            n => format!("{} /{n}", r.shape),
+        };
         println!(
             "{:<20} {:>10.3} {:>9.1} {:>7.1}% {:>12} {:>9} {:>13.3} {:>13.3}",
-            r.shape.to_string(),
+            shape,
             r.fused.median_ms,
             r.fused_gbs(),
             r.pct_of_copy(),
@@ -99,29 +132,45 @@ fn print_table(rows: &[BenchRow]) {
             r.copy_buffer.median_ms,
             r.copy_kernel.median_ms
         );
+        if r.parts > 1 {
+            notes.push(format!(
+                "{}: logits in {} buffers (larger than the largest), one loss over them",
+                r.shape, r.parts
+            ));
+        }
+        if let Some(why) = &r.unfused_skipped {
+            notes.push(format!("{}: no unfused baseline: {why}", r.shape));
+        }
+    }
+    for n in notes {
+        println!("  {n}");
     }
 }
 
-fn print_stages(rows: &[StageRow]) {
-    let Some(first) = rows.first() else { return };
-    let clock = clock(&first.fused);
-    println!(
-        "\n{}  [{}; {clock}, median; one sequence of every row]",
-        first.adapter, first.paths
-    );
+fn print_stages(ctx: &Context, rows: &[Outcome<StageRow>]) {
+    let gpu = rows
+        .iter()
+        .any(|r| matches!(r, Outcome::Done(r) if r.fused.gpu_time));
+    title(ctx, clock(gpu), "; one sequence a buffer");
     println!(
         "{:<20} {:>12} {:>14} {:>13} {:>14}",
         "shape", "prepare ms", "row kernel ms", "forward ms", "fwd+bwd ms"
     );
     for r in rows {
-        println!(
-            "{:<20} {:>12.4} {:>14.4} {:>13.4} {:>14.4}",
-            r.shape.to_string(),
-            r.prepare.median_ms,
-            r.row_stats.median_ms,
-            r.forward.median_ms,
-            r.fused.median_ms
-        );
+        match r {
+            Outcome::Done(r) => println!(
+                "{:<20} {:>12.4} {:>14.4} {:>13.4} {:>14.4}",
+                match r.parts {
+                    1 => r.shape.to_string(),
+                    n => format!("{} /{n}", r.shape),
+                },
+                r.prepare.median_ms,
+                r.row_stats.median_ms,
+                r.forward.median_ms,
+                r.fused.median_ms
+            ),
+            Outcome::Skipped(shape, why) => print_skipped(shape, why),
+        }
     }
 }
 
@@ -154,6 +203,7 @@ fn json_stages(r: &StageRow) -> serde_json::Value {
         &r.shape,
         r.fused.gpu_time,
         serde_json::json!({
+            "parts": r.parts,
             "prepare_ms": r.prepare.median_ms,
             "row_kernel_ms": r.row_stats.median_ms,
             "forward_ms": r.forward.median_ms,
@@ -169,11 +219,13 @@ fn json_row(r: &BenchRow) -> serde_json::Value {
         &r.shape,
         r.fused.gpu_time,
         serde_json::json!({
+            "parts": r.parts,
             "fused_ms": r.fused.median_ms,
             "fused_gbs": r.fused_gbs(),
             "copy_gbs": r.copy_gbs(),
             "pct_of_copy": r.pct_of_copy(),
             "unfused_ms": r.unfused.map(|u| u.median_ms),
+            "unfused_skipped": r.unfused_skipped,
             "speedup": r.speedup(),
             "copy_buffer_ms": r.copy_buffer.median_ms,
             "copy_kernel_ms": r.copy_kernel.median_ms,
@@ -182,11 +234,77 @@ fn json_row(r: &BenchRow) -> serde_json::Value {
     )
 }
 
+/// A shape that did not run, in the JSON: no timings, the reason.
+fn json_skipped(ctx: &Context, shape: &BenchShape, why: &str) -> serde_json::Value {
+    serde_json::json!({
+        "adapter": ctx.describe(),
+        "paths": ctx.paths().describe(),
+        "rows": shape.rows,
+        "vocab": shape.vocab,
+        "dtype": shape.dtype.name(),
+        "skipped": why,
+    })
+}
+
+fn json_of<T>(
+    ctx: &Context,
+    rows: &[Outcome<T>],
+    row: impl Fn(&T) -> serde_json::Value,
+) -> Vec<serde_json::Value> {
+    rows.iter()
+        .map(|r| match r {
+            Outcome::Done(r) => row(r),
+            Outcome::Skipped(shape, why) => json_skipped(ctx, shape, why),
+        })
+        .collect()
+}
+
+/// Why a shape is not run on `ctx` before trying: the long-context default on a CPU
+/// adapter, whose "device memory" is this machine's RAM.
+fn skip_reason(ctx: &Context, shape: &BenchShape, asked: bool) -> Option<String> {
+    let cpu = ctx.adapter_info().device_type == wgpu_policy_loss::wgpu::DeviceType::Cpu;
+    (cpu && !asked).then(|| {
+        format!(
+            "the long-context shape is for GPUs: on a CPU adapter its {:.1} GB of logits and \
+             gradient live in this machine's RAM and take minutes an iteration; \
+             --shape {}x{}:{} runs it anyway",
+            2.0 * shape.logits_bytes() as f64 / 1e9,
+            shape.rows,
+            shape.vocab,
+            shape.dtype.name()
+        )
+    })
+}
+
+/// Runs `measure` on each shape, turning a shape's error into a skipped row.
+fn outcomes<T>(
+    ctx: &Context,
+    shapes: &[(BenchShape, bool)],
+    measure: impl Fn(BenchShape) -> wgpu_policy_loss::Result<T>,
+) -> Vec<Outcome<T>> {
+    shapes
+        .iter()
+        .map(|&(shape, asked)| match skip_reason(ctx, &shape, asked) {
+            Some(why) => Outcome::Skipped(shape, why),
+            None => match measure(shape) {
+                Ok(r) => Outcome::Done(r),
+                Err(e) => Outcome::Skipped(shape, e.to_string()),
+            },
+        })
+        .collect()
+}
+
 pub fn run(args: &BenchArgs) -> CliResult {
-    let shapes = if args.shapes.is_empty() {
+    // (shape, asked for by name): the defaults' long-context shape is skipped on CPU
+    // adapters, a shape given with --shape never is
+    let shapes: Vec<(BenchShape, bool)> = if args.shapes.is_empty() {
+        let defaults = BenchShape::defaults(false);
         BenchShape::defaults(args.large)
+            .into_iter()
+            .map(|s| (s, defaults.contains(&s)))
+            .collect()
     } else {
-        args.shapes.clone()
+        args.shapes.iter().map(|&s| (s, true)).collect()
     };
     let budget = Duration::from_secs_f64(args.seconds);
     let mut all = Vec::new();
@@ -201,38 +319,22 @@ pub fn run(args: &BenchArgs) -> CliResult {
         } else {
             ctx
         };
-        let limits = ctx.device().limits();
-        let fits: Vec<BenchShape> = shapes
-            .iter()
-            .copied()
-            .filter(|s| s.logits_bytes() <= limits.max_buffer_size)
-            .collect();
         if args.stages {
-            let rows = bench::run_stages(&ctx, &fits, args.samples, budget)?;
+            let rows = outcomes(&ctx, &shapes, |s| {
+                bench::measure_stages(&ctx, s, args.samples, budget)
+            });
             if !args.json {
-                print_stages(&rows);
+                print_stages(&ctx, &rows);
             }
-            all.extend(rows.iter().map(json_stages));
+            all.extend(json_of(&ctx, &rows, json_stages));
         } else {
-            let rows = bench::run(&ctx, &fits, args.samples, budget)?;
+            let rows = outcomes(&ctx, &shapes, |s| {
+                bench::measure(&ctx, s, args.samples, budget)
+            });
             if !args.json {
-                print_table(&rows);
+                print_table(&ctx, &rows);
             }
-            all.extend(rows.iter().map(json_row));
-        }
-        for s in shapes.iter().filter(|s| !fits.contains(s)) {
-            // on stderr with --json, so that stdout stays one JSON document
-            let line = format!(
-                "{s}: skipped on {}, {} bytes of logits exceed its largest buffer ({} bytes)",
-                ctx.describe(),
-                s.logits_bytes(),
-                limits.max_buffer_size
-            );
-            if args.json {
-                eprintln!("bench: {line}");
-            } else {
-                println!("{line}");
-            }
+            all.extend(json_of(&ctx, &rows, json_row));
         }
     }
     let json = serde_json::to_string_pretty(&all)?;

@@ -29,6 +29,11 @@ pub struct EvalArgs {
     /// Run on the first adapter whose name contains this (case-insensitive).
     #[arg(long)]
     adapter: Option<String>,
+    /// Split the rows into this many buffers, each of whole sequences ([B, S, V] logits,
+    /// B ≥ K), and compute the loss over them as one batch: the outputs are those of
+    /// one buffer.
+    #[arg(long, default_value_t = 1)]
+    parts: usize,
 }
 
 /// The loss configuration as flags, with verl's names and defaults.
@@ -173,6 +178,47 @@ fn target_ids(t: &TensorView<'_>, mask: &[f32], vocab: usize) -> Result<Vec<u32>
         .collect()
 }
 
+/// `batch` of `seqs` sequences in `k` parts of whole sequences, as even as they come.
+fn split<'a>(batch: &HostBatch<'a>, seqs: usize, k: usize) -> Result<Vec<HostBatch<'a>>, Error> {
+    if k == 0 || k > seqs {
+        return Err(bad(
+            "--parts",
+            format!(
+                "{k} parts of {seqs} sequence(s): each part holds whole sequences, so give \
+                 1 to {seqs} parts (or [B, S, V] logits with B >= {k})"
+            ),
+        ));
+    }
+    let rows = batch.targets.len();
+    let rps = rows / seqs;
+    let v = batch.vocab as usize;
+    let per_token = batch.advantages.len() == rows;
+    Ok((0..k)
+        .map(|i| {
+            let (s0, s1) = (i * seqs / k, (i + 1) * seqs / k);
+            let (r0, r1) = (s0 * rps, s1 * rps);
+            let logits = match batch.logits {
+                HostLogits::F32(x) => HostLogits::F32(&x[r0 * v..r1 * v]),
+                HostLogits::F16(x) => HostLogits::F16(&x[r0 * v..r1 * v]),
+                HostLogits::Bf16(x) => HostLogits::Bf16(&x[r0 * v..r1 * v]),
+            };
+            HostBatch {
+                logits,
+                targets: &batch.targets[r0..r1],
+                mask: &batch.mask[r0..r1],
+                advantages: if per_token {
+                    &batch.advantages[r0..r1]
+                } else {
+                    &batch.advantages[s0..s1]
+                },
+                old_logprobs: batch.old_logprobs.map(|x| &x[r0..r1]),
+                ref_logprobs: batch.ref_logprobs.map(|x| &x[r0..r1]),
+                ..*batch
+            }
+        })
+        .collect())
+}
+
 pub fn run(args: &EvalArgs) -> CliResult {
     let bytes = std::fs::read(&args.input)
         .map_err(|e| format!("cannot read {}: {e}", args.input.display()))?;
@@ -251,21 +297,19 @@ pub fn run(args: &EvalArgs) -> CliResult {
     let refp = optional("ref_logprobs")?;
 
     let config = args.loss.config();
+    let batch = HostBatch {
+        logits,
+        vocab: vocab as u32,
+        rows_per_seq,
+        targets: &targets,
+        mask: &mask,
+        advantages: &advantages,
+        old_logprobs: old.as_deref(),
+        ref_logprobs: refp.as_deref(),
+    };
+    let parts = split(&batch, seqs, args.parts)?;
     let ctx = context(args.adapter.as_deref())?;
-    let out = ctx.policy_loss(
-        &config,
-        &HostBatch {
-            logits,
-            vocab: vocab as u32,
-            rows_per_seq,
-            targets: &targets,
-            mask: &mask,
-            advantages: &advantages,
-            old_logprobs: old.as_deref(),
-            ref_logprobs: refp.as_deref(),
-        },
-        Some(args.grad_dtype),
-    )?;
+    let out = ctx.policy_loss_parts(&config, &parts, Some(args.grad_dtype))?;
 
     let grad = out.grad.as_ref().ok_or("no gradient came back")?;
     let m = out.metrics;

@@ -18,13 +18,15 @@ struct Params {
     vocab: u32,
     rows: u32,
     full_offset: u32,
-    _pad: [u32; 3],
+    y_offset: u32,
+    _pad: [u32; 2],
 }
 
 /// The baseline's buffers: two `[T, V]` f32 intermediates, per-row `(mask, advantage,
-/// logp, g)` and the loss.
+/// logp, g)` and the loss; the token ids from element `targets_first` of `targets`.
 pub(crate) struct BaselineBuffers<'a> {
     pub targets: &'a wgpu::Buffer,
+    pub targets_first: u64,
     pub full_a: &'a wgpu::Buffer,
     pub full_b: &'a wgpu::Buffer,
     pub rowvec: &'a wgpu::Buffer,
@@ -70,6 +72,15 @@ pub(crate) fn record(
         quad: false,
     };
     let chunks = plan_chunks(rows, &[x.span, a.span, bb.span], &limits)?;
+    let y_first = b.targets_first;
+    let (y_bind, y_offset) = storage_window(
+        "targets",
+        b.targets,
+        y_first,
+        y_first + rows as u64,
+        4,
+        &limits,
+    )?;
     let mut params = Vec::new();
     let mut windows = Vec::new();
     for &(first, end) in &chunks {
@@ -85,7 +96,8 @@ pub(crate) fn record(
             vocab,
             rows,
             full_offset: (first as u64 * vocab as u64 - a_base) as u32,
-            _pad: [0; 3],
+            y_offset,
+            _pad: [0; 2],
         });
         windows.push((x_bind, a_bind, b_bind, first, end));
     }
@@ -99,7 +111,6 @@ pub(crate) fn record(
         grad_quad: false,
         lane_blocks: false,
     };
-    let (y_bind, _) = storage_window("targets", b.targets, 0, rows as u64, 4, &limits)?;
     // each op binds only what its entry point uses (auto layouts drop the rest)
     let row_pass = |op, encoder: &mut wgpu::CommandEncoder| -> Result<()> {
         let pipeline = ctx.pipeline(key(op))?;
