@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One command for a GPU report: the test suite, `check`, `bench --large` (the main table
-# and the stages) and `info`, on every adapter of this machine, written to one folder
-# with a short summary (summary.md) and packed as a .tar.gz beside it.
+# and the stages), `info` and, where python3 has torch, benches/anchors.py (PyTorch
+# eager, torch.compile, Liger where installed) on every adapter of this machine,
+# written to one folder with a short summary (summary.md) and packed as a .tar.gz.
 #
 #   scripts/gpu-report.sh [--out DIR]                  from a clone: builds in release
 #   scripts/gpu-report.sh --pack DIR                   builds, and packs the binaries
@@ -16,7 +17,7 @@
 # being reported and skipped), WGPU_BACKEND / WGPU_ADAPTER_NAME as everywhere.
 set -uo pipefail
 
-usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 
 out="gpu-report-$(date -u +%Y%m%dT%H%M%SZ)"
 bin_dir=""
@@ -50,7 +51,7 @@ build_bundle() {
     done <<<"$exes"
     # symbols off: the bundle travels (a lent machine takes 64 MiB a call)
     if command -v strip >/dev/null; then strip "$dest"/bin/* "$dest"/tests/*; fi
-    cp "$root/scripts/gpu-report.sh" "$dest/"
+    cp "$root/scripts/gpu-report.sh" "$root/benches/anchors.py" "$dest/"
     (cd "$root" && git rev-parse HEAD 2>/dev/null) >"$dest/COMMIT" || true
 }
 
@@ -112,6 +113,14 @@ step bench "$cli" bench --large --seconds "$seconds" --json-file "$out/bench.jso
 bench_rc=$?
 step stages "$cli" bench --stages --large --seconds "$seconds" --json-file "$out/stages.json"
 stages_rc=$?
+# PyTorch beside the bench, where there is a PyTorch (its rows say why they did not run)
+anchors="n/a (no python3 with torch)"
+if python3 -c 'import torch' 2>/dev/null; then
+    # the long-context shape only where torch has a GPU (10 GB through a CPU: minutes)
+    large=$(python3 -c 'import torch; print("--large" if torch.cuda.is_available() else "")')
+    step anchors python3 "$bin_dir/anchors.py" $large
+    anchors=$([ $? -eq 0 ] && echo pass || echo FAIL)
+fi
 
 verdict() { [ "$1" -eq 0 ] && echo pass || echo "FAIL (exit $1)"; }
 {
@@ -155,6 +164,9 @@ verdict() { [ "$1" -eq 0 ] && echo pass || echo "FAIL (exit $1)"; }
     grep -v 'XDG_RUNTIME_DIR' "$out/stages.txt"
     echo '```'
     echo
+    echo "## PyTorch anchors (benches/anchors.py): $anchors"
+    echo
+    [ -f "$out/anchors.txt" ] && { echo '```'; grep -E '^(eager|compile|liger) ' "$out/anchors.txt"; echo '```'; echo; }
     echo "Every step's full output is beside this file; steps.txt has exit codes and times."
 } >"$out/summary.md"
 
