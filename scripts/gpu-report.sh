@@ -13,11 +13,12 @@
 #
 # Extra environment: REPORT_BENCH_SECONDS (time budget of one measurement, default 2),
 # REPORT_TESTS (only these test executables, e.g. "cli prepare"; default all),
+# REPORT_LARGE=0 (bench without the long-context shape, 16384 x 151936 bf16),
 # WGPU_POLICY_LOSS_STRICT=1 (an adapter that refuses a device fails the run instead of
 # being reported and skipped), WGPU_BACKEND / WGPU_ADAPTER_NAME as everywhere.
 set -uo pipefail
 
-usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 
 out="gpu-report-$(date -u +%Y%m%dT%H%M%SZ)"
 bin_dir=""
@@ -109,16 +110,18 @@ done
 
 step check "$cli" check
 check_rc=$?
-step bench "$cli" bench --large --seconds "$seconds" --json-file "$out/bench.json"
+large=$([ "${REPORT_LARGE:-1}" = 0 ] || echo --large)
+step bench "$cli" bench $large --seconds "$seconds" --json-file "$out/bench.json"
 bench_rc=$?
-step stages "$cli" bench --stages --large --seconds "$seconds" --json-file "$out/stages.json"
+step stages "$cli" bench --stages $large --seconds "$seconds" --json-file "$out/stages.json"
 stages_rc=$?
 # PyTorch beside the bench, where there is a PyTorch (its rows say why they did not run)
 anchors="n/a (no python3 with torch)"
 if python3 -c 'import torch' 2>/dev/null; then
     # the long-context shape only where torch has a GPU (10 GB through a CPU: minutes)
-    large=$(python3 -c 'import torch; print("--large" if torch.cuda.is_available() else "")')
-    step anchors python3 "$bin_dir/anchors.py" $large
+    big=$(python3 -c 'import torch; print("--large" if torch.cuda.is_available() else "")')
+    [ "${REPORT_LARGE:-1}" = 0 ] && big=""
+    step anchors python3 "$bin_dir/anchors.py" $big
     anchors=$([ $? -eq 0 ] && echo pass || echo FAIL)
 fi
 
@@ -152,13 +155,13 @@ verdict() { [ "$1" -eq 0 ] && echo pass || echo "FAIL (exit $1)"; }
     grep -v 'XDG_RUNTIME_DIR' "$out/check.txt"
     echo '```'
     echo
-    echo "## bench --large: $(verdict $bench_rc)"
+    echo "## bench $large: $(verdict $bench_rc)"
     echo
     echo '```'
     grep -v 'XDG_RUNTIME_DIR' "$out/bench.txt"
     echo '```'
     echo
-    echo "## bench --stages --large: $(verdict $stages_rc)"
+    echo "## bench --stages $large: $(verdict $stages_rc)"
     echo
     echo '```'
     grep -v 'XDG_RUNTIME_DIR' "$out/stages.txt"

@@ -94,6 +94,34 @@ pub struct Workload {
     unfused: std::result::Result<Vec<UnfusedChunk>, String>,
 }
 
+/// Bytes a CPU adapter (lavapipe, llvmpipe) can still allocate: its device memory is
+/// this machine's RAM, and an allocation past it is not an error the device reports but
+/// the kernel's out-of-memory killer. `None` for GPUs (they report their own out of
+/// memory) and where the OS does not say.
+fn cpu_memory_available(ctx: &Context) -> Option<u64> {
+    if ctx.adapter_info().device_type != wgpu::DeviceType::Cpu {
+        return None;
+    }
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// `Err` with the reason when `bytes` would not fit the memory a CPU adapter has left
+/// (keeping a fifth of it for everything else).
+fn check_cpu_memory(ctx: &Context, what: &str, bytes: u64) -> std::result::Result<(), String> {
+    match cpu_memory_available(ctx) {
+        Some(avail) if bytes > avail / 5 * 4 => Err(format!(
+            "{what} need {:.1} GB, and a CPU adapter's memory is this machine's RAM, which \
+             has {:.1} GB available",
+            bytes as f64 / 1e9,
+            avail as f64 / 1e9
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Rows of `width` elements of `elem` bytes that fit one buffer of the device.
 fn rows_per_buffer(limits: &wgpu::Limits, width: u64, elem: u64) -> u64 {
     limits.max_buffer_size / (width * elem).max(1)
@@ -117,6 +145,8 @@ impl Workload {
                 ),
             ));
         }
+        check_cpu_memory(ctx, "its logits and gradient", 2 * shape.logits_bytes())
+            .map_err(|why| Error::arg("shape", format!("{shape}: {why}")))?;
         let n_parts = rows.div_ceil(per_part);
         let per_part = rows.div_ceil(n_parts) as u32;
         let storage = wgpu::BufferUsages::STORAGE
@@ -210,6 +240,12 @@ impl Workload {
                 vocab * 4
             ));
         }
+        // (the logits and gradient are allocated already)
+        check_cpu_memory(
+            ctx,
+            "its [T, V] f32 intermediates",
+            2 * shape.rows as u64 * vocab * 4,
+        )?;
         let storage = wgpu::BufferUsages::STORAGE
             | wgpu::BufferUsages::COPY_SRC
             | wgpu::BufferUsages::COPY_DST;

@@ -259,52 +259,25 @@ fn json_of<T>(
         .collect()
 }
 
-/// Why a shape is not run on `ctx` before trying: the long-context default on a CPU
-/// adapter, whose "device memory" is this machine's RAM.
-fn skip_reason(ctx: &Context, shape: &BenchShape, asked: bool) -> Option<String> {
-    let cpu = ctx.adapter_info().device_type == wgpu_policy_loss::wgpu::DeviceType::Cpu;
-    (cpu && !asked).then(|| {
-        format!(
-            "the long-context shape is for GPUs: on a CPU adapter its {:.1} GB of logits and \
-             gradient live in this machine's RAM and take minutes an iteration; \
-             --shape {}x{}:{} runs it anyway",
-            2.0 * shape.logits_bytes() as f64 / 1e9,
-            shape.rows,
-            shape.vocab,
-            shape.dtype.name()
-        )
-    })
-}
-
 /// Runs `measure` on each shape, turning a shape's error into a skipped row.
 fn outcomes<T>(
-    ctx: &Context,
-    shapes: &[(BenchShape, bool)],
+    shapes: &[BenchShape],
     measure: impl Fn(BenchShape) -> wgpu_policy_loss::Result<T>,
 ) -> Vec<Outcome<T>> {
     shapes
         .iter()
-        .map(|&(shape, asked)| match skip_reason(ctx, &shape, asked) {
-            Some(why) => Outcome::Skipped(shape, why),
-            None => match measure(shape) {
-                Ok(r) => Outcome::Done(r),
-                Err(e) => Outcome::Skipped(shape, e.to_string()),
-            },
+        .map(|&shape| match measure(shape) {
+            Ok(r) => Outcome::Done(r),
+            Err(e) => Outcome::Skipped(shape, e.to_string()),
         })
         .collect()
 }
 
 pub fn run(args: &BenchArgs) -> CliResult {
-    // (shape, asked for by name): the defaults' long-context shape is skipped on CPU
-    // adapters, a shape given with --shape never is
-    let shapes: Vec<(BenchShape, bool)> = if args.shapes.is_empty() {
-        let defaults = BenchShape::defaults(false);
+    let shapes = if args.shapes.is_empty() {
         BenchShape::defaults(args.large)
-            .into_iter()
-            .map(|s| (s, defaults.contains(&s)))
-            .collect()
     } else {
-        args.shapes.iter().map(|&s| (s, true)).collect()
+        args.shapes.clone()
     };
     let budget = Duration::from_secs_f64(args.seconds);
     let mut all = Vec::new();
@@ -320,7 +293,7 @@ pub fn run(args: &BenchArgs) -> CliResult {
             ctx
         };
         if args.stages {
-            let rows = outcomes(&ctx, &shapes, |s| {
+            let rows = outcomes(&shapes, |s| {
                 bench::measure_stages(&ctx, s, args.samples, budget)
             });
             if !args.json {
@@ -328,9 +301,7 @@ pub fn run(args: &BenchArgs) -> CliResult {
             }
             all.extend(json_of(&ctx, &rows, json_stages));
         } else {
-            let rows = outcomes(&ctx, &shapes, |s| {
-                bench::measure(&ctx, s, args.samples, budget)
-            });
+            let rows = outcomes(&shapes, |s| bench::measure(&ctx, s, args.samples, budget));
             if !args.json {
                 print_table(&ctx, &rows);
             }
