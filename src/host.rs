@@ -311,7 +311,10 @@ impl Context {
             })
             .collect::<Result<Vec<_>>>()?;
         let vocab = batches.first().map_or(1, |b| b.vocab);
-        let rows: u32 = parts.iter().map(|p| p.rows).sum();
+        let rows = parts
+            .iter()
+            .try_fold(0u32, |n, p| n.checked_add(p.rows))
+            .ok_or_else(|| Error::arg("logits", "the parts hold more than 2^32 - 1 rows"))?;
         let out = LossBuffers::new(self, rows);
         let views: Vec<(LossInputs<'_>, Gradient<'_>)> = parts
             .iter()

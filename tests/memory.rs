@@ -10,20 +10,29 @@ use wgpu_policy_loss::{
     LossInputs, PolicyLoss, PolicyLossMode, TargetsView,
 };
 
-/// Records one forward + backward and returns (bytes the library allocated during the
-/// call, what scratch_bytes promised), for two successive calls on the same PolicyLoss.
+/// Records one forward + backward over `parts` buffers of logits (of `rows` rows in
+/// all) and returns (bytes the library allocated during the call, buffers, what
+/// scratch_bytes promised), for two successive calls on the same PolicyLoss.
 fn measure(
     ctx: &wgpu_policy_loss::Context,
     mode: PolicyLossMode,
     rows: u32,
     vocab: u32,
     in_place: bool,
+    parts: u32,
 ) -> [(u64, u64, u64); 2] {
-    let x = ctx.upload("x", &vec![0u8; (rows * vocab * 2) as usize]);
-    let y = ctx.upload("y", &vec![0u8; rows as usize * 4]);
-    let m = ctx.upload("m", bytemuck::cast_slice(&vec![1.0f32; rows as usize]));
-    let a = ctx.upload("a", bytemuck::cast_slice(&vec![0.5f32; rows as usize]));
-    let g = ctx.upload("g", &vec![0u8; (rows * vocab * 2) as usize]);
+    let n = rows / parts;
+    let bufs: Vec<_> = (0..parts)
+        .map(|_| {
+            (
+                ctx.upload("x", &vec![0u8; (n * vocab * 2) as usize]),
+                ctx.upload("y", &vec![0u8; n as usize * 4]),
+                ctx.upload("m", bytemuck::cast_slice(&vec![1.0f32; n as usize])),
+                ctx.upload("a", bytemuck::cast_slice(&vec![0.5f32; n as usize])),
+                ctx.upload("g", &vec![0u8; (n * vocab * 2) as usize]),
+            )
+        })
+        .collect();
     let out = LossBuffers::new(ctx, rows);
     let loss = PolicyLoss::new(
         ctx,
@@ -33,25 +42,37 @@ fn measure(
         },
     )
     .unwrap();
-    let logits =
-        LogitsView::new(&x, DType::Bf16, rows, vocab).with_sequences(16, 16 * vocab as u64);
-    let inputs = LossInputs::new(
-        logits,
-        TargetsView::new(&y),
-        F32View::new(&m),
-        Advantages::PerToken(F32View::new(&a)),
-    );
-    let gradient = if in_place {
-        Gradient::InPlace
-    } else {
-        Gradient::Into(GradView::like(&g, DType::Bf16, &logits))
-    };
-    let promised = loss.scratch_bytes(&inputs, &gradient).unwrap();
+    let inputs: Vec<_> = bufs
+        .iter()
+        .map(|(x, y, m, a, g)| {
+            let logits =
+                LogitsView::new(x, DType::Bf16, n, vocab).with_sequences(16, 16 * vocab as u64);
+            let inputs = LossInputs::new(
+                logits,
+                TargetsView::new(y),
+                F32View::new(m),
+                Advantages::PerToken(F32View::new(a)),
+            );
+            let gradient = if in_place {
+                Gradient::InPlace
+            } else {
+                Gradient::Into(GradView::like(g, DType::Bf16, &logits))
+            };
+            (inputs, gradient)
+        })
+        .collect();
+    let promised = loss.scratch_bytes_parts(&inputs).unwrap();
+    if parts == 1 {
+        assert_eq!(
+            promised,
+            loss.scratch_bytes(&inputs[0].0, &inputs[0].1).unwrap()
+        );
+    }
     let mut got = [(0, 0, 0); 2];
     for slot in &mut got {
         let before = ctx.allocations();
         let mut enc = ctx.device().create_command_encoder(&Default::default());
-        loss.record(&mut enc, &inputs, gradient, &out.outputs())
+        loss.record_parts(&mut enc, &inputs, &out.outputs())
             .unwrap();
         ctx.queue().submit([enc.finish()]);
         let after = ctx.allocations();
@@ -70,34 +91,42 @@ fn scratch_is_o_rows_and_bounded_by_scratch_bytes() {
     // fresh devices: allocations are counted per device, and the shared contexts()
     // allocate in any test that runs beside this one
     for ctx in &opened() {
-        for mode in PolicyLossMode::ALL {
-            for in_place in [false, true] {
-                let small = measure(ctx, mode, rows, 1000, in_place);
-                let large = measure(ctx, mode, rows, 60_000, in_place);
-                let what = format!("{} {mode:?} in_place={in_place}", name(ctx));
-                for (bytes, buffers, promised) in small.iter().chain(&large) {
-                    assert!(
-                        bytes <= promised,
-                        "{what}: allocated {bytes} > scratch_bytes {promised}"
-                    );
-                    // four scratch buffers and one uniform buffer per launch (GSPO: 5)
-                    assert!(*buffers <= 9, "{what}: {buffers} buffers for one call");
-                }
-                // the same rows allocate the same, whatever V
-                assert_eq!(small[0].0, large[0].0, "{what}: allocation grows with V");
-                // O(rows): 48 bytes a row and a few uniform blocks, far below rows × V
+        for (mode, in_place, parts) in PolicyLossMode::ALL
+            .into_iter()
+            .flat_map(|m| [(m, false, 1), (m, true, 1), (m, false, 2)])
+        {
+            let small = measure(ctx, mode, rows, 1000, in_place, parts);
+            let large = measure(ctx, mode, rows, 60_000, in_place, parts);
+            let what = format!("{} {mode:?} in_place={in_place} parts={parts}", name(ctx));
+            // four scratch buffers and one uniform buffer per launch: per part its
+            // prepare and row launch (GSPO: three), then the weights (several
+            // parts) and reduce
+            let per_part = if mode == PolicyLossMode::Gspo { 4 } else { 2 };
+            let launches = parts as u64 * per_part + u64::from(parts > 1) + 1;
+            for (bytes, buffers, promised) in small.iter().chain(&large) {
                 assert!(
-                    small[0].0 < rows as u64 * 48 + 4096,
-                    "{what}: {:?}",
-                    small[0]
+                    bytes <= promised,
+                    "{what}: allocated {bytes} > scratch_bytes {promised}"
                 );
-                // the second call reuses the scratch: only uniform blocks
                 assert!(
-                    small[1].0 < 2048,
-                    "{what}: second call allocated {}",
-                    small[1].0
+                    *buffers <= 4 + launches,
+                    "{what}: {buffers} buffers for one call"
                 );
             }
+            // the same rows allocate the same, whatever V
+            assert_eq!(small[0].0, large[0].0, "{what}: allocation grows with V");
+            // O(rows): 48 bytes a row and a few uniform blocks, far below rows × V
+            assert!(
+                small[0].0 < rows as u64 * 48 + 4096,
+                "{what}: {:?}",
+                small[0]
+            );
+            // the second call reuses the scratch: only uniform blocks
+            assert!(
+                small[1].0 < 2048,
+                "{what}: second call allocated {}",
+                small[1].0
+            );
         }
     }
 }
