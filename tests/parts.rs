@@ -13,13 +13,6 @@ use wgpu_policy_loss::{
     PolicyLossMode, TargetsView,
 };
 
-/// Every aggregation mode, and token-mean with a global normaliser.
-fn aggregations() -> Vec<(LossAggMode, Option<f32>)> {
-    let mut out: Vec<_> = LossAggMode::ALL.into_iter().map(|a| (a, None)).collect();
-    out.push((LossAggMode::TokenMean, Some(20.0)));
-    out
-}
-
 fn config(mode: PolicyLossMode, (agg, global): (LossAggMode, Option<f32>)) -> LossConfig {
     LossConfig {
         mode,
@@ -103,7 +96,7 @@ fn parts_have_the_bits_of_one_buffer() {
         for dtype in DType::ALL {
             let logits = Logits::from_f32(dtype, &case.logits);
             for mode in PolicyLossMode::ALL {
-                for (i, agg) in aggregations().into_iter().enumerate() {
+                for (i, agg) in aggregations(20.0).into_iter().enumerate() {
                     let cfg = config(mode, agg);
                     let cuts: &[usize] = [&[1, 4][..], &[2, 2, 3], &[5]][i % 3];
                     let (whole, parts) =
@@ -167,7 +160,7 @@ fn parts_of_other_sequence_lengths_against_the_reference() {
     let (xf, mf, advf, oldf, reff) = (f(&x), f(&m), f(&adv), f(&old), f(&refp));
     for ctx in contexts() {
         for mode in PolicyLossMode::ALL {
-            for agg in aggregations() {
+            for agg in aggregations(20.0) {
                 let cfg = config(mode, agg);
                 let la = Logits::from_f32(DType::F32, &a.logits);
                 let lb = Logits::from_f32(DType::F32, &b.logits);

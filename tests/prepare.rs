@@ -11,13 +11,6 @@ mod common;
 use common::*;
 use wgpu_policy_loss::{DType, KlEstimator, LossAggMode, LossConfig, PolicyLossMode};
 
-/// Every aggregation mode, and token-mean with a global normaliser.
-fn aggregations() -> Vec<(LossAggMode, Option<f32>)> {
-    let mut out: Vec<_> = LossAggMode::ALL.into_iter().map(|a| (a, None)).collect();
-    out.push((LossAggMode::TokenMean, Some(5000.0)));
-    out
-}
-
 fn config(mode: PolicyLossMode, (agg, global): (LossAggMode, Option<f32>)) -> LossConfig {
     LossConfig {
         mode,
@@ -37,7 +30,7 @@ fn one_long_sequence_in_every_aggregation_mode() {
     for (i, rows) in [65_535u32, 65_536, 131_072].into_iter().enumerate() {
         let case = LossCase::new(rows as u64, 1, rows, 8);
         for ctx in natives() {
-            for (j, agg) in aggregations().into_iter().enumerate() {
+            for (j, agg) in aggregations(5000.0).into_iter().enumerate() {
                 let mode = PolicyLossMode::ALL[(i + j) % PolicyLossMode::ALL.len()];
                 check_loss(
                     ctx,
@@ -60,7 +53,10 @@ fn every_team_size() {
     for (i, (seqs, rows_per_seq)) in shapes.into_iter().enumerate() {
         let case = LossCase::new(seqs as u64, seqs, rows_per_seq, 8);
         for ctx in natives() {
-            for agg in [aggregations()[i], (LossAggMode::SeqMeanTokenMean, None)] {
+            for agg in [
+                aggregations(5000.0)[i],
+                (LossAggMode::SeqMeanTokenMean, None),
+            ] {
                 check_loss(
                     ctx,
                     &config(PolicyLossMode::Gspo, agg),

@@ -541,3 +541,10 @@ pub fn same_bits(a: &wgpu_policy_loss::HostLoss, b: &wgpu_policy_loss::HostLoss)
         && bits(&a.entropy) == bits(&b.entropy)
         && a.grad == b.grad
 }
+
+/// Every aggregation mode, and token-mean with the global normaliser `global`.
+pub fn aggregations(global: f32) -> Vec<(LossAggMode, Option<f32>)> {
+    let mut out: Vec<_> = LossAggMode::ALL.into_iter().map(|a| (a, None)).collect();
+    out.push((LossAggMode::TokenMean, Some(global)));
+    out
+}
