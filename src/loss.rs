@@ -9,6 +9,11 @@
 //! reduce         1 workgroup     loss and metrics; per-row log-probs and entropies
 //! ```
 //!
+//! Logits in several buffers ([`PolicyLoss::record_parts`]): `prepare` gathers each
+//! part, then one more `prepare` launch computes the weights of every sequence; each
+//! part has its own row launches; one `reduce` covers every row. A call is planned
+//! (validated, its parts laid out in the scratch buffers) before anything is recorded.
+//!
 //! Scratch is O(rows): see [`PolicyLoss::scratch_bytes`]. It is owned by the
 //! `PolicyLoss` and reused from call to call.
 
