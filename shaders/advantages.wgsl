@@ -25,6 +25,7 @@ const GRPO: u32 = 0u;
 const GRPO_NO_STD: u32 = 1u;
 const RLOO: u32 = 2u;
 const REINFORCE_PP: u32 = 3u;
+const GPG: u32 = 4u;
 const EPS: f32 = 1e-6;
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -58,6 +59,15 @@ fn advantages(@builtin(local_invocation_index) lane: u32) {
         }
         return;
     }
+    // GPG scales by the batch's size over its non-zero rewards
+    var alpha = 1.0;
+    if (params.estimator == GPG) {
+        var nonzero = 0.0;
+        for (var i = lane; i < n; i += WG_SIZE) {
+            nonzero += select(0.0, 1.0, reward(i) != 0.0);
+        }
+        alpha = f32(n) / max(workgroup_sum(lane, nonzero), 1.0);
+    }
     let g = params.group;
     let groups = n / g;
     for (var k = 0u; k < params.teams.rounds; k++) {
@@ -90,6 +100,8 @@ fn advantages(@builtin(local_invocation_index) lane: u32) {
                     a = (r - mean) / (sd + EPS);
                 } else if (params.estimator == GRPO_NO_STD) {
                     a = r - mean;
+                } else if (params.estimator == GPG) {
+                    a = alpha * (r - mean);
                 } else {
                     a = r - (sum - r) / f32(max(g, 2u) - 1u);
                 }

@@ -19,7 +19,7 @@ struct Params {
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> rowin: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> rowout: array<array<f32, 8>>;
-@group(0) @binding(3) var<storage, read_write> seqinfo: array<vec2<f32>>;
+@group(0) @binding(3) var<storage, read_write> seqinfo: array<vec4<f32>>;
 
 @compute @workgroup_size(WG_SIZE)
 fn gspo_ratio(@builtin(local_invocation_index) lane: u32) {

@@ -36,6 +36,11 @@ struct Params {
     // logits in several buffers numbers the rows of every part one after the other)
     part_row: u32,
     part_seq: u32,
+    // sapo's gate temperatures, kl_cov's κ
+    tau_pos: f32,
+    tau_neg: f32,
+    kappa: f32,
+    _pad: u32,
 }
 
 // phase bits
@@ -43,10 +48,19 @@ const PHASE_STATS: u32 = 1u;
 const PHASE_LOSS: u32 = 2u;
 // flags (HAS_OLD and HAS_REF: prelude.wgsl)
 const HAS_DUAL: u32 = 4u;
-// modes and KL estimators (config.rs)
+// select.wgsl's per-row results: the rollout weight q, the covariance selection and
+// the top-entropy mask; and the mask's renormalised weights c'_b
+const HAS_ROLLOUT: u32 = 8u;
+const HAS_SELECTION: u32 = 16u;
+const RENORMALIZE: u32 = 32u;
+// modes and KL estimators (config.rs); gpg's loss is reinforce's
 const MODE_REINFORCE: u32 = 0u;
 const MODE_PPO: u32 = 1u;
 const MODE_GSPO: u32 = 2u;
+const MODE_CISPO: u32 = 3u;
+const MODE_SAPO: u32 = 4u;
+const MODE_CLIP_COV: u32 = 6u;
+const MODE_KL_COV: u32 = 7u;
 const KL_K1: u32 = 0u;
 const KL_K2: u32 = 1u;
 // row flags written to rowout
@@ -60,10 +74,13 @@ const ROW_BAD_ID: f32 = 8.0;
 @group(0) @binding(2) var<storage, read> targets: array<u32>;
 // per row: mask, advantage, old log-prob, ref log-prob (prepare.wgsl)
 @group(0) @binding(3) var<storage, read> rowin: array<vec4<f32>>;
-// per sequence: weight factor c_b (w_r = m_r·c_b), GSPO ratio s_b
-@group(0) @binding(4) var<storage, read> seqinfo: array<vec2<f32>>;
+// per sequence: weight factor c_b (w_r = m_r·c_b), GSPO ratio s_b, the entropy mask's
+// renormalised c'_b
+@group(0) @binding(4) var<storage, read> seqinfo: array<vec4<f32>>;
 // per row: logp, entropy, lse, w·L, kl, flags, bad id, - (read by reduce.wgsl)
 @group(0) @binding(5) var<storage, read_write> rowout: array<array<f32, 8>>;
+// two vec4 a row from select.wgsl: (-, q, -, -) and (selected, kept, -, -)
+@group(0) @binding(7) var<storage, read> rowaux: array<vec4<f32>>;
 
 struct GradCoefs {
     vocab: u32,
@@ -101,14 +118,15 @@ struct Term {
     flags: f32,
 }
 
-// SPEC's clipped objective for ratio r (ppo_clip, and gspo with the sequence ratio).
-fn clipped_term(a: f32, r: f32) -> Term {
+// SPEC's clipped objective for ratio r (ppo_clip, clip_cov, and gspo with the
+// sequence ratio); `dual_clip` where the dual clip may apply.
+fn clipped_term(a: f32, r: f32, dual_clip: bool) -> Term {
     let l1 = -a * r;
     let l2 = -a * clamp(r, 1.0 - params.clip_low, 1.0 + params.clip_high);
     let clipped = l2 > l1;
     var l = select(l1, l2, clipped);
     var dual = false;
-    if ((params.flags & HAS_DUAL) != 0u) {
+    if (dual_clip && (params.flags & HAS_DUAL) != 0u) {
         let cap = -a * params.clip_c;
         if (a < 0.0 && l > cap) {
             l = cap;
@@ -133,6 +151,62 @@ fn kl_term(logp: f32, ref_logp: f32) -> vec2<f32> {
     let klc = clamp(kl, -10.0, 10.0);
     let clamped = d != delta || klc != kl;
     return vec2<f32>(klc, select(1.0 - exp(delta), 0.0, clamped));
+}
+
+// SPEC's policy term l_t and g_t of the row at `at` (of sequence `seq`) in the
+// configured mode.
+fn policy_term(inputs: vec4<f32>, logp: f32, at: u32, seq: u32) -> Term {
+    let a = inputs.y;
+    let mode = params.mode;
+    if (mode == MODE_GSPO) {
+        return clipped_term(a, seqinfo[seq].y, true);
+    }
+    // the PPO ratio r, and whether its ±20 clamp is active
+    var r = 1.0;
+    var clamped = false;
+    var d = 0.0;
+    if ((params.flags & HAS_OLD) != 0u) {
+        d = logp - inputs.z;
+        let dc = clamp(d, -20.0, 20.0);
+        clamped = dc != d;
+        r = exp(dc);
+    }
+    if (mode == MODE_PPO) {
+        return clipped_term(a, r, true);
+    }
+    if (mode == MODE_CISPO) {
+        // the clipped ratio as a detached weight
+        let c = clamp(r, 1.0 - params.clip_low, 1.0 + params.clip_high);
+        return Term(-c * a * logp, -c * a, select(0.0, ROW_CLIPPED, c != r));
+    }
+    if (mode == MODE_SAPO) {
+        let t = select(params.tau_neg, params.tau_pos, a > 0.0);
+        let sig = 1.0 / (1.0 + exp(-t * (r - 1.0)));
+        let g = select(-4.0 * sig * (1.0 - sig) * r * a, 0.0, clamped);
+        return Term(-(4.0 / t) * sig * a, g, 0.0);
+    }
+    var selected = false;
+    if ((params.flags & HAS_SELECTION) != 0u) {
+        selected = rowaux[2u * at + 1u].x > 0.0;
+    }
+    if (mode == MODE_CLIP_COV) {
+        var t = clipped_term(a, r, false);
+        if (selected) {
+            t.l = 0.0;
+            t.g = 0.0;
+        }
+        return t;
+    }
+    if (mode == MODE_KL_COV) {
+        var t = Term(-a * r, -a * r, 0.0);
+        if (selected) {
+            t.l += params.kappa * abs(d);
+            t.g += params.kappa * sign(d);
+        }
+        return t;
+    }
+    // reinforce, gpg
+    return Term(-a * logp, -a, 0.0);
 }
 
 fn is_finite(x: f32) -> bool {
@@ -187,29 +261,30 @@ fn policy_loss(
         return;
     }
 
-    // the token's loss and G = ∂L/∂logp
-    let a = inputs.y;
-    var term: Term;
-    if (params.mode == MODE_REINFORCE) {
-        term = Term(-a * logp, -a, 0.0);
-    } else if (params.mode == MODE_PPO) {
-        var r = 1.0;
-        if ((params.flags & HAS_OLD) != 0u) {
-            r = exp(clamp(logp - inputs.z, -20.0, 20.0));
-        }
-        term = clipped_term(a, r);
-    } else {
-        term = clipped_term(a, seqinfo[seq].y);
+    // the token's policy term and its G = ∂L/∂logp
+    let term = policy_term(inputs, logp, at, seq);
+    // the policy term's share of the row's weight w: the rollout weight q, the entropy
+    // mask e, and, renormalised, c'_b / c_b (exactly 1 without any of them, so the
+    // other modes keep their bits)
+    var factor = 1.0;
+    if ((params.flags & HAS_ROLLOUT) != 0u) {
+        factor = rowaux[2u * at].y;
+    }
+    if ((params.flags & HAS_SELECTION) != 0u) {
+        factor *= rowaux[2u * at + 1u].y;
+    }
+    if ((params.flags & RENORMALIZE) != 0u) {
+        factor *= seqinfo[seq].z / seqinfo[seq].x;
     }
     var kl = vec2<f32>(0.0, 0.0);
     if ((params.flags & HAS_REF) != 0u) {
         kl = kl_term(logp, inputs.w);
     }
-    var loss_t = term.l + params.kl_coef * kl.x - params.entropy_coeff * entropy;
+    var loss_t = factor * term.l + params.kl_coef * kl.x - params.entropy_coeff * entropy;
     let masked_in = m > 0.0;
     // a masked-in id outside the vocabulary has no log-prob: its loss and gradient are
     // NaN (the reduce kernel reports the row), never a plausible number
-    var big_g = term.g + params.kl_coef * kl.y;
+    var big_g = factor * term.g + params.kl_coef * kl.y;
     if (y >= params.vocab) {
         loss_t = bitcast<f32>(0x7fc00000u);
         big_g = loss_t;

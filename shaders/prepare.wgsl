@@ -27,7 +27,7 @@ struct Params {
     part_seq: u32,
     // sequences of every part
     all_seqs: u32,
-    _pad: u32,
+    rollout_offset: u32,
     // lanes per sequence for the token counts n_b
     teams: Teams,
 }
@@ -40,9 +40,10 @@ const ADV_PER_TOKEN: u32 = 8u;
 const GATHER: u32 = 1u;
 const WEIGHTS: u32 = 2u;
 
-const AGG_TOKEN_MEAN: u32 = 0u;
-const AGG_SEQ_MEAN_TOKEN_MEAN: u32 = 1u;
-const AGG_SEQ_MEAN_TOKEN_SUM: u32 = 2u;
+// with seq-mean modes: B' counts every sequence, empty ones too (TRL's grpo)
+const COUNT_EMPTY: u32 = 16u;
+// the sampler's log-probs, for the rollout correction (select.wgsl)
+const HAS_ROLLOUT: u32 = 32u;
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> mask: array<f32>;
@@ -50,11 +51,10 @@ const AGG_SEQ_MEAN_TOKEN_SUM: u32 = 2u;
 @group(0) @binding(3) var<storage, read> old_logp: array<f32>;
 @group(0) @binding(4) var<storage, read> ref_logp: array<f32>;
 @group(0) @binding(5) var<storage, read_write> rowin: array<vec4<f32>>;
-@group(0) @binding(6) var<storage, read_write> seqinfo: array<vec2<f32>>;
-
-fn inv_or_zero(d: f32) -> f32 {
-    return select(0.0, 1.0 / d, d > 0.0);
-}
+@group(0) @binding(6) var<storage, read_write> seqinfo: array<vec4<f32>>;
+@group(0) @binding(7) var<storage, read> rollout_logp: array<f32>;
+// two vec4 a row (select.wgsl): the first starts with the sampler's log-prob
+@group(0) @binding(8) var<storage, read_write> rowaux: array<vec4<f32>>;
 
 @compute @workgroup_size(WG_SIZE)
 fn prepare(@builtin(local_invocation_index) lane: u32) {
@@ -80,6 +80,9 @@ fn gather(lane: u32) {
             v.w = ref_logp[params.ref_offset + r];
         }
         rowin[params.part_row + r] = v;
+        if ((params.flags & HAS_ROLLOUT) != 0u) {
+            rowaux[2u * (params.part_row + r)].x = rollout_logp[params.rollout_offset + r];
+        }
     }
 
     // n_b: the team of sequence b sums its rows, each lane a strided part in order (the
@@ -99,7 +102,7 @@ fn gather(lane: u32) {
         }
         let n = team_sum(lane, params.teams.size, vec2<f32>(part, 0.0)).x;
         if (b < params.seqs && at.y == 0u) {
-            seqinfo[params.part_seq + b] = vec2<f32>(n, 1.0);
+            seqinfo[params.part_seq + b] = vec4<f32>(n, 1.0, 0.0, 0.0);
         }
     }
 }
@@ -117,19 +120,16 @@ fn weights(lane: u32) {
     let total = totals.x;
     let seqs_nonempty = totals.y;
 
+    let agg = Aggregation(
+        params.agg_mode,
+        params.all_seqs,
+        total,
+        select(seqs_nonempty, f32(params.all_seqs), (params.flags & COUNT_EMPTY) != 0u),
+        params.global_normalizer,
+        params.l_norm,
+    );
     // each lane rewrites the sequences it read above, so no barrier is needed
     for (var b = lane; b < params.all_seqs; b += WG_SIZE) {
-        let n = seqinfo[b].x;
-        var c: f32;
-        if (params.agg_mode == AGG_TOKEN_MEAN) {
-            c = inv_or_zero(select(total, params.global_normalizer, params.global_normalizer > 0.0));
-        } else if (params.agg_mode == AGG_SEQ_MEAN_TOKEN_MEAN) {
-            c = inv_or_zero(n * seqs_nonempty);
-        } else if (params.agg_mode == AGG_SEQ_MEAN_TOKEN_SUM) {
-            c = inv_or_zero(seqs_nonempty);
-        } else {
-            c = inv_or_zero(f32(params.all_seqs) * params.l_norm);
-        }
-        seqinfo[b] = vec2<f32>(c, 1.0);
+        seqinfo[b] = vec4<f32>(seq_weight(agg, seqinfo[b].x), 1.0, 0.0, 0.0);
     }
 }

@@ -1,13 +1,16 @@
 // One workgroup, after the row kernel: the loss and SPEC's metrics as masked sums over
 // rows, in a fixed order (lane i takes rows i, i + WG_SIZE, ..., then a fixed tree), so
-// the loss is bitwise reproducible; no float atomics. Also copies the per-row log-probs
-// and entropies to the caller's buffers, and finds the first masked-in row whose token
-// id lies outside the vocabulary, as the row kernel flagged it (the host turns it into
-// an error naming that row). Rows are those of every part of the call, in order.
+// the loss is bitwise reproducible; no float atomics (the minima and maxima of
+// non-negative values are integer atomics on their bits, which order as the values).
+// Also copies the per-row log-probs and entropies to the caller's buffers, and finds
+// the first masked-in row whose token id lies outside the vocabulary, as the row kernel
+// flagged it (the host turns it into an error naming that row). Rows are those of every
+// part of the call, in order.
 //
 // metrics: loss, pg_clipfrac, pg_clipfrac_lower, ppo_kl, kl, entropy_mean,
 //          nonfinite_rows, Σ mask, first bad row (u32 bits, 0xffffffff if none),
-//          its id (u32 bits)
+//          its id (u32 bits), cov_selected_frac, entropy_mask_frac, rollout_is_mean,
+//          rollout_is_min, rollout_is_max, rollout_is_clipfrac, rollout_logp_diff_max
 
 struct Params {
     rows: u32,
@@ -16,8 +19,9 @@ struct Params {
     logp_offset: u32,
     entropy_offset: u32,
     write_rows: u32,
-    _pad0: u32,
-    _pad1: u32,
+    // select.wgsl ran: rowaux holds the rollout weights, the selection and the mask
+    has_rollout: u32,
+    has_selection: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -26,15 +30,29 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> metrics: array<f32>;
 @group(0) @binding(4) var<storage, read_write> out_logp: array<f32>;
 @group(0) @binding(5) var<storage, read_write> out_entropy: array<f32>;
+@group(0) @binding(6) var<storage, read> rowaux: array<vec4<f32>>;
 
-var<workgroup> wg_sums: array<array<f32, 8>, WG_SIZE>;
+const SUMS: u32 = 12u;
+var<workgroup> wg_sums: array<array<f32, SUMS>, WG_SIZE>;
 var<workgroup> wg_bad: array<u32, WG_SIZE>;
+var<workgroup> wg_q_min: atomic<u32>;
+var<workgroup> wg_q_max: atomic<u32>;
+var<workgroup> wg_delta_max: atomic<u32>;
 
 const NONE: u32 = 0xffffffffu;
 
 @compute @workgroup_size(WG_SIZE)
 fn reduce(@builtin(local_invocation_index) lane: u32) {
-    var s = array<f32, 8>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+    if (lane == 0u) {
+        atomicStore(&wg_q_min, 0x7f800000u);
+        atomicStore(&wg_q_max, 0u);
+        atomicStore(&wg_delta_max, 0u);
+    }
+    workgroupBarrier();
+    var s: array<f32, SUMS>;
+    for (var k = 0u; k < SUMS; k++) {
+        s[k] = 0.0;
+    }
     var bad = NONE;
     for (var r = lane; r < params.rows; r += WG_SIZE) {
         let o = rowout[r];
@@ -60,6 +78,21 @@ fn reduce(@builtin(local_invocation_index) lane: u32) {
             if (bad == NONE && (flags & 8u) != 0u) {
                 bad = r;
             }
+            // without the selection pass nothing is selected and every token is kept
+            var chosen = vec2<f32>(0.0, 1.0);
+            if (params.has_selection != 0u) {
+                chosen = rowaux[2u * r + 1u].xy;
+            }
+            s[8] += m * chosen.x;
+            s[9] += m * chosen.y;
+            if (params.has_rollout != 0u) {
+                let q = rowaux[2u * r];
+                s[10] += m * q.y;
+                s[11] += m * q.w;
+                atomicMin(&wg_q_min, bitcast<u32>(q.y));
+                atomicMax(&wg_q_max, bitcast<u32>(q.y));
+                atomicMax(&wg_delta_max, bitcast<u32>(q.z));
+            }
         }
     }
     wg_sums[lane] = s;
@@ -67,7 +100,7 @@ fn reduce(@builtin(local_invocation_index) lane: u32) {
     workgroupBarrier();
     for (var step = WG_SIZE / 2u; step > 0u; step >>= 1u) {
         if (lane < step) {
-            for (var k = 0u; k < 8u; k++) {
+            for (var k = 0u; k < SUMS; k++) {
                 wg_sums[lane][k] += wg_sums[lane + step][k];
             }
             wg_bad[lane] = min(wg_bad[lane], wg_bad[lane + step]);
@@ -93,5 +126,14 @@ fn reduce(@builtin(local_invocation_index) lane: u32) {
             id = bitcast<u32>(rowout[first_bad][6]);
         }
         metrics[o + 9u] = bitcast<f32>(id);
+        metrics[o + 10u] = t[8] * inv;
+        metrics[o + 11u] = t[9] * inv;
+        // rollout weights: 0 without the correction or a masked-in token
+        let any = params.has_rollout != 0u && t[7] > 0.0;
+        metrics[o + 12u] = t[10] * inv;
+        metrics[o + 13u] = select(0.0, bitcast<f32>(atomicLoad(&wg_q_min)), any);
+        metrics[o + 14u] = select(0.0, bitcast<f32>(atomicLoad(&wg_q_max)), any);
+        metrics[o + 15u] = t[11] * inv;
+        metrics[o + 16u] = select(0.0, bitcast<f32>(atomicLoad(&wg_delta_max)), any);
     }
 }

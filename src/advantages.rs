@@ -16,14 +16,18 @@ pub enum AdvantageEstimator {
     Rloo,
     /// Whitened over the whole batch: `(R_i − mean) / (std + 1e-6)`, std unbiased.
     ReinforcePlusPlus,
+    /// GPG: `α·(R_i − mean_g)`, `α = B / max(#{i : R_i ≠ 0}, 1)` over the batch's B
+    /// rewards; a group of one gets 0.
+    Gpg,
 }
 
 impl AdvantageEstimator {
-    pub const ALL: [AdvantageEstimator; 4] = [
+    pub const ALL: [AdvantageEstimator; 5] = [
         Self::Grpo,
         Self::GrpoNoStd,
         Self::Rloo,
         Self::ReinforcePlusPlus,
+        Self::Gpg,
     ];
 }
 
@@ -35,9 +39,10 @@ impl std::str::FromStr for AdvantageEstimator {
             "grpo_no_std" | "dr_grpo" => Ok(Self::GrpoNoStd),
             "rloo" => Ok(Self::Rloo),
             "reinforce_pp" | "reinforce_plus_plus" => Ok(Self::ReinforcePlusPlus),
+            "gpg" => Ok(Self::Gpg),
             _ => Err(Error::arg(
                 "estimator",
-                format!("`{s}` is not one of grpo, grpo_no_std, rloo, reinforce_pp"),
+                format!("`{s}` is not one of grpo, grpo_no_std, rloo, reinforce_pp, gpg"),
             )),
         }
     }

@@ -13,6 +13,88 @@ pub enum PolicyLossMode {
     PpoClip,
     /// Sequence-level ratio (GSPO).
     Gspo,
+    /// `−sg(clip(r))·A·logp` (MiniMax-M1's CISPO): the clipped ratio as a detached
+    /// weight, so every token keeps a gradient.
+    Cispo,
+    /// A soft gate `σ(τ_A·(r − 1))` instead of the hard clip (SAPO).
+    Sapo,
+    /// `−A·logp` with GPG's advantages ([`crate::AdvantageEstimator::Gpg`]).
+    Gpg,
+    /// `ppo_clip` with the gradient cut on a seeded sample of high-covariance tokens.
+    ClipCov,
+    /// `−A·r` plus a KL penalty on the top-covariance tokens.
+    KlCov,
+}
+
+/// Which ratio the rollout correction weighs by (SPEC "Rollout correction").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum RolloutLevel {
+    /// `ρ_t` per token.
+    #[default]
+    Token,
+    /// `ρ_b = exp(Σ_t m·δ_t)` for every token of the sequence.
+    Sequence,
+    /// `ρ_b = exp(Σ_t m·δ_t / Σ_t m)`.
+    Geometric,
+}
+
+/// What the rollout correction does to a ratio outside `[C_lo, C_hi]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum RolloutMode {
+    /// Truncated importance sampling: clamp into the band.
+    #[default]
+    Truncate,
+    /// Masked importance sampling: weight 0 outside the band.
+    Mask,
+}
+
+/// Rollout correction: the policy term of each token weighted by a detached ratio of
+/// the trainer's to the sampler's probabilities (needs the sampler's log-probs).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RolloutCorrection {
+    pub level: RolloutLevel,
+    pub mode: RolloutMode,
+    /// `C_hi` (verl's default 2.0; TRL uses 3.0).
+    pub threshold: f32,
+    /// `C_lo`; `None`: 0 for `truncate`, `1 / C_hi` for `mask`.
+    pub threshold_lower: Option<f32>,
+}
+
+impl RolloutCorrection {
+    /// `level` and `mode` with the default thresholds.
+    pub fn new(level: RolloutLevel, mode: RolloutMode) -> Self {
+        RolloutCorrection {
+            level,
+            mode,
+            threshold: 2.0,
+            threshold_lower: None,
+        }
+    }
+
+    /// `C_lo`, with its default.
+    pub fn lower(&self) -> f32 {
+        self.threshold_lower.unwrap_or(match self.mode {
+            RolloutMode::Truncate => 0.0,
+            RolloutMode::Mask => 1.0 / self.threshold,
+        })
+    }
+}
+
+/// TRL's `loss_type` names, as presets of mode and aggregation (SPEC "Aggregation").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TrlLossType {
+    /// `seq-mean-token-mean`, counting empty sequences in B' as TRL does.
+    Grpo,
+    /// `token-mean`.
+    Bnpo,
+    /// `seq-mean-token-sum-norm` with `L_norm = max_completion_length`.
+    DrGrpo,
+    /// `token-mean` (with the caller's global normaliser, if any).
+    Dapo,
+    /// Mode `cispo`, `token-mean`.
+    Cispo,
+    /// Mode `sapo`, `seq-mean-token-mean`.
+    Sapo,
 }
 
 /// The KL estimator of the penalty against the reference policy.
@@ -56,7 +138,26 @@ names!(PolicyLossMode, "mode",
     "reinforce" => PolicyLossMode::Reinforce,
     "ppo_clip" => PolicyLossMode::PpoClip,
     "vanilla" => PolicyLossMode::PpoClip,
-    "gspo" => PolicyLossMode::Gspo);
+    "gspo" => PolicyLossMode::Gspo,
+    "cispo" => PolicyLossMode::Cispo,
+    "sapo" => PolicyLossMode::Sapo,
+    "gpg" => PolicyLossMode::Gpg,
+    "clip_cov" => PolicyLossMode::ClipCov,
+    "kl_cov" => PolicyLossMode::KlCov);
+names!(RolloutLevel, "rollout_is",
+    "token" => RolloutLevel::Token,
+    "sequence" => RolloutLevel::Sequence,
+    "geometric" => RolloutLevel::Geometric);
+names!(RolloutMode, "rollout_is_mode",
+    "truncate" => RolloutMode::Truncate,
+    "mask" => RolloutMode::Mask);
+names!(TrlLossType, "loss_type",
+    "grpo" => TrlLossType::Grpo,
+    "bnpo" => TrlLossType::Bnpo,
+    "dr_grpo" => TrlLossType::DrGrpo,
+    "dapo" => TrlLossType::Dapo,
+    "cispo" => TrlLossType::Cispo,
+    "sapo" => TrlLossType::Sapo);
 names!(KlEstimator, "kl_loss_type",
     "k1" => KlEstimator::K1, "kl" => KlEstimator::K1,
     "k2" => KlEstimator::K2, "mse" => KlEstimator::K2,
@@ -68,7 +169,51 @@ names!(LossAggMode, "loss_agg_mode",
     "seq-mean-token-sum-norm" => LossAggMode::SeqMeanTokenSumNorm);
 
 impl PolicyLossMode {
-    pub const ALL: [PolicyLossMode; 3] = [Self::Reinforce, Self::PpoClip, Self::Gspo];
+    pub const ALL: [PolicyLossMode; 8] = [
+        Self::Reinforce,
+        Self::PpoClip,
+        Self::Gspo,
+        Self::Cispo,
+        Self::Sapo,
+        Self::Gpg,
+        Self::ClipCov,
+        Self::KlCov,
+    ];
+
+    /// verl's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Reinforce => "reinforce",
+            Self::PpoClip => "ppo_clip",
+            Self::Gspo => "gspo",
+            Self::Cispo => "cispo",
+            Self::Sapo => "sapo",
+            Self::Gpg => "gpg",
+            Self::ClipCov => "clip_cov",
+            Self::KlCov => "kl_cov",
+        }
+    }
+
+    /// Whether the mode selects tokens by covariance (batch-wide, before any gradient).
+    pub fn selects_tokens(self) -> bool {
+        matches!(self, Self::ClipCov | Self::KlCov)
+    }
+}
+impl RolloutLevel {
+    pub const ALL: [RolloutLevel; 3] = [Self::Token, Self::Sequence, Self::Geometric];
+}
+impl RolloutMode {
+    pub const ALL: [RolloutMode; 2] = [Self::Truncate, Self::Mask];
+}
+impl TrlLossType {
+    pub const ALL: [TrlLossType; 6] = [
+        Self::Grpo,
+        Self::Bnpo,
+        Self::DrGrpo,
+        Self::Dapo,
+        Self::Cispo,
+        Self::Sapo,
+    ];
 }
 impl KlEstimator {
     pub const ALL: [KlEstimator; 3] = [Self::K1, Self::K2, Self::K3];
@@ -105,6 +250,31 @@ pub struct LossConfig {
     pub l_norm: Option<f32>,
     /// τ: logits are divided by it before the softmax.
     pub temperature: f32,
+    /// `sapo`'s gate temperature for `A > 0` (τ_pos).
+    pub tau_pos: f32,
+    /// `sapo`'s gate temperature for `A ≤ 0` (τ_neg).
+    pub tau_neg: f32,
+    /// `clip_cov`: the share of masked-in tokens to cut, in (0, 1].
+    pub clip_cov_ratio: f32,
+    /// `clip_cov`: candidates have `clip_cov_lb < cov < clip_cov_ub`.
+    pub clip_cov_lb: f32,
+    pub clip_cov_ub: f32,
+    /// `kl_cov`: the share of masked-in tokens to penalise, in (0, 1].
+    pub kl_cov_ratio: f32,
+    /// `kl_cov`'s κ (verl's `ppo_kl_coef`).
+    pub ppo_kl_coef: f32,
+    /// `clip_cov`'s seed for its choice among candidates.
+    pub seed: u32,
+    /// Weigh the policy term by the trainer/sampler ratio (needs rollout log-probs).
+    pub rollout_correction: Option<RolloutCorrection>,
+    /// `ρ_H`: keep the policy term of the tokens whose entropy is at least the
+    /// `(1 − ρ_H)` quantile of the batch's, in (0, 1] (TRL's `top_entropy_quantile`).
+    pub top_entropy_quantile: Option<f32>,
+    /// With the entropy mask: keep the `⌈ρ_H·N⌉` highest and aggregate the policy term
+    /// over the kept tokens only (the 80/20 paper's code).
+    pub top_entropy_renormalize: bool,
+    /// `seq-mean` modes: count empty sequences in B' too (TRL's `grpo` does).
+    pub count_empty_sequences: bool,
 }
 
 impl Default for LossConfig {
@@ -121,6 +291,18 @@ impl Default for LossConfig {
             global_normalizer: None,
             l_norm: None,
             temperature: 1.0,
+            tau_pos: 1.0,
+            tau_neg: 1.05,
+            clip_cov_ratio: 0.0002,
+            clip_cov_lb: 1.0,
+            clip_cov_ub: 5.0,
+            kl_cov_ratio: 0.0002,
+            ppo_kl_coef: 0.1,
+            seed: 0,
+            rollout_correction: None,
+            top_entropy_quantile: None,
+            top_entropy_renormalize: false,
+            count_empty_sequences: false,
         }
     }
 }
@@ -176,6 +358,114 @@ impl LossConfig {
                 ));
             }
         }
+        let positive = |arg: &'static str, v: f32| {
+            if v.is_finite() && v > 0.0 {
+                Ok(())
+            } else {
+                Err(Error::arg(arg, format!("must be finite and > 0, got {v}")))
+            }
+        };
+        let share = |arg: &'static str, v: f32| {
+            if v > 0.0 && v <= 1.0 {
+                Ok(())
+            } else {
+                Err(Error::arg(arg, format!("must lie in (0, 1], got {v}")))
+            }
+        };
+        positive("tau_pos", self.tau_pos)?;
+        positive("tau_neg", self.tau_neg)?;
+        share("clip_cov_ratio", self.clip_cov_ratio)?;
+        share("kl_cov_ratio", self.kl_cov_ratio)?;
+        finite("clip_cov_lb", self.clip_cov_lb)?;
+        finite("clip_cov_ub", self.clip_cov_ub)?;
+        if self.clip_cov_lb >= self.clip_cov_ub {
+            return Err(Error::arg(
+                "clip_cov_ub",
+                format!(
+                    "must exceed clip_cov_lb ({}), got {}",
+                    self.clip_cov_lb, self.clip_cov_ub
+                ),
+            ));
+        }
+        finite("ppo_kl_coef", self.ppo_kl_coef)?;
+        if let Some(rc) = &self.rollout_correction {
+            positive("rollout_is_threshold", rc.threshold)?;
+            let lo = rc.lower();
+            if !(lo.is_finite() && lo >= 0.0) {
+                return Err(Error::arg(
+                    "rollout_is_threshold_lower",
+                    format!("must be finite and ≥ 0, got {lo}"),
+                ));
+            }
+            if lo > rc.threshold {
+                return Err(Error::arg(
+                    "rollout_is_threshold_lower",
+                    format!(
+                        "C_lo = {lo} exceeds C_hi = rollout_is_threshold = {}",
+                        rc.threshold
+                    ),
+                ));
+            }
+        }
+        if let Some(q) = self.top_entropy_quantile {
+            share("top_entropy_quantile", q)?;
+        } else if self.top_entropy_renormalize {
+            return Err(Error::arg(
+                "top_entropy_renormalize",
+                "needs top_entropy_quantile (the share of tokens to keep)",
+            ));
+        }
         Ok(())
+    }
+
+    /// TRL's `loss_type` as a preset on this configuration: its mode (for `cispo` and
+    /// `sapo`) and aggregation; `dr_grpo` needs `max_completion_length` (its `L_norm`).
+    /// The other fields (clip ratios, KL, the global normaliser) stay as they are.
+    pub fn with_loss_type(
+        mut self,
+        loss_type: TrlLossType,
+        max_completion_length: Option<u32>,
+    ) -> Result<Self> {
+        use LossAggMode as A;
+        self.count_empty_sequences = false;
+        match loss_type {
+            TrlLossType::Grpo => {
+                self.loss_agg_mode = A::SeqMeanTokenMean;
+                self.count_empty_sequences = true;
+            }
+            TrlLossType::Bnpo | TrlLossType::Dapo => self.loss_agg_mode = A::TokenMean,
+            TrlLossType::DrGrpo => {
+                let l = max_completion_length.ok_or_else(|| {
+                    Error::arg(
+                        "max_completion_length",
+                        "dr_grpo divides by it (its L_norm): give it",
+                    )
+                })?;
+                if l == 0 {
+                    return Err(Error::arg("max_completion_length", "must be at least 1"));
+                }
+                self.loss_agg_mode = A::SeqMeanTokenSumNorm;
+                self.l_norm = Some(l as f32);
+            }
+            TrlLossType::Cispo => {
+                self.mode = PolicyLossMode::Cispo;
+                self.loss_agg_mode = A::TokenMean;
+            }
+            TrlLossType::Sapo => {
+                self.mode = PolicyLossMode::Sapo;
+                self.loss_agg_mode = A::SeqMeanTokenMean;
+            }
+        }
+        Ok(self)
+    }
+
+    /// Whether a call needs every row's statistics before any gradient row: the
+    /// covariance modes, the entropy mask, GSPO's sequence ratio, and a rollout
+    /// correction whose ratio needs the current log-probs (no old log-probs).
+    pub fn needs_stats_first(&self, has_old: bool) -> bool {
+        self.mode == PolicyLossMode::Gspo
+            || self.mode.selects_tokens()
+            || self.top_entropy_quantile.is_some()
+            || (self.rollout_correction.is_some() && !has_old)
     }
 }

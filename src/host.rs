@@ -8,7 +8,9 @@ use crate::config::LossConfig;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::kernels::row_stats::RowStatsBuffers;
-use crate::loss::{Advantages, GradView, Gradient, LossBuffers, LossInputs, Metrics, PolicyLoss};
+use crate::loss::{
+    Advantages, GradView, Gradient, LossBuffers, LossInputs, LossPart, Metrics, PolicyLoss,
+};
 use crate::view::{DType, F32View, LogitsView, TargetsView};
 
 /// Logits `[rows, vocab]` in host memory, row-major.
@@ -222,6 +224,40 @@ pub struct HostBatch<'a> {
     pub ref_logprobs: Option<&'a [f32]>,
 }
 
+/// One part of a host batch for [`Context::policy_loss_parts`]: the batch, and the
+/// sampler's log-probs (one per row) where the loss corrects for the rollout
+/// ([`LossConfig::rollout_correction`]). A [`HostBatch`] is a part without them.
+#[derive(Clone, Copy, Debug)]
+pub struct HostPart<'a> {
+    pub batch: HostBatch<'a>,
+    pub rollout_logprobs: Option<&'a [f32]>,
+}
+
+impl<'a> From<HostBatch<'a>> for HostPart<'a> {
+    fn from(batch: HostBatch<'a>) -> Self {
+        HostPart {
+            batch,
+            rollout_logprobs: None,
+        }
+    }
+}
+
+impl<'a> From<&HostBatch<'a>> for HostPart<'a> {
+    fn from(batch: &HostBatch<'a>) -> Self {
+        (*batch).into()
+    }
+}
+
+impl<'a> HostBatch<'a> {
+    /// This batch with the sampler's log-probs, for the rollout correction.
+    pub fn with_rollout_logprobs(self, v: &'a [f32]) -> HostPart<'a> {
+        HostPart {
+            batch: self,
+            rollout_logprobs: Some(v),
+        }
+    }
+}
+
 /// A gradient read back in its dtype.
 #[derive(Clone, Debug, PartialEq)]
 pub struct HostGrad {
@@ -268,6 +304,7 @@ struct Uploaded {
     advantages: wgpu::Buffer,
     old: Option<wgpu::Buffer>,
     refp: Option<wgpu::Buffer>,
+    rollout: Option<wgpu::Buffer>,
     grad: Option<(wgpu::Buffer, u64)>,
 }
 
@@ -288,20 +325,22 @@ impl Context {
     /// sequences, each uploaded to buffers of its own), computed as one batch by
     /// [`PolicyLoss::record_parts`]: per-row outputs and the gradient (`rows × vocab`)
     /// hold every part's rows in order, as for the parts joined into one batch.
-    pub fn policy_loss_parts(
+    pub fn policy_loss_parts<'a, P: Copy + Into<HostPart<'a>>>(
         &self,
         config: &LossConfig,
-        batches: &[HostBatch<'_>],
+        parts: &[P],
         grad_dtype: Option<DType>,
     ) -> Result<HostLoss> {
         config.validate()?;
         let loss = PolicyLoss::new(self, *config)?;
+        let host: Vec<HostPart<'a>> = parts.iter().map(|&p| p.into()).collect();
+        let batches: Vec<HostBatch<'a>> = host.iter().map(|p| p.batch).collect();
         let many = batches.len() > 1;
-        let parts = batches
+        let parts = host
             .iter()
             .enumerate()
-            .map(|(i, b)| {
-                self.upload_batch(b, grad_dtype).map_err(|e| match e {
+            .map(|(i, p)| {
+                self.upload_batch(p, grad_dtype).map_err(|e| match e {
                     Error::InvalidArgument { arg, reason } if many => Error::InvalidArgument {
                         arg,
                         reason: format!("(part {i}) {reason}"),
@@ -316,7 +355,7 @@ impl Context {
             .try_fold(0u32, |n, p| n.checked_add(p.rows))
             .ok_or_else(|| Error::arg("logits", "the parts hold more than 2^32 - 1 rows"))?;
         let out = LossBuffers::new(self, rows);
-        let views: Vec<(LossInputs<'_>, Gradient<'_>)> = parts
+        let views: Vec<LossPart<'_>> = parts
             .iter()
             .zip(batches)
             .map(|(p, b)| {
@@ -338,7 +377,11 @@ impl Context {
                     (Some((buf, _)), Some(d)) => Gradient::Into(GradView::new(buf, d, b.vocab)),
                     _ => Gradient::None,
                 };
-                (inputs, gradient)
+                LossPart {
+                    inputs,
+                    gradient,
+                    rollout_logprobs: p.rollout.as_ref().map(F32View::new),
+                }
             })
             .collect();
         let mut encoder = self
@@ -375,7 +418,8 @@ impl Context {
 
     /// Checks a host batch's shapes and uploads it (with a gradient buffer of
     /// `grad_dtype`).
-    fn upload_batch(&self, batch: &HostBatch<'_>, grad_dtype: Option<DType>) -> Result<Uploaded> {
+    fn upload_batch(&self, part: &HostPart<'_>, grad_dtype: Option<DType>) -> Result<Uploaded> {
+        let batch = &part.batch;
         let vocab = batch.vocab;
         if vocab == 0 {
             return Err(Error::arg("vocab", "must be at least 1"));
@@ -400,6 +444,7 @@ impl Context {
             .into_iter()
             .chain(batch.old_logprobs.map(|x| ("old_logprobs", x.len())))
             .chain(batch.ref_logprobs.map(|x| ("ref_logprobs", x.len())))
+            .chain(part.rollout_logprobs.map(|x| ("rollout_logprobs", x.len())))
         {
             if len != rows {
                 return Err(Error::arg(
@@ -431,6 +476,7 @@ impl Context {
             advantages: f32s("advantages", batch.advantages),
             old: batch.old_logprobs.map(|v| f32s("old_logprobs", v)),
             refp: batch.ref_logprobs.map(|v| f32s("ref_logprobs", v)),
+            rollout: part.rollout_logprobs.map(|v| f32s("rollout_logprobs", v)),
             grad: grad_dtype.map(|_| {
                 let buffer = self.buffer(
                     "gradient",

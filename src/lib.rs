@@ -18,17 +18,21 @@ pub mod reference;
 mod view;
 
 pub use advantages::AdvantageEstimator;
-pub use config::{KlEstimator, LossAggMode, LossConfig, PolicyLossMode};
+pub use config::{
+    KlEstimator, LossAggMode, LossConfig, PolicyLossMode, RolloutCorrection, RolloutLevel,
+    RolloutMode, TrlLossType,
+};
 pub use context::{
     adapters, available_paths, describe_info, instance, Allocations, Context, OpenAdapters, Paths,
     Unavailable, FAIL_DEVICE_ENV, STRICT_ENV,
 };
 pub use error::{Error, Result};
-pub use host::{check_targets, HostBatch, HostGrad, HostLogits, HostLoss, RowStatsHost};
+pub use host::{check_targets, HostBatch, HostGrad, HostLogits, HostLoss, HostPart, RowStatsHost};
 pub use kernels::row_stats::{RowStatsBuffers, RowStatsOutputs};
 pub use kernels::{shader_variants, GradOut, Kernel, PipelineKey};
 pub use loss::{
-    Advantages, GradView, Gradient, LossBuffers, LossInputs, LossOutputs, Metrics, PolicyLoss,
+    Advantages, GradView, Gradient, LossBuffers, LossInputs, LossOutputs, LossPart, Metrics,
+    PolicyLoss,
 };
 pub use view::{DType, F32View, LogitsView, RowLayout, TargetsView};
 

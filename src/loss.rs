@@ -22,10 +22,12 @@ use std::sync::Mutex;
 use crate::config::{LossConfig, PolicyLossMode};
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::kernels::policy_loss::{GradDest, RowCall, PHASE_LOSS, PHASE_STATS};
+use crate::kernels::policy_loss::{
+    GradDest, RowCall, HAS_ROLLOUT, HAS_SELECTION, PHASE_LOSS, PHASE_STATS, RENORMALIZE,
+};
 use crate::kernels::prepare::{AllSeqs, PartRows, RowInputs, GATHER, HAS_OLD, HAS_REF, WEIGHTS};
 use crate::kernels::reduce::METRICS;
-use crate::kernels::{gspo_ratio, policy_loss, prepare, reduce};
+use crate::kernels::{gspo_ratio, policy_loss, prepare, reduce, select};
 use crate::view::{DType, F32View, LogitsView, RowLayout, TargetsView};
 
 /// Advantages, per sequence (`[B]`, broadcast over its rows) or per row.
@@ -93,7 +95,43 @@ impl<'a> LossInputs<'a> {
             per_token_advantages,
             old_logp: self.old_logprobs,
             ref_logp: self.ref_logprobs,
+            rollout_logp: None,
         }
+    }
+}
+
+/// One part of a call of [`PolicyLoss::record_parts`]: its inputs, where its gradient
+/// goes, and the sampler's log-probs where the loss corrects for the rollout
+/// ([`LossConfig::rollout_correction`](crate::LossConfig)). A pair `(inputs, gradient)`
+/// is a part without them.
+#[derive(Clone, Copy, Debug)]
+pub struct LossPart<'a> {
+    pub inputs: LossInputs<'a>,
+    pub gradient: Gradient<'a>,
+    /// The inference engine's log-probs of the sampled tokens, one per row (vLLM's,
+    /// SGLang's); only read where the mask is > 0.
+    pub rollout_logprobs: Option<F32View<'a>>,
+}
+
+impl<'a> LossPart<'a> {
+    pub fn new(inputs: LossInputs<'a>, gradient: Gradient<'a>) -> Self {
+        LossPart {
+            inputs,
+            gradient,
+            rollout_logprobs: None,
+        }
+    }
+
+    /// The sampler's log-probs, for the rollout correction.
+    pub fn with_rollout_logprobs(mut self, v: F32View<'a>) -> Self {
+        self.rollout_logprobs = Some(v);
+        self
+    }
+}
+
+impl<'a> From<(LossInputs<'a>, Gradient<'a>)> for LossPart<'a> {
+    fn from((inputs, gradient): (LossInputs<'a>, Gradient<'a>)) -> Self {
+        LossPart::new(inputs, gradient)
     }
 }
 
@@ -204,6 +242,17 @@ pub struct Metrics {
     pub mask_sum: f32,
     /// The first masked-in row whose token id is outside the vocabulary, and that id.
     pub invalid_target: Option<(u32, u32)>,
+    /// Share of masked-in tokens that `clip_cov` / `kl_cov` selected.
+    pub cov_selected_frac: f32,
+    /// Share of masked-in tokens the top-entropy mask kept (1 without it).
+    pub entropy_mask_frac: f32,
+    /// The rollout correction's weights over masked-in tokens (0 without it): mean,
+    /// min, max, the share truncated or masked, and the largest |δ|.
+    pub rollout_is_mean: f32,
+    pub rollout_is_min: f32,
+    pub rollout_is_max: f32,
+    pub rollout_is_clipfrac: f32,
+    pub rollout_logp_diff_max: f32,
 }
 
 impl Metrics {
@@ -224,6 +273,13 @@ impl Metrics {
                 u32::MAX => None,
                 row => Some((row, v[9].to_bits())),
             },
+            cov_selected_frac: v.get(10).copied().unwrap_or(0.0),
+            entropy_mask_frac: v.get(11).copied().unwrap_or(0.0),
+            rollout_is_mean: v.get(12).copied().unwrap_or(0.0),
+            rollout_is_min: v.get(13).copied().unwrap_or(0.0),
+            rollout_is_max: v.get(14).copied().unwrap_or(0.0),
+            rollout_is_clipfrac: v.get(15).copied().unwrap_or(0.0),
+            rollout_logp_diff_max: v.get(16).copied().unwrap_or(0.0),
         }
     }
 
@@ -247,6 +303,8 @@ struct Scratch {
     rowin: Option<(u32, wgpu::Buffer)>,
     rowout: Option<(u32, wgpu::Buffer)>,
     seqinfo: Option<(u32, wgpu::Buffer)>,
+    /// select.wgsl's per-row results, made only for the calls that need them.
+    rowaux: Option<(u32, wgpu::Buffer)>,
     /// Bound where the caller wants no per-row output.
     spare: Option<(u32, wgpu::Buffer)>,
 }
@@ -254,7 +312,8 @@ struct Scratch {
 /// Bytes per row and per sequence of the scratch buffers.
 const ROWIN_BYTES: u64 = 16;
 const ROWOUT_BYTES: u64 = 32;
-const SEQINFO_BYTES: u64 = 8;
+const SEQINFO_BYTES: u64 = 16;
+const ROWAUX_BYTES: u64 = 32;
 /// The stand-in for per-row outputs the caller does not want.
 const SPARE_BYTES: u64 = 16;
 /// Upper bound of one launch's (or one chunk's) uniform block: parameter blocks are at
@@ -305,21 +364,26 @@ impl PolicyLoss {
     }
 
     /// [`PolicyLoss::scratch_bytes`] of a call of [`PolicyLoss::record_parts`].
-    pub fn scratch_bytes_parts(&self, parts: &[(LossInputs<'_>, Gradient<'_>)]) -> Result<u64> {
+    pub fn scratch_bytes_parts<'a, P: Copy + Into<LossPart<'a>>>(
+        &self,
+        parts: &[P],
+    ) -> Result<u64> {
         let shapes = parts
             .iter()
-            .map(|(inputs, gradient)| {
-                let grad = match gradient {
+            .map(|&p| {
+                let p: LossPart<'a> = p.into();
+                let grad = match p.gradient {
                     Gradient::Into(g) => Some((g.layout, g.dtype)),
                     _ => None,
                 };
                 PartShape {
-                    rows: inputs.logits.rows,
-                    layout: inputs.logits.layout,
-                    vocab: inputs.logits.vocab,
-                    dtype: inputs.logits.dtype,
-                    targets: inputs.targets.layout,
+                    rows: p.inputs.logits.rows,
+                    layout: p.inputs.logits.layout,
+                    vocab: p.inputs.logits.vocab,
+                    dtype: p.inputs.logits.dtype,
+                    targets: p.inputs.targets.layout,
                     grad,
+                    has_old: p.inputs.old_logprobs.is_some(),
                 }
             })
             .collect::<Vec<_>>();
@@ -328,7 +392,7 @@ impl PolicyLoss {
 
     /// [`PolicyLoss::scratch_bytes`] for dense logits `[rows, vocab]` in sequences of
     /// `rows_per_seq`, with dense targets and a dense separate gradient of `grad` (none
-    /// for forward only or in place).
+    /// for forward only or in place), with old log-probs.
     pub fn scratch_bytes_dense(
         &self,
         rows: u32,
@@ -350,12 +414,16 @@ impl PolicyLoss {
             dtype,
             targets: dense(1),
             grad: grad.map(|d| (dense(vocab as u64), d)),
+            has_old: true,
         }])
     }
 
     fn scratch_for(&self, parts: &[PartShape]) -> Result<u64> {
         let limits = self.ctx.device().limits();
+        let cfg = &self.config;
+        let phases = select::phases(cfg);
         let (mut rows, mut seqs, mut blocks, mut live) = (0u64, 0u64, 1u64, 0u64);
+        let has_old = parts.first().is_some_and(|p| p.has_old);
         for p in parts.iter().filter(|p| p.rows > 0) {
             let rows_per_seq = p.layout.rows_per_seq.min(p.rows).max(1);
             rows += p.rows as u64;
@@ -380,31 +448,48 @@ impl PolicyLoss {
             let chunks = |s: &[crate::kernels::RowSpan]| -> Result<u64> {
                 Ok(crate::kernels::plan_chunks(p.rows, s, &limits)?.len() as u64)
             };
-            // the part's prepare, its row launch(es), and GSPO's ratio
+            // the part's prepare and row launch(es), its statistics launch(es) first
+            // where the loss needs them, GSPO's ratio, the per-part select phases
             blocks += 1 + chunks(&spans)?;
-            if self.config.mode == PolicyLossMode::Gspo {
-                blocks += 1 + chunks(&spans[..2])?;
+            if cfg.needs_stats_first(has_old) {
+                blocks += chunks(&spans[..2])?;
             }
+            if cfg.mode == PolicyLossMode::Gspo {
+                blocks += 1;
+            }
+            blocks += (phases & select::PER_PART).count_ones() as u64;
         }
-        // several parts: one more prepare launch, for the weights of every sequence
+        // several parts: one more prepare launch (the weights), and the select phases
+        // over every row or sequence; one part: one select launch in all
         if live > 1 {
+            blocks += 1 + (phases & !select::PER_PART).count_ones() as u64;
+        } else if phases != 0 {
             blocks += 1;
         }
-        Ok(rows.max(1) * (ROWIN_BYTES + ROWOUT_BYTES)
+        let aux = if phases != 0 { ROWAUX_BYTES } else { 0 };
+        Ok(rows.max(1) * (ROWIN_BYTES + ROWOUT_BYTES + aux)
             + seqs.max(1) * SEQINFO_BYTES
             + SPARE_BYTES
             + blocks * UNIFORM_BYTES)
     }
 
-    /// Kernel launches per call when the rows fit one chunk: prepare, policy_loss,
-    /// reduce (GSPO: two more). Each further chunk of rows is one more dispatch of the
-    /// row kernel; each further part of [`PolicyLoss::record_parts`] adds its own
-    /// prepare and row launches, and the parts one more prepare for the weights.
+    /// Kernel launches per call of one part whose rows fit one chunk, with old
+    /// log-probs: prepare, policy_loss, reduce (3); a launch for every row's statistics
+    /// first where the loss needs them all before any gradient (GSPO, `clip_cov`,
+    /// `kl_cov`, the top-entropy mask, a rollout correction without old log-probs);
+    /// GSPO's ratio; `select` for the rollout weights, the entropy mask and the
+    /// covariance selection. Each further chunk of rows is one more dispatch of the row
+    /// kernel; each further part of [`PolicyLoss::record_parts`] adds its own launches.
     pub fn launches(&self) -> usize {
-        match self.config.mode {
-            PolicyLossMode::Gspo => 5,
-            _ => 3,
-        }
+        self.launches_for(true)
+    }
+
+    /// [`PolicyLoss::launches`] with or without old log-probs.
+    pub fn launches_for(&self, has_old: bool) -> usize {
+        let cfg = &self.config;
+        3 + cfg.needs_stats_first(has_old) as usize
+            + (cfg.mode == PolicyLossMode::Gspo) as usize
+            + (select::phases(cfg) != 0) as usize
     }
 
     /// Records the loss (and, unless `gradient` is [`Gradient::None`], its gradient with
@@ -438,13 +523,14 @@ impl PolicyLoss {
     /// loss.record_parts(enc, &[(a, Gradient::InPlace), (b, Gradient::InPlace)], &out.outputs())
     /// # }
     /// ```
-    pub fn record_parts(
+    pub fn record_parts<'a, P: Copy + Into<LossPart<'a>>>(
         &self,
         encoder: &mut wgpu::CommandEncoder,
-        parts: &[(LossInputs<'_>, Gradient<'_>)],
+        parts: &[P],
         outputs: &LossOutputs<'_>,
     ) -> Result<()> {
-        let plan = self.plan(parts, Some(outputs))?;
+        let parts: Vec<LossPart<'a>> = parts.iter().map(|&p| p.into()).collect();
+        let plan = self.plan(&parts, Some(outputs))?;
         self.encode(encoder, &plan, outputs)
     }
 
@@ -452,10 +538,10 @@ impl PolicyLoss {
     /// scratch buffers; records nothing.
     fn plan<'a>(
         &self,
-        parts: &[(LossInputs<'a>, Gradient<'a>)],
+        parts: &[LossPart<'a>],
         outputs: Option<&LossOutputs<'_>>,
     ) -> Result<Plan<'a>> {
-        let Some((first, _)) = parts.first() else {
+        let Some(first) = parts.first().map(|p| &p.inputs) else {
             return Err(Error::arg(
                 "parts",
                 "is empty: a call needs at least one part",
@@ -470,39 +556,33 @@ impl PolicyLoss {
             has_old: first.old_logprobs.is_some(),
         };
         let mut longest = 1;
-        for (i, (inputs, gradient)) in parts.iter().enumerate() {
-            let part = plan_part(
-                &self.config,
-                inputs,
-                *gradient,
-                outputs,
-                plan.rows,
-                plan.seqs,
-            )
-            .and_then(|p| {
-                if inputs.logits.vocab != first.logits.vocab {
-                    return Err(Error::arg(
-                        "logits",
-                        format!(
-                            "has a vocabulary of {}, part 0 of {}: every part needs the same",
-                            inputs.logits.vocab, first.logits.vocab
-                        ),
-                    ));
-                }
-                for (arg, here, there) in [
-                    ("old_logprobs", inputs.old_logprobs, first.old_logprobs),
-                    ("ref_logprobs", inputs.ref_logprobs, first.ref_logprobs),
-                ] {
-                    if here.is_some() != there.is_some() {
+        for (i, lp) in parts.iter().enumerate() {
+            let inputs = &lp.inputs;
+            let part = plan_part(&self.config, lp, outputs, plan.rows, plan.seqs)
+                .and_then(|p| {
+                    if inputs.logits.vocab != first.logits.vocab {
                         return Err(Error::arg(
+                            "logits",
+                            format!(
+                                "has a vocabulary of {}, part 0 of {}: every part needs the same",
+                                inputs.logits.vocab, first.logits.vocab
+                            ),
+                        ));
+                    }
+                    for (arg, here, there) in [
+                        ("old_logprobs", inputs.old_logprobs, first.old_logprobs),
+                        ("ref_logprobs", inputs.ref_logprobs, first.ref_logprobs),
+                    ] {
+                        if here.is_some() != there.is_some() {
+                            return Err(Error::arg(
                             arg,
                             "given for some parts and not others: give them for every part or none",
                         ));
+                        }
                     }
-                }
-                Ok(p)
-            })
-            .map_err(|e| in_part(e, i, many))?;
+                    Ok(p)
+                })
+                .map_err(|e| in_part(e, i, many))?;
             plan.rows = plan.rows.checked_add(part.rows.rows).ok_or_else(|| {
                 Error::arg("logits", "the parts hold more than 2^32 - 1 rows in all")
             })?;
@@ -537,43 +617,109 @@ impl PolicyLoss {
         outputs: &LossOutputs<'_>,
     ) -> Result<()> {
         let cfg = &self.config;
+        let phases = select::phases(cfg);
         let mut guard = self.scratch.lock().unwrap_or_else(|p| p.into_inner());
         let scratch = &mut *guard;
         let rowin = self.grow(&mut scratch.rowin, "rowin", plan.rows, ROWIN_BYTES);
         let rowout = self.grow(&mut scratch.rowout, "rowout", plan.rows, ROWOUT_BYTES);
         let seqinfo = self.grow(&mut scratch.seqinfo, "seqinfo", plan.seqs, SEQINFO_BYTES);
         let spare = self.grow(&mut scratch.spare, "spare", 1, SPARE_BYTES);
+        // select's per-row results, where there are any (else the spare stands in)
+        let rowaux = match phases {
+            0 => spare,
+            _ => self.grow(&mut scratch.rowaux, "rowaux", plan.rows, ROWAUX_BYTES),
+        };
         let ctx = &self.ctx;
         let (logprobs, entropy) = (outputs.logprobs.as_ref(), outputs.entropy.as_ref());
+        let m = &outputs.metrics;
+        let no_aux = reduce::Aux {
+            buffer: spare,
+            rollout: false,
+            selection: false,
+        };
         if plan.rows == 0 {
             // an empty batch still gets its metrics: loss 0, no invalid id
-            let m = &outputs.metrics;
-            return reduce::record(ctx, encoder, 0, false, rowin, rowout, spare, m, None, None);
+            return reduce::record(
+                ctx, encoder, 0, false, rowin, rowout, no_aux, spare, m, None, None,
+            );
         }
-        self.encode_prepare(encoder, plan, rowin, seqinfo)?;
-        for p in plan.parts.iter().filter(|p| p.rows.rows > 0) {
-            let call = RowCall {
-                config: cfg,
-                logits: &p.logits,
-                targets: &p.targets,
-                rows_per_seq: p.rows.rows_per_seq,
-                row_flags: p.row_flags,
-                part_row: p.rows.part_row,
-                part_seq: p.rows.part_seq,
-                grad: &p.grad,
-                rowin,
-                seqinfo,
-                rowout,
-            };
-            if cfg.mode == PolicyLossMode::Gspo {
-                policy_loss::record(ctx, encoder, &call, PHASE_STATS)?;
-                gspo_ratio::record(ctx, encoder, &p.rows, rowin, rowout, seqinfo)?;
-                policy_loss::record(ctx, encoder, &call, PHASE_LOSS)?;
-            } else {
-                policy_loss::record(ctx, encoder, &call, PHASE_STATS | PHASE_LOSS)?;
+        self.encode_prepare(encoder, plan, rowin, seqinfo, rowaux)?;
+        let live: Vec<&PartPlan<'_>> = plan.parts.iter().filter(|p| p.rows.rows > 0).collect();
+        let mut flags = 0;
+        if phases & select::ROLLOUT != 0 {
+            flags |= HAS_ROLLOUT;
+        }
+        if phases & select::SELECT != 0 {
+            flags |= HAS_SELECTION;
+        }
+        if cfg.top_entropy_renormalize {
+            flags |= RENORMALIZE;
+        }
+        let scratch_bufs = [rowin, seqinfo, rowout, rowaux];
+        let call = |p| row_call(cfg, p, flags, scratch_bufs);
+        // every row's statistics first where the loss needs them all before a gradient
+        let two_phase = cfg.needs_stats_first(plan.has_old);
+        if two_phase {
+            for p in &live {
+                policy_loss::record(ctx, encoder, &call(p), PHASE_STATS)?;
             }
         }
-        let m = &outputs.metrics;
+        if cfg.mode == PolicyLossMode::Gspo {
+            for p in &live {
+                gspo_ratio::record(ctx, encoder, &p.rows, rowin, rowout, seqinfo)?;
+            }
+        }
+        if phases != 0 {
+            let totals = select::Totals {
+                rows: plan.rows,
+                seqs: plan.seqs,
+                l_norm: plan.l_norm,
+            };
+            let sc = select::Scratch {
+                rowin,
+                rowout,
+                rowaux,
+                seqinfo,
+            };
+            let launch = |encoder: &mut wgpu::CommandEncoder, part: &PartRows<'_>, ph: u32| {
+                select::record(ctx, encoder, cfg, part, plan.has_old, totals, ph, &sc)
+            };
+            if let [one] = live[..] {
+                launch(encoder, &one.rows, phases)?;
+            } else {
+                // per part, then over every row, per part again, then every sequence
+                for ph in [
+                    select::ROLLOUT,
+                    select::SELECT,
+                    select::RENORM_GATHER,
+                    select::RENORM_WEIGHTS,
+                ] {
+                    if phases & ph == 0 {
+                        continue;
+                    }
+                    if ph & select::PER_PART != 0 {
+                        for p in &live {
+                            launch(encoder, &p.rows, ph)?;
+                        }
+                    } else {
+                        launch(encoder, &live[0].rows, ph)?;
+                    }
+                }
+            }
+        }
+        let phase = if two_phase {
+            PHASE_LOSS
+        } else {
+            PHASE_STATS | PHASE_LOSS
+        };
+        for p in &live {
+            policy_loss::record(ctx, encoder, &call(p), phase)?;
+        }
+        let aux = reduce::Aux {
+            buffer: rowaux,
+            rollout: phases & select::ROLLOUT != 0,
+            selection: phases & select::SELECT != 0,
+        };
         reduce::record(
             ctx,
             encoder,
@@ -581,6 +727,7 @@ impl PolicyLoss {
             plan.has_old,
             rowin,
             rowout,
+            aux,
             spare,
             m,
             logprobs,
@@ -591,17 +738,19 @@ impl PolicyLoss {
     /// Records `prepare` alone, for the benchmarks' stage times (`bench --stages`):
     /// the per-row inputs gathered and the sequences' weights, as
     /// [`PolicyLoss::record_parts`] does first.
-    pub(crate) fn record_prepare(
+    pub(crate) fn record_prepare<'a, P: Copy + Into<LossPart<'a>>>(
         &self,
         encoder: &mut wgpu::CommandEncoder,
-        parts: &[(LossInputs<'_>, Gradient<'_>)],
+        parts: &[P],
     ) -> Result<()> {
-        let plan = self.plan(parts, None)?;
+        let parts: Vec<LossPart<'a>> = parts.iter().map(|&p| p.into()).collect();
+        let plan = self.plan(&parts, None)?;
         let mut guard = self.scratch.lock().unwrap_or_else(|p| p.into_inner());
         let scratch = &mut *guard;
         let rowin = self.grow(&mut scratch.rowin, "rowin", plan.rows, ROWIN_BYTES);
         let seqinfo = self.grow(&mut scratch.seqinfo, "seqinfo", plan.seqs, SEQINFO_BYTES);
-        self.encode_prepare(encoder, &plan, rowin, seqinfo)
+        let spare = self.grow(&mut scratch.spare, "spare", 1, SPARE_BYTES);
+        self.encode_prepare(encoder, &plan, rowin, seqinfo, spare)
     }
 
     /// The parts' `prepare` launches: one part gathers its inputs and computes the
@@ -613,6 +762,7 @@ impl PolicyLoss {
         plan: &Plan<'_>,
         rowin: &wgpu::Buffer,
         seqinfo: &wgpu::Buffer,
+        rowaux: &wgpu::Buffer,
     ) -> Result<()> {
         let (ctx, cfg) = (&self.ctx, &self.config);
         let live: Vec<&PartRows<'_>> = plan
@@ -626,7 +776,7 @@ impl PolicyLoss {
             l_norm: plan.l_norm,
         };
         let record = |encoder: &mut wgpu::CommandEncoder, part, phase| {
-            prepare::record(ctx, encoder, cfg, part, phase, all, rowin, seqinfo)
+            prepare::record(ctx, encoder, cfg, part, phase, all, rowin, seqinfo, rowaux)
         };
         match live[..] {
             [] => Ok(()),
@@ -658,6 +808,30 @@ impl PolicyLoss {
     }
 }
 
+/// The row kernel's call for part `p`, with `flags` beside the part's own and the
+/// scratch buffers rowin, seqinfo, rowout and rowaux.
+fn row_call<'b>(
+    cfg: &'b LossConfig,
+    p: &'b PartPlan<'b>,
+    flags: u32,
+    [rowin, seqinfo, rowout, rowaux]: [&'b wgpu::Buffer; 4],
+) -> RowCall<'b> {
+    RowCall {
+        config: cfg,
+        logits: &p.logits,
+        targets: &p.targets,
+        rows_per_seq: p.rows.rows_per_seq,
+        row_flags: p.row_flags | flags,
+        part_row: p.rows.part_row,
+        part_seq: p.rows.part_seq,
+        grad: &p.grad,
+        rowin,
+        seqinfo,
+        rowout,
+        rowaux,
+    }
+}
+
 /// The shape of one part, for planning memory before a call.
 struct PartShape {
     rows: u32,
@@ -666,6 +840,7 @@ struct PartShape {
     dtype: DType,
     targets: RowLayout,
     grad: Option<(RowLayout, DType)>,
+    has_old: bool,
 }
 
 /// A validated call: its parts, where each part's rows and sequences start in the
@@ -702,12 +877,12 @@ fn in_part(e: Error, i: usize, many: bool) -> Error {
 /// part out after `rows_before` rows and `seqs_before` sequences of earlier parts.
 fn plan_part<'a>(
     cfg: &LossConfig,
-    inputs: &LossInputs<'a>,
-    gradient: Gradient<'a>,
+    part: &LossPart<'a>,
     outputs: Option<&LossOutputs<'_>>,
     rows_before: u32,
     seqs_before: u32,
 ) -> Result<PartPlan<'a>> {
+    let (inputs, gradient) = (&part.inputs, part.gradient);
     let logits = &inputs.logits;
     logits.validate()?;
     let rows = logits.rows;
@@ -731,6 +906,20 @@ fn plan_part<'a>(
     if cfg.kl_coef != 0.0 && inputs.ref_logprobs.is_none() {
         return Err(Error::arg("ref_logprobs", "required when kl_coef is not 0"));
     }
+    // the sampler's log-probs serve the rollout correction alone
+    let rollout = match (cfg.rollout_correction, part.rollout_logprobs) {
+        (Some(_), None) => {
+            return Err(Error::arg(
+                "rollout_logprobs",
+                "required by the rollout correction (rollout_correction is set)",
+            ))
+        }
+        (Some(_), Some(v)) => {
+            v.validate("rollout_logprobs", rows)?;
+            Some(v)
+        }
+        (None, _) => None,
+    };
     let grad = match gradient {
         Gradient::None => GradDest::None,
         Gradient::Into(g) => {
@@ -761,6 +950,7 @@ fn plan_part<'a>(
     ];
     reads.extend(inputs.old_logprobs.map(|v| ("old_logprobs", v.buffer)));
     reads.extend(inputs.ref_logprobs.map(|v| ("ref_logprobs", v.buffer)));
+    reads.extend(rollout.map(|v| ("rollout_logprobs", v.buffer)));
     let mut writes = Vec::new();
     if let Some(outputs) = outputs {
         writes.push(("outputs.metrics", outputs.metrics.buffer));
@@ -802,7 +992,10 @@ fn plan_part<'a>(
         logits: *logits,
         targets: inputs.targets,
         rows: PartRows {
-            inputs: row_inputs,
+            inputs: RowInputs {
+                rollout_logp: rollout,
+                ..row_inputs
+            },
             rows,
             rows_per_seq,
             seqs,
@@ -849,6 +1042,7 @@ fn part_spans<'a>(p: &PartPlan<'a>) -> (Vec<Span<'a>>, Vec<Span<'a>>) {
     ];
     reads.extend(i.old_logp.map(|v| vector("old_logprobs", &v, rows)));
     reads.extend(i.ref_logp.map(|v| vector("ref_logprobs", &v, rows)));
+    reads.extend(i.rollout_logp.map(|v| vector("rollout_logprobs", &v, rows)));
     let writes = match &p.grad {
         GradDest::None => vec![],
         GradDest::InPlace => vec![logits],

@@ -134,6 +134,17 @@ pub struct Metrics {
     pub kl: f64,
     pub entropy_mean: f64,
     pub nonfinite_rows: f64,
+    /// Share of masked-in tokens `clip_cov` / `kl_cov` selected.
+    pub cov_selected_frac: f64,
+    /// Share of masked-in tokens the top-entropy mask keeps.
+    pub entropy_mask_frac: f64,
+    /// Rollout correction weights over masked-in tokens: mean, min, max, the share that
+    /// were truncated or masked, and the largest |δ|.
+    pub rollout_is_mean: f64,
+    pub rollout_is_min: f64,
+    pub rollout_is_max: f64,
+    pub rollout_is_clipfrac: f64,
+    pub rollout_logp_diff_max: f64,
 }
 
 /// Everything [`policy_loss`] computes.
@@ -146,6 +157,11 @@ pub struct LossOutput {
     /// ∂loss/∂logits, `rows × vocab`.
     pub grad: Vec<f64>,
     pub metrics: Metrics,
+    /// Per row: selected by `clip_cov` / `kl_cov`, kept by the entropy mask, and the
+    /// rollout correction weight `q` (1 without it).
+    pub selected: Vec<bool>,
+    pub kept: Vec<bool>,
+    pub rollout_weight: Vec<f64>,
 }
 
 /// The per-token policy term: the loss `l`, `g = ∂l/∂logp`, and whether the clipped
@@ -201,13 +217,25 @@ pub fn kl_term(est: KlEstimator, logp: f64, ref_logp: f64) -> (f64, f64) {
 
 /// The sequence weight `w_r / m_r` of every row (SPEC "Aggregation").
 pub fn row_weights(cfg: &LossConfig, b: &Batch<'_>) -> Vec<f64> {
+    weights_for(cfg, b, b.mask)
+}
+
+/// [`row_weights`] with `mask` in place of the batch's (the entropy mask's
+/// renormalised weights use `m·e`).
+fn weights_for(cfg: &LossConfig, b: &Batch<'_>, mask: &[f64]) -> Vec<f64> {
     let seqs = b.seqs();
     let mut n = vec![0.0f64; seqs];
     for r in 0..b.rows() {
-        n[b.seq_of(r)] += b.mask[r];
+        if mask[r] > 0.0 {
+            n[b.seq_of(r)] += mask[r];
+        }
     }
     let total: f64 = n.iter().sum();
-    let nonempty = n.iter().filter(|&&x| x > 0.0).count() as f64;
+    let nonempty = if cfg.count_empty_sequences {
+        seqs as f64
+    } else {
+        n.iter().filter(|&&x| x > 0.0).count() as f64
+    };
     let s = b.rows_per_seq.min(b.rows()).max(1) as f64;
     let inv = |d: f64| if d > 0.0 { 1.0 / d } else { 0.0 };
     (0..b.rows())
@@ -224,6 +252,71 @@ pub fn row_weights(cfg: &LossConfig, b: &Batch<'_>) -> Vec<f64> {
 
 /// SPEC's loss, gradient and metrics, in f64.
 pub fn policy_loss(cfg: &LossConfig, b: &Batch<'_>) -> crate::Result<LossOutput> {
+    policy_loss_with(cfg, b, None)
+}
+
+/// The order-preserving key of an f32 as a u32 (the radix select's): larger values,
+/// larger keys; NaN largest.
+fn order_key(v: f32) -> u32 {
+    if v.is_nan() {
+        return u32::MAX;
+    }
+    let u = v.to_bits();
+    if u >> 31 == 1 {
+        !u
+    } else {
+        u | 0x8000_0000
+    }
+}
+
+/// `clip_cov`'s priority of row `r` (SPEC "Token selection").
+pub fn clip_cov_priority(r: u32, seed: u32) -> u32 {
+    let mut x = r.wrapping_add(seed.wrapping_mul(0x9E37_79B9));
+    x ^= x >> 16;
+    x = x.wrapping_mul(0x7feb_352d);
+    x ^= x >> 15;
+    x = x.wrapping_mul(0x846c_a68b);
+    x ^= x >> 16;
+    x
+}
+
+/// How many of `n` tokens a share `ratio` takes, `⌊n·ratio⌋` or `⌈n·ratio⌉`, computed
+/// in f32 as the kernels do (so that a product landing on an integer agrees).
+fn share_of(n: usize, ratio: f32, ceil: bool) -> usize {
+    let x = n as f32 * ratio;
+    (if ceil { x.ceil() } else { x.floor() }) as usize
+}
+
+/// The rows of `candidates` with the `k` smallest keys, ties to the lower row.
+fn smallest_k(candidates: &[(u64, usize)], k: usize) -> Vec<usize> {
+    let mut sorted = candidates.to_vec();
+    sorted.sort_by_key(|&(key, row)| (key, row));
+    sorted.iter().take(k).map(|&(_, r)| r).collect()
+}
+
+/// The `(1 − ρ_H)` quantile, with linear interpolation (as `torch.quantile`), of
+/// `values`: the position `(1 − ρ_H)·(N − 1)` is computed in f32 as the kernels do.
+pub fn entropy_threshold(values: &[f64], rho: f32) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        return f64::INFINITY;
+    }
+    let pos = (1.0f32 - rho) * (n - 1) as f32;
+    let lo = (pos.floor() as usize).min(n - 1);
+    let hi = (lo + 1).min(n - 1);
+    let frac = (pos - lo as f32) as f64;
+    v[lo] + frac * (v[hi] - v[lo])
+}
+
+/// [`policy_loss`] with the sampler's log-probs (`rollout_logp`, one per row) for the
+/// rollout correction.
+pub fn policy_loss_with(
+    cfg: &LossConfig,
+    b: &Batch<'_>,
+    rollout_logp: Option<&[f64]>,
+) -> crate::Result<LossOutput> {
     use crate::Error;
     cfg.validate()?;
     let (rows, v) = (b.rows(), b.vocab);
@@ -234,6 +327,7 @@ pub fn policy_loss(cfg: &LossConfig, b: &Batch<'_>) -> crate::Result<LossOutput>
         .into_iter()
         .chain(b.old_logp.map(|x| ("old_logprobs", x.len())))
         .chain(b.ref_logp.map(|x| ("ref_logprobs", x.len())))
+        .chain(rollout_logp.map(|x| ("rollout_logprobs", x.len())))
     {
         if len != rows {
             return Err(Error::arg(arg, format!("has {len} values for {rows} rows")));
@@ -248,6 +342,12 @@ pub fn policy_loss(cfg: &LossConfig, b: &Batch<'_>) -> crate::Result<LossOutput>
     if cfg.kl_coef != 0.0 && b.ref_logp.is_none() {
         return Err(Error::arg("ref_logprobs", "required when kl_coef is not 0"));
     }
+    if cfg.rollout_correction.is_some() && rollout_logp.is_none() {
+        return Err(Error::arg(
+            "rollout_logprobs",
+            "required by the rollout correction",
+        ));
+    }
     for r in 0..rows {
         if b.mask[r] > 0.0 && b.targets[r] as usize >= v {
             return Err(Error::TargetOutOfRange {
@@ -261,25 +361,165 @@ pub fn policy_loss(cfg: &LossConfig, b: &Batch<'_>) -> crate::Result<LossOutput>
     let stats: Vec<RowStats> = (0..rows)
         .map(|r| row_stats(&b.logits[r * v..(r + 1) * v], b.targets[r] as usize, tau))
         .collect();
+    let seqs = b.seqs();
+    let inside: Vec<bool> = b.mask.iter().map(|&m| m > 0.0).collect();
+    let masked_in: Vec<usize> = (0..rows).filter(|&r| inside[r]).collect();
+    let n_in = masked_in.len();
+
+    // the PPO ratio, and whether its ±20 clamp is active
+    let ratio = |r: usize| -> (f64, bool) {
+        match b.old_logp {
+            Some(old) => {
+                let d = stats[r].logp - old[r];
+                let c = d.clamp(-20.0, 20.0);
+                (c.exp(), c != d)
+            }
+            None => (1.0, false),
+        }
+    };
 
     // GSPO: one ratio per sequence, from the masked mean log-ratio
-    let mut seq_ratio = vec![1.0f64; b.seqs()];
+    let mut seq_ratio = vec![1.0f64; seqs];
     if let (PolicyLossMode::Gspo, Some(old)) = (cfg.mode, b.old_logp) {
-        let mut num = vec![0.0f64; b.seqs()];
-        let mut den = vec![0.0f64; b.seqs()];
-        for r in (0..rows).filter(|&r| b.mask[r] > 0.0) {
+        let mut num = vec![0.0f64; seqs];
+        let mut den = vec![0.0f64; seqs];
+        for &r in &masked_in {
             num[b.seq_of(r)] += b.mask[r] * (stats[r].logp - old[r]);
             den[b.seq_of(r)] += b.mask[r];
         }
-        for s in 0..b.seqs() {
+        for s in 0..seqs {
             let mean = if den[s] > 0.0 { num[s] / den[s] } else { 0.0 };
             seq_ratio[s] = mean.clamp(-20.0, 20.0).exp();
         }
     }
 
+    // rollout correction: q per row, whether it was truncated or masked, and |δ|
+    let mut q = vec![1.0f64; rows];
+    let mut q_cut = vec![false; rows];
+    let mut delta = vec![0.0f64; rows];
+    if let (Some(rc), Some(roll)) = (cfg.rollout_correction, rollout_logp) {
+        for &r in &masked_in {
+            let own = b.old_logp.map_or(stats[r].logp, |old| old[r]);
+            delta[r] = own - roll[r];
+        }
+        let mut sum = vec![0.0f64; seqs];
+        let mut den = vec![0.0f64; seqs];
+        for &r in &masked_in {
+            sum[b.seq_of(r)] += b.mask[r] * delta[r];
+            den[b.seq_of(r)] += b.mask[r];
+        }
+        let (lo, hi) = (rc.lower() as f64, rc.threshold as f64);
+        for &r in &masked_in {
+            let s = b.seq_of(r);
+            let log_rho = match rc.level {
+                crate::config::RolloutLevel::Token => delta[r],
+                crate::config::RolloutLevel::Sequence => sum[s],
+                crate::config::RolloutLevel::Geometric => {
+                    if den[s] > 0.0 {
+                        sum[s] / den[s]
+                    } else {
+                        0.0
+                    }
+                }
+            };
+            let rho = log_rho.clamp(-20.0, 20.0).exp();
+            q_cut[r] = rho < lo || rho > hi;
+            q[r] = match rc.mode {
+                crate::config::RolloutMode::Truncate => rho.clamp(lo, hi),
+                crate::config::RolloutMode::Mask => {
+                    if q_cut[r] {
+                        0.0
+                    } else {
+                        rho
+                    }
+                }
+            };
+        }
+    }
+
+    // the top-entropy mask
+    let mut kept = vec![false; rows];
+    if let Some(rho) = cfg.top_entropy_quantile {
+        if cfg.top_entropy_renormalize {
+            // the ⌈ρ·N⌉ highest entropies, ties to the lower row
+            let k = share_of(n_in, rho, true);
+            let cands: Vec<(u64, usize)> = masked_in
+                .iter()
+                .map(|&r| (!order_key(stats[r].entropy as f32) as u64, r))
+                .collect();
+            for r in smallest_k(&cands, k) {
+                kept[r] = true;
+            }
+        } else {
+            let h: Vec<f64> = masked_in.iter().map(|&r| stats[r].entropy).collect();
+            let theta = entropy_threshold(&h, rho);
+            for &r in &masked_in {
+                kept[r] = stats[r].entropy >= theta;
+            }
+        }
+    } else {
+        for &r in &masked_in {
+            kept[r] = true;
+        }
+    }
+
+    // covariance selection of clip_cov and kl_cov
+    let mut selected = vec![false; rows];
+    if cfg.mode.selects_tokens() && n_in > 0 {
+        let mean =
+            |f: &dyn Fn(usize) -> f64| masked_in.iter().map(|&r| f(r)).sum::<f64>() / n_in as f64;
+        let mean_a = mean(&|r| b.advantage(r));
+        let mean_logp = mean(&|r| stats[r].logp);
+        let cov = |r: usize| (b.advantage(r) - mean_a) * (stats[r].logp - mean_logp);
+        if cfg.mode == PolicyLossMode::KlCov {
+            let k = share_of(n_in, cfg.kl_cov_ratio, false).max(1);
+            // largest cov first: the key of −cov's order, NaN last
+            let cands: Vec<(u64, usize)> = masked_in
+                .iter()
+                .map(|&r| {
+                    let c = cov(r) as f32;
+                    let key = if c.is_nan() { u32::MAX } else { !order_key(c) };
+                    (key as u64, r)
+                })
+                .collect();
+            for r in smallest_k(&cands, k) {
+                selected[r] = true;
+            }
+        } else {
+            let k = share_of(n_in, cfg.clip_cov_ratio, false).max(1);
+            let (lb, ub) = (cfg.clip_cov_lb as f64, cfg.clip_cov_ub as f64);
+            let cands: Vec<(u64, usize)> = masked_in
+                .iter()
+                .filter(|&&r| {
+                    let c = cov(r);
+                    let term = clipped_term(
+                        &LossConfig {
+                            clip_ratio_c: None,
+                            ..*cfg
+                        },
+                        b.advantage(r),
+                        ratio(r).0,
+                    );
+                    !term.clipped && lb < c && c < ub
+                })
+                .map(|&r| (clip_cov_priority(r as u32, cfg.seed) as u64, r))
+                .collect();
+            for r in smallest_k(&cands, k) {
+                selected[r] = true;
+            }
+        }
+    }
+
     let weights = row_weights(cfg, b);
+    let renorm: Option<Vec<f64>> = cfg.top_entropy_renormalize.then(|| {
+        let me: Vec<f64> = (0..rows)
+            .map(|r| if kept[r] { b.mask[r] } else { 0.0 })
+            .collect();
+        weights_for(cfg, b, &me)
+    });
     let beta = cfg.kl_coef as f64;
     let gamma = cfg.entropy_coeff as f64;
+    let kappa = cfg.ppo_kl_coef as f64;
     let mut out = LossOutput {
         logp: stats.iter().map(|s| s.logp).collect(),
         entropy: stats.iter().map(|s| s.entropy).collect(),
@@ -288,35 +528,97 @@ pub fn policy_loss(cfg: &LossConfig, b: &Batch<'_>) -> crate::Result<LossOutput>
     };
     let mut msum = 0.0;
     let mut m = Metrics::default();
-    for r in 0..rows {
+    let (mut q_min, mut q_max) = (f64::INFINITY, f64::NEG_INFINITY);
+    for &r in &masked_in {
         let mr = b.mask[r];
-        if mr <= 0.0 {
-            continue;
-        }
         let st = stats[r];
         let a = b.advantage(r);
+        let (rt, clamped) = ratio(r);
         let term = match cfg.mode {
-            PolicyLossMode::Reinforce => PolicyTerm {
+            PolicyLossMode::Reinforce | PolicyLossMode::Gpg => PolicyTerm {
                 l: -a * st.logp,
                 g: -a,
                 clipped: false,
                 dual_clipped: false,
             },
-            PolicyLossMode::PpoClip => {
-                let ratio = b
-                    .old_logp
-                    .map_or(1.0, |old| (st.logp - old[r]).clamp(-20.0, 20.0).exp());
-                clipped_term(cfg, a, ratio)
-            }
+            PolicyLossMode::PpoClip => clipped_term(cfg, a, rt),
             PolicyLossMode::Gspo => clipped_term(cfg, a, seq_ratio[b.seq_of(r)]),
+            PolicyLossMode::Cispo => {
+                let c = rt.clamp(
+                    1.0 - cfg.clip_ratio_low as f64,
+                    1.0 + cfg.clip_ratio_high as f64,
+                );
+                PolicyTerm {
+                    l: -c * a * st.logp,
+                    g: -c * a,
+                    clipped: c != rt,
+                    dual_clipped: false,
+                }
+            }
+            PolicyLossMode::Sapo => {
+                let t = if a > 0.0 { cfg.tau_pos } else { cfg.tau_neg } as f64;
+                let sig = 1.0 / (1.0 + (-t * (rt - 1.0)).exp());
+                PolicyTerm {
+                    l: -(4.0 / t) * sig * a,
+                    g: if clamped {
+                        0.0
+                    } else {
+                        -4.0 * sig * (1.0 - sig) * rt * a
+                    },
+                    clipped: false,
+                    dual_clipped: false,
+                }
+            }
+            PolicyLossMode::ClipCov => {
+                let plain = LossConfig {
+                    clip_ratio_c: None,
+                    ..*cfg
+                };
+                let t = clipped_term(&plain, a, rt);
+                if selected[r] {
+                    PolicyTerm {
+                        l: 0.0,
+                        g: 0.0,
+                        ..t
+                    }
+                } else {
+                    t
+                }
+            }
+            PolicyLossMode::KlCov => {
+                let mut t = PolicyTerm {
+                    l: -a * rt,
+                    g: -a * rt,
+                    clipped: false,
+                    dual_clipped: false,
+                };
+                if selected[r] {
+                    let d = b.old_logp.map_or(0.0, |old| st.logp - old[r]);
+                    t.l += kappa * d.abs();
+                    t.g += kappa
+                        * if d > 0.0 {
+                            1.0
+                        } else if d < 0.0 {
+                            -1.0
+                        } else {
+                            0.0
+                        };
+                }
+                t
+            }
         };
         let (kl, dkl) = match b.ref_logp {
             Some(rf) => kl_term(cfg.kl_loss_type, st.logp, rf[r]),
             None => (0.0, 0.0),
         };
-        let loss_t = term.l + beta * kl - gamma * st.entropy;
         let w = mr * weights[r];
-        out.loss += w * loss_t;
+        // the policy term's weight: w' (renormalised by the entropy mask) · q · e
+        let e = if kept[r] { 1.0 } else { 0.0 };
+        let wp = match &renorm {
+            Some(c) => mr * e * c[r],
+            None => w * e,
+        } * q[r];
+        out.loss += wp * term.l + w * (beta * kl - gamma * st.entropy);
 
         msum += mr;
         m.pg_clipfrac += mr * term.clipped as u8 as f64;
@@ -327,28 +629,56 @@ pub fn policy_loss(cfg: &LossConfig, b: &Batch<'_>) -> crate::Result<LossOutput>
         if !st.lse.is_finite() || st.entropy.is_nan() {
             m.nonfinite_rows += 1.0;
         }
+        m.cov_selected_frac += mr * selected[r] as u8 as f64;
+        m.entropy_mask_frac += mr * e;
+        if cfg.rollout_correction.is_some() {
+            m.rollout_is_mean += mr * q[r];
+            m.rollout_is_clipfrac += mr * q_cut[r] as u8 as f64;
+            q_min = q_min.min(q[r]);
+            q_max = q_max.max(q[r]);
+            m.rollout_logp_diff_max = m.rollout_logp_diff_max.max(delta[r].abs());
+        }
 
         if w != 0.0 {
-            let big_g = term.g + beta * dkl;
+            let big_g = wp * term.g + w * beta * dkl;
             let mu = st.lse - st.entropy; // Σ p z
             let row = &b.logits[r * v..(r + 1) * v];
             for (j, &x) in row.iter().enumerate() {
                 let z = x / tau;
                 let p = (z - st.lse).exp();
                 let onehot = (j == b.targets[r] as usize) as u8 as f64;
-                let ent = if p == 0.0 { 0.0 } else { gamma * p * (z - mu) };
-                out.grad[r * v + j] = (w / tau) * (big_g * (onehot - p) + ent);
+                let ent = if p == 0.0 {
+                    0.0
+                } else {
+                    w * gamma * p * (z - mu)
+                };
+                out.grad[r * v + j] = (big_g * (onehot - p) + ent) / tau;
             }
         }
     }
     if msum > 0.0 {
-        m.pg_clipfrac /= msum;
-        m.pg_clipfrac_lower /= msum;
-        m.ppo_kl /= msum;
-        m.kl /= msum;
-        m.entropy_mean /= msum;
+        for x in [
+            &mut m.pg_clipfrac,
+            &mut m.pg_clipfrac_lower,
+            &mut m.ppo_kl,
+            &mut m.kl,
+            &mut m.entropy_mean,
+            &mut m.cov_selected_frac,
+            &mut m.entropy_mask_frac,
+            &mut m.rollout_is_mean,
+            &mut m.rollout_is_clipfrac,
+        ] {
+            *x /= msum;
+        }
+    }
+    if q_min <= q_max {
+        m.rollout_is_min = q_min;
+        m.rollout_is_max = q_max;
     }
     out.metrics = m;
+    out.selected = selected;
+    out.kept = kept;
+    out.rollout_weight = q;
     Ok(out)
 }
 
@@ -376,6 +706,8 @@ pub fn advantages(
         let (mean, std) = stats(&d);
         return d.iter().map(|r| (r - mean) / (std + 1e-6)).collect();
     }
+    // GPG's scale: the batch's size over its non-zero rewards
+    let alpha = rewards.len() as f64 / rewards.iter().filter(|&&r| r != 0.0).count().max(1) as f64;
     rewards
         .chunks(group_size)
         .flat_map(|g| {
@@ -388,6 +720,7 @@ pub fn advantages(
                     _ if g.len() < 2 => 0.0,
                     E::Grpo => (r - mean) / (std + 1e-6),
                     E::GrpoNoStd => r - mean,
+                    E::Gpg => alpha * (r - mean),
                     _ => r - (sum - r) / (n - 1.0),
                 })
                 .collect::<Vec<_>>()

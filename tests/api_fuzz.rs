@@ -256,6 +256,7 @@ fn config() -> impl Strategy<Value = LossConfig> {
                 global_normalizer,
                 l_norm,
                 temperature,
+                ..LossConfig::default()
             },
         )
 }

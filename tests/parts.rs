@@ -350,7 +350,7 @@ fn bad_parts_are_named() {
         "{e}"
     );
     // no part at all
-    assert!(ctx.policy_loss_parts(&cfg, &[], None).is_err());
+    assert!(ctx.policy_loss_parts::<HostBatch>(&cfg, &[], None).is_err());
     // a masked-in id outside the vocabulary in part 1, row 2 of it: row 8 of the batch
     let mut ids = case.targets[6..12].to_vec();
     let mut mask = case.mask[6..12].to_vec();

@@ -64,8 +64,11 @@ fn batch_matches_rows() {
 }
 
 mod gradient {
-    use wgpu_policy_loss::reference::{policy_loss, row_stats, Batch};
-    use wgpu_policy_loss::{KlEstimator, LossAggMode, LossConfig, PolicyLossMode};
+    use wgpu_policy_loss::reference::{policy_loss, policy_loss_with, row_stats, Batch};
+    use wgpu_policy_loss::{
+        KlEstimator, LossAggMode, LossConfig, PolicyLossMode, RolloutCorrection, RolloutLevel,
+        RolloutMode,
+    };
 
     /// A small batch: 3 sequences of 4 rows, V = 6, a masked-out row and an empty sequence.
     struct Data {
@@ -135,6 +138,15 @@ mod gradient {
     /// Central differences of the reference loss against its analytic gradient, with
     /// old log-probs held fixed (for on-policy: at the current log-probs).
     fn check(cfg: &LossConfig, d: &Data, on_policy: bool) {
+        check_with(cfg, d, on_policy, None)
+    }
+
+    /// [`check`] with the sampler's log-probs for the rollout correction (whose weights
+    /// are constants here: old log-probs are given).
+    fn check_with(cfg: &LossConfig, d: &Data, on_policy: bool, rollout: Option<&[f64]>) {
+        if cfg.mode == PolicyLossMode::Cispo {
+            return check_cispo(cfg, d, rollout);
+        }
         let tau = cfg.temperature as f64;
         let base_old: Vec<f64> = if on_policy {
             (0..ROWS)
@@ -143,7 +155,8 @@ mod gradient {
         } else {
             d.old.clone()
         };
-        let analytic = policy_loss(cfg, &batch(d, &d.logits, Some(&base_old))).unwrap();
+        let analytic =
+            policy_loss_with(cfg, &batch(d, &d.logits, Some(&base_old)), rollout).unwrap();
         if on_policy {
             // on-policy (no old log-probs) gives the same value and gradient
             let plain = policy_loss(cfg, &batch(d, &d.logits, None)).unwrap();
@@ -157,11 +170,11 @@ mod gradient {
         for i in 0..x.len() {
             let x0 = x[i];
             x[i] = x0 + h;
-            let up = policy_loss(cfg, &batch(d, &x, Some(&base_old)))
+            let up = policy_loss_with(cfg, &batch(d, &x, Some(&base_old)), rollout)
                 .unwrap()
                 .loss;
             x[i] = x0 - h;
-            let down = policy_loss(cfg, &batch(d, &x, Some(&base_old)))
+            let down = policy_loss_with(cfg, &batch(d, &x, Some(&base_old)), rollout)
                 .unwrap()
                 .loss;
             x[i] = x0;
@@ -190,6 +203,96 @@ mod gradient {
                             check(&cfg, &d, false);
                             check(&cfg, &d, true);
                         }
+                    }
+                }
+            }
+        }
+    }
+
+    /// CISPO's clipped ratio is a detached weight, so its gradient is not the loss's
+    /// derivative: it is REINFORCE's with each token's advantage scaled by that weight,
+    /// whose own gradient the central differences above check.
+    fn check_cispo(cfg: &LossConfig, d: &Data, rollout: Option<&[f64]>) {
+        let b = batch(d, &d.logits, Some(&d.old));
+        let got = policy_loss_with(cfg, &b, rollout).unwrap();
+        let (lo, hi) = (
+            1.0 - cfg.clip_ratio_low as f64,
+            1.0 + cfg.clip_ratio_high as f64,
+        );
+        let scaled: Vec<f64> = (0..ROWS)
+            .map(|r| {
+                let c = (got.logp[r] - d.old[r])
+                    .clamp(-20.0, 20.0)
+                    .exp()
+                    .clamp(lo, hi);
+                c * d.adv[r / 4]
+            })
+            .collect();
+        let reinforce = LossConfig {
+            mode: PolicyLossMode::Reinforce,
+            ..*cfg
+        };
+        let mut rb = b;
+        rb.advantages = &scaled;
+        let want = policy_loss_with(&reinforce, &rb, rollout).unwrap();
+        assert!((got.loss - want.loss).abs() < 1e-12, "{cfg:?}");
+        for (a, w) in got.grad.iter().zip(&want.grad) {
+            assert!((a - w).abs() < 1e-12, "{cfg:?}");
+        }
+    }
+
+    /// The options of the new modes — the covariance selection (with shares large
+    /// enough to select), the top-entropy mask (quantile and renormalised top-k), the
+    /// rollout correction at every level and mode — against central differences. GSPO
+    /// is left out: its gradient is SPEC's surrogate, which equals the loss's derivative
+    /// only while every token of a sequence weighs the same (the mask and the rollout
+    /// weights break that).
+    #[test]
+    fn options_gradient_matches_finite_differences() {
+        let rollout: Vec<f64> = {
+            let d = data(9);
+            d.old
+                .iter()
+                .zip(&d.refp)
+                .map(|(o, r)| o + 0.7 * (r - o))
+                .collect()
+        };
+        let mut configs = Vec::new();
+        for mode in PolicyLossMode::ALL
+            .into_iter()
+            .filter(|&m| m != PolicyLossMode::Gspo)
+        {
+            for agg in LossAggMode::ALL {
+                configs.push(LossConfig {
+                    mode,
+                    loss_agg_mode: agg,
+                    kl_cov_ratio: 0.3,
+                    clip_cov_ratio: 0.5,
+                    clip_cov_lb: -5.0,
+                    clip_cov_ub: 5.0,
+                    ppo_kl_coef: 0.2,
+                    tau_pos: 1.3,
+                    tau_neg: 0.8,
+                    top_entropy_quantile: Some(0.6),
+                    top_entropy_renormalize: agg != LossAggMode::TokenMean,
+                    ..LossConfig::default()
+                });
+            }
+        }
+        for seed in [5u64, 6] {
+            let d = data(seed);
+            for cfg in &configs {
+                check(cfg, &d, false);
+                for level in RolloutLevel::ALL {
+                    for mode in RolloutMode::ALL {
+                        let cfg = LossConfig {
+                            rollout_correction: Some(RolloutCorrection {
+                                threshold: 1.5,
+                                ..RolloutCorrection::new(level, mode)
+                            }),
+                            ..*cfg
+                        };
+                        check_with(&cfg, &d, false, Some(&rollout));
                     }
                 }
             }

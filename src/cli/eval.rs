@@ -7,8 +7,8 @@ use clap::Args;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use wgpu_policy_loss::half::{bf16, f16};
 use wgpu_policy_loss::{
-    Context, DType, Error, HostBatch, HostLogits, KlEstimator, LossAggMode, LossConfig,
-    PolicyLossMode,
+    Context, DType, Error, HostBatch, HostLogits, HostPart, KlEstimator, LossAggMode, LossConfig,
+    PolicyLossMode, RolloutCorrection, RolloutLevel, RolloutMode, TrlLossType,
 };
 
 use super::CliResult;
@@ -39,7 +39,7 @@ pub struct EvalArgs {
 /// The loss configuration as flags, with verl's names and defaults.
 #[derive(Args, Debug, Clone)]
 pub struct LossArgs {
-    /// reinforce | ppo_clip | gspo
+    /// reinforce | ppo_clip | gspo | cispo | sapo | gpg | clip_cov | kl_cov
     #[arg(long, default_value = "ppo_clip")]
     mode: PolicyLossMode,
     #[arg(long, default_value_t = 0.2)]
@@ -67,11 +67,83 @@ pub struct LossArgs {
     l_norm: Option<f32>,
     #[arg(long, default_value_t = 1.0)]
     temperature: f32,
+    /// sapo's gate temperature for positive advantages.
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    tau_pos: f32,
+    /// sapo's gate temperature for the others.
+    #[arg(long, default_value_t = 1.05, allow_negative_numbers = true)]
+    tau_neg: f32,
+    /// clip_cov: the share of tokens to cut, in (0, 1].
+    #[arg(long, default_value_t = 0.0002, allow_negative_numbers = true)]
+    clip_cov_ratio: f32,
+    /// clip_cov: candidates have clip_cov_lb < cov < clip_cov_ub.
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    clip_cov_lb: f32,
+    #[arg(long, default_value_t = 5.0, allow_negative_numbers = true)]
+    clip_cov_ub: f32,
+    /// kl_cov: the share of tokens to penalise, in (0, 1].
+    #[arg(long, default_value_t = 0.0002, allow_negative_numbers = true)]
+    kl_cov_ratio: f32,
+    /// kl_cov's κ.
+    #[arg(long, default_value_t = 0.1, allow_negative_numbers = true)]
+    ppo_kl_coef: f32,
+    /// clip_cov's seed for its choice among candidates.
+    #[arg(long, default_value_t = 0)]
+    seed: u32,
+    /// Rollout correction level: token | sequence | geometric (needs rollout_logprobs).
+    #[arg(long)]
+    rollout_is: Option<RolloutLevel>,
+    /// truncate (TIS) | mask (MIS).
+    #[arg(long)]
+    rollout_is_mode: Option<RolloutMode>,
+    /// C_hi (default 2.0).
+    #[arg(long, allow_negative_numbers = true)]
+    rollout_is_threshold: Option<f32>,
+    /// C_lo (default 0 for truncate, 1/C_hi for mask).
+    #[arg(long, allow_negative_numbers = true)]
+    rollout_is_threshold_lower: Option<f32>,
+    /// ρ_H: keep the policy term of the tokens whose entropy is at least the (1 − ρ_H)
+    /// quantile of the batch's, in (0, 1].
+    #[arg(long, allow_negative_numbers = true)]
+    top_entropy_quantile: Option<f32>,
+    /// With --top-entropy-quantile: keep the ⌈ρ_H·N⌉ highest and aggregate the policy
+    /// term over them only.
+    #[arg(long)]
+    top_entropy_renormalize: bool,
+    /// TRL's loss_type as a preset: grpo | bnpo | dr_grpo | dapo | cispo | sapo.
+    #[arg(long)]
+    loss_type: Option<TrlLossType>,
+    /// dr_grpo's L_norm.
+    #[arg(long)]
+    max_completion_length: Option<u32>,
 }
 
 impl LossArgs {
-    pub fn config(&self) -> LossConfig {
-        LossConfig {
+    /// The configuration the flags give; a bad value is an error naming its flag.
+    pub fn config(&self) -> Result<LossConfig, Error> {
+        let rollout = match (
+            self.rollout_is,
+            self.rollout_is_mode,
+            self.rollout_is_threshold,
+            self.rollout_is_threshold_lower,
+        ) {
+            (None, None, None, None) => None,
+            (None, ..) => {
+                return Err(bad(
+                    "--rollout-is",
+                    "the rollout options need a level: --rollout-is token|sequence|geometric",
+                ))
+            }
+            (Some(level), mode, hi, lo) => {
+                let mut rc = RolloutCorrection::new(level, mode.unwrap_or_default());
+                if let Some(hi) = hi {
+                    rc.threshold = hi;
+                }
+                rc.threshold_lower = lo;
+                Some(rc)
+            }
+        };
+        let mut cfg = LossConfig {
             mode: self.mode,
             clip_ratio_low: self.clip_ratio_low,
             clip_ratio_high: self.clip_ratio_high,
@@ -83,7 +155,67 @@ impl LossArgs {
             global_normalizer: self.global_normalizer,
             l_norm: self.l_norm,
             temperature: self.temperature,
+            tau_pos: self.tau_pos,
+            tau_neg: self.tau_neg,
+            clip_cov_ratio: self.clip_cov_ratio,
+            clip_cov_lb: self.clip_cov_lb,
+            clip_cov_ub: self.clip_cov_ub,
+            kl_cov_ratio: self.kl_cov_ratio,
+            ppo_kl_coef: self.ppo_kl_coef,
+            seed: self.seed,
+            rollout_correction: rollout,
+            top_entropy_quantile: self.top_entropy_quantile,
+            top_entropy_renormalize: self.top_entropy_renormalize,
+            count_empty_sequences: false,
+        };
+        if let Some(t) = self.loss_type {
+            cfg = cfg
+                .with_loss_type(t, self.max_completion_length)
+                .map_err(flag)?;
+        } else if self.max_completion_length.is_some() {
+            return Err(bad(
+                "--max-completion-length",
+                "is dr_grpo's L_norm: give it with --loss-type dr_grpo (or use --l-norm)",
+            ));
         }
+        cfg.validate().map_err(flag)?;
+        Ok(cfg)
+    }
+}
+
+/// A configuration error named by its field, renamed to the flag that sets it.
+fn flag(e: Error) -> Error {
+    match e {
+        Error::InvalidArgument { arg, reason } => {
+            let name = match arg {
+                "rollout_is_threshold" => "--rollout-is-threshold",
+                "rollout_is_threshold_lower" => "--rollout-is-threshold-lower",
+                "rollout_is" => "--rollout-is",
+                "rollout_is_mode" => "--rollout-is-mode",
+                "tau_pos" => "--tau-pos",
+                "tau_neg" => "--tau-neg",
+                "clip_cov_ratio" => "--clip-cov-ratio",
+                "clip_cov_lb" => "--clip-cov-lb",
+                "clip_cov_ub" => "--clip-cov-ub",
+                "kl_cov_ratio" => "--kl-cov-ratio",
+                "ppo_kl_coef" => "--ppo-kl-coef",
+                "top_entropy_quantile" => "--top-entropy-quantile",
+                "top_entropy_renormalize" => "--top-entropy-renormalize",
+                "max_completion_length" => "--max-completion-length",
+                "loss_type" => "--loss-type",
+                "temperature" => "--temperature",
+                "clip_ratio_low" => "--clip-ratio-low",
+                "clip_ratio_high" => "--clip-ratio-high",
+                "clip_ratio_c" => "--clip-ratio-c",
+                "kl_coef" => "--kl-coef",
+                "entropy_coeff" => "--entropy-coeff",
+                "global_normalizer" => "--global-normalizer",
+                "l_norm" => "--l-norm",
+                other => other,
+            };
+            Error::InvalidArgument { arg: name, reason }
+        }
+        other => other,
     }
 }
 
@@ -179,7 +311,8 @@ fn target_ids(t: &TensorView<'_>, mask: &[f32], vocab: usize) -> Result<Vec<u32>
 }
 
 /// `batch` of `seqs` sequences in `k` parts of whole sequences, as even as they come.
-fn split<'a>(batch: &HostBatch<'a>, seqs: usize, k: usize) -> Result<Vec<HostBatch<'a>>, Error> {
+fn split<'a>(part: &HostPart<'a>, seqs: usize, k: usize) -> Result<Vec<HostPart<'a>>, Error> {
+    let batch = &part.batch;
     if k == 0 || k > seqs {
         return Err(bad(
             "--parts",
@@ -202,18 +335,21 @@ fn split<'a>(batch: &HostBatch<'a>, seqs: usize, k: usize) -> Result<Vec<HostBat
                 HostLogits::F16(x) => HostLogits::F16(&x[r0 * v..r1 * v]),
                 HostLogits::Bf16(x) => HostLogits::Bf16(&x[r0 * v..r1 * v]),
             };
-            HostBatch {
-                logits,
-                targets: &batch.targets[r0..r1],
-                mask: &batch.mask[r0..r1],
-                advantages: if per_token {
-                    &batch.advantages[r0..r1]
-                } else {
-                    &batch.advantages[s0..s1]
+            HostPart {
+                batch: HostBatch {
+                    logits,
+                    targets: &batch.targets[r0..r1],
+                    mask: &batch.mask[r0..r1],
+                    advantages: if per_token {
+                        &batch.advantages[r0..r1]
+                    } else {
+                        &batch.advantages[s0..s1]
+                    },
+                    old_logprobs: batch.old_logprobs.map(|x| &x[r0..r1]),
+                    ref_logprobs: batch.ref_logprobs.map(|x| &x[r0..r1]),
+                    ..*batch
                 },
-                old_logprobs: batch.old_logprobs.map(|x| &x[r0..r1]),
-                ref_logprobs: batch.ref_logprobs.map(|x| &x[r0..r1]),
-                ..*batch
+                rollout_logprobs: part.rollout_logprobs.map(|x| &x[r0..r1]),
             }
         })
         .collect())
@@ -295,8 +431,16 @@ pub fn run(args: &EvalArgs) -> CliResult {
     };
     let old = optional("old_logprobs")?;
     let refp = optional("ref_logprobs")?;
+    let rollout = optional("rollout_logprobs")?;
 
-    let config = args.loss.config();
+    let config = args.loss.config()?;
+    if config.rollout_correction.is_some() && rollout.is_none() {
+        return Err(bad(
+            "--rollout-is",
+            "needs the sampler's log-probs: a `rollout_logprobs` tensor in the input",
+        )
+        .into());
+    }
     let batch = HostBatch {
         logits,
         vocab: vocab as u32,
@@ -307,7 +451,11 @@ pub fn run(args: &EvalArgs) -> CliResult {
         old_logprobs: old.as_deref(),
         ref_logprobs: refp.as_deref(),
     };
-    let parts = split(&batch, seqs, args.parts)?;
+    let whole = HostPart {
+        batch,
+        rollout_logprobs: rollout.as_deref(),
+    };
+    let parts = split(&whole, seqs, args.parts)?;
     let ctx = context(args.adapter.as_deref())?;
     let out = ctx.policy_loss_parts(&config, &parts, Some(args.grad_dtype))?;
 
@@ -321,6 +469,13 @@ pub fn run(args: &EvalArgs) -> CliResult {
         ("kl", m.kl),
         ("entropy_mean", m.entropy_mean),
         ("nonfinite_rows", m.nonfinite_rows),
+        ("cov_selected_frac", m.cov_selected_frac),
+        ("entropy_mask_frac", m.entropy_mask_frac),
+        ("rollout_is_mean", m.rollout_is_mean),
+        ("rollout_is_min", m.rollout_is_min),
+        ("rollout_is_max", m.rollout_is_max),
+        ("rollout_is_clipfrac", m.rollout_is_clipfrac),
+        ("rollout_logp_diff_max", m.rollout_logp_diff_max),
     ];
     let scalar_bytes: Vec<(&str, [u8; 4])> =
         scalars.iter().map(|&(n, v)| (n, v.to_le_bytes())).collect();

@@ -37,6 +37,8 @@ pub(crate) fn record(
     // three passes: mean, variance, advantages
     let steps = match estimator {
         AdvantageEstimator::ReinforcePlusPlus => 3 * lane_steps(n as u64),
+        // GPG counts the batch's non-zero rewards first
+        AdvantageEstimator::Gpg => lane_steps(n as u64) + 3 * teams.steps(group),
         _ => 3 * teams.steps(group),
     };
     check_loops(ctx, "rewards", "advantages", steps)?;
@@ -48,6 +50,7 @@ pub(crate) fn record(
             AdvantageEstimator::GrpoNoStd => 1,
             AdvantageEstimator::Rloo => 2,
             AdvantageEstimator::ReinforcePlusPlus => 3,
+            AdvantageEstimator::Gpg => 4,
         },
         in_offset,
         out_offset,

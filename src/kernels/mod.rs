@@ -11,6 +11,7 @@ pub(crate) mod policy_loss;
 pub(crate) mod prepare;
 pub(crate) mod reduce;
 pub(crate) mod row_stats;
+pub(crate) mod select;
 
 use crate::context::{Paths, ROW_WORKGROUP};
 use crate::error::{Error, Result};
@@ -35,6 +36,8 @@ pub enum Kernel {
     GspoRatio,
     /// Loss and metrics.
     Reduce,
+    /// The batch-wide token choices: rollout weights, entropy mask, covariance selection.
+    Select,
     /// Advantages from rewards.
     Advantages,
     /// The unfused baseline of the benchmarks, one op per kernel.
@@ -64,12 +67,13 @@ pub enum GradOut {
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 12] = [
+    pub const ALL: [Kernel; 13] = [
         Kernel::RowStats,
         Kernel::Prepare,
         Kernel::PolicyLoss,
         Kernel::GspoRatio,
         Kernel::Reduce,
+        Kernel::Select,
         Kernel::Advantages,
         Kernel::Baseline(BaselineOp::LogSoftmax),
         Kernel::Baseline(BaselineOp::Gather),
@@ -86,6 +90,7 @@ impl Kernel {
             Kernel::PolicyLoss => shader!("policy_loss.wgsl"),
             Kernel::GspoRatio => shader!("gspo_ratio.wgsl"),
             Kernel::Reduce => shader!("reduce.wgsl"),
+            Kernel::Select => shader!("select.wgsl"),
             Kernel::Advantages => shader!("advantages.wgsl"),
             Kernel::Baseline(_) => shader!("baseline.wgsl"),
             Kernel::Copy => shader!("copy.wgsl"),
@@ -99,6 +104,7 @@ impl Kernel {
             Kernel::PolicyLoss => "policy_loss",
             Kernel::GspoRatio => "gspo_ratio",
             Kernel::Reduce => "reduce",
+            Kernel::Select => "select_tokens",
             Kernel::Advantages => "advantages",
             Kernel::Baseline(BaselineOp::LogSoftmax) => "log_softmax",
             Kernel::Baseline(BaselineOp::Gather) => "gather",
@@ -228,9 +234,16 @@ impl PipelineKey {
         parts.push(shader!("prelude.wgsl"));
         if matches!(
             self.kernel,
-            Kernel::Advantages | Kernel::Baseline(_) | Kernel::Prepare | Kernel::GspoRatio
+            Kernel::Advantages
+                | Kernel::Baseline(_)
+                | Kernel::Prepare
+                | Kernel::GspoRatio
+                | Kernel::Select
         ) {
             parts.push(shader!("workgroup/sum.wgsl"));
+        }
+        if matches!(self.kernel, Kernel::Prepare | Kernel::Select) {
+            parts.push(shader!("aggregate.wgsl"));
         }
         if self.kernel.reads_logits() {
             parts.push(if self.paths.subgroups {

@@ -14,6 +14,11 @@ use crate::view::{DType, LogitsView, RowLayout, TargetsView};
 pub(crate) const PHASE_STATS: u32 = 1;
 pub(crate) const PHASE_LOSS: u32 = 2;
 const HAS_DUAL: u32 = 4;
+/// Row flags: select.wgsl's results to read (rollout weights; selection and entropy
+/// mask), and the entropy mask's renormalised weights.
+pub(crate) const HAS_ROLLOUT: u32 = 8;
+pub(crate) const HAS_SELECTION: u32 = 16;
+pub(crate) const RENORMALIZE: u32 = 32;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -36,6 +41,10 @@ struct Params {
     entropy_coeff: f32,
     part_row: u32,
     part_seq: u32,
+    tau_pos: f32,
+    tau_neg: f32,
+    kappa: f32,
+    _pad: u32,
 }
 
 /// Where the gradient goes, resolved to a buffer and a layout.
@@ -68,6 +77,8 @@ pub(crate) struct RowCall<'a> {
     pub rowin: &'a wgpu::Buffer,
     pub seqinfo: &'a wgpu::Buffer,
     pub rowout: &'a wgpu::Buffer,
+    /// select.wgsl's per-row results (a spare buffer where the flags say none).
+    pub rowaux: &'a wgpu::Buffer,
 }
 
 impl<'a> RowCall<'a> {
@@ -206,6 +217,11 @@ pub(crate) fn record(
                 PolicyLossMode::Reinforce => 0,
                 PolicyLossMode::PpoClip => 1,
                 PolicyLossMode::Gspo => 2,
+                PolicyLossMode::Cispo => 3,
+                PolicyLossMode::Sapo => 4,
+                PolicyLossMode::Gpg => 5,
+                PolicyLossMode::ClipCov => 6,
+                PolicyLossMode::KlCov => 7,
             },
             kl_type: match cfg.kl_loss_type {
                 KlEstimator::K1 => 0,
@@ -220,6 +236,10 @@ pub(crate) fn record(
             entropy_coeff: cfg.entropy_coeff,
             part_row: call.part_row,
             part_seq: call.part_seq,
+            tau_pos: cfg.tau_pos,
+            tau_neg: cfg.tau_neg,
+            kappa: cfg.ppo_kl_coef,
+            _pad: 0,
         });
         windows.push((x_bind, y_bind, g_bind, grid(end - first, &limits)));
     }
@@ -266,6 +286,7 @@ pub(crate) fn record(
                 whole(3, call.rowin),
                 whole(4, call.seqinfo),
                 whole(5, call.rowout),
+                whole(7, call.rowaux),
             ];
             if let Some(g) = g {
                 entries.push(entry(6, g));

@@ -28,7 +28,7 @@ struct Params {
     part_row: u32,
     part_seq: u32,
     all_seqs: u32,
-    _pad: u32,
+    rollout_offset: u32,
     teams: Teams,
     _pad2: [u32; 2],
 }
@@ -36,6 +36,8 @@ struct Params {
 pub(crate) const HAS_OLD: u32 = 1;
 pub(crate) const HAS_REF: u32 = 2;
 const ADV_PER_TOKEN: u32 = 8;
+const COUNT_EMPTY: u32 = 16;
+const HAS_ROLLOUT: u32 = 32;
 
 /// Phases: a part's per-row inputs and token counts; the weights of every sequence.
 pub(crate) const GATHER: u32 = 1;
@@ -49,6 +51,8 @@ pub(crate) struct RowInputs<'a> {
     pub per_token_advantages: bool,
     pub old_logp: Option<F32View<'a>>,
     pub ref_logp: Option<F32View<'a>>,
+    /// The sampler's log-probs, for the rollout correction.
+    pub rollout_logp: Option<F32View<'a>>,
 }
 
 /// One part's rows: its inputs, its shape, and where its rows and sequences start in
@@ -81,6 +85,7 @@ pub(crate) fn record<'a>(
     all: AllSeqs,
     rowin: &wgpu::Buffer,
     seqinfo: &wgpu::Buffer,
+    rowaux: &wgpu::Buffer,
 ) -> Result<()> {
     let limits = ctx.device().limits();
     let inputs = &part.inputs;
@@ -102,6 +107,10 @@ pub(crate) fn record<'a>(
         Some(v) => window("ref_logprobs", v, n)?,
         None => (mask_bind.clone(), 0),
     };
+    let (rollout_bind, rollout_offset) = match &inputs.rollout_logp {
+        Some(v) => window("rollout_logprobs", v, n)?,
+        None => (mask_bind.clone(), 0),
+    };
     let mut flags = 0;
     if inputs.old_logp.is_some() {
         flags |= HAS_OLD;
@@ -111,6 +120,12 @@ pub(crate) fn record<'a>(
     }
     if inputs.per_token_advantages {
         flags |= ADV_PER_TOKEN;
+    }
+    if config.count_empty_sequences {
+        flags |= COUNT_EMPTY;
+    }
+    if inputs.rollout_logp.is_some() {
+        flags |= HAS_ROLLOUT;
     }
     let teams = Teams::new(seqs, part.rows_per_seq);
     let mut steps = 0;
@@ -147,7 +162,7 @@ pub(crate) fn record<'a>(
         part_row: part.part_row,
         part_seq: part.part_seq,
         all_seqs: all.seqs,
-        _pad: 0,
+        rollout_offset,
         teams,
         _pad2: [0; 2],
     };
@@ -166,6 +181,8 @@ pub(crate) fn record<'a>(
             entry(4, ref_bind),
             whole(5, rowin),
             whole(6, seqinfo),
+            entry(7, rollout_bind),
+            whole(8, rowaux),
         ],
         (1, 1),
     )

@@ -8,7 +8,7 @@ use crate::error::Result;
 use crate::view::F32View;
 
 /// Values the reduce kernel writes, in order.
-pub(crate) const METRICS: u64 = 10;
+pub(crate) const METRICS: u64 = 17;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -19,7 +19,17 @@ struct Params {
     logp_offset: u32,
     entropy_offset: u32,
     write_rows: u32,
-    _pad: [u32; 2],
+    has_rollout: u32,
+    has_selection: u32,
+}
+
+/// select.wgsl's per-row results, and which of them there are (the buffer is a spare
+/// one where there are none).
+#[derive(Clone, Copy)]
+pub(crate) struct Aux<'a> {
+    pub buffer: &'a wgpu::Buffer,
+    pub rollout: bool,
+    pub selection: bool,
 }
 
 /// Flags of `write_rows`: which per-row outputs the caller asked for.
@@ -37,6 +47,7 @@ pub(crate) fn record<'a>(
     has_old: bool,
     rowin: &wgpu::Buffer,
     rowout: &wgpu::Buffer,
+    aux: Aux<'_>,
     spare: &'a wgpu::Buffer,
     metrics: &F32View<'a>,
     logp: Option<&F32View<'a>>,
@@ -79,7 +90,8 @@ pub(crate) fn record<'a>(
         logp_offset,
         entropy_offset,
         write_rows,
-        _pad: [0; 2],
+        has_rollout: aux.rollout as u32,
+        has_selection: aux.selection as u32,
     };
     let pipeline = ctx.pipeline(PipelineKey::small(Kernel::Reduce, ctx.paths()))?;
     let uniform = uniform(ctx, "reduce params", &params);
@@ -95,6 +107,7 @@ pub(crate) fn record<'a>(
             entry(3, m_bind),
             entry(4, l_bind),
             entry(5, e_bind),
+            whole(6, aux.buffer),
         ],
         (1, 1),
     )

@@ -1,0 +1,37 @@
+// The aggregation weight factor c_b of a sequence (SPEC "Aggregation"): w_r = m_r·c_b.
+// Shared by prepare.wgsl (the weights of m) and select.wgsl (the top-entropy mask's
+// renormalised weights of m·e).
+
+const AGG_TOKEN_MEAN: u32 = 0u;
+const AGG_SEQ_MEAN_TOKEN_MEAN: u32 = 1u;
+const AGG_SEQ_MEAN_TOKEN_SUM: u32 = 2u;
+
+struct Aggregation {
+    mode: u32,
+    // every sequence of the call
+    seqs: u32,
+    // the mask's sum over the call, and the sequences B' the seq-mean modes divide by
+    total: f32,
+    nonempty: f32,
+    // token-mean's caller-given normaliser (0: none), seq-mean-token-sum-norm's L_norm
+    global_normalizer: f32,
+    l_norm: f32,
+}
+
+fn inv_or_zero(d: f32) -> f32 {
+    return select(0.0, 1.0 / d, d > 0.0);
+}
+
+// c_b of a sequence whose mask sums to n.
+fn seq_weight(a: Aggregation, n: f32) -> f32 {
+    if (a.mode == AGG_TOKEN_MEAN) {
+        return inv_or_zero(select(a.total, a.global_normalizer, a.global_normalizer > 0.0));
+    }
+    if (a.mode == AGG_SEQ_MEAN_TOKEN_MEAN) {
+        return inv_or_zero(n * a.nonempty);
+    }
+    if (a.mode == AGG_SEQ_MEAN_TOKEN_SUM) {
+        return inv_or_zero(a.nonempty);
+    }
+    return inv_or_zero(f32(a.seqs) * a.l_norm);
+}

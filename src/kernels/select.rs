@@ -1,0 +1,190 @@
+//! Host side of `shaders/select.wgsl`: the batch-wide choices between the rows'
+//! statistics and the loss (rollout weights, the top-entropy mask and its renormalised
+//! weights, the covariance selection of `clip_cov` / `kl_cov`).
+
+use super::prepare::PartRows;
+use super::{check_loops, dispatch, lane_steps, uniform, whole, Kernel, PipelineKey, Teams};
+use crate::config::{LossAggMode, LossConfig, PolicyLossMode, RolloutLevel, RolloutMode};
+use crate::context::Context;
+use crate::error::Result;
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    rows: u32,
+    rows_per_seq: u32,
+    seqs: u32,
+    part_row: u32,
+    part_seq: u32,
+    all_rows: u32,
+    all_seqs: u32,
+    phases: u32,
+    cov: u32,
+    entropy: u32,
+    has_old: u32,
+    level: u32,
+    rollout_mode: u32,
+    c_lo: f32,
+    c_hi: f32,
+    rho: f32,
+    cov_ratio: f32,
+    cov_lb: f32,
+    cov_ub: f32,
+    seed: u32,
+    clip_low: f32,
+    clip_high: f32,
+    agg_mode: u32,
+    count_empty: u32,
+    global_normalizer: f32,
+    l_norm: f32,
+    _pad: [u32; 2],
+    teams: Teams,
+    _pad2: [u32; 2],
+}
+
+/// Phases of `select.wgsl`: per part, or over every row / sequence.
+pub(crate) const ROLLOUT: u32 = 1;
+pub(crate) const SELECT: u32 = 2;
+pub(crate) const RENORM_GATHER: u32 = 4;
+pub(crate) const RENORM_WEIGHTS: u32 = 8;
+/// The phases that run part by part.
+pub(crate) const PER_PART: u32 = ROLLOUT | RENORM_GATHER;
+
+/// The phases a configuration needs.
+pub(crate) fn phases(cfg: &LossConfig) -> u32 {
+    let mut p = 0;
+    if cfg.rollout_correction.is_some() {
+        p |= ROLLOUT;
+    }
+    if cfg.top_entropy_quantile.is_some() || cfg.mode.selects_tokens() {
+        p |= SELECT;
+    }
+    if cfg.top_entropy_renormalize {
+        p |= RENORM_GATHER | RENORM_WEIGHTS;
+    }
+    p
+}
+
+/// Every row and sequence of the call, and `L_norm`.
+#[derive(Clone, Copy)]
+pub(crate) struct Totals {
+    pub rows: u32,
+    pub seqs: u32,
+    pub l_norm: f32,
+}
+
+/// Buffers the phases read and write.
+pub(crate) struct Scratch<'a> {
+    pub rowin: &'a wgpu::Buffer,
+    pub rowout: &'a wgpu::Buffer,
+    pub rowaux: &'a wgpu::Buffer,
+    pub seqinfo: &'a wgpu::Buffer,
+}
+
+/// Records one launch of `phases` for `part` (its fields matter to the per-part phases).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn record(
+    ctx: &Context,
+    encoder: &mut wgpu::CommandEncoder,
+    cfg: &LossConfig,
+    part: &PartRows<'_>,
+    has_old: bool,
+    totals: Totals,
+    phases: u32,
+    scratch: &Scratch<'_>,
+) -> Result<()> {
+    let teams = Teams::new(part.seqs, part.rows_per_seq);
+    // a lane's loops: the per-part phases walk the part's rows (and sum its sequences),
+    // the selection makes up to eleven passes over every row, the weights two over
+    // every sequence
+    let mut steps = 0;
+    if phases & ROLLOUT != 0 {
+        steps += teams.steps(part.rows_per_seq) + lane_steps(part.rows as u64);
+    }
+    if phases & SELECT != 0 {
+        steps += 12 * lane_steps(totals.rows as u64) + 8 * 8;
+    }
+    if phases & RENORM_GATHER != 0 {
+        steps += teams.steps(part.rows_per_seq);
+    }
+    if phases & RENORM_WEIGHTS != 0 {
+        steps += 2 * lane_steps(totals.seqs as u64);
+    }
+    check_loops(
+        ctx,
+        "logits",
+        "select (the batch-wide token choices)",
+        steps,
+    )?;
+    let rc = cfg.rollout_correction;
+    let params = Params {
+        rows: part.rows,
+        rows_per_seq: part.rows_per_seq,
+        seqs: part.seqs,
+        part_row: part.part_row,
+        part_seq: part.part_seq,
+        all_rows: totals.rows,
+        all_seqs: totals.seqs,
+        phases,
+        cov: match cfg.mode {
+            PolicyLossMode::KlCov => 1,
+            PolicyLossMode::ClipCov => 2,
+            _ => 0,
+        },
+        entropy: match (cfg.top_entropy_quantile, cfg.top_entropy_renormalize) {
+            (None, _) => 0,
+            (Some(_), false) => 1,
+            (Some(_), true) => 2,
+        },
+        has_old: has_old as u32,
+        level: match rc.map(|r| r.level) {
+            Some(RolloutLevel::Sequence) => 1,
+            Some(RolloutLevel::Geometric) => 2,
+            _ => 0,
+        },
+        rollout_mode: match rc.map(|r| r.mode) {
+            Some(RolloutMode::Mask) => 1,
+            _ => 0,
+        },
+        c_lo: rc.map_or(0.0, |r| r.lower()),
+        c_hi: rc.map_or(0.0, |r| r.threshold),
+        rho: cfg.top_entropy_quantile.unwrap_or(1.0),
+        cov_ratio: match cfg.mode {
+            PolicyLossMode::ClipCov => cfg.clip_cov_ratio,
+            _ => cfg.kl_cov_ratio,
+        },
+        cov_lb: cfg.clip_cov_lb,
+        cov_ub: cfg.clip_cov_ub,
+        seed: cfg.seed,
+        clip_low: cfg.clip_ratio_low,
+        clip_high: cfg.clip_ratio_high,
+        agg_mode: match cfg.loss_agg_mode {
+            LossAggMode::TokenMean => 0,
+            LossAggMode::SeqMeanTokenMean => 1,
+            LossAggMode::SeqMeanTokenSum => 2,
+            LossAggMode::SeqMeanTokenSumNorm => 3,
+        },
+        count_empty: cfg.count_empty_sequences as u32,
+        global_normalizer: cfg.global_normalizer.unwrap_or(0.0),
+        l_norm: totals.l_norm,
+        _pad: [0; 2],
+        teams,
+        _pad2: [0; 2],
+    };
+    let pipeline = ctx.pipeline(PipelineKey::small(Kernel::Select, ctx.paths()))?;
+    let uniform = uniform(ctx, "select params", &params);
+    dispatch(
+        ctx,
+        encoder,
+        "select",
+        &pipeline,
+        &[
+            whole(0, &uniform),
+            whole(1, scratch.rowin),
+            whole(2, scratch.rowout),
+            whole(3, scratch.rowaux),
+            whole(4, scratch.seqinfo),
+        ],
+        (1, 1),
+    )
+}
