@@ -246,6 +246,9 @@ pub struct LossCase {
     pub adv_tok: Vec<f32>,
     pub old: Vec<f32>,
     pub refp: Vec<f32>,
+    /// The sampler's log-probs: near the old ones where the mask is > 0, junk (NaN,
+    /// ±inf, huge) where it is 0.
+    pub rollout: Vec<f32>,
 }
 
 impl LossCase {
@@ -301,6 +304,19 @@ impl LossCase {
             .iter()
             .map(|&o| o + r.random_range(-0.5f32..0.5))
             .collect();
+        let junk = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 1e30];
+        let rollout = old
+            .iter()
+            .zip(&mask)
+            .enumerate()
+            .map(|(i, (&o, &m))| {
+                if m > 0.0 {
+                    o + r.random_range(-0.8f32..0.8)
+                } else {
+                    junk[i % junk.len()]
+                }
+            })
+            .collect();
         LossCase {
             vocab,
             rows_per_seq,
@@ -312,6 +328,7 @@ impl LossCase {
             adv_tok,
             old,
             refp,
+            rollout,
         }
     }
 
@@ -368,6 +385,20 @@ pub fn check_loss(
     grad_dtype: Option<DType>,
     using: Use,
 ) -> (f64, f64) {
+    check_loss_with(ctx, cfg, case, dtype, grad_dtype, using, false)
+}
+
+/// [`check_loss`], with the case's sampler log-probs when `rollout` (the configuration
+/// decides whether they are used).
+pub fn check_loss_with(
+    ctx: &Context,
+    cfg: &wgpu_policy_loss::LossConfig,
+    case: &LossCase,
+    dtype: DType,
+    grad_dtype: Option<DType>,
+    using: Use,
+    rollout: bool,
+) -> (f64, f64) {
     use wgpu_policy_loss::reference;
     let logits = Logits::from_f32(dtype, &case.logits);
     let adv: &[f32] = if using.per_token_adv {
@@ -377,8 +408,12 @@ pub fn check_loss(
     };
     let batch = case.batch(logits.host(), using);
     let what = format!("{} {dtype}→{grad_dtype:?} {cfg:?} {using:?}", name(ctx));
+    let part = wgpu_policy_loss::HostPart {
+        batch,
+        rollout_logprobs: rollout.then_some(&case.rollout[..]),
+    };
     let got = ctx
-        .policy_loss(cfg, &batch, grad_dtype)
+        .policy_loss_parts(cfg, &[part], grad_dtype)
         .unwrap_or_else(|e| panic!("{what}: {e}"));
     let f64s = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<_>>();
     let (x, mask, adv64, old, refp) = (
@@ -388,7 +423,8 @@ pub fn check_loss(
         f64s(&case.old),
         f64s(&case.refp),
     );
-    let want = reference::policy_loss(
+    let roll = f64s(&case.rollout);
+    let want = reference::policy_loss_with(
         cfg,
         &reference::Batch {
             logits: &x,
@@ -400,6 +436,7 @@ pub fn check_loss(
             old_logp: using.old.then_some(&old[..]),
             ref_logp: using.refp.then_some(&refp[..]),
         },
+        rollout.then_some(&roll[..]),
     )
     .unwrap();
 
@@ -421,6 +458,41 @@ pub fn check_loss(
             "nonfinite_rows",
             m.nonfinite_rows,
             want.metrics.nonfinite_rows,
+        ),
+        (
+            "cov_selected_frac",
+            m.cov_selected_frac,
+            want.metrics.cov_selected_frac,
+        ),
+        (
+            "entropy_mask_frac",
+            m.entropy_mask_frac,
+            want.metrics.entropy_mask_frac,
+        ),
+        (
+            "rollout_is_mean",
+            m.rollout_is_mean,
+            want.metrics.rollout_is_mean,
+        ),
+        (
+            "rollout_is_min",
+            m.rollout_is_min,
+            want.metrics.rollout_is_min,
+        ),
+        (
+            "rollout_is_max",
+            m.rollout_is_max,
+            want.metrics.rollout_is_max,
+        ),
+        (
+            "rollout_is_clipfrac",
+            m.rollout_is_clipfrac,
+            want.metrics.rollout_is_clipfrac,
+        ),
+        (
+            "rollout_logp_diff_max",
+            m.rollout_logp_diff_max,
+            want.metrics.rollout_logp_diff_max,
         ),
     ] {
         if let Err(e) = close(g, w, tol(w)) {
