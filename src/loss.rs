@@ -632,8 +632,10 @@ impl PolicyLoss {
         let ctx = &self.ctx;
         let (logprobs, entropy) = (outputs.logprobs.as_ref(), outputs.entropy.as_ref());
         let m = &outputs.metrics;
+        // (reduce binds rowin read-only already: it stands in for rowaux when there is
+        // none, where the spare, bound writable there, cannot)
         let no_aux = reduce::Aux {
-            buffer: spare,
+            buffer: rowin,
             rollout: false,
             selection: false,
         };
@@ -716,7 +718,7 @@ impl PolicyLoss {
             policy_loss::record(ctx, encoder, &call(p), phase)?;
         }
         let aux = reduce::Aux {
-            buffer: rowaux,
+            buffer: if phases == 0 { rowin } else { rowaux },
             rollout: phases & select::ROLLOUT != 0,
             selection: phases & select::SELECT != 0,
         };

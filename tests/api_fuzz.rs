@@ -1330,7 +1330,10 @@ impl LossPlan {
     fn written(&self) -> Vec<Vec<(u64, u64)>> {
         let (rows, v) = (self.rows as u64, self.vocab as u64);
         let mut w = vec![Vec::new(); self.bufs.len()];
-        w[self.metrics.buf].push((self.metrics.offset, self.metrics.offset + 40));
+        w[self.metrics.buf].push((
+            self.metrics.offset,
+            self.metrics.offset + 4 * Metrics::LEN as u64,
+        ));
         for p in [self.logprobs, self.entropy].into_iter().flatten() {
             w[p.buf].push((p.offset, p.offset + 4 * rows));
         }

@@ -8,7 +8,7 @@ use wgpu_policy_loss::half::{bf16, f16};
 use wgpu_policy_loss::reference::{self, Batch};
 use wgpu_policy_loss::{
     Context, DType, Error, HostBatch, HostLogits, KlEstimator, LossAggMode, LossConfig, Paths,
-    PolicyLossMode,
+    PolicyLossMode, RolloutCorrection, RolloutLevel, RolloutMode,
 };
 
 use super::CliResult;
@@ -52,9 +52,54 @@ struct Worst {
     failed: usize,
 }
 
+/// The options a case adds to its mode: none, the top-entropy mask (the quantile or the
+/// renormalised top-k), or a rollout correction.
+#[derive(Clone, Copy, Debug)]
+enum Option_ {
+    Plain,
+    EntropyQuantile,
+    EntropyTopK,
+    Rollout(RolloutLevel, RolloutMode),
+}
+
+const OPTIONS: [Option_; 6] = [
+    Option_::Plain,
+    Option_::EntropyQuantile,
+    Option_::EntropyTopK,
+    Option_::Rollout(RolloutLevel::Token, RolloutMode::Truncate),
+    Option_::Rollout(RolloutLevel::Sequence, RolloutMode::Mask),
+    Option_::Rollout(RolloutLevel::Geometric, RolloutMode::Truncate),
+];
+
+impl Option_ {
+    fn apply(self, c: LossConfig) -> LossConfig {
+        match self {
+            Option_::Plain => c,
+            Option_::EntropyQuantile => LossConfig {
+                top_entropy_quantile: Some(0.5),
+                ..c
+            },
+            Option_::EntropyTopK => LossConfig {
+                top_entropy_quantile: Some(0.4),
+                top_entropy_renormalize: true,
+                ..c
+            },
+            Option_::Rollout(level, mode) => LossConfig {
+                rollout_correction: Some(RolloutCorrection {
+                    threshold: 1.5,
+                    ..RolloutCorrection::new(level, mode)
+                }),
+                ..c
+            },
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 fn run_case(
     ctx: &Context,
     mode: PolicyLossMode,
+    option: Option_,
     dtype: DType,
     shape: (u32, u32, u32),
     seed: u64,
@@ -100,6 +145,18 @@ fn run_case(
         .iter()
         .map(|&o| o + (rng.next() as f32 - 0.5) * 0.4)
         .collect();
+    // the sampler's log-probs, junk where the mask is 0
+    let rollout: Vec<f32> = old
+        .iter()
+        .zip(&mask)
+        .map(|(&o, &m)| {
+            if m > 0.0 {
+                o + (rng.next() as f32 - 0.5) * 1.2
+            } else {
+                f32::NAN
+            }
+        })
+        .collect();
     let config = LossConfig {
         mode,
         kl_loss_type: KlEstimator::K3,
@@ -108,24 +165,29 @@ fn run_case(
         loss_agg_mode: LossAggMode::SeqMeanTokenMean,
         temperature: 0.9,
         clip_ratio_c: Some(3.0),
-        ..LossConfig::default()
+        kl_cov_ratio: 0.2,
+        clip_cov_ratio: 0.3,
+        clip_cov_lb: -5.0,
+        clip_cov_ub: 5.0,
+        ..option.apply(LossConfig::default())
     };
-    let got = ctx.policy_loss(
+    let batch = HostBatch {
+        logits,
+        vocab,
+        rows_per_seq: Some(rps),
+        targets: &targets,
+        mask: &mask,
+        advantages: &adv,
+        old_logprobs: Some(&old),
+        ref_logprobs: Some(&refp),
+    };
+    let got = ctx.policy_loss_parts(
         &config,
-        &HostBatch {
-            logits,
-            vocab,
-            rows_per_seq: Some(rps),
-            targets: &targets,
-            mask: &mask,
-            advantages: &adv,
-            old_logprobs: Some(&old),
-            ref_logprobs: Some(&refp),
-        },
+        &[batch.with_rollout_logprobs(&rollout)],
         Some(dtype),
     )?;
     let f = |a: &[f32]| a.iter().map(|&b| b as f64).collect::<Vec<_>>();
-    let want = reference::policy_loss(
+    let want = reference::policy_loss_with(
         &config,
         &Batch {
             logits: &exact,
@@ -137,6 +199,7 @@ fn run_case(
             old_logp: Some(&f(&old)),
             ref_logp: Some(&f(&refp)),
         },
+        Some(&f(&rollout)),
     )?;
     let loss_err = (got.metrics.loss as f64 - want.loss).abs() / (1.0 + want.loss.abs());
     let logp_err = (0..rows)
@@ -163,7 +226,7 @@ fn run_case(
     worst.cases += 1;
     if !(loss_err <= LOSS_TOL && logp_err <= LOGP_TOL && grad_ok) {
         worst.failed += 1;
-        eprintln!("FAIL {} [{}] {mode:?} {dtype} {shape:?}: loss {loss_err:.1e} logp {logp_err:.1e} grad {grad_err:.1e}", ctx.describe(), ctx.paths().describe());
+        eprintln!("FAIL {} [{}] {mode:?} {option:?} {dtype} {shape:?}: loss {loss_err:.1e} logp {logp_err:.1e} grad {grad_err:.1e}", ctx.describe(), ctx.paths().describe());
     }
     Ok(())
 }
@@ -194,13 +257,15 @@ pub fn run(args: &CheckArgs) -> CliResult {
                 for (i, &shape) in SHAPES.iter().enumerate() {
                     for (j, mode) in PolicyLossMode::ALL.into_iter().enumerate() {
                         let seed = (i * 3 + j) as u64 + 1;
+                        let option = OPTIONS[(i * PolicyLossMode::ALL.len() + j) % OPTIONS.len()];
                         // an error on one adapter (a lost device, say) fails its rows, and
                         // the other adapters are still checked
-                        if let Err(e) = run_case(&ctx, mode, dtype, shape, seed, &mut worst) {
+                        let case = run_case(&ctx, mode, option, dtype, shape, seed, &mut worst);
+                        if let Err(e) = case {
                             worst.cases += 1;
                             worst.failed += 1;
                             eprintln!(
-                                "FAIL {} [{}] {mode:?} {dtype} {shape:?}: {e}",
+                                "FAIL {} [{}] {mode:?} {option:?} {dtype} {shape:?}: {e}",
                                 ctx.describe(),
                                 ctx.paths().describe()
                             );
