@@ -12,7 +12,7 @@ use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::kernels::baseline::{self, BaselineBuffers};
 use crate::kernels::row_stats::RowStatsBuffers;
-use crate::loss::{Advantages, GradView, Gradient, LossBuffers, LossInputs, PolicyLoss};
+use crate::loss::{Advantages, GradView, Gradient, LossBuffers, LossInputs, LossPart, PolicyLoss};
 use crate::view::{DType, F32View, LogitsView, TargetsView};
 use crate::LossConfig;
 
@@ -66,6 +66,9 @@ struct Part {
     mask: wgpu::Buffer,
     advantages: wgpu::Buffer,
     grad: wgpu::Buffer,
+    /// Old and sampler log-probs, for the families that read them (`--families`).
+    old: wgpu::Buffer,
+    rollout: wgpu::Buffer,
 }
 
 /// The baseline's buffers for `rows` rows of one part, from its row `first`.
@@ -201,6 +204,14 @@ impl Workload {
                     ),
                     advantages: ctx.upload("bench advantages", bytemuck::cast_slice(&advantages)),
                     grad: ctx.buffer("bench gradient", bytes, storage),
+                    old: ctx.upload(
+                        "bench old",
+                        bytemuck::cast_slice(&vec![-12.0f32; n as usize]),
+                    ),
+                    rollout: ctx.upload(
+                        "bench rollout",
+                        bytemuck::cast_slice(&vec![-12.3f32; n as usize]),
+                    ),
                 });
                 first += n;
             }
@@ -315,6 +326,27 @@ impl Workload {
                 (inputs, gradient(p))
             })
             .collect()
+    }
+
+    /// `loss`'s forward + backward on this shape, with old (and, for a rollout
+    /// correction, the sampler's) log-probs: the gradient in the logits' dtype into its
+    /// own buffer.
+    pub fn record_loss(&self, loss: &PolicyLoss, encoder: &mut wgpu::CommandEncoder) -> Result<()> {
+        let (dtype, vocab) = (self.shape.dtype, self.shape.vocab);
+        let rollout = loss.config().rollout_correction.is_some();
+        let parts: Vec<LossPart<'_>> = self
+            .parts
+            .iter()
+            .zip(self.parts_inputs(|p| Gradient::Into(GradView::new(&p.grad, dtype, vocab))))
+            .map(|(p, (inputs, gradient))| {
+                let part = LossPart::new(inputs.with_old_logprobs(F32View::new(&p.old)), gradient);
+                match rollout {
+                    true => part.with_rollout_logprobs(F32View::new(&p.rollout)),
+                    false => part,
+                }
+            })
+            .collect();
+        loss.record_parts(encoder, &parts, &self.out.outputs())
     }
 
     /// This library's forward + backward: loss, metrics, and the gradient in the logits'
@@ -599,6 +631,81 @@ pub struct StageRow {
     pub forward: Timing,
     /// The loss forward + backward, as the main table's "fused".
     pub fused: Timing,
+}
+
+/// The loss families `bench --families` times: the configuration, and its name.
+pub fn families() -> Vec<(&'static str, LossConfig)> {
+    use crate::{PolicyLossMode as M, RolloutCorrection, RolloutLevel, RolloutMode};
+    let base = LossConfig::default();
+    let mode = |mode| LossConfig { mode, ..base };
+    vec![
+        ("ppo_clip", base),
+        ("cispo", mode(M::Cispo)),
+        ("sapo", mode(M::Sapo)),
+        ("gspo", mode(M::Gspo)),
+        ("clip_cov", mode(M::ClipCov)),
+        ("kl_cov", mode(M::KlCov)),
+        (
+            "entropy mask 0.2",
+            LossConfig {
+                top_entropy_quantile: Some(0.2),
+                ..base
+            },
+        ),
+        (
+            "entropy top-k 0.2",
+            LossConfig {
+                top_entropy_quantile: Some(0.2),
+                top_entropy_renormalize: true,
+                ..base
+            },
+        ),
+        (
+            "rollout TIS token",
+            LossConfig {
+                rollout_correction: Some(RolloutCorrection::new(
+                    RolloutLevel::Token,
+                    RolloutMode::Truncate,
+                )),
+                ..base
+            },
+        ),
+    ]
+}
+
+/// One loss family timed on one shape.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FamilyRow {
+    pub adapter: String,
+    pub shape: BenchShape,
+    pub family: &'static str,
+    /// Launches per call (one chunk, one part).
+    pub launches: usize,
+    pub fused: Timing,
+}
+
+/// Times every family of [`families`] on one shape, side by side (forward + backward,
+/// old log-probs given).
+pub fn measure_families(
+    ctx: &Context,
+    shape: BenchShape,
+    samples: usize,
+    budget: Duration,
+) -> Result<Vec<FamilyRow>> {
+    let w = Workload::new(ctx, shape)?;
+    families()
+        .into_iter()
+        .map(|(family, cfg)| {
+            let loss = PolicyLoss::new(ctx, cfg)?;
+            Ok(FamilyRow {
+                adapter: ctx.describe(),
+                shape,
+                family,
+                launches: loss.launches(),
+                fused: time(ctx, samples, budget, |e| w.record_loss(&loss, e))?,
+            })
+        })
+        .collect()
 }
 
 /// Times the stages of one shape on `ctx`, side by side.

@@ -682,6 +682,199 @@ mod eval {
         err
     }
 
+    /// The new families through eval: kl_cov with the top-entropy mask and a sequence
+    /// rollout correction from a `rollout_logprobs` tensor, against the reference; the
+    /// new scalars written; TRL's names; bad values named by their flag.
+    #[test]
+    fn new_losses_flags_and_scalars() {
+        let (b, s, v) = (3usize, 6usize, 29usize);
+        let n = b * s;
+        let x: Vec<f32> = (0..n * v)
+            .map(|i| ((i * 53 % 97) as f32 / 20.0) - 2.5 + (i / v) as f32 * 0.1)
+            .collect();
+        let mask: Vec<f32> = (0..n).map(|i| (i % 5 != 4) as u8 as f32).collect();
+        let ids: Vec<i64> = (0..n).map(|i| (i * 11 % v) as i64).collect();
+        let adv = [1.1f32, -0.7, 0.4];
+        let old: Vec<f32> = (0..n).map(|i| -3.3 + 0.05 * i as f32).collect();
+        let roll: Vec<f32> = (0..n)
+            .map(|i| {
+                if mask[i] > 0.0 {
+                    -3.0 + 0.03 * i as f32
+                } else {
+                    f32::NAN
+                }
+            })
+            .collect();
+        let input = tmp("new_losses.safetensors");
+        let output = tmp("new_losses_out.safetensors");
+        let tensors = |roll_shape: Vec<usize>| {
+            vec![
+                ("logits", Dtype::F32, vec![b, s, v], bytes(&x)),
+                ("targets", Dtype::I64, vec![b, s], bytes(&ids)),
+                ("mask", Dtype::F32, vec![b, s], bytes(&mask)),
+                ("advantages", Dtype::F32, vec![b], bytes(&adv)),
+                ("old_logprobs", Dtype::F32, vec![b, s], bytes(&old)),
+                ("rollout_logprobs", Dtype::F32, roll_shape, bytes(&roll)),
+            ]
+        };
+        write(&input, tensors(vec![b, s]));
+        let flags = [
+            "--mode",
+            "kl_cov",
+            "--kl-cov-ratio",
+            "0.25",
+            "--ppo-kl-coef",
+            "0.3",
+            "--top-entropy-quantile",
+            "0.6",
+            "--rollout-is",
+            "sequence",
+            "--rollout-is-mode",
+            "truncate",
+            "--rollout-is-threshold",
+            "1.7",
+            "--loss-agg-mode",
+            "seq-mean-token-mean",
+        ];
+        let out = eval(&input, &output, &flags);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let file = std::fs::read(&output).unwrap();
+        let st = SafeTensors::deserialize(&file).unwrap();
+        let cfg = LossConfig {
+            mode: PolicyLossMode::KlCov,
+            kl_cov_ratio: 0.25,
+            ppo_kl_coef: 0.3,
+            top_entropy_quantile: Some(0.6),
+            rollout_correction: Some(wgpu_policy_loss::RolloutCorrection {
+                threshold: 1.7,
+                ..wgpu_policy_loss::RolloutCorrection::new(
+                    wgpu_policy_loss::RolloutLevel::Sequence,
+                    wgpu_policy_loss::RolloutMode::Truncate,
+                )
+            }),
+            loss_agg_mode: wgpu_policy_loss::LossAggMode::SeqMeanTokenMean,
+            ..LossConfig::default()
+        };
+        let f = |v: &[f32]| v.iter().map(|&a| a as f64).collect::<Vec<_>>();
+        let targets: Vec<u32> = ids.iter().map(|&i| i as u32).collect();
+        let want = reference::policy_loss_with(
+            &cfg,
+            &reference::Batch {
+                logits: &f(&x),
+                vocab: v,
+                rows_per_seq: s,
+                targets: &targets,
+                mask: &f(&mask),
+                advantages: &f(&adv),
+                old_logp: Some(&f(&old)),
+                ref_logp: None,
+            },
+            Some(&f(&roll)),
+        )
+        .unwrap();
+        let close = |name: &str, w: f64| {
+            let g = scalar(&st, name) as f64;
+            assert!(
+                (g - w).abs() <= 1e-5 * (1.0 + w.abs()),
+                "{name}: {g} vs {w}"
+            );
+        };
+        close("loss", want.loss);
+        let m = want.metrics;
+        close("cov_selected_frac", m.cov_selected_frac);
+        close("entropy_mask_frac", m.entropy_mask_frac);
+        close("rollout_is_mean", m.rollout_is_mean);
+        close("rollout_is_min", m.rollout_is_min);
+        close("rollout_is_max", m.rollout_is_max);
+        close("rollout_is_clipfrac", m.rollout_is_clipfrac);
+        close("rollout_logp_diff_max", m.rollout_logp_diff_max);
+        assert!(
+            m.cov_selected_frac > 0.0 && m.entropy_mask_frac < 1.0,
+            "{m:?}"
+        );
+
+        // TRL's names
+        for t in ["grpo", "bnpo", "dapo", "cispo", "sapo"] {
+            let out = eval(&input, &output, &["--loss-type", t]);
+            assert!(
+                out.status.success(),
+                "{t}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let out = eval(
+            &input,
+            &output,
+            &["--loss-type", "dr_grpo", "--max-completion-length", "8"],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+
+        // bad values, each named by its flag
+        for (bad, named) in [
+            (
+                &["--mode", "kl_cov", "--kl-cov-ratio", "0"][..],
+                "--kl-cov-ratio",
+            ),
+            (
+                &["--mode", "clip_cov", "--clip-cov-ratio", "1.5"],
+                "--clip-cov-ratio",
+            ),
+            (&["--mode", "sapo", "--tau-neg", "-1"], "--tau-neg"),
+            (
+                &["--clip-cov-lb", "3", "--clip-cov-ub", "2"],
+                "--clip-cov-ub",
+            ),
+            (
+                &[
+                    "--rollout-is",
+                    "token",
+                    "--rollout-is-threshold",
+                    "2",
+                    "--rollout-is-threshold-lower",
+                    "3",
+                ],
+                "--rollout-is-threshold-lower",
+            ),
+            (&["--rollout-is-mode", "mask"], "--rollout-is"),
+            (&["--top-entropy-quantile", "0"], "--top-entropy-quantile"),
+            (&["--top-entropy-renormalize"], "--top-entropy-renormalize"),
+            (&["--loss-type", "dr_grpo"], "--max-completion-length"),
+        ] {
+            let out = eval(&input, &output, bad);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "{bad:?} accepted");
+            assert!(
+                err.contains(named) && !err.contains("panicked"),
+                "{bad:?}: {err}"
+            );
+        }
+        // the rollout tensor of the wrong shape, and a rollout level without it
+        write(&input, tensors(vec![n]));
+        let out = eval(&input, &output, &["--rollout-is", "token"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains("rollout_logprobs"),
+            "{err}"
+        );
+        let mut without = tensors(vec![b, s]);
+        without.pop();
+        write(&input, without);
+        let out = eval(&input, &output, &["--rollout-is", "geometric"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains("--rollout-is"),
+            "{err}"
+        );
+    }
+
     #[test]
     fn bad_files_are_clear_errors() {
         // not a safetensors file

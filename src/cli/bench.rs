@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use clap::Args;
-use wgpu_policy_loss::bench::{self, BenchRow, BenchShape, StageRow};
+use wgpu_policy_loss::bench::{self, BenchRow, BenchShape, FamilyRow, StageRow};
 use wgpu_policy_loss::{Context, Error};
 
 use super::CliResult;
@@ -40,6 +40,10 @@ pub struct BenchArgs {
     /// kernel alone, the loss forward only, and forward + backward.
     #[arg(long)]
     stages: bool,
+    /// Time the loss families instead (ppo_clip, cispo, sapo, gspo, clip_cov, kl_cov, the
+    /// top-entropy mask, a rollout correction), forward + backward, side by side.
+    #[arg(long)]
+    families: bool,
 }
 
 fn parse_shape(s: &str) -> Result<BenchShape, String> {
@@ -234,6 +238,48 @@ fn json_row(r: &BenchRow) -> serde_json::Value {
     )
 }
 
+fn print_families(ctx: &Context, rows: &[Outcome<Vec<FamilyRow>>]) {
+    let gpu = rows
+        .iter()
+        .any(|r| matches!(r, Outcome::Done(r) if r.iter().any(|f| f.fused.gpu_time)));
+    title(ctx, clock(gpu), "; forward + backward, old log-probs given");
+    println!(
+        "{:<20} {:<20} {:>9} {:>12} {:>12}",
+        "shape", "loss", "launches", "fwd+bwd ms", "vs ppo_clip"
+    );
+    for r in rows {
+        match r {
+            Outcome::Done(families) => {
+                let base = families.first().map_or(f64::NAN, |f| f.fused.median_ms);
+                for f in families {
+                    println!(
+                        "{:<20} {:<20} {:>9} {:>12.3} {:>11.2}x",
+                        f.shape.to_string(),
+                        f.family,
+                        f.launches,
+                        f.fused.median_ms,
+                        f.fused.median_ms / base
+                    );
+                }
+            }
+            Outcome::Skipped(shape, why) => print_skipped(shape, why),
+        }
+    }
+}
+
+fn json_family(r: &FamilyRow) -> serde_json::Value {
+    serde_json::json!({
+        "adapter": r.adapter,
+        "rows": r.shape.rows,
+        "vocab": r.shape.vocab,
+        "dtype": r.shape.dtype.name(),
+        "loss": r.family,
+        "launches": r.launches,
+        "gpu_time": r.fused.gpu_time,
+        "fused_ms": r.fused.median_ms,
+    })
+}
+
 /// A shape that did not run, in the JSON: no timings, the reason.
 fn json_skipped(ctx: &Context, shape: &BenchShape, why: &str) -> serde_json::Value {
     serde_json::json!({
@@ -292,7 +338,20 @@ pub fn run(args: &BenchArgs) -> CliResult {
         } else {
             ctx
         };
-        if args.stages {
+        if args.families {
+            let rows = outcomes(&shapes, |s| {
+                bench::measure_families(&ctx, s, args.samples, budget)
+            });
+            if !args.json {
+                print_families(&ctx, &rows);
+            }
+            for r in &rows {
+                match r {
+                    Outcome::Done(rows) => all.extend(rows.iter().map(json_family)),
+                    Outcome::Skipped(shape, why) => all.push(json_skipped(&ctx, shape, why)),
+                }
+            }
+        } else if args.stages {
             let rows = outcomes(&shapes, |s| {
                 bench::measure_stages(&ctx, s, args.samples, budget)
             });
