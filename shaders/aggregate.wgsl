@@ -1,6 +1,6 @@
 // The aggregation weight factor c_b of a sequence (SPEC "Aggregation"): w_r = m_r·c_b.
 // Shared by prepare.wgsl (the weights of m) and select.wgsl (the top-entropy mask's
-// renormalised weights of m·e).
+// renormalised weights of m·e); both declare `seqinfo`, a vec4 per sequence.
 
 const AGG_TOKEN_MEAN: u32 = 0u;
 const AGG_SEQ_MEAN_TOKEN_MEAN: u32 = 1u;
@@ -34,4 +34,26 @@ fn seq_weight(a: Aggregation, n: f32) -> f32 {
         return inv_or_zero(a.nonempty);
     }
     return inv_or_zero(f32(a.seqs) * a.l_norm);
+}
+
+// From each sequence's mask sum in slot `src` of seqinfo, every sequence's c_b into
+// slot `dst`: the totals first (Σ over sequences in order, lane-strided, then a fixed
+// tree), so the weights' bits do not depend on how the batch came in parts. `a`'s
+// total and nonempty are filled in here; with `count_empty`, B' counts every sequence.
+fn write_weights(lane: u32, a: Aggregation, count_empty: bool, src: u32, dst: u32) {
+    var tokens = 0.0;
+    var nonempty = 0.0;
+    for (var b = lane; b < a.seqs; b += WG_SIZE) {
+        let n = seqinfo[b][src];
+        tokens += n;
+        nonempty += select(0.0, 1.0, n > 0.0);
+    }
+    let totals = team_sum(lane, WG_SIZE, vec2<f32>(tokens, nonempty));
+    var agg = a;
+    agg.total = totals.x;
+    agg.nonempty = select(totals.y, f32(a.seqs), count_empty);
+    // each lane rewrites the sequences it read above, so no barrier is needed
+    for (var b = lane; b < a.seqs; b += WG_SIZE) {
+        seqinfo[b][dst] = seq_weight(agg, seqinfo[b][src]);
+    }
 }

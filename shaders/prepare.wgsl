@@ -108,28 +108,13 @@ fn gather(lane: u32) {
 }
 
 fn weights(lane: u32) {
-    // Σ n_b and the non-empty sequences, over every sequence of every part in order
-    var tokens = 0.0;
-    var nonempty = 0.0;
-    for (var b = lane; b < params.all_seqs; b += WG_SIZE) {
-        let n = seqinfo[b].x;
-        tokens += n;
-        nonempty += select(0.0, 1.0, n > 0.0);
-    }
-    let totals = team_sum(lane, WG_SIZE, vec2<f32>(tokens, nonempty));
-    let total = totals.x;
-    let seqs_nonempty = totals.y;
-
     let agg = Aggregation(
         params.agg_mode,
         params.all_seqs,
-        total,
-        select(seqs_nonempty, f32(params.all_seqs), (params.flags & COUNT_EMPTY) != 0u),
+        0.0,
+        0.0,
         params.global_normalizer,
         params.l_norm,
     );
-    // each lane rewrites the sequences it read above, so no barrier is needed
-    for (var b = lane; b < params.all_seqs; b += WG_SIZE) {
-        seqinfo[b] = vec4<f32>(seq_weight(agg, seqinfo[b].x), 1.0, 0.0, 0.0);
-    }
+    write_weights(lane, agg, (params.flags & COUNT_EMPTY) != 0u, 0u, 0u);
 }

@@ -467,25 +467,15 @@ fn renorm_gather(lane: u32) {
     }
 }
 
-// c'_b of every sequence from its Σ m·e, as prepare.wgsl's weights from Σ m.
+// c'_b of every sequence from its Σ m·e (slot 3), as prepare.wgsl's weights from Σ m.
 fn renorm_weights(lane: u32) {
-    var tokens = 0.0;
-    var nonempty = 0.0;
-    for (var b = lane; b < params.all_seqs; b += WG_SIZE) {
-        let n = seqinfo[b].w;
-        tokens += n;
-        nonempty += select(0.0, 1.0, n > 0.0);
-    }
-    let totals = team_sum(lane, WG_SIZE, vec2<f32>(tokens, nonempty));
     let agg = Aggregation(
         params.agg_mode,
         params.all_seqs,
-        totals.x,
-        select(totals.y, f32(params.all_seqs), params.count_empty != 0u),
+        0.0,
+        0.0,
         params.global_normalizer,
         params.l_norm,
     );
-    for (var b = lane; b < params.all_seqs; b += WG_SIZE) {
-        seqinfo[b].z = seq_weight(agg, seqinfo[b].w);
-    }
+    write_weights(lane, agg, params.count_empty != 0u, 3u, 2u);
 }
