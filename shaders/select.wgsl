@@ -400,11 +400,10 @@ fn select_rows(lane: u32) {
         theta = v_lo + frac * (key_value(key_hi) - v_lo);
     }
     if (params.entropy == ENTROPY_TOP_K) {
+        // k ≥ 1 whenever a token is masked in (ρ > 0)
         let k = min(u32(ceil(f32(n) * params.rho)), n);
         if (k > 0u) {
             top = choose(lane, KEY_ENTROPY_DESC, k);
-        } else {
-            top = vec2<u32>(0u, 0u);
         }
     }
     // the covariance selection
@@ -432,8 +431,7 @@ fn select_rows(lane: u32) {
         if (params.entropy == ENTROPY_QUANTILE) {
             kept = kept && rowout[i][1] >= theta;
         } else if (params.entropy == ENTROPY_TOP_K) {
-            kept = kept && key_of(i, KEY_ENTROPY_DESC) < top.x
-                || (kept && key_of(i, KEY_ENTROPY_DESC) == top.x && i <= top.y);
+            kept = chosen(i, KEY_ENTROPY_DESC, top);
         }
         var selected = false;
         if (params.cov != COV_NONE) {

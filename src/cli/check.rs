@@ -55,36 +55,36 @@ struct Worst {
 /// The options a case adds to its mode: none, the top-entropy mask (the quantile or the
 /// renormalised top-k), or a rollout correction.
 #[derive(Clone, Copy, Debug)]
-enum Option_ {
+enum Extra {
     Plain,
     EntropyQuantile,
     EntropyTopK,
     Rollout(RolloutLevel, RolloutMode),
 }
 
-const OPTIONS: [Option_; 6] = [
-    Option_::Plain,
-    Option_::EntropyQuantile,
-    Option_::EntropyTopK,
-    Option_::Rollout(RolloutLevel::Token, RolloutMode::Truncate),
-    Option_::Rollout(RolloutLevel::Sequence, RolloutMode::Mask),
-    Option_::Rollout(RolloutLevel::Geometric, RolloutMode::Truncate),
+const OPTIONS: [Extra; 6] = [
+    Extra::Plain,
+    Extra::EntropyQuantile,
+    Extra::EntropyTopK,
+    Extra::Rollout(RolloutLevel::Token, RolloutMode::Truncate),
+    Extra::Rollout(RolloutLevel::Sequence, RolloutMode::Mask),
+    Extra::Rollout(RolloutLevel::Geometric, RolloutMode::Truncate),
 ];
 
-impl Option_ {
+impl Extra {
     fn apply(self, c: LossConfig) -> LossConfig {
         match self {
-            Option_::Plain => c,
-            Option_::EntropyQuantile => LossConfig {
+            Extra::Plain => c,
+            Extra::EntropyQuantile => LossConfig {
                 top_entropy_quantile: Some(0.5),
                 ..c
             },
-            Option_::EntropyTopK => LossConfig {
+            Extra::EntropyTopK => LossConfig {
                 top_entropy_quantile: Some(0.4),
                 top_entropy_renormalize: true,
                 ..c
             },
-            Option_::Rollout(level, mode) => LossConfig {
+            Extra::Rollout(level, mode) => LossConfig {
                 rollout_correction: Some(RolloutCorrection {
                     threshold: 1.5,
                     ..RolloutCorrection::new(level, mode)
@@ -99,7 +99,7 @@ impl Option_ {
 fn run_case(
     ctx: &Context,
     mode: PolicyLossMode,
-    option: Option_,
+    option: Extra,
     dtype: DType,
     shape: (u32, u32, u32),
     seed: u64,
