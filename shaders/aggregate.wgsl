@@ -38,22 +38,27 @@ fn seq_weight(a: Aggregation, n: f32) -> f32 {
 
 // From each sequence's mask sum in slot `src` of seqinfo, every sequence's c_b into
 // slot `dst`: the totals first (Σ over sequences in order, lane-strided, then a fixed
-// tree), so the weights' bits do not depend on how the batch came in parts. `a`'s
-// total and nonempty are filled in here; with `count_empty`, B' counts every sequence.
-fn write_weights(lane: u32, a: Aggregation, count_empty: bool, src: u32, dst: u32) {
+// tree), so the weights' bits do not depend on how the batch came in parts; with
+// `count_empty`, B' counts every sequence.
+fn write_weights(lane: u32, mode: u32, seqs: u32, global_normalizer: f32, l_norm: f32, count_empty: bool, src: u32, dst: u32) {
     var tokens = 0.0;
     var nonempty = 0.0;
-    for (var b = lane; b < a.seqs; b += WG_SIZE) {
+    for (var b = lane; b < seqs; b += WG_SIZE) {
         let n = seqinfo[b][src];
         tokens += n;
         nonempty += select(0.0, 1.0, n > 0.0);
     }
     let totals = team_sum(lane, WG_SIZE, vec2<f32>(tokens, nonempty));
-    var agg = a;
-    agg.total = totals.x;
-    agg.nonempty = select(totals.y, f32(a.seqs), count_empty);
+    let agg = Aggregation(
+        mode,
+        seqs,
+        totals.x,
+        select(totals.y, f32(seqs), count_empty),
+        global_normalizer,
+        l_norm,
+    );
     // each lane rewrites the sequences it read above, so no barrier is needed
-    for (var b = lane; b < a.seqs; b += WG_SIZE) {
+    for (var b = lane; b < seqs; b += WG_SIZE) {
         seqinfo[b][dst] = seq_weight(agg, seqinfo[b][src]);
     }
 }

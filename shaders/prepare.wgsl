@@ -108,13 +108,5 @@ fn gather(lane: u32) {
 }
 
 fn weights(lane: u32) {
-    let agg = Aggregation(
-        params.agg_mode,
-        params.all_seqs,
-        0.0,
-        0.0,
-        params.global_normalizer,
-        params.l_norm,
-    );
-    write_weights(lane, agg, (params.flags & COUNT_EMPTY) != 0u, 0u, 0u);
+    write_weights(lane, params.agg_mode, params.all_seqs, params.global_normalizer, params.l_norm, (params.flags & COUNT_EMPTY) != 0u, 0u, 0u);
 }

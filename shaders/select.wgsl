@@ -467,13 +467,5 @@ fn renorm_gather(lane: u32) {
 
 // c'_b of every sequence from its Σ m·e (slot 3), as prepare.wgsl's weights from Σ m.
 fn renorm_weights(lane: u32) {
-    let agg = Aggregation(
-        params.agg_mode,
-        params.all_seqs,
-        0.0,
-        0.0,
-        params.global_normalizer,
-        params.l_norm,
-    );
-    write_weights(lane, agg, params.count_empty != 0u, 3u, 2u);
+    write_weights(lane, params.agg_mode, params.all_seqs, params.global_normalizer, params.l_norm, params.count_empty != 0u, 3u, 2u);
 }

@@ -175,30 +175,8 @@ fn ties_go_to_the_lower_row() {
 }
 
 fn reference_of(cfg: &LossConfig, case: &LossCase, rollout: bool) -> reference::LossOutput {
-    let f = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<_>>();
-    let (x, m, a, o, r, roll) = (
-        f(&case.logits),
-        f(&case.mask),
-        f(&case.adv_seq),
-        f(&case.old),
-        f(&case.refp),
-        f(&case.rollout),
-    );
-    reference::policy_loss_with(
-        cfg,
-        &reference::Batch {
-            logits: &x,
-            vocab: case.vocab as usize,
-            rows_per_seq: case.rows_per_seq as usize,
-            targets: &case.targets,
-            mask: &m,
-            advantages: &a,
-            old_logp: Some(&o),
-            ref_logp: Some(&r),
-        },
-        rollout.then_some(&roll[..]),
-    )
-    .unwrap()
+    let x: Vec<f64> = case.logits.iter().map(|&v| v as f64).collect();
+    case.reference(cfg, &x, with_old(true), rollout)
 }
 
 /// Entropies spread far apart (each row's logits scaled differently), so that ordering

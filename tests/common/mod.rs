@@ -336,6 +336,45 @@ impl LossCase {
         self.targets.len()
     }
 
+    /// The f64 reference of this case over the stored logits `x` (exact values of the
+    /// dtype the GPU read), with the inputs `using` selects and, when `rollout`, the
+    /// sampler's log-probs.
+    pub fn reference(
+        &self,
+        cfg: &wgpu_policy_loss::LossConfig,
+        x: &[f64],
+        using: Use,
+        rollout: bool,
+    ) -> wgpu_policy_loss::reference::LossOutput {
+        let f64s = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<_>>();
+        let adv = f64s(if using.per_token_adv {
+            &self.adv_tok
+        } else {
+            &self.adv_seq
+        });
+        let (mask, old, refp, roll) = (
+            f64s(&self.mask),
+            f64s(&self.old),
+            f64s(&self.refp),
+            f64s(&self.rollout),
+        );
+        wgpu_policy_loss::reference::policy_loss_with(
+            cfg,
+            &wgpu_policy_loss::reference::Batch {
+                logits: x,
+                vocab: self.vocab as usize,
+                rows_per_seq: self.rows_per_seq as usize,
+                targets: &self.targets,
+                mask: &mask,
+                advantages: &adv,
+                old_logp: using.old.then_some(&old[..]),
+                ref_logp: using.refp.then_some(&refp[..]),
+            },
+            rollout.then_some(&roll[..]),
+        )
+        .unwrap()
+    }
+
     /// The host batch of this case over `logits`, with the inputs `using` selects.
     pub fn batch<'a>(
         &'a self,
@@ -399,13 +438,7 @@ pub fn check_loss_with(
     using: Use,
     rollout: bool,
 ) -> (f64, f64) {
-    use wgpu_policy_loss::reference;
     let logits = Logits::from_f32(dtype, &case.logits);
-    let adv: &[f32] = if using.per_token_adv {
-        &case.adv_tok
-    } else {
-        &case.adv_seq
-    };
     let batch = case.batch(logits.host(), using);
     let what = format!("{} {dtype}→{grad_dtype:?} {cfg:?} {using:?}", name(ctx));
     let part = wgpu_policy_loss::HostPart {
@@ -415,30 +448,7 @@ pub fn check_loss_with(
     let got = ctx
         .policy_loss_parts(cfg, &[part], grad_dtype)
         .unwrap_or_else(|e| panic!("{what}: {e}"));
-    let f64s = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<_>>();
-    let (x, mask, adv64, old, refp) = (
-        logits.values(),
-        f64s(&case.mask),
-        f64s(adv),
-        f64s(&case.old),
-        f64s(&case.refp),
-    );
-    let roll = f64s(&case.rollout);
-    let want = reference::policy_loss_with(
-        cfg,
-        &reference::Batch {
-            logits: &x,
-            vocab: case.vocab as usize,
-            rows_per_seq: case.rows_per_seq as usize,
-            targets: &case.targets,
-            mask: &mask,
-            advantages: &adv64,
-            old_logp: using.old.then_some(&old[..]),
-            ref_logp: using.refp.then_some(&refp[..]),
-        },
-        rollout.then_some(&roll[..]),
-    )
-    .unwrap();
+    let want = case.reference(cfg, &logits.values(), using, rollout);
 
     let tol = |w: f64| 2e-5 + 2e-5 * w.abs();
     let m = &got.metrics;
