@@ -40,7 +40,13 @@ struct Params {
     tau_pos: f32,
     tau_neg: f32,
     kappa: f32,
-    _pad: u32,
+    // a split vocabulary (shards.rs): this launch's columns are col_offset .. +vocab of
+    // vocab_total; the statistics of the whole row come from combine.wgsl (LOSS only)
+    col_offset: u32,
+    vocab_total: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 // phase bits
@@ -285,13 +291,13 @@ fn policy_loss(
     // a masked-in id outside the vocabulary has no log-prob: its loss and gradient are
     // NaN (the reduce kernel reports the row), never a plausible number
     var big_g = factor * term.g + params.kl_coef * kl.y;
-    if (y >= params.vocab) {
+    if (y >= params.vocab_total) {
         loss_t = bitcast<f32>(0x7fc00000u);
         big_g = loss_t;
     }
     let w = select(0.0, m * seqinfo[seq].x, masked_in);
     let nonfinite = masked_in && !(is_finite(lse) && !is_nan(entropy));
-    let bad_id = masked_in && y >= params.vocab;
+    let bad_id = masked_in && y >= params.vocab_total;
     let flags = term.flags + select(0.0, ROW_NONFINITE, nonfinite) + select(0.0, ROW_BAD_ID, bad_id);
 
     if (lane == 0u) {
@@ -308,6 +314,8 @@ fn policy_loss(
     }
 
     let gbase = row_start(params.g, row);
-    let k = grad_coefs(params.vocab, y, w * params.inv_tau, big_g, lse, lse - entropy);
+    // the target's column in this launch's columns (wrapping: a target of another
+    // shard is never matched)
+    let k = grad_coefs(params.vocab, y - params.col_offset, w * params.inv_tau, big_g, lse, lse - entropy);
     grad_sweep(lane, xbase, gbase, k);
 }

@@ -13,8 +13,8 @@ use crate::error::{Error, Result};
 use crate::kernels::baseline::{self, BaselineBuffers};
 use crate::kernels::row_stats::RowStatsBuffers;
 use crate::loss::{Advantages, GradView, Gradient, LossBuffers, LossInputs, LossPart, PolicyLoss};
-use crate::view::{DType, F32View, LogitsView, TargetsView};
-use crate::LossConfig;
+use crate::view::{DType, F32View, LogitsView, RowLayout, TargetsView};
+use crate::{LossConfig, VocabShards};
 
 /// One benchmark shape: `rows × vocab` logits of `dtype`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -355,6 +355,74 @@ impl Workload {
         let (dtype, vocab) = (self.shape.dtype, self.shape.vocab);
         let parts = self.parts_inputs(|p| Gradient::Into(GradView::new(&p.grad, dtype, vocab)));
         self.loss.record_parts(encoder, &parts, &self.out.outputs())
+    }
+
+    /// Ranks `ranks` of a vocabulary split into `shards`, on this one device: each
+    /// rank's partials of its columns (a strided view of the logits) into its slot of
+    /// `gathered`, then each rank's loss and the gradient of its columns, as
+    /// [`record_fused`](Self::record_fused) with the vocabulary split. All ranks in one
+    /// call stand for the whole exchange with the all-gather free; one rank is one
+    /// device's share when each rank has its own.
+    pub fn record_sharded(
+        &self,
+        shards: &VocabShards,
+        ranks: std::ops::Range<usize>,
+        gathered: &wgpu::Buffer,
+        encoder: &mut wgpu::CommandEncoder,
+    ) -> Result<()> {
+        let [p] = &self.parts[..] else {
+            return Err(Error::arg(
+                "shape",
+                format!(
+                    "{}: the sharded bench needs the logits in one buffer",
+                    self.shape
+                ),
+            ));
+        };
+        let (dtype, vocab) = (self.shape.dtype, self.shape.vocab as u64);
+        let columns = |k: usize| RowLayout {
+            offset: shards.offset(k) as u64,
+            row_stride: vocab,
+            rows_per_seq: u32::MAX,
+            seq_stride: 0,
+        };
+        let inputs = |k: usize| {
+            let logits = LogitsView {
+                buffer: &p.logits,
+                dtype,
+                rows: p.rows,
+                vocab: shards.width(k),
+                layout: columns(k),
+            };
+            LossInputs::new(
+                logits,
+                TargetsView::new(&p.targets),
+                F32View::new(&p.mask),
+                Advantages::PerToken(F32View::new(&p.advantages)),
+            )
+        };
+        for k in ranks.clone() {
+            let i = inputs(k);
+            let at = F32View::at(gathered, k as u64 * shards.partial_bytes(p.rows));
+            self.loss
+                .record_shard_partials(encoder, shards, k, &i.logits, &i.targets, at)?;
+        }
+        for k in ranks {
+            let gradient = Gradient::Into(GradView {
+                buffer: &p.grad,
+                dtype,
+                layout: columns(k),
+            });
+            self.loss.record_shard_loss(
+                encoder,
+                shards,
+                k,
+                (inputs(k), gradient),
+                F32View::new(gathered),
+                &self.out.outputs(),
+            )?;
+        }
+        Ok(())
     }
 
     /// The loss forward only: loss, metrics, log-probs and entropies, no gradient.
@@ -706,6 +774,55 @@ pub fn measure_families(
             })
         })
         .collect()
+}
+
+/// The unsharded loss against the same loss over a vocabulary split into shards on one
+/// device (`bench --vocab-shards K`).
+#[derive(Clone, Debug)]
+pub struct ShardRow {
+    pub adapter: String,
+    pub shape: BenchShape,
+    pub shards: Vec<u32>,
+    /// Forward + backward, whole rows ([`Workload::record_fused`]).
+    pub unsharded: Timing,
+    /// Every shard's partials, then every shard's loss and gradient columns.
+    pub sharded: Timing,
+    /// Rank 0's share: its partials and its loss (one device of K).
+    pub one_rank: Timing,
+    /// Bytes each rank receives per row in the all-gather (K × 16).
+    pub gathered_bytes_per_row: u64,
+}
+
+/// Times the loss of one shape unsharded and split into `k` shards
+/// ([`VocabShards::even`]), side by side.
+pub fn measure_shards(
+    ctx: &Context,
+    shape: BenchShape,
+    k: u32,
+    samples: usize,
+    budget: Duration,
+) -> Result<ShardRow> {
+    let w = Workload::new(ctx, shape)?;
+    let shards = VocabShards::even(shape.vocab, k)?;
+    let gathered = ctx.buffer(
+        "gathered partials",
+        shards.gathered_bytes(shape.rows).max(16),
+        wgpu::BufferUsages::STORAGE,
+    );
+    let all = 0..shards.len();
+    Ok(ShardRow {
+        adapter: ctx.describe(),
+        shape,
+        shards: shards.widths(),
+        unsharded: time(ctx, samples, budget, |e| w.record_fused(e))?,
+        sharded: time(ctx, samples, budget, |e| {
+            w.record_sharded(&shards, all.clone(), &gathered, e)
+        })?,
+        one_rank: time(ctx, samples, budget, |e| {
+            w.record_sharded(&shards, 0..1, &gathered, e)
+        })?,
+        gathered_bytes_per_row: shards.gathered_bytes(1),
+    })
 }
 
 /// Times the stages of one shape on `ctx`, side by side.

@@ -11,6 +11,7 @@ use crate::kernels::row_stats::RowStatsBuffers;
 use crate::loss::{
     Advantages, GradView, Gradient, LossBuffers, LossInputs, LossPart, Metrics, PolicyLoss,
 };
+use crate::shards::VocabShards;
 use crate::view::{DType, F32View, LogitsView, TargetsView};
 
 /// Logits `[rows, vocab]` in host memory, row-major.
@@ -308,6 +309,36 @@ struct Uploaded {
     grad: Option<(wgpu::Buffer, u64)>,
 }
 
+impl Uploaded {
+    /// The device inputs of this part (logits of `vocab` columns), with a gradient into
+    /// its buffer where `grad_dtype` asks for one.
+    fn loss_part(&self, vocab: u32, grad_dtype: Option<DType>) -> LossPart<'_> {
+        let logits = LogitsView::new(&self.logits, self.dtype, self.rows, vocab)
+            .with_sequences(self.rows_per_seq, self.rows_per_seq as u64 * vocab as u64);
+        let inputs = LossInputs {
+            logits,
+            targets: TargetsView::new(&self.targets),
+            mask: F32View::new(&self.mask),
+            advantages: if self.per_token {
+                Advantages::PerToken(F32View::new(&self.advantages))
+            } else {
+                Advantages::PerSequence(F32View::new(&self.advantages))
+            },
+            old_logprobs: self.old.as_ref().map(F32View::new),
+            ref_logprobs: self.refp.as_ref().map(F32View::new),
+        };
+        let gradient = match (&self.grad, grad_dtype) {
+            (Some((buf, _)), Some(d)) => Gradient::Into(GradView::new(buf, d, vocab)),
+            _ => Gradient::None,
+        };
+        LossPart {
+            inputs,
+            gradient,
+            rollout_logprobs: self.rollout.as_ref().map(F32View::new),
+        }
+    }
+}
+
 impl Context {
     /// The policy loss of a host batch: uploads it, runs the forward (and, with
     /// `grad_dtype`, the backward) and reads everything back. Token ids on masked-in
@@ -358,36 +389,142 @@ impl Context {
         let views: Vec<LossPart<'_>> = parts
             .iter()
             .zip(batches)
-            .map(|(p, b)| {
-                let logits = LogitsView::new(&p.logits, p.dtype, p.rows, b.vocab)
-                    .with_sequences(p.rows_per_seq, p.rows_per_seq as u64 * b.vocab as u64);
-                let inputs = LossInputs {
-                    logits,
-                    targets: TargetsView::new(&p.targets),
-                    mask: F32View::new(&p.mask),
-                    advantages: if p.per_token {
-                        Advantages::PerToken(F32View::new(&p.advantages))
-                    } else {
-                        Advantages::PerSequence(F32View::new(&p.advantages))
-                    },
-                    old_logprobs: p.old.as_ref().map(F32View::new),
-                    ref_logprobs: p.refp.as_ref().map(F32View::new),
-                };
-                let gradient = match (&p.grad, grad_dtype) {
-                    (Some((buf, _)), Some(d)) => Gradient::Into(GradView::new(buf, d, b.vocab)),
-                    _ => Gradient::None,
-                };
-                LossPart {
-                    inputs,
-                    gradient,
-                    rollout_logprobs: p.rollout.as_ref().map(F32View::new),
-                }
-            })
+            .map(|(p, b)| p.loss_part(b.vocab, grad_dtype))
             .collect();
         let mut encoder = self
             .device()
             .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
         loss.record_parts(&mut encoder, &views, &out.outputs())?;
+        self.read_loss(encoder, &out, &parts, rows, grad_dtype, vocab)
+    }
+
+    /// Shard `rank`'s partial statistics ([`PolicyLoss::record_shard_partials`]) of host
+    /// logits holding its columns, `rows × shards.width(rank)` row-major, and the rows'
+    /// token ids (of the whole vocabulary): `rows × 4` f32 to gather with the other
+    /// shards' in rank order. Only the config's temperature is used.
+    pub fn shard_partials(
+        &self,
+        config: &LossConfig,
+        shards: &VocabShards,
+        rank: usize,
+        logits: HostLogits<'_>,
+        targets: &[u32],
+    ) -> Result<Vec<f32>> {
+        config.validate()?;
+        shards.check_rank(rank)?;
+        let width = shards.width(rank);
+        if !logits.len().is_multiple_of(width as usize) {
+            return Err(Error::arg(
+                "logits",
+                format!(
+                    "length {} is not a multiple of shard {rank}'s width {width}",
+                    logits.len()
+                ),
+            ));
+        }
+        let rows = u32::try_from(logits.len() / width as usize)
+            .map_err(|_| Error::arg("logits", "too many rows"))?;
+        if targets.len() != rows as usize {
+            return Err(Error::arg(
+                "targets",
+                format!("has {} ids for {rows} logits rows", targets.len()),
+            ));
+        }
+        let loss = PolicyLoss::new(self, *config)?;
+        let x = self.upload("logits", logits.bytes());
+        let y = self.upload("targets", bytemuck::cast_slice(targets));
+        let bytes = shards.partial_bytes(rows);
+        let out = self.buffer(
+            "partials",
+            bytes.max(16),
+            wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+        );
+        let mut encoder = self
+            .device()
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+        loss.record_shard_partials(
+            &mut encoder,
+            shards,
+            rank,
+            &LogitsView::new(&x, logits.dtype(), rows, width),
+            &TargetsView::new(&y),
+            F32View::new(&out),
+        )?;
+        Ok(self
+            .read_f32s(encoder, &[&out], (rows * crate::PARTIAL_FLOATS) as usize)?
+            .remove(0))
+    }
+
+    /// [`PolicyLoss::record_shard_loss`] of a host batch holding shard `rank`'s columns
+    /// (`vocab` = `shards.width(rank)`), with `gathered` every shard's partials in rank
+    /// order (`shards.len() × rows × 4` f32): the loss, metrics and per-row outputs of
+    /// the whole vocabulary, and the gradient of this shard's columns (`rows × width`).
+    /// A token id outside the whole vocabulary is an error naming the first such row.
+    pub fn policy_loss_shard<'a, P: Into<HostPart<'a>>>(
+        &self,
+        config: &LossConfig,
+        shards: &VocabShards,
+        rank: usize,
+        part: P,
+        gathered: &[f32],
+        grad_dtype: Option<DType>,
+    ) -> Result<HostLoss> {
+        config.validate()?;
+        shards.check_rank(rank)?;
+        let part: HostPart<'a> = part.into();
+        if part.batch.vocab != shards.width(rank) {
+            return Err(Error::arg(
+                "vocab",
+                format!(
+                    "is {}, but shard {rank} holds {} columns",
+                    part.batch.vocab,
+                    shards.width(rank)
+                ),
+            ));
+        }
+        let loss = PolicyLoss::new(self, *config)?;
+        let up = self.upload_batch(&part, grad_dtype)?;
+        let expect = shards.len() * up.rows as usize * crate::PARTIAL_FLOATS as usize;
+        if gathered.len() != expect {
+            return Err(Error::arg(
+                "gathered",
+                format!(
+                    "has {} values; {} shards × {} rows × {} are {expect}",
+                    gathered.len(),
+                    shards.len(),
+                    up.rows,
+                    crate::PARTIAL_FLOATS
+                ),
+            ));
+        }
+        let g = self.upload("gathered", bytemuck::cast_slice(gathered));
+        let out = LossBuffers::new(self, up.rows);
+        let mut encoder = self
+            .device()
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+        loss.record_shard_loss(
+            &mut encoder,
+            shards,
+            rank,
+            up.loss_part(part.batch.vocab, grad_dtype),
+            F32View::new(&g),
+            &out.outputs(),
+        )?;
+        let rows = up.rows;
+        self.read_loss(encoder, &out, &[up], rows, grad_dtype, shards.vocab())
+    }
+
+    /// Submits `encoder` and reads back a loss call's outputs and the parts' gradients;
+    /// an invalid id (of a vocabulary of `vocab`) is the error naming its row.
+    fn read_loss(
+        &self,
+        encoder: wgpu::CommandEncoder,
+        out: &LossBuffers,
+        parts: &[Uploaded],
+        rows: u32,
+        grad_dtype: Option<DType>,
+        vocab: u32,
+    ) -> Result<HostLoss> {
         let mut list = vec![
             (&out.metrics, Metrics::LEN as u64 * 4),
             (&out.logprobs, rows as u64 * 4),

@@ -15,6 +15,7 @@ mod host;
 mod kernels;
 mod loss;
 pub mod reference;
+mod shards;
 mod view;
 
 pub use advantages::AdvantageEstimator;
@@ -34,6 +35,7 @@ pub use loss::{
     Advantages, GradView, Gradient, LossBuffers, LossInputs, LossOutputs, LossPart, Metrics,
     PolicyLoss,
 };
+pub use shards::{VocabShards, PARTIAL_BYTES, PARTIAL_FLOATS};
 pub use view::{DType, F32View, LogitsView, RowLayout, TargetsView};
 
 /// Re-exported so callers use the same wgpu (and half) versions as this crate.

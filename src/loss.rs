@@ -22,12 +22,18 @@ use std::sync::Mutex;
 use crate::config::{LossConfig, PolicyLossMode};
 use crate::context::Context;
 use crate::error::{Error, Result};
+use crate::kernels::combine::{CombineOut, Gathered};
 use crate::kernels::policy_loss::{
     GradDest, RowCall, HAS_ROLLOUT, HAS_SELECTION, PHASE_LOSS, PHASE_STATS, RENORMALIZE,
 };
 use crate::kernels::prepare::{AllSeqs, PartRows, RowInputs, GATHER, HAS_OLD, HAS_REF, WEIGHTS};
 use crate::kernels::reduce::METRICS;
-use crate::kernels::{gspo_ratio, policy_loss, prepare, reduce, select};
+use crate::kernels::row_partials::PartialsOut;
+use crate::kernels::{
+    column_blocks, combine, gspo_ratio, policy_loss, prepare, reduce, row_partials, select,
+    ColumnBlock, PartSpans, RowSpan,
+};
+use crate::shards::{VocabShards, PARTIAL_BYTES};
 use crate::view::{DType, F32View, LogitsView, RowLayout, TargetsView};
 
 /// Advantages, per sequence (`[B]`, broadcast over its rows) or per row.
@@ -307,6 +313,8 @@ struct Scratch {
     rowaux: Option<(u32, wgpu::Buffer)>,
     /// Bound where the caller wants no per-row output.
     spare: Option<(u32, wgpu::Buffer)>,
+    /// Partial statistics of column blocks, for rows longer than one binding.
+    partials: Option<(u32, wgpu::Buffer)>,
 }
 
 /// Bytes per row and per sequence of the scratch buffers.
@@ -317,7 +325,7 @@ const ROWAUX_BYTES: u64 = 32;
 /// The stand-in for per-row outputs the caller does not want.
 const SPARE_BYTES: u64 = 16;
 /// Upper bound of one launch's (or one chunk's) uniform block: parameter blocks are at
-/// most 128 bytes and `min_uniform_buffer_offset_alignment` is at most 256.
+/// most 144 bytes and `min_uniform_buffer_offset_alignment` is at most 256.
 const UNIFORM_BYTES: u64 = 256;
 
 /// A configured policy loss on one device.
@@ -424,35 +432,38 @@ impl PolicyLoss {
         let phases = select::phases(cfg);
         let (mut rows, mut seqs, mut blocks, mut live) = (0u64, 0u64, 1u64, 0u64);
         let has_old = parts.first().is_some_and(|p| p.has_old);
-        for p in parts.iter().filter(|p| p.rows > 0) {
+        let spans: Vec<PartSpans> = parts.iter().map(PartShape::spans).collect();
+        let vocab = parts.first().map_or(1, |p| p.vocab);
+        let cols = column_blocks(&self.ctx, vocab, &spans)?;
+        let split = cols.len() > 1;
+        let mut extra = 0u64;
+        for (p, sp) in parts.iter().zip(&spans).filter(|(p, _)| p.rows > 0) {
             let rows_per_seq = p.layout.rows_per_seq.min(p.rows).max(1);
             rows += p.rows as u64;
             seqs += p.rows.div_ceil(rows_per_seq) as u64;
             live += 1;
-            let logits = crate::kernels::RowSpan {
-                arg: "logits",
-                layout: p.layout,
-                width: p.vocab as u64,
-                elem: p.dtype.size(),
-            };
-            let ids = crate::kernels::RowSpan {
-                arg: "targets",
-                layout: p.targets,
-                width: 1,
-                elem: 4,
-            };
-            let mut spans = vec![logits, ids];
-            if let Some((g, d)) = p.grad {
-                spans.push(crate::kernels::policy_loss::grad_span(&g, p.vocab, d));
-            }
-            let chunks = |s: &[crate::kernels::RowSpan]| -> Result<u64> {
+            let chunks = |s: &[RowSpan]| -> Result<u64> {
                 Ok(crate::kernels::plan_chunks(p.rows, s, &limits)?.len() as u64)
             };
-            // the part's prepare and row launch(es), its statistics launch(es) first
-            // where the loss needs them, GSPO's ratio, the per-part select phases
-            blocks += 1 + chunks(&spans)?;
-            if cfg.needs_stats_first(has_old) {
-                blocks += chunks(&spans[..2])?;
+            // the part's prepare, then per column block its row launch, and its
+            // statistics launch (or its partials) first where the loss needs them
+            blocks += 1;
+            for &(col, w) in &cols {
+                let block: Vec<RowSpan> = sp
+                    .per_column
+                    .iter()
+                    .map(|s| s.columns(col, w))
+                    .chain(sp.per_row.iter().copied())
+                    .collect();
+                blocks += chunks(&block)?;
+                if split || cfg.needs_stats_first(has_old) {
+                    blocks += chunks(&[block[0], sp.per_row[0]])?;
+                }
+            }
+            if split {
+                // combine's launch and its column starts
+                blocks += chunks(&sp.per_row)?;
+                extra += 4 * (cols.len() as u64 + 1);
             }
             if cfg.mode == PolicyLossMode::Gspo {
                 blocks += 1;
@@ -467,10 +478,14 @@ impl PolicyLoss {
             blocks += 1;
         }
         let aux = if phases != 0 { ROWAUX_BYTES } else { 0 };
+        if split {
+            extra += cols.len() as u64 * rows.max(1) * PARTIAL_BYTES;
+        }
         Ok(rows.max(1) * (ROWIN_BYTES + ROWOUT_BYTES + aux)
             + seqs.max(1) * SEQINFO_BYTES
             + SPARE_BYTES
-            + blocks * UNIFORM_BYTES)
+            + blocks * UNIFORM_BYTES
+            + extra)
     }
 
     /// Kernel launches per call of one part whose rows fit one chunk, with old
@@ -530,8 +545,114 @@ impl PolicyLoss {
         outputs: &LossOutputs<'_>,
     ) -> Result<()> {
         let parts: Vec<LossPart<'a>> = parts.iter().map(|&p| p.into()).collect();
-        let plan = self.plan(&parts, Some(outputs))?;
-        self.encode(encoder, &plan, outputs)
+        let plan = self.plan(&parts, Some(outputs), None)?;
+        self.encode(encoder, &plan, outputs, None)
+    }
+
+    /// The first step of a loss over a vocabulary split into shards (a tensor-parallel
+    /// lm-head, see [`VocabShards`]): shard `rank`'s partial row statistics of its
+    /// columns, [`PARTIAL_FLOATS`](crate::PARTIAL_FLOATS) f32 a row written to
+    /// `partials` (16-byte aligned). `logits` are the shard's columns (`vocab` =
+    /// `shards.width(rank)`); `targets` hold ids of the whole vocabulary. The caller
+    /// gathers every shard's partials in rank order (an all-gather) and hands them to
+    /// [`PolicyLoss::record_shard_loss`]. Uses the config's temperature alone.
+    pub fn record_shard_partials(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        shards: &VocabShards,
+        rank: usize,
+        logits: &LogitsView<'_>,
+        targets: &TargetsView<'_>,
+        partials: F32View<'_>,
+    ) -> Result<()> {
+        shards.check_rank(rank)?;
+        check_shard_columns(shards, rank, logits)?;
+        logits.validate()?;
+        let rows = logits.rows;
+        targets.validate(rows)?;
+        crate::view::check_aliasing(
+            &[("logits", logits.buffer), ("targets", targets.buffer)],
+            &[("partials", partials.buffer)],
+        )?;
+        let limits = self.ctx.device().limits();
+        let (binding, offset) = vec4_window("partials", &partials, rows as u64, &limits)?;
+        let cols = column_blocks(
+            &self.ctx,
+            logits.vocab,
+            &[PartSpans {
+                rows,
+                per_column: vec![logits.span()],
+                per_row: vec![targets.span()],
+            }],
+        )?;
+        let out = PartialsOut { binding, offset };
+        let col_offset = shards.offset(rank);
+        if let [_] = cols[..] {
+            let inv_tau = crate::kernels::row_stats::check_temperature(self.config.temperature)?;
+            return row_partials::record(
+                &self.ctx, encoder, logits, targets, inv_tau, col_offset, &out,
+            );
+        }
+        // a shard row longer than one binding: its blocks merged into its partial
+        let mut guard = self.scratch.lock().unwrap_or_else(|p| p.into_inner());
+        let scratch = &mut *guard;
+        let blocks = self.block_partials(
+            encoder,
+            &mut scratch.partials,
+            &cols,
+            col_offset,
+            [(logits, targets, 0)],
+            rows,
+        )?;
+        combine::record(
+            &self.ctx,
+            encoder,
+            rows,
+            targets,
+            &block_starts(&cols, col_offset),
+            &blocks,
+            &CombineOut::Partial(out),
+        )
+    }
+
+    /// The second step of a loss over a split vocabulary: merges `gathered`, every
+    /// shard's partials in rank order (`[K, rows, 4]` f32, as
+    /// [`PolicyLoss::record_shard_partials`] wrote them), into the statistics of whole
+    /// rows, then records the loss, the metrics and the per-row outputs of the whole
+    /// vocabulary and the gradient of shard `rank`'s columns. The part's logits (and its
+    /// gradient) are the shard's columns, its other inputs those of every row. Every rank
+    /// that merges the same partials gets the same bits, so the ranks agree on the loss.
+    ///
+    /// ```no_run
+    /// # use wgpu_policy_loss::*;
+    /// # fn f(loss: &PolicyLoss, enc: &mut wgpu::CommandEncoder, shards: &VocabShards,
+    /// #      rank: usize, inputs: LossInputs<'_>, partials: F32View<'_>,
+    /// #      gathered: F32View<'_>, out: &LossBuffers) -> Result<()> {
+    /// loss.record_shard_partials(enc, shards, rank, &inputs.logits, &inputs.targets, partials)?;
+    /// // ... all-gather every rank's partials into `gathered`, in rank order ...
+    /// loss.record_shard_loss(enc, shards, rank, (inputs, Gradient::InPlace), gathered, &out.outputs())
+    /// # }
+    /// ```
+    pub fn record_shard_loss<'a, P: Into<LossPart<'a>>>(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        shards: &VocabShards,
+        rank: usize,
+        part: P,
+        gathered: F32View<'_>,
+        outputs: &LossOutputs<'_>,
+    ) -> Result<()> {
+        shards.check_rank(rank)?;
+        let part: LossPart<'a> = part.into();
+        check_shard_columns(shards, rank, &part.inputs.logits)?;
+        let shard = ShardCall {
+            starts: shards.starts(),
+            col_offset: shards.offset(rank),
+            vocab: shards.vocab(),
+            gathered,
+        };
+        let plan = self.plan(&[part], Some(outputs), Some(&shard))?;
+        self.encode(encoder, &plan, outputs, Some(&shard))
     }
 
     /// Validates a call (with its outputs, unless `None`) and lays its parts out in the
@@ -540,6 +661,7 @@ impl PolicyLoss {
         &self,
         parts: &[LossPart<'a>],
         outputs: Option<&LossOutputs<'_>>,
+        shard: Option<&ShardCall<'_>>,
     ) -> Result<Plan<'a>> {
         let Some(first) = parts.first().map(|p| &p.inputs) else {
             return Err(Error::arg(
@@ -554,6 +676,9 @@ impl PolicyLoss {
             seqs: 0,
             l_norm: 1.0,
             has_old: first.old_logprobs.is_some(),
+            cols: Vec::new(),
+            col_offset: shard.map_or(0, |s| s.col_offset),
+            vocab_total: shard.map_or(first.logits.vocab, |s| s.vocab),
         };
         let mut longest = 1;
         for (i, lp) in parts.iter().enumerate() {
@@ -605,7 +730,86 @@ impl PolicyLoss {
             }
         }
         check_parts_apart(&plan.parts)?;
+        if let Some(s) = shard {
+            let len = (s.starts.len() - 1) as u64 * plan.rows as u64 * 4;
+            let len = u32::try_from(len)
+                .map_err(|_| Error::arg("gathered", "holds more than 2^32 - 1 values"))?;
+            s.gathered.validate("gathered", len)?;
+            let mut writes = vec![("outputs.metrics", outputs.map(|o| o.metrics.buffer))];
+            if let Some(o) = outputs {
+                writes.push(("outputs.logprobs", o.logprobs.map(|v| v.buffer)));
+                writes.push(("outputs.entropy", o.entropy.map(|v| v.buffer)));
+            }
+            for p in &plan.parts {
+                writes.push(match &p.grad {
+                    GradDest::Separate { buffer, .. } => ("gradient", Some(*buffer)),
+                    GradDest::InPlace | GradDest::Beside { .. } => {
+                        ("logits", Some(p.logits.buffer))
+                    }
+                    GradDest::None => ("gradient", None),
+                });
+            }
+            let writes: Vec<_> = writes
+                .into_iter()
+                .filter_map(|(a, b)| b.map(|b| (a, b)))
+                .collect();
+            crate::view::check_aliasing(&[("gathered", s.gathered.buffer)], &writes)?;
+        }
+        plan.cols = column_blocks(
+            &self.ctx,
+            first.logits.vocab,
+            &plan.parts.iter().map(PartPlan::spans).collect::<Vec<_>>(),
+        )?;
         Ok(plan)
+    }
+
+    /// Records the partials of every column block of `parts` (logits, ids, first row in
+    /// the scratch) into the scratch's partials, `stride` rows a block; returns them as
+    /// combine's input.
+    fn block_partials<'s, 'v: 's, const N: usize>(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        slot: &'s mut Option<(u32, wgpu::Buffer)>,
+        cols: &[ColumnBlock],
+        col_offset: u32,
+        parts: [(&LogitsView<'v>, &TargetsView<'v>, u32); N],
+        stride: u32,
+    ) -> Result<Gathered<'s>> {
+        let limits = self.ctx.device().limits();
+        let items = cols.len() as u64 * stride as u64;
+        let n = u32::try_from(items).map_err(|_| {
+            Error::arg(
+                "logits",
+                format!("{} column blocks of {stride} rows are too many", cols.len()),
+            )
+        })?;
+        let buffer = self.grow(slot, "partials", n, PARTIAL_BYTES);
+        let (binding, _) =
+            crate::kernels::storage_window("logits", buffer, 0, items, PARTIAL_BYTES, &limits)?;
+        let inv_tau = crate::kernels::row_stats::check_temperature(self.config.temperature)?;
+        for (logits, targets, at) in parts {
+            for (j, &(col, w)) in cols.iter().enumerate() {
+                let out = PartialsOut {
+                    binding: binding.clone(),
+                    offset: j as u32 * stride + at,
+                };
+                let block = block_view(logits, col, w);
+                row_partials::record(
+                    &self.ctx,
+                    encoder,
+                    &block,
+                    targets,
+                    inv_tau,
+                    col_offset + col,
+                    &out,
+                )?;
+            }
+        }
+        Ok(Gathered {
+            binding,
+            offset: 0,
+            stride,
+        })
     }
 
     /// Records a planned call: each part's `prepare`, the weights of every sequence, each
@@ -615,6 +819,7 @@ impl PolicyLoss {
         encoder: &mut wgpu::CommandEncoder,
         plan: &Plan<'_>,
         outputs: &LossOutputs<'_>,
+        shard: Option<&ShardCall<'_>>,
     ) -> Result<()> {
         let cfg = &self.config;
         let phases = select::phases(cfg);
@@ -658,12 +863,66 @@ impl PolicyLoss {
             flags |= RENORMALIZE;
         }
         let scratch_bufs = [rowin, seqinfo, rowout, rowaux];
-        let call = |p| row_call(cfg, p, flags, scratch_bufs);
-        // every row's statistics first where the loss needs them all before a gradient
-        let two_phase = cfg.needs_stats_first(plan.has_old);
-        if two_phase {
+        let split = plan.cols.len() > 1 || shard.is_some();
+        // every row's statistics first where the loss needs them all before a gradient,
+        // or where no launch sees a whole row
+        let two_phase = cfg.needs_stats_first(plan.has_old) || split;
+        if let Some(s) = shard {
+            let limits = ctx.device().limits();
+            let shards = (s.starts.len() - 1) as u64;
+            let (binding, first) =
+                vec4_window("gathered", &s.gathered, shards * plan.rows as u64, &limits)?;
             for p in &live {
-                policy_loss::record(ctx, encoder, &call(p), PHASE_STATS)?;
+                let input = Gathered {
+                    binding: binding.clone(),
+                    offset: first + p.rows.part_row,
+                    stride: plan.rows,
+                };
+                combine::record(
+                    ctx,
+                    encoder,
+                    p.rows.rows,
+                    &p.targets,
+                    s.starts,
+                    &input,
+                    &CombineOut::Stats {
+                        rowout,
+                        part_row: p.rows.part_row,
+                    },
+                )?;
+            }
+        } else if split {
+            let starts = block_starts(&plan.cols, 0);
+            for p in &live {
+                let blocks = self.block_partials(
+                    encoder,
+                    &mut scratch.partials,
+                    &plan.cols,
+                    0,
+                    [(&p.logits, &p.targets, p.rows.part_row)],
+                    plan.rows,
+                )?;
+                let input = Gathered {
+                    offset: p.rows.part_row,
+                    ..blocks
+                };
+                combine::record(
+                    ctx,
+                    encoder,
+                    p.rows.rows,
+                    &p.targets,
+                    &starts,
+                    &input,
+                    &CombineOut::Stats {
+                        rowout,
+                        part_row: p.rows.part_row,
+                    },
+                )?;
+            }
+        } else if two_phase {
+            for p in &live {
+                let call = row_call(cfg, p, flags, scratch_bufs, &p.logits, &p.grad);
+                policy_loss::record(ctx, encoder, &call, PHASE_STATS)?;
             }
         }
         if cfg.mode == PolicyLossMode::Gspo {
@@ -715,7 +974,13 @@ impl PolicyLoss {
             PHASE_STATS | PHASE_LOSS
         };
         for p in &live {
-            policy_loss::record(ctx, encoder, &call(p), phase)?;
+            for &(col, w) in &plan.cols {
+                let (logits, grad) = (block_view(&p.logits, col, w), block_grad(&p.grad, col));
+                let mut call = row_call(cfg, p, flags, scratch_bufs, &logits, &grad);
+                call.col_offset = plan.col_offset + col;
+                call.vocab_total = plan.vocab_total;
+                policy_loss::record(ctx, encoder, &call, phase)?;
+            }
         }
         let aux = reduce::Aux {
             buffer: if phases == 0 { rowin } else { rowaux },
@@ -746,7 +1011,7 @@ impl PolicyLoss {
         parts: &[P],
     ) -> Result<()> {
         let parts: Vec<LossPart<'a>> = parts.iter().map(|&p| p.into()).collect();
-        let plan = self.plan(&parts, None)?;
+        let plan = self.plan(&parts, None, None)?;
         let mut guard = self.scratch.lock().unwrap_or_else(|p| p.into_inner());
         let scratch = &mut *guard;
         let rowin = self.grow(&mut scratch.rowin, "rowin", plan.rows, ROWIN_BYTES);
@@ -810,28 +1075,127 @@ impl PolicyLoss {
     }
 }
 
-/// The row kernel's call for part `p`, with `flags` beside the part's own and the
+/// The row kernel's call for part `p` over `logits` (the part's, or a block of its
+/// columns) with `grad` (the same columns), with `flags` beside the part's own and the
 /// scratch buffers rowin, seqinfo, rowout and rowaux.
 fn row_call<'b>(
     cfg: &'b LossConfig,
     p: &'b PartPlan<'b>,
     flags: u32,
     [rowin, seqinfo, rowout, rowaux]: [&'b wgpu::Buffer; 4],
+    logits: &'b LogitsView<'b>,
+    grad: &'b GradDest<'b>,
 ) -> RowCall<'b> {
     RowCall {
         config: cfg,
-        logits: &p.logits,
+        logits,
         targets: &p.targets,
         rows_per_seq: p.rows.rows_per_seq,
         row_flags: p.row_flags | flags,
         part_row: p.rows.part_row,
         part_seq: p.rows.part_seq,
-        grad: &p.grad,
+        grad,
         rowin,
         seqinfo,
         rowout,
         rowaux,
+        col_offset: 0,
+        vocab_total: logits.vocab,
     }
+}
+
+/// Columns `[col, col + width)` of every row of `logits`.
+fn block_view<'v>(logits: &LogitsView<'v>, col: u32, width: u32) -> LogitsView<'v> {
+    let mut v = *logits;
+    v.layout.offset += col as u64;
+    v.vocab = width;
+    v
+}
+
+/// The gradient of the columns from `col` on.
+fn block_grad<'v>(grad: &GradDest<'v>, col: u32) -> GradDest<'v> {
+    let shift = |l: &RowLayout| RowLayout {
+        offset: l.offset + col as u64,
+        ..*l
+    };
+    match grad {
+        GradDest::None => GradDest::None,
+        GradDest::InPlace => GradDest::InPlace,
+        GradDest::Separate {
+            buffer,
+            dtype,
+            layout,
+        } => GradDest::Separate {
+            buffer,
+            dtype: *dtype,
+            layout: shift(layout),
+        },
+        GradDest::Beside { layout } => GradDest::Beside {
+            layout: shift(layout),
+        },
+    }
+}
+
+/// combine.wgsl's column starts of `cols` (relative to `col_offset` of the whole
+/// vocabulary), closed by the end of the last block.
+fn block_starts(cols: &[ColumnBlock], col_offset: u32) -> Vec<u32> {
+    let mut starts: Vec<u32> = cols.iter().map(|c| col_offset + c.0).collect();
+    starts.push(col_offset + cols.last().map_or(0, |c| c.0 + c.1));
+    starts
+}
+
+/// A binding of `len` 16-byte items of `view` (which starts on a 16-byte boundary) and
+/// the item the view starts at.
+fn vec4_window<'v>(
+    arg: &'static str,
+    view: &F32View<'v>,
+    len: u64,
+    limits: &wgpu::Limits,
+) -> Result<(wgpu::BufferBinding<'v>, u32)> {
+    if !view.offset.is_multiple_of(PARTIAL_BYTES) {
+        return Err(Error::arg(
+            arg,
+            format!(
+                "starts at byte {}; partial statistics start on a 16-byte boundary",
+                view.offset
+            ),
+        ));
+    }
+    let first = view.offset / PARTIAL_BYTES;
+    crate::kernels::storage_window(
+        arg,
+        view.buffer,
+        first,
+        first + len.max(1),
+        PARTIAL_BYTES,
+        limits,
+    )
+}
+
+/// `Err` unless `logits` are shard `rank`'s columns of every row.
+fn check_shard_columns(shards: &VocabShards, rank: usize, logits: &LogitsView<'_>) -> Result<()> {
+    if logits.vocab != shards.width(rank) {
+        return Err(Error::arg(
+            "logits",
+            format!(
+                "have {} columns, but shard {rank} holds {} (columns {:?} of {})",
+                logits.vocab,
+                shards.width(rank),
+                shards.range(rank),
+                shards.vocab()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A call of [`PolicyLoss::record_shard_loss`]: where its columns lie, and every
+/// shard's partials.
+struct ShardCall<'s> {
+    starts: &'s [u32],
+    col_offset: u32,
+    vocab: u32,
+    gathered: F32View<'s>,
 }
 
 /// The shape of one part, for planning memory before a call.
@@ -845,6 +1209,31 @@ struct PartShape {
     has_old: bool,
 }
 
+impl PartShape {
+    fn spans(&self) -> PartSpans {
+        let logits = RowSpan {
+            arg: "logits",
+            layout: self.layout,
+            width: self.vocab as u64,
+            elem: self.dtype.size(),
+        };
+        let mut per_column = vec![logits];
+        if let Some((g, d)) = self.grad {
+            per_column.push(policy_loss::grad_span(&g, self.vocab, d));
+        }
+        PartSpans {
+            rows: self.rows,
+            per_column,
+            per_row: vec![RowSpan {
+                arg: "targets",
+                layout: self.targets,
+                width: 1,
+                elem: 4,
+            }],
+        }
+    }
+}
+
 /// A validated call: its parts, where each part's rows and sequences start in the
 /// scratch buffers, and the totals the weights need. Planning touches no device.
 struct Plan<'a> {
@@ -853,6 +1242,12 @@ struct Plan<'a> {
     seqs: u32,
     l_norm: f32,
     has_old: bool,
+    /// The column blocks of every row (one, the whole row, unless a row is longer than
+    /// one binding or one lane's loops allow).
+    cols: Vec<ColumnBlock>,
+    /// The parts' first column in the whole vocabulary, and its size (a shard's).
+    col_offset: u32,
+    vocab_total: u32,
 }
 
 /// One validated part.
@@ -862,6 +1257,29 @@ struct PartPlan<'a> {
     rows: PartRows<'a>,
     grad: GradDest<'a>,
     row_flags: u32,
+}
+
+impl PartPlan<'_> {
+    /// The tensors the row kernel binds, for splitting rows into column blocks.
+    fn spans(&self) -> PartSpans {
+        let mut per_column = vec![self.logits.span()];
+        match &self.grad {
+            GradDest::Separate { layout, dtype, .. } => {
+                per_column.push(policy_loss::grad_span(layout, self.logits.vocab, *dtype))
+            }
+            GradDest::Beside { layout } => per_column.push(policy_loss::grad_span(
+                layout,
+                self.logits.vocab,
+                self.logits.dtype,
+            )),
+            GradDest::InPlace | GradDest::None => {}
+        }
+        PartSpans {
+            rows: self.rows.rows,
+            per_column,
+            per_row: vec![self.targets.span()],
+        }
+    }
 }
 
 /// The error of part `i` of several, saying which part.

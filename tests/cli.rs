@@ -558,6 +558,74 @@ mod eval {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success() && err.contains("--parts"), "{err}");
 
+        // the vocabulary in 1 and 3 uneven shards through the sharded API: the same
+        // outputs, to f32 rounding (the shards' statistics merge in another order)
+        for k in ["1", "3"] {
+            let sharded = tmp(&format!("out_shards{k}.safetensors"));
+            let mut f = flags[..14].to_vec();
+            f.extend(["--vocab-shards", k]);
+            let out = eval(&input, &sharded, &f);
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let bytes = std::fs::read(&sharded).unwrap();
+            // one shard is the unsharded call, bit for bit
+            assert!(
+                k != "1" || bytes == file,
+                "--vocab-shards 1 changed the outputs"
+            );
+            let sh = SafeTensors::deserialize(&bytes).unwrap();
+            let (a, b) = (scalar(&sh, "loss"), scalar(&st, "loss"));
+            assert!(
+                (a - b).abs() <= 1e-6 * (1.0 + b.abs()),
+                "{k} shards: loss {a} vs {b}"
+            );
+            for name in ["logprobs", "entropy"] {
+                let got: Vec<f32> = bytemuck::pod_collect_to_vec(sh.tensor(name).unwrap().data());
+                let want: Vec<f32> = bytemuck::pod_collect_to_vec(st.tensor(name).unwrap().data());
+                for (i, (x, y)) in got.iter().zip(&want).enumerate() {
+                    if y.is_nan() {
+                        assert!(x.is_nan(), "{k} shards: {name}[{i}] {x}, want NaN");
+                        continue;
+                    }
+                    assert!(
+                        (x - y).abs() <= 1e-5 * (1.0 + y.abs()),
+                        "{k} shards: {name}[{i}] {x} vs {y}"
+                    );
+                }
+            }
+            let g = |st: &SafeTensors<'_>| -> Vec<f32> {
+                bytemuck::pod_collect_to_vec::<u8, bf16>(st.tensor("grad_logits").unwrap().data())
+                    .iter()
+                    .map(|h| h.to_f32())
+                    .collect()
+            };
+            let (ga, gb) = (g(&sh), g(&st));
+            assert!(!ga.is_empty() && ga.len() == gb.len());
+            for (i, (x, y)) in ga.iter().zip(&gb).enumerate() {
+                // one bf16 step apart at most
+                assert!(
+                    (x - y).abs() <= y.abs() / 64.0 + 1e-7,
+                    "{k} shards: grad[{i}] {x} vs {y}"
+                );
+            }
+        }
+        for bad in [
+            &["--vocab-shards", "34"][..],
+            &["--vocab-shards", "2", "--parts", "2"],
+        ] {
+            let mut f = flags[..14].to_vec();
+            f.extend(bad);
+            let out = eval(&input, &tmp("bad.safetensors"), &f);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                !out.status.success() && err.contains("--vocab-shards"),
+                "{err}"
+            );
+        }
+
         let cfg = LossConfig {
             mode: PolicyLossMode::Gspo,
             kl_coef: 0.1,

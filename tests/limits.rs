@@ -1,6 +1,7 @@
 //! Scale: rows split into chunks when the logits exceed one storage binding or the
 //! rows exceed the dispatch grid, with results identical bit for bit to one unchunked
-//! dispatch; more than 65,535 rows; a row larger than a binding is an error.
+//! dispatch; more than 65,535 rows; a row larger than a binding is an error in
+//! row_stats (the loss splits it: tests/shards.rs).
 
 mod common;
 
@@ -216,8 +217,8 @@ fn a_row_larger_than_a_binding_is_an_error() {
 
 /// An adapter that cuts a shader's loops short (Mesa's llvmpipe and lavapipe stop
 /// after 65,535 iterations in all and go on with the partial sums) refuses a row
-/// whose sweeps would loop longer in one lane, naming `logits`; one that fits runs
-/// and is right. A bf16 row of 2^26 - 1024 elements gave lse 14.46 instead of 18.61
+/// whose sweep would loop longer in one lane in row_stats, naming `logits`, and the
+/// loss splits it into column blocks; one that fits runs and is right. A bf16 row of 2^26 - 1024 elements gave lse 14.46 instead of 18.61
 /// there, silently. Adapters without such a cap are not refused.
 #[test]
 fn rows_longer_than_the_adapters_loops_are_an_error() {
@@ -253,18 +254,19 @@ fn rows_longer_than_the_adapters_loops_are_an_error() {
         let out = LossBuffers::new(ctx, 1);
         let l = loss.record(&mut enc, &inputs, Gradient::InPlace, &out.outputs());
         let quads_per_lane = bytes / 8 / 256;
+        // the loss splits such a row into column blocks (tests/shards.rs checks the
+        // numbers of split rows); row_stats does not split
+        if let Err(e) = l {
+            panic!("{}: the policy loss of a long row: {e}", name(ctx));
+        }
         match ctx.loop_limit() {
             Some(limit) if quads_per_lane >= limit => {
-                for (what, r) in [("row_stats", r), ("policy loss", l)] {
-                    let msg = r.expect_err(what).to_string();
-                    assert!(msg.contains("`logits`") && msg.contains("loop"), "{msg}");
-                }
+                let msg = r.expect_err("row_stats").to_string();
+                assert!(msg.contains("`logits`") && msg.contains("loop"), "{msg}");
             }
             _ => {
-                for r in [r, l] {
-                    if let Err(e) = r {
-                        assert!(!e.to_string().contains("loop"), "{}: {e}", name(ctx));
-                    }
+                if let Err(e) = r {
+                    assert!(!e.to_string().contains("loop"), "{}: {e}", name(ctx));
                 }
             }
         }

@@ -44,6 +44,11 @@ pub struct BenchArgs {
     /// top-entropy mask, a rollout correction), forward + backward, side by side.
     #[arg(long)]
     families: bool,
+    /// Time the loss with the vocabulary split into K shards on this one device (every
+    /// shard's partials, then every shard's loss) against the unsharded loss, and one
+    /// rank's share, side by side.
+    #[arg(long, value_name = "K")]
+    vocab_shards: Option<u32>,
 }
 
 fn parse_shape(s: &str) -> Result<BenchShape, String> {
@@ -267,6 +272,51 @@ fn print_families(ctx: &Context, rows: &[Outcome<Vec<FamilyRow>>]) {
     }
 }
 
+fn print_shards(ctx: &Context, rows: &[Outcome<bench::ShardRow>]) {
+    let gpu = rows
+        .iter()
+        .any(|r| matches!(r, Outcome::Done(r) if r.sharded.gpu_time));
+    title(
+        ctx,
+        clock(gpu),
+        "; forward + backward, every shard on this device",
+    );
+    println!(
+        "{:<20} {:>7} {:>14} {:>12} {:>8} {:>12} {:>11}",
+        "shape", "shards", "unsharded ms", "sharded ms", "ratio", "one rank ms", "bytes/row"
+    );
+    for r in rows {
+        match r {
+            Outcome::Done(r) => println!(
+                "{:<20} {:>7} {:>14.3} {:>12.3} {:>7.2}x {:>12.3} {:>11}",
+                r.shape.to_string(),
+                r.shards.len(),
+                r.unsharded.median_ms,
+                r.sharded.median_ms,
+                r.sharded.median_ms / r.unsharded.median_ms,
+                r.one_rank.median_ms,
+                r.gathered_bytes_per_row
+            ),
+            Outcome::Skipped(shape, why) => print_skipped(shape, why),
+        }
+    }
+}
+
+fn json_shards(r: &bench::ShardRow) -> serde_json::Value {
+    serde_json::json!({
+        "adapter": r.adapter,
+        "rows": r.shape.rows,
+        "vocab": r.shape.vocab,
+        "dtype": r.shape.dtype.name(),
+        "shards": r.shards,
+        "gpu_time": r.sharded.gpu_time,
+        "unsharded_ms": r.unsharded.median_ms,
+        "sharded_ms": r.sharded.median_ms,
+        "one_rank_ms": r.one_rank.median_ms,
+        "gathered_bytes_per_row": r.gathered_bytes_per_row,
+    })
+}
+
 fn json_family(r: &FamilyRow) -> serde_json::Value {
     serde_json::json!({
         "adapter": r.adapter,
@@ -338,7 +388,20 @@ pub fn run(args: &BenchArgs) -> CliResult {
         } else {
             ctx
         };
-        if args.families {
+        if let Some(k) = args.vocab_shards {
+            let rows = outcomes(&shapes, |s| {
+                bench::measure_shards(&ctx, s, k, args.samples, budget)
+            });
+            if !args.json {
+                print_shards(&ctx, &rows);
+            }
+            for r in &rows {
+                match r {
+                    Outcome::Done(r) => all.push(json_shards(r)),
+                    Outcome::Skipped(shape, why) => all.push(json_skipped(&ctx, shape, why)),
+                }
+            }
+        } else if args.families {
             let rows = outcomes(&shapes, |s| {
                 bench::measure_families(&ctx, s, args.samples, budget)
             });

@@ -8,7 +8,7 @@ use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use wgpu_policy_loss::half::{bf16, f16};
 use wgpu_policy_loss::{
     Context, DType, Error, HostBatch, HostLogits, HostPart, KlEstimator, LossAggMode, LossConfig,
-    PolicyLossMode, RolloutCorrection, RolloutLevel, RolloutMode, TrlLossType,
+    PolicyLossMode, RolloutCorrection, RolloutLevel, RolloutMode, TrlLossType, VocabShards,
 };
 
 use super::CliResult;
@@ -34,6 +34,12 @@ pub struct EvalArgs {
     /// one buffer.
     #[arg(long, default_value_t = 1)]
     parts: usize,
+    /// Split the vocabulary into this many uneven shards (widths growing with the
+    /// rank) and compute the loss through the sharded API on one device: each shard's
+    /// partial statistics, gathered, then each shard's loss and gradient columns. The
+    /// outputs are as without the flag.
+    #[arg(long)]
+    vocab_shards: Option<u32>,
 }
 
 /// The loss configuration as flags, with verl's names and defaults.
@@ -355,6 +361,119 @@ fn split<'a>(part: &HostPart<'a>, seqs: usize, k: usize) -> Result<Vec<HostPart<
         .collect())
 }
 
+/// `k` shards of `vocab` columns whose widths grow with the rank (1 : 2 : … : k), each
+/// at least one column: the uneven split a test of the sharded path wants.
+fn uneven_shards(vocab: u32, k: u32) -> Result<VocabShards, Error> {
+    if k == 0 || k > vocab {
+        return Err(bad(
+            "--vocab-shards",
+            format!("{k} shards of a vocabulary of {vocab}: give 1 to {vocab}"),
+        ));
+    }
+    let (v, k64) = (vocab as u64, k as u64);
+    let total = k64 * (k64 + 1) / 2;
+    let mut ends: Vec<u32> = (1..=k64)
+        .map(|i| (v * (i * (i + 1) / 2) / total) as u32)
+        .collect();
+    // every shard at least one column, the last ending at the vocabulary
+    for i in 0..k as usize {
+        let floor = if i == 0 { 1 } else { ends[i - 1] + 1 };
+        ends[i] = ends[i].max(floor).min(vocab - (k - 1 - i as u32));
+    }
+    let widths: Vec<u32> = ends
+        .iter()
+        .scan(0, |start, &end| {
+            let w = end - *start;
+            *start = end;
+            Some(w)
+        })
+        .collect();
+    VocabShards::new(&widths).map_err(|e| bad("--vocab-shards", e.to_string()))
+}
+
+/// The loss of `whole` through the sharded API, every shard on `ctx`: each shard's
+/// partials gathered in rank order, then each shard's loss and gradient columns, put
+/// back together as one `[rows, V]` gradient. The ranks' metrics and per-row outputs
+/// have the same bits (they merged the same partials); rank 0's are returned.
+fn sharded(
+    ctx: &Context,
+    config: &LossConfig,
+    whole: &HostPart<'_>,
+    shards: VocabShards,
+    args: &EvalArgs,
+) -> Result<wgpu_policy_loss::HostLoss, Box<dyn std::error::Error>> {
+    let batch = &whole.batch;
+    let vocab = batch.vocab as usize;
+    let rows = batch.targets.len();
+    let pieces: Vec<Columns> = (0..shards.len())
+        .map(|k| Columns::of(&batch.logits, vocab, shards.range(k)))
+        .collect();
+    let mut gathered = Vec::with_capacity(shards.gathered_bytes(rows as u32) as usize / 4);
+    for (k, piece) in pieces.iter().enumerate() {
+        gathered.extend(ctx.shard_partials(config, &shards, k, piece.host(), batch.targets)?);
+    }
+    let elem = args.grad_dtype.size() as usize;
+    let mut grad = vec![0u8; rows * vocab * elem];
+    let mut first = None;
+    for (k, piece) in pieces.iter().enumerate() {
+        let part = HostPart {
+            batch: HostBatch {
+                logits: piece.host(),
+                vocab: shards.width(k),
+                ..*batch
+            },
+            rollout_logprobs: whole.rollout_logprobs,
+        };
+        let out =
+            ctx.policy_loss_shard(config, &shards, k, part, &gathered, Some(args.grad_dtype))?;
+        let g = out.grad.as_ref().ok_or("no gradient came back")?;
+        let (o, w) = (
+            shards.offset(k) as usize * elem,
+            shards.width(k) as usize * elem,
+        );
+        for (r, src) in g.bytes.chunks(w).enumerate() {
+            grad[r * vocab * elem + o..][..w].copy_from_slice(src);
+        }
+        first.get_or_insert(out);
+    }
+    let mut out = first.ok_or("no shard")?;
+    if let Some(g) = out.grad.as_mut() {
+        g.bytes = grad;
+    }
+    Ok(out)
+}
+
+/// One shard's columns of host logits, in their dtype.
+enum Columns {
+    F32(Vec<f32>),
+    F16(Vec<f16>),
+    Bf16(Vec<bf16>),
+}
+
+impl Columns {
+    fn of(logits: &HostLogits<'_>, vocab: usize, cols: std::ops::Range<u32>) -> Self {
+        fn take<T: Copy>(x: &[T], vocab: usize, cols: &std::ops::Range<u32>) -> Vec<T> {
+            x.chunks(vocab)
+                .flat_map(|row| &row[cols.start as usize..cols.end as usize])
+                .copied()
+                .collect()
+        }
+        match logits {
+            HostLogits::F32(x) => Columns::F32(take(x, vocab, &cols)),
+            HostLogits::F16(x) => Columns::F16(take(x, vocab, &cols)),
+            HostLogits::Bf16(x) => Columns::Bf16(take(x, vocab, &cols)),
+        }
+    }
+
+    fn host(&self) -> HostLogits<'_> {
+        match self {
+            Columns::F32(x) => HostLogits::F32(x),
+            Columns::F16(x) => HostLogits::F16(x),
+            Columns::Bf16(x) => HostLogits::Bf16(x),
+        }
+    }
+}
+
 pub fn run(args: &EvalArgs) -> CliResult {
     let bytes = std::fs::read(&args.input)
         .map_err(|e| format!("cannot read {}: {e}", args.input.display()))?;
@@ -457,7 +576,17 @@ pub fn run(args: &EvalArgs) -> CliResult {
     };
     let parts = split(&whole, seqs, args.parts)?;
     let ctx = context(args.adapter.as_deref())?;
-    let out = ctx.policy_loss_parts(&config, &parts, Some(args.grad_dtype))?;
+    let out = match args.vocab_shards {
+        None => ctx.policy_loss_parts(&config, &parts, Some(args.grad_dtype))?,
+        Some(_) if args.parts != 1 => {
+            return Err(bad(
+                "--vocab-shards",
+                "cannot be combined with --parts: give one of them",
+            )
+            .into())
+        }
+        Some(k) => sharded(&ctx, &config, &whole, uneven_shards(vocab as u32, k)?, args)?,
+    };
 
     let grad = out.grad.as_ref().ok_or("no gradient came back")?;
     let m = out.metrics;

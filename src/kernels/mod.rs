@@ -6,10 +6,12 @@
 
 pub(crate) mod advantages;
 pub(crate) mod baseline;
+pub(crate) mod combine;
 pub(crate) mod gspo_ratio;
 pub(crate) mod policy_loss;
 pub(crate) mod prepare;
 pub(crate) mod reduce;
+pub(crate) mod row_partials;
 pub(crate) mod row_stats;
 pub(crate) mod select;
 
@@ -28,6 +30,10 @@ macro_rules! shader {
 pub enum Kernel {
     /// Per row: log-sum-exp, target log-prob, entropy.
     RowStats,
+    /// Per row: one shard's (or column block's) partial statistics.
+    RowPartials,
+    /// The partials of every shard merged into row statistics.
+    Combine,
     /// Per row inputs gathered, per sequence aggregation weights.
     Prepare,
     /// The fused forward + backward row kernel.
@@ -67,8 +73,10 @@ pub enum GradOut {
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 13] = [
+    pub const ALL: [Kernel; 15] = [
         Kernel::RowStats,
+        Kernel::RowPartials,
+        Kernel::Combine,
         Kernel::Prepare,
         Kernel::PolicyLoss,
         Kernel::GspoRatio,
@@ -86,6 +94,8 @@ impl Kernel {
     fn source(self) -> &'static str {
         match self {
             Kernel::RowStats => shader!("row_stats.wgsl"),
+            Kernel::RowPartials => shader!("row_partials.wgsl"),
+            Kernel::Combine => shader!("combine.wgsl"),
             Kernel::Prepare => shader!("prepare.wgsl"),
             Kernel::PolicyLoss => shader!("policy_loss.wgsl"),
             Kernel::GspoRatio => shader!("gspo_ratio.wgsl"),
@@ -100,6 +110,8 @@ impl Kernel {
     fn entry_point(self) -> &'static str {
         match self {
             Kernel::RowStats => "row_stats",
+            Kernel::RowPartials => "row_partials",
+            Kernel::Combine => "combine",
             Kernel::Prepare => "prepare",
             Kernel::PolicyLoss => "policy_loss",
             Kernel::GspoRatio => "gspo_ratio",
@@ -119,7 +131,7 @@ impl Kernel {
     fn reads_logits(self) -> bool {
         matches!(
             self,
-            Kernel::RowStats | Kernel::PolicyLoss | Kernel::Baseline(_)
+            Kernel::RowStats | Kernel::RowPartials | Kernel::PolicyLoss | Kernel::Baseline(_)
         )
     }
 }
@@ -547,6 +559,14 @@ impl RowSpan {
             && (hi * self.elem).div_ceil(q) * q <= buffer_size
     }
 
+    /// The same rows narrowed to `width` of their columns from column `col`.
+    pub(crate) fn columns(&self, col: u32, width: u32) -> RowSpan {
+        let mut s = *self;
+        s.layout.offset += col as u64;
+        s.width = width as u64;
+        s
+    }
+
     /// Whether rows `[first, end)` fit one storage binding (with 32-bit indices).
     fn fits(&self, first: u32, end: u32, limits: &wgpu::Limits) -> bool {
         let (lo, hi) = self.layout.span_rows(first as u64, end as u64, self.width);
@@ -601,8 +621,7 @@ pub(crate) fn plan_chunks(
             return Err(Error::arg(
                 t.arg,
                 format!(
-                    "row {first} alone spans more than this device binds at once ({} bytes); \
-                     the vocabulary is not split",
+                    "row {first} alone spans more than this device binds at once ({} bytes)",
                     limits.max_storage_buffer_binding_size
                 ),
             ));
@@ -625,6 +644,88 @@ pub(crate) fn plan_chunks(
         first = ok;
     }
     Ok(chunks)
+}
+
+/// The tensors of one part of a call, for splitting its rows into column blocks: those
+/// with a value per column (logits, a gradient: `width` is the row's columns) and those
+/// with one per row (token ids).
+pub(crate) struct PartSpans {
+    pub rows: u32,
+    pub per_column: Vec<RowSpan>,
+    pub per_row: Vec<RowSpan>,
+}
+
+/// A block of columns of every row: its first column and its width.
+pub(crate) type ColumnBlock = (u32, u32);
+
+/// How a row kernel splits rows of `vocab` columns: the whole row as one block wherever
+/// one row of every part fits one storage binding and a lane's two sweeps of it stay
+/// within the adapter's loop limit; otherwise the fewest blocks, each a multiple of
+/// four columns wide (so quads and 16-bit words stay whole where the rows allow), such
+/// that one row of a block fits and one sweep of it does. The blocks of a row are
+/// merged by combine.wgsl, exactly as the shards of a split vocabulary.
+pub(crate) fn column_blocks(
+    ctx: &crate::Context,
+    vocab: u32,
+    parts: &[PartSpans],
+) -> Result<Vec<ColumnBlock>> {
+    let limits = ctx.device().limits();
+    let row_bytes = parts
+        .iter()
+        .flat_map(|p| &p.per_column)
+        .map(|s| vocab as u64 * s.elem)
+        .max()
+        .unwrap_or(0);
+    let blocks_of = |k: u32| -> Vec<ColumnBlock> {
+        let w = vocab.div_ceil(k).div_ceil(4).saturating_mul(4).max(4);
+        (0..vocab)
+            .step_by(w as usize)
+            .map(|c| (c, w.min(vocab - c)))
+            .collect()
+    };
+    let fits = |blocks: &[ColumnBlock]| {
+        let widest = blocks.iter().map(|b| b.1).max().unwrap_or(0) as u64;
+        // one block: the fused kernel sweeps the row twice in one launch
+        let sweeps = if blocks.len() == 1 { 2 } else { 1 };
+        loops_fit(ctx, sweeps * lane_steps(widest))
+            && parts.iter().filter(|p| p.rows > 0).all(|p| {
+                blocks.iter().all(|&(col, w)| {
+                    let spans: Vec<RowSpan> = p
+                        .per_column
+                        .iter()
+                        .map(|s| s.columns(col, w))
+                        .chain(p.per_row.iter().copied())
+                        .collect();
+                    plan_chunks(p.rows, &spans, &limits).is_ok()
+                })
+            })
+    };
+    let whole = vec![(0, vocab)];
+    if vocab == 0 || fits(&whole) {
+        return Ok(whole);
+    }
+    // at least as many blocks as a binding's worth of bytes in a row
+    let mut k = (row_bytes.div_ceil(limits.max_storage_buffer_binding_size.max(1)) as u32).max(2);
+    loop {
+        let blocks = blocks_of(k);
+        if fits(&blocks) {
+            return Ok(blocks);
+        }
+        if blocks.iter().all(|b| b.1 <= 4) {
+            return Err(Error::arg(
+                parts
+                    .iter()
+                    .flat_map(|p| p.per_column.first())
+                    .next()
+                    .map_or("logits", |s| s.arg),
+                format!(
+                    "no split of a row of {vocab} columns into blocks fits one binding of                      this device ({} bytes)",
+                    limits.max_storage_buffer_binding_size
+                ),
+            ));
+        }
+        k = k.saturating_add((k / 8).max(1));
+    }
 }
 
 /// One uniform buffer holding a parameter block per chunk, each at an offset the
@@ -739,6 +840,17 @@ pub(crate) fn lane_steps(items: u64) -> u64 {
     items.div_ceil(ROW_WORKGROUP as u64)
 }
 
+/// Three workgroup trees of log2(WG_SIZE) steps and a partial quad's four elements:
+/// the loops a kernel runs beside its sweeps.
+const FIXED_LOOPS: u64 = 3 * ROW_WORKGROUP.trailing_zeros() as u64 + 4;
+
+/// Whether a lane looping `steps` times (plus the fixed loops) stays within the
+/// adapter's loop limit ([`Context::loop_limit`]).
+fn loops_fit(ctx: &crate::Context, steps: u64) -> bool {
+    ctx.loop_limit()
+        .is_none_or(|limit| steps + FIXED_LOOPS <= limit)
+}
+
 /// `Err` naming `arg` when a kernel's lanes would loop `steps` times (plus the fixed
 /// loops: reduction trees, a row's last quad) on an adapter that cuts loops short
 /// ([`Context::loop_limit`]), where the kernel would give wrong numbers.
@@ -748,10 +860,9 @@ pub(crate) fn check_loops(
     kernel: &str,
     steps: u64,
 ) -> Result<()> {
-    // three workgroup trees of log2(WG_SIZE) steps and a partial quad's four elements
-    const FIXED: u64 = 3 * ROW_WORKGROUP.trailing_zeros() as u64 + 4;
+    const FIXED: u64 = FIXED_LOOPS;
     match ctx.loop_limit() {
-        Some(limit) if steps + FIXED > limit => Err(Error::arg(
+        Some(limit) if !loops_fit(ctx, steps) => Err(Error::arg(
             arg,
             format!(
                 "{kernel} would loop {} times in one lane, and {} ends a shader's loops \

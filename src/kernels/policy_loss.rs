@@ -44,7 +44,9 @@ struct Params {
     tau_pos: f32,
     tau_neg: f32,
     kappa: f32,
-    _pad: u32,
+    col_offset: u32,
+    vocab_total: u32,
+    _pad: [u32; 3],
 }
 
 /// Where the gradient goes, resolved to a buffer and a layout.
@@ -79,6 +81,10 @@ pub(crate) struct RowCall<'a> {
     pub rowout: &'a wgpu::Buffer,
     /// select.wgsl's per-row results (a spare buffer where the flags say none).
     pub rowaux: &'a wgpu::Buffer,
+    /// Where `logits` lie in a split vocabulary: their first column, and the whole
+    /// vocabulary's size (0 and `logits.vocab` when the rows are whole).
+    pub col_offset: u32,
+    pub vocab_total: u32,
 }
 
 impl<'a> RowCall<'a> {
@@ -239,7 +245,9 @@ pub(crate) fn record(
             tau_pos: cfg.tau_pos,
             tau_neg: cfg.tau_neg,
             kappa: cfg.ppo_kl_coef,
-            _pad: 0,
+            col_offset: call.col_offset,
+            vocab_total: call.vocab_total,
+            _pad: [0; 3],
         });
         windows.push((x_bind, y_bind, g_bind, grid(end - first, &limits)));
     }

@@ -1,0 +1,82 @@
+// The partial row statistics of every shard of a split vocabulary (row_partials.wgsl),
+// gathered in rank order, merged into the statistics of the whole row: one lane per
+// row, O(shards) work, no logits read.
+//
+//   M = max m_k,   S = Σ s_k e^{m_k − M},   T = Σ (t_k + s_k (m_k − M)) e^{m_k − M}
+//
+// summed in rank order (acc_rescale of prelude.wgsl, so -inf and NaN rows follow the
+// row kernel's rules), each shard rescaled once to the common maximum. The order is
+// fixed, so every rank that combines the same partials gets the same bits.
+//
+// STATS writes what the row kernel's statistics launch writes to rowout (log-prob,
+// entropy, lse; the log-prob from the shard that owns the target, NaN where none
+// does); PARTIAL writes the merged partial itself (column blocks of one shard merged
+// into that shard's partial).
+
+struct Params {
+    y: RowLayout,
+    row_base: u32,
+    row_end: u32,
+    // the partial of shard k for row r is partials[in_offset + k·in_stride + r]
+    shards: u32,
+    in_offset: u32,
+    in_stride: u32,
+    mode: u32,
+    // STATS: rowout row part_row + r; PARTIAL: out[out_offset + r]
+    part_row: u32,
+    out_offset: u32,
+}
+
+const MODE_STATS: u32 = 0u;
+
+@group(0) @binding(0) var<storage, read> partials: array<vec4<f32>>;
+@group(0) @binding(1) var<uniform> params: Params;
+@group(0) @binding(2) var<storage, read> targets: array<u32>;
+// the shards' first columns, and the vocabulary's end: shard k owns starts[k] ..
+// starts[k + 1]
+@group(0) @binding(3) var<storage, read> starts: array<u32>;
+@group(0) @binding(4) var<storage, read_write> out: array<vec4<f32>>;
+
+@compute @workgroup_size(WG_SIZE)
+fn combine(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lane: u32,
+) {
+    let row = params.row_base + grid_index(wid, nwg) * WG_SIZE + lane;
+    if (row >= params.row_end) {
+        return;
+    }
+    let first = params.in_offset + row;
+    var m = LOWEST;
+    for (var k = 0u; k < params.shards; k++) {
+        m = max(m, partials[first + k * params.in_stride].x);
+    }
+    let y = targets[row_start(params.y, row)];
+    var total = RowAcc(m, 0.0, 0.0);
+    var z_y = 0.0;
+    var owned = false;
+    for (var k = 0u; k < params.shards; k++) {
+        let p = partials[first + k * params.in_stride];
+        let a = acc_rescale(RowAcc(p.x, p.y, p.z), m);
+        total.s += a.s;
+        total.t += a.t;
+        if (y >= starts[k] && y < starts[k + 1u]) {
+            z_y = p.w;
+            owned = true;
+        }
+    }
+    if (params.mode == MODE_STATS) {
+        // an id no shard owns (outside the vocabulary) has no log-prob: NaN, which the
+        // loss launch reports as a bad id
+        var logp = bitcast<f32>(0x7fc00000u);
+        if (owned) {
+            logp = acc_logp(total, z_y);
+        }
+        let at = 2u * (params.part_row + row);
+        out[at] = vec4<f32>(logp, acc_entropy(total), acc_lse(total), 0.0);
+        out[at + 1u] = vec4<f32>(0.0);
+    } else {
+        out[params.out_offset + row] = vec4<f32>(total.m, total.s, total.t, z_y);
+    }
+}

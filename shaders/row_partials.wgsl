@@ -1,0 +1,51 @@
+// One shard's (or one column block's) share of the row statistics: one workgroup per
+// row reads the row's columns once with the online accumulator (prelude.wgsl) and
+// writes the partial (m, s, t) and the target's z where this shard owns it: 16 bytes a
+// row, all that goes over the wire when the vocabulary is split (shards.rs).
+// combine.wgsl merges the partials of every shard in rank order.
+//
+// The sweep and the tree are the row kernel's, so a shard's partial has the same bits
+// whichever other rows or shards there are.
+
+struct Params {
+    x: RowLayout,
+    y: RowLayout,
+    row_base: u32,
+    row_end: u32,
+    // this shard's columns: vocab of them, the first one being column col_offset of
+    // the whole vocabulary
+    vocab: u32,
+    inv_tau: f32,
+    col_offset: u32,
+    // partial of row r at out[out_offset + r], relative to the bound window
+    out_offset: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(1) var<uniform> params: Params;
+@group(0) @binding(2) var<storage, read> targets: array<u32>;
+@group(0) @binding(3) var<storage, read_write> partials: array<vec4<f32>>;
+
+@compute @workgroup_size(WG_SIZE)
+fn row_partials(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    lanes: Lanes,
+) {
+    let row = params.row_base + grid_index(wid, nwg);
+    if (row >= params.row_end) {
+        return;
+    }
+    let base = row_start(params.x, row);
+    let total = reduce_row(lanes, stats_sweep(lane_id(lanes), base, params.vocab, params.inv_tau));
+    if (lane_id(lanes) == 0u) {
+        // wrapping: an id left of this shard becomes a large column, not owned either
+        let col = targets[row_start(params.y, row)] - params.col_offset;
+        var z_y = 0.0;
+        if (col < params.vocab) {
+            z_y = load_logit(base + col) * params.inv_tau;
+        }
+        partials[params.out_offset + row] = vec4<f32>(total.m, total.s, total.t, z_y);
+    }
+}

@@ -1,0 +1,117 @@
+//! Host side of `shaders/combine.wgsl`: the partials of every shard (or column block)
+//! merged, in rank order, into row statistics (rowout) or into one partial.
+
+use super::{
+    check_loops, dispatch_chunks, entry, plan_chunks, ChunkUniforms, Kernel, LayoutParams,
+    PipelineKey, RowTensor,
+};
+use crate::context::{Context, ROW_WORKGROUP};
+use crate::error::Result;
+use crate::view::TargetsView;
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    y: LayoutParams,
+    row_base: u32,
+    row_end: u32,
+    shards: u32,
+    in_offset: u32,
+    in_stride: u32,
+    mode: u32,
+    part_row: u32,
+    out_offset: u32,
+}
+
+/// Where the merged statistics go.
+pub(crate) enum CombineOut<'a> {
+    /// The row kernel's statistics of rows `part_row ..` of the call, in rowout.
+    Stats {
+        rowout: &'a wgpu::Buffer,
+        part_row: u32,
+    },
+    /// One partial a row, at vec4 item `offset ..` of the binding.
+    Partial(super::row_partials::PartialsOut<'a>),
+}
+
+/// The gathered partials: shard k's partial of row r is vec4 item
+/// `offset + k·stride + r` of `binding`.
+pub(crate) struct Gathered<'a> {
+    pub binding: wgpu::BufferBinding<'a>,
+    pub offset: u32,
+    pub stride: u32,
+}
+
+/// Records the merge of `starts.len() - 1` shards' partials for `rows` rows, whose
+/// target ids `targets` holds; shard k owns the columns `starts[k] .. starts[k + 1]`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn record(
+    ctx: &Context,
+    encoder: &mut wgpu::CommandEncoder,
+    rows: u32,
+    targets: &TargetsView<'_>,
+    starts: &[u32],
+    input: &Gathered<'_>,
+    out: &CombineOut<'_>,
+) -> Result<()> {
+    if rows == 0 {
+        return Ok(());
+    }
+    let limits = ctx.device().limits();
+    let shards = (starts.len() - 1) as u32;
+    check_loops(ctx, "shards", "combine", 2 * shards as u64)?;
+    let ids = RowTensor {
+        span: targets.span(),
+        buffer: targets.buffer,
+        quad: false,
+    };
+    // a workgroup takes ROW_WORKGROUP rows: chunks of rows as the row kernels plan
+    // them, each at most a grid of workgroups
+    let chunks = plan_chunks(rows, &[ids.span], &limits)?;
+    let starts_buf = ctx.buffer_init(
+        "combine starts",
+        bytemuck::cast_slice(starts),
+        wgpu::BufferUsages::STORAGE,
+    );
+    let (mode, part_row, out_offset, out_bind) = match out {
+        CombineOut::Stats { rowout, part_row } => {
+            (0, *part_row, 0, rowout.as_entire_buffer_binding())
+        }
+        CombineOut::Partial(p) => (1, 0, p.offset, p.binding.clone()),
+    };
+    let mut params = Vec::with_capacity(chunks.len());
+    let mut windows = Vec::with_capacity(chunks.len());
+    for &(first, end) in &chunks {
+        let (y_bind, y_base) = ids.window(first, end, &limits)?;
+        params.push(Params {
+            y: LayoutParams::new("targets", &targets.layout, y_base, rows)?,
+            row_base: first,
+            row_end: end,
+            shards,
+            in_offset: input.offset,
+            in_stride: input.stride,
+            mode,
+            part_row,
+            out_offset,
+        });
+        let groups = (end - first).div_ceil(ROW_WORKGROUP);
+        windows.push((y_bind, super::grid(groups, &limits)));
+    }
+    let pipeline = ctx.pipeline(PipelineKey::small(Kernel::Combine, ctx.paths()))?;
+    let uniforms = ChunkUniforms::new(ctx, "combine params", &params);
+    let dispatches: Vec<_> = windows
+        .into_iter()
+        .enumerate()
+        .map(|(i, (y, groups))| {
+            let entries = vec![
+                entry(0, input.binding.clone()),
+                uniforms.entry(1, i),
+                entry(2, y),
+                super::whole(3, &starts_buf),
+                entry(4, out_bind.clone()),
+            ];
+            (entries, groups)
+        })
+        .collect();
+    dispatch_chunks(ctx, encoder, "combine", &pipeline, &dispatches)
+}
