@@ -11,7 +11,8 @@
 // STATS writes what the row kernel's statistics launch writes to rowout (log-prob,
 // entropy, lse; the log-prob from the shard that owns the target, NaN where none
 // does); PARTIAL writes the merged partial itself (column blocks of one shard merged
-// into that shard's partial).
+// into that shard's partial); ROW_STATS writes row_stats.wgsl's three outputs (the
+// column blocks of rows longer than one binding).
 
 struct Params {
     y: RowLayout,
@@ -25,9 +26,15 @@ struct Params {
     // STATS: rowout row part_row + r; PARTIAL: out[out_offset + r]
     part_row: u32,
     out_offset: u32,
+    // ROW_STATS: out_lse[lse_offset + r], ...
+    lse_offset: u32,
+    logp_offset: u32,
+    entropy_offset: u32,
+    _pad: u32,
 }
 
 const MODE_STATS: u32 = 0u;
+const MODE_PARTIAL: u32 = 1u;
 
 @group(0) @binding(0) var<storage, read> partials: array<vec4<f32>>;
 @group(0) @binding(1) var<uniform> params: Params;
@@ -36,6 +43,9 @@ const MODE_STATS: u32 = 0u;
 // starts[k + 1]
 @group(0) @binding(3) var<storage, read> starts: array<u32>;
 @group(0) @binding(4) var<storage, read_write> out: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read_write> out_lse: array<f32>;
+@group(0) @binding(6) var<storage, read_write> out_logp: array<f32>;
+@group(0) @binding(7) var<storage, read_write> out_entropy: array<f32>;
 
 @compute @workgroup_size(WG_SIZE)
 fn combine(
@@ -66,17 +76,23 @@ fn combine(
             owned = true;
         }
     }
+    if (params.mode == MODE_PARTIAL) {
+        out[params.out_offset + row] = vec4<f32>(total.m, total.s, total.t, z_y);
+        return;
+    }
+    // an id no shard owns (outside the vocabulary) has no log-prob: NaN, which the
+    // loss launch reports as a bad id
+    var logp = bitcast<f32>(0x7fc00000u);
+    if (owned) {
+        logp = acc_logp(total, z_y);
+    }
     if (params.mode == MODE_STATS) {
-        // an id no shard owns (outside the vocabulary) has no log-prob: NaN, which the
-        // loss launch reports as a bad id
-        var logp = bitcast<f32>(0x7fc00000u);
-        if (owned) {
-            logp = acc_logp(total, z_y);
-        }
         let at = 2u * (params.part_row + row);
         out[at] = vec4<f32>(logp, acc_entropy(total), acc_lse(total), 0.0);
         out[at + 1u] = vec4<f32>(0.0);
     } else {
-        out[params.out_offset + row] = vec4<f32>(total.m, total.s, total.t, z_y);
+        out_lse[params.lse_offset + row] = acc_lse(total);
+        out_logp[params.logp_offset + row] = logp;
+        out_entropy[params.entropy_offset + row] = acc_entropy(total);
     }
 }

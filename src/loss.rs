@@ -461,9 +461,9 @@ impl PolicyLoss {
                 }
             }
             if split {
-                // combine's launch and its column starts
+                // combine's launch, its column starts and its spare binding
                 blocks += chunks(&sp.per_row)?;
-                extra += 4 * (cols.len() as u64 + 1);
+                extra += 4 * (cols.len() as u64 + 1) + 16;
             }
             if cfg.mode == PolicyLossMode::Gspo {
                 blocks += 1;

@@ -444,3 +444,66 @@ fn bad_shard_calls_are_errors_naming_the_argument() {
         assert_eq!(arg(e), "targets row 4", "{}", name(ctx));
     }
 }
+
+/// SPEC's rules for rows that are not all finite, across shards: a row whose whole
+/// shard is -inf, a target logit of -inf, a NaN in one shard, +inf in one shard. The
+/// sharded results are the unsharded ones: the same non-finite rows, NaN where it is
+/// NaN, and the finite values to rounding.
+#[test]
+fn non_finite_rows_follow_the_unsharded_rules() {
+    let mut case = case(76);
+    let v = VOCAB as usize;
+    let shards = VocabShards::new(&[1, 40, 20]).unwrap();
+    for c in 1..41 {
+        case.logits[v + c] = f32::NEG_INFINITY; // row 1: shard 1 all -inf
+    }
+    case.targets[2] = 5;
+    case.mask[2] = 1.0;
+    case.logits[2 * v + 5] = f32::NEG_INFINITY; // row 2: the target's logit
+    case.logits[4 * v + 50] = f32::NAN; // row 4: a NaN in shard 2
+    case.logits[11 * v] = f32::INFINITY; // row 11: +inf in the one-column shard
+    for ctx in natives() {
+        for mode in [PolicyLossMode::Reinforce, PolicyLossMode::PpoClip] {
+            let cfg = config(mode, LossAggMode::TokenMean);
+            let l = Logits::from_f32(DType::F32, &case.logits);
+            let want = whole(ctx, &cfg, &case, &l, Some(DType::F32));
+            let got = sharded(&[ctx], &cfg, &case, &l, &shards, Some(DType::F32));
+            let what = format!("{} {mode:?}", name(ctx));
+            let m = (&got[0].metrics, &want.metrics);
+            assert_eq!(m.0.nonfinite_rows, m.1.nonfinite_rows, "{what}");
+            assert!(m.1.nonfinite_rows >= 2.0, "{what}: {}", m.1.nonfinite_rows);
+            assert_eq!(
+                m.0.loss.is_nan(),
+                m.1.loss.is_nan(),
+                "{what}: loss {} vs {}",
+                m.0.loss,
+                m.1.loss
+            );
+            for (r, (a, b)) in got[0].logprobs.iter().zip(&want.logprobs).enumerate() {
+                let same = a.to_bits() == b.to_bits()
+                    || (a.is_nan() && b.is_nan())
+                    || (a - b).abs() <= 1e-5 * (1.0 + b.abs());
+                assert!(same, "{what}: logprobs[{r}] = {a}, unsharded {b}");
+            }
+            for (r, (a, b)) in got[0].entropy.iter().zip(&want.entropy).enumerate() {
+                let same = a.to_bits() == b.to_bits()
+                    || (a.is_nan() && b.is_nan())
+                    || (a - b).abs() <= 1e-5 * (1.0 + b.abs());
+                assert!(same, "{what}: entropy[{r}] = {a}, unsharded {b}");
+            }
+            let grad = joined_grad(&got, &shards, case.rows());
+            let wg = want.grad.as_ref().unwrap().to_f32();
+            for (i, (a, b)) in grad.iter().zip(&wg).enumerate() {
+                let same = a.to_bits() == b.to_bits()
+                    || (a.is_nan() && b.is_nan())
+                    || (a - b).abs() <= 1e-5;
+                assert!(
+                    same,
+                    "{what}: grad[{}, {}] = {a}, unsharded {b}",
+                    i / v,
+                    i % v
+                );
+            }
+        }
+    }
+}

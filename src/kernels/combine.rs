@@ -21,6 +21,10 @@ struct Params {
     mode: u32,
     part_row: u32,
     out_offset: u32,
+    lse_offset: u32,
+    logp_offset: u32,
+    entropy_offset: u32,
+    _pad: u32,
 }
 
 /// Where the merged statistics go.
@@ -32,6 +36,9 @@ pub(crate) enum CombineOut<'a> {
     },
     /// One partial a row, at vec4 item `offset ..` of the binding.
     Partial(super::row_partials::PartialsOut<'a>),
+    /// row_stats.wgsl's outputs: lse, log-prob and entropy, each a binding and the
+    /// element of row 0 in it.
+    RowStats([(wgpu::BufferBinding<'a>, u32); 3]),
 }
 
 /// The gathered partials: shard k's partial of row r is vec4 item
@@ -73,11 +80,19 @@ pub(crate) fn record(
         bytemuck::cast_slice(starts),
         wgpu::BufferUsages::STORAGE,
     );
-    let (mode, part_row, out_offset, out_bind) = match out {
-        CombineOut::Stats { rowout, part_row } => {
-            (0, *part_row, 0, rowout.as_entire_buffer_binding())
-        }
-        CombineOut::Partial(p) => (1, 0, p.offset, p.binding.clone()),
+    // the bindings a mode does not write get a small spare buffer
+    let spare = ctx.buffer("combine spare", 16, wgpu::BufferUsages::STORAGE);
+    let none = || (spare.as_entire_buffer_binding(), 0);
+    let (mode, part_row, out_offset, out_bind, [lse, logp, entropy]) = match out {
+        CombineOut::Stats { rowout, part_row } => (
+            0,
+            *part_row,
+            0,
+            rowout.as_entire_buffer_binding(),
+            [none(), none(), none()],
+        ),
+        CombineOut::Partial(p) => (1, 0, p.offset, p.binding.clone(), [none(), none(), none()]),
+        CombineOut::RowStats(outs) => (2, 0, 0, none().0, outs.clone()),
     };
     let mut params = Vec::with_capacity(chunks.len());
     let mut windows = Vec::with_capacity(chunks.len());
@@ -93,6 +108,10 @@ pub(crate) fn record(
             mode,
             part_row,
             out_offset,
+            lse_offset: lse.1,
+            logp_offset: logp.1,
+            entropy_offset: entropy.1,
+            _pad: 0,
         });
         let groups = (end - first).div_ceil(ROW_WORKGROUP);
         windows.push((y_bind, super::grid(groups, &limits)));
@@ -109,6 +128,9 @@ pub(crate) fn record(
                 entry(2, y),
                 super::whole(3, &starts_buf),
                 entry(4, out_bind.clone()),
+                entry(5, lse.0.clone()),
+                entry(6, logp.0.clone()),
+                entry(7, entropy.0.clone()),
             ];
             (entries, groups)
         })

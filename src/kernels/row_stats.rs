@@ -117,6 +117,24 @@ impl Context {
         let (lse_bind, lse_offset) = f32_window("out.lse", &out.lse, n, &limits)?;
         let (logp_bind, logp_offset) = f32_window("out.logp", &out.logp, n, &limits)?;
         let (ent_bind, entropy_offset) = f32_window("out.entropy", &out.entropy, n, &limits)?;
+        let cols = super::column_blocks(
+            self,
+            logits.vocab,
+            &[super::PartSpans {
+                rows,
+                per_column: vec![logits.span()],
+                per_row: vec![targets.span()],
+            }],
+        )?;
+        let outs = [
+            (lse_bind, lse_offset),
+            (logp_bind, logp_offset),
+            (ent_bind, entropy_offset),
+        ];
+        if cols.len() > 1 {
+            return self.record_row_stats_blocks(encoder, logits, targets, inv_tau, &cols, outs);
+        }
+        let [(lse_bind, _), (logp_bind, _), (ent_bind, _)] = outs;
         let quad = logits
             .span()
             .quad_aligned(rows, logits.buffer.size(), &limits);
@@ -189,5 +207,61 @@ impl Context {
             })
             .collect();
         dispatch_chunks(self, encoder, "row_stats", &pipeline, &dispatches)
+    }
+
+    /// [`Context::record_row_stats`] of rows longer than one binding (or one lane's
+    /// loops): each column block's partials into a buffer of `blocks × rows × 16`
+    /// bytes made for the call, merged by combine.wgsl into the three outputs.
+    fn record_row_stats_blocks(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        logits: &LogitsView<'_>,
+        targets: &TargetsView<'_>,
+        inv_tau: f32,
+        cols: &[super::ColumnBlock],
+        outs: [(wgpu::BufferBinding<'_>, u32); 3],
+    ) -> Result<()> {
+        use super::combine::{CombineOut, Gathered};
+        use super::row_partials::PartialsOut;
+        let rows = logits.rows;
+        let items = cols.len() as u64 * rows as u64;
+        let bytes = items * crate::shards::PARTIAL_BYTES;
+        let partials = self.buffer("row_stats partials", bytes, wgpu::BufferUsages::STORAGE);
+        let limits = self.device().limits();
+        let (binding, _) = super::storage_window(
+            "logits",
+            &partials,
+            0,
+            items,
+            crate::shards::PARTIAL_BYTES,
+            &limits,
+        )?;
+        let mut starts = Vec::with_capacity(cols.len() + 1);
+        for (j, &(col, width)) in cols.iter().enumerate() {
+            let mut block = *logits;
+            block.layout.offset += col as u64;
+            block.vocab = width;
+            let out = PartialsOut {
+                binding: binding.clone(),
+                offset: j as u32 * rows,
+            };
+            super::row_partials::record(self, encoder, &block, targets, inv_tau, col, &out)?;
+            starts.push(col);
+        }
+        starts.push(logits.vocab);
+        let input = Gathered {
+            binding,
+            offset: 0,
+            stride: rows,
+        };
+        super::combine::record(
+            self,
+            encoder,
+            rows,
+            targets,
+            &starts,
+            &input,
+            &CombineOut::RowStats(outs),
+        )
     }
 }
