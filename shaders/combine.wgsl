@@ -82,7 +82,7 @@ fn combine(
     }
     // an id no shard owns (outside the vocabulary) has no log-prob: NaN, which the
     // loss launch reports as a bad id
-    var logp = bitcast<f32>(0x7fc00000u);
+    var logp = quiet_nan();
     if (owned) {
         logp = acc_logp(total, z_y);
     }

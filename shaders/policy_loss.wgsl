@@ -249,7 +249,7 @@ fn policy_loss(
         lse = acc_lse(total);
         entropy = acc_entropy(total);
         // an id outside the row (allowed where the mask is 0) gives NaN
-        logp = bitcast<f32>(0x7fc00000u);
+        logp = quiet_nan();
         if (y < params.vocab) {
             logp = acc_logp(total, z_y);
         }
@@ -292,7 +292,7 @@ fn policy_loss(
     // NaN (the reduce kernel reports the row), never a plausible number
     var big_g = factor * term.g + params.kl_coef * kl.y;
     if (y >= params.vocab_total) {
-        loss_t = bitcast<f32>(0x7fc00000u);
+        loss_t = quiet_nan();
         big_g = loss_t;
     }
     let w = select(0.0, m * seqinfo[seq].x, masked_in);

@@ -61,6 +61,21 @@ fn row_start(l: RowLayout, row: u32) -> u32 {
 
 const LOWEST: f32 = -3.40282346638528859812e+38;
 
+// NaN (the log-prob of an id outside the vocabulary) and -inf (entries past a row's
+// end). WGSL rejects a constant expression that evaluates to NaN or ±inf, and the
+// browser's compiler (Tint) enforces it, so the bits go through private variables and
+// become floats at run time.
+var<private> QUIET_NAN_BITS: u32 = 0x7fc00000u;
+var<private> NEG_INF_BITS: u32 = 0xff800000u;
+
+fn quiet_nan() -> f32 {
+    return bitcast<f32>(QUIET_NAN_BITS);
+}
+
+fn neg_inf() -> f32 {
+    return bitcast<f32>(NEG_INF_BITS);
+}
+
 // Tested on the bits: some drivers (llvmpipe on GL) evaluate `NaN > 0.0` as true, and
 // a NaN must never be clamped into a plausible number.
 fn is_nan(x: f32) -> bool {

@@ -46,7 +46,7 @@ fn row_stats(
         let y = targets[row_start(params.y, row)];
         // an id outside the row gives NaN, never another row's logit; the host API
         // checks ids and reports the first bad row before it gets here
-        var logp = bitcast<f32>(0x7fc00000u);
+        var logp = quiet_nan();
         if (y < params.vocab) {
             logp = acc_logp(total, load_logit(base + y) * params.inv_tau);
         }

@@ -82,7 +82,18 @@ impl Context {
     }
 
     /// Advantages of host rewards, computed on the device.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn advantages(
+        &self,
+        estimator: AdvantageEstimator,
+        rewards: &[f32],
+        group_size: u32,
+    ) -> Result<Vec<f32>> {
+        pollster::block_on(self.advantages_async(estimator, rewards, group_size))
+    }
+
+    /// [`Context::advantages`] without blocking (the browser's form).
+    pub async fn advantages_async(
         &self,
         estimator: AdvantageEstimator,
         rewards: &[f32],
@@ -106,6 +117,9 @@ impl Context {
             group_size,
             &F32View::new(&out),
         )?;
-        Ok(self.read_f32s(encoder, &[&out], rewards.len())?.remove(0))
+        Ok(self
+            .read_f32s_async(encoder, &[&out], rewards.len())
+            .await?
+            .remove(0))
     }
 }

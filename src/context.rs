@@ -62,6 +62,9 @@ struct Stats {
     bytes: AtomicU64,
     lost: Mutex<Option<String>>,
     lost_flag: AtomicBool,
+    /// In the browser, where error scopes cannot be waited for inside a synchronous
+    /// call: the first wgpu error reported since the last read-back.
+    uncaptured: Mutex<Option<String>>,
 }
 
 /// Buffers the library has created on a device (uploads of the host convenience layer
@@ -88,6 +91,7 @@ pub fn instance() -> wgpu::Instance {
 }
 
 /// Every adapter of every backend `WGPU_BACKEND` allows (all of them by default).
+#[cfg(not(target_arch = "wasm32"))]
 pub fn adapters() -> Vec<wgpu::Adapter> {
     pollster::block_on(instance().enumerate_adapters(wgpu::Backends::all()))
 }
@@ -167,6 +171,7 @@ impl Context {
     /// (a case-insensitive substring of the adapter's name) if set, else the
     /// `WGPU_POWER_PREF` preference (high performance by default), among the backends
     /// `WGPU_BACKEND` allows.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn new() -> Result<Self> {
         let adapter = match std::env::var("WGPU_ADAPTER_NAME") {
             Ok(name) => Self::adapter_named(&name)?,
@@ -182,8 +187,23 @@ impl Context {
         Self::from_adapter(&adapter)
     }
 
+    /// [`Context::new`] without blocking, as the browser needs: the adapter the
+    /// platform prefers (WebGPU's `requestAdapter` there), its device opened with
+    /// [`Context::from_adapter_async`].
+    pub async fn new_async() -> Result<Self> {
+        let adapter = instance()
+            .request_adapter(&wgpu::RequestAdapterOptions {
+                power_preference: wgpu::PowerPreference::HighPerformance,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| Error::NoAdapter(format!(" ({e})")))?;
+        Self::from_adapter_async(&adapter, adapter.limits()).await
+    }
+
     /// The first adapter whose "name (Backend)" contains `name` (case-insensitive), e.g.
     /// `"llvmpipe"`, `"vulkan"` or `"nvidia"`.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn adapter_named(name: &str) -> Result<wgpu::Adapter> {
         let want = name.to_lowercase();
         let all = adapters();
@@ -207,6 +227,7 @@ impl Context {
 
     /// A context for every adapter found. An adapter that refuses a device gives an `Err`
     /// in its place rather than being skipped; [`Context::open_all`] sorts them out.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn all() -> Vec<Result<Self>> {
         adapters().iter().map(Self::from_adapter).collect()
     }
@@ -216,6 +237,7 @@ impl Context {
     /// is set aside in [`OpenAdapters::unavailable`], named, with the reason, so that the
     /// others still run. `Err` when no adapter opens, or, in strict mode
     /// (`WGPU_POLICY_LOSS_STRICT=1`), when any adapter refuses.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn open_all() -> Result<OpenAdapters> {
         let mut open = OpenAdapters::default();
         for adapter in adapters() {
@@ -256,13 +278,20 @@ impl Context {
 
     /// Opens a device on `adapter` with the features this library can use (f16,
     /// subgroups) and the adapter's full limits (large storage bindings).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn from_adapter(adapter: &wgpu::Adapter) -> Result<Self> {
         Self::from_adapter_with_limits(adapter, adapter.limits())
     }
 
     /// As [`Context::from_adapter`], with explicit limits (e.g. lowered ones, to exercise
     /// chunking on a small device).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn from_adapter_with_limits(adapter: &wgpu::Adapter, limits: wgpu::Limits) -> Result<Self> {
+        pollster::block_on(Self::from_adapter_async(adapter, limits))
+    }
+
+    /// [`Context::from_adapter_with_limits`] without blocking (the browser's form).
+    pub async fn from_adapter_async(adapter: &wgpu::Adapter, limits: wgpu::Limits) -> Result<Self> {
         let info = adapter.get_info();
         if let Some(pattern) = refused_by_env(&info) {
             return Err(Error::RequestDevice {
@@ -279,24 +308,33 @@ impl Context {
             | wgpu::Features::SUBGROUP
             | wgpu::Features::TIMESTAMP_QUERY
             | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS;
-        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
-            label: Some("wgpu-policy-loss"),
-            required_features: adapter.features() & wanted,
-            required_limits: limits,
-            experimental_features: wgpu::ExperimentalFeatures::disabled(),
-            memory_hints: wgpu::MemoryHints::Performance,
-            trace: wgpu::Trace::Off,
-        }))
-        .map_err(|e| Error::RequestDevice {
-            adapter: info.name.clone(),
-            reason: e.to_string(),
-        })?;
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("wgpu-policy-loss"),
+                required_features: adapter.features() & wanted,
+                required_limits: limits,
+                experimental_features: wgpu::ExperimentalFeatures::disabled(),
+                memory_hints: wgpu::MemoryHints::Performance,
+                trace: wgpu::Trace::Off,
+            })
+            .await
+            .map_err(|e| Error::RequestDevice {
+                adapter: info.name.clone(),
+                reason: e.to_string(),
+            })?;
         // Errors inside our calls are caught by error scopes and returned as `Err`;
         // anything else (the caller's own misuse of this device) is reported, not a panic.
-        device.on_uncaptured_error(Arc::new(|e: wgpu::Error| {
-            eprintln!("wgpu-policy-loss: uncaptured wgpu error: {e}");
-        }));
         let mut ctx = Self::from_wgpu(device, queue);
+        let stats = ctx.stats.clone();
+        ctx.device
+            .on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+                if cfg!(target_arch = "wasm32") {
+                    let mut first = stats.uncaptured.lock().unwrap_or_else(|p| p.into_inner());
+                    first.get_or_insert_with(|| e.to_string());
+                } else {
+                    eprintln!("wgpu-policy-loss: uncaptured wgpu error: {e}");
+                }
+            }));
         ctx.adapter = Some(adapter.clone());
         // A lost device turns every later call into an `Err` (only on devices we opened:
         // a caller's device keeps the caller's own callback).
@@ -476,6 +514,7 @@ impl Context {
 
     /// Runs `f` inside validation and out-of-memory error scopes and turns what they
     /// catch into `Err` (wgpu would otherwise hand it to the uncaptured-error handler).
+    #[cfg(not(target_arch = "wasm32"))]
     pub(crate) fn scoped<T>(&self, f: impl FnOnce() -> T) -> Result<T> {
         self.check_alive()?;
         let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
@@ -489,8 +528,32 @@ impl Context {
         }
     }
 
+    /// In the browser an error scope can only be awaited, and a synchronous call cannot
+    /// wait: `f` runs unscoped, and what wgpu reports comes back from the next
+    /// read-back ([`Context::read_back_async`]) as `Err`.
+    #[cfg(target_arch = "wasm32")]
+    pub(crate) fn scoped<T>(&self, f: impl FnOnce() -> T) -> Result<T> {
+        self.check_alive()?;
+        Ok(f())
+    }
+
+    /// The first wgpu error reported outside a scope since the last call, as `Err`.
+    pub(crate) fn take_uncaptured(&self) -> Result<()> {
+        let first = self
+            .stats
+            .uncaptured
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        match first {
+            Some(e) => Err(Error::Wgpu(e)),
+            None => Ok(()),
+        }
+    }
+
     /// Submits `encoder` and waits for the device to finish it; errors (validation,
     /// a lost device) come back as `Err`.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn submit_and_wait(&self, encoder: wgpu::CommandEncoder) -> Result<()> {
         let index = self.scoped(|| self.queue.submit([encoder.finish()]))?;
         let waited = self.device.poll(wgpu::PollType::Wait {

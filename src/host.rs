@@ -101,7 +101,18 @@ impl Context {
 
     /// Copies the first `bytes` of each buffer into one staging buffer, submits
     /// `encoder` with the copies, waits, and reads the bytes back.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn read_back(
+        &self,
+        encoder: wgpu::CommandEncoder,
+        buffers: &[(&wgpu::Buffer, u64)],
+    ) -> Result<Vec<Vec<u8>>> {
+        pollster::block_on(self.read_back_async(encoder, buffers))
+    }
+
+    /// [`Context::read_back`] without blocking: the browser's form, where the page's
+    /// event loop maps the buffer (natively the device is polled until it has).
+    pub async fn read_back_async(
         &self,
         mut encoder: wgpu::CommandEncoder,
         buffers: &[(&wgpu::Buffer, u64)],
@@ -123,17 +134,22 @@ impl Context {
                 at += n;
             }
         })?;
+        let (tx, rx) = futures_channel::oneshot::channel();
+        #[cfg(not(target_arch = "wasm32"))]
         self.submit_and_wait(encoder)?;
-        let (tx, rx) = std::sync::mpsc::channel();
+        #[cfg(target_arch = "wasm32")]
+        self.queue().submit([encoder.finish()]);
         staging.map_async(wgpu::MapMode::Read, .., move |r| {
             let _ = tx.send(r);
         });
+        #[cfg(not(target_arch = "wasm32"))]
         self.device()
             .poll(wgpu::PollType::wait_indefinitely())
             .map_err(|e| Error::Wgpu(e.to_string()))?;
-        rx.recv()
-            .map_err(|e| Error::Wgpu(e.to_string()))?
-            .map_err(|e| Error::Wgpu(e.to_string()))?;
+        let mapped = rx.await.map_err(|e| Error::Wgpu(e.to_string()))?;
+        self.take_uncaptured()?;
+        self.check_alive()?;
+        mapped.map_err(|e| Error::Wgpu(e.to_string()))?;
         let view = staging
             .get_mapped_range(..)
             .map_err(|e| Error::Wgpu(e.to_string()))?;
@@ -149,7 +165,18 @@ impl Context {
     }
 
     /// [`Context::read_back`] of `len` f32 values from each buffer.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn read_f32s(
+        &self,
+        encoder: wgpu::CommandEncoder,
+        buffers: &[&wgpu::Buffer],
+        len: usize,
+    ) -> Result<Vec<Vec<f32>>> {
+        pollster::block_on(self.read_f32s_async(encoder, buffers, len))
+    }
+
+    /// [`Context::read_f32s`] without blocking (the browser's form).
+    pub async fn read_f32s_async(
         &self,
         encoder: wgpu::CommandEncoder,
         buffers: &[&wgpu::Buffer],
@@ -158,14 +185,27 @@ impl Context {
         let list: Vec<(&wgpu::Buffer, u64)> =
             buffers.iter().map(|&b| (b, len as u64 * 4)).collect();
         Ok(self
-            .read_back(encoder, &list)?
+            .read_back_async(encoder, &list)
+            .await?
             .iter()
             .map(|bytes| bytemuck::pod_collect_to_vec(bytes))
             .collect())
     }
 
     /// Per-row log-sum-exp, target log-prob and entropy of host logits `[rows, vocab]`.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn row_stats(
+        &self,
+        logits: HostLogits<'_>,
+        vocab: u32,
+        targets: &[u32],
+        temperature: f32,
+    ) -> Result<RowStatsHost> {
+        pollster::block_on(self.row_stats_async(logits, vocab, targets, temperature))
+    }
+
+    /// [`Context::row_stats`] without blocking (the browser's form).
+    pub async fn row_stats_async(
         &self,
         logits: HostLogits<'_>,
         vocab: u32,
@@ -201,7 +241,9 @@ impl Context {
             temperature,
             &out.outputs(),
         )?;
-        let mut got = self.read_f32s(encoder, &[&out.lse, &out.logp, &out.entropy], rows)?;
+        let mut got = self
+            .read_f32s_async(encoder, &[&out.lse, &out.logp, &out.entropy], rows)
+            .await?;
         let entropy = got.pop().unwrap_or_default();
         let logp = got.pop().unwrap_or_default();
         let lse = got.pop().unwrap_or_default();
@@ -343,6 +385,7 @@ impl Context {
     /// The policy loss of a host batch: uploads it, runs the forward (and, with
     /// `grad_dtype`, the backward) and reads everything back. Token ids on masked-in
     /// rows are checked on the device; the error names the first bad row.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn policy_loss(
         &self,
         config: &LossConfig,
@@ -352,11 +395,33 @@ impl Context {
         self.policy_loss_parts(config, std::slice::from_ref(batch), grad_dtype)
     }
 
+    /// [`Context::policy_loss`] without blocking (the browser's form).
+    pub async fn policy_loss_async(
+        &self,
+        config: &LossConfig,
+        batch: &HostBatch<'_>,
+        grad_dtype: Option<DType>,
+    ) -> Result<HostLoss> {
+        self.policy_loss_parts_async(config, std::slice::from_ref(batch), grad_dtype)
+            .await
+    }
+
     /// [`Context::policy_loss`] of a batch held in several parts (each of whole
     /// sequences, each uploaded to buffers of its own), computed as one batch by
     /// [`PolicyLoss::record_parts`]: per-row outputs and the gradient (`rows × vocab`)
     /// hold every part's rows in order, as for the parts joined into one batch.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn policy_loss_parts<'a, P: Copy + Into<HostPart<'a>>>(
+        &self,
+        config: &LossConfig,
+        parts: &[P],
+        grad_dtype: Option<DType>,
+    ) -> Result<HostLoss> {
+        pollster::block_on(self.policy_loss_parts_async(config, parts, grad_dtype))
+    }
+
+    /// [`Context::policy_loss_parts`] without blocking (the browser's form).
+    pub async fn policy_loss_parts_async<'a, P: Copy + Into<HostPart<'a>>>(
         &self,
         config: &LossConfig,
         parts: &[P],
@@ -395,14 +460,28 @@ impl Context {
             .device()
             .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
         loss.record_parts(&mut encoder, &views, &out.outputs())?;
-        self.read_loss(encoder, &out, &parts, rows, grad_dtype, vocab)
+        self.read_loss_async(encoder, &out, &parts, rows, grad_dtype, vocab)
+            .await
     }
 
     /// Shard `rank`'s partial statistics ([`PolicyLoss::record_shard_partials`]) of host
     /// logits holding its columns, `rows × shards.width(rank)` row-major, and the rows'
     /// token ids (of the whole vocabulary): `rows × 4` f32 to gather with the other
     /// shards' in rank order. Only the config's temperature is used.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn shard_partials(
+        &self,
+        config: &LossConfig,
+        shards: &VocabShards,
+        rank: usize,
+        logits: HostLogits<'_>,
+        targets: &[u32],
+    ) -> Result<Vec<f32>> {
+        pollster::block_on(self.shard_partials_async(config, shards, rank, logits, targets))
+    }
+
+    /// [`Context::shard_partials`] without blocking (the browser's form).
+    pub async fn shard_partials_async(
         &self,
         config: &LossConfig,
         shards: &VocabShards,
@@ -451,7 +530,8 @@ impl Context {
             F32View::new(&out),
         )?;
         Ok(self
-            .read_f32s(encoder, &[&out], (rows * crate::PARTIAL_FLOATS) as usize)?
+            .read_f32s_async(encoder, &[&out], (rows * crate::PARTIAL_FLOATS) as usize)
+            .await?
             .remove(0))
     }
 
@@ -460,7 +540,23 @@ impl Context {
     /// order (`shards.len() × rows × 4` f32): the loss, metrics and per-row outputs of
     /// the whole vocabulary, and the gradient of this shard's columns (`rows × width`).
     /// A token id outside the whole vocabulary is an error naming the first such row.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn policy_loss_shard<'a, P: Into<HostPart<'a>>>(
+        &self,
+        config: &LossConfig,
+        shards: &VocabShards,
+        rank: usize,
+        part: P,
+        gathered: &[f32],
+        grad_dtype: Option<DType>,
+    ) -> Result<HostLoss> {
+        pollster::block_on(
+            self.policy_loss_shard_async(config, shards, rank, part, gathered, grad_dtype),
+        )
+    }
+
+    /// [`Context::policy_loss_shard`] without blocking (the browser's form).
+    pub async fn policy_loss_shard_async<'a, P: Into<HostPart<'a>>>(
         &self,
         config: &LossConfig,
         shards: &VocabShards,
@@ -511,12 +607,13 @@ impl Context {
             &out.outputs(),
         )?;
         let rows = up.rows;
-        self.read_loss(encoder, &out, &[up], rows, grad_dtype, shards.vocab())
+        self.read_loss_async(encoder, &out, &[up], rows, grad_dtype, shards.vocab())
+            .await
     }
 
     /// Submits `encoder` and reads back a loss call's outputs and the parts' gradients;
     /// an invalid id (of a vocabulary of `vocab`) is the error naming its row.
-    fn read_loss(
+    async fn read_loss_async(
         &self,
         encoder: wgpu::CommandEncoder,
         out: &LossBuffers,
@@ -535,7 +632,7 @@ impl Context {
                 .iter()
                 .filter_map(|p| p.grad.as_ref().map(|(b, n)| (b, *n))),
         );
-        let got = self.read_back(encoder, &list)?;
+        let got = self.read_back_async(encoder, &list).await?;
         let grad = grad_dtype.map(|dtype| HostGrad {
             dtype,
             bytes: got[3..].concat(),

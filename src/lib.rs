@@ -6,10 +6,16 @@
 //! leave their results on the device; [`Context::row_stats`] and friends wrap that for
 //! host slices. [`reference`] is the f64 CPU reference everything is tested against.
 
+// the benchmarks (and what only they use) are native only
+#![cfg_attr(target_arch = "wasm32", allow(dead_code))]
+
 mod advantages;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod bench;
+pub mod check;
 mod config;
 mod context;
+mod demo;
 mod error;
 mod host;
 mod kernels;
@@ -23,10 +29,13 @@ pub use config::{
     KlEstimator, LossAggMode, LossConfig, PolicyLossMode, RolloutCorrection, RolloutLevel,
     RolloutMode, TrlLossType,
 };
+#[cfg(not(target_arch = "wasm32"))]
+pub use context::adapters;
 pub use context::{
-    adapters, available_paths, describe_info, instance, Allocations, Context, OpenAdapters, Paths,
+    available_paths, describe_info, instance, Allocations, Context, OpenAdapters, Paths,
     Unavailable, FAIL_DEVICE_ENV, STRICT_ENV,
 };
+pub use demo::{Demo, DemoConfig};
 pub use error::{Error, Result};
 pub use host::{check_targets, HostBatch, HostGrad, HostLogits, HostLoss, HostPart, RowStatsHost};
 pub use kernels::row_stats::{RowStatsBuffers, RowStatsOutputs};

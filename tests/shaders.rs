@@ -133,3 +133,31 @@ fn fallback_needs_no_capability() {
         }
     }
 }
+
+/// WebGPU's default limits, which a browser's adapter may not exceed: at most 8
+/// storage buffers a stage and 256 invocations a workgroup, in every variant (after the
+/// overrides). Also no constant expression that is NaN or ±inf, which naga accepts
+/// and the browser's compiler (Tint) rejects: such values are made at run time.
+#[test]
+fn every_variant_keeps_to_webgpu_default_limits() {
+    for (name, key) in &shader_variants() {
+        let (module, _) = compile(name, key);
+        let storage = module
+            .global_variables
+            .iter()
+            .filter(|(_, g)| matches!(g.space, naga::AddressSpace::Storage { .. }))
+            .count();
+        assert!(storage <= 8, "{name}: {storage} storage buffers");
+        for ep in &module.entry_points {
+            let [x, y, z] = ep.workgroup_size;
+            assert!(x * y * z <= 256, "{name}: workgroup of {}", x * y * z);
+        }
+        let src = key.source();
+        for bits in ["0x7fc00000u)", "0xff800000u)", "0x7f800000u)"] {
+            assert!(
+                !src.contains(&format!("bitcast<f32>({bits}")),
+                "{name}: bitcast<f32>({bits} is a constant NaN/inf"
+            );
+        }
+    }
+}

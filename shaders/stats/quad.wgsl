@@ -6,7 +6,7 @@ fn stats_sweep(lane: u32, xbase: u32, vocab: u32, inv_tau: f32) -> RowAcc {
     var acc = acc_empty();
     let q0 = xbase >> 2u;
     let quads = (vocab + 3u) >> 2u;
-    let ninf = bitcast<f32>(0xff800000u);
+    let ninf = neg_inf();
     let r = lane_range(lane, quads);
     for (var q = r.begin; q < r.end; q += r.step) {
         let z = load_quad(q0 + q) * inv_tau;

@@ -1,0 +1,277 @@
+//! The cross-vendor correctness check (the CLI's `check`, and the web page's button):
+//! every logits dtype and loss mode, several shapes, the options cycled, each case
+//! against the f64 CPU reference with the test suite's tolerances. Deterministic data,
+//! so every machine checks the same numbers.
+
+use crate::half::{bf16, f16};
+use crate::reference::{self, Batch};
+use crate::{
+    Context, DType, Error, HostBatch, HostLogits, KlEstimator, LossAggMode, LossConfig,
+    PolicyLossMode, RolloutCorrection, RolloutLevel, RolloutMode,
+};
+
+/// (sequences, rows per sequence, vocab): odd and aligned vocabularies, a large one.
+pub const SHAPES: [(u32, u32, u32); 3] = [(3, 5, 33), (2, 4, 4100), (1, 3, 151_936)];
+
+/// The tolerances of the test suite: the loss relative to (1 + |loss|), log-probs
+/// absolute, the gradient relative to its largest element plus the rounding of the
+/// gradient's dtype.
+pub const LOSS_TOL: f64 = 2e-5;
+pub const LOGP_TOL: f64 = 1e-4;
+pub const GRAD_TOL: f64 = 1e-4;
+
+/// A small deterministic generator, so that every machine checks the same numbers.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> f64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// The largest errors over a set of cases, and how many failed.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Worst {
+    pub loss: f64,
+    pub logp: f64,
+    pub grad: f64,
+    pub cases: usize,
+    pub failed: usize,
+}
+
+/// The options a case adds to its mode: none, the top-entropy mask (the quantile or the
+/// renormalised top-k), or a rollout correction.
+#[derive(Clone, Copy, Debug)]
+pub enum Extra {
+    Plain,
+    EntropyQuantile,
+    EntropyTopK,
+    Rollout(RolloutLevel, RolloutMode),
+}
+
+pub const OPTIONS: [Extra; 6] = [
+    Extra::Plain,
+    Extra::EntropyQuantile,
+    Extra::EntropyTopK,
+    Extra::Rollout(RolloutLevel::Token, RolloutMode::Truncate),
+    Extra::Rollout(RolloutLevel::Sequence, RolloutMode::Mask),
+    Extra::Rollout(RolloutLevel::Geometric, RolloutMode::Truncate),
+];
+
+impl Extra {
+    fn apply(self, c: LossConfig) -> LossConfig {
+        match self {
+            Extra::Plain => c,
+            Extra::EntropyQuantile => LossConfig {
+                top_entropy_quantile: Some(0.5),
+                ..c
+            },
+            Extra::EntropyTopK => LossConfig {
+                top_entropy_quantile: Some(0.4),
+                top_entropy_renormalize: true,
+                ..c
+            },
+            Extra::Rollout(level, mode) => LossConfig {
+                rollout_correction: Some(RolloutCorrection {
+                    threshold: 1.5,
+                    ..RolloutCorrection::new(level, mode)
+                }),
+                ..c
+            },
+        }
+    }
+}
+
+/// One case of the check: its mode, option, dtype, shape and seed.
+#[derive(Clone, Copy, Debug)]
+pub struct Case {
+    pub mode: PolicyLossMode,
+    pub option: Extra,
+    pub dtype: DType,
+    pub shape: (u32, u32, u32),
+    pub seed: u64,
+}
+
+/// The cases of one dtype: every shape × mode, the options cycled.
+pub fn cases(dtype: DType) -> Vec<Case> {
+    let mut out = Vec::new();
+    for (i, &shape) in SHAPES.iter().enumerate() {
+        for (j, mode) in PolicyLossMode::ALL.into_iter().enumerate() {
+            out.push(Case {
+                mode,
+                option: OPTIONS[(i * PolicyLossMode::ALL.len() + j) % OPTIONS.len()],
+                dtype,
+                shape,
+                seed: (i * 3 + j) as u64 + 1,
+            });
+        }
+    }
+    out
+}
+
+/// Runs `case` on `ctx` into `worst`; `Ok(Some(why))` when it is out of tolerance.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn run_case(ctx: &Context, case: &Case, worst: &mut Worst) -> Result<Option<String>, Error> {
+    pollster::block_on(run_case_async(ctx, case, worst))
+}
+
+/// [`run_case`] without blocking (the browser's form).
+pub async fn run_case_async(
+    ctx: &Context,
+    case: &Case,
+    worst: &mut Worst,
+) -> Result<Option<String>, Error> {
+    let Case {
+        mode,
+        option,
+        dtype,
+        shape,
+        seed,
+    } = *case;
+    run_one(ctx, mode, option, dtype, shape, seed, worst).await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_one(
+    ctx: &Context,
+    mode: PolicyLossMode,
+    option: Extra,
+    dtype: DType,
+    shape: (u32, u32, u32),
+    seed: u64,
+    worst: &mut Worst,
+) -> Result<Option<String>, Error> {
+    let (seqs, rps, vocab) = shape;
+    let rows = (seqs * rps) as usize;
+    let v = vocab as usize;
+    let mut rng = Lcg(seed);
+    let x: Vec<f32> = (0..rows * v)
+        .map(|_| (rng.next() as f32 - 0.5) * 8.0)
+        .collect();
+    let (xf16, xbf16): (Vec<f16>, Vec<bf16>) = (
+        x.iter().map(|&a| f16::from_f32(a)).collect(),
+        x.iter().map(|&a| bf16::from_f32(a)).collect(),
+    );
+    let (logits, exact): (HostLogits<'_>, Vec<f64>) = match dtype {
+        DType::F32 => (HostLogits::F32(&x), x.iter().map(|&a| a as f64).collect()),
+        DType::F16 => (
+            HostLogits::F16(&xf16),
+            xf16.iter().map(|h| h.to_f64()).collect(),
+        ),
+        DType::Bf16 => (
+            HostLogits::Bf16(&xbf16),
+            xbf16.iter().map(|h| h.to_f64()).collect(),
+        ),
+    };
+    let targets: Vec<u32> = (0..rows)
+        .map(|_| (rng.next() * v as f64) as u32 % vocab)
+        .collect();
+    let mask: Vec<f32> = (0..rows)
+        .map(|r| if r % 4 == 3 { 0.0 } else { 1.0 })
+        .collect();
+    let adv: Vec<f32> = (0..seqs).map(|_| (rng.next() as f32 - 0.5) * 3.0).collect();
+    let cur: Vec<f64> = (0..rows)
+        .map(|r| reference::row_stats(&exact[r * v..(r + 1) * v], targets[r] as usize, 0.9).logp)
+        .collect();
+    let old: Vec<f32> = cur
+        .iter()
+        .map(|&l| (l + (rng.next() - 0.5) * 0.8) as f32)
+        .collect();
+    let refp: Vec<f32> = old
+        .iter()
+        .map(|&o| o + (rng.next() as f32 - 0.5) * 0.4)
+        .collect();
+    // the sampler's log-probs, junk where the mask is 0
+    let rollout: Vec<f32> = old
+        .iter()
+        .zip(&mask)
+        .map(|(&o, &m)| {
+            if m > 0.0 {
+                o + (rng.next() as f32 - 0.5) * 1.2
+            } else {
+                f32::NAN
+            }
+        })
+        .collect();
+    let config = LossConfig {
+        mode,
+        kl_loss_type: KlEstimator::K3,
+        kl_coef: 0.05,
+        entropy_coeff: 0.01,
+        loss_agg_mode: LossAggMode::SeqMeanTokenMean,
+        temperature: 0.9,
+        clip_ratio_c: Some(3.0),
+        kl_cov_ratio: 0.2,
+        clip_cov_ratio: 0.3,
+        clip_cov_lb: -5.0,
+        clip_cov_ub: 5.0,
+        ..option.apply(LossConfig::default())
+    };
+    let batch = HostBatch {
+        logits,
+        vocab,
+        rows_per_seq: Some(rps),
+        targets: &targets,
+        mask: &mask,
+        advantages: &adv,
+        old_logprobs: Some(&old),
+        ref_logprobs: Some(&refp),
+    };
+    let got = ctx
+        .policy_loss_parts_async(
+            &config,
+            &[batch.with_rollout_logprobs(&rollout)],
+            Some(dtype),
+        )
+        .await?;
+    let f = |a: &[f32]| a.iter().map(|&b| b as f64).collect::<Vec<_>>();
+    let want = reference::policy_loss_with(
+        &config,
+        &Batch {
+            logits: &exact,
+            vocab: v,
+            rows_per_seq: rps as usize,
+            targets: &targets,
+            mask: &f(&mask),
+            advantages: &f(&adv),
+            old_logp: Some(&f(&old)),
+            ref_logp: Some(&f(&refp)),
+        },
+        Some(&f(&rollout)),
+    )?;
+    let loss_err = (got.metrics.loss as f64 - want.loss).abs() / (1.0 + want.loss.abs());
+    let logp_err = (0..rows)
+        .filter(|&r| mask[r] > 0.0)
+        .map(|r| (got.logprobs[r] as f64 - want.logp[r]).abs())
+        .fold(0.0, f64::max);
+    let scale = want.grad.iter().fold(1e-30f64, |a, &b| a.max(b.abs()));
+    let rounding = match dtype {
+        DType::F32 => 0.0,
+        DType::F16 => 2f64.powi(-11),
+        DType::Bf16 => 2f64.powi(-8),
+    };
+    let grad = got.grad.map(|g| g.to_f32()).unwrap_or_default();
+    let mut grad_err = 0.0f64;
+    let mut grad_ok = grad.len() == want.grad.len();
+    for (g, w) in grad.iter().zip(&want.grad) {
+        let err = (*g as f64 - w).abs();
+        grad_ok &= err <= GRAD_TOL * scale + rounding * w.abs() * 1.01 + 1e-9;
+        grad_err = grad_err.max(err / scale);
+    }
+    worst.loss = worst.loss.max(loss_err);
+    worst.logp = worst.logp.max(logp_err);
+    worst.grad = worst.grad.max(grad_err);
+    worst.cases += 1;
+    if !(loss_err <= LOSS_TOL && logp_err <= LOGP_TOL && grad_ok) {
+        worst.failed += 1;
+        return Ok(Some(format!(
+            "{mode:?} {option:?} {dtype} {shape:?}: loss {loss_err:.1e} logp {logp_err:.1e} \
+             grad {grad_err:.1e}"
+        )));
+    }
+    Ok(None)
+}

@@ -1,0 +1,292 @@
+//! The correctness suite in a real browser: the library compiled for
+//! `wasm32-unknown-unknown`, on the browser's WebGPU adapter (SwiftShader in headless
+//! Chromium on CI), against the same f64 reference as natively. Row statistics and the
+//! policy loss in every mode, aggregation and dtype, shapes up to V = 151936, and bad
+//! input as errors. `scripts/web-test.sh` runs it (`wasm-bindgen-test-runner` drives
+//! Chromium through chromedriver; `webdriver.json` passes the WebGPU flags).
+
+use wasm_bindgen_test::*;
+use wgpu_policy_loss::half::{bf16, f16};
+use wgpu_policy_loss::reference::{self, Batch};
+use wgpu_policy_loss::{
+    check, Context, DType, Error, HostBatch, HostLogits, KlEstimator, LossAggMode, LossConfig,
+    PolicyLossMode,
+};
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+/// The browser's adapter; a browser without WebGPU is a loud failure, never a pass.
+async fn gpu() -> Context {
+    let ctx = Context::new_async().await.unwrap_or_else(|e| {
+        panic!("{e}: Chromium needs --enable-unsafe-webgpu (web/webdriver.json) for an adapter")
+    });
+    console_log!("adapter: {} [{}]", ctx.describe(), ctx.paths().describe());
+    ctx
+}
+
+/// A small deterministic generator (the suite needs no `rand` in the browser).
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> f64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Logits rounded to `dtype`, and their exact values.
+struct Logits {
+    f32: Vec<f32>,
+    f16: Vec<f16>,
+    bf16: Vec<bf16>,
+    dtype: DType,
+}
+
+impl Logits {
+    fn new(seed: u64, n: usize, dtype: DType) -> Self {
+        let mut r = Lcg(seed);
+        let f32: Vec<f32> = (0..n).map(|_| (r.next() as f32 - 0.5) * 8.0).collect();
+        Logits {
+            f16: f32.iter().map(|&x| f16::from_f32(x)).collect(),
+            bf16: f32.iter().map(|&x| bf16::from_f32(x)).collect(),
+            f32,
+            dtype,
+        }
+    }
+
+    fn host(&self) -> HostLogits<'_> {
+        match self.dtype {
+            DType::F32 => HostLogits::F32(&self.f32),
+            DType::F16 => HostLogits::F16(&self.f16),
+            DType::Bf16 => HostLogits::Bf16(&self.bf16),
+        }
+    }
+
+    fn exact(&self) -> Vec<f64> {
+        let h = self.host();
+        (0..h.len()).map(|i| h.get(i)).collect()
+    }
+}
+
+#[wasm_bindgen_test]
+async fn row_stats_match_the_reference() {
+    let ctx = gpu().await;
+    let mut worst = 0f64;
+    for dtype in DType::ALL {
+        for (rows, vocab) in [(5usize, 33u32), (3, 4100), (2, 151_936)] {
+            let v = vocab as usize;
+            let l = Logits::new(vocab as u64, rows * v, dtype);
+            let targets: Vec<u32> = (0..rows as u32).map(|r| (r * 7919) % vocab).collect();
+            let got = ctx
+                .row_stats_async(l.host(), vocab, &targets, 0.8)
+                .await
+                .unwrap();
+            let x = l.exact();
+            for r in 0..rows {
+                let want = reference::row_stats(&x[r * v..(r + 1) * v], targets[r] as usize, 0.8);
+                for (what, g, w) in [
+                    ("lse", got.lse[r], want.lse),
+                    ("logp", got.logp[r], want.logp),
+                    ("entropy", got.entropy[r], want.entropy),
+                ] {
+                    let err = (g as f64 - w).abs();
+                    assert!(
+                        err <= 1e-4 * (1.0 + w.abs()),
+                        "{dtype} {rows}x{vocab} row {r}: {what} {g}, want {w}"
+                    );
+                    worst = worst.max(err / (1.0 + w.abs()));
+                }
+                assert!(
+                    got.logp[r] <= 0.0,
+                    "{dtype} row {r}: logp {} > 0",
+                    got.logp[r]
+                );
+            }
+        }
+    }
+    console_log!("row_stats: max error {worst:.1e} (relative to 1 + |value|)");
+}
+
+/// Every mode × aggregation × dtype on three sequences of five rows (one masked out
+/// entirely), with old and reference log-probs, the KL and entropy terms and dual-clip.
+#[wasm_bindgen_test]
+async fn policy_loss_in_every_mode_aggregation_and_dtype() {
+    let ctx = gpu().await;
+    let (seqs, rps, vocab) = (3usize, 5usize, 37u32);
+    let (rows, v) = (seqs * rps, vocab as usize);
+    let mut r = Lcg(5);
+    let targets: Vec<u32> = (0..rows)
+        .map(|_| (r.next() * v as f64) as u32 % vocab)
+        .collect();
+    let mask: Vec<f32> = (0..rows)
+        .map(|i| {
+            if (rps..2 * rps).contains(&i) || i % 7 == 3 {
+                0.0
+            } else {
+                1.0
+            }
+        })
+        .collect();
+    let adv: Vec<f32> = (0..seqs).map(|_| (r.next() as f32 - 0.5) * 3.0).collect();
+    let old: Vec<f32> = (0..rows).map(|_| -(r.next() as f32) * 4.0 - 0.1).collect();
+    let refp: Vec<f32> = old
+        .iter()
+        .map(|&o| o + (r.next() as f32 - 0.5) * 0.4)
+        .collect();
+    let f = |a: &[f32]| a.iter().map(|&b| b as f64).collect::<Vec<_>>();
+    let (mut loss_err, mut grad_err) = (0f64, 0f64);
+    let mut aggs: Vec<(LossAggMode, Option<f32>)> =
+        LossAggMode::ALL.into_iter().map(|a| (a, None)).collect();
+    aggs.push((LossAggMode::TokenMean, Some(40.0)));
+    for dtype in DType::ALL {
+        let l = Logits::new(11, rows * v, dtype);
+        let x = l.exact();
+        for mode in PolicyLossMode::ALL {
+            for &(agg, global) in &aggs {
+                let cfg = LossConfig {
+                    mode,
+                    loss_agg_mode: agg,
+                    global_normalizer: global,
+                    kl_loss_type: KlEstimator::K3,
+                    kl_coef: 0.1,
+                    entropy_coeff: 0.01,
+                    clip_ratio_c: Some(3.0),
+                    temperature: 0.9,
+                    ..LossConfig::default()
+                };
+                let batch = HostBatch {
+                    logits: l.host(),
+                    vocab,
+                    rows_per_seq: Some(rps as u32),
+                    targets: &targets,
+                    mask: &mask,
+                    advantages: &adv,
+                    old_logprobs: Some(&old),
+                    ref_logprobs: Some(&refp),
+                };
+                let what = format!("{mode:?} {agg:?} {global:?} {dtype}");
+                let got = ctx
+                    .policy_loss_async(&cfg, &batch, Some(dtype))
+                    .await
+                    .unwrap_or_else(|e| panic!("{what}: {e}"));
+                let want = reference::policy_loss(
+                    &cfg,
+                    &Batch {
+                        logits: &x,
+                        vocab: v,
+                        rows_per_seq: rps,
+                        targets: &targets,
+                        mask: &f(&mask),
+                        advantages: &f(&adv),
+                        old_logp: Some(&f(&old)),
+                        ref_logp: Some(&f(&refp)),
+                    },
+                )
+                .unwrap();
+                let e = (got.metrics.loss as f64 - want.loss).abs();
+                assert!(
+                    e <= 2e-5 * (1.0 + want.loss.abs()),
+                    "{what}: loss {} vs {}",
+                    got.metrics.loss,
+                    want.loss
+                );
+                loss_err = loss_err.max(e);
+                let g = got.grad.unwrap().to_f32();
+                let scale = want.grad.iter().fold(1e-30f64, |a, &b| a.max(b.abs()));
+                let rounding = match dtype {
+                    DType::F32 => 0.0,
+                    DType::F16 => 2f64.powi(-11),
+                    DType::Bf16 => 2f64.powi(-8),
+                };
+                for (i, (&a, &w)) in g.iter().zip(&want.grad).enumerate() {
+                    let err = (a as f64 - w).abs();
+                    assert!(
+                        err <= 1e-4 * scale + rounding * w.abs() * 1.01 + 1e-9,
+                        "{what}: grad[{}, {}] = {a}, want {w}",
+                        i / v,
+                        i % v
+                    );
+                    grad_err = grad_err.max(err / scale);
+                }
+            }
+        }
+    }
+    console_log!("policy loss: max loss error {loss_err:.1e}, max gradient error {grad_err:.1e} of the largest element");
+}
+
+/// The CLI's `check` cases (every mode and dtype, the options cycled, shapes up to
+/// V = 151936) in the browser.
+#[wasm_bindgen_test]
+async fn the_check_passes() {
+    let ctx = gpu().await;
+    for dtype in DType::ALL {
+        let mut worst = check::Worst::default();
+        for case in check::cases(dtype) {
+            let why = check::run_case_async(&ctx, &case, &mut worst)
+                .await
+                .unwrap_or_else(|e| panic!("{case:?}: {e}"));
+            assert!(why.is_none(), "{}", why.unwrap_or_default());
+        }
+        console_log!(
+            "check {dtype}: {} cases, loss {:.1e}, log-prob {:.1e}, grad/max {:.1e}",
+            worst.cases,
+            worst.loss,
+            worst.logp,
+            worst.grad
+        );
+    }
+}
+
+#[wasm_bindgen_test]
+async fn bad_input_is_an_error() {
+    let ctx = gpu().await;
+    let x = vec![0.5f32; 4 * 10];
+    let batch = |targets: &'static [u32]| HostBatch {
+        logits: HostLogits::F32(Box::leak(x.clone().into_boxed_slice())),
+        vocab: 10,
+        rows_per_seq: None,
+        targets,
+        mask: &[1.0, 1.0, 0.0, 1.0],
+        advantages: &[1.0],
+        old_logprobs: None,
+        ref_logprobs: None,
+    };
+    // a masked-in id outside the vocabulary: the error names the first such row
+    let e = ctx
+        .policy_loss_async(&LossConfig::default(), &batch(&[1, 2, 99, 10]), None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, Error::TargetOutOfRange { row: 3, id: 10, .. }),
+        "{e}"
+    );
+    let bad_tau = LossConfig {
+        temperature: 0.0,
+        ..LossConfig::default()
+    };
+    let e = ctx
+        .policy_loss_async(&bad_tau, &batch(&[1, 2, 3, 4]), None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            &e,
+            Error::InvalidArgument {
+                arg: "temperature",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let e = ctx
+        .row_stats_async(HostLogits::F32(&x[..15]), 10, &[0], 1.0)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, Error::InvalidArgument { arg: "logits", .. }),
+        "{e}"
+    );
+}
