@@ -24,26 +24,22 @@ struct Params {
 @compute @workgroup_size(WG_SIZE)
 fn gspo_ratio(@builtin(local_invocation_index) lane: u32) {
     for (var k = 0u; k < params.teams.rounds; k++) {
-        let at = team_segment(params.teams, lane, k);
-        let b = at.x;
+        let tr = team_rows(params.teams, lane, k, params.seqs, params.rows_per_seq, params.rows);
         // (Σ m·(logp − old_logp), Σ m) over this lane's rows of sequence b
         var part = vec2<f32>(0.0, 0.0);
-        if (b < params.seqs) {
-            let end = min((b + 1u) * params.rows_per_seq, params.rows);
-            for (var r = b * params.rows_per_seq + at.y; r < end; r += params.teams.size) {
-                let i = rowin[params.part_row + r];
-                if (i.x > 0.0) {
-                    part += vec2<f32>(i.x * (rowout[params.part_row + r][0] - i.z), i.x);
-                }
+        for (var r = tr.begin; r < tr.end; r += tr.step) {
+            let i = rowin[params.part_row + r];
+            if (i.x > 0.0) {
+                part += vec2<f32>(i.x * (rowout[params.part_row + r][0] - i.z), i.x);
             }
         }
         let sums = team_sum(lane, params.teams.size, part);
-        if (b < params.seqs && at.y == 0u) {
+        if (tr.lead) {
             var ratio = 1.0;
             if (params.has_old != 0u && sums.y > 0.0) {
                 ratio = exp(clamp(sums.x / sums.y, -20.0, 20.0));
             }
-            seqinfo[params.part_seq + b].y = ratio;
+            seqinfo[params.part_seq + tr.seq].y = ratio;
         }
     }
 }

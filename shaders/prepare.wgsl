@@ -89,20 +89,16 @@ fn gather(lane: u32) {
     // team's size depends on the sequence's length alone, so n_b's bits do not depend
     // on the rest of the batch or on how it is split into parts)
     for (var k = 0u; k < params.teams.rounds; k++) {
-        let at = team_segment(params.teams, lane, k);
-        let b = at.x;
+        let tr = team_rows(params.teams, lane, k, params.seqs, params.rows_per_seq, params.rows);
         var part = 0.0;
-        if (b < params.seqs) {
-            let end = min((b + 1u) * params.rows_per_seq, params.rows);
-            for (var r = b * params.rows_per_seq + at.y; r < end; r += params.teams.size) {
-                // a mask ≤ 0 (or NaN) is a row outside the loss
-                let m = mask[params.mask_offset + r];
-                part += select(0.0, m, m > 0.0);
-            }
+        for (var r = tr.begin; r < tr.end; r += tr.step) {
+            // a mask ≤ 0 (or NaN) is a row outside the loss
+            let m = mask[params.mask_offset + r];
+            part += select(0.0, m, m > 0.0);
         }
         let n = team_sum(lane, params.teams.size, vec2<f32>(part, 0.0)).x;
-        if (b < params.seqs && at.y == 0u) {
-            seqinfo[params.part_seq + b] = vec4<f32>(n, 1.0, 0.0, 0.0);
+        if (tr.lead) {
+            seqinfo[params.part_seq + tr.seq] = vec4<f32>(n, 1.0, 0.0, 0.0);
         }
     }
 }

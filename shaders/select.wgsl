@@ -131,26 +131,22 @@ fn rollout_weights(lane: u32) {
     // sequence and geometric levels: log ρ_b of each sequence, in seqinfo's scratch slot
     if (params.level != LEVEL_TOKEN) {
         for (var k = 0u; k < params.teams.rounds; k++) {
-            let at = team_segment(params.teams, lane, k);
-            let b = at.x;
+            let tr = team_rows(params.teams, lane, k, params.seqs, params.rows_per_seq, params.rows);
             var part = vec2<f32>(0.0, 0.0);
-            if (b < params.seqs) {
-                let end = min((b + 1u) * params.rows_per_seq, params.rows);
-                for (var r = b * params.rows_per_seq + at.y; r < end; r += params.teams.size) {
-                    let i = params.part_row + r;
-                    if (masked_in(i)) {
-                        let m = rowin[i].x;
-                        part += vec2<f32>(m * rollout_delta(i), m);
-                    }
+            for (var r = tr.begin; r < tr.end; r += tr.step) {
+                let i = params.part_row + r;
+                if (masked_in(i)) {
+                    let m = rowin[i].x;
+                    part += vec2<f32>(m * rollout_delta(i), m);
                 }
             }
             let sums = team_sum(lane, params.teams.size, part);
-            if (b < params.seqs && at.y == 0u) {
+            if (tr.lead) {
                 var log_rho = sums.x;
                 if (params.level != LEVEL_SEQUENCE) {
                     log_rho = select(0.0, sums.x / sums.y, sums.y > 0.0);
                 }
-                seqinfo[params.part_seq + b].w = log_rho;
+                seqinfo[params.part_seq + tr.seq].w = log_rho;
             }
         }
         storageBarrier();
@@ -446,21 +442,17 @@ fn select_rows(lane: u32) {
 // Σ m·e of each of this part's sequences, into seqinfo's scratch slot.
 fn renorm_gather(lane: u32) {
     for (var k = 0u; k < params.teams.rounds; k++) {
-        let at = team_segment(params.teams, lane, k);
-        let b = at.x;
+        let tr = team_rows(params.teams, lane, k, params.seqs, params.rows_per_seq, params.rows);
         var part = 0.0;
-        if (b < params.seqs) {
-            let end = min((b + 1u) * params.rows_per_seq, params.rows);
-            for (var r = b * params.rows_per_seq + at.y; r < end; r += params.teams.size) {
-                let i = params.part_row + r;
-                if (masked_in(i) && rowaux[2u * i + 1u].y > 0.0) {
-                    part += rowin[i].x;
-                }
+        for (var r = tr.begin; r < tr.end; r += tr.step) {
+            let i = params.part_row + r;
+            if (masked_in(i) && rowaux[2u * i + 1u].y > 0.0) {
+                part += rowin[i].x;
             }
         }
         let n = team_sum(lane, params.teams.size, vec2<f32>(part, 0.0)).x;
-        if (b < params.seqs && at.y == 0u) {
-            seqinfo[params.part_seq + b].w = n;
+        if (tr.lead) {
+            seqinfo[params.part_seq + tr.seq].w = n;
         }
     }
 }

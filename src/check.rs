@@ -20,11 +20,12 @@ pub const LOSS_TOL: f64 = 2e-5;
 pub const LOGP_TOL: f64 = 1e-4;
 pub const GRAD_TOL: f64 = 1e-4;
 
-/// A small deterministic generator, so that every machine checks the same numbers.
-struct Lcg(u64);
+/// A small deterministic generator (uniform in [0, 1)), so that every machine checks
+/// the same numbers; also the browser suite's, which has no `rand`.
+pub struct Lcg(pub u64);
 
 impl Lcg {
-    fn next(&mut self) -> f64 {
+    pub fn uniform(&mut self) -> f64 {
         self.0 = self
             .0
             .wrapping_mul(6364136223846793005)
@@ -150,7 +151,7 @@ async fn run_one(
     let v = vocab as usize;
     let mut rng = Lcg(seed);
     let x: Vec<f32> = (0..rows * v)
-        .map(|_| (rng.next() as f32 - 0.5) * 8.0)
+        .map(|_| (rng.uniform() as f32 - 0.5) * 8.0)
         .collect();
     let (xf16, xbf16): (Vec<f16>, Vec<bf16>) = (
         x.iter().map(|&a| f16::from_f32(a)).collect(),
@@ -168,22 +169,24 @@ async fn run_one(
         ),
     };
     let targets: Vec<u32> = (0..rows)
-        .map(|_| (rng.next() * v as f64) as u32 % vocab)
+        .map(|_| (rng.uniform() * v as f64) as u32 % vocab)
         .collect();
     let mask: Vec<f32> = (0..rows)
         .map(|r| if r % 4 == 3 { 0.0 } else { 1.0 })
         .collect();
-    let adv: Vec<f32> = (0..seqs).map(|_| (rng.next() as f32 - 0.5) * 3.0).collect();
+    let adv: Vec<f32> = (0..seqs)
+        .map(|_| (rng.uniform() as f32 - 0.5) * 3.0)
+        .collect();
     let cur: Vec<f64> = (0..rows)
         .map(|r| reference::row_stats(&exact[r * v..(r + 1) * v], targets[r] as usize, 0.9).logp)
         .collect();
     let old: Vec<f32> = cur
         .iter()
-        .map(|&l| (l + (rng.next() - 0.5) * 0.8) as f32)
+        .map(|&l| (l + (rng.uniform() - 0.5) * 0.8) as f32)
         .collect();
     let refp: Vec<f32> = old
         .iter()
-        .map(|&o| o + (rng.next() as f32 - 0.5) * 0.4)
+        .map(|&o| o + (rng.uniform() as f32 - 0.5) * 0.4)
         .collect();
     // the sampler's log-probs, junk where the mask is 0
     let rollout: Vec<f32> = old
@@ -191,7 +194,7 @@ async fn run_one(
         .zip(&mask)
         .map(|(&o, &m)| {
             if m > 0.0 {
-                o + (rng.next() as f32 - 0.5) * 1.2
+                o + (rng.uniform() as f32 - 0.5) * 1.2
             } else {
                 f32::NAN
             }

@@ -363,10 +363,11 @@ impl PolicyLoss {
     }
 
     /// Device memory one call with these inputs may allocate, in bytes, known before
-    /// the call: 48 bytes a row and 8 a sequence of scratch (allocated on first use and
+    /// the call: 48 bytes a row and 16 a sequence of scratch (allocated on first use and
     /// reused after), 16 bytes of spare, plus a small uniform block per launch and per
-    /// chunk of rows. It never grows with the vocabulary: no `[rows, V]` buffer is ever
-    /// made.
+    /// chunk of rows (32 bytes a row more where the loss chooses tokens batch-wide). No
+    /// `[rows, V]` buffer is ever made: only rows longer than one binding add 16 bytes a
+    /// row per column block, V·elem / binding size of them.
     pub fn scratch_bytes(&self, inputs: &LossInputs<'_>, gradient: &Gradient<'_>) -> Result<u64> {
         self.scratch_bytes_parts(&[(*inputs, *gradient)])
     }

@@ -467,6 +467,26 @@ mod eval {
             .unwrap()
     }
 
+    /// `eval` that must succeed: the bytes of the file it wrote.
+    fn eval_ok(input: &std::path::Path, output: &std::path::Path, flags: &[&str]) -> Vec<u8> {
+        let out = eval(input, output, flags);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::read(output).unwrap()
+    }
+
+    /// `eval` that must fail without a panic: its error output.
+    fn eval_fails(input: &std::path::Path, flags: &[&str]) -> String {
+        let out = eval(input, &tmp("never.safetensors"), flags);
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(!out.status.success(), "eval {flags:?} was accepted");
+        assert!(!err.contains("panicked"), "{err}");
+        err
+    }
+
     fn bytes<T: bytemuck::Pod>(v: &[T]) -> Vec<u8> {
         bytemuck::cast_slice(v).to_vec()
     }
@@ -529,34 +549,19 @@ mod eval {
             "--grad-dtype",
             "bf16",
         ];
-        let out = eval(&input, &output, &flags);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let file = std::fs::read(&output).unwrap();
+        let file = eval_ok(&input, &output, &flags);
         let st = SafeTensors::deserialize(&file).unwrap();
 
         // the rows in two buffers, one sequence each: the same file, bit for bit
         let parted = tmp("out_parts.safetensors");
         let mut flags = flags.to_vec();
         flags.extend(["--parts", "2"]);
-        let out = eval(&input, &parted, &flags);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(
-            std::fs::read(&parted).unwrap() == file,
-            "--parts 2 changed the outputs"
-        );
+        let parted_file = eval_ok(&input, &parted, &flags);
+        assert!(parted_file == file, "--parts 2 changed the outputs");
         // more parts than sequences: an error naming the flag
         flags.extend(["--parts", "3"]);
-        let out = eval(&input, &parted, &flags);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success() && err.contains("--parts"), "{err}");
+        let err = eval_fails(&input, &flags);
+        assert!(err.contains("--parts"), "{err}");
 
         // the vocabulary in 1 and 3 uneven shards through the sharded API: the same
         // outputs, to f32 rounding (the shards' statistics merge in another order)
@@ -564,13 +569,7 @@ mod eval {
             let sharded = tmp(&format!("out_shards{k}.safetensors"));
             let mut f = flags[..14].to_vec();
             f.extend(["--vocab-shards", k]);
-            let out = eval(&input, &sharded, &f);
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            let bytes = std::fs::read(&sharded).unwrap();
+            let bytes = eval_ok(&input, &sharded, &f);
             // one shard is the unsharded call, bit for bit
             assert!(
                 k != "1" || bytes == file,
@@ -618,12 +617,8 @@ mod eval {
         ] {
             let mut f = flags[..14].to_vec();
             f.extend(bad);
-            let out = eval(&input, &tmp("bad.safetensors"), &f);
-            let err = String::from_utf8_lossy(&out.stderr);
-            assert!(
-                !out.status.success() && err.contains("--vocab-shards"),
-                "{err}"
-            );
+            let err = eval_fails(&input, &f);
+            assert!(err.contains("--vocab-shards"), "{err}");
         }
 
         let cfg = LossConfig {
@@ -708,13 +703,7 @@ mod eval {
                 ("advantages", Dtype::F32, vec![t], bytes(&adv)),
             ],
         );
-        let out = eval(&input, &output, &[]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let file = std::fs::read(&output).unwrap();
+        let file = eval_ok(&input, &output, &[]);
         let st = SafeTensors::deserialize(&file).unwrap();
         let x64: Vec<f64> = x.iter().map(|&a| a as f64).collect();
         let want = reference::policy_loss(
@@ -743,11 +732,7 @@ mod eval {
     fn eval_err(tensors: Vec<(&str, Dtype, Vec<usize>, Vec<u8>)>, file: &str) -> String {
         let input = tmp(file);
         write(&input, tensors);
-        let out = eval(&input, &tmp("never.safetensors"), &[]);
-        assert!(!out.status.success(), "bad input {file} was accepted");
-        let err = String::from_utf8_lossy(&out.stderr).to_string();
-        assert!(!err.contains("panicked"), "{err}");
-        err
+        eval_fails(&input, &[])
     }
 
     /// The new families through eval: kl_cov with the top-entropy mask and a sequence
@@ -804,13 +789,7 @@ mod eval {
             "--loss-agg-mode",
             "seq-mean-token-mean",
         ];
-        let out = eval(&input, &output, &flags);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let file = std::fs::read(&output).unwrap();
+        let file = eval_ok(&input, &output, &flags);
         let st = SafeTensors::deserialize(&file).unwrap();
         let cfg = LossConfig {
             mode: PolicyLossMode::KlCov,
@@ -867,23 +846,10 @@ mod eval {
 
         // TRL's names
         for t in ["grpo", "bnpo", "dapo", "cispo", "sapo"] {
-            let out = eval(&input, &output, &["--loss-type", t]);
-            assert!(
-                out.status.success(),
-                "{t}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            eval_ok(&input, &output, &["--loss-type", t]);
         }
-        let out = eval(
-            &input,
-            &output,
-            &["--loss-type", "dr_grpo", "--max-completion-length", "8"],
-        );
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let dr = ["--loss-type", "dr_grpo", "--max-completion-length", "8"];
+        eval_ok(&input, &output, &dr);
 
         // bad values, each named by its flag
         for (bad, named) in [
@@ -916,31 +882,18 @@ mod eval {
             (&["--top-entropy-renormalize"], "--top-entropy-renormalize"),
             (&["--loss-type", "dr_grpo"], "--max-completion-length"),
         ] {
-            let out = eval(&input, &output, bad);
-            let err = String::from_utf8_lossy(&out.stderr);
-            assert!(!out.status.success(), "{bad:?} accepted");
-            assert!(
-                err.contains(named) && !err.contains("panicked"),
-                "{bad:?}: {err}"
-            );
+            let err = eval_fails(&input, bad);
+            assert!(err.contains(named), "{bad:?}: {err}");
         }
         // the rollout tensor of the wrong shape, and a rollout level without it
         write(&input, tensors(vec![n]));
-        let out = eval(&input, &output, &["--rollout-is", "token"]);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            !out.status.success() && err.contains("rollout_logprobs"),
-            "{err}"
-        );
+        let err = eval_fails(&input, &["--rollout-is", "token"]);
+        assert!(err.contains("rollout_logprobs"), "{err}");
         let mut without = tensors(vec![b, s]);
         without.pop();
         write(&input, without);
-        let out = eval(&input, &output, &["--rollout-is", "geometric"]);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            !out.status.success() && err.contains("--rollout-is"),
-            "{err}"
-        );
+        let err = eval_fails(&input, &["--rollout-is", "geometric"]);
+        assert!(err.contains("--rollout-is"), "{err}");
     }
 
     #[test]
@@ -948,22 +901,11 @@ mod eval {
         // not a safetensors file
         let junk = tmp("junk.safetensors");
         std::fs::write(&junk, b"definitely not safetensors").unwrap();
-        let out = eval(&junk, &tmp("x.safetensors"), &[]);
-        assert!(!out.status.success());
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            err.contains("not a safetensors file") && !err.contains("panicked"),
-            "{err}"
-        );
+        let err = eval_fails(&junk, &[]);
+        assert!(err.contains("not a safetensors file"), "{err}");
         // a missing file
-        let out = eval(
-            std::path::Path::new("/nonexistent/in.safetensors"),
-            std::path::Path::new("/tmp/o"),
-            &[],
-        );
-        assert!(
-            !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("cannot read")
-        );
+        let err = eval_fails(std::path::Path::new("/nonexistent/in.safetensors"), &[]);
+        assert!(err.contains("cannot read"), "{err}");
 
         let logits = ("logits", Dtype::F32, vec![2, 3], bytes(&[0.0f32; 6]));
         let targets = ("targets", Dtype::I64, vec![2], bytes(&[0i64, 2]));

@@ -71,9 +71,8 @@ fn chunked_loss_equals_unchunked_bitwise() {
                 let what = format!("{} {mode:?} {dtype}", name(&full));
                 assert_eq!(a.metrics.loss.to_bits(), b.metrics.loss.to_bits(), "{what}");
                 assert_eq!(a.grad, b.grad, "{what}: gradient");
-                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                assert_eq!(bits(&a.logprobs), bits(&b.logprobs), "{what}");
-                assert_eq!(bits(&a.entropy), bits(&b.entropy), "{what}");
+                assert_eq!(f32_bits(&a.logprobs), f32_bits(&b.logprobs), "{what}");
+                assert_eq!(f32_bits(&a.entropy), f32_bits(&b.entropy), "{what}");
             }
         }
     }
@@ -196,8 +195,7 @@ fn chunked_shifted_views() {
         };
         let (a, c) = (run(&full), run(&small));
         for k in 0..3 {
-            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(&a[k]), bits(&c[k]), "{}", name(&full));
+            assert_eq!(f32_bits(&a[k]), f32_bits(&c[k]), "{}", name(&full));
         }
     }
 }

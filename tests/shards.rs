@@ -130,25 +130,6 @@ fn joined_grad(got: &[HostLoss], shards: &VocabShards, rows: usize) -> Vec<f32> 
     out
 }
 
-fn bits(v: &[f32]) -> Vec<u32> {
-    v.iter().map(|x| x.to_bits()).collect()
-}
-
-fn metric_bits(m: &wgpu_policy_loss::Metrics) -> Vec<u32> {
-    bits(&[
-        m.loss,
-        m.pg_clipfrac,
-        m.pg_clipfrac_lower,
-        m.ppo_kl,
-        m.kl,
-        m.entropy_mean,
-        m.nonfinite_rows,
-        m.mask_sum,
-        m.cov_selected_frac,
-        m.entropy_mask_frac,
-    ])
-}
-
 /// `got` (a sharded result, its gradient joined) against the unsharded `want`: f32
 /// rounding apart, the merge summing in another order; 16-bit gradients may round to
 /// the neighbouring value.
@@ -229,11 +210,15 @@ fn uneven_shards_give_the_unsharded_loss_in_every_mode_and_dtype() {
                             "{what}: rank {k}"
                         );
                         assert_eq!(
-                            bits(&r.logprobs),
-                            bits(&got[0].logprobs),
+                            f32_bits(&r.logprobs),
+                            f32_bits(&got[0].logprobs),
                             "{what}: rank {k}"
                         );
-                        assert_eq!(bits(&r.entropy), bits(&got[0].entropy), "{what}: rank {k}");
+                        assert_eq!(
+                            f32_bits(&r.entropy),
+                            f32_bits(&got[0].entropy),
+                            "{what}: rank {k}"
+                        );
                     }
                     let grad = joined_grad(&got, shards, case.rows());
                     assert_close(&what, &got[0], &grad, &want);
@@ -303,14 +288,14 @@ fn two_adapters_as_two_ranks() {
             let same_device = c.adapter_info().name == ranks[0].adapter_info().name;
             if same_device {
                 assert_eq!(
-                    bits(&r[0].logprobs),
-                    bits(&per_adapter[0][0].logprobs),
+                    f32_bits(&r[0].logprobs),
+                    f32_bits(&per_adapter[0][0].logprobs),
                     "{what}: {}",
                     name(c)
                 );
                 assert_eq!(
-                    bits(&r[0].entropy),
-                    bits(&per_adapter[0][0].entropy),
+                    f32_bits(&r[0].entropy),
+                    f32_bits(&per_adapter[0][0].entropy),
                     "{what}: {}",
                     name(c)
                 );
@@ -355,19 +340,8 @@ fn rows_longer_than_one_binding() {
                     let cfg = config(mode, LossAggMode::TokenMean);
                     let what = format!("{} {dtype} V={vocab} {mode:?}", name(&small));
                     let got = whole(&small, &cfg, &case, &l, Some(dtype));
-                    let want = case.reference(&cfg, &l.values(), ALL_INPUTS, true);
-                    close(got.metrics.loss, want.loss, 2e-5 + 2e-5 * want.loss.abs())
-                        .unwrap_or_else(|e| panic!("{what}: loss: {e}"));
-                    for r in 0..case.rows() {
-                        if case.mask[r] > 0.0 {
-                            close(
-                                got.logprobs[r],
-                                want.logp[r],
-                                tolerance(want.logp[r].abs() + 10.0),
-                            )
-                            .unwrap_or_else(|e| panic!("{what}: logprobs[{r}]: {e}"));
-                        }
-                    }
+                    // loss, metrics, per-row outputs and gradient against the f64 reference
+                    check_loss_with(&small, &cfg, &case, dtype, Some(dtype), ALL_INPUTS, true);
                     let unsplit = whole(&full, &cfg, &case, &l, Some(dtype));
                     let grad = got.grad.as_ref().unwrap().to_f32();
                     assert_close(&what, &got, &grad, &unsplit);
@@ -505,5 +479,67 @@ fn non_finite_rows_follow_the_unsharded_rules() {
                 );
             }
         }
+    }
+}
+
+/// The device form's own bad input: partial statistics off a 16-byte boundary, the
+/// partials written over an input, the gathered partials in a buffer an output writes.
+#[test]
+fn bad_device_buffers_are_errors_naming_the_argument() {
+    use wgpu_policy_loss::{
+        wgpu::BufferUsages, Advantages, F32View, Gradient, LogitsView, LossBuffers, LossInputs,
+        LossOutputs, PolicyLoss, TargetsView,
+    };
+    let case = case(77);
+    let shards = VocabShards::new(&[30, 31]).unwrap();
+    let l = Logits::from_f32(DType::F32, &case.logits);
+    let left = columns(&l, VOCAB, 0..30);
+    let rows = case.rows() as u32;
+    for ctx in natives() {
+        let loss = PolicyLoss::new(ctx, LossConfig::default()).unwrap();
+        let x = ctx.upload("x", left.bytes());
+        let y = ctx.upload("y", bytemuck::cast_slice(&case.targets));
+        let mask = ctx.upload("mask", bytemuck::cast_slice(&case.mask));
+        let adv = ctx.upload("adv", bytemuck::cast_slice(&case.adv_seq));
+        let storage = BufferUsages::STORAGE | BufferUsages::COPY_SRC;
+        let gathered = ctx.buffer("gathered", shards.gathered_bytes(rows) + 16, storage);
+        let logits = LogitsView::new(&x, DType::F32, rows, 30)
+            .with_sequences(case.rows_per_seq, case.rows_per_seq as u64 * 30);
+        let targets = TargetsView::new(&y);
+        let arg = |r: wgpu_policy_loss::Result<()>| match r.unwrap_err() {
+            Error::InvalidArgument { arg, .. } => arg,
+            other => panic!("{}: {other}", name(ctx)),
+        };
+        let mut enc = ctx.device().create_command_encoder(&Default::default());
+        let off = F32View::at(&gathered, 4);
+        let r = loss.record_shard_partials(&mut enc, &shards, 0, &logits, &targets, off);
+        assert_eq!(arg(r), "partials");
+        let over_input = F32View::new(&y);
+        let r = loss.record_shard_partials(&mut enc, &shards, 0, &logits, &targets, over_input);
+        assert_eq!(arg(r), "partials");
+        let inputs = LossInputs::new(
+            logits,
+            targets,
+            F32View::new(&mask),
+            Advantages::PerSequence(F32View::new(&adv)),
+        );
+        let out = LossBuffers::new(ctx, rows);
+        let shared = LossOutputs {
+            metrics: F32View::new(&out.metrics),
+            logprobs: Some(F32View::new(&gathered)),
+            entropy: None,
+        };
+        let mut record = |g: F32View<'_>, o: &LossOutputs<'_>| {
+            loss.record_shard_loss(&mut enc, &shards, 0, (inputs, Gradient::None), g, o)
+        };
+        let outputs = out.outputs();
+        assert_eq!(arg(record(F32View::at(&gathered, 4), &outputs)), "gathered");
+        // an output written over the partials the call reads
+        assert_eq!(
+            arg(record(F32View::new(&gathered), &shared)),
+            "outputs.logprobs"
+        );
+        // the same call with good buffers records
+        record(F32View::new(&gathered), &outputs).unwrap_or_else(|e| panic!("{}: {e}", name(ctx)));
     }
 }

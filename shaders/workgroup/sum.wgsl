@@ -43,3 +43,22 @@ struct Teams {
 fn team_segment(t: Teams, lane: u32, k: u32) -> vec2<u32> {
     return vec2<u32>(k * (WG_SIZE / t.size) + lane / t.size, lane & (t.size - 1u));
 }
+
+// A lane's rows of its team's sequence in round k, sequences being runs of
+// rows_per_seq rows (the last cut at `rows`): r = begin, begin + step, ... < end, in
+// order; empty where the round has no sequence `seq` < seqs for the team. `lead`: the
+// lane that writes the team's result.
+struct TeamRows {
+    seq: u32,
+    begin: u32,
+    end: u32,
+    step: u32,
+    lead: bool,
+}
+
+fn team_rows(t: Teams, lane: u32, k: u32, seqs: u32, rows_per_seq: u32, rows: u32) -> TeamRows {
+    let at = team_segment(t, lane, k);
+    let b = at.x;
+    let end = select(0u, min((b + 1u) * rows_per_seq, rows), b < seqs);
+    return TeamRows(b, b * rows_per_seq + at.y, end, t.size, at.y == 0u && b < seqs);
+}

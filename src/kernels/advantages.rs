@@ -1,8 +1,6 @@
 //! Host side of `shaders/advantages.wgsl`.
 
-use super::{
-    check_loops, dispatch, f32_window, lane_steps, uniform, whole, Kernel, PipelineKey, Teams,
-};
+use super::{check_loops, dispatch_single, f32_window, lane_steps, Kernel, Teams};
 use crate::advantages::AdvantageEstimator;
 use crate::context::Context;
 use crate::error::Result;
@@ -58,18 +56,11 @@ pub(crate) fn record(
         teams,
         _pad2: [0; 2],
     };
-    let pipeline = ctx.pipeline(PipelineKey::small(Kernel::Advantages, ctx.paths()))?;
-    let uniform = uniform(ctx, "advantages params", &params);
-    dispatch(
+    dispatch_single(
         ctx,
         encoder,
-        "advantages",
-        &pipeline,
-        &[
-            whole(0, &uniform),
-            super::entry(1, in_bind),
-            super::entry(2, out_bind),
-        ],
-        (1, 1),
+        Kernel::Advantages,
+        &params,
+        vec![super::entry(1, in_bind), super::entry(2, out_bind)],
     )
 }

@@ -1,7 +1,7 @@
 //! Host side of `shaders/gspo_ratio.wgsl`: GSPO's sequence-level ratio, per part.
 
 use super::prepare::PartRows;
-use super::{check_loops, dispatch, uniform, whole, Kernel, PipelineKey, Teams};
+use super::{check_loops, dispatch_single, whole, Kernel, Teams};
 use crate::context::Context;
 use crate::error::Result;
 
@@ -40,19 +40,11 @@ pub(crate) fn record(
         teams,
         _pad2: [0; 2],
     };
-    let pipeline = ctx.pipeline(PipelineKey::small(Kernel::GspoRatio, ctx.paths()))?;
-    let uniform = uniform(ctx, "gspo_ratio params", &params);
-    dispatch(
+    dispatch_single(
         ctx,
         encoder,
-        "gspo_ratio",
-        &pipeline,
-        &[
-            whole(0, &uniform),
-            whole(1, rowin),
-            whole(2, rowout),
-            whole(3, seqinfo),
-        ],
-        (1, 1),
+        Kernel::GspoRatio,
+        &params,
+        vec![whole(1, rowin), whole(2, rowout), whole(3, seqinfo)],
     )
 }

@@ -484,6 +484,118 @@ pub(crate) fn dispatch(
     dispatch_chunks(ctx, encoder, label, pipeline, &[(entries.to_vec(), groups)])
 }
 
+/// `mode` as aggregate.wgsl numbers it (prepare's weights, select's renormalised ones).
+pub(crate) fn agg_code(mode: crate::config::LossAggMode) -> u32 {
+    use crate::config::LossAggMode::*;
+    match mode {
+        TokenMean => 0,
+        SeqMeanTokenMean => 1,
+        SeqMeanTokenSum => 2,
+        SeqMeanTokenSumNorm => 3,
+    }
+}
+
+/// Records a one-sweep row kernel (row_stats, row_partials): one workgroup per row of
+/// `logits` reads it once, with the row's id from `targets`, in chunks of rows as the
+/// row kernels plan them. `params(x, y, first, end)` is a chunk's parameter block (the
+/// layouts relative to its windows, its rows), and `outputs` are bound from binding 3
+/// on in every chunk.
+pub(crate) fn record_row_sweep<P: bytemuck::Pod>(
+    ctx: &crate::Context,
+    encoder: &mut wgpu::CommandEncoder,
+    kernel: Kernel,
+    logits: &crate::view::LogitsView<'_>,
+    targets: &crate::view::TargetsView<'_>,
+    params: impl Fn(LayoutParams, LayoutParams, u32, u32) -> P,
+    outputs: &[wgpu::BufferBinding<'_>],
+) -> Result<()> {
+    let rows = logits.rows;
+    let limits = ctx.device().limits();
+    let quad = logits
+        .span()
+        .quad_aligned(rows, logits.buffer.size(), &limits);
+    let tensors = [
+        RowTensor {
+            span: logits.span(),
+            buffer: logits.buffer,
+            quad,
+        },
+        RowTensor {
+            span: targets.span(),
+            buffer: targets.buffer,
+            quad: false,
+        },
+    ];
+    let chunks = plan_chunks(rows, &[tensors[0].span, tensors[1].span], &limits)?;
+    let mut blocks = Vec::with_capacity(chunks.len());
+    let mut windows = Vec::with_capacity(chunks.len());
+    for &(first, end) in &chunks {
+        let (x_bind, x_base) = tensors[0].window(first, end, &limits)?;
+        let (y_bind, y_base) = tensors[1].window(first, end, &limits)?;
+        blocks.push(params(
+            LayoutParams::new("logits", &logits.layout, x_base, rows)?,
+            LayoutParams::new("targets", &targets.layout, y_base, rows)?,
+            first,
+            end,
+        ));
+        windows.push((x_bind, y_bind, grid(end - first, &limits)));
+    }
+    let items = if quad {
+        (logits.vocab as u64).div_ceil(4)
+    } else {
+        logits.vocab as u64
+    };
+    check_loops(
+        ctx,
+        "logits",
+        "the row kernel (a row's sweep)",
+        lane_steps(items),
+    )?;
+    let pipeline = ctx.pipeline(PipelineKey {
+        kernel,
+        logits: logits.dtype,
+        grad: GradOut::None,
+        paths: ctx.paths(),
+        quad,
+        grad_quad: false,
+        lane_blocks: ctx.lane_blocks(),
+    })?;
+    let label = kernel.entry_point();
+    let uniforms = ChunkUniforms::new(ctx, &format!("{label} params"), &blocks);
+    let dispatches: Vec<_> = windows
+        .into_iter()
+        .enumerate()
+        .map(|(i, (x, y, groups))| {
+            let mut entries = vec![entry(0, x), uniforms.entry(1, i), entry(2, y)];
+            entries.extend(
+                outputs
+                    .iter()
+                    .enumerate()
+                    .map(|(j, o)| entry(3 + j as u32, o.clone())),
+            );
+            (entries, groups)
+        })
+        .collect();
+    dispatch_chunks(ctx, encoder, label, &pipeline, &dispatches)
+}
+
+/// Records a one-workgroup kernel on O(rows) data (prepare, gspo_ratio, select,
+/// reduce, advantages): its parameter block at binding 0, then `bindings`.
+pub(crate) fn dispatch_single<P: bytemuck::Pod>(
+    ctx: &crate::Context,
+    encoder: &mut wgpu::CommandEncoder,
+    kernel: Kernel,
+    params: &P,
+    bindings: Vec<wgpu::BindGroupEntry<'_>>,
+) -> Result<()> {
+    let pipeline = ctx.pipeline(PipelineKey::small(kernel, ctx.paths()))?;
+    let label = kernel.entry_point();
+    let uniform = uniform(ctx, &format!("{label} params"), params);
+    let mut entries = vec![whole(0, &uniform)];
+    entries.extend(bindings);
+    dispatch(ctx, encoder, label, &pipeline, &entries, (1, 1))
+}
+
 /// A uniform buffer holding `params`.
 pub(crate) fn uniform<T: bytemuck::Pod>(
     ctx: &crate::Context,

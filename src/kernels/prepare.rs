@@ -1,11 +1,8 @@
 //! Host side of `shaders/prepare.wgsl`: per-row inputs gathered into one vec4, each
 //! sequence's token count, and the aggregation weight factor of each sequence.
 
-use super::{
-    check_loops, dispatch, entry, f32_window, lane_steps, uniform, whole, Kernel, PipelineKey,
-    Teams,
-};
-use crate::config::{LossAggMode, LossConfig};
+use super::{check_loops, dispatch_single, entry, f32_window, lane_steps, whole, Kernel, Teams};
+use crate::config::LossConfig;
 use crate::context::Context;
 use crate::error::Result;
 use crate::view::F32View;
@@ -145,12 +142,7 @@ pub(crate) fn record<'a>(
         rows,
         rows_per_seq: part.rows_per_seq,
         seqs,
-        agg_mode: match config.loss_agg_mode {
-            LossAggMode::TokenMean => 0,
-            LossAggMode::SeqMeanTokenMean => 1,
-            LossAggMode::SeqMeanTokenSum => 2,
-            LossAggMode::SeqMeanTokenSumNorm => 3,
-        },
+        agg_mode: super::agg_code(config.loss_agg_mode),
         flags,
         global_normalizer: config.global_normalizer.unwrap_or(0.0),
         l_norm: all.l_norm,
@@ -166,15 +158,12 @@ pub(crate) fn record<'a>(
         teams,
         _pad2: [0; 2],
     };
-    let pipeline = ctx.pipeline(PipelineKey::small(Kernel::Prepare, ctx.paths()))?;
-    let uniform = uniform(ctx, "prepare params", &params);
-    dispatch(
+    dispatch_single(
         ctx,
         encoder,
-        "prepare",
-        &pipeline,
-        &[
-            whole(0, &uniform),
+        Kernel::Prepare,
+        &params,
+        vec![
             entry(1, mask_bind),
             entry(2, adv_bind),
             entry(3, old_bind),
@@ -184,6 +173,5 @@ pub(crate) fn record<'a>(
             entry(7, rollout_bind),
             whole(8, rowaux),
         ],
-        (1, 1),
     )
 }

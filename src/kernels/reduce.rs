@@ -1,8 +1,6 @@
 //! Host side of `shaders/reduce.wgsl`: the loss and metrics, and the per-row outputs.
 
-use super::{
-    check_loops, dispatch, entry, f32_window, lane_steps, uniform, whole, Kernel, PipelineKey,
-};
+use super::{check_loops, dispatch_single, entry, f32_window, lane_steps, whole, Kernel};
 use crate::context::Context;
 use crate::error::Result;
 use crate::view::F32View;
@@ -93,15 +91,12 @@ pub(crate) fn record<'a>(
         has_rollout: aux.rollout as u32,
         has_selection: aux.selection as u32,
     };
-    let pipeline = ctx.pipeline(PipelineKey::small(Kernel::Reduce, ctx.paths()))?;
-    let uniform = uniform(ctx, "reduce params", &params);
-    dispatch(
+    dispatch_single(
         ctx,
         encoder,
-        "reduce",
-        &pipeline,
-        &[
-            whole(0, &uniform),
+        Kernel::Reduce,
+        &params,
+        vec![
             whole(1, rowin),
             whole(2, rowout),
             entry(3, m_bind),
@@ -109,6 +104,5 @@ pub(crate) fn record<'a>(
             entry(5, e_bind),
             whole(6, aux.buffer),
         ],
-        (1, 1),
     )
 }

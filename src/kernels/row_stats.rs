@@ -1,10 +1,7 @@
 //! Host side of `shaders/row_stats.wgsl`: per row, the log-sum-exp, the target's
 //! log-prob and the entropy, all of the logits divided by the temperature.
 
-use super::{
-    check_loops, dispatch_chunks, entry, f32_window, grid, lane_steps, plan_chunks, ChunkUniforms,
-    GradOut, Kernel, LayoutParams, PipelineKey, RowTensor,
-};
+use super::{f32_window, Kernel, LayoutParams};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::view::{F32View, LogitsView, TargetsView};
@@ -135,78 +132,28 @@ impl Context {
             return self.record_row_stats_blocks(encoder, logits, targets, inv_tau, &cols, outs);
         }
         let [(lse_bind, _), (logp_bind, _), (ent_bind, _)] = outs;
-        let quad = logits
-            .span()
-            .quad_aligned(rows, logits.buffer.size(), &limits);
-        let tensors = [
-            RowTensor {
-                span: logits.span(),
-                buffer: logits.buffer,
-                quad,
-            },
-            RowTensor {
-                span: targets.span(),
-                buffer: targets.buffer,
-                quad: false,
-            },
-        ];
-        let chunks = plan_chunks(rows, &[tensors[0].span, tensors[1].span], &limits)?;
-        let mut params = Vec::with_capacity(chunks.len());
-        let mut windows = Vec::with_capacity(chunks.len());
-        for &(first, end) in &chunks {
-            let (x_bind, x_base) = tensors[0].window(first, end, &limits)?;
-            let (y_bind, y_base) = tensors[1].window(first, end, &limits)?;
-            params.push(Params {
-                x: LayoutParams::new("logits", &logits.layout, x_base, rows)?,
-                y: LayoutParams::new("targets", &targets.layout, y_base, rows)?,
-                row_base: first,
-                row_end: end,
-                vocab: logits.vocab,
-                inv_tau,
-                lse_offset,
-                logp_offset,
-                entropy_offset,
-                _pad: 0,
-            });
-            windows.push((x_bind, y_bind, grid(end - first, &limits)));
-        }
-        let items = if quad {
-            (logits.vocab as u64).div_ceil(4)
-        } else {
-            logits.vocab as u64
+        let chunk = |x, y, row_base, row_end| Params {
+            x,
+            y,
+            row_base,
+            row_end,
+            vocab: logits.vocab,
+            inv_tau,
+            lse_offset,
+            logp_offset,
+            entropy_offset,
+            _pad: 0,
         };
-        check_loops(
+        let outputs = [lse_bind, logp_bind, ent_bind];
+        super::record_row_sweep(
             self,
-            "logits",
-            "the row kernel (a row's sweep)",
-            lane_steps(items),
-        )?;
-        let pipeline = self.pipeline(PipelineKey {
-            kernel: Kernel::RowStats,
-            logits: logits.dtype,
-            grad: GradOut::None,
-            paths: self.paths(),
-            quad,
-            grad_quad: false,
-            lane_blocks: self.lane_blocks(),
-        })?;
-        let uniforms = ChunkUniforms::new(self, "row_stats params", &params);
-        let dispatches: Vec<_> = windows
-            .into_iter()
-            .enumerate()
-            .map(|(i, (x, y, groups))| {
-                let entries = vec![
-                    entry(0, x),
-                    uniforms.entry(1, i),
-                    entry(2, y),
-                    entry(3, lse_bind.clone()),
-                    entry(4, logp_bind.clone()),
-                    entry(5, ent_bind.clone()),
-                ];
-                (entries, groups)
-            })
-            .collect();
-        dispatch_chunks(self, encoder, "row_stats", &pipeline, &dispatches)
+            encoder,
+            Kernel::RowStats,
+            logits,
+            targets,
+            chunk,
+            &outputs,
+        )
     }
 
     /// [`Context::record_row_stats`] of rows longer than one binding (or one lane's

@@ -3,8 +3,8 @@
 //! weights, the covariance selection of `clip_cov` / `kl_cov`).
 
 use super::prepare::PartRows;
-use super::{check_loops, dispatch, lane_steps, uniform, whole, Kernel, PipelineKey, Teams};
-use crate::config::{LossAggMode, LossConfig, PolicyLossMode, RolloutLevel, RolloutMode};
+use super::{check_loops, dispatch_single, lane_steps, whole, Kernel, Teams};
+use crate::config::{LossConfig, PolicyLossMode, RolloutLevel, RolloutMode};
 use crate::context::Context;
 use crate::error::Result;
 
@@ -158,12 +158,7 @@ pub(crate) fn record(
         seed: cfg.seed,
         clip_low: cfg.clip_ratio_low,
         clip_high: cfg.clip_ratio_high,
-        agg_mode: match cfg.loss_agg_mode {
-            LossAggMode::TokenMean => 0,
-            LossAggMode::SeqMeanTokenMean => 1,
-            LossAggMode::SeqMeanTokenSum => 2,
-            LossAggMode::SeqMeanTokenSumNorm => 3,
-        },
+        agg_mode: super::agg_code(cfg.loss_agg_mode),
         count_empty: cfg.count_empty_sequences as u32,
         global_normalizer: cfg.global_normalizer.unwrap_or(0.0),
         l_norm: totals.l_norm,
@@ -171,20 +166,16 @@ pub(crate) fn record(
         teams,
         _pad2: [0; 2],
     };
-    let pipeline = ctx.pipeline(PipelineKey::small(Kernel::Select, ctx.paths()))?;
-    let uniform = uniform(ctx, "select params", &params);
-    dispatch(
+    dispatch_single(
         ctx,
         encoder,
-        "select",
-        &pipeline,
-        &[
-            whole(0, &uniform),
+        Kernel::Select,
+        &params,
+        vec![
             whole(1, scratch.rowin),
             whole(2, scratch.rowout),
             whole(3, scratch.rowaux),
             whole(4, scratch.seqinfo),
         ],
-        (1, 1),
     )
 }

@@ -603,24 +603,32 @@ pub fn loss_config(
     }
 }
 
+/// The bits of `v`, for comparisons that must be exact (NaN included).
+pub fn f32_bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+/// The bits of the loss and of the metrics that are floats.
+pub fn metric_bits(m: &wgpu_policy_loss::Metrics) -> Vec<u32> {
+    f32_bits(&[
+        m.loss,
+        m.pg_clipfrac,
+        m.pg_clipfrac_lower,
+        m.ppo_kl,
+        m.kl,
+        m.entropy_mean,
+        m.nonfinite_rows,
+        m.mask_sum,
+        m.cov_selected_frac,
+        m.entropy_mask_frac,
+    ])
+}
+
 /// Whether two host results have the same bits: metrics, per-row outputs, gradient.
 pub fn same_bits(a: &wgpu_policy_loss::HostLoss, b: &wgpu_policy_loss::HostLoss) -> bool {
-    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-    let m = |x: &wgpu_policy_loss::Metrics| {
-        bits(&[
-            x.loss,
-            x.pg_clipfrac,
-            x.pg_clipfrac_lower,
-            x.ppo_kl,
-            x.kl,
-            x.entropy_mean,
-            x.nonfinite_rows,
-            x.mask_sum,
-        ])
-    };
-    m(&a.metrics) == m(&b.metrics)
-        && bits(&a.logprobs) == bits(&b.logprobs)
-        && bits(&a.entropy) == bits(&b.entropy)
+    metric_bits(&a.metrics) == metric_bits(&b.metrics)
+        && f32_bits(&a.logprobs) == f32_bits(&b.logprobs)
+        && f32_bits(&a.entropy) == f32_bits(&b.entropy)
         && a.grad == b.grad
 }
 

@@ -6,6 +6,7 @@
 //! Chromium through chromedriver; `webdriver.json` passes the WebGPU flags).
 
 use wasm_bindgen_test::*;
+use wgpu_policy_loss::check::Lcg;
 use wgpu_policy_loss::half::{bf16, f16};
 use wgpu_policy_loss::reference::{self, Batch};
 use wgpu_policy_loss::{
@@ -24,19 +25,6 @@ async fn gpu() -> Context {
     ctx
 }
 
-/// A small deterministic generator (the suite needs no `rand` in the browser).
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self) -> f64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
 /// Logits rounded to `dtype`, and their exact values.
 struct Logits {
     f32: Vec<f32>,
@@ -48,7 +36,7 @@ struct Logits {
 impl Logits {
     fn new(seed: u64, n: usize, dtype: DType) -> Self {
         let mut r = Lcg(seed);
-        let f32: Vec<f32> = (0..n).map(|_| (r.next() as f32 - 0.5) * 8.0).collect();
+        let f32: Vec<f32> = (0..n).map(|_| (r.uniform() as f32 - 0.5) * 8.0).collect();
         Logits {
             f16: f32.iter().map(|&x| f16::from_f32(x)).collect(),
             bf16: f32.iter().map(|&x| bf16::from_f32(x)).collect(),
@@ -119,7 +107,7 @@ async fn policy_loss_in_every_mode_aggregation_and_dtype() {
     let (rows, v) = (seqs * rps, vocab as usize);
     let mut r = Lcg(5);
     let targets: Vec<u32> = (0..rows)
-        .map(|_| (r.next() * v as f64) as u32 % vocab)
+        .map(|_| (r.uniform() * v as f64) as u32 % vocab)
         .collect();
     let mask: Vec<f32> = (0..rows)
         .map(|i| {
@@ -130,11 +118,15 @@ async fn policy_loss_in_every_mode_aggregation_and_dtype() {
             }
         })
         .collect();
-    let adv: Vec<f32> = (0..seqs).map(|_| (r.next() as f32 - 0.5) * 3.0).collect();
-    let old: Vec<f32> = (0..rows).map(|_| -(r.next() as f32) * 4.0 - 0.1).collect();
+    let adv: Vec<f32> = (0..seqs)
+        .map(|_| (r.uniform() as f32 - 0.5) * 3.0)
+        .collect();
+    let old: Vec<f32> = (0..rows)
+        .map(|_| -(r.uniform() as f32) * 4.0 - 0.1)
+        .collect();
     let refp: Vec<f32> = old
         .iter()
-        .map(|&o| o + (r.next() as f32 - 0.5) * 0.4)
+        .map(|&o| o + (r.uniform() as f32 - 0.5) * 0.4)
         .collect();
     let f = |a: &[f32]| a.iter().map(|&b| b as f64).collect::<Vec<_>>();
     let (mut loss_err, mut grad_err) = (0f64, 0f64);
