@@ -215,10 +215,6 @@ fn policy_term(inputs: vec4<f32>, logp: f32, at: u32, seq: u32) -> Term {
     return Term(-a * logp, -a, 0.0);
 }
 
-fn is_finite(x: f32) -> bool {
-    return (bitcast<u32>(x) & 0x7f800000u) != 0x7f800000u;
-}
-
 @compute @workgroup_size(WG_SIZE)
 fn policy_loss(
     @builtin(workgroup_id) wid: vec3<u32>,

@@ -192,8 +192,12 @@ const KEY_ENTROPY_DESC: u32 = 1u;
 const KEY_COV_DESC: u32 = 2u;
 const KEY_PRIORITY: u32 = 3u;
 
+// −0 and +0 are one value: a product with an exact-zero deviation ties with every
+// other zero (SPEC: ties to the lower row), whatever the other factor's sign. Tested
+// on the bits, as is_nan: a driver's float compare must not turn a NaN into 0.
 fn cov_of(i: u32) -> f32 {
-    return (rowin[i].y - mean_a) * (rowout[i][0] - mean_logp);
+    let c = (rowin[i].y - mean_a) * (rowout[i][0] - mean_logp);
+    return select(c, 0.0, (bitcast<u32>(c) & 0x7fffffffu) == 0u);
 }
 
 // clip_cov's priority: lowbias32(r + seed·0x9E3779B9), wrapping.
@@ -363,6 +367,21 @@ fn next_key_above(lane: u32, key_t: u32) -> u32 {
     return select(m, key_t, m == 0xffffffffu && key_t == 0xffffffffu);
 }
 
+// The lowest masked-in row, or 0xffffffff when none is.
+fn first_masked_in(lane: u32) -> u32 {
+    if (lane == 0u) {
+        atomicStore(&wg_min, 0xffffffffu);
+    }
+    workgroupBarrier();
+    for (var i = lane; i < params.all_rows; i += WG_SIZE) {
+        if (masked_in(i)) {
+            atomicMin(&wg_min, i);
+            break;
+        }
+    }
+    return workgroupUniformLoad(&wg_min);
+}
+
 // Keys of masked-in entropies no larger than `key_t`.
 fn count_up_to(lane: u32, key_t: u32) -> u32 {
     if (lane == 0u) {
@@ -406,15 +425,27 @@ fn select_rows(lane: u32) {
     var sel = vec2<u32>(0u, 0u);
     var which = KEY_COV_DESC;
     if (params.cov != COV_NONE) {
+        // The means about the first masked-in token's values: where every token has
+        // the same advantage (one sequence, one group) or the same log-prob, Σ/N in f32
+        // is not that value, and the deviations would be rounding noise whose sign
+        // picks the tokens; about a pivot they are exactly 0, every covariance ties, as
+        // in exact arithmetic. A non-finite pivot is not used (the sums are then as
+        // they were: NaN or ±inf).
+        let first = first_masked_in(lane);
+        var pivot = vec2<f32>(0.0, 0.0);
+        if (first < params.all_rows) {
+            pivot = vec2<f32>(rowin[first].y, rowout[first][0]);
+            pivot = select(vec2<f32>(0.0, 0.0), pivot, vec2<bool>(is_finite(pivot.x), is_finite(pivot.y)));
+        }
         var sums = vec2<f32>(0.0, 0.0);
         for (var i = lane; i < params.all_rows; i += WG_SIZE) {
             if (masked_in(i)) {
-                sums += vec2<f32>(rowin[i].y, rowout[i][0]);
+                sums += vec2<f32>(rowin[i].y, rowout[i][0]) - pivot;
             }
         }
         let total = team_sum(lane, WG_SIZE, sums);
-        mean_a = total.x / f32(max(n, 1u));
-        mean_logp = total.y / f32(max(n, 1u));
+        mean_a = pivot.x + total.x / f32(max(n, 1u));
+        mean_logp = pivot.y + total.y / f32(max(n, 1u));
         let ratio = params.cov_ratio;
         let k = max(1u, u32(floor(f32(n) * ratio)));
         if (params.cov == COV_CLIP) {

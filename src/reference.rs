@@ -477,7 +477,8 @@ pub fn policy_loss_with(
             let cands: Vec<(u64, usize)> = masked_in
                 .iter()
                 .map(|&r| {
-                    let c = cov(r) as f32;
+                    // −0 and +0 tie (the kernels' key too)
+                    let c = cov(r) as f32 + 0.0;
                     let key = if c.is_nan() { u32::MAX } else { !order_key(c) };
                     (key as u64, r)
                 })

@@ -1553,6 +1553,9 @@ fn compare_loss(what: &str, plan: &LossPlan, after: &[Vec<u8>]) -> Result<(), St
     let tol = |w: f64| 2e-5 * (1.0 + w.abs());
     let mask_sum: f64 = g.mask.iter().filter(|&&v| v > 0.0).sum();
     let wm = &want.metrics;
+    // a covariance selection that f32 rounding can decide either way: what depends on it
+    // (the loss, the gradient) is not compared, the rest is
+    let near_tie = near_tied_selection(&cfg, &batch, &want.logp);
     for (label, got, w) in [
         ("loss", m.loss, want.loss),
         ("pg_clipfrac", m.pg_clipfrac, wm.pg_clipfrac),
@@ -1567,7 +1570,13 @@ fn compare_loss(what: &str, plan: &LossPlan, after: &[Vec<u8>]) -> Result<(), St
         ("nonfinite_rows", m.nonfinite_rows, wm.nonfinite_rows),
         ("mask_sum", m.mask_sum, mask_sum),
     ] {
-        close(got, w, tol(w)).map_err(|e| format!("{what}: {label}: {e} (metrics {m:?})"))?;
+        if label == "loss" && near_tie.is_some() {
+            continue;
+        }
+        close(got, w, tol(w)).map_err(|e| {
+            let tie = near_tie.as_deref().unwrap_or("none");
+            format!("{what}: {label}: {e} (metrics {m:?}; near tie: {tie})")
+        })?;
     }
 
     // per-row outputs on masked-in rows
@@ -1592,6 +1601,9 @@ fn compare_loss(what: &str, plan: &LossPlan, after: &[Vec<u8>]) -> Result<(), St
     }
 
     // the gradient, element-wise, where it went
+    if near_tie.is_some() {
+        return Ok(());
+    }
     let (gd, gl, bytes) = match plan.grad {
         GradPlan::Into {
             dtype, layout, buf, ..
@@ -1634,6 +1646,58 @@ fn compare_loss(what: &str, plan: &LossPlan, after: &[Vec<u8>]) -> Result<(), St
     Ok(())
 }
 
+/// The advantage of row `r`, per token or per sequence.
+fn advantage_of(b: &reference::Batch<'_>, r: usize) -> f64 {
+    if b.advantages.len() == b.targets.len() {
+        b.advantages[r]
+    } else {
+        b.advantages[r / b.rows_per_seq.max(1)]
+    }
+}
+
+/// Why `clip_cov` / `kl_cov`'s choice of tokens is not decided by the data: two
+/// covariances within the kernels' f32 rounding of each other at the k-th place
+/// (kl_cov), or one at a bound (clip_cov). Equal in f64 counts too: ties that hold in
+/// exact arithmetic but not in f32 are common (with two tokens, cov₀ = cov₁ =
+/// (A₀ − A₁)(logp₀ − logp₁)/4 always). The ties the kernels keep exact are every
+/// advantage equal or every log-prob equal (every covariance 0, the means taken about a
+/// pivot token): decided (to the lower row) and compared; tests/select.rs checks them
+/// on purpose.
+fn near_tied_selection(cfg: &LossConfig, b: &reference::Batch<'_>, logp: &[f64]) -> Option<String> {
+    if !cfg.mode.selects_tokens() {
+        return None;
+    }
+    let live: Vec<usize> = (0..b.targets.len()).filter(|&r| b.mask[r] > 0.0).collect();
+    let &first = live.first()?;
+    let a0 = advantage_of(b, first);
+    let l0 = logp[first];
+    if live.iter().any(|&r| !logp[r].is_finite())
+        || live.iter().all(|&r| advantage_of(b, r) == a0)
+        || live.iter().all(|&r| logp[r] == l0)
+    {
+        return None;
+    }
+    let n = live.len() as f64;
+    let mean_a = live.iter().map(|&r| advantage_of(b, r)).sum::<f64>() / n;
+    let mean_l = live.iter().map(|&r| logp[r]).sum::<f64>() / n;
+    let mut cov: Vec<f64> = live
+        .iter()
+        .map(|&r| (advantage_of(b, r) - mean_a) * (logp[r] - mean_l))
+        .collect();
+    let slack = 1e-4 * cov.iter().fold(1.0f64, |a, c| a.max(c.abs()));
+    let near = |x: f64, y: f64| (x - y).abs() <= slack;
+    if cfg.mode == PolicyLossMode::KlCov {
+        let k = ((live.len() as f32 * cfg.kl_cov_ratio).floor() as usize).max(1);
+        cov.sort_by(|x, y| y.total_cmp(x));
+        return (k < cov.len() && near(cov[k - 1], cov[k]))
+            .then(|| format!("kl_cov: covariances {} and {}", cov[k - 1], cov[k]));
+    }
+    let (lb, ub) = (cfg.clip_cov_lb as f64, cfg.clip_cov_ub as f64);
+    cov.iter()
+        .find(|&&c| near(c, lb) || near(c, ub))
+        .map(|c| format!("clip_cov: covariance {c} at a bound ({lb}, {ub})"))
+}
+
 /// An upper bound of each row's gradient coefficients, `(w_r / τ)·(|G_r| + |γ|·2·max|z|)`
 /// with `G_r` bounded from the advantage, the largest ratio and the KL derivative.
 /// The kernels' f32 rounding of `p_v` (a few ulps) is relative to it, so a gradient
@@ -1650,17 +1714,12 @@ fn coefficient_bounds(cfg: &LossConfig, b: &reference::Batch<'_>, logp: &[f64]) 
             .map(|r| (logp[r] - old[r]).abs().min(20.0).exp())
             .fold(1.0, f64::max),
     };
-    let rps = b.rows_per_seq.max(1);
     (0..rows)
         .map(|r| {
             if !live(&r) {
                 return 0.0;
             }
-            let a = if b.advantages.len() == rows {
-                b.advantages[r]
-            } else {
-                b.advantages[r / rps]
-            };
+            let a = advantage_of(b, r);
             let dkl = b.ref_logp.map_or(0.0, |rf| {
                 let d = rf[r] - logp[r];
                 match cfg.kl_loss_type {

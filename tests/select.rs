@@ -174,9 +174,71 @@ fn ties_go_to_the_lower_row() {
     assert_eq!(want.kept[..5], [true, true, true, true, false]);
 }
 
+/// One advantage for every token (a batch of one sequence), or one log-prob for every
+/// token: every covariance is exactly 0, so every token ties. Σ/N in f32 is not that
+/// one value, and a kernel that took the mean as Σ/N chose by the sign of its rounding
+/// (the fuzzer found it: kl_cov picked the last token, the reference the first); the
+/// kernel takes the means about a pivot token and the deviations are exactly 0.
+/// kl_cov takes the lowest rows; clip_cov with a bound at 0 has no candidate.
+#[test]
+fn one_advantage_or_one_log_prob_ties_every_covariance() {
+    // one sequence: one advantage (that 9 copies of do not sum exactly in f32)
+    let mut one_adv = LossCase::new(75, 1, 9, 41);
+    one_adv.adv_seq[0] = 0.463_102_7;
+    one_adv.mask = vec![1.0, 1.0, 0.5, 1.0, 1.0, 1.0, 1.0, 1.0, 0.5];
+    for (r, y) in one_adv.targets.iter_mut().enumerate() {
+        *y = (5 * r as u32) % 41;
+    }
+    // identical rows, an advantage each
+    let mut one_logp = tied_case(9, 41);
+    for (r, a) in one_logp.adv_tok.iter_mut().enumerate() {
+        *a = 0.3 + 0.11 * r as f32;
+    }
+    let kl_cov = LossConfig {
+        kl_cov_ratio: 0.3,
+        ..config(PolicyLossMode::KlCov, LossAggMode::TokenMean)
+    };
+    let clip_cov = |lb: f32, ub: f32| LossConfig {
+        clip_cov_ratio: 0.5,
+        clip_cov_lb: lb,
+        clip_cov_ub: ub,
+        ..config(PolicyLossMode::ClipCov, LossAggMode::TokenMean)
+    };
+    let cfgs = [kl_cov, clip_cov(0.0, 2.0), clip_cov(-2.0, 0.0)];
+    for (case, per_token_adv) in [(&one_adv, false), (&one_logp, true)] {
+        let using = Use {
+            per_token_adv,
+            ..with_old(true)
+        };
+        let want = case.reference(&kl_cov, &x64(case), using, false);
+        assert_eq!(want.selected[..3], [true, true, false]);
+        for ctx in contexts() {
+            for cfg in &cfgs {
+                check_loss(ctx, cfg, case, DType::F32, Some(DType::F32), using);
+                let batch = case.batch(HostLogits::F32(&case.logits), using);
+                let m = ctx.policy_loss(cfg, &batch, None).unwrap().metrics;
+                // kl_cov: rows 0 and 1, of mask 1; clip_cov: none
+                let mask_sum: f32 = case.mask.iter().sum();
+                let want_frac = match cfg.mode {
+                    PolicyLossMode::KlCov => 2.0 / mask_sum,
+                    _ => 0.0,
+                };
+                assert!(
+                    (m.cov_selected_frac - want_frac).abs() < 1e-6,
+                    "{}: {cfg:?}: {m:?}",
+                    name(ctx)
+                );
+            }
+        }
+    }
+}
+
+fn x64(case: &LossCase) -> Vec<f64> {
+    case.logits.iter().map(|&v| v as f64).collect()
+}
+
 fn reference_of(cfg: &LossConfig, case: &LossCase, rollout: bool) -> reference::LossOutput {
-    let x: Vec<f64> = case.logits.iter().map(|&v| v as f64).collect();
-    case.reference(cfg, &x, with_old(true), rollout)
+    case.reference(cfg, &x64(case), with_old(true), rollout)
 }
 
 /// Entropies spread far apart (each row's logits scaled differently), so that ordering
