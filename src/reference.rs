@@ -115,7 +115,8 @@ impl Batch<'_> {
     fn seq_of(&self, r: usize) -> usize {
         r / self.rows_per_seq.max(1)
     }
-    fn advantage(&self, r: usize) -> f64 {
+    /// The advantage of row `r`: its own, or its sequence's.
+    pub fn advantage(&self, r: usize) -> f64 {
         if self.advantages.len() == self.rows() {
             self.advantages[r]
         } else {
@@ -294,6 +295,27 @@ fn smallest_k(candidates: &[(u64, usize)], k: usize) -> Vec<usize> {
     sorted.iter().take(k).map(|&(_, r)| r).collect()
 }
 
+/// SPEC's `cov_t = (A_t − mean A)·(logp_t − mean logp)` of `clip_cov` / `kl_cov`, the
+/// means over the rows `masked_in`; one per row (0 on the other rows). The means are
+/// taken about the first of those rows, as the kernel does: where every advantage (or
+/// every log-prob) agrees, the deviations are exactly 0 (Σ/N of nine equal f64 values
+/// need not be that value), and every covariance ties.
+pub fn covariances(b: &Batch<'_>, logp: &[f64], masked_in: &[usize]) -> Vec<f64> {
+    let mut cov = vec![0.0; b.rows()];
+    let Some(&first) = masked_in.first() else {
+        return cov;
+    };
+    let finite_or_0 = |x: f64| if x.is_finite() { x } else { 0.0 };
+    let (pa, pl) = (finite_or_0(b.advantage(first)), finite_or_0(logp[first]));
+    let n = masked_in.len() as f64;
+    let mean_a = pa + masked_in.iter().map(|&r| b.advantage(r) - pa).sum::<f64>() / n;
+    let mean_logp = pl + masked_in.iter().map(|&r| logp[r] - pl).sum::<f64>() / n;
+    for &r in masked_in {
+        cov[r] = (b.advantage(r) - mean_a) * (logp[r] - mean_logp);
+    }
+    cov
+}
+
 /// The `(1 − ρ_H)` quantile, with linear interpolation (as `torch.quantile`), of
 /// `values`: the position `(1 − ρ_H)·(N − 1)` is computed in f32 as the kernels do.
 pub fn entropy_threshold(values: &[f64], rho: f32) -> f64 {
@@ -466,11 +488,9 @@ pub fn policy_loss_with(
     // covariance selection of clip_cov and kl_cov
     let mut selected = vec![false; rows];
     if cfg.mode.selects_tokens() && n_in > 0 {
-        let mean =
-            |f: &dyn Fn(usize) -> f64| masked_in.iter().map(|&r| f(r)).sum::<f64>() / n_in as f64;
-        let mean_a = mean(&|r| b.advantage(r));
-        let mean_logp = mean(&|r| stats[r].logp);
-        let cov = |r: usize| (b.advantage(r) - mean_a) * (stats[r].logp - mean_logp);
+        let logp: Vec<f64> = stats.iter().map(|s| s.logp).collect();
+        let covs = covariances(b, &logp, &masked_in);
+        let cov = |r: usize| covs[r];
         if cfg.mode == PolicyLossMode::KlCov {
             let k = share_of(n_in, cfg.kl_cov_ratio, false).max(1);
             // largest cov first: the key of −cov's order, NaN last

@@ -1646,15 +1646,6 @@ fn compare_loss(what: &str, plan: &LossPlan, after: &[Vec<u8>]) -> Result<(), St
     Ok(())
 }
 
-/// The advantage of row `r`, per token or per sequence.
-fn advantage_of(b: &reference::Batch<'_>, r: usize) -> f64 {
-    if b.advantages.len() == b.targets.len() {
-        b.advantages[r]
-    } else {
-        b.advantages[r / b.rows_per_seq.max(1)]
-    }
-}
-
 /// Why `clip_cov` / `kl_cov`'s choice of tokens is not decided by the data: two
 /// covariances within the kernels' f32 rounding of each other at the k-th place
 /// (kl_cov), or one at a bound (clip_cov). Equal in f64 counts too: ties that hold in
@@ -1669,21 +1660,15 @@ fn near_tied_selection(cfg: &LossConfig, b: &reference::Batch<'_>, logp: &[f64])
     }
     let live: Vec<usize> = (0..b.targets.len()).filter(|&r| b.mask[r] > 0.0).collect();
     let &first = live.first()?;
-    let a0 = advantage_of(b, first);
-    let l0 = logp[first];
+    let (a0, l0) = (b.advantage(first), logp[first]);
     if live.iter().any(|&r| !logp[r].is_finite())
-        || live.iter().all(|&r| advantage_of(b, r) == a0)
+        || live.iter().all(|&r| b.advantage(r) == a0)
         || live.iter().all(|&r| logp[r] == l0)
     {
         return None;
     }
-    let n = live.len() as f64;
-    let mean_a = live.iter().map(|&r| advantage_of(b, r)).sum::<f64>() / n;
-    let mean_l = live.iter().map(|&r| logp[r]).sum::<f64>() / n;
-    let mut cov: Vec<f64> = live
-        .iter()
-        .map(|&r| (advantage_of(b, r) - mean_a) * (logp[r] - mean_l))
-        .collect();
+    let all = reference::covariances(b, logp, &live);
+    let mut cov: Vec<f64> = live.iter().map(|&r| all[r]).collect();
     let slack = 1e-4 * cov.iter().fold(1.0f64, |a, c| a.max(c.abs()));
     let near = |x: f64, y: f64| (x - y).abs() <= slack;
     if cfg.mode == PolicyLossMode::KlCov {
@@ -1719,7 +1704,7 @@ fn coefficient_bounds(cfg: &LossConfig, b: &reference::Batch<'_>, logp: &[f64]) 
             if !live(&r) {
                 return 0.0;
             }
-            let a = advantage_of(b, r);
+            let a = b.advantage(r);
             let dkl = b.ref_logp.map_or(0.0, |rf| {
                 let d = rf[r] - logp[r];
                 match cfg.kl_loss_type {

@@ -179,7 +179,8 @@ fn ties_go_to_the_lower_row() {
 /// one value, and a kernel that took the mean as Σ/N chose by the sign of its rounding
 /// (the fuzzer found it: kl_cov picked the last token, the reference the first); the
 /// kernel takes the means about a pivot token and the deviations are exactly 0.
-/// kl_cov takes the lowest rows; clip_cov with a bound at 0 has no candidate.
+/// kl_cov takes the lowest rows; clip_cov with a bound at 0 has no candidate; every
+/// dtype.
 #[test]
 fn one_advantage_or_one_log_prob_ties_every_covariance() {
     // one sequence: one advantage (that 9 copies of do not sum exactly in f32)
@@ -204,6 +205,13 @@ fn one_advantage_or_one_log_prob_ties_every_covariance() {
         clip_cov_ub: ub,
         ..config(PolicyLossMode::ClipCov, LossAggMode::TokenMean)
     };
+    // old log-probs 0.2 above the current ones (of the ids set above): kl_cov's
+    // κ·sign(logp − old) must not flip under a 16-bit dtype's rounding of the logits
+    for case in [&mut one_adv, &mut one_logp] {
+        let exact =
+            reference::row_stats_batch(&case.logits, case.vocab as usize, &case.targets, 1.0);
+        case.old = exact.iter().map(|s| (s.logp + 0.2) as f32).collect();
+    }
     let cfgs = [kl_cov, clip_cov(0.0, 2.0), clip_cov(-2.0, 0.0)];
     for (case, per_token_adv) in [(&one_adv, false), (&one_logp, true)] {
         let using = Use {
@@ -214,7 +222,9 @@ fn one_advantage_or_one_log_prob_ties_every_covariance() {
         assert_eq!(want.selected[..3], [true, true, false]);
         for ctx in contexts() {
             for cfg in &cfgs {
-                check_loss(ctx, cfg, case, DType::F32, Some(DType::F32), using);
+                for dtype in DType::ALL {
+                    check_loss(ctx, cfg, case, dtype, Some(DType::F32), using);
+                }
                 let batch = case.batch(HostLogits::F32(&case.logits), using);
                 let m = ctx.policy_loss(cfg, &batch, None).unwrap().metrics;
                 // kl_cov: rows 0 and 1, of mask 1; clip_cov: none
