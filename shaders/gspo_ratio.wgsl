@@ -29,7 +29,7 @@ fn gspo_ratio(@builtin(local_invocation_index) lane: u32) {
         var part = vec2<f32>(0.0, 0.0);
         for (var r = tr.begin; r < tr.end; r += tr.step) {
             let i = rowin[params.part_row + r];
-            if (i.x > 0.0) {
+            if (mask_in(i.x)) {
                 part += vec2<f32>(i.x * (rowout[params.part_row + r][0] - i.z), i.x);
             }
         }
@@ -37,7 +37,8 @@ fn gspo_ratio(@builtin(local_invocation_index) lane: u32) {
         if (tr.lead) {
             var ratio = 1.0;
             if (params.has_old != 0u && sums.y > 0.0) {
-                ratio = exp(clamp(sums.x / sums.y, -20.0, 20.0));
+                // a NaN old log-prob makes its whole sequence's ratio NaN, as in PyTorch
+                ratio = exp(clamp_keep_nan(sums.x / sums.y, -20.0, 20.0));
             }
             seqinfo[params.part_seq + tr.seq].y = ratio;
         }

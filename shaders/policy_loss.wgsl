@@ -152,10 +152,11 @@ fn kl_term(logp: f32, ref_logp: f32) -> vec2<f32> {
     if (params.kl_type == KL_K2) {
         return vec2<f32>(0.5 * delta * delta, logp - ref_logp);
     }
-    let d = clamp(delta, -20.0, 20.0);
+    let d = clamp_keep_nan(delta, -20.0, 20.0);
     let kl = exp(d) - d - 1.0;
-    let klc = clamp(kl, -10.0, 10.0);
-    let clamped = d != delta || klc != kl;
+    let klc = clamp_keep_nan(kl, -10.0, 10.0);
+    // where a clamp is active (never for a NaN, which poisons the row instead)
+    let clamped = abs(delta) > 20.0 || abs(kl) > 10.0;
     return vec2<f32>(klc, select(1.0 - exp(delta), 0.0, clamped));
 }
 
@@ -173,16 +174,15 @@ fn policy_term(inputs: vec4<f32>, logp: f32, at: u32, seq: u32) -> Term {
     var d = 0.0;
     if ((params.flags & HAS_OLD) != 0u) {
         d = logp - inputs.z;
-        let dc = clamp(d, -20.0, 20.0);
-        clamped = dc != d;
-        r = exp(dc);
+        clamped = abs(d) > 20.0;
+        r = exp(clamp_keep_nan(d, -20.0, 20.0));
     }
     if (mode == MODE_PPO) {
         return clipped_term(a, r, true);
     }
     if (mode == MODE_CISPO) {
         // the clipped ratio as a detached weight
-        let c = clamp(r, 1.0 - params.clip_low, 1.0 + params.clip_high);
+        let c = clamp_keep_nan(r, 1.0 - params.clip_low, 1.0 + params.clip_high);
         return Term(-c * a * logp, -c * a, select(0.0, ROW_CLIPPED, c != r));
     }
     if (mode == MODE_SAPO) {
@@ -213,6 +213,28 @@ fn policy_term(inputs: vec4<f32>, logp: f32, at: u32, seq: u32) -> Term {
     }
     // reinforce, gpg
     return Term(-a * logp, -a, 0.0);
+}
+
+// Whether a masked-in row reads a NaN (SPEC "Bad input"): its advantage, its old or
+// ref log-prob, its rollout weight q (NaN from its own sampler log-prob or, per
+// sequence, a neighbour's) or GSPO's sequence ratio (NaN from any old log-prob of the
+// sequence). Tested on the bits: the compares of the clipped objective may turn a NaN
+// ratio into a clipped, finite term.
+fn reads_nan(inputs: vec4<f32>, at: u32, seq: u32) -> bool {
+    var nan = is_nan(inputs.y);
+    if ((params.flags & HAS_OLD) != 0u) {
+        nan = nan || is_nan(inputs.z);
+    }
+    if ((params.flags & HAS_REF) != 0u) {
+        nan = nan || is_nan(inputs.w);
+    }
+    if ((params.flags & HAS_ROLLOUT) != 0u) {
+        nan = nan || is_nan(rowaux[2u * at].y);
+    }
+    if (params.mode == MODE_GSPO) {
+        nan = nan || is_nan(seqinfo[seq].y);
+    }
+    return nan;
 }
 
 @compute @workgroup_size(WG_SIZE)
@@ -283,15 +305,19 @@ fn policy_loss(
         kl = kl_term(logp, inputs.w);
     }
     var loss_t = factor * term.l + params.kl_coef * kl.x - params.entropy_coeff * entropy;
-    let masked_in = m > 0.0;
-    // a masked-in id outside the vocabulary has no log-prob: its loss and gradient are
-    // NaN (the reduce kernel reports the row), never a plausible number
+    let masked_in = mask_in(m);
+    let bad_mask = mask_bad(m);
+    // a masked-in id outside the vocabulary has no log-prob, a NaN input no value, and a
+    // bad mask no weight: the row's loss and gradient are NaN (the reduce kernel
+    // reports the row), never a plausible number
     var big_g = factor * term.g + params.kl_coef * kl.y;
-    if (y >= params.vocab_total) {
+    if (y >= params.vocab_total || bad_mask || (masked_in && reads_nan(inputs, at, seq))) {
         loss_t = quiet_nan();
         big_g = loss_t;
     }
-    let w = select(0.0, m * seqinfo[seq].x, masked_in);
+    // a row with a bad mask is outside every sum but the loss: the weight 1 carries its
+    // NaN there and into its gradient
+    let w = select(select(0.0, m * seqinfo[seq].x, masked_in), 1.0, bad_mask);
     let nonfinite = masked_in && !(is_finite(lse) && !is_nan(entropy));
     let bad_id = masked_in && y >= params.vocab_total;
     let flags = term.flags + select(0.0, ROW_NONFINITE, nonfinite) + select(0.0, ROW_BAD_ID, bad_id);
@@ -301,7 +327,7 @@ fn policy_loss(
             logp,
             entropy,
             lse,
-            select(0.0, w * loss_t, masked_in),
+            select(0.0, w * loss_t, masked_in || bad_mask),
             select(0.0, kl.x, masked_in),
             select(0.0, flags, masked_in),
             bitcast<f32>(y),

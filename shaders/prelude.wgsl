@@ -86,6 +86,25 @@ fn is_finite(x: f32) -> bool {
     return (bitcast<u32>(x) & 0x7f800000u) != 0x7f800000u;
 }
 
+// SPEC "Bad input": mask values >= 0 weight linearly, and a mask that is negative, NaN
+// or ±inf is bad input on any row. A row is in the loss when its mask is finite and
+// > 0 (finiteness tested on the bits: a driver's compare may take a NaN as > 0, and
+// +inf would make the weights inf · 0).
+fn mask_in(m: f32) -> bool {
+    return is_finite(m) && m > 0.0;
+}
+
+fn mask_bad(m: f32) -> bool {
+    return !is_finite(m) || m < 0.0;
+}
+
+// SPEC's clamps (the ±20 of a log-ratio, the KL's ±10) keep a NaN a NaN: GPUs' min and
+// max return their non-NaN operand, which would turn a bad log-prob into a plausible
+// number. ±inf are clamped as SPEC says.
+fn clamp_keep_nan(x: f32, lo: f32, hi: f32) -> f32 {
+    return select(clamp(x, lo, hi), x, is_nan(x));
+}
+
 struct RowAcc {
     m: f32,
     s: f32,

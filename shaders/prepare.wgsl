@@ -92,9 +92,9 @@ fn gather(lane: u32) {
         let tr = team_rows(params.teams, lane, k, params.seqs, params.rows_per_seq, params.rows);
         var part = 0.0;
         for (var r = tr.begin; r < tr.end; r += tr.step) {
-            // a mask ≤ 0 (or NaN) is a row outside the loss
+            // a mask ≤ 0 is a row outside the loss, and so is a bad one (prelude.wgsl)
             let m = mask[params.mask_offset + r];
-            part += select(0.0, m, m > 0.0);
+            part += select(0.0, m, mask_in(m));
         }
         let n = team_sum(lane, params.teams.size, vec2<f32>(part, 0.0)).x;
         if (tr.lead) {

@@ -4,17 +4,22 @@
 // non-negative values are integer atomics on their bits, which order as the values).
 // Also copies the per-row log-probs and entropies to the caller's buffers, and finds
 // the first masked-in row whose token id lies outside the vocabulary, as the row kernel
-// flagged it (the host turns it into an error naming that row). Rows are those of every
-// part of the call, in order.
+// flagged it (the host turns it into an error naming that row), and counts the rows
+// whose other inputs the loss cannot use (SPEC "Bad input": a bad mask on any row, a
+// non-finite advantage or log-prob on a masked-in row), with the first of them. Rows
+// are those of every part of the call, in order.
 //
 // metrics: loss, pg_clipfrac, pg_clipfrac_lower, ppo_kl, kl, entropy_mean,
 //          nonfinite_rows, Σ mask, first bad row (u32 bits, 0xffffffff if none),
 //          its id (u32 bits), cov_selected_frac, entropy_mask_frac, rollout_is_mean,
-//          rollout_is_min, rollout_is_max, rollout_is_clipfrac, rollout_logp_diff_max
+//          rollout_is_min, rollout_is_max, rollout_is_clipfrac, rollout_logp_diff_max,
+//          invalid_input_rows, the first such row (u32 bits, 0xffffffff if none), the
+//          tensor (u32 bits, a BAD_* code) and its value there
 
 struct Params {
     rows: u32,
-    has_old: u32,
+    // HAS_OLD, HAS_REF (prelude.wgsl): the optional inputs rowin holds
+    inputs: u32,
     metrics_offset: u32,
     logp_offset: u32,
     entropy_offset: u32,
@@ -38,8 +43,48 @@ var<workgroup> wg_bad: array<u32, WG_SIZE>;
 var<workgroup> wg_q_min: atomic<u32>;
 var<workgroup> wg_q_max: atomic<u32>;
 var<workgroup> wg_delta_max: atomic<u32>;
+// rows with a bad input: how many, and the first (integer atomics: exact, any order)
+var<workgroup> wg_invalid: atomic<u32>;
+var<workgroup> wg_first_invalid: atomic<u32>;
 
 const NONE: u32 = 0xffffffffu;
+
+// The tensor holding a row's first bad input, in the order the host checks them
+// (loss.rs's RowInput), and the value there.
+const BAD_NONE: u32 = 0u;
+const BAD_MASK: u32 = 1u;
+const BAD_ADVANTAGES: u32 = 2u;
+const BAD_OLD: u32 = 3u;
+const BAD_REF: u32 = 4u;
+const BAD_ROLLOUT: u32 = 5u;
+
+struct BadInput {
+    code: u32,
+    value: f32,
+}
+
+fn bad_input(r: u32) -> BadInput {
+    let i = rowin[r];
+    if (mask_bad(i.x)) {
+        return BadInput(BAD_MASK, i.x);
+    }
+    if (mask_in(i.x)) {
+        if (!is_finite(i.y)) {
+            return BadInput(BAD_ADVANTAGES, i.y);
+        }
+        if ((params.inputs & HAS_OLD) != 0u && !is_finite(i.z)) {
+            return BadInput(BAD_OLD, i.z);
+        }
+        if ((params.inputs & HAS_REF) != 0u && !is_finite(i.w)) {
+            return BadInput(BAD_REF, i.w);
+        }
+        // the sampler's log-prob is read (and in rowaux) only with the correction
+        if (params.has_rollout != 0u && !is_finite(rowaux[2u * r].x)) {
+            return BadInput(BAD_ROLLOUT, rowaux[2u * r].x);
+        }
+    }
+    return BadInput(BAD_NONE, 0.0);
+}
 
 @compute @workgroup_size(WG_SIZE)
 fn reduce(@builtin(local_invocation_index) lane: u32) {
@@ -47,6 +92,8 @@ fn reduce(@builtin(local_invocation_index) lane: u32) {
         atomicStore(&wg_q_min, 0x7f800000u);
         atomicStore(&wg_q_max, 0u);
         atomicStore(&wg_delta_max, 0u);
+        atomicStore(&wg_invalid, 0u);
+        atomicStore(&wg_first_invalid, NONE);
     }
     workgroupBarrier();
     var s: array<f32, SUMS>;
@@ -54,6 +101,8 @@ fn reduce(@builtin(local_invocation_index) lane: u32) {
         s[k] = 0.0;
     }
     var bad = NONE;
+    var invalid = 0u;
+    var first_invalid = NONE;
     for (var r = lane; r < params.rows; r += WG_SIZE) {
         let o = rowout[r];
         if ((params.write_rows & 1u) != 0u) {
@@ -62,13 +111,21 @@ fn reduce(@builtin(local_invocation_index) lane: u32) {
         if ((params.write_rows & 2u) != 0u) {
             out_entropy[params.entropy_offset + r] = o[1];
         }
+        if (bad_input(r).code != BAD_NONE) {
+            invalid += 1u;
+            first_invalid = min(first_invalid, r);
+        }
         let m = rowin[r].x;
-        if (m > 0.0) {
+        if (mask_bad(m)) {
+            // outside every mean, but its NaN reaches the loss
+            s[0] += o[3];
+        }
+        if (mask_in(m)) {
             let flags = u32(o[5]);
             s[0] += o[3];
             s[1] += select(0.0, m, (flags & 1u) != 0u);
             s[2] += select(0.0, m, (flags & 2u) != 0u);
-            if (params.has_old != 0u) {
+            if ((params.inputs & HAS_OLD) != 0u) {
                 s[3] += m * (rowin[r].z - o[0]);
             }
             s[4] += m * o[4];
@@ -95,6 +152,8 @@ fn reduce(@builtin(local_invocation_index) lane: u32) {
             }
         }
     }
+    atomicAdd(&wg_invalid, invalid);
+    atomicMin(&wg_first_invalid, first_invalid);
     wg_sums[lane] = s;
     wg_bad[lane] = bad;
     workgroupBarrier();
@@ -135,5 +194,14 @@ fn reduce(@builtin(local_invocation_index) lane: u32) {
         metrics[o + 14u] = select(0.0, bitcast<f32>(atomicLoad(&wg_q_max)), any);
         metrics[o + 15u] = t[11] * inv;
         metrics[o + 16u] = select(0.0, bitcast<f32>(atomicLoad(&wg_delta_max)), any);
+        let first_invalid = atomicLoad(&wg_first_invalid);
+        var what = BadInput(BAD_NONE, 0.0);
+        if (first_invalid != NONE) {
+            what = bad_input(first_invalid);
+        }
+        metrics[o + 17u] = f32(atomicLoad(&wg_invalid));
+        metrics[o + 18u] = bitcast<f32>(first_invalid);
+        metrics[o + 19u] = bitcast<f32>(what.code);
+        metrics[o + 20u] = what.value;
     }
 }

@@ -112,7 +112,7 @@ fn select_tokens(@builtin(local_invocation_index) lane: u32) {
 }
 
 fn masked_in(i: u32) -> bool {
-    return rowin[i].x > 0.0;
+    return mask_in(rowin[i].x);
 }
 
 // ---- rollout correction (SPEC "Rollout correction") --------------------------------
@@ -158,11 +158,13 @@ fn rollout_weights(lane: u32) {
         if (params.level != LEVEL_TOKEN) {
             log_rho = seqinfo[params.part_seq + r / params.rows_per_seq].w;
         }
-        let rho = exp(clamp(log_rho, -20.0, 20.0));
-        let cut = rho < params.c_lo || rho > params.c_hi;
+        // a NaN δ (a NaN log-prob) keeps q NaN in either mode: the row kernel poisons
+        // the rows it weights (SPEC "Bad input")
+        let rho = exp(clamp_keep_nan(log_rho, -20.0, 20.0));
+        let cut = !is_nan(rho) && (rho < params.c_lo || rho > params.c_hi);
         var q = select(rho, 0.0, cut);
         if (params.rollout_mode == MODE_TRUNCATE) {
-            q = clamp(rho, params.c_lo, params.c_hi);
+            q = clamp_keep_nan(rho, params.c_lo, params.c_hi);
         }
         if (!masked_in(i)) {
             q = 1.0;
@@ -215,12 +217,13 @@ fn priority(r: u32) -> u32 {
 fn ppo_clipped(i: u32) -> bool {
     var r = 1.0;
     if (params.has_old != 0u) {
-        r = exp(clamp(rowout[i][0] - rowin[i].z, -20.0, 20.0));
+        r = exp(clamp_keep_nan(rowout[i][0] - rowin[i].z, -20.0, 20.0));
     }
     let a = rowin[i].y;
     let l1 = -a * r;
-    let l2 = -a * clamp(r, 1.0 - params.clip_low, 1.0 + params.clip_high);
-    return l2 > l1;
+    let l2 = -a * clamp_keep_nan(r, 1.0 - params.clip_low, 1.0 + params.clip_high);
+    // a NaN compares false, as in the reference: on the bits, not by a driver's compare
+    return !is_nan(l1) && !is_nan(l2) && l2 > l1;
 }
 
 // Rows that take part in a selection, and their keys: smaller keys are chosen first.
@@ -230,7 +233,8 @@ fn candidate(i: u32, which: u32) -> bool {
     }
     if (which == KEY_PRIORITY) {
         let c = cov_of(i);
-        return !ppo_clipped(i) && params.cov_lb < c && c < params.cov_ub;
+        // a NaN covariance (a non-finite advantage) is no candidate
+        return !ppo_clipped(i) && !is_nan(c) && params.cov_lb < c && c < params.cov_ub;
     }
     return true;
 }

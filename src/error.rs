@@ -20,9 +20,79 @@ pub enum Error {
     #[error("invalid argument `targets`: row {row} has token id {id}, outside [0, {vocab})")]
     TargetOutOfRange { row: usize, id: i64, vocab: u32 },
 
+    /// A per-row input other than the logits holds a value the loss cannot use (SPEC
+    /// "Bad input"): a mask that is negative, NaN or ±inf on any row, or a NaN or ±inf
+    /// advantage, old, ref or rollout log-prob on a masked-in row that the call reads.
+    /// `row` counts every part's rows in order; for per-sequence advantages it is the
+    /// first masked-in row of the sequence.
+    #[error(
+        "invalid argument `{}`: row {row} holds {value}; {}",
+        tensor.name(),
+        tensor.requirement()
+    )]
+    InvalidInput {
+        tensor: RowInput,
+        row: usize,
+        value: f32,
+    },
+
     /// wgpu reported a validation, out-of-memory or internal error, or the device was lost.
     #[error("wgpu error: {0}")]
     Wgpu(String),
+}
+
+/// The per-row inputs of a loss call other than the logits and the ids, in the order
+/// they are checked on each row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RowInput {
+    Mask,
+    Advantages,
+    OldLogprobs,
+    RefLogprobs,
+    RolloutLogprobs,
+}
+
+impl RowInput {
+    /// Every input, in the order of their codes (1, 2, …) in reduce.wgsl's metrics.
+    pub const ALL: [RowInput; 5] = [
+        RowInput::Mask,
+        RowInput::Advantages,
+        RowInput::OldLogprobs,
+        RowInput::RefLogprobs,
+        RowInput::RolloutLogprobs,
+    ];
+
+    /// The argument's name, as the API, `eval`'s tensors and PyTorch call it.
+    pub fn name(self) -> &'static str {
+        match self {
+            RowInput::Mask => "mask",
+            RowInput::Advantages => "advantages",
+            RowInput::OldLogprobs => "old_logprobs",
+            RowInput::RefLogprobs => "ref_logprobs",
+            RowInput::RolloutLogprobs => "rollout_logprobs",
+        }
+    }
+
+    fn requirement(self) -> &'static str {
+        match self {
+            RowInput::Mask => "a mask value must be finite and >= 0",
+            _ => "a masked-in row needs a finite value",
+        }
+    }
+
+    /// The input of reduce.wgsl's code (`BAD_*`), 0 meaning none.
+    pub(crate) fn from_code(code: u32) -> Option<RowInput> {
+        Self::ALL.get((code as usize).checked_sub(1)?).copied()
+    }
+
+    /// Whether `value` is bad for this input on a row the loss reads (the mask: on
+    /// any row).
+    pub(crate) fn is_bad(self, value: f32) -> bool {
+        match self {
+            RowInput::Mask => !value.is_finite() || value < 0.0,
+            _ => !value.is_finite(),
+        }
+    }
 }
 
 /// Shorthand used throughout the crate.

@@ -36,13 +36,13 @@ pub use context::{
     Unavailable, FAIL_DEVICE_ENV, STRICT_ENV,
 };
 pub use demo::{Demo, DemoConfig};
-pub use error::{Error, Result};
+pub use error::{Error, Result, RowInput};
 pub use host::{check_targets, HostBatch, HostGrad, HostLogits, HostLoss, HostPart, RowStatsHost};
 pub use kernels::row_stats::{RowStatsBuffers, RowStatsOutputs};
 pub use kernels::{shader_variants, GradOut, Kernel, PipelineKey};
 pub use loss::{
-    Advantages, GradView, Gradient, LossBuffers, LossInputs, LossOutputs, LossPart, Metrics,
-    PolicyLoss,
+    Advantages, GradView, Gradient, InvalidInput, LossBuffers, LossInputs, LossOutputs, LossPart,
+    Metrics, PolicyLoss,
 };
 pub use shards::{VocabShards, PARTIAL_BYTES, PARTIAL_FLOATS};
 pub use view::{DType, F32View, LogitsView, RowLayout, TargetsView};

@@ -21,7 +21,7 @@ use std::sync::Mutex;
 
 use crate::config::{LossConfig, PolicyLossMode};
 use crate::context::Context;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, RowInput};
 use crate::kernels::combine::{CombineOut, Gathered};
 use crate::kernels::policy_loss::{
     GradDest, RowCall, HAS_ROLLOUT, HAS_SELECTION, PHASE_LOSS, PHASE_STATS, RENORMALIZE,
@@ -49,7 +49,9 @@ pub enum Advantages<'a> {
 pub struct LossInputs<'a> {
     pub logits: LogitsView<'a>,
     pub targets: TargetsView<'a>,
-    /// One f32 per row: 0 outside the response, 1 inside (other values ≥ 0 weight linearly).
+    /// One f32 per row: 0 outside the response, 1 inside (other values ≥ 0 weight
+    /// linearly). A negative, NaN or ±inf value is bad input: its row's loss and
+    /// gradient are NaN and [`Metrics::check`] names it.
     pub mask: F32View<'a>,
     pub advantages: Advantages<'a>,
     /// Behaviour-policy log-probs; without them `ppo_clip` and `gspo` are on-policy.
@@ -188,7 +190,7 @@ pub enum Gradient<'a> {
 
 /// Where the results go. `metrics` receives [`Metrics::LEN`] f32 values, the loss first
 /// (see [`Metrics::from_slice`]); reading it back and calling [`Metrics::check`] is the
-/// validation of the token ids.
+/// validation of the token ids and of the other per-row inputs (SPEC "Bad input").
 #[derive(Clone, Copy, Debug)]
 pub struct LossOutputs<'a> {
     pub metrics: F32View<'a>,
@@ -199,8 +201,10 @@ pub struct LossOutputs<'a> {
 /// Device buffers for the results, owned by the caller.
 #[derive(Debug)]
 pub struct LossBuffers {
-    /// [`Metrics::LEN`] f32: loss, pg_clipfrac, pg_clipfrac_lower, ppo_kl, kl,
-    /// entropy_mean, nonfinite_rows, mask sum, first invalid target row and id (u32 bits).
+    /// [`Metrics::LEN`] f32, as [`Metrics::from_slice`] reads them: loss, pg_clipfrac,
+    /// pg_clipfrac_lower, ppo_kl, kl, entropy_mean, nonfinite_rows, mask sum, first
+    /// invalid target row and id (u32 bits), the selection and rollout metrics, and the
+    /// bad per-row inputs (their count, the first row, its tensor and value).
     pub metrics: wgpu::Buffer,
     pub logprobs: wgpu::Buffer,
     pub entropy: wgpu::Buffer,
@@ -259,6 +263,23 @@ pub struct Metrics {
     pub rollout_is_max: f32,
     pub rollout_is_clipfrac: f32,
     pub rollout_logp_diff_max: f32,
+    /// Rows whose other per-row inputs the loss cannot use (SPEC "Bad input"): a mask
+    /// that is negative, NaN or ±inf on any row, or a NaN or ±inf advantage, old, ref or
+    /// rollout log-prob on a masked-in row that the call reads. Their loss terms and
+    /// gradients are NaN where the value is NaN (or the mask bad); ±inf log-probs keep
+    /// SPEC's clamps.
+    pub invalid_input_rows: f32,
+    /// The first of those rows: which input, the row, and the value there.
+    pub invalid_input: Option<InvalidInput>,
+}
+
+/// The first row of a call whose per-row input is bad (see [`Metrics::invalid_input`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct InvalidInput {
+    pub tensor: RowInput,
+    /// Counted over every part's rows in order.
+    pub row: u32,
+    pub value: f32,
 }
 
 impl Metrics {
@@ -286,12 +307,30 @@ impl Metrics {
             rollout_is_max: v.get(14).copied().unwrap_or(0.0),
             rollout_is_clipfrac: v.get(15).copied().unwrap_or(0.0),
             rollout_logp_diff_max: v.get(16).copied().unwrap_or(0.0),
+            invalid_input_rows: v.get(17).copied().unwrap_or(0.0),
+            invalid_input: v.get(18).and_then(|row| {
+                let tensor = RowInput::from_code(v.get(19)?.to_bits())?;
+                Some(InvalidInput {
+                    tensor,
+                    row: row.to_bits(),
+                    value: v.get(20).copied().unwrap_or(f32::NAN),
+                })
+            }),
         }
     }
 
-    /// `Err` naming the first bad row when a masked-in token id was outside `[0, vocab)`
-    /// (the loss is then NaN, and so is that row's gradient).
+    /// `Err` naming the first bad row: of a bad per-row input (the error the host API
+    /// gives for the same input, [`Error::InvalidInput`]), else of a masked-in token id
+    /// outside `[0, vocab)`. The loss is then NaN, and so is that row's gradient (a ±inf
+    /// log-prob keeps SPEC's clamps, and only the error says it was bad).
     pub fn check(&self, vocab: u32) -> Result<()> {
+        if let Some(b) = self.invalid_input {
+            return Err(Error::InvalidInput {
+                tensor: b.tensor,
+                row: b.row as usize,
+                value: b.value,
+            });
+        }
         match self.invalid_target {
             Some((row, id)) => Err(Error::TargetOutOfRange {
                 row: row as usize,
@@ -848,7 +887,7 @@ impl PolicyLoss {
         if plan.rows == 0 {
             // an empty batch still gets its metrics: loss 0, no invalid id
             return reduce::record(
-                ctx, encoder, 0, false, rowin, rowout, no_aux, spare, m, None, None,
+                ctx, encoder, 0, 0, rowin, rowout, no_aux, spare, m, None, None,
             );
         }
         self.encode_prepare(encoder, plan, rowin, seqinfo, rowaux)?;
@@ -988,18 +1027,13 @@ impl PolicyLoss {
             rollout: phases & select::ROLLOUT != 0,
             selection: phases & select::SELECT != 0,
         };
+        // every part has the same optional inputs (plan checks it)
+        let inputs = plan
+            .parts
+            .first()
+            .map_or(0, |p| p.row_flags & (HAS_OLD | HAS_REF));
         reduce::record(
-            ctx,
-            encoder,
-            plan.rows,
-            plan.has_old,
-            rowin,
-            rowout,
-            aux,
-            spare,
-            m,
-            logprobs,
-            entropy,
+            ctx, encoder, plan.rows, inputs, rowin, rowout, aux, spare, m, logprobs, entropy,
         )
     }
 

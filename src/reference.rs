@@ -146,6 +146,9 @@ pub struct Metrics {
     pub rollout_is_max: f64,
     pub rollout_is_clipfrac: f64,
     pub rollout_logp_diff_max: f64,
+    /// Rows with a bad per-row input ([`invalid_input`]), and the first of them.
+    pub invalid_input_rows: f64,
+    pub first_invalid_input: Option<(crate::RowInput, usize)>,
 }
 
 /// Everything [`policy_loss`] computes.
@@ -207,13 +210,25 @@ pub fn kl_term(est: KlEstimator, logp: f64, ref_logp: f64) -> (f64, f64) {
         KlEstimator::K1 => (logp - ref_logp, 1.0),
         KlEstimator::K2 => (0.5 * delta * delta, logp - ref_logp),
         KlEstimator::K3 => {
+            // (f64::clamp keeps a NaN; a NaN is no active clamp, it stays NaN)
             let d = delta.clamp(-20.0, 20.0);
             let kl = d.exp() - d - 1.0;
             let klc = kl.clamp(-10.0, 10.0);
-            let active = d != delta || klc != kl;
+            let active = delta.abs() > 20.0 || kl.abs() > 10.0;
             (klc, if active { 0.0 } else { 1.0 - delta.exp() })
         }
     }
+}
+
+/// Whether a mask value puts its row in the loss: finite and > 0 (SPEC "Bad input": a
+/// negative, NaN or ±inf mask is bad input, outside every sum but the loss's).
+pub fn mask_in(m: f64) -> bool {
+    m.is_finite() && m > 0.0
+}
+
+/// A mask value that is bad input on any row.
+pub fn mask_bad(m: f64) -> bool {
+    !m.is_finite() || m < 0.0
 }
 
 /// The sequence weight `w_r / m_r` of every row (SPEC "Aggregation").
@@ -227,7 +242,7 @@ fn weights_for(cfg: &LossConfig, b: &Batch<'_>, mask: &[f64]) -> Vec<f64> {
     let seqs = b.seqs();
     let mut n = vec![0.0f64; seqs];
     for r in 0..b.rows() {
-        if mask[r] > 0.0 {
+        if mask_in(mask[r]) {
             n[b.seq_of(r)] += mask[r];
         }
     }
@@ -249,6 +264,31 @@ fn weights_for(cfg: &LossConfig, b: &Batch<'_>, mask: &[f64]) -> Vec<f64> {
             }
         })
         .collect()
+}
+
+/// SPEC "Bad input": the input of row `r` the loss cannot use, and its value: a mask
+/// that is negative, NaN or ±inf, or on a masked-in row a non-finite advantage, old,
+/// ref or rollout log-prob (`rollout_logp` where the call reads it), in that order.
+pub fn invalid_input(
+    b: &Batch<'_>,
+    rollout_logp: Option<&[f64]>,
+    r: usize,
+) -> Option<(crate::RowInput, f64)> {
+    use crate::RowInput as I;
+    if mask_bad(b.mask[r]) {
+        return Some((I::Mask, b.mask[r]));
+    }
+    if !mask_in(b.mask[r]) {
+        return None;
+    }
+    [
+        (I::Advantages, Some(b.advantage(r))),
+        (I::OldLogprobs, b.old_logp.map(|x| x[r])),
+        (I::RefLogprobs, b.ref_logp.map(|x| x[r])),
+        (I::RolloutLogprobs, rollout_logp.map(|x| x[r])),
+    ]
+    .into_iter()
+    .find_map(|(i, v)| v.filter(|v| !v.is_finite()).map(|v| (i, v)))
 }
 
 /// SPEC's loss, gradient and metrics, in f64.
@@ -371,7 +411,7 @@ pub fn policy_loss_with(
         ));
     }
     for r in 0..rows {
-        if b.mask[r] > 0.0 && b.targets[r] as usize >= v {
+        if mask_in(b.mask[r]) && b.targets[r] as usize >= v {
             return Err(Error::TargetOutOfRange {
                 row: r,
                 id: b.targets[r] as i64,
@@ -384,7 +424,7 @@ pub fn policy_loss_with(
         .map(|r| row_stats(&b.logits[r * v..(r + 1) * v], b.targets[r] as usize, tau))
         .collect();
     let seqs = b.seqs();
-    let inside: Vec<bool> = b.mask.iter().map(|&m| m > 0.0).collect();
+    let inside: Vec<bool> = b.mask.iter().map(|&m| mask_in(m)).collect();
     let masked_in: Vec<usize> = (0..rows).filter(|&r| inside[r]).collect();
     let n_in = masked_in.len();
 
@@ -393,8 +433,7 @@ pub fn policy_loss_with(
         match b.old_logp {
             Some(old) => {
                 let d = stats[r].logp - old[r];
-                let c = d.clamp(-20.0, 20.0);
-                (c.exp(), c != d)
+                (d.clamp(-20.0, 20.0).exp(), d.abs() > 20.0)
             }
             None => (1.0, false),
         }
@@ -628,6 +667,21 @@ pub fn policy_loss_with(
                 t
             }
         };
+        // SPEC "Bad input": a NaN the row reads (its own, or its sequence's through the
+        // GSPO ratio or the rollout weight) is its policy term and G
+        let reads_nan = a.is_nan()
+            || b.old_logp.is_some_and(|o| o[r].is_nan())
+            || b.ref_logp.is_some_and(|x| x[r].is_nan())
+            || q[r].is_nan()
+            || (cfg.mode == PolicyLossMode::Gspo && seq_ratio[b.seq_of(r)].is_nan());
+        let term = match reads_nan {
+            true => PolicyTerm {
+                l: f64::NAN,
+                g: f64::NAN,
+                ..term
+            },
+            false => term,
+        };
         let (kl, dkl) = match b.ref_logp {
             Some(rf) => kl_term(cfg.kl_loss_type, st.logp, rf[r]),
             None => (0.0, 0.0),
@@ -695,6 +749,18 @@ pub fn policy_loss_with(
     if q_min <= q_max {
         m.rollout_is_min = q_min;
         m.rollout_is_max = q_max;
+    }
+    // a bad mask puts its row outside every mean, but makes the loss and its gradient NaN
+    let read_rollout = rollout_logp.filter(|_| cfg.rollout_correction.is_some());
+    for r in 0..rows {
+        if mask_bad(b.mask[r]) {
+            out.loss += f64::NAN;
+            out.grad[r * v..(r + 1) * v].fill(f64::NAN);
+        }
+        if let Some((tensor, _)) = invalid_input(b, read_rollout, r) {
+            m.invalid_input_rows += 1.0;
+            m.first_invalid_input.get_or_insert((tensor, r));
+        }
     }
     out.metrics = m;
     out.selected = selected;

@@ -1,16 +1,9 @@
 #![cfg(feature = "cli")]
 //! The binary's contracts, run as a user would.
 
-use std::process::Command;
+mod common;
 
-/// The binary cargo built beside these tests, or `WGPU_POLICY_LOSS_BIN` where the tests
-/// run away from the build tree (prebuilt, by scripts/gpu-report.sh).
-fn bin() -> Command {
-    match std::env::var_os("WGPU_POLICY_LOSS_BIN") {
-        Some(path) => Command::new(path),
-        None => Command::new(env!("CARGO_BIN_EXE_wgpu-policy-loss")),
-    }
-}
+use common::bin;
 
 /// Runs a subcommand with wgpu limited to a backend this platform does not have.
 fn without_adapter(subcommand: &str) -> std::process::Output {
@@ -430,7 +423,7 @@ fn info_fails_without_an_adapter() {
 }
 
 mod eval {
-    use super::bin;
+    use super::common::eval;
     use safetensors::tensor::{Dtype, SafeTensors, TensorView};
     use wgpu_policy_loss::half::bf16;
     use wgpu_policy_loss::reference;
@@ -448,23 +441,6 @@ mod eval {
             .map(|(n, d, s, b)| (n.to_string(), TensorView::new(*d, s.clone(), b).unwrap()))
             .collect();
         safetensors::tensor::serialize_to_file(views, None, path).unwrap();
-    }
-
-    /// `eval --input IN --output OUT` plus `flags`.
-    fn eval(
-        input: &std::path::Path,
-        output: &std::path::Path,
-        flags: &[&str],
-    ) -> std::process::Output {
-        bin()
-            .arg("eval")
-            .arg("--input")
-            .arg(input)
-            .arg("--output")
-            .arg(output)
-            .args(flags)
-            .output()
-            .unwrap()
     }
 
     /// `eval` that must succeed: the bytes of the file it wrote.

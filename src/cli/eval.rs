@@ -574,6 +574,8 @@ pub fn run(args: &EvalArgs) -> CliResult {
         batch,
         rollout_logprobs: rollout.as_deref(),
     };
+    // a bad mask, advantage or log-prob names its tensor and row before any device opens
+    whole.check(&config)?;
     let parts = split(&whole, seqs, args.parts)?;
     let ctx = context(args.adapter.as_deref())?;
     let out = match args.vocab_shards {
@@ -605,6 +607,7 @@ pub fn run(args: &EvalArgs) -> CliResult {
         ("rollout_is_max", m.rollout_is_max),
         ("rollout_is_clipfrac", m.rollout_is_clipfrac),
         ("rollout_logp_diff_max", m.rollout_logp_diff_max),
+        ("invalid_input_rows", m.invalid_input_rows),
     ];
     let scalar_bytes: Vec<(&str, [u8; 4])> =
         scalars.iter().map(|&(n, v)| (n, v.to_le_bytes())).collect();

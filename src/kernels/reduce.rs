@@ -6,13 +6,14 @@ use crate::error::Result;
 use crate::view::F32View;
 
 /// Values the reduce kernel writes, in order.
-pub(crate) const METRICS: u64 = 17;
+pub(crate) const METRICS: u64 = 21;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {
     rows: u32,
-    has_old: u32,
+    /// HAS_OLD | HAS_REF: the optional inputs rowin holds.
+    inputs: u32,
     metrics_offset: u32,
     logp_offset: u32,
     entropy_offset: u32,
@@ -34,15 +35,15 @@ pub(crate) struct Aux<'a> {
 const WRITE_LOGP: u32 = 1;
 const WRITE_ENTROPY: u32 = 2;
 
-/// Records the reduction over `rows` rows of scratch (every part's, in order); `spare`
-/// is a small writable scratch buffer bound where the caller asked for no per-row
-/// output.
+/// Records the reduction over `rows` rows of scratch (every part's, in order), whose
+/// rowin holds the optional `inputs` (prepare's `HAS_OLD | HAS_REF`); `spare` is a
+/// small writable scratch buffer bound where the caller asked for no per-row output.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn record<'a>(
     ctx: &Context,
     encoder: &mut wgpu::CommandEncoder,
     rows: u32,
-    has_old: bool,
+    inputs: u32,
     rowin: &wgpu::Buffer,
     rowout: &wgpu::Buffer,
     aux: Aux<'_>,
@@ -83,7 +84,7 @@ pub(crate) fn record<'a>(
     };
     let params = Params {
         rows,
-        has_old: has_old as u32,
+        inputs,
         metrics_offset,
         logp_offset,
         entropy_offset,

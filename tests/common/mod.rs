@@ -3,6 +3,10 @@
 //! f64 reference.
 #![allow(dead_code)]
 
+#[cfg(feature = "cli")]
+use std::path::Path;
+#[cfg(feature = "cli")]
+use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 use rand::rngs::Xoshiro256PlusPlus;
@@ -637,4 +641,28 @@ pub fn aggregations(global: f32) -> Vec<(LossAggMode, Option<f32>)> {
     let mut out: Vec<_> = LossAggMode::ALL.into_iter().map(|a| (a, None)).collect();
     out.push((LossAggMode::TokenMean, Some(global)));
     out
+}
+
+/// The binary cargo built beside the tests, or `WGPU_POLICY_LOSS_BIN` where the tests
+/// run away from the build tree (prebuilt, by scripts/gpu-report.sh).
+#[cfg(feature = "cli")]
+pub fn bin() -> Command {
+    match std::env::var_os("WGPU_POLICY_LOSS_BIN") {
+        Some(path) => Command::new(path),
+        None => Command::new(env!("CARGO_BIN_EXE_wgpu-policy-loss")),
+    }
+}
+
+/// `eval --input IN --output OUT` plus `flags`.
+#[cfg(feature = "cli")]
+pub fn eval(input: &Path, output: &Path, flags: &[&str]) -> Output {
+    bin()
+        .arg("eval")
+        .arg("--input")
+        .arg(input)
+        .arg("--output")
+        .arg(output)
+        .args(flags)
+        .output()
+        .unwrap()
 }

@@ -282,3 +282,65 @@ async fn bad_input_is_an_error() {
         "{e}"
     );
 }
+
+/// SPEC "Bad input" in the browser: a NaN old log-prob on a masked-in row is an error
+/// naming it on the host path; on the device path Tint's shaders keep it a NaN (the
+/// loss is NaN, never clamped into a number), count the row and `check` names it.
+#[wasm_bindgen_test]
+async fn nan_inputs_are_named_or_propagate() {
+    use wgpu_policy_loss::{
+        Advantages, F32View, Gradient, LogitsView, LossBuffers, LossInputs, Metrics, PolicyLoss,
+        RowInput, TargetsView,
+    };
+    let ctx = gpu().await;
+    let (rows, vocab) = (4usize, 10u32);
+    let x = Logits::new(7, rows * vocab as usize, DType::F32);
+    let (targets, mask, adv) = ([1u32, 2, 3, 4], [1.0f32, 1.0, 0.0, 1.0], [0.7f32]);
+    let old = [-2.0f32, f32::NAN, -2.5, -1.5];
+    let batch = HostBatch {
+        logits: x.host(),
+        vocab,
+        rows_per_seq: None,
+        targets: &targets,
+        mask: &mask,
+        advantages: &adv,
+        old_logprobs: Some(&old),
+        ref_logprobs: None,
+    };
+    let cfg = LossConfig::default();
+    let e = ctx.policy_loss_async(&cfg, &batch, None).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::InvalidInput {
+                tensor: RowInput::OldLogprobs,
+                row: 1,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let up = |v: &[f32]| ctx.upload("v", bytemuck::cast_slice(v));
+    let (xb, yb) = (up(&x.f32), ctx.upload("y", bytemuck::cast_slice(&targets)));
+    let (mb, ab, ob) = (up(&mask), up(&adv), up(&old));
+    let inputs = LossInputs::new(
+        LogitsView::new(&xb, DType::F32, rows as u32, vocab),
+        TargetsView::new(&yb),
+        F32View::new(&mb),
+        Advantages::PerSequence(F32View::new(&ab)),
+    )
+    .with_old_logprobs(F32View::new(&ob));
+    let out = LossBuffers::new(&ctx, rows as u32);
+    let loss = PolicyLoss::new(&ctx, cfg).unwrap();
+    let mut enc = ctx.device().create_command_encoder(&Default::default());
+    loss.record(&mut enc, &inputs, Gradient::InPlace, &out.outputs())
+        .unwrap();
+    let got = ctx
+        .read_f32s_async(enc, &[&out.metrics], Metrics::LEN)
+        .await
+        .unwrap();
+    let m = Metrics::from_slice(&got[0]);
+    assert!(m.loss.is_nan(), "loss {}", m.loss);
+    assert_eq!(m.invalid_input_rows, 1.0);
+    assert_eq!(m.check(vocab).unwrap_err().to_string(), e.to_string());
+}

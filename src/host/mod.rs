@@ -1,6 +1,7 @@
 //! Convenience layer over host slices: upload, run, read back. Every call validates
-//! its input on the host first (token ids included), so a bad id is an `Err` naming
-//! its row rather than a NaN.
+//! its input (shapes and per-row values on the host before anything is uploaded,
+//! `check.rs`; token ids on the device, read back with the metrics), so bad input is an
+//! `Err` naming its row rather than a NaN.
 
 use half::{bf16, f16};
 
@@ -13,6 +14,9 @@ use crate::loss::{
 };
 use crate::shards::VocabShards;
 use crate::view::{DType, F32View, LogitsView, TargetsView};
+
+mod check;
+use check::Shape;
 
 /// Logits `[rows, vocab]` in host memory, row-major.
 #[derive(Clone, Copy, Debug)]
@@ -383,8 +387,9 @@ impl Uploaded {
 
 impl Context {
     /// The policy loss of a host batch: uploads it, runs the forward (and, with
-    /// `grad_dtype`, the backward) and reads everything back. Token ids on masked-in
-    /// rows are checked on the device; the error names the first bad row.
+    /// `grad_dtype`, the backward) and reads everything back. The mask, advantages and
+    /// log-probs are checked on the host first ([`HostPart::check`]), token ids on
+    /// masked-in rows on the device; either error names the first bad row.
     #[cfg(not(target_arch = "wasm32"))]
     pub fn policy_loss(
         &self,
@@ -432,18 +437,25 @@ impl Context {
         let host: Vec<HostPart<'a>> = parts.iter().map(|&p| p.into()).collect();
         let batches: Vec<HostBatch<'a>> = host.iter().map(|p| p.batch).collect();
         let many = batches.len() > 1;
+        // every part checked before any is uploaded, rows numbered over every part as
+        // the device numbers them
+        let mut shapes = Vec::with_capacity(host.len());
+        let mut first_row = 0;
+        for (i, p) in host.iter().enumerate() {
+            let shape = p.check_at(config, first_row).map_err(|e| match e {
+                Error::InvalidArgument { arg, reason } if many => Error::InvalidArgument {
+                    arg,
+                    reason: format!("(part {i}) {reason}"),
+                },
+                other => other,
+            })?;
+            first_row += shape.rows as usize;
+            shapes.push(shape);
+        }
         let parts = host
             .iter()
-            .enumerate()
-            .map(|(i, p)| {
-                self.upload_batch(p, grad_dtype).map_err(|e| match e {
-                    Error::InvalidArgument { arg, reason } if many => Error::InvalidArgument {
-                        arg,
-                        reason: format!("(part {i}) {reason}"),
-                    },
-                    other => other,
-                })
-            })
+            .zip(&shapes)
+            .map(|(p, shape)| self.upload_batch(p, shape, grad_dtype))
             .collect::<Result<Vec<_>>>()?;
         let vocab = batches.first().map_or(1, |b| b.vocab);
         let rows = parts
@@ -579,7 +591,8 @@ impl Context {
             ));
         }
         let loss = PolicyLoss::new(self, *config)?;
-        let up = self.upload_batch(&part, grad_dtype)?;
+        let shape = part.check_at(config, 0)?;
+        let up = self.upload_batch(&part, &shape, grad_dtype)?;
         let expect = shards.len() * up.rows as usize * crate::PARTIAL_FLOATS as usize;
         if gathered.len() != expect {
             return Err(Error::arg(
@@ -650,59 +663,22 @@ impl Context {
         })
     }
 
-    /// Checks a host batch's shapes and uploads it (with a gradient buffer of
-    /// `grad_dtype`).
-    fn upload_batch(&self, part: &HostPart<'_>, grad_dtype: Option<DType>) -> Result<Uploaded> {
+    /// Uploads a host batch of `shape` (checked by [`HostPart::check_at`]), with a
+    /// gradient buffer of `grad_dtype`.
+    fn upload_batch(
+        &self,
+        part: &HostPart<'_>,
+        shape: &Shape,
+        grad_dtype: Option<DType>,
+    ) -> Result<Uploaded> {
         let batch = &part.batch;
-        let vocab = batch.vocab;
-        if vocab == 0 {
-            return Err(Error::arg("vocab", "must be at least 1"));
-        }
-        if !batch.logits.len().is_multiple_of(vocab as usize) {
-            return Err(Error::arg(
-                "logits",
-                format!(
-                    "length {} is not a multiple of vocab {vocab}",
-                    batch.logits.len()
-                ),
-            ));
-        }
-        let rows = batch.logits.len() / vocab as usize;
-        let rows_u32 = u32::try_from(rows).map_err(|_| Error::arg("logits", "too many rows"))?;
-        let rps = batch.rows_per_seq.unwrap_or(rows_u32.max(1));
-        if rps == 0 {
-            return Err(Error::arg("rows_per_seq", "must be at least 1"));
-        }
-        let seqs = (rows_u32.div_ceil(rps)).max(1) as usize;
-        for (arg, len) in [("targets", batch.targets.len()), ("mask", batch.mask.len())]
-            .into_iter()
-            .chain(batch.old_logprobs.map(|x| ("old_logprobs", x.len())))
-            .chain(batch.ref_logprobs.map(|x| ("ref_logprobs", x.len())))
-            .chain(part.rollout_logprobs.map(|x| ("rollout_logprobs", x.len())))
-        {
-            if len != rows {
-                return Err(Error::arg(
-                    arg,
-                    format!("has {len} values for {rows} logits rows"),
-                ));
-            }
-        }
-        let per_token = match batch.advantages.len() {
-            n if n == seqs => false,
-            n if n == rows => true,
-            n => {
-                return Err(Error::arg(
-                    "advantages",
-                    format!("has {n} values; expected {seqs} (per sequence) or {rows} (per row)"),
-                ))
-            }
-        };
+        let (rows, vocab) = (shape.rows as usize, batch.vocab);
         let f32s = |label, v: &[f32]| self.upload(label, bytemuck::cast_slice(v));
         let grad_bytes = rows as u64 * vocab as u64 * grad_dtype.map_or(0, DType::size);
         Ok(Uploaded {
-            rows: rows_u32,
-            rows_per_seq: rps,
-            per_token,
+            rows: shape.rows,
+            rows_per_seq: shape.rows_per_seq,
+            per_token: shape.per_token,
             dtype: batch.logits.dtype(),
             logits: self.upload("logits", batch.logits.bytes()),
             targets: self.upload("targets", bytemuck::cast_slice(batch.targets)),
