@@ -1,8 +1,8 @@
 // 16-bit floats <-> f32 by hand on the bits, for logits and gradients stored two to a
-// u32. Every path (native f16 or packed) and every driver gives the same bits:
-// unpack2x16float may flush subnormals, and pack2x16float's rounding is unspecified.
-// Which format a kernel reads and writes is an override, so the unused branch is
-// compiled away.
+// u32. Every path (native f16 or packed) and every driver gives the same bits: the
+// widening is exact and the narrowing rounds to nearest even as the `half` crate does
+// (subnormals kept, overflow to inf, NaN stays a quiet NaN). Which format a kernel
+// reads and writes is an override, so the unused branch is compiled away.
 
 override LOGITS_BF16: bool = false;
 override GRAD_BF16: bool = false;
@@ -14,9 +14,10 @@ fn decode_logit16(h: u32) -> f32 {
     return decode_f16(h);
 }
 
+// The 16-bit encoding of x in the low half of the result; the high half is zero.
 fn encode_grad16(x: f32) -> u32 {
     if (GRAD_BF16) {
-        return encode_bf16(x);
+        return encode_bf16(x) >> 16u;
     }
     return encode_f16(x);
 }
@@ -36,39 +37,19 @@ fn decode_f16(h: u32) -> f32 {
     return bitcast<f32>(sign | ((e + 112u) << 23u) | (m << 13u));
 }
 
-// Round to nearest even, as the `half` crate does: overflow to inf, tiny values to
-// subnormals or signed zero, NaN stays NaN.
+// Round to nearest even without a branch. Normal halves round on the bits; below
+// 2^-14 the f32 adder does it, adding 0.5 so that the sum's last bits are the
+// subnormal half (exact: the adder rounds to nearest even at 2^-24).
 fn encode_f16(value: f32) -> u32 {
     let x = bitcast<u32>(value);
-    let sign = (x & 0x80000000u) >> 16u;
-    let exp = x & 0x7f800000u;
-    let man = x & 0x007fffffu;
-    if (exp == 0x7f800000u) {
-        return sign | 0x7c00u | select(0u, 0x0200u, man != 0u) | (man >> 13u);
-    }
-    let half_exp = i32(exp >> 23u) - 112;
-    if (half_exp >= 31) {
-        return sign | 0x7c00u;
-    }
-    if (half_exp <= 0) {
-        if (14 - half_exp > 24) {
-            return sign;
-        }
-        let m = man | 0x00800000u;
-        let shift = u32(14 - half_exp);
-        let round_bit = 1u << (shift - 1u);
-        var h = m >> shift;
-        if ((m & round_bit) != 0u && (m & (3u * round_bit - 1u)) != 0u) {
-            h += 1u;
-        }
-        return sign | h;
-    }
-    let h = sign | (u32(half_exp) << 10u) | (man >> 13u);
-    let round_bit = 0x00001000u;
-    if ((x & round_bit) != 0u && (x & (3u * round_bit - 1u)) != 0u) {
-        return h + 1u;
-    }
-    return h;
+    let sign = (x >> 16u) & 0x8000u;
+    let a = x & 0x7fffffffu;
+    let normal = min((a - 0x38000000u + 0xfffu + ((a >> 13u) & 1u)) >> 13u, 0x7c00u);
+    let tiny = bitcast<u32>(bitcast<f32>(a) + 0.5) - 0x3f000000u;
+    let nan = 0x7e00u | ((a >> 13u) & 0x3ffu);
+    var h = select(normal, tiny, a < 0x38800000u);
+    h = select(h, nan, a > 0x7f800000u);
+    return sign | h;
 }
 
 // A bf16 is the high half of an f32.
@@ -76,37 +57,58 @@ fn decode_bf16(h: u32) -> f32 {
     return bitcast<f32>(h << 16u);
 }
 
-// Round to nearest even (as the `half` crate); NaN stays a quiet NaN.
+// The bf16 rounding (to nearest even) of x, in the high half of the result (the low
+// half is junk). The magnitude is rounded on its bits; a NaN's carry saturates (min),
+// so it stays a NaN and never reaches the sign or wraps to zero. (A signalling NaN
+// whose payload lies in the low half alone would round to inf; a value computed by
+// the kernels is never one.)
 fn encode_bf16(value: f32) -> u32 {
     let x = bitcast<u32>(value);
-    if ((x & 0x7fffffffu) > 0x7f800000u) {
-        return ((x >> 16u) | 0x0040u) & 0xffffu;
-    }
-    return ((x + 0x7fffu + ((x >> 16u) & 1u)) >> 16u) & 0xffffu;
+    let a = x & 0x7fffffffu;
+    return min(a + 0x7fffu + extractBits(a, 16u, 1u), 0x7fffffffu) | (x & 0x80000000u);
 }
 
-// Four gradient values as 16-bit halves of a vec2<u32>; elements from `valid` on keep
-// the bits of `old` (a row's last quad: the padding past the row is not ours).
-fn pack_quad16(old: vec2<u32>, g: vec4<f32>, valid: u32) -> vec2<u32> {
-    if (valid == 4u) {
-        return vec2<u32>(
-            encode_grad16(g.x) | (encode_grad16(g.y) << 16u),
-            encode_grad16(g.z) | (encode_grad16(g.w) << 16u),
+// encode_bf16 of a value that is not NaN (the carry cannot reach the sign): two
+// integer operations. The sweeps' hot loops take it where the row's coefficients are
+// finite, which keeps every gradient of the row a number (sweep/*.wgsl).
+fn encode_bf16_number(value: f32) -> u32 {
+    let x = bitcast<u32>(value);
+    return x + 0x7fffu + extractBits(x, 16u, 1u);
+}
+
+// Two gradient values as the halves of a word; `numbers`: neither is NaN.
+fn pack2_grad16(lo: f32, hi: f32, numbers: bool) -> u32 {
+    if (GRAD_BF16) {
+        if (numbers) {
+            return (encode_bf16_number(lo) >> 16u) | (encode_bf16_number(hi) & 0xffff0000u);
+        }
+        return (encode_bf16(lo) >> 16u) | (encode_bf16(hi) & 0xffff0000u);
+    }
+    return encode_f16(lo) | (encode_f16(hi) << 16u);
+}
+
+// A group of eight gradient values as four words.
+fn pack_group16(g: Group, numbers: bool) -> vec4<u32> {
+    return vec4<u32>(
+        pack2_grad16(g.a.x, g.a.y, numbers),
+        pack2_grad16(g.a.z, g.a.w, numbers),
+        pack2_grad16(g.b.x, g.b.y, numbers),
+        pack2_grad16(g.b.z, g.b.w, numbers),
+    );
+}
+
+// Eight 16-bit logits from four words.
+fn unpack_group16(w: vec4<u32>) -> Group {
+    if (LOGITS_BF16) {
+        let lo = w << vec4<u32>(16u);
+        let hi = w & vec4<u32>(0xffff0000u);
+        return Group(
+            bitcast<vec4<f32>>(vec4<u32>(lo.x, hi.x, lo.y, hi.y)),
+            bitcast<vec4<f32>>(vec4<u32>(lo.z, hi.z, lo.w, hi.w)),
         );
     }
-    var h = array<u32, 4>(old.x & 0xffffu, old.x >> 16u, old.y & 0xffffu, old.y >> 16u);
-    for (var j = 0u; j < valid; j++) {
-        h[j] = encode_grad16(g[j]);
-    }
-    return vec2<u32>(h[0] | (h[1] << 16u), h[2] | (h[3] << 16u));
-}
-
-// Four 16-bit logits from the two words of a quad.
-fn unpack_quad16(w: vec2<u32>) -> vec4<f32> {
-    return vec4<f32>(
-        decode_logit16(w.x & 0xffffu),
-        decode_logit16(w.x >> 16u),
-        decode_logit16(w.y & 0xffffu),
-        decode_logit16(w.y >> 16u),
+    return Group(
+        vec4<f32>(decode_f16(w.x & 0xffffu), decode_f16(w.x >> 16u), decode_f16(w.y & 0xffffu), decode_f16(w.y >> 16u)),
+        vec4<f32>(decode_f16(w.z & 0xffffu), decode_f16(w.z >> 16u), decode_f16(w.w & 0xffffu), decode_f16(w.w >> 16u)),
     );
 }

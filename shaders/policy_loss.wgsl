@@ -90,32 +90,70 @@ const ROW_BAD_ID: f32 = 8.0;
 
 struct GradCoefs {
     vocab: u32,
+    // the target's column in this launch's columns (wrapping: another shard's is none)
     y: u32,
     // w / τ; 0 for a row that must get a zero gradient (then nothing is read)
     scale: f32,
     // w/τ·G, added at the target
     at_target: f32,
-    // ∂Loss/∂x_v = at_target·1[v = y] + p_v·(c0 + c1·z_v), with p_v = exp(z_v − lse):
-    // c0 = (w/τ)·(−G − γ·μ), c1 = (w/τ)·γ; one exp and two fmas per element
+    // ∂Loss/∂x_v = at_target·1[v = y] + p_v·(c0 + c1x·x_v), p_v = 2^(x_v·c2 − lse2):
+    // c0 = (w/τ)·(−G − γ·μ), c1x = (w/τ)·γ/τ, c2 = log2(e)/τ, lse2 = lse·log2(e); one
+    // exp2 and three fused multiply-adds or multiplies per logit (grad_quad)
     c0: f32,
-    c1: f32,
+    c1x: f32,
+    c2: f32,
+    lse2: f32,
+    // x below lo has p = 0 and would make c1x·x overflow to ∓inf (0·∞ = NaN): it is
+    // raised to lo, where |c1x·lo| ≤ FLT_MAX/2
+    lo: f32,
+    // for grad_exact: the natural lse
     lse: f32,
+    // grad_quad holds, and gives a number for every logit of the row: lse2 finite,
+    // and c0 and c1x·lse so far below FLT_MAX that no fma overflows into 0·∞; else
+    // (±inf or NaN logits, a NaN G, absurd magnitudes) the exact loop
+    fast: bool,
 }
 
 fn grad_coefs(vocab: u32, y: u32, scale: f32, big_g: f32, lse: f32, mu: f32) -> GradCoefs {
     let gamma = params.entropy_coeff;
-    return GradCoefs(vocab, y, scale, scale * big_g, scale * (-big_g - gamma * mu), scale * gamma, lse);
+    let c1x = scale * gamma * params.inv_tau;
+    let c0 = scale * (-big_g - gamma * mu);
+    let lse2 = lse * LOG2E;
+    return GradCoefs(
+        vocab,
+        y,
+        scale,
+        scale * big_g,
+        c0,
+        c1x,
+        params.inv_tau * LOG2E,
+        lse2,
+        LOWEST / max(2.0, 2.0 * abs(c1x)),
+        lse,
+        is_finite(lse2) && is_finite(2.0 * c0) && is_finite(2.0 * c1x * lse),
+    );
 }
 
-fn grad_at(xbase: u32, v: u32, k: GradCoefs) -> f32 {
-    if (k.scale == 0.0) {
-        return 0.0;
+// The gradient of four logits x of a row, the target's term apart. −inf has p = 0,
+// hence 0; a NaN row (lse NaN) gives NaN.
+fn grad_quad(x: vec4<f32>, k: GradCoefs) -> vec4<f32> {
+    let p = exp2(fma(x, vec4<f32>(k.c2), vec4<f32>(-k.lse2)));
+    return p * fma(max(x, vec4<f32>(k.lo)), vec4<f32>(k.c1x), vec4<f32>(k.c0));
+}
+
+// grad_quad in natural units, for the rare rows whose lse·log2(e) overflows (±inf
+// logits, or |lse| near FLT_MAX): p = e^(z − lse), and 0 where p is.
+fn grad_exact(x: vec4<f32>, k: GradCoefs) -> vec4<f32> {
+    let p = exp(x * params.inv_tau - vec4<f32>(k.lse));
+    let g = p * (vec4<f32>(k.c0) + k.c1x * x);
+    return select(g, vec4<f32>(0.0), p == vec4<f32>(0.0));
+}
+
+fn grad_any(x: vec4<f32>, k: GradCoefs) -> vec4<f32> {
+    if (k.fast) {
+        return grad_quad(x, k);
     }
-    let z = load_logit(xbase + v) * params.inv_tau;
-    let p = exp(z - k.lse);
-    // p = 0 for z = -inf, where c1·z would make 0 · -inf
-    let g = select(p * (k.c0 + k.c1 * z), 0.0, p == 0.0);
-    return select(g, g + k.at_target, v == k.y);
+    return grad_exact(x, k);
 }
 
 struct Term {

@@ -39,6 +39,14 @@ fn lane_range(lane: u32, n: u32) -> LaneRange {
     return LaneRange(lane, n, WG_SIZE);
 }
 
+// The lane whose lane_range(·, n) holds item i < n.
+fn item_lane(i: u32, n: u32) -> u32 {
+    if (LANE_BLOCKS) {
+        return i / max((n + WG_SIZE - 1u) / WG_SIZE, 1u);
+    }
+    return i % WG_SIZE;
+}
+
 // The index of a workgroup in a dispatch over a 2-D grid (kernels/mod.rs's grid():
 // more rows than one dimension holds continue in y); one workgroup per row.
 fn grid_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
@@ -67,6 +75,7 @@ const LOWEST: f32 = -3.40282346638528859812e+38;
 // become floats at run time.
 var<private> QUIET_NAN_BITS: u32 = 0x7fc00000u;
 var<private> NEG_INF_BITS: u32 = 0xff800000u;
+var<private> POS_INF_BITS: u32 = 0x7f800000u;
 
 fn quiet_nan() -> f32 {
     return bitcast<f32>(QUIET_NAN_BITS);
@@ -74,6 +83,10 @@ fn quiet_nan() -> f32 {
 
 fn neg_inf() -> f32 {
     return bitcast<f32>(NEG_INF_BITS);
+}
+
+fn pos_inf() -> f32 {
+    return bitcast<f32>(POS_INF_BITS);
 }
 
 // Tested on the bits: some drivers (llvmpipe on GL) evaluate `NaN > 0.0` as true, and
@@ -168,4 +181,105 @@ fn acc_entropy(a: RowAcc) -> f32 {
 fn acc_logp(a: RowAcc, z: f32) -> f32 {
     let lp = (z - a.m) - acc_log_s(a);
     return select(lp, 0.0, lp > 0.0 && !is_nan(lp));
+}
+
+// ---- The sweeps' accumulator: a lane's share of a row, eight logits at a time --------
+//
+// A sweep hands a lane its logits in groups of GROUP (logits/*.wgsl's load_group).
+// The lane keeps its partial row in base 2 about the largest raw logit mx it has seen:
+// with c2 = log2(e)/τ and d = x·c2 − mx·c2, s = Σ 2^d and t = Σ 2^d·d, so 2^d is
+// e^(z − m) and t·ln 2 is RowAcc's t. Per group one maximum and one rescale (not one
+// per logit), then per logit one fma, one exp2, one add and one fused multiply-add,
+// with no branch: the work the GPU issues per logit, which bounds the row kernels far
+// more than memory does.
+//
+// mx·c2 is rounded once per group; that shifts every d of the group by the same ε,
+// which cancels in the entropy and moves lse by ε·ln 2 ≤ |z|·2^-25 (within SPEC's
+// tolerances, which grow with |z| alike).
+//
+// The hot loop has no case for non-finite logits. Its result shows when it went
+// wrong, and the lane then takes its logits again one at a time with RowAcc
+// (lane_exact): a +inf or a logit so large that mx·c2 overflows leaves mx·c2
+// non-finite, and a −inf makes t NaN through 0·(−inf) while s stays a number (a NaN
+// logit makes s NaN, which is already the answer). Those rows are rare; the others
+// never pay for them.
+
+const GROUP: u32 = 8u;
+const LOG2E: f32 = 1.44269504088896340736;
+const LN2: f32 = 0.693147180559945309417;
+
+// Eight logits (a group), as two quads.
+struct Group {
+    a: vec4<f32>,
+    b: vec4<f32>,
+}
+
+struct LaneAcc {
+    mx: f32,
+    s: f32,
+    t: f32,
+}
+
+fn lane_empty() -> LaneAcc {
+    return LaneAcc(LOWEST, 0.0, 0.0);
+}
+
+fn group_max(g: Group) -> f32 {
+    let m = max(g.a, g.b);
+    return max(max(m.x, m.y), max(m.z, m.w));
+}
+
+// The first n logits of g, the others −inf (a row's last, partial group).
+fn group_head(g: Group, n: u32) -> Group {
+    let i = vec4<u32>(0u, 1u, 2u, 3u);
+    let ninf = vec4<f32>(neg_inf());
+    return Group(select(ninf, g.a, i < vec4<u32>(n)), select(ninf, g.b, i + 4u < vec4<u32>(n)));
+}
+
+// The first n logits of group g into the lane's partial row (n = GROUP but for a
+// row's last group, whose padding is −inf): the old terms rescaled to the new maximum
+// once (exactly as they were when it stays; the cap on δ keeps an empty lane's 0·∞
+// out), then the group's. The padding's d is LOWEST, so its e·d is 0, not NaN; with
+// n = GROUP the selects fold away.
+fn lane_add(acc: LaneAcc, g: Group, n: u32, c2: f32) -> LaneAcc {
+    let m_new = max(acc.mx, group_max(g));
+    let delta = min((m_new - acc.mx) * c2, 1e30);
+    let r = exp2(-delta);
+    // a lane that has seen only −inf keeps mx = LOWEST, whose ·c2 would be −inf: its
+    // d would be NaN (−inf + inf) and hide in s, where it stands for a NaN logit
+    let m2 = max(m_new * c2, LOWEST);
+    let i = vec4<u32>(0u, 1u, 2u, 3u);
+    let low = vec4<f32>(LOWEST);
+    let da = select(low, fma(g.a, vec4<f32>(c2), vec4<f32>(-m2)), i < vec4<u32>(n));
+    let db = select(low, fma(g.b, vec4<f32>(c2), vec4<f32>(-m2)), i + 4u < vec4<u32>(n));
+    let ea = exp2(da);
+    let eb = exp2(db);
+    let e = ea + eb;
+    let t = fma(ea, da, eb * db);
+    let s_new = fma(r, acc.s, (e.x + e.y) + (e.z + e.w));
+    let t_new = fma(r, fma(-delta, acc.s, acc.t), (t.x + t.y) + (t.z + t.w));
+    return LaneAcc(m_new, s_new, t_new);
+}
+
+// Whether the hot loop's result holds (see above).
+fn lane_ok(acc: LaneAcc, c2: f32) -> bool {
+    let finite_max = abs(acc.mx * c2) < pos_inf();
+    return finite_max && !(is_nan(acc.t) && !is_nan(acc.s));
+}
+
+// The lane's partial row in the units of RowAcc (m = mx/τ, t in nats), which the
+// workgroup tree and the shards' partials combine.
+fn lane_finish(acc: LaneAcc, inv_tau: f32) -> RowAcc {
+    return RowAcc(acc.mx * inv_tau, acc.s, acc.t * LN2);
+}
+
+// The eight logits of g (already /τ) into a RowAcc one at a time: the exact path of
+// the rare rows (prelude's acc_push: +inf takes the mass, −inf none, NaN spreads).
+fn acc_push_group(a: RowAcc, g: Group, inv_tau: f32) -> RowAcc {
+    var acc = a;
+    let z = array<f32, 8>(g.a.x, g.a.y, g.a.z, g.a.w, g.b.x, g.b.y, g.b.z, g.b.w);
+    for (var j = 0u; j < 8u; j++) {
+        acc = acc_push(acc, z[j] * inv_tau);
+    }
+    return acc;
 }

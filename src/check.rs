@@ -136,7 +136,6 @@ pub async fn run_case_async(
     run_one(ctx, mode, option, dtype, shape, seed, worst).await
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn run_one(
     ctx: &Context,
     mode: PolicyLossMode,

@@ -310,19 +310,7 @@ impl Default for LossConfig {
 impl LossConfig {
     /// Checks every value; the error names the field.
     pub fn validate(&self) -> Result<()> {
-        let finite = |arg: &'static str, v: f32| {
-            if v.is_finite() {
-                Ok(())
-            } else {
-                Err(Error::arg(arg, format!("must be finite, got {v}")))
-            }
-        };
-        if !(self.temperature.is_finite() && self.temperature > 0.0) {
-            return Err(Error::arg(
-                "temperature",
-                format!("must be finite and > 0, got {}", self.temperature),
-            ));
-        }
+        positive("temperature", self.temperature)?;
         for (arg, v) in [
             ("clip_ratio_low", self.clip_ratio_low),
             ("clip_ratio_high", self.clip_ratio_high),
@@ -343,37 +331,30 @@ impl LossConfig {
         finite("kl_coef", self.kl_coef)?;
         finite("entropy_coeff", self.entropy_coeff)?;
         if let Some(n) = self.global_normalizer {
-            if !(n.is_finite() && n > 0.0) {
-                return Err(Error::arg(
-                    "global_normalizer",
-                    format!("must be finite and > 0, got {n}"),
-                ));
-            }
+            positive("global_normalizer", n)?;
         }
         if let Some(n) = self.l_norm {
-            if !(n.is_finite() && n > 0.0) {
-                return Err(Error::arg(
-                    "l_norm",
-                    format!("must be finite and > 0, got {n}"),
-                ));
-            }
+            positive("l_norm", n)?;
         }
-        let positive = |arg: &'static str, v: f32| {
-            if v.is_finite() && v > 0.0 {
-                Ok(())
-            } else {
-                Err(Error::arg(arg, format!("must be finite and > 0, got {v}")))
-            }
-        };
-        let share = |arg: &'static str, v: f32| {
-            if v > 0.0 && v <= 1.0 {
-                Ok(())
-            } else {
-                Err(Error::arg(arg, format!("must lie in (0, 1], got {v}")))
-            }
-        };
         positive("tau_pos", self.tau_pos)?;
         positive("tau_neg", self.tau_neg)?;
+        self.validate_cov()?;
+        if let Some(rc) = &self.rollout_correction {
+            rc.validate()?;
+        }
+        if let Some(q) = self.top_entropy_quantile {
+            share("top_entropy_quantile", q)?;
+        } else if self.top_entropy_renormalize {
+            return Err(Error::arg(
+                "top_entropy_renormalize",
+                "needs top_entropy_quantile (the share of tokens to keep)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// `clip_cov`'s and `kl_cov`'s fields.
+    fn validate_cov(&self) -> Result<()> {
         share("clip_cov_ratio", self.clip_cov_ratio)?;
         share("kl_cov_ratio", self.kl_cov_ratio)?;
         finite("clip_cov_lb", self.clip_cov_lb)?;
@@ -387,35 +368,7 @@ impl LossConfig {
                 ),
             ));
         }
-        finite("ppo_kl_coef", self.ppo_kl_coef)?;
-        if let Some(rc) = &self.rollout_correction {
-            positive("rollout_is_threshold", rc.threshold)?;
-            let lo = rc.lower();
-            if !(lo.is_finite() && lo >= 0.0) {
-                return Err(Error::arg(
-                    "rollout_is_threshold_lower",
-                    format!("must be finite and ≥ 0, got {lo}"),
-                ));
-            }
-            if lo > rc.threshold {
-                return Err(Error::arg(
-                    "rollout_is_threshold_lower",
-                    format!(
-                        "C_lo = {lo} exceeds C_hi = rollout_is_threshold = {}",
-                        rc.threshold
-                    ),
-                ));
-            }
-        }
-        if let Some(q) = self.top_entropy_quantile {
-            share("top_entropy_quantile", q)?;
-        } else if self.top_entropy_renormalize {
-            return Err(Error::arg(
-                "top_entropy_renormalize",
-                "needs top_entropy_quantile (the share of tokens to keep)",
-            ));
-        }
-        Ok(())
+        finite("ppo_kl_coef", self.ppo_kl_coef)
     }
 
     /// TRL's `loss_type` as a preset on this configuration: its mode (for `cispo` and
@@ -467,5 +420,53 @@ impl LossConfig {
             || self.mode.selects_tokens()
             || self.top_entropy_quantile.is_some()
             || (self.rollout_correction.is_some() && !has_old)
+    }
+}
+
+impl RolloutCorrection {
+    /// `C_hi > 0` and `0 ≤ C_lo ≤ C_hi`, named as verl's fields.
+    fn validate(&self) -> Result<()> {
+        positive("rollout_is_threshold", self.threshold)?;
+        let lo = self.lower();
+        if !(lo.is_finite() && lo >= 0.0) {
+            return Err(Error::arg(
+                "rollout_is_threshold_lower",
+                format!("must be finite and ≥ 0, got {lo}"),
+            ));
+        }
+        if lo > self.threshold {
+            return Err(Error::arg(
+                "rollout_is_threshold_lower",
+                format!(
+                    "C_lo = {lo} exceeds C_hi = rollout_is_threshold = {}",
+                    self.threshold
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn finite(arg: &'static str, v: f32) -> Result<()> {
+    if v.is_finite() {
+        Ok(())
+    } else {
+        Err(Error::arg(arg, format!("must be finite, got {v}")))
+    }
+}
+
+fn positive(arg: &'static str, v: f32) -> Result<()> {
+    if v.is_finite() && v > 0.0 {
+        Ok(())
+    } else {
+        Err(Error::arg(arg, format!("must be finite and > 0, got {v}")))
+    }
+}
+
+fn share(arg: &'static str, v: f32) -> Result<()> {
+    if v > 0.0 && v <= 1.0 {
+        Ok(())
+    } else {
+        Err(Error::arg(arg, format!("must lie in (0, 1], got {v}")))
     }
 }

@@ -37,8 +37,25 @@ impl Paths {
     }
 }
 
-/// Workgroup size of the row kernels: one workgroup reduces one row.
+/// Workgroup size of the row kernels on GPUs (and of the one-workgroup kernels): one
+/// workgroup reduces one row.
 pub(crate) const ROW_WORKGROUP: u32 = 256;
+
+/// Workgroup size of the row kernels with lane blocks (CPU adapters). A CPU rasteriser
+/// runs a workgroup's lanes as SIMD batches one after the other, each through every
+/// instruction of the kernel under a mask, so a row's fixed cost grows with its lanes;
+/// 64 lanes still split a row eight ways per batch. (lavapipe, 16384 × 10 f32: the loss
+/// 1.8× faster than with 256 lanes; BENCHMARKS.md.)
+pub(crate) const CPU_ROW_WORKGROUP: u32 = 64;
+
+/// The row kernels' workgroup size for a lane layout.
+pub(crate) fn row_workgroup(lane_blocks: bool) -> u32 {
+    if lane_blocks {
+        CPU_ROW_WORKGROUP
+    } else {
+        ROW_WORKGROUP
+    }
+}
 
 /// A device and queue with the pipelines built for them.
 #[derive(Clone)]
@@ -159,9 +176,10 @@ pub fn available_paths(adapter: &wgpu::Adapter) -> Paths {
 fn paths_for(features: wgpu::Features, info: &wgpu::AdapterInfo) -> Paths {
     Paths {
         shader_f16: features.contains(wgpu::Features::SHADER_F16),
-        // The reduction tree needs whole subgroups inside one workgroup.
+        // The reduction tree needs whole subgroups inside one workgroup (of either lane
+        // layout).
         subgroups: features.contains(wgpu::Features::SUBGROUP)
-            && info.subgroup_max_size <= ROW_WORKGROUP
+            && info.subgroup_max_size <= CPU_ROW_WORKGROUP
             && info.subgroup_min_size >= 1,
     }
 }

@@ -87,7 +87,7 @@ fn every_variant_validates_and_translates() {
             .write(&module, &info, None)
             .unwrap_or_else(|e| panic!("{name}: HLSL: {e}"));
         assert!(
-            hlsl_src.contains("numthreads(256"),
+            hlsl_src.contains(&format!("numthreads({}", key.workgroup())),
             "{name}: HLSL workgroup size"
         );
 
@@ -117,7 +117,7 @@ fn every_variant_validates_and_translates() {
             .and_then(|mut w| w.write())
             .unwrap_or_else(|e| panic!("{name}: GLSL: {e}"));
             assert!(
-                glsl_src.contains("local_size_x = 256"),
+                glsl_src.contains(&format!("local_size_x = {}", key.workgroup())),
                 "{name}: GLSL workgroup size"
             );
         }

@@ -1,14 +1,13 @@
-// The gradient into its own f32 buffer, four at a time (rows start on 16-byte
-// boundaries, like the logits').
+// The gradient into its own f32 buffer a group (two 16-byte quads) at a time (its
+// rows start on 32-byte boundaries of the window).
 @group(0) @binding(6) var<storage, read_write> grad: array<vec4<f32>>;
 
-// Stores the first `valid` elements of quad q (4 but in a row's last quad).
-fn grad_store_quad(q: u32, g: vec4<f32>, valid: u32) {
-    if (valid == 4u) {
-        grad[q] = g;
-    } else {
-        for (var j = 0u; j < valid; j++) {
-            grad[q][j] = g[j];
-        }
-    }
+fn store_elem(i: u32, g: f32) {
+    grad[i >> 2u][i & 3u] = g;
+}
+
+fn store_group(gbase: u32, q: u32, g: Group, numbers: bool) {
+    let i = (gbase >> 2u) + 2u * q;
+    grad[i] = g.a;
+    grad[i + 1u] = g.b;
 }

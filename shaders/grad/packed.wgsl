@@ -11,3 +11,11 @@ fn grad_word_update(w: u32, bits: u32, mask: u32) {
         atomicOr(&grad[w], bits);
     }
 }
+
+// Four whole words of this row from word w on (no other row holds a half of them).
+fn grad_word_store4(w: u32, v: vec4<u32>) {
+    atomicStore(&grad[w], v.x);
+    atomicStore(&grad[w + 1u], v.y);
+    atomicStore(&grad[w + 2u], v.z);
+    atomicStore(&grad[w + 3u], v.w);
+}

@@ -1,2 +1,3 @@
 // Forward only: no gradient is written.
+const GRAD_STEP: u32 = 0u;
 fn grad_sweep(lane: u32, xbase: u32, gbase: u32, k: GradCoefs) {}

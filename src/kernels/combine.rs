@@ -41,6 +41,44 @@ pub(crate) enum CombineOut<'a> {
     RowStats([(wgpu::BufferBinding<'a>, u32); 3]),
 }
 
+/// A binding and the element of row 0 in it.
+type Window<'a> = (wgpu::BufferBinding<'a>, u32);
+
+impl<'a> CombineOut<'a> {
+    /// The output bindings (the spare where the mode writes none).
+    fn bindings<'s>(&'s self, spare: &'s wgpu::Buffer) -> OutBindings<'s> {
+        let none = || (spare.as_entire_buffer_binding(), 0);
+        let (mode, part_row, out_offset, out, rows) = match self {
+            CombineOut::Stats { rowout, part_row } => (
+                0,
+                *part_row,
+                0,
+                rowout.as_entire_buffer_binding(),
+                [none(), none(), none()],
+            ),
+            CombineOut::Partial(p) => (1, 0, p.offset, p.binding.clone(), [none(), none(), none()]),
+            CombineOut::RowStats(outs) => (2, 0, 0, none().0, outs.clone()),
+        };
+        OutBindings {
+            mode,
+            part_row,
+            out_offset,
+            out,
+            rows,
+        }
+    }
+}
+
+/// Where a mode writes: the shader's mode, the first row of the call, the first item
+/// of the output, the statistics or partials, and lse, log-prob and entropy.
+struct OutBindings<'s> {
+    mode: u32,
+    part_row: u32,
+    out_offset: u32,
+    out: wgpu::BufferBinding<'s>,
+    rows: [Window<'s>; 3],
+}
+
 /// The gathered partials: shard k's partial of row r is vec4 item
 /// `offset + k·stride + r` of `binding`.
 pub(crate) struct Gathered<'a> {
@@ -51,7 +89,6 @@ pub(crate) struct Gathered<'a> {
 
 /// Records the merge of `starts.len() - 1` shards' partials for `rows` rows, whose
 /// target ids `targets` holds; shard k owns the columns `starts[k] .. starts[k + 1]`.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn record(
     ctx: &Context,
     encoder: &mut wgpu::CommandEncoder,
@@ -82,18 +119,13 @@ pub(crate) fn record(
     );
     // the bindings a mode does not write get a small spare buffer
     let spare = ctx.buffer("combine spare", 16, wgpu::BufferUsages::STORAGE);
-    let none = || (spare.as_entire_buffer_binding(), 0);
-    let (mode, part_row, out_offset, out_bind, [lse, logp, entropy]) = match out {
-        CombineOut::Stats { rowout, part_row } => (
-            0,
-            *part_row,
-            0,
-            rowout.as_entire_buffer_binding(),
-            [none(), none(), none()],
-        ),
-        CombineOut::Partial(p) => (1, 0, p.offset, p.binding.clone(), [none(), none(), none()]),
-        CombineOut::RowStats(outs) => (2, 0, 0, none().0, outs.clone()),
-    };
+    let OutBindings {
+        mode,
+        part_row,
+        out_offset,
+        out: out_bind,
+        rows: [lse, logp, entropy],
+    } = out.bindings(&spare);
     let mut params = Vec::with_capacity(chunks.len());
     let mut windows = Vec::with_capacity(chunks.len());
     for &(first, end) in &chunks {

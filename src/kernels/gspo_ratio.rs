@@ -1,7 +1,7 @@
 //! Host side of `shaders/gspo_ratio.wgsl`: GSPO's sequence-level ratio, per part.
 
 use super::prepare::PartRows;
-use super::{check_loops, dispatch_single, whole, Kernel, Teams};
+use super::{check_loops, dispatch_single, whole, Kernel, ScratchBufs, Teams};
 use crate::context::Context;
 use crate::error::Result;
 
@@ -23,9 +23,7 @@ pub(crate) fn record(
     ctx: &Context,
     encoder: &mut wgpu::CommandEncoder,
     part: &PartRows<'_>,
-    rowin: &wgpu::Buffer,
-    rowout: &wgpu::Buffer,
-    seqinfo: &wgpu::Buffer,
+    scratch: &ScratchBufs<'_>,
 ) -> Result<()> {
     let teams = Teams::new(part.seqs, part.rows_per_seq);
     check_loops(ctx, "logits", "gspo_ratio", teams.steps(part.rows_per_seq))?;
@@ -45,6 +43,10 @@ pub(crate) fn record(
         encoder,
         Kernel::GspoRatio,
         &params,
-        vec![whole(1, rowin), whole(2, rowout), whole(3, seqinfo)],
+        vec![
+            whole(1, scratch.rowin),
+            whole(2, scratch.rowout),
+            whole(3, scratch.seqinfo),
+        ],
     )
 }

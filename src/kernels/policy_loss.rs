@@ -3,8 +3,9 @@
 //! the rows exceed the dispatch grid.
 
 use super::{
-    check_loops, dispatch_chunks, entry, grid, lane_steps, plan_chunks, storage_window_in, whole,
-    ChunkUniforms, GradOut, Kernel, LayoutParams, PipelineKey, RowSpan, RowTensor,
+    check_loops, dispatch_chunks, entry, grid, plan_chunks, row_lane_steps, storage_window_in,
+    whole, ChunkUniforms, GradOut, Kernel, LayoutParams, PipelineKey, RowSpan, RowTensor,
+    ScratchBufs,
 };
 use crate::config::{KlEstimator, LossConfig, PolicyLossMode};
 use crate::context::Context;
@@ -76,11 +77,9 @@ pub(crate) struct RowCall<'a> {
     pub part_row: u32,
     pub part_seq: u32,
     pub grad: &'a GradDest<'a>,
-    pub rowin: &'a wgpu::Buffer,
-    pub seqinfo: &'a wgpu::Buffer,
-    pub rowout: &'a wgpu::Buffer,
-    /// select.wgsl's per-row results (a spare buffer where the flags say none).
-    pub rowaux: &'a wgpu::Buffer,
+    /// rowin, seqinfo, rowout and select.wgsl's per-row results (a spare buffer where
+    /// the flags say none).
+    pub scratch: ScratchBufs<'a>,
     /// Where `logits` lie in a split vocabulary: their first column, and the whole
     /// vocabulary's size (0 and `logits.vocab` when the rows are whole).
     pub col_offset: u32,
@@ -124,7 +123,7 @@ impl<'a> RowCall<'a> {
             t.push(RowTensor {
                 span,
                 buffer,
-                quad: quad && span.quad_aligned(rows, buffer.size(), limits),
+                quad: span.quad_aligned(rows, buffer.size(), limits),
             });
         }
         t
@@ -141,6 +140,78 @@ pub(crate) fn grad_span(layout: &RowLayout, vocab: u32, dtype: DType) -> RowSpan
     }
 }
 
+/// The policy term's parameters of a call, the same in every chunk.
+fn loss_params(cfg: &LossConfig) -> (u32, u32) {
+    let mode = match cfg.mode {
+        PolicyLossMode::Reinforce => 0,
+        PolicyLossMode::PpoClip => 1,
+        PolicyLossMode::Gspo => 2,
+        PolicyLossMode::Cispo => 3,
+        PolicyLossMode::Sapo => 4,
+        PolicyLossMode::Gpg => 5,
+        PolicyLossMode::ClipCov => 6,
+        PolicyLossMode::KlCov => 7,
+    };
+    let kl_type = match cfg.kl_loss_type {
+        KlEstimator::K1 => 0,
+        KlEstimator::K2 => 1,
+        KlEstimator::K3 => 2,
+    };
+    (mode, kl_type)
+}
+
+/// Beside the logits, one read-write window holds both, the same for every chunk (so
+/// chunks split the grid only): the binding, the element of its start, and the
+/// gradient's layout.
+fn beside_window<'a>(
+    call: &RowCall<'a>,
+    x: &RowTensor<'a>,
+    writes_grad: bool,
+    limits: &wgpu::Limits,
+) -> Result<Option<(wgpu::BufferBinding<'a>, u64, RowLayout)>> {
+    let (GradDest::Beside { layout }, true) = (call.grad, writes_grad) else {
+        return Ok(None);
+    };
+    let logits = call.logits;
+    let (rows, width) = (logits.rows as u64, logits.vocab as u64);
+    let (xl, xh) = logits.layout.span(rows, width);
+    let (gl, gh) = layout.span(rows, width);
+    let quantum = if x.quad { x.span.quad_bytes() } else { 4 };
+    let (lo, hi) = (xl.min(gl), xh.max(gh));
+    let elem = x.span.elem;
+    let (bind, inner) =
+        storage_window_in("gradient", logits.buffer, lo, hi, elem, quantum, limits)?;
+    Ok(Some((bind, lo - inner as u64, *layout)))
+}
+
+/// `Err` where a lane's loops of the row kernel pass the adapter's loop limit: sweep 1
+/// over the row's groups of eight, sweep 2 over its groups or over words of two 16-bit
+/// values (whichever the sweep is, the larger).
+fn check_row_loops(ctx: &Context, vocab: u32, phase: u32, grad_out: GradOut) -> Result<()> {
+    let stats_items = match phase & PHASE_STATS != 0 {
+        false => 0,
+        true => super::group_items(vocab),
+    };
+    let grad_items = match grad_out {
+        GradOut::None => 0,
+        _ => vocab as u64 / 2 + 1,
+    };
+    check_loops(
+        ctx,
+        "logits",
+        "the row kernel (a row's two sweeps)",
+        row_lane_steps(ctx, stats_items) + row_lane_steps(ctx, grad_items),
+    )
+}
+
+/// One chunk's bindings: logits, ids, a separate gradient, and its grid.
+type ChunkWindows<'a> = (
+    wgpu::BufferBinding<'a>,
+    wgpu::BufferBinding<'a>,
+    Option<wgpu::BufferBinding<'a>>,
+    (u32, u32),
+);
+
 pub(crate) fn record(
     ctx: &Context,
     encoder: &mut wgpu::CommandEncoder,
@@ -149,8 +220,6 @@ pub(crate) fn record(
 ) -> Result<()> {
     let limits = ctx.device().limits();
     let logits = call.logits;
-    let rows = logits.rows;
-    let cfg = call.config;
     let writes_grad = phase & PHASE_LOSS != 0;
     let grad_out = match (call.grad, writes_grad) {
         (GradDest::Separate { dtype, .. }, true) => GradOut::Separate(*dtype),
@@ -158,43 +227,11 @@ pub(crate) fn record(
         _ => GradOut::None,
     };
     let tensors = call.tensors(writes_grad, &limits);
-    // Beside the logits, one read-write window holds both, the same for every chunk
-    // (so chunks split the grid only).
-    let beside = match (call.grad, writes_grad) {
-        (GradDest::Beside { layout }, true) => {
-            let x = &tensors[0];
-            let width = logits.vocab as u64;
-            let (xl, xh) = logits.layout.span(rows as u64, width);
-            let (gl, gh) = layout.span(rows as u64, width);
-            let quantum = if x.quad { x.span.quad_bytes() } else { 4 };
-            let (lo, hi) = (xl.min(gl), xh.max(gh));
-            let (bind, inner) = storage_window_in(
-                "gradient",
-                logits.buffer,
-                lo,
-                hi,
-                x.span.elem,
-                quantum,
-                &limits,
-            )?;
-            Some((bind, lo - inner as u64, *layout))
-        }
-        _ => None,
-    };
+    let beside = beside_window(call, &tensors[0], writes_grad, &limits)?;
     let spans: Vec<RowSpan> = tensors.iter().map(|t| t.span).collect();
-    let chunks = plan_chunks(rows, &spans, &limits)?;
-
-    let mut flags = call.row_flags;
-    if cfg.clip_ratio_c.is_some() {
-        flags |= HAS_DUAL;
-    }
-    // the loss groups rows into sequences by the logits' layout
-    let mut x_layout = logits.layout;
-    x_layout.rows_per_seq = call.rows_per_seq;
-    let inv_tau = crate::kernels::row_stats::check_temperature(cfg.temperature)?;
-
+    let chunks = plan_chunks(logits.rows, &spans, &limits)?;
     let mut params = Vec::with_capacity(chunks.len());
-    let mut windows = Vec::with_capacity(chunks.len());
+    let mut windows: Vec<ChunkWindows<'_>> = Vec::with_capacity(chunks.len());
     for &(first, end) in &chunks {
         let (x_bind, x_base) = match &beside {
             Some((bind, base, _)) => (bind.clone(), *base),
@@ -208,71 +245,13 @@ pub(crate) fn record(
             }
             (None, Some((_, base, layout))) => (None, *layout, *base),
             // in place, the gradient shares the logits' window; otherwise it is unused
-            (None, None) => (None, x_layout, x_base),
+            (None, None) => (None, seq_layout(call), x_base),
         };
-        params.push(Params {
-            x: LayoutParams::new("logits", &x_layout, x_base, rows)?,
-            y: LayoutParams::new("targets", &call.targets.layout, y_base, rows)?,
-            g: LayoutParams::new("gradient", &g_layout, g_base, rows)?,
-            row_base: first,
-            row_end: end,
-            vocab: logits.vocab,
-            inv_tau,
-            phase,
-            mode: match cfg.mode {
-                PolicyLossMode::Reinforce => 0,
-                PolicyLossMode::PpoClip => 1,
-                PolicyLossMode::Gspo => 2,
-                PolicyLossMode::Cispo => 3,
-                PolicyLossMode::Sapo => 4,
-                PolicyLossMode::Gpg => 5,
-                PolicyLossMode::ClipCov => 6,
-                PolicyLossMode::KlCov => 7,
-            },
-            kl_type: match cfg.kl_loss_type {
-                KlEstimator::K1 => 0,
-                KlEstimator::K2 => 1,
-                KlEstimator::K3 => 2,
-            },
-            flags,
-            clip_low: cfg.clip_ratio_low,
-            clip_high: cfg.clip_ratio_high,
-            clip_c: cfg.clip_ratio_c.unwrap_or(0.0),
-            kl_coef: cfg.kl_coef,
-            entropy_coeff: cfg.entropy_coeff,
-            part_row: call.part_row,
-            part_seq: call.part_seq,
-            tau_pos: cfg.tau_pos,
-            tau_neg: cfg.tau_neg,
-            kappa: cfg.ppo_kl_coef,
-            col_offset: call.col_offset,
-            vocab_total: call.vocab_total,
-            _pad: [0; 3],
-        });
+        let bases = [x_base, y_base, g_base];
+        params.push(chunk_params(call, phase, (first, end), bases, &g_layout)?);
         windows.push((x_bind, y_bind, g_bind, grid(end - first, &limits)));
     }
-    // a lane's loop iterations: sweep 1 over the row (quads or elements), sweep 2 over
-    // the gradient (quads, f32 elements, or words of two 16-bit values)
-    let (vocab, quad) = (logits.vocab as u64, tensors[0].quad);
-    let grad_quad = tensors.get(2).is_some_and(|g| g.quad);
-    let stats_items = match (phase & PHASE_STATS != 0, quad) {
-        (false, _) => 0,
-        (true, true) => vocab.div_ceil(4),
-        (true, false) => vocab,
-    };
-    let grad_items = match grad_out {
-        GradOut::None => 0,
-        _ if quad && (grad_out == GradOut::InPlace || grad_quad) => vocab.div_ceil(4),
-        GradOut::Separate(DType::F32) => vocab,
-        GradOut::InPlace if logits.dtype == DType::F32 => vocab,
-        _ => vocab / 2 + 1,
-    };
-    check_loops(
-        ctx,
-        "logits",
-        "the row kernel (a row's two sweeps)",
-        lane_steps(stats_items) + lane_steps(grad_items),
-    )?;
+    check_row_loops(ctx, logits.vocab, phase, grad_out)?;
     let pipeline = ctx.pipeline(PipelineKey {
         kernel: Kernel::PolicyLoss,
         logits: logits.dtype,
@@ -291,10 +270,10 @@ pub(crate) fn record(
                 entry(0, x),
                 uniforms.entry(1, i),
                 entry(2, y),
-                whole(3, call.rowin),
-                whole(4, call.seqinfo),
-                whole(5, call.rowout),
-                whole(7, call.rowaux),
+                whole(3, call.scratch.rowin),
+                whole(4, call.scratch.seqinfo),
+                whole(5, call.scratch.rowout),
+                whole(7, call.scratch.rowaux),
             ];
             if let Some(g) = g {
                 entries.push(entry(6, g));
@@ -303,4 +282,55 @@ pub(crate) fn record(
         })
         .collect();
     dispatch_chunks(ctx, encoder, "policy_loss", &pipeline, &dispatches)
+}
+
+/// The logits' layout with the loss's sequences: the loss groups rows into sequences by
+/// the logits' layout.
+fn seq_layout(call: &RowCall<'_>) -> RowLayout {
+    let mut x_layout = call.logits.layout;
+    x_layout.rows_per_seq = call.rows_per_seq;
+    x_layout
+}
+
+/// The parameter block of chunk `(first, end)`: the logits', ids' and gradient's
+/// element bases in their windows, and the gradient's layout.
+fn chunk_params(
+    call: &RowCall<'_>,
+    phase: u32,
+    (first, end): (u32, u32),
+    [x_base, y_base, g_base]: [u64; 3],
+    g_layout: &RowLayout,
+) -> Result<Params> {
+    let (cfg, rows) = (call.config, call.logits.rows);
+    let mut flags = call.row_flags;
+    if cfg.clip_ratio_c.is_some() {
+        flags |= HAS_DUAL;
+    }
+    let (mode, kl_type) = loss_params(cfg);
+    Ok(Params {
+        x: LayoutParams::new("logits", &seq_layout(call), x_base, rows)?,
+        y: LayoutParams::new("targets", &call.targets.layout, y_base, rows)?,
+        g: LayoutParams::new("gradient", g_layout, g_base, rows)?,
+        row_base: first,
+        row_end: end,
+        vocab: call.logits.vocab,
+        inv_tau: crate::kernels::row_stats::check_temperature(cfg.temperature)?,
+        phase,
+        mode,
+        kl_type,
+        flags,
+        clip_low: cfg.clip_ratio_low,
+        clip_high: cfg.clip_ratio_high,
+        clip_c: cfg.clip_ratio_c.unwrap_or(0.0),
+        kl_coef: cfg.kl_coef,
+        entropy_coeff: cfg.entropy_coeff,
+        part_row: call.part_row,
+        part_seq: call.part_seq,
+        tau_pos: cfg.tau_pos,
+        tau_neg: cfg.tau_neg,
+        kappa: cfg.ppo_kl_coef,
+        col_offset: call.col_offset,
+        vocab_total: call.vocab_total,
+        _pad: [0; 3],
+    })
 }

@@ -1,7 +1,9 @@
 //! Host side of `shaders/prepare.wgsl`: per-row inputs gathered into one vec4, each
 //! sequence's token count, and the aggregation weight factor of each sequence.
 
-use super::{check_loops, dispatch_single, entry, f32_window, lane_steps, whole, Kernel, Teams};
+use super::{
+    check_loops, dispatch_single, entry, f32_window, lane_steps, whole, Kernel, ScratchBufs, Teams,
+};
 use crate::config::LossConfig;
 use crate::context::Context;
 use crate::error::Result;
@@ -72,7 +74,6 @@ pub(crate) struct AllSeqs {
     pub l_norm: f32,
 }
 
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn record<'a>(
     ctx: &Context,
     encoder: &mut wgpu::CommandEncoder,
@@ -80,10 +81,9 @@ pub(crate) fn record<'a>(
     part: &PartRows<'a>,
     phase: u32,
     all: AllSeqs,
-    rowin: &wgpu::Buffer,
-    seqinfo: &wgpu::Buffer,
-    rowaux: &wgpu::Buffer,
+    scratch: &ScratchBufs<'_>,
 ) -> Result<()> {
+    let (rowin, seqinfo, rowaux) = (scratch.rowin, scratch.seqinfo, scratch.rowaux);
     let limits = ctx.device().limits();
     let inputs = &part.inputs;
     let (rows, seqs) = (part.rows, part.seqs);
@@ -108,36 +108,9 @@ pub(crate) fn record<'a>(
         Some(v) => window("rollout_logprobs", v, n)?,
         None => (mask_bind.clone(), 0),
     };
-    let mut flags = 0;
-    if inputs.old_logp.is_some() {
-        flags |= HAS_OLD;
-    }
-    if inputs.ref_logp.is_some() {
-        flags |= HAS_REF;
-    }
-    if inputs.per_token_advantages {
-        flags |= ADV_PER_TOKEN;
-    }
-    if config.count_empty_sequences {
-        flags |= COUNT_EMPTY;
-    }
-    if inputs.rollout_logp.is_some() {
-        flags |= HAS_ROLLOUT;
-    }
+    let flags = input_flags(config, inputs);
     let teams = Teams::new(seqs, part.rows_per_seq);
-    let mut steps = 0;
-    if phase & GATHER != 0 {
-        steps += lane_steps(n) + teams.steps(part.rows_per_seq);
-    }
-    if phase & WEIGHTS != 0 {
-        steps += 2 * lane_steps(all.seqs as u64);
-    }
-    check_loops(
-        ctx,
-        "logits",
-        "prepare (the per-row inputs of every row)",
-        steps,
-    )?;
+    check_prepare_loops(ctx, part, phase, all, teams)?;
     let params = Params {
         rows,
         rows_per_seq: part.rows_per_seq,
@@ -173,5 +146,50 @@ pub(crate) fn record<'a>(
             entry(7, rollout_bind),
             whole(8, rowaux),
         ],
+    )
+}
+
+/// Which optional inputs the part has, and how its advantages and empty sequences count.
+fn input_flags(config: &LossConfig, inputs: &RowInputs<'_>) -> u32 {
+    let mut flags = 0;
+    if inputs.old_logp.is_some() {
+        flags |= HAS_OLD;
+    }
+    if inputs.ref_logp.is_some() {
+        flags |= HAS_REF;
+    }
+    if inputs.per_token_advantages {
+        flags |= ADV_PER_TOKEN;
+    }
+    if config.count_empty_sequences {
+        flags |= COUNT_EMPTY;
+    }
+    if inputs.rollout_logp.is_some() {
+        flags |= HAS_ROLLOUT;
+    }
+    flags
+}
+
+/// A lane's loops: the gather walks the part's rows and sums its sequences' token
+/// counts in teams; the weights walk every sequence twice.
+fn check_prepare_loops(
+    ctx: &Context,
+    part: &PartRows<'_>,
+    phase: u32,
+    all: AllSeqs,
+    teams: Teams,
+) -> Result<()> {
+    let mut steps = 0;
+    if phase & GATHER != 0 {
+        steps += lane_steps(part.rows as u64) + teams.steps(part.rows_per_seq);
+    }
+    if phase & WEIGHTS != 0 {
+        steps += 2 * lane_steps(all.seqs as u64);
+    }
+    check_loops(
+        ctx,
+        "logits",
+        "prepare (the per-row inputs of every row)",
+        steps,
     )
 }

@@ -1,6 +1,8 @@
 //! Host side of `shaders/reduce.wgsl`: the loss and metrics, and the per-row outputs.
 
-use super::{check_loops, dispatch_single, entry, f32_window, lane_steps, whole, Kernel};
+use super::{
+    check_loops, dispatch_single, entry, f32_window, lane_steps, whole, Kernel, ScratchBufs,
+};
 use crate::context::Context;
 use crate::error::Result;
 use crate::view::F32View;
@@ -22,36 +24,41 @@ struct Params {
     has_selection: u32,
 }
 
-/// select.wgsl's per-row results, and which of them there are (the buffer is a spare
-/// one where there are none).
+/// One reduction: over `rows` rows of scratch (every part's, in order), whose rowin
+/// holds the optional `inputs` (prepare's `HAS_OLD | HAS_REF`), and select.wgsl's
+/// per-row results in `aux` where `rollout` or `selection` says there are any.
 #[derive(Clone, Copy)]
-pub(crate) struct Aux<'a> {
-    pub buffer: &'a wgpu::Buffer,
+pub(crate) struct Call<'a> {
+    pub rows: u32,
+    pub inputs: u32,
+    pub aux: &'a wgpu::Buffer,
     pub rollout: bool,
     pub selection: bool,
+}
+
+/// Where the results go: the metrics, and the per-row outputs the caller asked for.
+pub(crate) struct Out<'a, 'v> {
+    pub metrics: &'a F32View<'v>,
+    pub logprobs: Option<&'a F32View<'v>>,
+    pub entropy: Option<&'a F32View<'v>>,
 }
 
 /// Flags of `write_rows`: which per-row outputs the caller asked for.
 const WRITE_LOGP: u32 = 1;
 const WRITE_ENTROPY: u32 = 2;
 
-/// Records the reduction over `rows` rows of scratch (every part's, in order), whose
-/// rowin holds the optional `inputs` (prepare's `HAS_OLD | HAS_REF`); `spare` is a
-/// small writable scratch buffer bound where the caller asked for no per-row output.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn record<'a>(
+/// Records the reduction; the scratch's spare is bound where the caller asked for no
+/// per-row output.
+pub(crate) fn record<'v>(
     ctx: &Context,
     encoder: &mut wgpu::CommandEncoder,
-    rows: u32,
-    inputs: u32,
-    rowin: &wgpu::Buffer,
-    rowout: &wgpu::Buffer,
-    aux: Aux<'_>,
-    spare: &'a wgpu::Buffer,
-    metrics: &F32View<'a>,
-    logp: Option<&F32View<'a>>,
-    entropy: Option<&F32View<'a>>,
+    call: &Call<'_>,
+    scratch: &ScratchBufs<'v>,
+    out: &Out<'_, 'v>,
 ) -> Result<()> {
+    let (rows, inputs, aux) = (call.rows, call.inputs, call.aux);
+    let (rowin, rowout, spare) = (scratch.rowin, scratch.rowout, scratch.spare);
+    let (metrics, logp, entropy) = (out.metrics, out.logprobs, out.entropy);
     check_loops(
         ctx,
         "logits",
@@ -60,7 +67,7 @@ pub(crate) fn record<'a>(
     )?;
     let limits = ctx.device().limits();
     let n = rows as u64;
-    let window = |arg, v: &F32View<'a>, len: u64| f32_window(arg, v, len, &limits);
+    let window = |arg, v: &F32View<'v>, len: u64| f32_window(arg, v, len, &limits);
     let (m_bind, metrics_offset) = window("outputs.metrics", metrics, METRICS)?;
     let spare_bind = || wgpu::BufferBinding {
         buffer: spare,
@@ -89,8 +96,8 @@ pub(crate) fn record<'a>(
         logp_offset,
         entropy_offset,
         write_rows,
-        has_rollout: aux.rollout as u32,
-        has_selection: aux.selection as u32,
+        has_rollout: call.rollout as u32,
+        has_selection: call.selection as u32,
     };
     dispatch_single(
         ctx,
@@ -103,7 +110,7 @@ pub(crate) fn record<'a>(
             entry(3, m_bind),
             entry(4, l_bind),
             entry(5, e_bind),
-            whole(6, aux.buffer),
+            whole(6, aux),
         ],
     )
 }

@@ -115,7 +115,7 @@ impl Context {
         let (logp_bind, logp_offset) = f32_window("out.logp", &out.logp, n, &limits)?;
         let (ent_bind, entropy_offset) = f32_window("out.entropy", &out.entropy, n, &limits)?;
         let cols = super::column_blocks(
-            self,
+            &super::Caps::of(self),
             logits.vocab,
             &[super::PartSpans {
                 rows,

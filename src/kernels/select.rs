@@ -3,7 +3,7 @@
 //! weights, the covariance selection of `clip_cov` / `kl_cov`).
 
 use super::prepare::PartRows;
-use super::{check_loops, dispatch_single, lane_steps, whole, Kernel, Teams};
+use super::{check_loops, dispatch_single, lane_steps, whole, Kernel, ScratchBufs, Teams};
 use crate::config::{LossConfig, PolicyLossMode, RolloutLevel, RolloutMode};
 use crate::context::Context;
 use crate::error::Result;
@@ -71,32 +71,47 @@ pub(crate) struct Totals {
     pub rows: u32,
     pub seqs: u32,
     pub l_norm: f32,
-}
-
-/// Buffers the phases read and write.
-pub(crate) struct Scratch<'a> {
-    pub rowin: &'a wgpu::Buffer,
-    pub rowout: &'a wgpu::Buffer,
-    pub rowaux: &'a wgpu::Buffer,
-    pub seqinfo: &'a wgpu::Buffer,
+    /// The call has old log-probs.
+    pub has_old: bool,
 }
 
 /// Records one launch of `phases` for `part` (its fields matter to the per-part phases).
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn record(
     ctx: &Context,
     encoder: &mut wgpu::CommandEncoder,
     cfg: &LossConfig,
     part: &PartRows<'_>,
-    has_old: bool,
     totals: Totals,
     phases: u32,
-    scratch: &Scratch<'_>,
+    scratch: &ScratchBufs<'_>,
 ) -> Result<()> {
     let teams = Teams::new(part.seqs, part.rows_per_seq);
-    // a lane's loops: the per-part phases walk the part's rows (and sum its sequences),
-    // the selection makes up to eleven passes over every row, the weights two over
-    // every sequence
+    check_select_loops(ctx, part, totals, phases)?;
+    let params = params(cfg, part, totals, phases, teams);
+    dispatch_single(
+        ctx,
+        encoder,
+        Kernel::Select,
+        &params,
+        vec![
+            whole(1, scratch.rowin),
+            whole(2, scratch.rowout),
+            whole(3, scratch.rowaux),
+            whole(4, scratch.seqinfo),
+        ],
+    )
+}
+
+/// A lane's loops: the per-part phases walk the part's rows (and sum its sequences),
+/// the selection makes up to eleven passes over every row, the weights two over every
+/// sequence.
+fn check_select_loops(
+    ctx: &Context,
+    part: &PartRows<'_>,
+    totals: Totals,
+    phases: u32,
+) -> Result<()> {
+    let teams = Teams::new(part.seqs, part.rows_per_seq);
     let mut steps = 0;
     if phases & ROLLOUT != 0 {
         steps += teams.steps(part.rows_per_seq) + lane_steps(part.rows as u64);
@@ -115,9 +130,18 @@ pub(crate) fn record(
         "logits",
         "select (the batch-wide token choices)",
         steps,
-    )?;
+    )
+}
+
+fn params(
+    cfg: &LossConfig,
+    part: &PartRows<'_>,
+    totals: Totals,
+    phases: u32,
+    teams: Teams,
+) -> Params {
     let rc = cfg.rollout_correction;
-    let params = Params {
+    Params {
         rows: part.rows,
         rows_per_seq: part.rows_per_seq,
         seqs: part.seqs,
@@ -136,7 +160,7 @@ pub(crate) fn record(
             (Some(_), false) => 1,
             (Some(_), true) => 2,
         },
-        has_old: has_old as u32,
+        has_old: totals.has_old as u32,
         level: match rc.map(|r| r.level) {
             Some(RolloutLevel::Sequence) => 1,
             Some(RolloutLevel::Geometric) => 2,
@@ -165,17 +189,5 @@ pub(crate) fn record(
         _pad: [0; 2],
         teams,
         _pad2: [0; 2],
-    };
-    dispatch_single(
-        ctx,
-        encoder,
-        Kernel::Select,
-        &params,
-        vec![
-            whole(1, scratch.rowin),
-            whole(2, scratch.rowout),
-            whole(3, scratch.rowaux),
-            whole(4, scratch.seqinfo),
-        ],
-    )
+    }
 }

@@ -1,0 +1,2 @@
+// Read-only logits for logits/f16_quad.wgsl.
+@group(0) @binding(0) var<storage, read> logits: array<vec4<f16>>;

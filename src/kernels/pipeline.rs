@@ -1,0 +1,463 @@
+//! Which pipelines exist and how each is built: the kernels, the key that selects a
+//! distinct pipeline, the WGSL snippets its module is joined from, and the override
+//! constants it is specialised with.
+
+use crate::context::{row_workgroup, Paths, ROW_WORKGROUP};
+use crate::view::DType;
+
+macro_rules! shader {
+    ($path:literal) => {
+        include_str!(concat!("../../shaders/", $path))
+    };
+}
+
+/// The kernels of the crate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kernel {
+    /// Per row: log-sum-exp, target log-prob, entropy.
+    RowStats,
+    /// Per row: one shard's (or column block's) partial statistics.
+    RowPartials,
+    /// The partials of every shard merged into row statistics.
+    Combine,
+    /// Per row inputs gathered, per sequence aggregation weights.
+    Prepare,
+    /// The fused forward + backward row kernel.
+    PolicyLoss,
+    /// GSPO's sequence ratio.
+    GspoRatio,
+    /// Loss and metrics.
+    Reduce,
+    /// The batch-wide token choices: rollout weights, entropy mask, covariance selection.
+    Select,
+    /// Advantages from rewards.
+    Advantages,
+    /// The unfused baseline of the benchmarks, one op per kernel.
+    Baseline(BaselineOp),
+    /// The roofline's copy kernel.
+    Copy,
+}
+
+/// The ops of the unfused baseline (`shaders/baseline.wgsl`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BaselineOp {
+    LogSoftmax,
+    Gather,
+    MaskedMean,
+    ScatterGrad,
+    LogSoftmaxBwd,
+}
+
+/// Where the policy-loss kernel writes the gradient.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum GradOut {
+    None,
+    /// A separate buffer of this dtype.
+    Separate(DType),
+    /// Over the logits.
+    InPlace,
+}
+
+impl Kernel {
+    pub const ALL: [Kernel; 15] = [
+        Kernel::RowStats,
+        Kernel::RowPartials,
+        Kernel::Combine,
+        Kernel::Prepare,
+        Kernel::PolicyLoss,
+        Kernel::GspoRatio,
+        Kernel::Reduce,
+        Kernel::Select,
+        Kernel::Advantages,
+        Kernel::Baseline(BaselineOp::LogSoftmax),
+        Kernel::Baseline(BaselineOp::Gather),
+        Kernel::Baseline(BaselineOp::MaskedMean),
+        Kernel::Baseline(BaselineOp::ScatterGrad),
+        Kernel::Baseline(BaselineOp::LogSoftmaxBwd),
+        Kernel::Copy,
+    ];
+
+    fn source(self) -> &'static str {
+        match self {
+            Kernel::RowStats => shader!("row_stats.wgsl"),
+            Kernel::RowPartials => shader!("row_partials.wgsl"),
+            Kernel::Combine => shader!("combine.wgsl"),
+            Kernel::Prepare => shader!("prepare.wgsl"),
+            Kernel::PolicyLoss => shader!("policy_loss.wgsl"),
+            Kernel::GspoRatio => shader!("gspo_ratio.wgsl"),
+            Kernel::Reduce => shader!("reduce.wgsl"),
+            Kernel::Select => shader!("select.wgsl"),
+            Kernel::Advantages => shader!("advantages.wgsl"),
+            Kernel::Baseline(_) => shader!("baseline.wgsl"),
+            Kernel::Copy => shader!("copy.wgsl"),
+        }
+    }
+
+    pub(crate) fn entry_point(self) -> &'static str {
+        match self {
+            Kernel::RowStats => "row_stats",
+            Kernel::RowPartials => "row_partials",
+            Kernel::Combine => "combine",
+            Kernel::Prepare => "prepare",
+            Kernel::PolicyLoss => "policy_loss",
+            Kernel::GspoRatio => "gspo_ratio",
+            Kernel::Reduce => "reduce",
+            Kernel::Select => "select_tokens",
+            Kernel::Advantages => "advantages",
+            Kernel::Baseline(BaselineOp::LogSoftmax) => "log_softmax",
+            Kernel::Baseline(BaselineOp::Gather) => "gather",
+            Kernel::Baseline(BaselineOp::MaskedMean) => "masked_mean",
+            Kernel::Baseline(BaselineOp::ScatterGrad) => "scatter_grad",
+            Kernel::Baseline(BaselineOp::LogSoftmaxBwd) => "log_softmax_bwd",
+            Kernel::Copy => "copy",
+        }
+    }
+
+    /// Row kernels read logits; the others work on O(rows) data.
+    fn reads_logits(self) -> bool {
+        matches!(
+            self,
+            Kernel::RowStats | Kernel::RowPartials | Kernel::PolicyLoss | Kernel::Baseline(_)
+        )
+    }
+}
+
+/// How a row kernel's logits are stored and bound (`shaders/logits/`): f32, f16 read
+/// natively, or 16-bit values two to a u32; element by element (rows anywhere), or a
+/// group of eight in 16-byte loads (quad: rows on group boundaries).
+#[derive(Clone, Copy)]
+enum Storage {
+    F32,
+    F32Quad,
+    F16,
+    F16Quad,
+    Packed,
+    PackedQuad,
+}
+
+impl Storage {
+    /// The binding: read-only (`logits/in/`), or read-write with the gradient's stores
+    /// in place (`logits/inplace/`).
+    fn binding(self, in_place: bool) -> &'static str {
+        match (self, in_place) {
+            (Storage::F32, false) => shader!("logits/in/f32.wgsl"),
+            (Storage::F32Quad, false) => shader!("logits/in/f32_quad.wgsl"),
+            (Storage::F16, false) => shader!("logits/in/f16.wgsl"),
+            (Storage::F16Quad, false) => shader!("logits/in/f16_quad.wgsl"),
+            (Storage::Packed, false) => shader!("logits/in/packed.wgsl"),
+            (Storage::PackedQuad, false) => shader!("logits/in/packed_quad.wgsl"),
+            (Storage::F32, true) => shader!("logits/inplace/f32.wgsl"),
+            (Storage::F32Quad, true) => shader!("logits/inplace/f32_quad.wgsl"),
+            (Storage::F16, true) => shader!("logits/inplace/f16.wgsl"),
+            (Storage::F16Quad, true) => shader!("logits/inplace/f16_quad.wgsl"),
+            (Storage::Packed, true) => shader!("logits/inplace/packed.wgsl"),
+            (Storage::PackedQuad, true) => shader!("logits/inplace/packed_quad.wgsl"),
+        }
+    }
+
+    /// The loads; 16-bit rows that may share a word with a neighbour written at the
+    /// same time are read as atomics.
+    fn loads(self, in_place: bool) -> &'static str {
+        match self {
+            Storage::F32 => shader!("logits/f32.wgsl"),
+            Storage::F32Quad => shader!("logits/f32_quad.wgsl"),
+            Storage::F16 => shader!("logits/f16.wgsl"),
+            Storage::F16Quad => shader!("logits/f16_quad.wgsl"),
+            Storage::Packed if in_place => shader!("logits/packed_atomic.wgsl"),
+            Storage::Packed => shader!("logits/packed.wgsl"),
+            Storage::PackedQuad => shader!("logits/packed_quad.wgsl"),
+        }
+    }
+}
+
+/// The gradient sweeps (`shaders/sweep/`).
+enum Sweep {
+    None,
+    Groups,
+    Words,
+}
+
+/// Everything that selects a distinct pipeline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PipelineKey {
+    pub kernel: Kernel,
+    pub logits: DType,
+    pub grad: GradOut,
+    pub paths: Paths,
+    /// Logits rows start on group boundaries of their window (16 bytes of 16-bit
+    /// values, 32 of f32), which ends on a 16-byte one: read eight at a time in one or
+    /// two 16-byte loads.
+    pub quad: bool,
+    /// A separate gradient whose rows do too: written a group at a time (16-bit rows
+    /// then share no word, so no atomics).
+    pub grad_quad: bool,
+    /// Each lane sweeps one contiguous block of a row (CPU adapters), not a stride.
+    pub lane_blocks: bool,
+}
+
+impl PipelineKey {
+    /// A kernel that does not touch logits: one pipeline whatever the dtype.
+    pub(crate) fn small(kernel: Kernel, paths: Paths) -> Self {
+        PipelineKey {
+            kernel,
+            logits: DType::F32,
+            grad: GradOut::None,
+            paths: Paths {
+                shader_f16: false,
+                subgroups: paths.subgroups,
+            },
+            quad: false,
+            grad_quad: false,
+            lane_blocks: false,
+        }
+    }
+
+    fn name(&self) -> String {
+        let grad = match self.grad {
+            GradOut::None => String::new(),
+            GradOut::Separate(d) => format!("/grad-{d}"),
+            GradOut::InPlace => "/in-place".to_string(),
+        };
+        if self.kernel.reads_logits() {
+            format!(
+                "{:?}/{}{grad}/{}/{}",
+                self.kernel,
+                self.logits,
+                self.paths.describe(),
+                self.layout()
+            )
+        } else {
+            format!("{:?}", self.kernel)
+        }
+    }
+
+    /// How a row kernel's lanes read and write: scalar or quad loads, quad stores of a
+    /// separate gradient, strided lanes (GPUs) or lane blocks (CPU adapters). Only what
+    /// changes the module is named, so every distinct module has one name.
+    fn layout(&self) -> String {
+        let grad_quad = self.grad_quad && matches!(self.grad, GradOut::Separate(_));
+        let access = match (self.quad, grad_quad) {
+            (false, false) => "scalar",
+            (true, false) => "quad",
+            (false, true) => "scalar+grad-quad",
+            (true, true) => "quad+grad-quad",
+        };
+        let lanes = match self.lane_blocks {
+            true => "lane-blocks",
+            false => "strided",
+        };
+        format!("{access}/{lanes}")
+    }
+
+    /// How the gradient sweep writes: groups of eight (f32, native f16, and 16-bit
+    /// values in rows that share no word), or words of two 16-bit values with atomic
+    /// edges (rows that may share a word with a neighbour).
+    fn sweep(&self) -> Sweep {
+        let packed = |d: DType| d != DType::F32 && !(d == DType::F16 && self.paths.shader_f16);
+        match self.grad {
+            GradOut::None => Sweep::None,
+            GradOut::InPlace if packed(self.logits) && !self.quad => Sweep::Words,
+            GradOut::Separate(d) if packed(d) && !self.grad_quad => Sweep::Words,
+            _ => Sweep::Groups,
+        }
+    }
+
+    fn grad_dtype(&self) -> Option<DType> {
+        match self.grad {
+            GradOut::None => None,
+            GradOut::Separate(d) => Some(d),
+            GradOut::InPlace => Some(self.logits),
+        }
+    }
+
+    /// The full WGSL. `enable f16;` must open the module, so it comes first.
+    pub fn source(&self) -> String {
+        // With SHADER_F16, f16 logits and gradients are read and written natively (the
+        // widening is exact, the narrowing the hardware's round to nearest even with
+        // subnormals: codec.wgsl's bits, tested); otherwise, and for bf16, 16-bit values
+        // travel two to a u32 through codec.wgsl.
+        let in_place = self.grad == GradOut::InPlace;
+        let native_f16 = self.logits == DType::F16 && self.paths.shader_f16;
+        let native_grad = self.grad == GradOut::Separate(DType::F16) && self.paths.shader_f16;
+        let quad = self.quad;
+        let mut parts: Vec<&str> = Vec::new();
+        if self.kernel.reads_logits() {
+            if native_f16 || native_grad {
+                parts.push(shader!("enable_f16.wgsl"));
+            }
+            parts.push(shader!("codec.wgsl"));
+            // the logits' binding (read-only, or read-write with the in-place stores),
+            // then the loads of its layout
+            let storage = match (self.logits, quad) {
+                (DType::F32, false) => Storage::F32,
+                (DType::F32, true) => Storage::F32Quad,
+                (_, false) if native_f16 => Storage::F16,
+                (_, true) if native_f16 => Storage::F16Quad,
+                (_, false) => Storage::Packed,
+                (_, true) => Storage::PackedQuad,
+            };
+            parts.push(storage.binding(in_place));
+            parts.push(storage.loads(in_place));
+            parts.push(match storage {
+                Storage::F32 | Storage::F16 | Storage::Packed => {
+                    shader!("logits/scalar_groups.wgsl")
+                }
+                Storage::F32Quad | Storage::F16Quad => shader!("logits/quad_load8.wgsl"),
+                Storage::PackedQuad => "",
+            });
+            if let GradOut::Separate(d) = self.grad {
+                parts.push(match (d, self.grad_quad) {
+                    (DType::F32, false) => shader!("grad/f32.wgsl"),
+                    (DType::F32, true) => shader!("grad/f32_quad.wgsl"),
+                    (_, false) if native_grad => shader!("grad/f16.wgsl"),
+                    (_, true) if native_grad => shader!("grad/f16_quad.wgsl"),
+                    (_, false) => shader!("grad/packed.wgsl"),
+                    (_, true) => shader!("grad/packed_quad.wgsl"),
+                });
+            }
+            parts.push(shader!("stats/groups.wgsl"));
+            if self.kernel == Kernel::PolicyLoss {
+                parts.push(match self.sweep() {
+                    Sweep::None => shader!("sweep/none.wgsl"),
+                    Sweep::Groups => shader!("sweep/groups.wgsl"),
+                    Sweep::Words => shader!("sweep/words.wgsl"),
+                });
+            }
+        }
+        parts.push(shader!("prelude.wgsl"));
+        if matches!(
+            self.kernel,
+            Kernel::Advantages
+                | Kernel::Baseline(_)
+                | Kernel::Prepare
+                | Kernel::GspoRatio
+                | Kernel::Select
+        ) {
+            parts.push(shader!("workgroup/sum.wgsl"));
+        }
+        if matches!(self.kernel, Kernel::Prepare | Kernel::Select) {
+            parts.push(shader!("aggregate.wgsl"));
+        }
+        if self.kernel.reads_logits() {
+            parts.push(if self.paths.subgroups {
+                shader!("workgroup/subgroup.wgsl")
+            } else {
+                shader!("workgroup/shared.wgsl")
+            });
+        }
+        parts.push(self.kernel.source());
+        parts.join("\n")
+    }
+
+    /// The entry point of the module this key builds.
+    pub fn entry_point(&self) -> &'static str {
+        self.kernel.entry_point()
+    }
+
+    /// Lanes a workgroup: the row kernels with lane blocks (CPU adapters) take fewer.
+    pub fn workgroup(&self) -> u32 {
+        match self.kernel {
+            Kernel::RowStats | Kernel::RowPartials | Kernel::PolicyLoss => {
+                row_workgroup(self.lane_blocks)
+            }
+            _ => ROW_WORKGROUP,
+        }
+    }
+
+    /// Values of the override constants the module declares.
+    pub fn constants(&self) -> Vec<(&'static str, f64)> {
+        let mut c = vec![
+            ("WG_SIZE", self.workgroup() as f64),
+            ("LANE_BLOCKS", if self.lane_blocks { 1.0 } else { 0.0 }),
+        ];
+        if self.kernel.reads_logits() {
+            let bf16 = |d: Option<DType>| if d == Some(DType::Bf16) { 1.0 } else { 0.0 };
+            c.push(("LOGITS_BF16", bf16(Some(self.logits))));
+            c.push(("GRAD_BF16", bf16(self.grad_dtype())));
+        }
+        c
+    }
+}
+
+/// Every distinct shader the crate can build, with the paths it needs: what the
+/// portability test feeds to naga's back ends.
+pub fn shader_variants() -> Vec<(String, PipelineKey)> {
+    let all_paths = [
+        Paths::FALLBACK,
+        Paths {
+            shader_f16: true,
+            subgroups: false,
+        },
+        Paths {
+            shader_f16: false,
+            subgroups: true,
+        },
+        Paths {
+            shader_f16: true,
+            subgroups: true,
+        },
+    ];
+    let mut out: Vec<(String, PipelineKey)> = Vec::new();
+    let mut push = |key: PipelineKey| {
+        let name = key.name();
+        if !out.iter().any(|(n, _)| *n == name) {
+            out.push((name, key));
+        }
+    };
+    for paths in all_paths {
+        for kernel in Kernel::ALL {
+            if !kernel.reads_logits() {
+                push(PipelineKey::small(kernel, paths));
+                continue;
+            }
+            for logits in DType::ALL {
+                let grads: Vec<GradOut> = if kernel == Kernel::PolicyLoss {
+                    [GradOut::None, GradOut::InPlace]
+                        .into_iter()
+                        .chain(DType::ALL.map(GradOut::Separate))
+                        .collect()
+                } else {
+                    vec![GradOut::None]
+                };
+                for grad in grads {
+                    // every alignment of logits and gradient, on both lane layouts (the
+                    // names merge what builds the same module)
+                    for i in 0..8u8 {
+                        let (quad, grad_quad, lane_blocks) = (i & 1 != 0, i & 2 != 0, i & 4 != 0);
+                        push(PipelineKey {
+                            kernel,
+                            logits,
+                            grad,
+                            paths,
+                            quad,
+                            grad_quad,
+                            lane_blocks,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+pub(crate) fn build_pipeline(device: &wgpu::Device, key: PipelineKey) -> wgpu::ComputePipeline {
+    let label = key.name();
+    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+        label: Some(&label),
+        source: wgpu::ShaderSource::Wgsl(key.source().into()),
+    });
+    let constants = key.constants();
+    device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+        label: Some(&label),
+        layout: None,
+        module: &module,
+        entry_point: Some(key.kernel.entry_point()),
+        compilation_options: wgpu::PipelineCompilationOptions {
+            constants: &constants,
+            // every workgroup variable is written before it is read
+            zero_initialize_workgroup_memory: false,
+        },
+        cache: None,
+    })
+}

@@ -1,0 +1,207 @@
+//! What a call reads and where its results go: the caller's device views.
+
+use crate::context::Context;
+use crate::kernels::prepare::RowInputs;
+use crate::kernels::reduce::METRICS;
+use crate::view::{DType, F32View, LogitsView, RowLayout, TargetsView};
+
+/// Advantages, per sequence (`[B]`, broadcast over its rows) or per row.
+#[derive(Clone, Copy, Debug)]
+pub enum Advantages<'a> {
+    PerSequence(F32View<'a>),
+    PerToken(F32View<'a>),
+}
+
+/// The device inputs of one call. Rows are grouped into sequences by the logits view
+/// (`rows_per_seq`): one sequence for a plain `[T, V]` view.
+#[derive(Clone, Copy, Debug)]
+pub struct LossInputs<'a> {
+    pub logits: LogitsView<'a>,
+    pub targets: TargetsView<'a>,
+    /// One f32 per row: 0 outside the response, 1 inside (other values ≥ 0 weight
+    /// linearly). A negative, NaN or ±inf value is bad input: its row's loss and
+    /// gradient are NaN and [`Metrics::check`](crate::Metrics::check) names it.
+    pub mask: F32View<'a>,
+    pub advantages: Advantages<'a>,
+    /// Behaviour-policy log-probs; without them `ppo_clip` and `gspo` are on-policy.
+    pub old_logprobs: Option<F32View<'a>>,
+    /// Reference-policy log-probs for the KL term (required when `kl_coef != 0`).
+    pub ref_logprobs: Option<F32View<'a>>,
+}
+
+impl<'a> LossInputs<'a> {
+    /// On-policy inputs without a reference policy; add those with
+    /// [`LossInputs::with_old_logprobs`] and [`LossInputs::with_ref_logprobs`].
+    pub fn new(
+        logits: LogitsView<'a>,
+        targets: TargetsView<'a>,
+        mask: F32View<'a>,
+        advantages: Advantages<'a>,
+    ) -> Self {
+        LossInputs {
+            logits,
+            targets,
+            mask,
+            advantages,
+            old_logprobs: None,
+            ref_logprobs: None,
+        }
+    }
+
+    /// The behaviour policy's log-probs (one per row): `ppo_clip` and `gspo` off-policy.
+    pub fn with_old_logprobs(mut self, v: F32View<'a>) -> Self {
+        self.old_logprobs = Some(v);
+        self
+    }
+
+    /// The reference policy's log-probs (one per row), for the KL term.
+    pub fn with_ref_logprobs(mut self, v: F32View<'a>) -> Self {
+        self.ref_logprobs = Some(v);
+        self
+    }
+
+    /// The per-row inputs `prepare` gathers.
+    pub(super) fn row_inputs(&self) -> RowInputs<'a> {
+        let (advantages, per_token_advantages) = match self.advantages {
+            Advantages::PerSequence(v) => (v, false),
+            Advantages::PerToken(v) => (v, true),
+        };
+        RowInputs {
+            mask: self.mask,
+            advantages,
+            per_token_advantages,
+            old_logp: self.old_logprobs,
+            ref_logp: self.ref_logprobs,
+            rollout_logp: None,
+        }
+    }
+}
+
+/// One part of a call of [`PolicyLoss::record_parts`]: its inputs, where its gradient
+/// goes, and the sampler's log-probs where the loss corrects for the rollout
+/// ([`LossConfig::rollout_correction`](crate::LossConfig)). A pair `(inputs, gradient)`
+/// is a part without them.
+#[derive(Clone, Copy, Debug)]
+pub struct LossPart<'a> {
+    pub inputs: LossInputs<'a>,
+    pub gradient: Gradient<'a>,
+    /// The inference engine's log-probs of the sampled tokens, one per row (vLLM's,
+    /// SGLang's); only read where the mask is > 0.
+    pub rollout_logprobs: Option<F32View<'a>>,
+}
+
+impl<'a> LossPart<'a> {
+    pub fn new(inputs: LossInputs<'a>, gradient: Gradient<'a>) -> Self {
+        LossPart {
+            inputs,
+            gradient,
+            rollout_logprobs: None,
+        }
+    }
+
+    /// The sampler's log-probs, for the rollout correction.
+    pub fn with_rollout_logprobs(mut self, v: F32View<'a>) -> Self {
+        self.rollout_logprobs = Some(v);
+        self
+    }
+}
+
+impl<'a> From<(LossInputs<'a>, Gradient<'a>)> for LossPart<'a> {
+    fn from((inputs, gradient): (LossInputs<'a>, Gradient<'a>)) -> Self {
+        LossPart::new(inputs, gradient)
+    }
+}
+
+/// A gradient buffer: rows of `vocab` values in `dtype`, dense unless strided.
+#[derive(Clone, Copy, Debug)]
+pub struct GradView<'a> {
+    pub buffer: &'a wgpu::Buffer,
+    pub dtype: DType,
+    pub layout: RowLayout,
+}
+
+impl<'a> GradView<'a> {
+    /// Dense `[rows, vocab]` from the start of `buffer`.
+    pub fn new(buffer: &'a wgpu::Buffer, dtype: DType, vocab: u32) -> Self {
+        GradView {
+            buffer,
+            dtype,
+            layout: RowLayout {
+                offset: 0,
+                row_stride: vocab as u64,
+                rows_per_seq: u32::MAX,
+                seq_stride: 0,
+            },
+        }
+    }
+
+    /// The same layout as `logits` (rows, strides, sequences) in another buffer.
+    pub fn like(buffer: &'a wgpu::Buffer, dtype: DType, logits: &LogitsView<'_>) -> Self {
+        GradView {
+            buffer,
+            dtype,
+            layout: logits.layout,
+        }
+    }
+}
+
+/// Where the gradient with respect to the logits goes.
+#[derive(Clone, Copy, Debug)]
+pub enum Gradient<'a> {
+    /// Forward only: loss, log-probs, entropies, metrics.
+    None,
+    /// Into a separate buffer (f32, f16 or bf16).
+    Into(GradView<'a>),
+    /// Over the logits themselves, in their dtype (a training step does not need the
+    /// logits after the backward). Only the view's rows are written.
+    InPlace,
+}
+
+/// Where the results go. `metrics` receives [`Metrics::LEN`](crate::Metrics::LEN) f32 values, the loss first
+/// (see [`Metrics::from_slice`](crate::Metrics::from_slice)); reading it back and calling [`Metrics::check`](crate::Metrics::check) is the
+/// validation of the token ids and of the other per-row inputs (SPEC "Bad input").
+#[derive(Clone, Copy, Debug)]
+pub struct LossOutputs<'a> {
+    pub metrics: F32View<'a>,
+    pub logprobs: Option<F32View<'a>>,
+    pub entropy: Option<F32View<'a>>,
+}
+
+/// Device buffers for the results, owned by the caller.
+#[derive(Debug)]
+pub struct LossBuffers {
+    /// [`Metrics::LEN`](crate::Metrics::LEN) f32, as [`Metrics::from_slice`](crate::Metrics::from_slice) reads them: loss, pg_clipfrac,
+    /// pg_clipfrac_lower, ppo_kl, kl, entropy_mean, nonfinite_rows, mask sum, first
+    /// invalid target row and id (u32 bits), the selection and rollout metrics, and the
+    /// bad per-row inputs (their count, the first row, its tensor and value).
+    pub metrics: wgpu::Buffer,
+    pub logprobs: wgpu::Buffer,
+    pub entropy: wgpu::Buffer,
+}
+
+impl LossBuffers {
+    pub fn new(ctx: &Context, rows: u32) -> Self {
+        let make = |label, len: u64| {
+            ctx.buffer(
+                label,
+                len.max(1) * 4,
+                wgpu::BufferUsages::STORAGE
+                    | wgpu::BufferUsages::COPY_SRC
+                    | wgpu::BufferUsages::COPY_DST,
+            )
+        };
+        LossBuffers {
+            metrics: make("metrics", METRICS),
+            logprobs: make("logprobs", rows as u64),
+            entropy: make("entropy", rows as u64),
+        }
+    }
+
+    pub fn outputs(&self) -> LossOutputs<'_> {
+        LossOutputs {
+            metrics: F32View::new(&self.metrics),
+            logprobs: Some(F32View::new(&self.logprobs)),
+            entropy: Some(F32View::new(&self.entropy)),
+        }
+    }
+}

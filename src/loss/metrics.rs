@@ -1,0 +1,109 @@
+//! The loss and SPEC's metrics as read back from the device, and their check.
+
+use crate::error::{Error, Result, RowInput};
+use crate::kernels::reduce::METRICS;
+
+/// The loss and SPEC's metrics, as read back from the device.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Metrics {
+    pub loss: f32,
+    pub pg_clipfrac: f32,
+    pub pg_clipfrac_lower: f32,
+    pub ppo_kl: f32,
+    pub kl: f32,
+    pub entropy_mean: f32,
+    /// Masked-in rows whose logits hold NaN or ±inf (their loss terms are NaN).
+    pub nonfinite_rows: f32,
+    /// Σ mask.
+    pub mask_sum: f32,
+    /// The first masked-in row whose token id is outside the vocabulary, and that id.
+    pub invalid_target: Option<(u32, u32)>,
+    /// Share of masked-in tokens that `clip_cov` / `kl_cov` selected.
+    pub cov_selected_frac: f32,
+    /// Share of masked-in tokens the top-entropy mask kept (1 without it).
+    pub entropy_mask_frac: f32,
+    /// The rollout correction's weights over masked-in tokens (0 without it): mean,
+    /// min, max, the share truncated or masked, and the largest |δ|.
+    pub rollout_is_mean: f32,
+    pub rollout_is_min: f32,
+    pub rollout_is_max: f32,
+    pub rollout_is_clipfrac: f32,
+    pub rollout_logp_diff_max: f32,
+    /// Rows whose other per-row inputs the loss cannot use (SPEC "Bad input"): a mask
+    /// that is negative, NaN or ±inf on any row, or a NaN or ±inf advantage, old, ref or
+    /// rollout log-prob on a masked-in row that the call reads. Their loss terms and
+    /// gradients are NaN where the value is NaN (or the mask bad); ±inf log-probs keep
+    /// SPEC's clamps.
+    pub invalid_input_rows: f32,
+    /// The first of those rows: which input, the row, and the value there.
+    pub invalid_input: Option<InvalidInput>,
+}
+
+/// The first row of a call whose per-row input is bad (see [`Metrics::invalid_input`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct InvalidInput {
+    pub tensor: RowInput,
+    /// Counted over every part's rows in order.
+    pub row: u32,
+    pub value: f32,
+}
+
+impl Metrics {
+    /// Number of f32 values in the device metrics buffer.
+    pub const LEN: usize = METRICS as usize;
+
+    pub fn from_slice(v: &[f32]) -> Self {
+        Metrics {
+            loss: v[0],
+            pg_clipfrac: v[1],
+            pg_clipfrac_lower: v[2],
+            ppo_kl: v[3],
+            kl: v[4],
+            entropy_mean: v[5],
+            nonfinite_rows: v[6],
+            mask_sum: v[7],
+            invalid_target: match v[8].to_bits() {
+                u32::MAX => None,
+                row => Some((row, v[9].to_bits())),
+            },
+            cov_selected_frac: v.get(10).copied().unwrap_or(0.0),
+            entropy_mask_frac: v.get(11).copied().unwrap_or(0.0),
+            rollout_is_mean: v.get(12).copied().unwrap_or(0.0),
+            rollout_is_min: v.get(13).copied().unwrap_or(0.0),
+            rollout_is_max: v.get(14).copied().unwrap_or(0.0),
+            rollout_is_clipfrac: v.get(15).copied().unwrap_or(0.0),
+            rollout_logp_diff_max: v.get(16).copied().unwrap_or(0.0),
+            invalid_input_rows: v.get(17).copied().unwrap_or(0.0),
+            invalid_input: v.get(18).and_then(|row| {
+                let tensor = RowInput::from_code(v.get(19)?.to_bits())?;
+                Some(InvalidInput {
+                    tensor,
+                    row: row.to_bits(),
+                    value: v.get(20).copied().unwrap_or(f32::NAN),
+                })
+            }),
+        }
+    }
+
+    /// `Err` naming the first bad row: of a bad per-row input (the error the host API
+    /// gives for the same input, [`Error::InvalidInput`]), else of a masked-in token id
+    /// outside `[0, vocab)`. The loss is then NaN, and so is that row's gradient (a ±inf
+    /// log-prob keeps SPEC's clamps, and only the error says it was bad).
+    pub fn check(&self, vocab: u32) -> Result<()> {
+        if let Some(b) = self.invalid_input {
+            return Err(Error::InvalidInput {
+                tensor: b.tensor,
+                row: b.row as usize,
+                value: b.value,
+            });
+        }
+        match self.invalid_target {
+            Some((row, id)) => Err(Error::TargetOutOfRange {
+                row: row as usize,
+                id: id as i64,
+                vocab,
+            }),
+            None => Ok(()),
+        }
+    }
+}

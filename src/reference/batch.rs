@@ -1,0 +1,157 @@
+//! A batch on the host, its metrics and outputs, the mask's rules and the aggregation
+//! weights (SPEC "Aggregation", "Bad input").
+
+use crate::config::{LossAggMode, LossConfig};
+
+/// One batch for [`policy_loss`], all on the host in f64. Rows are grouped into
+/// sequences of `rows_per_seq` consecutive rows (the last may be shorter).
+#[derive(Clone, Copy, Debug)]
+pub struct Batch<'a> {
+    /// `rows × vocab`, row-major.
+    pub logits: &'a [f64],
+    pub vocab: usize,
+    /// S; `rows` (or more) for a single sequence.
+    pub rows_per_seq: usize,
+    /// One id per row; read only where the mask is > 0.
+    pub targets: &'a [u32],
+    /// One weight per row (0 or 1; other values ≥ 0 weight linearly).
+    pub mask: &'a [f64],
+    /// One per sequence, or one per row.
+    pub advantages: &'a [f64],
+    pub old_logp: Option<&'a [f64]>,
+    pub ref_logp: Option<&'a [f64]>,
+}
+
+impl Batch<'_> {
+    pub fn rows(&self) -> usize {
+        self.targets.len()
+    }
+    pub fn seqs(&self) -> usize {
+        self.rows().div_ceil(self.rows_per_seq.max(1))
+    }
+    pub(crate) fn seq_of(&self, r: usize) -> usize {
+        r / self.rows_per_seq.max(1)
+    }
+    /// The advantage of row `r`: its own, or its sequence's.
+    pub fn advantage(&self, r: usize) -> f64 {
+        if self.advantages.len() == self.rows() {
+            self.advantages[r]
+        } else {
+            self.advantages[self.seq_of(r)]
+        }
+    }
+}
+
+/// SPEC's metrics: masked means over tokens, and the count of masked-in rows whose
+/// logits are not finite.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Metrics {
+    pub pg_clipfrac: f64,
+    pub pg_clipfrac_lower: f64,
+    pub ppo_kl: f64,
+    pub kl: f64,
+    pub entropy_mean: f64,
+    pub nonfinite_rows: f64,
+    /// Share of masked-in tokens `clip_cov` / `kl_cov` selected.
+    pub cov_selected_frac: f64,
+    /// Share of masked-in tokens the top-entropy mask keeps.
+    pub entropy_mask_frac: f64,
+    /// Rollout correction weights over masked-in tokens: mean, min, max, the share that
+    /// were truncated or masked, and the largest |δ|.
+    pub rollout_is_mean: f64,
+    pub rollout_is_min: f64,
+    pub rollout_is_max: f64,
+    pub rollout_is_clipfrac: f64,
+    pub rollout_logp_diff_max: f64,
+    /// Rows with a bad per-row input ([`invalid_input`]), and the first of them.
+    pub invalid_input_rows: f64,
+    pub first_invalid_input: Option<(crate::RowInput, usize)>,
+}
+
+/// Everything [`policy_loss`] computes.
+#[derive(Clone, Debug, Default)]
+pub struct LossOutput {
+    pub loss: f64,
+    /// Per row (every row, masked or not; NaN where a masked-out id is out of range).
+    pub logp: Vec<f64>,
+    pub entropy: Vec<f64>,
+    /// ∂loss/∂logits, `rows × vocab`.
+    pub grad: Vec<f64>,
+    pub metrics: Metrics,
+    /// Per row: selected by `clip_cov` / `kl_cov`, kept by the entropy mask, and the
+    /// rollout correction weight `q` (1 without it).
+    pub selected: Vec<bool>,
+    pub kept: Vec<bool>,
+    pub rollout_weight: Vec<f64>,
+}
+
+/// Whether a mask value puts its row in the loss: finite and > 0 (SPEC "Bad input": a
+/// negative, NaN or ±inf mask is bad input, outside every sum but the loss's).
+pub fn mask_in(m: f64) -> bool {
+    m.is_finite() && m > 0.0
+}
+
+/// A mask value that is bad input on any row.
+pub fn mask_bad(m: f64) -> bool {
+    !m.is_finite() || m < 0.0
+}
+
+/// The sequence weight `w_r / m_r` of every row (SPEC "Aggregation").
+pub fn row_weights(cfg: &LossConfig, b: &Batch<'_>) -> Vec<f64> {
+    weights_for(cfg, b, b.mask)
+}
+
+/// [`row_weights`] with `mask` in place of the batch's (the entropy mask's
+/// renormalised weights use `m·e`).
+pub(super) fn weights_for(cfg: &LossConfig, b: &Batch<'_>, mask: &[f64]) -> Vec<f64> {
+    let seqs = b.seqs();
+    let mut n = vec![0.0f64; seqs];
+    for r in 0..b.rows() {
+        if mask_in(mask[r]) {
+            n[b.seq_of(r)] += mask[r];
+        }
+    }
+    let total: f64 = n.iter().sum();
+    let nonempty = if cfg.count_empty_sequences {
+        seqs as f64
+    } else {
+        n.iter().filter(|&&x| x > 0.0).count() as f64
+    };
+    let s = b.rows_per_seq.min(b.rows()).max(1) as f64;
+    let inv = |d: f64| if d > 0.0 { 1.0 / d } else { 0.0 };
+    (0..b.rows())
+        .map(|r| match cfg.loss_agg_mode {
+            LossAggMode::TokenMean => inv(cfg.global_normalizer.map_or(total, |g| g as f64)),
+            LossAggMode::SeqMeanTokenMean => inv(n[b.seq_of(r)] * nonempty),
+            LossAggMode::SeqMeanTokenSum => inv(nonempty),
+            LossAggMode::SeqMeanTokenSumNorm => {
+                inv(seqs as f64 * cfg.l_norm.map_or(s, |l| l as f64))
+            }
+        })
+        .collect()
+}
+
+/// SPEC "Bad input": the input of row `r` the loss cannot use, and its value: a mask
+/// that is negative, NaN or ±inf, or on a masked-in row a non-finite advantage, old,
+/// ref or rollout log-prob (`rollout_logp` where the call reads it), in that order.
+pub fn invalid_input(
+    b: &Batch<'_>,
+    rollout_logp: Option<&[f64]>,
+    r: usize,
+) -> Option<(crate::RowInput, f64)> {
+    use crate::RowInput as I;
+    if mask_bad(b.mask[r]) {
+        return Some((I::Mask, b.mask[r]));
+    }
+    if !mask_in(b.mask[r]) {
+        return None;
+    }
+    [
+        (I::Advantages, Some(b.advantage(r))),
+        (I::OldLogprobs, b.old_logp.map(|x| x[r])),
+        (I::RefLogprobs, b.ref_logp.map(|x| x[r])),
+        (I::RolloutLogprobs, rollout_logp.map(|x| x[r])),
+    ]
+    .into_iter()
+    .find_map(|(i, v)| v.filter(|v| !v.is_finite()).map(|v| (i, v)))
+}
