@@ -7,7 +7,7 @@
 mod common;
 
 use common::*;
-use wgpu_policy_loss::{DType, KlEstimator, LossAggMode, LossConfig, PolicyLossMode};
+use wgpu_policy_loss::{Context, DType, KlEstimator, LossAggMode, LossConfig, PolicyLossMode};
 
 /// Row r of `case` (V columns) set to `f(v)`, and its target to `y`.
 fn set_row(case: &mut LossCase, r: usize, y: u32, f: impl Fn(usize) -> f32) {
@@ -21,18 +21,31 @@ fn set_row(case: &mut LossCase, r: usize, y: u32, f: impl Fn(usize) -> f32) {
 /// A row's target and the value of each of its logits.
 type Row = (u32, fn(usize) -> f32);
 
-/// Rows 0, 1, 2 (masked in) and 4 (masked out) of a 2 × 4 case, V = 41 (five groups of
-/// eight and a partial one), given the rows' values.
-fn case_with(rows: [Row; 4]) -> LossCase {
-    let mut case = LossCase::new(31, 2, 4, 41);
+/// The vocabularies: V = 41 (five groups of eight and a partial one, rows anywhere, one
+/// element at a time) and V = 48 (rows on group boundaries: eight in 16-byte loads).
+const VOCABS: [u32; 2] = [41, 48];
+
+/// Rows 0, 1, 2 (masked in) and 4 (masked out) of a 2 × 4 case of `vocab` columns,
+/// given the rows' values.
+fn case_with(vocab: u32, rows: [Row; 4]) -> LossCase {
+    let mut case = LossCase::new(31, 2, 4, vocab);
     for (&r, (y, f)) in [0usize, 1, 2, 4].iter().zip(rows) {
         set_row(&mut case, r, y, f);
     }
     case
 }
 
+/// Every adapter, in its own lane layout and in the other one (the layout GPUs run, on
+/// CI's CPU adapters): the exact loops differ between them.
+fn both_layouts() -> Vec<Context> {
+    contexts()
+        .iter()
+        .flat_map(|c| [c.clone(), c.with_lane_blocks(!c.lane_blocks())])
+        .collect()
+}
+
 fn run(case: &LossCase, cfg: &LossConfig, dtypes: &[DType]) {
-    for ctx in contexts() {
+    for ctx in &both_layouts() {
         for &dtype in dtypes {
             for grad in [Some(DType::F32), Some(dtype)] {
                 check_loss(ctx, cfg, case, dtype, grad, ALL_INPUTS);
@@ -47,12 +60,21 @@ fn run(case: &LossCase, cfg: &LossConfig, dtypes: &[DType]) {
 /// lse = m + ln s rounds to m, as the old kernels' did).
 #[test]
 fn logits_near_flt_max() {
-    let case = case_with([
-        (0, |j| if j % 3 == 0 { f32::MAX } else { -f32::MAX }),
-        (40, |j| f32::MAX * (0.5 + j as f32 / 82.0)),
-        (7, |j| if j == 7 { 3e38 } else { 1e38 }),
-        (2, |j| -3e38 + j as f32 * 1e36),
-    ]);
+    for vocab in VOCABS {
+        near_flt_max(vocab);
+    }
+}
+
+fn near_flt_max(vocab: u32) {
+    let case = case_with(
+        vocab,
+        [
+            (0, |j| if j % 3 == 0 { f32::MAX } else { -f32::MAX }),
+            (40, |j| f32::MAX * (0.5 + (j % 41) as f32 / 82.0)),
+            (7, |j| if j == 7 { 3e38 } else { 1e38 }),
+            (2, |j| -3e38 + j as f32 * 1e36),
+        ],
+    );
     let cfg = loss_config(
         PolicyLossMode::PpoClip,
         LossAggMode::TokenMean,
@@ -61,8 +83,8 @@ fn logits_near_flt_max() {
     );
     let logits = Logits::from_f32(DType::F32, &case.logits);
     let want = case.reference(&cfg, &logits.values(), ALL_INPUTS, false);
-    for ctx in contexts() {
-        let what = name(ctx);
+    for ctx in &both_layouts() {
+        let what = format!("{} V = {vocab}", name(ctx));
         let batch = case.batch(logits.host(), ALL_INPUTS);
         let got = ctx.policy_loss(&cfg, &batch, Some(DType::F32)).unwrap();
         let m = &got.metrics;
@@ -92,18 +114,27 @@ fn logits_near_flt_max() {
 /// entropy bonus and the KL term, in every dtype.
 #[test]
 fn large_and_minus_inf_logits() {
-    let case = case_with([
-        (3, |j| if j % 3 == 0 { 1e4 } else { -1e4 }),
-        (17, |j| if j == 17 { 1e4 } else { -1e4 + j as f32 }),
-        (35, |j| {
-            if j < 30 {
-                f32::NEG_INFINITY
-            } else {
-                j as f32 * 0.1
-            }
-        }),
-        (40, |j| if j % 2 == 1 { f32::NEG_INFINITY } else { 0.5 }),
-    ]);
+    for vocab in VOCABS {
+        large_and_minus_inf_at(vocab);
+    }
+}
+
+fn large_and_minus_inf_at(vocab: u32) {
+    let case = case_with(
+        vocab,
+        [
+            (3, |j| if j % 3 == 0 { 1e4 } else { -1e4 }),
+            (17, |j| if j == 17 { 1e4 } else { -1e4 + j as f32 }),
+            (35, |j| {
+                if j < 30 {
+                    f32::NEG_INFINITY
+                } else {
+                    j as f32 * 0.1
+                }
+            }),
+            (40, |j| if j % 2 == 1 { f32::NEG_INFINITY } else { 0.5 }),
+        ],
+    );
     for mode in [PolicyLossMode::Reinforce, PolicyLossMode::PpoClip] {
         let cfg = loss_config(
             mode,

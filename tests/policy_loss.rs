@@ -37,8 +37,9 @@ fn every_mode_aggregation_and_estimator() {
 #[test]
 fn every_dtype_and_gradient_dtype() {
     // odd V: 16-bit gradient rows share words with their neighbours (and rows are read
-    // one element at a time); V = 300: rows on 16-byte boundaries, read four at a time
-    for vocab in [301, 300] {
+    // one element at a time); V = 300: rows on 16-byte but not group boundaries (one at
+    // a time, whole words); V = 304: rows on group boundaries, eight in 16-byte loads
+    for vocab in [301, 300, 304] {
         every_dtype_and_gradient_dtype_at(vocab);
     }
 }
@@ -63,7 +64,8 @@ fn every_dtype_and_gradient_dtype_at(vocab: u32) {
 /// lavapipe checks the layout every GPU uses.
 #[test]
 fn the_other_lane_layout() {
-    for vocab in [301, 4100] {
+    // one element at a time, and groups of eight in 16-byte loads (V = 4104)
+    for vocab in [301, 4100, 4104] {
         let case = LossCase::new(3, 3, 4, vocab);
         for ctx in contexts() {
             let other = ctx.with_lane_blocks(!ctx.lane_blocks());
@@ -174,13 +176,13 @@ enum Place {
 }
 
 impl Place {
-    /// Whether rows of `vocab` elements stay on the four-at-a-time grid they have in a
-    /// buffer of their own (and so give the same bits).
+    /// Whether rows of `vocab` elements stay on the grid of groups of eight they have in
+    /// a buffer of their own (and so give the same bits).
     fn keeps_quads(self, vocab: u32) -> bool {
         match self {
             Place::Over => true,
             Place::After(gap) | Place::Before(gap) => {
-                !vocab.is_multiple_of(4) || gap.is_multiple_of(4)
+                !vocab.is_multiple_of(8) || gap.is_multiple_of(8)
             }
         }
     }
@@ -263,9 +265,10 @@ fn run_one_buffer(
 
 #[test]
 fn gradient_in_the_logits_buffer_equals_separate_buffer() {
-    // odd V so that 16-bit rows share words at their edges; V = 516 for the
-    // four-at-a-time path; an odd gap puts a 16-bit gradient mid-word, next to a logit
-    for vocab in [515, 516] {
+    // odd V so that 16-bit rows share words at their edges; V = 516 for whole words,
+    // V = 520 for groups of eight in 16-byte loads and stores; an odd gap puts a 16-bit
+    // gradient mid-word, next to a logit
+    for vocab in [515, 516, 520] {
         in_one_buffer_equals_separate(vocab);
     }
 }
