@@ -1,13 +1,11 @@
-// The gradient into its own f16 buffer, natively a group (two 8-byte quads) at a time
-// (SHADER_F16; rows start on 16-byte boundaries).
+// The gradient into its own f16 buffer, natively four values an element (SHADER_F16;
+// store/f16_quad.wgsl).
 @group(0) @binding(6) var<storage, read_write> grad: array<vec4<f16>>;
 
-fn store_elem(i: u32, g: f32) {
-    grad[i >> 2u][i & 3u] = f16(g);
+fn out_set1(i: u32, k: u32, v: f16) {
+    grad[i][k] = v;
 }
 
-fn store_group(gbase: u32, q: u32, g: Group, numbers: bool) {
-    let i = (gbase >> 2u) + 2u * q;
-    grad[i] = vec4<f16>(g.a);
-    grad[i + 1u] = vec4<f16>(g.b);
+fn out_set4(i: u32, v: vec4<f16>) {
+    grad[i] = v;
 }

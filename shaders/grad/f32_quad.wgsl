@@ -1,13 +1,10 @@
-// The gradient into its own f32 buffer a group (two 16-byte quads) at a time (its
-// rows start on 32-byte boundaries of the window).
+// The gradient into its own f32 buffer, four values an element (store/f32_quad.wgsl).
 @group(0) @binding(6) var<storage, read_write> grad: array<vec4<f32>>;
 
-fn store_elem(i: u32, g: f32) {
-    grad[i >> 2u][i & 3u] = g;
+fn out_set1(i: u32, k: u32, v: f32) {
+    grad[i][k] = v;
 }
 
-fn store_group(gbase: u32, q: u32, g: Group, numbers: bool) {
-    let i = (gbase >> 2u) + 2u * q;
-    grad[i] = g.a;
-    grad[i + 1u] = g.b;
+fn out_set4(i: u32, v: vec4<f32>) {
+    grad[i] = v;
 }

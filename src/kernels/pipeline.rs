@@ -155,6 +155,44 @@ impl Storage {
         }
     }
 
+    /// The gradient's stores in this layout (`store/`), written against the accessors
+    /// that the binding snippet (`logits/inplace/` or `grad/`) defines.
+    fn stores(self) -> &'static str {
+        match self {
+            Storage::F32 => shader!("store/f32.wgsl"),
+            Storage::F32Quad => shader!("store/f32_quad.wgsl"),
+            Storage::F16 => shader!("store/f16.wgsl"),
+            Storage::F16Quad => shader!("store/f16_quad.wgsl"),
+            Storage::Packed => shader!("store/packed.wgsl"),
+            Storage::PackedQuad => shader!("store/packed_quad.wgsl"),
+        }
+    }
+
+    /// A separate gradient's binding (`grad/`), with its accessors.
+    fn grad_binding(self) -> &'static str {
+        match self {
+            Storage::F32 => shader!("grad/f32.wgsl"),
+            Storage::F32Quad => shader!("grad/f32_quad.wgsl"),
+            Storage::F16 => shader!("grad/f16.wgsl"),
+            Storage::F16Quad => shader!("grad/f16_quad.wgsl"),
+            Storage::Packed => shader!("grad/packed.wgsl"),
+            Storage::PackedQuad => shader!("grad/packed_quad.wgsl"),
+        }
+    }
+
+    /// How values of `dtype` are stored: natively where they are f32 or f16 with
+    /// SHADER_F16, otherwise 16-bit values two to a u32.
+    fn of(dtype: DType, native_f16: bool, quad: bool) -> Self {
+        match (dtype, quad) {
+            (DType::F32, false) => Storage::F32,
+            (DType::F32, true) => Storage::F32Quad,
+            (_, false) if native_f16 => Storage::F16,
+            (_, true) if native_f16 => Storage::F16Quad,
+            (_, false) => Storage::Packed,
+            (_, true) => Storage::PackedQuad,
+        }
+    }
+
     /// The loads; 16-bit rows that may share a word with a neighbour written at the
     /// same time are read as atomics.
     fn loads(self, in_place: bool) -> &'static str {
@@ -288,16 +326,12 @@ impl PipelineKey {
             parts.push(shader!("codec.wgsl"));
             // the logits' binding (read-only, or read-write with the in-place stores),
             // then the loads of its layout
-            let storage = match (self.logits, quad) {
-                (DType::F32, false) => Storage::F32,
-                (DType::F32, true) => Storage::F32Quad,
-                (_, false) if native_f16 => Storage::F16,
-                (_, true) if native_f16 => Storage::F16Quad,
-                (_, false) => Storage::Packed,
-                (_, true) => Storage::PackedQuad,
-            };
+            let storage = Storage::of(self.logits, native_f16, quad);
             parts.push(storage.binding(in_place));
             parts.push(storage.loads(in_place));
+            if in_place {
+                parts.push(storage.stores());
+            }
             parts.push(match storage {
                 Storage::F32 | Storage::F16 | Storage::Packed => {
                     shader!("logits/scalar_groups.wgsl")
@@ -306,14 +340,9 @@ impl PipelineKey {
                 Storage::PackedQuad => "",
             });
             if let GradOut::Separate(d) = self.grad {
-                parts.push(match (d, self.grad_quad) {
-                    (DType::F32, false) => shader!("grad/f32.wgsl"),
-                    (DType::F32, true) => shader!("grad/f32_quad.wgsl"),
-                    (_, false) if native_grad => shader!("grad/f16.wgsl"),
-                    (_, true) if native_grad => shader!("grad/f16_quad.wgsl"),
-                    (_, false) => shader!("grad/packed.wgsl"),
-                    (_, true) => shader!("grad/packed_quad.wgsl"),
-                });
+                let grad = Storage::of(d, native_grad, self.grad_quad);
+                parts.push(grad.grad_binding());
+                parts.push(grad.stores());
             }
             parts.push(shader!("stats/groups.wgsl"));
             if self.kernel == Kernel::PolicyLoss {

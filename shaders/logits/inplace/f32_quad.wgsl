@@ -1,13 +1,12 @@
 // Logits stored as f32, read and overwritten by their gradient a group (two 16-byte
-// quads) at a time (rows start on 32-byte boundaries). A lane writes only what it read.
+// quads) at a time (rows start on 32-byte boundaries). A lane writes only what it read
+// (store/f32_quad.wgsl).
 @group(0) @binding(0) var<storage, read_write> logits: array<vec4<f32>>;
 
-fn store_elem(i: u32, g: f32) {
-    logits[i >> 2u][i & 3u] = g;
+fn out_set1(i: u32, k: u32, v: f32) {
+    logits[i][k] = v;
 }
 
-fn store_group(gbase: u32, q: u32, g: Group, numbers: bool) {
-    let i = (gbase >> 2u) + 2u * q;
-    logits[i] = g.a;
-    logits[i + 1u] = g.b;
+fn out_set4(i: u32, v: vec4<f32>) {
+    logits[i] = v;
 }
