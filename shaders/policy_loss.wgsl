@@ -275,6 +275,49 @@ fn reads_nan(inputs: vec4<f32>, at: u32, seq: u32) -> bool {
     return nan;
 }
 
+// A row's log-prob, entropy and lse: swept here (PHASE_STATS), or read from rowout
+// where an earlier launch (statistics first, or combine) wrote them.
+struct Stats {
+    logp: f32,
+    entropy: f32,
+    lse: f32,
+}
+
+fn row_statistics(lanes: Lanes, lane: u32, at: u32, xbase: u32, y: u32) -> Stats {
+    if ((params.phase & PHASE_STATS) == 0u) {
+        let st = rowout[at];
+        return Stats(st[0], st[1], st[2]);
+    }
+    let acc = stats_sweep(lane, xbase, params.vocab, params.inv_tau);
+    // read before the barrier in reduce_row: in place, sweep 2 of a faster lane may
+    // overwrite this logit with its gradient once the barrier is passed
+    let z_y = load_logit(xbase + min(y, params.vocab - 1u)) * params.inv_tau;
+    let total = reduce_row(lanes, acc);
+    // an id outside the row (allowed where the mask is 0) gives NaN
+    var logp = quiet_nan();
+    if (y < params.vocab) {
+        logp = acc_logp(total, z_y);
+    }
+    return Stats(logp, acc_entropy(total), acc_lse(total));
+}
+
+// The policy term's share of the row's weight w: the rollout weight q, the entropy
+// mask e, and, renormalised, c'_b / c_b (exactly 1 without any of them, so the other
+// modes keep their bits).
+fn term_factor(at: u32, seq: u32) -> f32 {
+    var factor = 1.0;
+    if ((params.flags & HAS_ROLLOUT) != 0u) {
+        factor = rowaux[2u * at].y;
+    }
+    if ((params.flags & HAS_SELECTION) != 0u) {
+        factor *= rowaux[2u * at + 1u].y;
+    }
+    if ((params.flags & RENORMALIZE) != 0u) {
+        factor *= seqinfo[seq].z / seqinfo[seq].x;
+    }
+    return factor;
+}
+
 @compute @workgroup_size(WG_SIZE)
 fn policy_loss(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -293,28 +336,10 @@ fn policy_loss(
     let inputs = rowin[at];
     let m = inputs.x;
 
-    var lse: f32;
-    var entropy: f32;
-    var logp: f32;
-    if ((params.phase & PHASE_STATS) != 0u) {
-        let acc = stats_sweep(lane, xbase, params.vocab, params.inv_tau);
-        // read before the barrier in reduce_row: in place, sweep 2 of a faster lane
-        // may overwrite this logit with its gradient once the barrier is passed
-        let z_y = load_logit(xbase + min(y, params.vocab - 1u)) * params.inv_tau;
-        let total = reduce_row(lanes, acc);
-        lse = acc_lse(total);
-        entropy = acc_entropy(total);
-        // an id outside the row (allowed where the mask is 0) gives NaN
-        logp = quiet_nan();
-        if (y < params.vocab) {
-            logp = acc_logp(total, z_y);
-        }
-    } else {
-        let st = rowout[at];
-        logp = st[0];
-        entropy = st[1];
-        lse = st[2];
-    }
+    let st = row_statistics(lanes, lane, at, xbase, y);
+    let logp = st.logp;
+    let entropy = st.entropy;
+    let lse = st.lse;
 
     if ((params.phase & PHASE_LOSS) == 0u) {
         if (lane == 0u) {
@@ -325,19 +350,7 @@ fn policy_loss(
 
     // the token's policy term and its G = ∂L/∂logp
     let term = policy_term(inputs, logp, at, seq);
-    // the policy term's share of the row's weight w: the rollout weight q, the entropy
-    // mask e, and, renormalised, c'_b / c_b (exactly 1 without any of them, so the
-    // other modes keep their bits)
-    var factor = 1.0;
-    if ((params.flags & HAS_ROLLOUT) != 0u) {
-        factor = rowaux[2u * at].y;
-    }
-    if ((params.flags & HAS_SELECTION) != 0u) {
-        factor *= rowaux[2u * at + 1u].y;
-    }
-    if ((params.flags & RENORMALIZE) != 0u) {
-        factor *= seqinfo[seq].z / seqinfo[seq].x;
-    }
+    let factor = term_factor(at, seq);
     var kl = vec2<f32>(0.0, 0.0);
     if ((params.flags & HAS_REF) != 0u) {
         kl = kl_term(logp, inputs.w);

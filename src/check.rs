@@ -145,88 +145,28 @@ async fn run_one(
     seed: u64,
     worst: &mut Worst,
 ) -> Result<Option<String>, Error> {
-    let (seqs, rps, vocab) = shape;
-    let rows = (seqs * rps) as usize;
-    let v = vocab as usize;
-    let mut rng = Lcg(seed);
-    let x: Vec<f32> = (0..rows * v)
-        .map(|_| (rng.uniform() as f32 - 0.5) * 8.0)
-        .collect();
-    let (xf16, xbf16): (Vec<f16>, Vec<bf16>) = (
-        x.iter().map(|&a| f16::from_f32(a)).collect(),
-        x.iter().map(|&a| bf16::from_f32(a)).collect(),
-    );
-    let (logits, exact): (HostLogits<'_>, Vec<f64>) = match dtype {
-        DType::F32 => (HostLogits::F32(&x), x.iter().map(|&a| a as f64).collect()),
-        DType::F16 => (
-            HostLogits::F16(&xf16),
-            xf16.iter().map(|h| h.to_f64()).collect(),
-        ),
-        DType::Bf16 => (
-            HostLogits::Bf16(&xbf16),
-            xbf16.iter().map(|h| h.to_f64()).collect(),
-        ),
-    };
-    let targets: Vec<u32> = (0..rows)
-        .map(|_| (rng.uniform() * v as f64) as u32 % vocab)
-        .collect();
-    let mask: Vec<f32> = (0..rows)
-        .map(|r| if r % 4 == 3 { 0.0 } else { 1.0 })
-        .collect();
-    let adv: Vec<f32> = (0..seqs)
-        .map(|_| (rng.uniform() as f32 - 0.5) * 3.0)
-        .collect();
-    let cur: Vec<f64> = (0..rows)
-        .map(|r| reference::row_stats(&exact[r * v..(r + 1) * v], targets[r] as usize, 0.9).logp)
-        .collect();
-    let old: Vec<f32> = cur
-        .iter()
-        .map(|&l| (l + (rng.uniform() - 0.5) * 0.8) as f32)
-        .collect();
-    let refp: Vec<f32> = old
-        .iter()
-        .map(|&o| o + (rng.uniform() as f32 - 0.5) * 0.4)
-        .collect();
-    // the sampler's log-probs, junk where the mask is 0
-    let rollout: Vec<f32> = old
-        .iter()
-        .zip(&mask)
-        .map(|(&o, &m)| {
-            if m > 0.0 {
-                o + (rng.uniform() as f32 - 0.5) * 1.2
-            } else {
-                f32::NAN
-            }
-        })
-        .collect();
-    let config = LossConfig {
-        mode,
-        kl_loss_type: KlEstimator::K3,
-        kl_coef: 0.05,
-        entropy_coeff: 0.01,
-        loss_agg_mode: LossAggMode::SeqMeanTokenMean,
-        temperature: 0.9,
-        clip_ratio_c: Some(3.0),
-        kl_cov_ratio: 0.2,
-        clip_cov_ratio: 0.3,
-        clip_cov_lb: -5.0,
-        clip_cov_ub: 5.0,
-        ..option.apply(LossConfig::default())
+    let (_, rps, vocab) = shape;
+    let data = CaseData::new(dtype, shape, seed);
+    let config = case_config(mode, option);
+    let logits = match &data.logits {
+        Stored::F32(x) => HostLogits::F32(x),
+        Stored::F16(x) => HostLogits::F16(x),
+        Stored::Bf16(x) => HostLogits::Bf16(x),
     };
     let batch = HostBatch {
         logits,
         vocab,
         rows_per_seq: Some(rps),
-        targets: &targets,
-        mask: &mask,
-        advantages: &adv,
-        old_logprobs: Some(&old),
-        ref_logprobs: Some(&refp),
+        targets: &data.targets,
+        mask: &data.mask,
+        advantages: &data.adv,
+        old_logprobs: Some(&data.old),
+        ref_logprobs: Some(&data.refp),
     };
     let got = ctx
         .policy_loss_parts_async(
             &config,
-            &[batch.with_rollout_logprobs(&rollout)],
+            &[batch.with_rollout_logprobs(&data.rollout)],
             Some(dtype),
         )
         .await?;
@@ -234,36 +174,18 @@ async fn run_one(
     let want = reference::policy_loss_with(
         &config,
         &Batch {
-            logits: &exact,
-            vocab: v,
+            logits: &data.exact,
+            vocab: vocab as usize,
             rows_per_seq: rps as usize,
-            targets: &targets,
-            mask: &f(&mask),
-            advantages: &f(&adv),
-            old_logp: Some(&f(&old)),
-            ref_logp: Some(&f(&refp)),
+            targets: &data.targets,
+            mask: &f(&data.mask),
+            advantages: &f(&data.adv),
+            old_logp: Some(&f(&data.old)),
+            ref_logp: Some(&f(&data.refp)),
         },
-        Some(&f(&rollout)),
+        Some(&f(&data.rollout)),
     )?;
-    let loss_err = (got.metrics.loss as f64 - want.loss).abs() / (1.0 + want.loss.abs());
-    let logp_err = (0..rows)
-        .filter(|&r| mask[r] > 0.0)
-        .map(|r| (got.logprobs[r] as f64 - want.logp[r]).abs())
-        .fold(0.0, f64::max);
-    let scale = want.grad.iter().fold(1e-30f64, |a, &b| a.max(b.abs()));
-    let rounding = match dtype {
-        DType::F32 => 0.0,
-        DType::F16 => 2f64.powi(-11),
-        DType::Bf16 => 2f64.powi(-8),
-    };
-    let grad = got.grad.map(|g| g.to_f32()).unwrap_or_default();
-    let mut grad_err = 0.0f64;
-    let mut grad_ok = grad.len() == want.grad.len();
-    for (g, w) in grad.iter().zip(&want.grad) {
-        let err = (*g as f64 - w).abs();
-        grad_ok &= err <= GRAD_TOL * scale + rounding * w.abs() * 1.01 + 1e-9;
-        grad_err = grad_err.max(err / scale);
-    }
+    let (loss_err, logp_err, grad_err, grad_ok) = errors(&got, &want, &data.mask, dtype);
     worst.loss = worst.loss.max(loss_err);
     worst.logp = worst.logp.max(logp_err);
     worst.grad = worst.grad.max(grad_err);
@@ -276,4 +198,145 @@ async fn run_one(
         )));
     }
     Ok(None)
+}
+
+/// The logits of a case in their dtype.
+enum Stored {
+    F32(Vec<f32>),
+    F16(Vec<f16>),
+    Bf16(Vec<bf16>),
+}
+
+/// A case's inputs, drawn from its seed: logits (and their exact f64 values), ids, a
+/// mask with every fourth row out, advantages, old and ref log-probs near the current
+/// ones, and the sampler's (junk where the mask is 0).
+struct CaseData {
+    logits: Stored,
+    exact: Vec<f64>,
+    targets: Vec<u32>,
+    mask: Vec<f32>,
+    adv: Vec<f32>,
+    old: Vec<f32>,
+    refp: Vec<f32>,
+    rollout: Vec<f32>,
+}
+
+impl CaseData {
+    fn new(dtype: DType, (seqs, rps, vocab): (u32, u32, u32), seed: u64) -> Self {
+        let rows = (seqs * rps) as usize;
+        let v = vocab as usize;
+        let mut rng = Lcg(seed);
+        let x: Vec<f32> = (0..rows * v)
+            .map(|_| (rng.uniform() as f32 - 0.5) * 8.0)
+            .collect();
+        let (logits, exact): (Stored, Vec<f64>) = match dtype {
+            DType::F32 => {
+                let exact = x.iter().map(|&a| a as f64).collect();
+                (Stored::F32(x), exact)
+            }
+            DType::F16 => {
+                let h: Vec<f16> = x.iter().map(|&a| f16::from_f32(a)).collect();
+                let exact = h.iter().map(|h| h.to_f64()).collect();
+                (Stored::F16(h), exact)
+            }
+            DType::Bf16 => {
+                let h: Vec<bf16> = x.iter().map(|&a| bf16::from_f32(a)).collect();
+                let exact = h.iter().map(|h| h.to_f64()).collect();
+                (Stored::Bf16(h), exact)
+            }
+        };
+        let targets: Vec<u32> = (0..rows)
+            .map(|_| (rng.uniform() * v as f64) as u32 % vocab)
+            .collect();
+        let mask: Vec<f32> = (0..rows)
+            .map(|r| if r % 4 == 3 { 0.0 } else { 1.0 })
+            .collect();
+        let adv: Vec<f32> = (0..seqs)
+            .map(|_| (rng.uniform() as f32 - 0.5) * 3.0)
+            .collect();
+        let cur: Vec<f64> = (0..rows)
+            .map(|r| {
+                let row = &exact[r * v..(r + 1) * v];
+                reference::row_stats(row, targets[r] as usize, 0.9).logp
+            })
+            .collect();
+        let old: Vec<f32> = cur
+            .iter()
+            .map(|&l| (l + (rng.uniform() - 0.5) * 0.8) as f32)
+            .collect();
+        let refp: Vec<f32> = old
+            .iter()
+            .map(|&o| o + (rng.uniform() as f32 - 0.5) * 0.4)
+            .collect();
+        let rollout: Vec<f32> = old
+            .iter()
+            .zip(&mask)
+            .map(|(&o, &m)| {
+                if m > 0.0 {
+                    o + (rng.uniform() as f32 - 0.5) * 1.2
+                } else {
+                    f32::NAN
+                }
+            })
+            .collect();
+        CaseData {
+            logits,
+            exact,
+            targets,
+            mask,
+            adv,
+            old,
+            refp,
+            rollout,
+        }
+    }
+}
+
+/// The configuration every case shares, with its mode and option.
+fn case_config(mode: PolicyLossMode, option: Extra) -> LossConfig {
+    LossConfig {
+        mode,
+        kl_loss_type: KlEstimator::K3,
+        kl_coef: 0.05,
+        entropy_coeff: 0.01,
+        loss_agg_mode: LossAggMode::SeqMeanTokenMean,
+        temperature: 0.9,
+        clip_ratio_c: Some(3.0),
+        kl_cov_ratio: 0.2,
+        clip_cov_ratio: 0.3,
+        clip_cov_lb: -5.0,
+        clip_cov_ub: 5.0,
+        ..option.apply(LossConfig::default())
+    }
+}
+
+/// The loss's relative error, the masked-in log-probs' largest error, the gradient's
+/// largest error relative to its largest value, and whether every gradient element is
+/// within GRAD_TOL of that scale plus the gradient dtype's half ulp.
+fn errors(
+    got: &crate::HostLoss,
+    want: &reference::LossOutput,
+    mask: &[f32],
+    dtype: DType,
+) -> (f64, f64, f64, bool) {
+    let loss_err = (got.metrics.loss as f64 - want.loss).abs() / (1.0 + want.loss.abs());
+    let logp_err = (0..mask.len())
+        .filter(|&r| mask[r] > 0.0)
+        .map(|r| (got.logprobs[r] as f64 - want.logp[r]).abs())
+        .fold(0.0, f64::max);
+    let scale = want.grad.iter().fold(1e-30f64, |a, &b| a.max(b.abs()));
+    let rounding = match dtype {
+        DType::F32 => 0.0,
+        DType::F16 => 2f64.powi(-11),
+        DType::Bf16 => 2f64.powi(-8),
+    };
+    let grad = got.grad.as_ref().map(|g| g.to_f32()).unwrap_or_default();
+    let mut grad_err = 0.0f64;
+    let mut grad_ok = grad.len() == want.grad.len();
+    for (g, w) in grad.iter().zip(&want.grad) {
+        let err = (*g as f64 - w).abs();
+        grad_ok &= err <= GRAD_TOL * scale + rounding * w.abs() * 1.01 + 1e-9;
+        grad_err = grad_err.max(err / scale);
+    }
+    (loss_err, logp_err, grad_err, grad_ok)
 }
