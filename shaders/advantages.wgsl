@@ -8,24 +8,9 @@
 // of equal rewards can miss them by an ulp, which GRPO's division by (0 + 1e-6)
 // would blow up to advantages of ~1e-2 for answers that were all alike.
 
-struct Params {
-    n: u32,
-    group: u32,
-    estimator: u32,
-    in_offset: u32,
-    out_offset: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-    // lanes per group
-    teams: Teams,
-}
+// Params, the uniform block: declared in src/kernels/advantages.rs, its WGSL generated (abi.rs)
+// and the estimators' codes (GRPO, GRPO_NO_STD, RLOO, REINFORCE_PP, GPG)
 
-const GRPO: u32 = 0u;
-const GRPO_NO_STD: u32 = 1u;
-const RLOO: u32 = 2u;
-const REINFORCE_PP: u32 = 3u;
-const GPG: u32 = 4u;
 const EPS: f32 = 1e-6;
 
 @group(0) @binding(0) var<uniform> params: Params;

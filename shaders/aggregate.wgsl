@@ -2,9 +2,7 @@
 // Shared by prepare.wgsl (the weights of m) and select.wgsl (the top-entropy mask's
 // renormalised weights of m·e); both declare `seqinfo`, a vec4 per sequence.
 
-const AGG_TOKEN_MEAN: u32 = 0u;
-const AGG_SEQ_MEAN_TOKEN_MEAN: u32 = 1u;
-const AGG_SEQ_MEAN_TOKEN_SUM: u32 = 2u;
+// The modes' codes (AGG_*) are kernels/mod.rs's.
 
 struct Aggregation {
     mode: u32,

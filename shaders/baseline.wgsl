@@ -10,19 +10,7 @@
 //
 // Not used by the library's loss; here to measure what fusion saves.
 
-struct Params {
-    x: RowLayout,
-    row_base: u32,
-    row_end: u32,
-    vocab: u32,
-    rows: u32,
-    // element offset of row_base in the [T,V] f32 intermediates' bound window
-    full_offset: u32,
-    // element of the first row's token id in the targets' bound window
-    y_offset: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
+// Params, the uniform block: declared in src/kernels/baseline.rs, its WGSL generated (abi.rs)
 
 @group(0) @binding(1) var<uniform> params: Params;
 @group(0) @binding(2) var<storage, read> targets: array<u32>;

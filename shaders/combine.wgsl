@@ -14,27 +14,8 @@
 // into that shard's partial); ROW_STATS writes row_stats.wgsl's three outputs (the
 // column blocks of rows longer than one binding).
 
-struct Params {
-    y: RowLayout,
-    row_base: u32,
-    row_end: u32,
-    // the partial of shard k for row r is partials[in_offset + k·in_stride + r]
-    shards: u32,
-    in_offset: u32,
-    in_stride: u32,
-    mode: u32,
-    // STATS: rowout row part_row + r; PARTIAL: out[out_offset + r]
-    part_row: u32,
-    out_offset: u32,
-    // ROW_STATS: out_lse[lse_offset + r], ...
-    lse_offset: u32,
-    logp_offset: u32,
-    entropy_offset: u32,
-    _pad: u32,
-}
-
-const MODE_STATS: u32 = 0u;
-const MODE_PARTIAL: u32 = 1u;
+// Params, the uniform block: declared in src/kernels/combine.rs, its WGSL generated (abi.rs)
+// and its modes (MODE_STATS, MODE_PARTIAL, MODE_ROW_STATS)
 
 @group(0) @binding(0) var<storage, read> partials: array<vec4<f32>>;
 @group(0) @binding(1) var<uniform> params: Params;

@@ -1,14 +1,9 @@
 // The roofline's copy kernel: 16 bytes per invocation, the simplest way to move bytes
 // through the shader cores (compare with the buffer-to-buffer copy of the same bytes).
 
-struct Params {
-    count: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
+// CopyParams, the uniform block: declared in src/kernels/baseline.rs, its WGSL generated (abi.rs)
 
-@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(0) var<uniform> params: CopyParams;
 @group(0) @binding(1) var<storage, read> src: array<vec4<u32>>;
 @group(0) @binding(2) var<storage, read_write> dst: array<vec4<u32>>;
 

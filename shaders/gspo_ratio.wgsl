@@ -3,22 +3,11 @@
 // each sequence (workgroup/sum.wgsl), each lane a strided part of its rows in order,
 // then a fixed tree: the bits are reproducible and no lane walks a whole sequence.
 
-struct Params {
-    // this part's rows and sequences, and where they start in the scratch buffers
-    rows: u32,
-    rows_per_seq: u32,
-    seqs: u32,
-    has_old: u32,
-    part_row: u32,
-    part_seq: u32,
-    _pad0: u32,
-    _pad1: u32,
-    teams: Teams,
-}
+// Params, the uniform block: declared in src/kernels/gspo_ratio.rs, its WGSL generated (abi.rs)
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> rowin: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> rowout: array<array<f32, 8>>;
+@group(0) @binding(2) var<storage, read> rowout: array<array<f32, ROWOUT_FLOATS>>;
 @group(0) @binding(3) var<storage, read_write> seqinfo: array<vec4<f32>>;
 
 @compute @workgroup_size(WG_SIZE)
@@ -30,7 +19,7 @@ fn gspo_ratio(@builtin(local_invocation_index) lane: u32) {
         for (var r = tr.begin; r < tr.end; r += tr.step) {
             let i = rowin[params.part_row + r];
             if (mask_in(i.x)) {
-                part += vec2<f32>(i.x * (rowout[params.part_row + r][0] - i.z), i.x);
+                part += vec2<f32>(i.x * (rowout[params.part_row + r][OUT_LOGP] - i.z), i.x);
             }
         }
         let sums = team_sum(lane, params.teams.size, part);

@@ -12,69 +12,10 @@
 // Per-row scalars are computed by every lane (they are a handful of flops), so the
 // whole workgroup has G for the gradient sweep without another barrier.
 
-struct Params {
-    // logits, targets and gradient; rows are grouped into the loss's sequences by
-    // x.rows_per_seq
-    x: RowLayout,
-    y: RowLayout,
-    g: RowLayout,
-    // the rows of this dispatch (a chunk of all rows, when one binding cannot hold them)
-    row_base: u32,
-    row_end: u32,
-    vocab: u32,
-    inv_tau: f32,
-    phase: u32,
-    mode: u32,
-    kl_type: u32,
-    flags: u32,
-    clip_low: f32,
-    clip_high: f32,
-    clip_c: f32,
-    kl_coef: f32,
-    entropy_coeff: f32,
-    // where this part's rows and sequences start in the scratch buffers (a loss over
-    // logits in several buffers numbers the rows of every part one after the other)
-    part_row: u32,
-    part_seq: u32,
-    // sapo's gate temperatures, kl_cov's κ
-    tau_pos: f32,
-    tau_neg: f32,
-    kappa: f32,
-    // a split vocabulary (shards.rs): this launch's columns are col_offset .. +vocab of
-    // vocab_total; the statistics of the whole row come from combine.wgsl (LOSS only)
-    col_offset: u32,
-    vocab_total: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
+// Params, the uniform block: declared in src/kernels/policy_loss.rs, its WGSL generated (abi.rs)
 
-// phase bits
-const PHASE_STATS: u32 = 1u;
-const PHASE_LOSS: u32 = 2u;
-// flags (HAS_OLD and HAS_REF: prelude.wgsl)
-const HAS_DUAL: u32 = 4u;
-// select.wgsl's per-row results: the rollout weight q, the covariance selection and
-// the top-entropy mask; and the mask's renormalised weights c'_b
-const HAS_ROLLOUT: u32 = 8u;
-const HAS_SELECTION: u32 = 16u;
-const RENORMALIZE: u32 = 32u;
-// modes and KL estimators (config.rs); gpg's loss is reinforce's
-const MODE_REINFORCE: u32 = 0u;
-const MODE_PPO: u32 = 1u;
-const MODE_GSPO: u32 = 2u;
-const MODE_CISPO: u32 = 3u;
-const MODE_SAPO: u32 = 4u;
-const MODE_CLIP_COV: u32 = 6u;
-const MODE_KL_COV: u32 = 7u;
-const KL_K1: u32 = 0u;
-const KL_K2: u32 = 1u;
-// row flags written to rowout
-const ROW_CLIPPED: f32 = 1.0;
-const ROW_DUAL: f32 = 2.0;
-const ROW_NONFINITE: f32 = 4.0;
-// a masked-in token id outside the vocabulary (the id in slot 6, as u32 bits)
-const ROW_BAD_ID: f32 = 8.0;
+// and its phases (PHASE_*), flags (HAS_*, RENORMALIZE), mode codes (MODE_*) and KL
+// estimators (KL_*); the row flags written to rowout (ROW_*) are abi.rs's
 
 @group(0) @binding(1) var<uniform> params: Params;
 @group(0) @binding(2) var<storage, read> targets: array<u32>;
@@ -84,7 +25,7 @@ const ROW_BAD_ID: f32 = 8.0;
 // renormalised c'_b
 @group(0) @binding(4) var<storage, read> seqinfo: array<vec4<f32>>;
 // per row: logp, entropy, lse, w·L, kl, flags, bad id, - (read by reduce.wgsl)
-@group(0) @binding(5) var<storage, read_write> rowout: array<array<f32, 8>>;
+@group(0) @binding(5) var<storage, read_write> rowout: array<array<f32, ROWOUT_FLOATS>>;
 // two vec4 a row from select.wgsl: (-, q, -, -) and (selected, kept, -, -)
 @group(0) @binding(7) var<storage, read> rowaux: array<vec4<f32>>;
 
@@ -177,7 +118,7 @@ fn clipped_term(a: f32, r: f32, dual_clip: bool) -> Term {
             dual = true;
         }
     }
-    let flags = select(0.0, ROW_CLIPPED, clipped) + select(0.0, ROW_DUAL, dual);
+    let flags = select(0.0, f32(ROW_CLIPPED), clipped) + select(0.0, f32(ROW_DUAL), dual);
     return Term(l, select(-a * r, 0.0, clipped || dual), flags);
 }
 
@@ -221,7 +162,7 @@ fn policy_term(inputs: vec4<f32>, logp: f32, at: u32, seq: u32) -> Term {
     if (mode == MODE_CISPO) {
         // the clipped ratio as a detached weight
         let c = clamp_keep_nan(r, 1.0 - params.clip_low, 1.0 + params.clip_high);
-        return Term(-c * a * logp, -c * a, select(0.0, ROW_CLIPPED, c != r));
+        return Term(-c * a * logp, -c * a, select(0.0, f32(ROW_CLIPPED), c != r));
     }
     if (mode == MODE_SAPO) {
         let t = select(params.tau_neg, params.tau_pos, a > 0.0);
@@ -286,7 +227,7 @@ struct Stats {
 fn row_statistics(lanes: Lanes, lane: u32, at: u32, xbase: u32, y: u32) -> Stats {
     if ((params.phase & PHASE_STATS) == 0u) {
         let st = rowout[at];
-        return Stats(st[0], st[1], st[2]);
+        return Stats(st[OUT_LOGP], st[OUT_ENTROPY], st[OUT_LSE]);
     }
     let acc = stats_sweep(lane, xbase, params.vocab, params.inv_tau);
     // read before the barrier in reduce_row: in place, sweep 2 of a faster lane may
@@ -343,7 +284,7 @@ fn policy_loss(
 
     if ((params.phase & PHASE_LOSS) == 0u) {
         if (lane == 0u) {
-            rowout[at] = array<f32, 8>(logp, entropy, lse, 0.0, 0.0, 0.0, 0.0, 0.0);
+            rowout[at] = array<f32, ROWOUT_FLOATS>(logp, entropy, lse, 0.0, 0.0, 0.0, 0.0, 0.0);
         }
         return;
     }
@@ -371,10 +312,11 @@ fn policy_loss(
     let w = select(select(0.0, m * seqinfo[seq].x, masked_in), 1.0, bad_mask);
     let nonfinite = masked_in && !(is_finite(lse) && !is_nan(entropy));
     let bad_id = masked_in && y >= params.vocab_total;
-    let flags = term.flags + select(0.0, ROW_NONFINITE, nonfinite) + select(0.0, ROW_BAD_ID, bad_id);
+    let flags = term.flags + select(0.0, f32(ROW_NONFINITE), nonfinite) + select(0.0, f32(ROW_BAD_ID), bad_id);
 
     if (lane == 0u) {
-        rowout[at] = array<f32, 8>(
+        // in the order of abi.rs's OUT_* slots
+        rowout[at] = array<f32, ROWOUT_FLOATS>(
             logp,
             entropy,
             lse,

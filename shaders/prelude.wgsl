@@ -12,11 +12,6 @@
 
 override WG_SIZE: u32 = 256u;
 
-// Which optional per-row inputs a loss call has (flags of prepare.wgsl and
-// policy_loss.wgsl; kernels/prepare.rs sets them).
-const HAS_OLD: u32 = 1u;
-const HAS_REF: u32 = 2u;
-
 // How a row's n items (elements, quads or words) are dealt to the lanes. GPUs want
 // lane i to take items i, i + WG_SIZE, ... (neighbouring lanes read neighbouring
 // addresses in one transaction); a CPU rasteriser such as lavapipe runs a SIMD group
@@ -54,15 +49,9 @@ fn grid_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
 }
 
 // Where row r of a tensor starts, in elements of its bound window (view.rs's
-// RowLayout): rows are grouped in sequences of rows_per_seq rows.
-struct RowLayout {
-    offset: u32,
-    row_stride: u32,
-    seq_stride: u32,
-    rows_per_seq: u32,
-}
-
-fn row_start(l: RowLayout, row: u32) -> u32 {
+// RowLayout, as LayoutParams of abi.rs): rows are grouped in sequences of rows_per_seq
+// rows.
+fn row_start(l: LayoutParams, row: u32) -> u32 {
     let seq = row / l.rows_per_seq;
     return l.offset + seq * l.seq_stride + (row - seq * l.rows_per_seq) * l.row_stride;
 }

@@ -5,45 +5,10 @@
 // lanes per sequence, workgroup/sum.wgsl); sums run in a fixed order, so weights are
 // bitwise reproducible.
 
-struct Params {
-    // this part's rows and sequences (a loss over logits in several buffers runs the
-    // gather once per part, then the weights once over every sequence)
-    rows: u32,
-    rows_per_seq: u32,
-    seqs: u32,
-    agg_mode: u32,
-    flags: u32,
-    // token-mean: the caller's global normaliser, or 0 for Σ mask
-    global_normalizer: f32,
-    // seq-mean-token-sum-norm: L_norm
-    l_norm: f32,
-    phase: u32,
-    mask_offset: u32,
-    adv_offset: u32,
-    old_offset: u32,
-    ref_offset: u32,
-    // where the part's rows and sequences start in rowin and seqinfo
-    part_row: u32,
-    part_seq: u32,
-    // sequences of every part
-    all_seqs: u32,
-    rollout_offset: u32,
-    // lanes per sequence for the token counts n_b
-    teams: Teams,
-}
+// Params, the uniform block: declared in src/kernels/prepare.rs, its WGSL generated (abi.rs)
 
-// with HAS_OLD and HAS_REF (prelude.wgsl)
-const ADV_PER_TOKEN: u32 = 8u;
-
-// phases: the part's per-row inputs and token counts n_b; the weights c_b of every
-// sequence (which need every n_b)
-const GATHER: u32 = 1u;
-const WEIGHTS: u32 = 2u;
-
-// with seq-mean modes: B' counts every sequence, empty ones too (TRL's grpo)
-const COUNT_EMPTY: u32 = 16u;
-// the sampler's log-probs, for the rollout correction (select.wgsl)
-const HAS_ROLLOUT: u32 = 32u;
+// and its flags (HAS_OLD, HAS_REF, ADV_PER_TOKEN, COUNT_EMPTY, HAS_ROLLOUT) and phases
+// (GATHER, WEIGHTS)
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> mask: array<f32>;

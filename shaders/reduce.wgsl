@@ -9,34 +9,21 @@
 // non-finite advantage or log-prob on a masked-in row), with the first of them. Rows
 // are those of every part of the call, in order.
 //
-// metrics: loss, pg_clipfrac, pg_clipfrac_lower, ppo_kl, kl, entropy_mean,
-//          nonfinite_rows, Σ mask, first bad row (u32 bits, 0xffffffff if none),
-//          its id (u32 bits), cov_selected_frac, entropy_mask_frac, rollout_is_mean,
-//          rollout_is_min, rollout_is_max, rollout_is_clipfrac, rollout_logp_diff_max,
-//          invalid_input_rows, the first such row (u32 bits, 0xffffffff if none), the
-//          tensor (u32 bits, a BAD_* code) and its value there
+// The metrics' slots (M_*) and the bad inputs' codes (BAD_*) are kernels/reduce.rs's,
+// where Metrics::from_slice reads them.
 
-struct Params {
-    rows: u32,
-    // HAS_OLD, HAS_REF (prelude.wgsl): the optional inputs rowin holds
-    inputs: u32,
-    metrics_offset: u32,
-    logp_offset: u32,
-    entropy_offset: u32,
-    write_rows: u32,
-    // select.wgsl ran: rowaux holds the rollout weights, the selection and the mask
-    has_rollout: u32,
-    has_selection: u32,
-}
+// Params, the uniform block: declared in src/kernels/reduce.rs, its WGSL generated (abi.rs)
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> rowin: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> rowout: array<array<f32, 8>>;
+@group(0) @binding(2) var<storage, read> rowout: array<array<f32, ROWOUT_FLOATS>>;
 @group(0) @binding(3) var<storage, read_write> metrics: array<f32>;
 @group(0) @binding(4) var<storage, read_write> out_logp: array<f32>;
 @group(0) @binding(5) var<storage, read_write> out_entropy: array<f32>;
 @group(0) @binding(6) var<storage, read> rowaux: array<vec4<f32>>;
 
+// The masked sums, in this order: loss, clipped, dual-clipped, ppo_kl, kl, entropy,
+// non-finite rows, Σ mask, selected, kept, rollout q, rollout q cut.
 const SUMS: u32 = 12u;
 var<workgroup> wg_sums: array<array<f32, SUMS>, WG_SIZE>;
 var<workgroup> wg_bad: array<u32, WG_SIZE>;
@@ -50,14 +37,7 @@ var<workgroup> wg_first_invalid: atomic<u32>;
 const NONE: u32 = 0xffffffffu;
 
 // The tensor holding a row's first bad input, in the order the host checks them
-// (loss.rs's RowInput), and the value there.
-const BAD_NONE: u32 = 0u;
-const BAD_MASK: u32 = 1u;
-const BAD_ADVANTAGES: u32 = 2u;
-const BAD_OLD: u32 = 3u;
-const BAD_REF: u32 = 4u;
-const BAD_ROLLOUT: u32 = 5u;
-
+// (error.rs's RowInput), and the value there.
 struct BadInput {
     code: u32,
     value: f32,
@@ -86,76 +66,67 @@ fn bad_input(r: u32) -> BadInput {
     return BadInput(BAD_NONE, 0.0);
 }
 
-@compute @workgroup_size(WG_SIZE)
-fn reduce(@builtin(local_invocation_index) lane: u32) {
-    if (lane == 0u) {
-        atomicStore(&wg_q_min, 0x7f800000u);
-        atomicStore(&wg_q_max, 0u);
-        atomicStore(&wg_delta_max, 0u);
-        atomicStore(&wg_invalid, 0u);
-        atomicStore(&wg_first_invalid, NONE);
+// What one lane gathers over its rows.
+struct LaneSums {
+    s: array<f32, SUMS>,
+    // the first masked-in row with an id outside the vocabulary
+    bad: u32,
+    invalid: u32,
+    first_invalid: u32,
+}
+
+// Row r's terms into the lane's sums (the rollout weights' extremes into the
+// workgroup's integer atomics).
+fn add_row(acc: ptr<function, LaneSums>, r: u32, o: array<f32, ROWOUT_FLOATS>) {
+    if (bad_input(r).code != BAD_NONE) {
+        (*acc).invalid += 1u;
+        (*acc).first_invalid = min((*acc).first_invalid, r);
     }
-    workgroupBarrier();
-    var s: array<f32, SUMS>;
-    for (var k = 0u; k < SUMS; k++) {
-        s[k] = 0.0;
+    let m = rowin[r].x;
+    if (mask_bad(m)) {
+        // outside every mean, but its NaN reaches the loss
+        (*acc).s[0] += o[OUT_LOSS];
     }
-    var bad = NONE;
-    var invalid = 0u;
-    var first_invalid = NONE;
-    for (var r = lane; r < params.rows; r += WG_SIZE) {
-        let o = rowout[r];
-        if ((params.write_rows & 1u) != 0u) {
-            out_logp[params.logp_offset + r] = o[0];
-        }
-        if ((params.write_rows & 2u) != 0u) {
-            out_entropy[params.entropy_offset + r] = o[1];
-        }
-        if (bad_input(r).code != BAD_NONE) {
-            invalid += 1u;
-            first_invalid = min(first_invalid, r);
-        }
-        let m = rowin[r].x;
-        if (mask_bad(m)) {
-            // outside every mean, but its NaN reaches the loss
-            s[0] += o[3];
-        }
-        if (mask_in(m)) {
-            let flags = u32(o[5]);
-            s[0] += o[3];
-            s[1] += select(0.0, m, (flags & 1u) != 0u);
-            s[2] += select(0.0, m, (flags & 2u) != 0u);
-            if ((params.inputs & HAS_OLD) != 0u) {
-                s[3] += m * (rowin[r].z - o[0]);
-            }
-            s[4] += m * o[4];
-            s[5] += m * o[1];
-            s[6] += select(0.0, 1.0, (flags & 4u) != 0u);
-            s[7] += m;
-            if (bad == NONE && (flags & 8u) != 0u) {
-                bad = r;
-            }
-            // without the selection pass nothing is selected and every token is kept
-            var chosen = vec2<f32>(0.0, 1.0);
-            if (params.has_selection != 0u) {
-                chosen = rowaux[2u * r + 1u].xy;
-            }
-            s[8] += m * chosen.x;
-            s[9] += m * chosen.y;
-            if (params.has_rollout != 0u) {
-                let q = rowaux[2u * r];
-                s[10] += m * q.y;
-                s[11] += m * q.w;
-                atomicMin(&wg_q_min, bitcast<u32>(q.y));
-                atomicMax(&wg_q_max, bitcast<u32>(q.y));
-                atomicMax(&wg_delta_max, bitcast<u32>(q.z));
-            }
-        }
+    if (!mask_in(m)) {
+        return;
     }
-    atomicAdd(&wg_invalid, invalid);
-    atomicMin(&wg_first_invalid, first_invalid);
-    wg_sums[lane] = s;
-    wg_bad[lane] = bad;
+    let flags = u32(o[OUT_FLAGS]);
+    (*acc).s[0] += o[OUT_LOSS];
+    (*acc).s[1] += select(0.0, m, (flags & ROW_CLIPPED) != 0u);
+    (*acc).s[2] += select(0.0, m, (flags & ROW_DUAL) != 0u);
+    if ((params.inputs & HAS_OLD) != 0u) {
+        (*acc).s[3] += m * (rowin[r].z - o[OUT_LOGP]);
+    }
+    (*acc).s[4] += m * o[OUT_KL];
+    (*acc).s[5] += m * o[OUT_ENTROPY];
+    (*acc).s[6] += select(0.0, 1.0, (flags & ROW_NONFINITE) != 0u);
+    (*acc).s[7] += m;
+    if ((*acc).bad == NONE && (flags & ROW_BAD_ID) != 0u) {
+        (*acc).bad = r;
+    }
+    // without the selection pass nothing is selected and every token is kept
+    var chosen = vec2<f32>(0.0, 1.0);
+    if (params.has_selection != 0u) {
+        chosen = rowaux[2u * r + 1u].xy;
+    }
+    (*acc).s[8] += m * chosen.x;
+    (*acc).s[9] += m * chosen.y;
+    if (params.has_rollout != 0u) {
+        let q = rowaux[2u * r];
+        (*acc).s[10] += m * q.y;
+        (*acc).s[11] += m * q.w;
+        atomicMin(&wg_q_min, bitcast<u32>(q.y));
+        atomicMax(&wg_q_max, bitcast<u32>(q.y));
+        atomicMax(&wg_delta_max, bitcast<u32>(q.z));
+    }
+}
+
+// The lanes' sums and first bad rows, by a fixed tree into lane 0's.
+fn sum_lanes(lane: u32, acc: LaneSums) {
+    atomicAdd(&wg_invalid, acc.invalid);
+    atomicMin(&wg_first_invalid, acc.first_invalid);
+    wg_sums[lane] = acc.s;
+    wg_bad[lane] = acc.bad;
     workgroupBarrier();
     for (var step = WG_SIZE / 2u; step > 0u; step >>= 1u) {
         if (lane < step) {
@@ -166,42 +137,77 @@ fn reduce(@builtin(local_invocation_index) lane: u32) {
         }
         workgroupBarrier();
     }
+}
+
+// The metrics from the workgroup's totals (lane 0).
+fn write_metrics() {
+    let t = wg_sums[0];
+    let inv = select(0.0, 1.0 / t[7], t[7] > 0.0);
+    let o = params.metrics_offset;
+    metrics[o + M_LOSS] = t[0];
+    metrics[o + M_PG_CLIPFRAC] = t[1] * inv;
+    metrics[o + M_PG_CLIPFRAC_LOWER] = t[2] * inv;
+    metrics[o + M_PPO_KL] = t[3] * inv;
+    metrics[o + M_KL] = t[4] * inv;
+    metrics[o + M_ENTROPY_MEAN] = t[5] * inv;
+    metrics[o + M_NONFINITE_ROWS] = t[6];
+    metrics[o + M_MASK_SUM] = t[7];
+    let first_bad = wg_bad[0];
+    metrics[o + M_INVALID_TARGET_ROW] = bitcast<f32>(first_bad);
+    var id = 0u;
+    if (first_bad != NONE) {
+        id = bitcast<u32>(rowout[first_bad][OUT_BAD_ID]);
+    }
+    metrics[o + M_INVALID_TARGET_ID] = bitcast<f32>(id);
+    metrics[o + M_COV_SELECTED_FRAC] = t[8] * inv;
+    metrics[o + M_ENTROPY_MASK_FRAC] = t[9] * inv;
+    // rollout weights: 0 without the correction or a masked-in token
+    let any = params.has_rollout != 0u && t[7] > 0.0;
+    metrics[o + M_ROLLOUT_IS_MEAN] = t[10] * inv;
+    metrics[o + M_ROLLOUT_IS_MIN] = select(0.0, bitcast<f32>(atomicLoad(&wg_q_min)), any);
+    metrics[o + M_ROLLOUT_IS_MAX] = select(0.0, bitcast<f32>(atomicLoad(&wg_q_max)), any);
+    metrics[o + M_ROLLOUT_IS_CLIPFRAC] = t[11] * inv;
+    metrics[o + M_ROLLOUT_LOGP_DIFF_MAX] = select(0.0, bitcast<f32>(atomicLoad(&wg_delta_max)), any);
+    let first_invalid = atomicLoad(&wg_first_invalid);
+    var what = BadInput(BAD_NONE, 0.0);
+    if (first_invalid != NONE) {
+        what = bad_input(first_invalid);
+    }
+    metrics[o + M_INVALID_INPUT_ROWS] = f32(atomicLoad(&wg_invalid));
+    metrics[o + M_INVALID_INPUT_ROW] = bitcast<f32>(first_invalid);
+    metrics[o + M_INVALID_INPUT_TENSOR] = bitcast<f32>(what.code);
+    metrics[o + M_INVALID_INPUT_VALUE] = what.value;
+}
+
+@compute @workgroup_size(WG_SIZE)
+fn reduce(@builtin(local_invocation_index) lane: u32) {
     if (lane == 0u) {
-        let t = wg_sums[0];
-        let inv = select(0.0, 1.0 / t[7], t[7] > 0.0);
-        let o = params.metrics_offset;
-        metrics[o] = t[0];
-        metrics[o + 1u] = t[1] * inv;
-        metrics[o + 2u] = t[2] * inv;
-        metrics[o + 3u] = t[3] * inv;
-        metrics[o + 4u] = t[4] * inv;
-        metrics[o + 5u] = t[5] * inv;
-        metrics[o + 6u] = t[6];
-        metrics[o + 7u] = t[7];
-        let first_bad = wg_bad[0];
-        metrics[o + 8u] = bitcast<f32>(first_bad);
-        var id = 0u;
-        if (first_bad != NONE) {
-            id = bitcast<u32>(rowout[first_bad][6]);
+        atomicStore(&wg_q_min, 0x7f800000u);
+        atomicStore(&wg_q_max, 0u);
+        atomicStore(&wg_delta_max, 0u);
+        atomicStore(&wg_invalid, 0u);
+        atomicStore(&wg_first_invalid, NONE);
+    }
+    workgroupBarrier();
+    var acc: LaneSums;
+    for (var k = 0u; k < SUMS; k++) {
+        acc.s[k] = 0.0;
+    }
+    acc.bad = NONE;
+    acc.invalid = 0u;
+    acc.first_invalid = NONE;
+    for (var r = lane; r < params.rows; r += WG_SIZE) {
+        let o = rowout[r];
+        if ((params.write_rows & WRITE_LOGP) != 0u) {
+            out_logp[params.logp_offset + r] = o[OUT_LOGP];
         }
-        metrics[o + 9u] = bitcast<f32>(id);
-        metrics[o + 10u] = t[8] * inv;
-        metrics[o + 11u] = t[9] * inv;
-        // rollout weights: 0 without the correction or a masked-in token
-        let any = params.has_rollout != 0u && t[7] > 0.0;
-        metrics[o + 12u] = t[10] * inv;
-        metrics[o + 13u] = select(0.0, bitcast<f32>(atomicLoad(&wg_q_min)), any);
-        metrics[o + 14u] = select(0.0, bitcast<f32>(atomicLoad(&wg_q_max)), any);
-        metrics[o + 15u] = t[11] * inv;
-        metrics[o + 16u] = select(0.0, bitcast<f32>(atomicLoad(&wg_delta_max)), any);
-        let first_invalid = atomicLoad(&wg_first_invalid);
-        var what = BadInput(BAD_NONE, 0.0);
-        if (first_invalid != NONE) {
-            what = bad_input(first_invalid);
+        if ((params.write_rows & WRITE_ENTROPY) != 0u) {
+            out_entropy[params.entropy_offset + r] = o[OUT_ENTROPY];
         }
-        metrics[o + 17u] = f32(atomicLoad(&wg_invalid));
-        metrics[o + 18u] = bitcast<f32>(first_invalid);
-        metrics[o + 19u] = bitcast<f32>(what.code);
-        metrics[o + 20u] = what.value;
+        add_row(&acc, r, o);
+    }
+    sum_lanes(lane, acc);
+    if (lane == 0u) {
+        write_metrics();
     }
 }

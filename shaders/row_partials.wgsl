@@ -7,21 +7,7 @@
 // The sweep and the tree are the row kernel's, so a shard's partial has the same bits
 // whichever other rows or shards there are.
 
-struct Params {
-    x: RowLayout,
-    y: RowLayout,
-    row_base: u32,
-    row_end: u32,
-    // this shard's columns: vocab of them, the first one being column col_offset of
-    // the whole vocabulary
-    vocab: u32,
-    inv_tau: f32,
-    col_offset: u32,
-    // partial of row r at out[out_offset + r], relative to the bound window
-    out_offset: u32,
-    _pad0: u32,
-    _pad1: u32,
-}
+// Params, the uniform block: declared in src/kernels/row_partials.rs, its WGSL generated (abi.rs)
 
 @group(0) @binding(1) var<uniform> params: Params;
 @group(0) @binding(2) var<storage, read> targets: array<u32>;

@@ -6,20 +6,7 @@
 // and the reduction tree is fixed, so a row's bits never depend on which other rows
 // share the dispatch.
 
-struct Params {
-    x: RowLayout,
-    y: RowLayout,
-    // the rows of this dispatch (a chunk of all rows, when one binding cannot hold them)
-    row_base: u32,
-    row_end: u32,
-    vocab: u32,
-    inv_tau: f32,
-    // first element of each output, relative to its bound window
-    lse_offset: u32,
-    logp_offset: u32,
-    entropy_offset: u32,
-    _pad0: u32,
-}
+// Params, the uniform block: declared in src/kernels/row_stats.rs, its WGSL generated (abi.rs)
 
 @group(0) @binding(1) var<uniform> params: Params;
 @group(0) @binding(2) var<storage, read> targets: array<u32>;

@@ -16,66 +16,15 @@
 //
 // rowaux holds two vec4 a row: (rollout log-prob, q, |δ|, q cut) and (selected, kept).
 
-struct Params {
-    // this launch's part (ROLLOUT, RENORM_GATHER): rows, sequence length, sequences,
-    // and where they start in the scratch buffers
-    rows: u32,
-    rows_per_seq: u32,
-    seqs: u32,
-    part_row: u32,
-    part_seq: u32,
-    // every row and sequence of the call (SELECT, RENORM_WEIGHTS)
-    all_rows: u32,
-    all_seqs: u32,
-    phases: u32,
-    // COV_* (clip_cov, kl_cov) and ENTROPY_* (the top-entropy mask)
-    cov: u32,
-    entropy: u32,
-    has_old: u32,
-    // rollout correction: level, mode, [C_lo, C_hi]
-    level: u32,
-    rollout_mode: u32,
-    c_lo: f32,
-    c_hi: f32,
-    // ρ_H
-    rho: f32,
-    cov_ratio: f32,
-    cov_lb: f32,
-    cov_ub: f32,
-    seed: u32,
-    clip_low: f32,
-    clip_high: f32,
-    agg_mode: u32,
-    count_empty: u32,
-    global_normalizer: f32,
-    l_norm: f32,
-    _pad0: u32,
-    _pad1: u32,
-    teams: Teams,
-}
-
-const ROLLOUT: u32 = 1u;
-const SELECT: u32 = 2u;
-const RENORM_GATHER: u32 = 4u;
-const RENORM_WEIGHTS: u32 = 8u;
-
-const COV_NONE: u32 = 0u;
-const COV_KL: u32 = 1u;
-const COV_CLIP: u32 = 2u;
-
-const ENTROPY_NONE: u32 = 0u;
-const ENTROPY_QUANTILE: u32 = 1u;
-const ENTROPY_TOP_K: u32 = 2u;
-
-const LEVEL_TOKEN: u32 = 0u;
-const LEVEL_SEQUENCE: u32 = 1u;
-const MODE_TRUNCATE: u32 = 0u;
+// Params, the uniform block: declared in src/kernels/select.rs, its WGSL generated (abi.rs)
+// and its phases (ROLLOUT, SELECT, RENORM_*) and codes (COV_*, ENTROPY_*, LEVEL_*,
+// MODE_*)
 
 @group(0) @binding(0) var<uniform> params: Params;
 // per row: mask, advantage, old log-prob, ref log-prob (prepare.wgsl)
 @group(0) @binding(1) var<storage, read> rowin: array<vec4<f32>>;
 // per row: logp, entropy, lse, ... (the row kernel's statistics)
-@group(0) @binding(2) var<storage, read> rowout: array<array<f32, 8>>;
+@group(0) @binding(2) var<storage, read> rowout: array<array<f32, ROWOUT_FLOATS>>;
 @group(0) @binding(3) var<storage, read_write> rowaux: array<vec4<f32>>;
 // per sequence: c_b, s_b, c'_b, and one slot of scratch
 @group(0) @binding(4) var<storage, read_write> seqinfo: array<vec4<f32>>;
@@ -123,7 +72,7 @@ fn rollout_delta(i: u32) -> f32 {
     if (!masked_in(i)) {
         return 0.0;
     }
-    let own = select(rowout[i][0], rowin[i].z, params.has_old != 0u);
+    let own = select(rowout[i][OUT_LOGP], rowin[i].z, params.has_old != 0u);
     return own - rowaux[2u * i].x;
 }
 
@@ -198,7 +147,7 @@ const KEY_PRIORITY: u32 = 3u;
 // other zero (SPEC: ties to the lower row), whatever the other factor's sign. Tested
 // on the bits, as is_nan: a driver's float compare must not turn a NaN into 0.
 fn cov_of(i: u32) -> f32 {
-    let c = (rowin[i].y - mean_a) * (rowout[i][0] - mean_logp);
+    let c = (rowin[i].y - mean_a) * (rowout[i][OUT_LOGP] - mean_logp);
     return select(c, 0.0, (bitcast<u32>(c) & 0x7fffffffu) == 0u);
 }
 
@@ -217,7 +166,7 @@ fn priority(r: u32) -> u32 {
 fn ppo_clipped(i: u32) -> bool {
     var r = 1.0;
     if (params.has_old != 0u) {
-        r = exp(clamp_keep_nan(rowout[i][0] - rowin[i].z, -20.0, 20.0));
+        r = exp(clamp_keep_nan(rowout[i][OUT_LOGP] - rowin[i].z, -20.0, 20.0));
     }
     let a = rowin[i].y;
     let l1 = -a * r;
@@ -241,10 +190,10 @@ fn candidate(i: u32, which: u32) -> bool {
 
 fn key_of(i: u32, which: u32) -> u32 {
     if (which == KEY_ENTROPY_ASC) {
-        return order_key(rowout[i][1]);
+        return order_key(rowout[i][OUT_ENTROPY]);
     }
     if (which == KEY_ENTROPY_DESC) {
-        return ~order_key(rowout[i][1]);
+        return ~order_key(rowout[i][OUT_ENTROPY]);
     }
     if (which == KEY_COV_DESC) {
         let c = cov_of(i);
@@ -438,13 +387,13 @@ fn select_rows(lane: u32) {
         let first = first_masked_in(lane);
         var pivot = vec2<f32>(0.0, 0.0);
         if (first < params.all_rows) {
-            pivot = vec2<f32>(rowin[first].y, rowout[first][0]);
+            pivot = vec2<f32>(rowin[first].y, rowout[first][OUT_LOGP]);
             pivot = select(vec2<f32>(0.0, 0.0), pivot, vec2<bool>(is_finite(pivot.x), is_finite(pivot.y)));
         }
         var sums = vec2<f32>(0.0, 0.0);
         for (var i = lane; i < params.all_rows; i += WG_SIZE) {
             if (masked_in(i)) {
-                sums += vec2<f32>(rowin[i].y, rowout[i][0]) - pivot;
+                sums += vec2<f32>(rowin[i].y, rowout[i][OUT_LOGP]) - pivot;
             }
         }
         let total = team_sum(lane, WG_SIZE, sums);
@@ -460,7 +409,7 @@ fn select_rows(lane: u32) {
     for (var i = lane; i < params.all_rows; i += WG_SIZE) {
         var kept = masked_in(i);
         if (params.entropy == ENTROPY_QUANTILE) {
-            kept = kept && rowout[i][1] >= theta;
+            kept = kept && rowout[i][OUT_ENTROPY] >= theta;
         } else if (params.entropy == ENTROPY_TOP_K) {
             kept = chosen(i, KEY_ENTROPY_DESC, top);
         }

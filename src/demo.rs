@@ -48,17 +48,21 @@ impl Default for DemoConfig {
     }
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    answers: u32,
-    step: u32,
-    seed: u32,
-    pos: u32,
-    lr: f32,
-    beta1: f32,
-    beta2: f32,
-    eps: f32,
+crate::kernels::abi::wgsl_struct! {
+    /// The policy shader's uniform block: its WGSL opens the module.
+    #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+    struct Params {
+        answers: u32,
+        step: u32,
+        seed: u32,
+        /// the answer position this launch computes
+        pos: u32,
+        /// Adam's
+        lr: f32,
+        beta1: f32,
+        beta2: f32,
+        eps: f32,
+    }
 }
 
 /// One compute pass: a pipeline, its bind group, its workgroups.
@@ -161,7 +165,11 @@ impl Demo {
 
         let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some("demo policy"),
-            source: wgpu::ShaderSource::Wgsl(include_str!("../shaders/demo/policy.wgsl").into()),
+            source: wgpu::ShaderSource::Wgsl(
+                (crate::kernels::abi::wgsl(&[&[Params::DECL]])
+                    + include_str!("../shaders/demo/policy.wgsl"))
+                .into(),
+            ),
         });
         let constants = [
             ("H", H as f64),

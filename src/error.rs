@@ -80,6 +80,11 @@ impl RowInput {
         }
     }
 
+    /// Its code in reduce.wgsl's metrics (`BAD_*`): 1, 2, … in the order of [`ALL`](Self::ALL).
+    pub(crate) const fn code(self) -> u32 {
+        self as u32 + 1
+    }
+
     /// The input of reduce.wgsl's code (`BAD_*`), 0 meaning none.
     pub(crate) fn from_code(code: u32) -> Option<RowInput> {
         Self::ALL.get((code as usize).checked_sub(1)?).copied()

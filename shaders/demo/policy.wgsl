@@ -22,16 +22,7 @@ override V: u32 = 10u;
 override A: u32 = 10u;
 override L: u32 = 2u;
 
-struct Params {
-    answers: u32,
-    step: u32,
-    seed: u32,
-    pos: u32,
-    lr: f32,
-    beta1: f32,
-    beta2: f32,
-    eps: f32,
-}
+// Params, the uniform block: declared in src/demo.rs, its WGSL generated (abi.rs)
 
 @group(0) @binding(0) var<uniform> params: Params;
 // (a, b) of each answer

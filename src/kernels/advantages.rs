@@ -1,23 +1,38 @@
 //! Host side of `shaders/advantages.wgsl`.
 
+use super::abi::{wgsl_consts, wgsl_struct, Abi, COMMON, SHARED};
 use super::{check_loops, dispatch_single, f32_window, lane_steps, Kernel, Teams};
 use crate::advantages::AdvantageEstimator;
 use crate::context::Context;
 use crate::error::Result;
 use crate::view::F32View;
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    n: u32,
-    group: u32,
-    estimator: u32,
-    in_offset: u32,
-    out_offset: u32,
-    _pad: [u32; 3],
-    teams: Teams,
-    _pad2: [u32; 2],
+wgsl_struct! {
+    #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+    struct Params {
+        n: u32,
+        group: u32,
+        estimator: u32,
+        in_offset: u32,
+        out_offset: u32,
+        _pad0: u32,
+        _pad1: u32,
+        _pad2: u32,
+        /// lanes per group
+        teams: Teams,
+    }
 }
+
+wgsl_consts! {
+    CONSTS;
+    GRPO: u32 = 0;
+    GRPO_NO_STD: u32 = 1;
+    RLOO: u32 = 2;
+    REINFORCE_PP: u32 = 3;
+    GPG: u32 = 4;
+}
+
+pub(crate) const ABI: Abi = &[COMMON, SHARED, &[Params::DECL], CONSTS];
 
 pub(crate) fn record(
     ctx: &Context,
@@ -44,17 +59,16 @@ pub(crate) fn record(
         n,
         group,
         estimator: match estimator {
-            AdvantageEstimator::Grpo => 0,
-            AdvantageEstimator::GrpoNoStd => 1,
-            AdvantageEstimator::Rloo => 2,
-            AdvantageEstimator::ReinforcePlusPlus => 3,
-            AdvantageEstimator::Gpg => 4,
+            AdvantageEstimator::Grpo => GRPO,
+            AdvantageEstimator::GrpoNoStd => GRPO_NO_STD,
+            AdvantageEstimator::Rloo => RLOO,
+            AdvantageEstimator::ReinforcePlusPlus => REINFORCE_PP,
+            AdvantageEstimator::Gpg => GPG,
         },
         in_offset,
         out_offset,
-        _pad: [0; 3],
         teams,
-        _pad2: [0; 2],
+        ..bytemuck::Zeroable::zeroed()
     };
     dispatch_single(
         ctx,

@@ -1,6 +1,7 @@
 //! Host side of `shaders/baseline.wgsl` and `shaders/copy.wgsl`: the unfused baseline
 //! and the copy roofline of the benchmarks.
 
+use super::abi::{wgsl_struct, Abi, COMMON, SHARED};
 use super::{
     dispatch, dispatch_chunks, entry, grid, plan_chunks, storage_window, uniform, whole,
     BaselineOp, ChunkUniforms, GradOut, Kernel, LayoutParams, PipelineKey, RowSpan, RowTensor,
@@ -9,18 +10,24 @@ use crate::context::Context;
 use crate::error::Result;
 use crate::view::{LogitsView, RowLayout};
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    x: LayoutParams,
-    row_base: u32,
-    row_end: u32,
-    vocab: u32,
-    rows: u32,
-    full_offset: u32,
-    y_offset: u32,
-    _pad: [u32; 2],
+wgsl_struct! {
+    #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+    struct Params {
+        x: LayoutParams,
+        row_base: u32,
+        row_end: u32,
+        vocab: u32,
+        rows: u32,
+        /// element offset of row_base in the [T,V] f32 intermediates' bound window
+        full_offset: u32,
+        /// element of the first row's token id in the targets' bound window
+        y_offset: u32,
+        _pad1: u32,
+        _pad2: u32,
+    }
 }
+
+pub(crate) const ABI: Abi = &[COMMON, SHARED, &[Params::DECL]];
 
 /// The baseline's buffers: two `[T, V]` f32 intermediates, per-row `(mask, advantage,
 /// logp, g)` and the loss; the token ids from element `targets_first` of `targets`.
@@ -97,7 +104,7 @@ pub(crate) fn record(
             rows,
             full_offset: (first as u64 * vocab as u64 - a_base) as u32,
             y_offset,
-            _pad: [0; 2],
+            ..bytemuck::Zeroable::zeroed()
         });
         windows.push((x_bind, a_bind, b_bind, first, end));
     }
@@ -160,12 +167,17 @@ pub(crate) fn record(
     row_pass(BaselineOp::LogSoftmaxBwd, encoder)
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct CopyParams {
-    count: u32,
-    _pad: [u32; 3],
+wgsl_struct! {
+    #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+    struct CopyParams {
+        count: u32,
+        _pad0: u32,
+        _pad1: u32,
+        _pad2: u32,
+    }
 }
+
+pub(crate) const COPY_ABI: Abi = &[COMMON, SHARED, &[CopyParams::DECL]];
 
 /// Copies the first `bytes` (a multiple of 16) of `src` to `dst` with the copy kernel,
 /// in chunks that fit a binding.
@@ -188,7 +200,7 @@ pub(crate) fn record_copy(
             "copy params",
             &CopyParams {
                 count,
-                _pad: [0; 3],
+                ..bytemuck::Zeroable::zeroed()
             },
         );
         let bind = |buffer| {

@@ -1,6 +1,7 @@
 //! Host side of `shaders/combine.wgsl`: the partials of every shard (or column block)
 //! merged, in rank order, into row statistics (rowout) or into one partial.
 
+use super::abi::{wgsl_consts, wgsl_struct, Abi, COMMON, SHARED};
 use super::{
     check_loops, dispatch_chunks, entry, plan_chunks, ChunkUniforms, Kernel, LayoutParams,
     PipelineKey, RowTensor,
@@ -9,22 +10,26 @@ use crate::context::{Context, ROW_WORKGROUP};
 use crate::error::Result;
 use crate::view::TargetsView;
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    y: LayoutParams,
-    row_base: u32,
-    row_end: u32,
-    shards: u32,
-    in_offset: u32,
-    in_stride: u32,
-    mode: u32,
-    part_row: u32,
-    out_offset: u32,
-    lse_offset: u32,
-    logp_offset: u32,
-    entropy_offset: u32,
-    _pad: u32,
+wgsl_struct! {
+    #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+    struct Params {
+        y: LayoutParams,
+        row_base: u32,
+        row_end: u32,
+        /// the partial of shard k for row r is partials[in_offset + k·in_stride + r]
+        shards: u32,
+        in_offset: u32,
+        in_stride: u32,
+        mode: u32,
+        /// STATS: rowout row part_row + r; PARTIAL: out[out_offset + r]
+        part_row: u32,
+        out_offset: u32,
+        /// ROW_STATS: out_lse[lse_offset + r], ...
+        lse_offset: u32,
+        logp_offset: u32,
+        entropy_offset: u32,
+        _pad: u32,
+    }
 }
 
 /// Where the merged statistics go.
@@ -41,6 +46,15 @@ pub(crate) enum CombineOut<'a> {
     RowStats([(wgpu::BufferBinding<'a>, u32); 3]),
 }
 
+wgsl_consts! {
+    CONSTS;
+    MODE_STATS: u32 = 0;
+    MODE_PARTIAL: u32 = 1;
+    MODE_ROW_STATS: u32 = 2;
+}
+
+pub(crate) const ABI: Abi = &[COMMON, SHARED, &[Params::DECL], CONSTS];
+
 /// A binding and the element of row 0 in it.
 type Window<'a> = (wgpu::BufferBinding<'a>, u32);
 
@@ -50,14 +64,20 @@ impl<'a> CombineOut<'a> {
         let none = || (spare.as_entire_buffer_binding(), 0);
         let (mode, part_row, out_offset, out, rows) = match self {
             CombineOut::Stats { rowout, part_row } => (
-                0,
+                MODE_STATS,
                 *part_row,
                 0,
                 rowout.as_entire_buffer_binding(),
                 [none(), none(), none()],
             ),
-            CombineOut::Partial(p) => (1, 0, p.offset, p.binding.clone(), [none(), none(), none()]),
-            CombineOut::RowStats(outs) => (2, 0, 0, none().0, outs.clone()),
+            CombineOut::Partial(p) => (
+                MODE_PARTIAL,
+                0,
+                p.offset,
+                p.binding.clone(),
+                [none(), none(), none()],
+            ),
+            CombineOut::RowStats(outs) => (MODE_ROW_STATS, 0, 0, none().0, outs.clone()),
         };
         OutBindings {
             mode,
@@ -143,7 +163,7 @@ pub(crate) fn record(
             lse_offset: lse.1,
             logp_offset: logp.1,
             entropy_offset: entropy.1,
-            _pad: 0,
+            ..bytemuck::Zeroable::zeroed()
         });
         let groups = (end - first).div_ceil(ROW_WORKGROUP);
         windows.push((y_bind, super::grid(groups, &limits)));

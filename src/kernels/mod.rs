@@ -4,6 +4,7 @@
 //! and the workgroup reduction (`workgroup/`) — then the kernel itself. Workgroup size
 //! and the 16-bit formats are `override` constants set when the pipeline is built.
 
+pub(crate) mod abi;
 pub(crate) mod advantages;
 pub(crate) mod baseline;
 pub(crate) mod combine;
@@ -26,14 +27,24 @@ pub(crate) use rows::*;
 
 use crate::error::Result;
 
-/// `mode` as aggregate.wgsl numbers it (prepare's weights, select's renormalised ones).
+abi::wgsl_consts! {
+    pub(crate) AGGREGATION;
+    /// The aggregation modes as aggregate.wgsl numbers them (prepare's weights,
+    /// select's renormalised ones).
+    AGG_TOKEN_MEAN: u32 = 0;
+    AGG_SEQ_MEAN_TOKEN_MEAN: u32 = 1;
+    AGG_SEQ_MEAN_TOKEN_SUM: u32 = 2;
+    AGG_SEQ_MEAN_TOKEN_SUM_NORM: u32 = 3;
+}
+
+/// `mode`'s code in aggregate.wgsl.
 pub(crate) fn agg_code(mode: crate::config::LossAggMode) -> u32 {
     use crate::config::LossAggMode::*;
     match mode {
-        TokenMean => 0,
-        SeqMeanTokenMean => 1,
-        SeqMeanTokenSum => 2,
-        SeqMeanTokenSumNorm => 3,
+        TokenMean => AGG_TOKEN_MEAN,
+        SeqMeanTokenMean => AGG_SEQ_MEAN_TOKEN_MEAN,
+        SeqMeanTokenSum => AGG_SEQ_MEAN_TOKEN_SUM,
+        SeqMeanTokenSumNorm => AGG_SEQ_MEAN_TOKEN_SUM_NORM,
     }
 }
 

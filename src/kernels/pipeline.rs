@@ -93,6 +93,24 @@ impl Kernel {
         }
     }
 
+    /// The Rust↔WGSL declarations its module opens with (abi.rs).
+    pub(crate) fn abi(self) -> super::abi::Abi {
+        use super::*;
+        match self {
+            Kernel::RowStats => row_stats::ABI,
+            Kernel::RowPartials => row_partials::ABI,
+            Kernel::Combine => combine::ABI,
+            Kernel::Prepare => prepare::ABI,
+            Kernel::PolicyLoss => policy_loss::ABI,
+            Kernel::GspoRatio => gspo_ratio::ABI,
+            Kernel::Reduce => reduce::ABI,
+            Kernel::Select => select::ABI,
+            Kernel::Advantages => advantages::ABI,
+            Kernel::Baseline(_) => baseline::ABI,
+            Kernel::Copy => baseline::COPY_ABI,
+        }
+    }
+
     pub(crate) fn entry_point(self) -> &'static str {
         match self {
             Kernel::RowStats => "row_stats",
@@ -318,11 +336,13 @@ impl PipelineKey {
         let native_f16 = self.logits == DType::F16 && self.paths.shader_f16;
         let native_grad = self.grad == GradOut::Separate(DType::F16) && self.paths.shader_f16;
         let quad = self.quad;
+        let abi = super::abi::wgsl(self.kernel.abi());
         let mut parts: Vec<&str> = Vec::new();
+        if self.kernel.reads_logits() && (native_f16 || native_grad) {
+            parts.push(shader!("enable_f16.wgsl"));
+        }
+        parts.push(&abi);
         if self.kernel.reads_logits() {
-            if native_f16 || native_grad {
-                parts.push(shader!("enable_f16.wgsl"));
-            }
             parts.push(shader!("codec.wgsl"));
             // the logits' binding (read-only, or read-write with the in-place stores),
             // then the loads of its layout

@@ -1,6 +1,8 @@
 //! Host side of `shaders/prepare.wgsl`: per-row inputs gathered into one vec4, each
 //! sequence's token count, and the aggregation weight factor of each sequence.
 
+use super::abi::{wgsl_consts, wgsl_struct, Abi, COMMON, SHARED};
+use super::AGGREGATION;
 use super::{
     check_loops, dispatch_single, entry, f32_window, lane_steps, whole, Kernel, ScratchBufs, Teams,
 };
@@ -9,38 +11,53 @@ use crate::context::Context;
 use crate::error::Result;
 use crate::view::F32View;
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    rows: u32,
-    rows_per_seq: u32,
-    seqs: u32,
-    agg_mode: u32,
-    flags: u32,
-    global_normalizer: f32,
-    l_norm: f32,
-    phase: u32,
-    mask_offset: u32,
-    adv_offset: u32,
-    old_offset: u32,
-    ref_offset: u32,
-    part_row: u32,
-    part_seq: u32,
-    all_seqs: u32,
-    rollout_offset: u32,
-    teams: Teams,
-    _pad2: [u32; 2],
+wgsl_struct! {
+    #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+    struct Params {
+        /// this part's rows and sequences (a loss over logits in several buffers runs the
+        /// gather once per part, then the weights once over every sequence)
+        rows: u32,
+        rows_per_seq: u32,
+        seqs: u32,
+        agg_mode: u32,
+        flags: u32,
+        /// token-mean: the caller's global normaliser, or 0 for Σ mask
+        global_normalizer: f32,
+        /// seq-mean-token-sum-norm: L_norm
+        l_norm: f32,
+        phase: u32,
+        mask_offset: u32,
+        adv_offset: u32,
+        old_offset: u32,
+        ref_offset: u32,
+        /// where the part's rows and sequences start in rowin and seqinfo
+        part_row: u32,
+        part_seq: u32,
+        /// sequences of every part
+        all_seqs: u32,
+        rollout_offset: u32,
+        /// lanes per sequence for the token counts n_b
+        teams: Teams,
+    }
 }
 
-pub(crate) const HAS_OLD: u32 = 1;
-pub(crate) const HAS_REF: u32 = 2;
-const ADV_PER_TOKEN: u32 = 8;
-const COUNT_EMPTY: u32 = 16;
-const HAS_ROLLOUT: u32 = 32;
+wgsl_consts! {
+    CONSTS;
+    /// flags, with HAS_OLD and HAS_REF (abi.rs): one advantage a token (else one a
+    /// sequence)
+    ADV_PER_TOKEN: u32 = 8;
+    /// with seq-mean modes: B' counts every sequence, empty ones too (TRL's grpo)
+    COUNT_EMPTY: u32 = 16;
+    /// the sampler's log-probs, for the rollout correction (select.wgsl)
+    HAS_ROLLOUT: u32 = 32;
+    /// phases: the part's per-row inputs and token counts n_b; the weights c_b of every
+    /// sequence (which need every n_b)
+    pub(crate) GATHER: u32 = 1;
+    pub(crate) WEIGHTS: u32 = 2;
+}
 
-/// Phases: a part's per-row inputs and token counts; the weights of every sequence.
-pub(crate) const GATHER: u32 = 1;
-pub(crate) const WEIGHTS: u32 = 2;
+pub(crate) const ABI: Abi = &[COMMON, SHARED, AGGREGATION, &[Params::DECL], CONSTS];
+pub(crate) use super::abi::{HAS_OLD, HAS_REF};
 
 /// The per-row inputs of the loss, already validated against `rows` and `seqs`.
 #[derive(Clone, Copy)]
@@ -129,7 +146,6 @@ pub(crate) fn record<'a>(
         all_seqs: all.seqs,
         rollout_offset,
         teams,
-        _pad2: [0; 2],
     };
     dispatch_single(
         ctx,

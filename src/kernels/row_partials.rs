@@ -1,24 +1,32 @@
 //! Host side of `shaders/row_partials.wgsl`: one shard's (or one column block's)
 //! partial row statistics, `PARTIAL_FLOATS` f32 a row.
 
+use super::abi::{wgsl_struct, Abi, COMMON, SHARED};
 use super::{record_row_sweep, Kernel, LayoutParams};
 use crate::context::Context;
 use crate::error::Result;
 use crate::view::{LogitsView, TargetsView};
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    x: LayoutParams,
-    y: LayoutParams,
-    row_base: u32,
-    row_end: u32,
-    vocab: u32,
-    inv_tau: f32,
-    col_offset: u32,
-    out_offset: u32,
-    _pad: [u32; 2],
+wgsl_struct! {
+    #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+    struct Params {
+        x: LayoutParams,
+        y: LayoutParams,
+        row_base: u32,
+        row_end: u32,
+        /// this shard's columns: vocab of them, the first one being column col_offset of
+        /// the whole vocabulary
+        vocab: u32,
+        inv_tau: f32,
+        col_offset: u32,
+        /// partial of row r at out[out_offset + r], relative to the bound window
+        out_offset: u32,
+        _pad0: u32,
+        _pad1: u32,
+    }
 }
+
+pub(crate) const ABI: Abi = &[COMMON, SHARED, &[Params::DECL]];
 
 /// Where partials go: a binding of vec4 (16-byte) items and the item of row 0 in it.
 pub(crate) struct PartialsOut<'a> {
@@ -50,7 +58,7 @@ pub(crate) fn record(
         inv_tau,
         col_offset,
         out_offset: out.offset,
-        _pad: [0; 2],
+        ..bytemuck::Zeroable::zeroed()
     };
     let outputs = [out.binding.clone()];
     record_row_sweep(

@@ -1,6 +1,7 @@
 //! Host side of `shaders/row_stats.wgsl`: per row, the log-sum-exp, the target's
 //! log-prob and the entropy, all of the logits divided by the temperature.
 
+use super::abi::{wgsl_struct, Abi, COMMON, SHARED};
 use super::{f32_window, Kernel, LayoutParams};
 use crate::context::Context;
 use crate::error::{Error, Result};
@@ -52,20 +53,25 @@ impl RowStatsBuffers {
     }
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    x: LayoutParams,
-    y: LayoutParams,
-    row_base: u32,
-    row_end: u32,
-    vocab: u32,
-    inv_tau: f32,
-    lse_offset: u32,
-    logp_offset: u32,
-    entropy_offset: u32,
-    _pad: u32,
+wgsl_struct! {
+    #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+    struct Params {
+        x: LayoutParams,
+        y: LayoutParams,
+        /// the rows of this dispatch (a chunk of all rows, when one binding cannot hold them)
+        row_base: u32,
+        row_end: u32,
+        vocab: u32,
+        inv_tau: f32,
+        /// first element of each output, relative to its bound window
+        lse_offset: u32,
+        logp_offset: u32,
+        entropy_offset: u32,
+        _pad0: u32,
+    }
 }
+
+pub(crate) const ABI: Abi = &[COMMON, SHARED, &[Params::DECL]];
 
 /// Checks a temperature: finite and > 0.
 pub(crate) fn check_temperature(temperature: f32) -> Result<f32> {
@@ -142,7 +148,7 @@ impl Context {
             lse_offset,
             logp_offset,
             entropy_offset,
-            _pad: 0,
+            ..bytemuck::Zeroable::zeroed()
         };
         let outputs = [lse_bind, logp_bind, ent_bind];
         super::record_row_sweep(

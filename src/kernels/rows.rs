@@ -2,20 +2,10 @@
 //! binding and the dispatch grid, column blocks of rows longer than one binding, a
 //! lane's loop counts against the adapter's loop limit, and teams of lanes.
 
+pub(crate) use super::abi::{LayoutParams, Teams};
 use super::storage_window_in;
 use crate::context::{row_workgroup, ROW_WORKGROUP};
 use crate::error::{Error, Result};
-
-/// `RowLayout` as the shaders see it (prelude.wgsl): offsets relative to the bound
-/// window, strides in elements, all 32-bit.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-pub(crate) struct LayoutParams {
-    offset: u32,
-    row_stride: u32,
-    seq_stride: u32,
-    rows_per_seq: u32,
-}
 
 impl LayoutParams {
     /// `layout` as seen from a binding whose first element is element `base` of the
@@ -248,19 +238,13 @@ pub(crate) fn column_blocks(
 /// segment (the whole workgroup for one long sequence, a lane each for short ones), and
 /// depends on `len` alone: a segment's sum has the same bits whatever else is in the
 /// batch, and however the batch is split into parts.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
-pub(crate) struct Teams {
-    pub size: u32,
-    pub rounds: u32,
-}
-
 impl Teams {
     pub(crate) fn new(segments: u32, len: u32) -> Self {
         let size = len.div_ceil(32).next_power_of_two().min(ROW_WORKGROUP);
         Teams {
             size,
             rounds: segments.div_ceil(ROW_WORKGROUP / size),
+            ..bytemuck::Zeroable::zeroed()
         }
     }
 
@@ -371,14 +355,16 @@ mod tests {
             Teams::new(1, 131_072),
             Teams {
                 size: 256,
-                rounds: 1
+                rounds: 1,
+                ..bytemuck::Zeroable::zeroed()
             }
         );
         assert_eq!(
             Teams::new(3000, 3),
             Teams {
                 size: 1,
-                rounds: 12
+                rounds: 12,
+                ..bytemuck::Zeroable::zeroed()
             }
         );
         assert_eq!(Teams::new(0, 5).rounds, 0);

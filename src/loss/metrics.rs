@@ -53,33 +53,37 @@ impl Metrics {
     pub const LEN: usize = METRICS as usize;
 
     pub fn from_slice(v: &[f32]) -> Self {
+        use crate::kernels::reduce::*;
+        // a slice shorter than Metrics::LEN reads the slots past the first ten as 0
+        let at = |slot: u32| v.get(slot as usize).copied();
+        let get = |slot: u32| at(slot).unwrap_or(0.0);
         Metrics {
-            loss: v[0],
-            pg_clipfrac: v[1],
-            pg_clipfrac_lower: v[2],
-            ppo_kl: v[3],
-            kl: v[4],
-            entropy_mean: v[5],
-            nonfinite_rows: v[6],
-            mask_sum: v[7],
-            invalid_target: match v[8].to_bits() {
+            loss: v[M_LOSS as usize],
+            pg_clipfrac: v[M_PG_CLIPFRAC as usize],
+            pg_clipfrac_lower: v[M_PG_CLIPFRAC_LOWER as usize],
+            ppo_kl: v[M_PPO_KL as usize],
+            kl: v[M_KL as usize],
+            entropy_mean: v[M_ENTROPY_MEAN as usize],
+            nonfinite_rows: v[M_NONFINITE_ROWS as usize],
+            mask_sum: v[M_MASK_SUM as usize],
+            invalid_target: match v[M_INVALID_TARGET_ROW as usize].to_bits() {
                 u32::MAX => None,
-                row => Some((row, v[9].to_bits())),
+                row => Some((row, v[M_INVALID_TARGET_ID as usize].to_bits())),
             },
-            cov_selected_frac: v.get(10).copied().unwrap_or(0.0),
-            entropy_mask_frac: v.get(11).copied().unwrap_or(0.0),
-            rollout_is_mean: v.get(12).copied().unwrap_or(0.0),
-            rollout_is_min: v.get(13).copied().unwrap_or(0.0),
-            rollout_is_max: v.get(14).copied().unwrap_or(0.0),
-            rollout_is_clipfrac: v.get(15).copied().unwrap_or(0.0),
-            rollout_logp_diff_max: v.get(16).copied().unwrap_or(0.0),
-            invalid_input_rows: v.get(17).copied().unwrap_or(0.0),
-            invalid_input: v.get(18).and_then(|row| {
-                let tensor = RowInput::from_code(v.get(19)?.to_bits())?;
+            cov_selected_frac: get(M_COV_SELECTED_FRAC),
+            entropy_mask_frac: get(M_ENTROPY_MASK_FRAC),
+            rollout_is_mean: get(M_ROLLOUT_IS_MEAN),
+            rollout_is_min: get(M_ROLLOUT_IS_MIN),
+            rollout_is_max: get(M_ROLLOUT_IS_MAX),
+            rollout_is_clipfrac: get(M_ROLLOUT_IS_CLIPFRAC),
+            rollout_logp_diff_max: get(M_ROLLOUT_LOGP_DIFF_MAX),
+            invalid_input_rows: get(M_INVALID_INPUT_ROWS),
+            invalid_input: at(M_INVALID_INPUT_ROW).and_then(|row| {
+                let tensor = RowInput::from_code(at(M_INVALID_INPUT_TENSOR)?.to_bits())?;
                 Some(InvalidInput {
                     tensor,
                     row: row.to_bits(),
-                    value: v.get(20).copied().unwrap_or(f32::NAN),
+                    value: at(M_INVALID_INPUT_VALUE).unwrap_or(f32::NAN),
                 })
             }),
         }

@@ -28,10 +28,11 @@ use crate::kernels::{plan_chunks, select, Caps, ColumnBlock, PartSpans, RowSpan}
 use crate::shards::PARTIAL_BYTES;
 use crate::view::{DType, RowLayout};
 
-/// Bytes per row and per sequence of the scratch buffers (the records of
-/// `prelude.wgsl`: `RowIn`, `RowOut`, `SeqInfo`, select.wgsl's `RowAux`).
+/// Bytes per row and per sequence of the scratch buffers: `rowin`, a `vec4<f32>` a row;
+/// `rowout`, abi.rs's ROWOUT_FLOATS a row; `seqinfo`, a `vec4<f32>` a sequence;
+/// `rowaux`, two `vec4<f32>` a row.
 pub(crate) const ROWIN_BYTES: u64 = 16;
-pub(crate) const ROWOUT_BYTES: u64 = 32;
+pub(crate) const ROWOUT_BYTES: u64 = crate::kernels::abi::ROWOUT_FLOATS as u64 * 4;
 pub(crate) const SEQINFO_BYTES: u64 = 16;
 pub(crate) const ROWAUX_BYTES: u64 = 32;
 /// The stand-in for per-row outputs the caller does not want.
