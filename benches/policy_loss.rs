@@ -6,7 +6,7 @@
 //! adapter. The CLI's `bench` prints the same comparison as a table with GPU times.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use wgpu_policy_loss::bench::{BenchShape, Workload};
+use wgpu_policy_loss::tools::bench::{BenchShape, Workload};
 use wgpu_policy_loss::{wgpu, Context};
 
 fn contexts() -> Vec<Context> {

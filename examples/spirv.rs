@@ -19,7 +19,7 @@ use std::io::Write;
 
 use naga::back::spv;
 use naga::valid::{Capabilities, ValidationFlags, Validator};
-use wgpu_policy_loss::{shader_variants, PipelineKey};
+use wgpu_policy_loss::tooling::{shader_variants, PipelineKey};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();

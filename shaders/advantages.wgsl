@@ -8,7 +8,7 @@
 // of equal rewards can miss them by an ulp, which GRPO's division by (0 + 1e-6)
 // would blow up to advantages of ~1e-2 for answers that were all alike.
 
-// Params, the uniform block: declared in src/kernels/advantages.rs, its WGSL generated (abi.rs)
+// Params, the uniform block: declared in src/shader/abi/advantages.rs
 // and the estimators' codes (GRPO, GRPO_NO_STD, RLOO, REINFORCE_PP, GPG)
 
 const EPS: f32 = 1e-6;

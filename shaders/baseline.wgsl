@@ -10,7 +10,7 @@
 //
 // Not used by the library's loss; here to measure what fusion saves.
 
-// Params, the uniform block: declared in src/kernels/baseline.rs, its WGSL generated (abi.rs)
+// Params, the uniform block: declared in src/shader/abi/baseline.rs
 
 @group(0) @binding(1) var<uniform> params: Params;
 @group(0) @binding(2) var<storage, read> targets: array<u32>;

@@ -14,7 +14,7 @@
 // into that shard's partial); ROW_STATS writes row_stats.wgsl's three outputs (the
 // column blocks of rows longer than one binding).
 
-// Params, the uniform block: declared in src/kernels/combine.rs, its WGSL generated (abi.rs)
+// Params, the uniform block: declared in src/shader/abi/combine.rs
 // and its modes (MODE_STATS, MODE_PARTIAL, MODE_ROW_STATS)
 
 @group(0) @binding(0) var<storage, read> partials: array<vec4<f32>>;

@@ -1,7 +1,7 @@
 // The roofline's copy kernel: 16 bytes per invocation, the simplest way to move bytes
 // through the shader cores (compare with the buffer-to-buffer copy of the same bytes).
 
-// CopyParams, the uniform block: declared in src/kernels/baseline.rs, its WGSL generated (abi.rs)
+// CopyParams, the uniform block: declared in src/shader/abi/baseline.rs
 
 @group(0) @binding(0) var<uniform> params: CopyParams;
 @group(0) @binding(1) var<storage, read> src: array<vec4<u32>>;

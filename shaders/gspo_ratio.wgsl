@@ -3,7 +3,7 @@
 // each sequence (workgroup/sum.wgsl), each lane a strided part of its rows in order,
 // then a fixed tree: the bits are reproducible and no lane walks a whole sequence.
 
-// Params, the uniform block: declared in src/kernels/gspo_ratio.rs, its WGSL generated (abi.rs)
+// Params, the uniform block: declared in src/shader/abi/gspo_ratio.rs
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> rowin: array<vec4<f32>>;

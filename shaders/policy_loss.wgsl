@@ -12,10 +12,10 @@
 // Per-row scalars are computed by every lane (they are a handful of flops), so the
 // whole workgroup has G for the gradient sweep without another barrier.
 
-// Params, the uniform block: declared in src/kernels/policy_loss.rs, its WGSL generated (abi.rs)
+// Params, the uniform block: declared in src/shader/abi/policy_loss.rs
 
 // and its phases (PHASE_*), flags (HAS_*, RENORMALIZE), mode codes (MODE_*) and KL
-// estimators (KL_*); the row flags written to rowout (ROW_*) are abi.rs's
+// estimators (KL_*); the row flags written to rowout (ROW_*) are src/shader/abi/mod.rs's
 
 @group(0) @binding(1) var<uniform> params: Params;
 @group(0) @binding(2) var<storage, read> targets: array<u32>;
@@ -315,7 +315,7 @@ fn policy_loss(
     let flags = term.flags + select(0.0, f32(ROW_NONFINITE), nonfinite) + select(0.0, f32(ROW_BAD_ID), bad_id);
 
     if (lane == 0u) {
-        // in the order of abi.rs's OUT_* slots
+        // in the order of the OUT_* slots (src/shader/abi/mod.rs)
         rowout[at] = array<f32, ROWOUT_FLOATS>(
             logp,
             entropy,

@@ -49,7 +49,7 @@ fn grid_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
 }
 
 // Where row r of a tensor starts, in elements of its bound window (view.rs's
-// RowLayout, as LayoutParams of abi.rs): rows are grouped in sequences of rows_per_seq
+// RowLayout, as LayoutParams of src/shader/abi/): rows are grouped in sequences of rows_per_seq
 // rows.
 fn row_start(l: LayoutParams, row: u32) -> u32 {
     let seq = row / l.rows_per_seq;

@@ -5,7 +5,7 @@
 // lanes per sequence, workgroup/sum.wgsl); sums run in a fixed order, so weights are
 // bitwise reproducible.
 
-// Params, the uniform block: declared in src/kernels/prepare.rs, its WGSL generated (abi.rs)
+// Params, the uniform block: declared in src/shader/abi/prepare.rs
 
 // and its flags (HAS_OLD, HAS_REF, ADV_PER_TOKEN, COUNT_EMPTY, HAS_ROLLOUT) and phases
 // (GATHER, WEIGHTS)

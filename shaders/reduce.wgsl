@@ -12,7 +12,7 @@
 // The metrics' slots (M_*) and the bad inputs' codes (BAD_*) are kernels/reduce.rs's,
 // where Metrics::from_slice reads them.
 
-// Params, the uniform block: declared in src/kernels/reduce.rs, its WGSL generated (abi.rs)
+// Params, the uniform block: declared in src/shader/abi/reduce.rs
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> rowin: array<vec4<f32>>;

@@ -7,7 +7,7 @@
 // The sweep and the tree are the row kernel's, so a shard's partial has the same bits
 // whichever other rows or shards there are.
 
-// Params, the uniform block: declared in src/kernels/row_partials.rs, its WGSL generated (abi.rs)
+// Params, the uniform block: declared in src/shader/abi/row_partials.rs
 
 @group(0) @binding(1) var<uniform> params: Params;
 @group(0) @binding(2) var<storage, read> targets: array<u32>;

@@ -6,7 +6,7 @@
 // and the reduction tree is fixed, so a row's bits never depend on which other rows
 // share the dispatch.
 
-// Params, the uniform block: declared in src/kernels/row_stats.rs, its WGSL generated (abi.rs)
+// Params, the uniform block: declared in src/shader/abi/row_stats.rs
 
 @group(0) @binding(1) var<uniform> params: Params;
 @group(0) @binding(2) var<storage, read> targets: array<u32>;

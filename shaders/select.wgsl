@@ -16,7 +16,7 @@
 //
 // rowaux holds two vec4 a row: (rollout log-prob, q, |δ|, q cut) and (selected, kept).
 
-// Params, the uniform block: declared in src/kernels/select.rs, its WGSL generated (abi.rs)
+// Params, the uniform block: declared in src/shader/abi/select.rs
 // and its phases (ROLLOUT, SELECT, RENORM_*) and codes (COV_*, ENTROPY_*, LEVEL_*,
 // MODE_*)
 

@@ -470,3 +470,47 @@ fn share(arg: &'static str, v: f32) -> Result<()> {
         Err(Error::arg(arg, format!("must lie in (0, 1], got {v}")))
     }
 }
+
+/// How rewards become advantages (SPEC "Advantages"): groups of `group_size`
+/// consecutive responses to one prompt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AdvantageEstimator {
+    /// `(R_i − mean_g) / (std_g + 1e-6)`, std unbiased; a group of one gets 0.
+    Grpo,
+    /// `R_i − mean_g` (Dr. GRPO).
+    GrpoNoStd,
+    /// `R_i − mean of the other G − 1` (a group of one gets 0).
+    Rloo,
+    /// Whitened over the whole batch: `(R_i − mean) / (std + 1e-6)`, std unbiased.
+    ReinforcePlusPlus,
+    /// GPG: `α·(R_i − mean_g)`, `α = B / max(#{i : R_i ≠ 0}, 1)` over the batch's B
+    /// rewards; a group of one gets 0.
+    Gpg,
+}
+
+impl AdvantageEstimator {
+    pub const ALL: [AdvantageEstimator; 5] = [
+        Self::Grpo,
+        Self::GrpoNoStd,
+        Self::Rloo,
+        Self::ReinforcePlusPlus,
+        Self::Gpg,
+    ];
+}
+
+impl std::str::FromStr for AdvantageEstimator {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "grpo" => Ok(Self::Grpo),
+            "grpo_no_std" | "dr_grpo" => Ok(Self::GrpoNoStd),
+            "rloo" => Ok(Self::Rloo),
+            "reinforce_pp" | "reinforce_plus_plus" => Ok(Self::ReinforcePlusPlus),
+            "gpg" => Ok(Self::Gpg),
+            _ => Err(Error::arg(
+                "estimator",
+                format!("`{s}` is not one of grpo, grpo_no_std, rloo, reinforce_pp, gpg"),
+            )),
+        }
+    }
+}

@@ -7,55 +7,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
-use crate::kernels::PipelineKey;
-
-/// Which optional hardware paths the kernels use. Both default to "when the adapter
-/// has it"; turning them off forces the portable fallback, which gives the same bits.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Paths {
-    /// Read f16 logits natively (`SHADER_F16`) instead of unpacking them from u32.
-    pub shader_f16: bool,
-    /// Finish workgroup reductions with subgroup shuffles (`SUBGROUP`) instead of shared memory.
-    pub subgroups: bool,
-}
-
-impl Paths {
-    /// The portable path every adapter runs: no f16 arithmetic, no subgroups.
-    pub const FALLBACK: Paths = Paths {
-        shader_f16: false,
-        subgroups: false,
-    };
-
-    /// Short name for tables and test messages.
-    pub fn describe(self) -> &'static str {
-        match (self.shader_f16, self.subgroups) {
-            (false, false) => "fallback",
-            (true, false) => "f16",
-            (false, true) => "subgroups",
-            (true, true) => "f16+subgroups",
-        }
-    }
-}
-
-/// Workgroup size of the row kernels on GPUs (and of the one-workgroup kernels): one
-/// workgroup reduces one row.
-pub(crate) const ROW_WORKGROUP: u32 = 256;
-
-/// Workgroup size of the row kernels with lane blocks (CPU adapters). A CPU rasteriser
-/// runs a workgroup's lanes as SIMD batches one after the other, each through every
-/// instruction of the kernel under a mask, so a row's fixed cost grows with its lanes;
-/// 64 lanes still split a row eight ways per batch. (lavapipe, 16384 × 10 f32: the loss
-/// 1.8× faster than with 256 lanes; BENCHMARKS.md.)
-pub(crate) const CPU_ROW_WORKGROUP: u32 = 64;
-
-/// The row kernels' workgroup size for a lane layout.
-pub(crate) fn row_workgroup(lane_blocks: bool) -> u32 {
-    if lane_blocks {
-        CPU_ROW_WORKGROUP
-    } else {
-        ROW_WORKGROUP
-    }
-}
+pub use crate::shader::Paths;
+use crate::shader::PipelineKey;
+pub(crate) use crate::shader::{CPU_ROW_WORKGROUP, ROW_WORKGROUP};
 
 /// A device and queue with the pipelines built for them.
 #[derive(Clone)]
@@ -525,7 +479,7 @@ impl Context {
         if let Some(p) = cache.get(&key) {
             return Ok(p.clone());
         }
-        let pipeline = self.scoped(|| crate::kernels::build_pipeline(&self.device, key))?;
+        let pipeline = self.scoped(|| crate::shader::build_pipeline(&self.device, key))?;
         cache.insert(key, pipeline.clone());
         Ok(pipeline)
     }

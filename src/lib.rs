@@ -9,25 +9,20 @@
 // the benchmarks (and what only they use) are native only
 #![cfg_attr(target_arch = "wasm32", allow(dead_code))]
 
-mod advantages;
-#[cfg(not(target_arch = "wasm32"))]
-pub mod bench;
-pub mod check;
 mod config;
 mod context;
-mod demo;
 mod error;
 mod host;
 mod kernels;
 mod loss;
 pub mod reference;
+mod shader;
 mod shards;
 mod view;
 
-pub use advantages::AdvantageEstimator;
 pub use config::{
-    KlEstimator, LossAggMode, LossConfig, PolicyLossMode, RolloutCorrection, RolloutLevel,
-    RolloutMode, TrlLossType,
+    AdvantageEstimator, KlEstimator, LossAggMode, LossConfig, PolicyLossMode, RolloutCorrection,
+    RolloutLevel, RolloutMode, TrlLossType,
 };
 #[cfg(not(target_arch = "wasm32"))]
 pub use context::adapters;
@@ -35,16 +30,37 @@ pub use context::{
     available_paths, describe_info, instance, Allocations, Context, OpenAdapters, Paths,
     Unavailable, FAIL_DEVICE_ENV, STRICT_ENV,
 };
-pub use demo::{Demo, DemoConfig};
 pub use error::{Error, Result, RowInput};
 pub use host::{check_targets, HostBatch, HostGrad, HostLogits, HostLoss, HostPart, RowStatsHost};
 pub use kernels::row_stats::{RowStatsBuffers, RowStatsOutputs};
-pub use kernels::{shader_variants, GradOut, Kernel, PipelineKey};
 pub use loss::{
     Advantages, GradView, Gradient, InvalidInput, LossBuffers, LossInputs, LossOutputs, LossPart,
     Metrics, PolicyLoss,
 };
+#[cfg(feature = "tools")]
+#[doc(hidden)]
+pub mod tools;
+#[cfg(all(feature = "tools", not(target_arch = "wasm32")))]
+#[doc(hidden)]
+pub use tools::bench;
+#[cfg(feature = "tools")]
+#[doc(hidden)]
+pub use tools::check;
+#[cfg(feature = "tools")]
+#[doc(hidden)]
+pub use tools::demo::{Demo, DemoConfig};
+
+/// The tooling interface (not the trainer's API): every pipeline variant the crate can
+/// build, each with its name, complete WGSL source ([`PipelineKey::source`](tooling::PipelineKey::source)),
+/// override constants and entry point. `tests/shaders.rs` validates and translates
+/// them all with naga; `scripts/gpu-isa.sh` compiles them offline to RDNA3 ISA.
+#[doc(hidden)]
+pub mod tooling {
+    pub use crate::shader::{shader_variants, GradOut, Kernel, PipelineKey};
+}
 pub use shards::{VocabShards, PARTIAL_BYTES, PARTIAL_FLOATS};
+#[doc(hidden)]
+pub use tooling::{shader_variants, GradOut, Kernel, PipelineKey};
 pub use view::{DType, F32View, LogitsView, RowLayout, TargetsView};
 
 /// Re-exported so callers use the same wgpu (and half) versions as this crate.

@@ -284,15 +284,6 @@ impl<'a> LogitsView<'a> {
         self
     }
 
-    pub(crate) fn span(&self) -> crate::kernels::RowSpan {
-        crate::kernels::RowSpan {
-            arg: "logits",
-            layout: self.layout,
-            width: self.vocab as u64,
-            elem: self.dtype.size(),
-        }
-    }
-
     pub(crate) fn validate(&self) -> Result<()> {
         if self.vocab == 0 {
             return Err(Error::arg("logits", "vocab must be at least 1"));
@@ -377,15 +368,6 @@ impl<'a> TargetsView<'a> {
         self.layout.rows_per_seq = rows_per_seq;
         self.layout.seq_stride = seq_stride;
         self
-    }
-
-    pub(crate) fn span(&self) -> crate::kernels::RowSpan {
-        crate::kernels::RowSpan {
-            arg: "targets",
-            layout: self.layout,
-            width: 1,
-            elem: 4,
-        }
     }
 
     pub(crate) fn validate(&self, rows: u32) -> Result<()> {

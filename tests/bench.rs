@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use wgpu_policy_loss::bench::{BenchShape, Workload};
+use wgpu_policy_loss::tools::bench::{BenchShape, Workload};
 use wgpu_policy_loss::{Context, DType};
 
 #[test]

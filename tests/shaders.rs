@@ -4,7 +4,8 @@
 
 use naga::back::{glsl, hlsl, msl, spv};
 use naga::valid::{Capabilities, ModuleInfo, ValidationFlags, Validator};
-use wgpu_policy_loss::{shader_variants, Paths, PipelineKey};
+use wgpu_policy_loss::tooling::{shader_variants, PipelineKey};
+use wgpu_policy_loss::Paths;
 
 /// Parses, validates and specialises the override constants as wgpu does.
 fn compile(name: &str, key: &PipelineKey) -> (naga::Module, ModuleInfo) {

@@ -32,7 +32,7 @@ fn workgroup_sum(lane: u32, v: f32) -> f32 {
     return team_sum(lane, WG_SIZE, vec2<f32>(v, 0.0)).x;
 }
 
-// How segments are dealt to teams (`Teams`, declared in abi.rs): `size` lanes a
+// How segments are dealt to teams (`Teams`, declared in src/shader/abi/): `size` lanes a
 // segment, WG_SIZE / size segments a round, `rounds` rounds.
 
 // The segment lane `lane` works on in round k, and its index inside the team.

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use clap::Args;
-use wgpu_policy_loss::bench::{self, BenchRow, BenchShape, FamilyRow, StageRow};
+use wgpu_policy_loss::tools::bench::{self, BenchRow, BenchShape, FamilyRow, StageRow};
 use wgpu_policy_loss::{Context, Error};
 
 use super::CliResult;

@@ -1,11 +1,11 @@
 //! `check`: the cross-vendor correctness check a user runs on their own machine. Every
 //! adapter, on its native paths and on the portable fallback, every logits dtype and
 //! loss mode, several shapes, against the f64 CPU reference (the library's
-//! [`check`](wgpu_policy_loss::check) cases); one table of max errors per adapter and
+//! [`check`](wgpu_policy_loss::tools::check) cases); one table of max errors per adapter and
 //! path, and a non-zero exit on any failure.
 
 use clap::Args;
-use wgpu_policy_loss::check::{self, Worst, GRAD_TOL, LOGP_TOL, LOSS_TOL};
+use wgpu_policy_loss::tools::check::{self, Worst, GRAD_TOL, LOGP_TOL, LOSS_TOL};
 use wgpu_policy_loss::{DType, Paths};
 
 use super::CliResult;

@@ -1,10 +1,11 @@
 //! `demo` (the default): GRPO on "a+b=" entirely on the device (the library's
-//! [`Demo`](wgpu_policy_loss::Demo)), with a progress bar and the reward curve as SVG.
+//! [`Demo`](wgpu_policy_loss::tools::demo::Demo)), with a progress bar and the reward curve as SVG.
 
 use std::path::PathBuf;
 
 use clap::Args;
-use wgpu_policy_loss::{Context, Demo, DemoConfig, Error, PolicyLossMode};
+use wgpu_policy_loss::tools::demo::{Demo, DemoConfig};
+use wgpu_policy_loss::{Context, Error, PolicyLossMode};
 
 use super::CliResult;
 

@@ -1,38 +1,11 @@
 //! Host side of `shaders/advantages.wgsl`.
 
-use super::abi::{wgsl_consts, wgsl_struct, Abi, COMMON, SHARED};
 use super::{check_loops, dispatch_single, f32_window, lane_steps, Kernel, Teams};
-use crate::advantages::AdvantageEstimator;
+use crate::config::AdvantageEstimator;
 use crate::context::Context;
-use crate::error::Result;
+use crate::error::{Error, Result};
+pub(crate) use crate::shader::abi::advantages::*;
 use crate::view::F32View;
-
-wgsl_struct! {
-    #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-    struct Params {
-        n: u32,
-        group: u32,
-        estimator: u32,
-        in_offset: u32,
-        out_offset: u32,
-        _pad0: u32,
-        _pad1: u32,
-        _pad2: u32,
-        /// lanes per group
-        teams: Teams,
-    }
-}
-
-wgsl_consts! {
-    CONSTS;
-    GRPO: u32 = 0;
-    GRPO_NO_STD: u32 = 1;
-    RLOO: u32 = 2;
-    REINFORCE_PP: u32 = 3;
-    GPG: u32 = 4;
-}
-
-pub(crate) const ABI: Abi = &[COMMON, SHARED, &[Params::DECL], CONSTS];
 
 pub(crate) fn record(
     ctx: &Context,
@@ -77,4 +50,38 @@ pub(crate) fn record(
         &params,
         vec![super::entry(1, in_bind), super::entry(2, out_bind)],
     )
+}
+
+pub(crate) fn check(n: usize, group_size: u32) -> Result<()> {
+    if group_size == 0 {
+        return Err(Error::arg("group_size", "must be at least 1"));
+    }
+    if !n.is_multiple_of(group_size as usize) {
+        return Err(Error::arg(
+            "rewards",
+            format!("{n} rewards do not split into groups of {group_size}"),
+        ));
+    }
+    Ok(())
+}
+
+impl Context {
+    /// Records the advantages of `n` rewards into `out` (n f32 values).
+    pub fn record_advantages(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        estimator: AdvantageEstimator,
+        rewards: &F32View<'_>,
+        n: u32,
+        group_size: u32,
+        out: &F32View<'_>,
+    ) -> Result<()> {
+        check(n as usize, group_size)?;
+        rewards.validate("rewards", n)?;
+        out.validate("out", n)?;
+        if n == 0 {
+            return Ok(());
+        }
+        record(self, encoder, estimator, rewards, n, group_size, out)
+    }
 }

@@ -1,33 +1,15 @@
 //! Host side of `shaders/baseline.wgsl` and `shaders/copy.wgsl`: the unfused baseline
 //! and the copy roofline of the benchmarks.
 
-use super::abi::{wgsl_struct, Abi, COMMON, SHARED};
 use super::{
     dispatch, dispatch_chunks, entry, grid, plan_chunks, storage_window, uniform, whole,
-    BaselineOp, ChunkUniforms, GradOut, Kernel, LayoutParams, PipelineKey, RowSpan, RowTensor,
+    ChunkUniforms, GradOut, Kernel, LayoutParams, PipelineKey, RowSpan, RowTensor,
 };
 use crate::context::Context;
 use crate::error::Result;
+pub(crate) use crate::shader::abi::baseline::*;
+use crate::shader::BaselineOp;
 use crate::view::{LogitsView, RowLayout};
-
-wgsl_struct! {
-    #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-    struct Params {
-        x: LayoutParams,
-        row_base: u32,
-        row_end: u32,
-        vocab: u32,
-        rows: u32,
-        /// element offset of row_base in the [T,V] f32 intermediates' bound window
-        full_offset: u32,
-        /// element of the first row's token id in the targets' bound window
-        y_offset: u32,
-        _pad1: u32,
-        _pad2: u32,
-    }
-}
-
-pub(crate) const ABI: Abi = &[COMMON, SHARED, &[Params::DECL]];
 
 /// The baseline's buffers: two `[T, V]` f32 intermediates, per-row `(mask, advantage,
 /// logp, g)` and the loss; the token ids from element `targets_first` of `targets`.
@@ -40,45 +22,53 @@ pub(crate) struct BaselineBuffers<'a> {
     pub loss: &'a wgpu::Buffer,
 }
 
-/// Records the whole unfused forward + backward: five kernels, four of them chunked
-/// over rows like the library's own.
-pub(crate) fn record(
+/// One chunk of rows: the logits' and both intermediates' windows, and its rows.
+type Window<'a> = (
+    wgpu::BufferBinding<'a>,
+    wgpu::BufferBinding<'a>,
+    wgpu::BufferBinding<'a>,
+    u32,
+    u32,
+);
+
+/// The chunks of a call, their parameter blocks, and the ids' window.
+struct Chunks<'a> {
+    windows: Vec<Window<'a>>,
+    uniforms: ChunkUniforms,
+    y_bind: wgpu::BufferBinding<'a>,
+}
+
+/// Plans the chunks of rows whose logits and intermediates each fit one binding.
+fn chunks<'a>(
     ctx: &Context,
-    encoder: &mut wgpu::CommandEncoder,
-    logits: &LogitsView<'_>,
-    b: &BaselineBuffers<'_>,
-) -> Result<()> {
+    logits: &LogitsView<'a>,
+    b: &BaselineBuffers<'a>,
+) -> Result<Chunks<'a>> {
     let limits = ctx.device().limits();
-    let rows = logits.rows;
-    let vocab = logits.vocab;
+    let (rows, vocab) = (logits.rows, logits.vocab);
     let dense = RowLayout {
         offset: 0,
         row_stride: vocab as u64,
         rows_per_seq: u32::MAX,
         seq_stride: 0,
     };
-    let full = |arg| RowSpan {
-        arg,
-        layout: dense,
-        width: vocab as u64,
-        elem: 4,
+    let tensor = |arg, buffer| RowTensor {
+        span: RowSpan {
+            arg,
+            layout: dense,
+            width: vocab as u64,
+            elem: 4,
+        },
+        buffer,
+        quad: false,
     };
     let x = RowTensor {
         span: logits.span(),
         buffer: logits.buffer,
         quad: false,
     };
-    let a = RowTensor {
-        span: full("full_a"),
-        buffer: b.full_a,
-        quad: false,
-    };
-    let bb = RowTensor {
-        span: full("full_b"),
-        buffer: b.full_b,
-        quad: false,
-    };
-    let chunks = plan_chunks(rows, &[x.span, a.span, bb.span], &limits)?;
+    let (a, bb) = (tensor("full_a", b.full_a), tensor("full_b", b.full_b));
+    let planned = plan_chunks(rows, &[x.span, a.span, bb.span], &limits)?;
     let y_first = b.targets_first;
     let (y_bind, y_offset) = storage_window(
         "targets",
@@ -90,7 +80,7 @@ pub(crate) fn record(
     )?;
     let mut params = Vec::new();
     let mut windows = Vec::new();
-    for &(first, end) in &chunks {
+    for &(first, end) in &planned {
         let (x_bind, x_base) = x.window(first, end, &limits)?;
         let (a_bind, a_base) = a.window(first, end, &limits)?;
         let (b_bind, b_base) = bb.window(first, end, &limits)?;
@@ -108,8 +98,15 @@ pub(crate) fn record(
         });
         windows.push((x_bind, a_bind, b_bind, first, end));
     }
-    let uniforms = ChunkUniforms::new(ctx, "baseline params", &params);
-    let key = |op| PipelineKey {
+    Ok(Chunks {
+        windows,
+        uniforms: ChunkUniforms::new(ctx, "baseline params", &params),
+        y_bind,
+    })
+}
+
+fn key(ctx: &Context, logits: &LogitsView<'_>, op: BaselineOp) -> PipelineKey {
+    PipelineKey {
         kernel: Kernel::Baseline(op),
         logits: logits.dtype,
         grad: GradOut::None,
@@ -117,67 +114,75 @@ pub(crate) fn record(
         quad: false,
         grad_quad: false,
         lane_blocks: false,
-    };
-    // each op binds only what its entry point uses (auto layouts drop the rest)
-    let row_pass = |op, encoder: &mut wgpu::CommandEncoder| -> Result<()> {
-        let pipeline = ctx.pipeline(key(op))?;
-        let dispatches: Vec<_> = windows
-            .iter()
-            .enumerate()
-            .map(|(i, (xw, aw, bw, first, end))| {
-                let mut e = vec![uniforms.entry(1, i)];
-                match op {
-                    BaselineOp::LogSoftmax => {
-                        e.extend([entry(0, xw.clone()), entry(3, aw.clone())]);
-                    }
-                    BaselineOp::Gather => e.extend([
-                        entry(2, y_bind.clone()),
-                        entry(3, aw.clone()),
-                        whole(5, b.rowvec),
-                    ]),
-                    BaselineOp::ScatterGrad => e.extend([
-                        entry(2, y_bind.clone()),
-                        entry(4, bw.clone()),
-                        whole(5, b.rowvec),
-                    ]),
-                    _ => e.extend([entry(3, aw.clone()), entry(4, bw.clone())]),
-                }
-                let groups = if op == BaselineOp::Gather {
-                    grid((end - first).div_ceil(256), &limits)
-                } else {
-                    grid(end - first, &limits)
-                };
-                (e, groups)
-            })
-            .collect();
-        dispatch_chunks(ctx, encoder, "baseline", &pipeline, &dispatches)
-    };
-    row_pass(BaselineOp::LogSoftmax, encoder)?;
-    row_pass(BaselineOp::Gather, encoder)?;
-    let mean = ctx.pipeline(key(BaselineOp::MaskedMean))?;
+    }
+}
+
+/// One op over every chunk; each binds only what its entry point uses (auto layouts
+/// drop the rest).
+fn row_pass(
+    ctx: &Context,
+    encoder: &mut wgpu::CommandEncoder,
+    logits: &LogitsView<'_>,
+    b: &BaselineBuffers<'_>,
+    c: &Chunks<'_>,
+    op: BaselineOp,
+) -> Result<()> {
+    let limits = ctx.device().limits();
+    let pipeline = ctx.pipeline(key(ctx, logits, op))?;
+    let dispatches: Vec<_> = c
+        .windows
+        .iter()
+        .enumerate()
+        .map(|(i, (xw, aw, bw, first, end))| {
+            let mut e = vec![c.uniforms.entry(1, i)];
+            match op {
+                BaselineOp::LogSoftmax => e.extend([entry(0, xw.clone()), entry(3, aw.clone())]),
+                BaselineOp::Gather => e.extend([
+                    entry(2, c.y_bind.clone()),
+                    entry(3, aw.clone()),
+                    whole(5, b.rowvec),
+                ]),
+                BaselineOp::ScatterGrad => e.extend([
+                    entry(2, c.y_bind.clone()),
+                    entry(4, bw.clone()),
+                    whole(5, b.rowvec),
+                ]),
+                _ => e.extend([entry(3, aw.clone()), entry(4, bw.clone())]),
+            }
+            let groups = if op == BaselineOp::Gather {
+                grid((end - first).div_ceil(256), &limits)
+            } else {
+                grid(end - first, &limits)
+            };
+            (e, groups)
+        })
+        .collect();
+    dispatch_chunks(ctx, encoder, "baseline", &pipeline, &dispatches)
+}
+
+/// Records the whole unfused forward + backward: five kernels, four of them chunked
+/// over rows like the library's own.
+pub(crate) fn record(
+    ctx: &Context,
+    encoder: &mut wgpu::CommandEncoder,
+    logits: &LogitsView<'_>,
+    b: &BaselineBuffers<'_>,
+) -> Result<()> {
+    let c = chunks(ctx, logits, b)?;
+    row_pass(ctx, encoder, logits, b, &c, BaselineOp::LogSoftmax)?;
+    row_pass(ctx, encoder, logits, b, &c, BaselineOp::Gather)?;
+    let mean = ctx.pipeline(key(ctx, logits, BaselineOp::MaskedMean))?;
     dispatch(
         ctx,
         encoder,
         "baseline masked_mean",
         &mean,
-        &[uniforms.entry(1, 0), whole(5, b.rowvec), whole(6, b.loss)],
+        &[c.uniforms.entry(1, 0), whole(5, b.rowvec), whole(6, b.loss)],
         (1, 1),
     )?;
-    row_pass(BaselineOp::ScatterGrad, encoder)?;
-    row_pass(BaselineOp::LogSoftmaxBwd, encoder)
+    row_pass(ctx, encoder, logits, b, &c, BaselineOp::ScatterGrad)?;
+    row_pass(ctx, encoder, logits, b, &c, BaselineOp::LogSoftmaxBwd)
 }
-
-wgsl_struct! {
-    #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-    struct CopyParams {
-        count: u32,
-        _pad0: u32,
-        _pad1: u32,
-        _pad2: u32,
-    }
-}
-
-pub(crate) const COPY_ABI: Abi = &[COMMON, SHARED, &[CopyParams::DECL]];
 
 /// Copies the first `bytes` (a multiple of 16) of `src` to `dst` with the copy kernel,
 /// in chunks that fit a binding.

@@ -1,36 +1,14 @@
 //! Host side of `shaders/combine.wgsl`: the partials of every shard (or column block)
 //! merged, in rank order, into row statistics (rowout) or into one partial.
 
-use super::abi::{wgsl_consts, wgsl_struct, Abi, COMMON, SHARED};
 use super::{
     check_loops, dispatch_chunks, entry, plan_chunks, ChunkUniforms, Kernel, LayoutParams,
     PipelineKey, RowTensor,
 };
 use crate::context::{Context, ROW_WORKGROUP};
 use crate::error::Result;
+pub(crate) use crate::shader::abi::combine::*;
 use crate::view::TargetsView;
-
-wgsl_struct! {
-    #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-    struct Params {
-        y: LayoutParams,
-        row_base: u32,
-        row_end: u32,
-        /// the partial of shard k for row r is partials[in_offset + k·in_stride + r]
-        shards: u32,
-        in_offset: u32,
-        in_stride: u32,
-        mode: u32,
-        /// STATS: rowout row part_row + r; PARTIAL: out[out_offset + r]
-        part_row: u32,
-        out_offset: u32,
-        /// ROW_STATS: out_lse[lse_offset + r], ...
-        lse_offset: u32,
-        logp_offset: u32,
-        entropy_offset: u32,
-        _pad: u32,
-    }
-}
 
 /// Where the merged statistics go.
 pub(crate) enum CombineOut<'a> {
@@ -45,15 +23,6 @@ pub(crate) enum CombineOut<'a> {
     /// element of row 0 in it.
     RowStats([(wgpu::BufferBinding<'a>, u32); 3]),
 }
-
-wgsl_consts! {
-    CONSTS;
-    MODE_STATS: u32 = 0;
-    MODE_PARTIAL: u32 = 1;
-    MODE_ROW_STATS: u32 = 2;
-}
-
-pub(crate) const ABI: Abi = &[COMMON, SHARED, &[Params::DECL], CONSTS];
 
 /// A binding and the element of row 0 in it.
 type Window<'a> = (wgpu::BufferBinding<'a>, u32);

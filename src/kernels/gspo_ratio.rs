@@ -1,28 +1,10 @@
 //! Host side of `shaders/gspo_ratio.wgsl`: GSPO's sequence-level ratio, per part.
 
-use super::abi::{wgsl_struct, Abi, COMMON, SHARED};
 use super::prepare::PartRows;
 use super::{check_loops, dispatch_single, whole, Kernel, ScratchBufs, Teams};
 use crate::context::Context;
 use crate::error::Result;
-
-wgsl_struct! {
-    #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-    struct Params {
-        /// this part's rows and sequences, and where they start in the scratch buffers
-        rows: u32,
-        rows_per_seq: u32,
-        seqs: u32,
-        has_old: u32,
-        part_row: u32,
-        part_seq: u32,
-        _pad0: u32,
-        _pad1: u32,
-        teams: Teams,
-    }
-}
-
-pub(crate) const ABI: Abi = &[COMMON, SHARED, &[Params::DECL]];
+pub(crate) use crate::shader::abi::gspo_ratio::*;
 
 pub(crate) fn record(
     ctx: &Context,

@@ -4,8 +4,9 @@
 //! and the workgroup reduction (`workgroup/`) — then the kernel itself. Workgroup size
 //! and the 16-bit formats are `override` constants set when the pipeline is built.
 
-pub(crate) mod abi;
 pub(crate) mod advantages;
+// the benchmarks' unfused baseline and copy roofline
+#[cfg(feature = "tools")]
 pub(crate) mod baseline;
 pub(crate) mod combine;
 pub(crate) mod gspo_ratio;
@@ -17,25 +18,14 @@ pub(crate) mod row_stats;
 pub(crate) mod select;
 
 mod dispatch;
-mod pipeline;
 mod rows;
 
+pub(crate) use crate::shader::abi::aggregate::*;
+pub(crate) use crate::shader::{GradOut, Kernel, PipelineKey};
 pub(crate) use dispatch::*;
-pub(crate) use pipeline::build_pipeline;
-pub use pipeline::{shader_variants, BaselineOp, GradOut, Kernel, PipelineKey};
 pub(crate) use rows::*;
 
 use crate::error::Result;
-
-abi::wgsl_consts! {
-    pub(crate) AGGREGATION;
-    /// The aggregation modes as aggregate.wgsl numbers them (prepare's weights,
-    /// select's renormalised ones).
-    AGG_TOKEN_MEAN: u32 = 0;
-    AGG_SEQ_MEAN_TOKEN_MEAN: u32 = 1;
-    AGG_SEQ_MEAN_TOKEN_SUM: u32 = 2;
-    AGG_SEQ_MEAN_TOKEN_SUM_NORM: u32 = 3;
-}
 
 /// `mode`'s code in aggregate.wgsl.
 pub(crate) fn agg_code(mode: crate::config::LossAggMode) -> u32 {

@@ -2,7 +2,6 @@
 //! dispatched in chunks of rows when the logits (or gradient) exceed one binding or
 //! the rows exceed the dispatch grid.
 
-use super::abi::{wgsl_consts, wgsl_struct, Abi, COMMON, SHARED};
 use super::{
     check_loops, dispatch_chunks, entry, grid, plan_chunks, row_lane_steps, storage_window_in,
     whole, ChunkUniforms, GradOut, Kernel, LayoutParams, PipelineKey, RowSpan, RowTensor,
@@ -11,76 +10,8 @@ use super::{
 use crate::config::{KlEstimator, LossConfig, PolicyLossMode};
 use crate::context::Context;
 use crate::error::Result;
+pub(crate) use crate::shader::abi::policy_loss::*;
 use crate::view::{DType, LogitsView, RowLayout, TargetsView};
-
-wgsl_consts! {
-    CONSTS;
-    /// phases: the statistics sweep (to rowout), the loss and gradient sweep
-    pub(crate) PHASE_STATS: u32 = 1;
-    pub(crate) PHASE_LOSS: u32 = 2;
-    /// flags, with HAS_OLD and HAS_REF (abi.rs): dual-clip; select.wgsl's results to
-    /// read (the rollout weight q; the covariance selection and the top-entropy mask);
-    /// the entropy mask's renormalised weights c'_b
-    HAS_DUAL: u32 = 4;
-    pub(crate) HAS_ROLLOUT: u32 = 8;
-    pub(crate) HAS_SELECTION: u32 = 16;
-    pub(crate) RENORMALIZE: u32 = 32;
-    /// the modes; gpg's loss is reinforce's
-    MODE_REINFORCE: u32 = 0;
-    MODE_PPO: u32 = 1;
-    MODE_GSPO: u32 = 2;
-    MODE_CISPO: u32 = 3;
-    MODE_SAPO: u32 = 4;
-    MODE_GPG: u32 = 5;
-    MODE_CLIP_COV: u32 = 6;
-    MODE_KL_COV: u32 = 7;
-    /// the KL estimators
-    KL_K1: u32 = 0;
-    KL_K2: u32 = 1;
-    KL_K3: u32 = 2;
-}
-
-pub(crate) const ABI: Abi = &[COMMON, SHARED, &[Params::DECL], CONSTS];
-
-wgsl_struct! {
-    #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-    struct Params {
-        /// logits, targets and gradient; rows are grouped into the loss's sequences by
-        /// x.rows_per_seq
-        x: LayoutParams,
-        y: LayoutParams,
-        g: LayoutParams,
-        /// the rows of this dispatch (a chunk of all rows, when one binding cannot hold them)
-        row_base: u32,
-        row_end: u32,
-        vocab: u32,
-        inv_tau: f32,
-        phase: u32,
-        mode: u32,
-        kl_type: u32,
-        flags: u32,
-        clip_low: f32,
-        clip_high: f32,
-        clip_c: f32,
-        kl_coef: f32,
-        entropy_coeff: f32,
-        /// where this part's rows and sequences start in the scratch buffers (a loss over
-        /// logits in several buffers numbers the rows of every part one after the other)
-        part_row: u32,
-        part_seq: u32,
-        /// sapo's gate temperatures, kl_cov's κ
-        tau_pos: f32,
-        tau_neg: f32,
-        kappa: f32,
-        /// a split vocabulary (shards.rs): this launch's columns are col_offset .. +vocab of
-        /// vocab_total; the statistics of the whole row come from combine.wgsl (LOSS only)
-        col_offset: u32,
-        vocab_total: u32,
-        _pad0: u32,
-        _pad1: u32,
-        _pad2: u32,
-    }
-}
 
 /// Where the gradient goes, resolved to a buffer and a layout.
 pub(crate) enum GradDest<'a> {

@@ -1,63 +1,16 @@
 //! Host side of `shaders/prepare.wgsl`: per-row inputs gathered into one vec4, each
 //! sequence's token count, and the aggregation weight factor of each sequence.
 
-use super::abi::{wgsl_consts, wgsl_struct, Abi, COMMON, SHARED};
-use super::AGGREGATION;
 use super::{
     check_loops, dispatch_single, entry, f32_window, lane_steps, whole, Kernel, ScratchBufs, Teams,
 };
 use crate::config::LossConfig;
 use crate::context::Context;
 use crate::error::Result;
+pub(crate) use crate::shader::abi::prepare::*;
 use crate::view::F32View;
 
-wgsl_struct! {
-    #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-    struct Params {
-        /// this part's rows and sequences (a loss over logits in several buffers runs the
-        /// gather once per part, then the weights once over every sequence)
-        rows: u32,
-        rows_per_seq: u32,
-        seqs: u32,
-        agg_mode: u32,
-        flags: u32,
-        /// token-mean: the caller's global normaliser, or 0 for Σ mask
-        global_normalizer: f32,
-        /// seq-mean-token-sum-norm: L_norm
-        l_norm: f32,
-        phase: u32,
-        mask_offset: u32,
-        adv_offset: u32,
-        old_offset: u32,
-        ref_offset: u32,
-        /// where the part's rows and sequences start in rowin and seqinfo
-        part_row: u32,
-        part_seq: u32,
-        /// sequences of every part
-        all_seqs: u32,
-        rollout_offset: u32,
-        /// lanes per sequence for the token counts n_b
-        teams: Teams,
-    }
-}
-
-wgsl_consts! {
-    CONSTS;
-    /// flags, with HAS_OLD and HAS_REF (abi.rs): one advantage a token (else one a
-    /// sequence)
-    ADV_PER_TOKEN: u32 = 8;
-    /// with seq-mean modes: B' counts every sequence, empty ones too (TRL's grpo)
-    COUNT_EMPTY: u32 = 16;
-    /// the sampler's log-probs, for the rollout correction (select.wgsl)
-    HAS_ROLLOUT: u32 = 32;
-    /// phases: the part's per-row inputs and token counts n_b; the weights c_b of every
-    /// sequence (which need every n_b)
-    pub(crate) GATHER: u32 = 1;
-    pub(crate) WEIGHTS: u32 = 2;
-}
-
-pub(crate) const ABI: Abi = &[COMMON, SHARED, AGGREGATION, &[Params::DECL], CONSTS];
-pub(crate) use super::abi::{HAS_OLD, HAS_REF};
+pub(crate) use crate::shader::abi::{HAS_OLD, HAS_REF};
 
 /// The per-row inputs of the loss, already validated against `rows` and `seqs`.
 #[derive(Clone, Copy)]

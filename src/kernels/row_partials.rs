@@ -1,32 +1,11 @@
 //! Host side of `shaders/row_partials.wgsl`: one shard's (or one column block's)
 //! partial row statistics, `PARTIAL_FLOATS` f32 a row.
 
-use super::abi::{wgsl_struct, Abi, COMMON, SHARED};
-use super::{record_row_sweep, Kernel, LayoutParams};
+use super::{record_row_sweep, Kernel};
 use crate::context::Context;
 use crate::error::Result;
+pub(crate) use crate::shader::abi::row_partials::*;
 use crate::view::{LogitsView, TargetsView};
-
-wgsl_struct! {
-    #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-    struct Params {
-        x: LayoutParams,
-        y: LayoutParams,
-        row_base: u32,
-        row_end: u32,
-        /// this shard's columns: vocab of them, the first one being column col_offset of
-        /// the whole vocabulary
-        vocab: u32,
-        inv_tau: f32,
-        col_offset: u32,
-        /// partial of row r at out[out_offset + r], relative to the bound window
-        out_offset: u32,
-        _pad0: u32,
-        _pad1: u32,
-    }
-}
-
-pub(crate) const ABI: Abi = &[COMMON, SHARED, &[Params::DECL]];
 
 /// Where partials go: a binding of vec4 (16-byte) items and the item of row 0 in it.
 pub(crate) struct PartialsOut<'a> {

@@ -1,10 +1,10 @@
 //! Host side of `shaders/row_stats.wgsl`: per row, the log-sum-exp, the target's
 //! log-prob and the entropy, all of the logits divided by the temperature.
 
-use super::abi::{wgsl_struct, Abi, COMMON, SHARED};
-use super::{f32_window, Kernel, LayoutParams};
+use super::{f32_window, Kernel};
 use crate::context::Context;
 use crate::error::{Error, Result};
+pub(crate) use crate::shader::abi::row_stats::*;
 use crate::view::{F32View, LogitsView, TargetsView};
 
 /// Where the per-row results go: `rows` f32 values each.
@@ -52,26 +52,6 @@ impl RowStatsBuffers {
         }
     }
 }
-
-wgsl_struct! {
-    #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-    struct Params {
-        x: LayoutParams,
-        y: LayoutParams,
-        /// the rows of this dispatch (a chunk of all rows, when one binding cannot hold them)
-        row_base: u32,
-        row_end: u32,
-        vocab: u32,
-        inv_tau: f32,
-        /// first element of each output, relative to its bound window
-        lse_offset: u32,
-        logp_offset: u32,
-        entropy_offset: u32,
-        _pad0: u32,
-    }
-}
-
-pub(crate) const ABI: Abi = &[COMMON, SHARED, &[Params::DECL]];
 
 /// Checks a temperature: finite and > 0.
 pub(crate) fn check_temperature(temperature: f32) -> Result<f32> {

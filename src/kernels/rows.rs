@@ -2,10 +2,10 @@
 //! binding and the dispatch grid, column blocks of rows longer than one binding, a
 //! lane's loop counts against the adapter's loop limit, and teams of lanes.
 
-pub(crate) use super::abi::{LayoutParams, Teams};
 use super::storage_window_in;
-use crate::context::{row_workgroup, ROW_WORKGROUP};
 use crate::error::{Error, Result};
+pub(crate) use crate::shader::abi::{LayoutParams, Teams};
+use crate::shader::{row_workgroup, ROW_WORKGROUP};
 
 impl LayoutParams {
     /// `layout` as seen from a binding whose first element is element `base` of the
@@ -24,6 +24,30 @@ impl LayoutParams {
             seq_stride: to_u32(arg, "sequence stride", layout.seq_stride)?,
             rows_per_seq: layout.rows_per_seq.min(rows).max(1),
         })
+    }
+}
+
+impl crate::view::LogitsView<'_> {
+    /// Its rows, for planning chunks.
+    pub(crate) fn span(&self) -> RowSpan {
+        RowSpan {
+            arg: "logits",
+            layout: self.layout,
+            width: self.vocab as u64,
+            elem: self.dtype.size(),
+        }
+    }
+}
+
+impl crate::view::TargetsView<'_> {
+    /// Its rows, for planning chunks.
+    pub(crate) fn span(&self) -> RowSpan {
+        RowSpan {
+            arg: "targets",
+            layout: self.layout,
+            width: 1,
+            elem: 4,
+        }
     }
 }
 

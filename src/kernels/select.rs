@@ -2,80 +2,13 @@
 //! statistics and the loss (rollout weights, the top-entropy mask and its renormalised
 //! weights, the covariance selection of `clip_cov` / `kl_cov`).
 
-use super::abi::{wgsl_consts, wgsl_struct, Abi, COMMON, SHARED};
 use super::prepare::PartRows;
-use super::AGGREGATION;
 use super::{check_loops, dispatch_single, lane_steps, whole, Kernel, ScratchBufs, Teams};
 use crate::config::{LossConfig, PolicyLossMode, RolloutLevel, RolloutMode};
 use crate::context::Context;
 use crate::error::Result;
+pub(crate) use crate::shader::abi::select::*;
 
-wgsl_struct! {
-    #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-    struct Params {
-        /// this launch's part (ROLLOUT, RENORM_GATHER): rows, sequence length, sequences,
-        /// and where they start in the scratch buffers
-        rows: u32,
-        rows_per_seq: u32,
-        seqs: u32,
-        part_row: u32,
-        part_seq: u32,
-        /// every row and sequence of the call (SELECT, RENORM_WEIGHTS)
-        all_rows: u32,
-        all_seqs: u32,
-        phases: u32,
-        /// COV_* (clip_cov, kl_cov) and ENTROPY_* (the top-entropy mask)
-        cov: u32,
-        entropy: u32,
-        has_old: u32,
-        /// rollout correction: level, mode, [C_lo, C_hi]
-        level: u32,
-        rollout_mode: u32,
-        c_lo: f32,
-        c_hi: f32,
-        /// ρ_H
-        rho: f32,
-        cov_ratio: f32,
-        cov_lb: f32,
-        cov_ub: f32,
-        seed: u32,
-        clip_low: f32,
-        clip_high: f32,
-        agg_mode: u32,
-        count_empty: u32,
-        global_normalizer: f32,
-        l_norm: f32,
-        _pad0: u32,
-        _pad1: u32,
-        teams: Teams,
-    }
-}
-
-wgsl_consts! {
-    CONSTS;
-    /// Phases of `select.wgsl`: per part, or over every row / sequence.
-    pub(crate) ROLLOUT: u32 = 1;
-    pub(crate) SELECT: u32 = 2;
-    pub(crate) RENORM_GATHER: u32 = 4;
-    pub(crate) RENORM_WEIGHTS: u32 = 8;
-    /// the covariance selection of clip_cov / kl_cov
-    COV_NONE: u32 = 0;
-    COV_KL: u32 = 1;
-    COV_CLIP: u32 = 2;
-    /// the top-entropy mask: none, kept tokens weighted by the mask's weights, or
-    /// renormalised over the kept ones
-    ENTROPY_NONE: u32 = 0;
-    ENTROPY_QUANTILE: u32 = 1;
-    ENTROPY_TOP_K: u32 = 2;
-    /// the rollout correction's level and mode
-    LEVEL_TOKEN: u32 = 0;
-    LEVEL_SEQUENCE: u32 = 1;
-    LEVEL_GEOMETRIC: u32 = 2;
-    MODE_TRUNCATE: u32 = 0;
-    MODE_MASK: u32 = 1;
-}
-
-pub(crate) const ABI: Abi = &[COMMON, SHARED, AGGREGATION, &[Params::DECL], CONSTS];
 /// The phases that run part by part.
 pub(crate) const PER_PART: u32 = ROLLOUT | RENORM_GATHER;
 

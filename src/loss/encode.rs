@@ -92,6 +92,7 @@ impl PolicyLoss {
     /// Records `prepare` alone, for the benchmarks' stage times (`bench --stages`):
     /// the per-row inputs gathered and the sequences' weights, as
     /// [`PolicyLoss::record_parts`] does first.
+    #[cfg(feature = "tools")]
     pub(crate) fn record_prepare<'a, P: Copy + Into<super::LossPart<'a>>>(
         &self,
         encoder: &mut wgpu::CommandEncoder,

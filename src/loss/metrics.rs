@@ -53,7 +53,7 @@ impl Metrics {
     pub const LEN: usize = METRICS as usize;
 
     pub fn from_slice(v: &[f32]) -> Self {
-        use crate::kernels::reduce::*;
+        use crate::shader::abi::reduce::*;
         // a slice shorter than Metrics::LEN reads the slots past the first ten as 0
         let at = |slot: u32| v.get(slot as usize).copied();
         let get = |slot: u32| at(slot).unwrap_or(0.0);

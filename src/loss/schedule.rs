@@ -29,10 +29,10 @@ use crate::shards::PARTIAL_BYTES;
 use crate::view::{DType, RowLayout};
 
 /// Bytes per row and per sequence of the scratch buffers: `rowin`, a `vec4<f32>` a row;
-/// `rowout`, abi.rs's ROWOUT_FLOATS a row; `seqinfo`, a `vec4<f32>` a sequence;
+/// `rowout`, ROWOUT_FLOATS (src/shader/abi/) a row; `seqinfo`, a `vec4<f32>` a sequence;
 /// `rowaux`, two `vec4<f32>` a row.
 pub(crate) const ROWIN_BYTES: u64 = 16;
-pub(crate) const ROWOUT_BYTES: u64 = crate::kernels::abi::ROWOUT_FLOATS as u64 * 4;
+pub(crate) const ROWOUT_BYTES: u64 = crate::shader::abi::ROWOUT_FLOATS as u64 * 4;
 pub(crate) const SEQINFO_BYTES: u64 = 16;
 pub(crate) const ROWAUX_BYTES: u64 = 32;
 /// The stand-in for per-row outputs the caller does not want.

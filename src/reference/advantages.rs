@@ -2,11 +2,11 @@
 
 /// SPEC's advantage estimators over groups of `group_size` consecutive rewards.
 pub fn advantages(
-    estimator: crate::advantages::AdvantageEstimator,
+    estimator: crate::config::AdvantageEstimator,
     rewards: &[f64],
     group_size: usize,
 ) -> Vec<f64> {
-    use crate::advantages::AdvantageEstimator as E;
+    use crate::config::AdvantageEstimator as E;
     // Rewards taken about the first one, so that rewards that all agree give exactly 0
     // (as the kernel does): R − mean, Σ_{j≠i} R_j and the std are unchanged by the shift.
     let shifted = |xs: &[f64]| -> Vec<f64> { xs.iter().map(|x| x - xs[0]).collect() };

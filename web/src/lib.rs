@@ -6,8 +6,9 @@ use std::rc::Rc;
 
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
-use wgpu_policy_loss::check::{self, Worst};
-use wgpu_policy_loss::{Context, DType, Demo, DemoConfig};
+use wgpu_policy_loss::tools::check::{self, Worst};
+use wgpu_policy_loss::tools::demo::{Demo, DemoConfig};
+use wgpu_policy_loss::{Context, DType};
 
 fn js_error(e: impl std::fmt::Display) -> JsValue {
     js_sys::Error::new(&e.to_string()).into()

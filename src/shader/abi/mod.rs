@@ -2,7 +2,9 @@
 //! flag bits, record widths and metric slots are declared here in Rust, with
 //! [`wgsl_struct!`] and [`wgsl_consts!`]; the WGSL declarations of the same items are
 //! generated from those declarations and open every module that uses them
-//! ([`Kernel::abi`](super::Kernel)). The shaders use the names and never restate them.
+//! ([`Kernel::abi`](super::Kernel)), one file here per shader. The shaders use the
+//! names and never restate them; the kernels' host code (`src/kernels/`) fills the
+//! blocks.
 //!
 //! `repr(C)` and WGSL's uniform layout rules can still disagree (a struct member is
 //! 16-byte aligned in a uniform, a `vec3` is 16 bytes wide): the tests at the bottom
@@ -60,7 +62,7 @@ pub(crate) type Abi = &'static [&'static [Decl]];
 
 /// The WGSL text of `abi`: a `struct` per struct, a `const` per constant.
 pub(crate) fn wgsl(abi: &[&[Decl]]) -> String {
-    let mut s = String::from("// generated from src/kernels/abi.rs's declarations\n");
+    let mut s = String::from("// generated from src/shader/abi/'s declarations\n");
     for decl in abi.iter().flat_map(|d| d.iter()) {
         match decl {
             Decl::Struct { name, fields, .. } => {
@@ -100,19 +102,19 @@ macro_rules! wgsl_struct {
             $($(#[$fmeta])* $fvis $field: $ty),*
         }
 
-        impl $crate::kernels::abi::WgslType for $name {
+        impl $crate::shader::abi::WgslType for $name {
             const WGSL: &'static str = stringify!($name);
         }
 
         impl $name {
             /// The WGSL declaration generated from this struct.
             #[allow(dead_code)]
-            pub(crate) const DECL: $crate::kernels::abi::Decl =
-                $crate::kernels::abi::Decl::Struct {
+            pub(crate) const DECL: $crate::shader::abi::Decl =
+                $crate::shader::abi::Decl::Struct {
                     name: stringify!($name),
-                    fields: &[$($crate::kernels::abi::Field {
+                    fields: &[$($crate::shader::abi::Field {
                         name: stringify!($field),
-                        ty: <$ty as $crate::kernels::abi::WgslType>::WGSL,
+                        ty: <$ty as $crate::shader::abi::WgslType>::WGSL,
                         offset: ::core::mem::offset_of!($name, $field),
                     }),*],
                     size: ::core::mem::size_of::<$name>(),
@@ -129,8 +131,8 @@ macro_rules! wgsl_consts {
         $($(#[$meta])* $vis const $name: $ty = $value;)*
 
         /// The WGSL declarations of this module's constants.
-        $list_vis const $list: &[$crate::kernels::abi::Decl] = &[$(
-            $crate::kernels::abi::Decl::Const {
+        $list_vis const $list: &[$crate::shader::abi::Decl] = &[$(
+            $crate::shader::abi::Decl::Const {
                 name: stringify!($name),
                 ty: stringify!($ty),
                 value: $name as f64,
@@ -139,7 +141,21 @@ macro_rules! wgsl_consts {
     };
 }
 
-pub(crate) use {wgsl_consts, wgsl_struct};
+// wgsl_struct! serves the demo too; wgsl_consts! only the modules below
+#[cfg(feature = "tools")]
+pub(crate) use wgsl_struct;
+
+pub(crate) mod advantages;
+pub(crate) mod aggregate;
+pub(crate) mod baseline;
+pub(crate) mod combine;
+pub(crate) mod gspo_ratio;
+pub(crate) mod policy_loss;
+pub(crate) mod prepare;
+pub(crate) mod reduce;
+pub(crate) mod row_partials;
+pub(crate) mod row_stats;
+pub(crate) mod select;
 
 wgsl_struct! {
     /// `RowLayout` as the shaders see it (prelude.wgsl's `row_start`): offsets relative

@@ -48,7 +48,7 @@ impl Default for DemoConfig {
     }
 }
 
-crate::kernels::abi::wgsl_struct! {
+crate::shader::abi::wgsl_struct! {
     /// The policy shader's uniform block: its WGSL opens the module.
     #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
     struct Params {
@@ -87,65 +87,169 @@ pub struct Demo {
     out: LossBuffers,
 }
 
+/// `Err` naming the setting that would train nothing, or something other than asked,
+/// for `answers` answers.
+fn check_config(ctx: &Context, cfg: &DemoConfig, answers: u32) -> Result<()> {
+    let g = cfg.group_size;
+    if g < 2 {
+        return Err(Error::arg(
+            "group_size",
+            format!("must be at least 2 (GRPO compares answers within a group), got {g}"),
+        ));
+    }
+    if !(cfg.lr.is_finite() && cfg.lr > 0.0) {
+        return Err(Error::arg(
+            "lr",
+            format!("must be finite and > 0, got {}", cfg.lr),
+        ));
+    }
+    if !(cfg.entropy_coeff.is_finite() && cfg.entropy_coeff >= 0.0) {
+        return Err(Error::arg(
+            "entropy_coeff",
+            format!("must be finite and >= 0, got {}", cfg.entropy_coeff),
+        ));
+    }
+    // the backward pass walks every row (and its V logits) in one lane: past the loop
+    // cap of Mesa's CPU drivers it would train on partial gradients, silently
+    if let Some(limit) = ctx.loop_limit() {
+        let steps = (answers * L) as u64 * (V as u64 + 1);
+        if steps > limit {
+            let most = limit / ((A * A * L) as u64 * (V as u64 + 1));
+            return Err(Error::arg(
+                "group_size",
+                format!(
+                    "{g} answers per prompt make the demo's backward pass loop {steps} \
+                     times in one lane, and {} stops a shader's loops after {limit}; use \
+                     at most {most} there",
+                    ctx.describe()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Small deterministic initial weights.
+fn initial_theta(seed: u32) -> Vec<f32> {
+    let mut state = seed.wrapping_mul(2654435761).wrapping_add(12345);
+    (0..PARAMS)
+        .map(|_| {
+            state = state.wrapping_mul(1664525).wrapping_add(1013904223);
+            ((state >> 8) as f32 / 16777216.0 - 0.5) * 0.2
+        })
+        .collect()
+}
+
+/// The policy shader's entry points, bound to the demo's buffers: binding 0 is a
+/// position's parameter block, 1.. the buffers of `buffers`.
+struct Stages<'a> {
+    ctx: &'a Context,
+    module: wgpu::ShaderModule,
+    params: &'a [wgpu::Buffer],
+    buffers: [(u32, &'a wgpu::Buffer); 8],
+}
+
+impl Stages<'_> {
+    fn new<'a>(
+        ctx: &'a Context,
+        params: &'a [wgpu::Buffer],
+        buffers: [(u32, &'a wgpu::Buffer); 8],
+    ) -> Stages<'a> {
+        let module = ctx
+            .device()
+            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some("demo policy"),
+                source: wgpu::ShaderSource::Wgsl(
+                    (crate::shader::abi::wgsl(&[&[Params::DECL]])
+                        + include_str!("../../shaders/demo/policy.wgsl"))
+                    .into(),
+                ),
+            });
+        Stages {
+            ctx,
+            module,
+            params,
+            buffers,
+        }
+    }
+
+    /// `entry` at position `pos`, binding only the buffers it uses (auto layouts drop
+    /// the rest).
+    fn stage(&self, entry: &str, pos: u32, used: &[u32], groups: u32) -> Stage {
+        let device = self.ctx.device();
+        let constants = [
+            ("H", H as f64),
+            ("V", V as f64),
+            ("A", A as f64),
+            ("L", L as f64),
+        ];
+        let p = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(entry),
+            layout: None,
+            module: &self.module,
+            entry_point: Some(entry),
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants: &constants,
+                zero_initialize_workgroup_memory: true,
+            },
+            cache: None,
+        });
+        let mut entries: Vec<wgpu::BindGroupEntry<'_>> = vec![wgpu::BindGroupEntry {
+            binding: 0,
+            resource: self.params[pos as usize].as_entire_binding(),
+        }];
+        entries.extend(
+            self.buffers
+                .iter()
+                .filter(|(b, _)| used.contains(b))
+                .map(|(b, buf)| wgpu::BindGroupEntry {
+                    binding: *b,
+                    resource: buf.as_entire_binding(),
+                }),
+        );
+        let bg = device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(entry),
+            layout: &p.get_bind_group_layout(0),
+            entries: &entries,
+        });
+        (p, bg, groups)
+    }
+
+    /// Sampling, position by position (a digit is drawn given the ones before it), and
+    /// the update: the policy's backward and Adam's step.
+    fn all(&self, answers: u32) -> (Vec<Stage>, Vec<Stage>) {
+        let per_answer = answers.div_ceil(64);
+        let sampling = (0..L)
+            .flat_map(|pos| {
+                [
+                    self.stage("forward", pos, &[1, 2, 3, 4, 5], per_answer),
+                    self.stage("sample", pos, &[1, 4, 5, 6], per_answer),
+                ]
+            })
+            .collect();
+        let update = vec![
+            self.stage("backward", 0, &[1, 2, 3, 5, 7, 8], PARAMS.div_ceil(64)),
+            self.stage("adam", 0, &[2, 8], PARAMS.div_ceil(64)),
+        ];
+        (sampling, update)
+    }
+}
+
 impl Demo {
     /// Builds the policy (small deterministic initial weights) and its pipelines.
     /// `Err` naming the setting that would train nothing, or something other than
     /// asked.
     pub fn new(ctx: &Context, config: &DemoConfig) -> Result<Self> {
         let cfg = *config;
-        let g = cfg.group_size;
-        if g < 2 {
-            return Err(Error::arg(
-                "group_size",
-                format!("must be at least 2 (GRPO compares answers within a group), got {g}"),
-            ));
-        }
-        if !(cfg.lr.is_finite() && cfg.lr > 0.0) {
-            return Err(Error::arg(
-                "lr",
-                format!("must be finite and > 0, got {}", cfg.lr),
-            ));
-        }
-        if !(cfg.entropy_coeff.is_finite() && cfg.entropy_coeff >= 0.0) {
-            return Err(Error::arg(
-                "entropy_coeff",
-                format!("must be finite and >= 0, got {}", cfg.entropy_coeff),
-            ));
-        }
-        let device = ctx.device();
         let prompts: Vec<[u32; 2]> = (0..A * A)
-            .flat_map(|p| std::iter::repeat_n([p / A, p % A], g as usize))
+            .flat_map(|p| std::iter::repeat_n([p / A, p % A], cfg.group_size as usize))
             .collect();
         let answers = prompts.len() as u32;
+        check_config(ctx, &cfg, answers)?;
         let rows = answers * L;
-        // the backward pass walks every row (and its V logits) in one lane: past the loop
-        // cap of Mesa's CPU drivers it would train on partial gradients, silently
-        if let Some(limit) = ctx.loop_limit() {
-            let steps = rows as u64 * (V as u64 + 1);
-            if steps > limit {
-                let most = limit / ((A * A * L) as u64 * (V as u64 + 1));
-                return Err(Error::arg(
-                    "group_size",
-                    format!(
-                        "{g} answers per prompt make the demo's backward pass loop {steps} \
-                         times in one lane, and {} stops a shader's loops after {limit}; use \
-                         at most {most} there",
-                        ctx.describe()
-                    ),
-                ));
-            }
-        }
-        // small deterministic initial weights
-        let mut state = cfg.seed.wrapping_mul(2654435761).wrapping_add(12345);
-        let theta: Vec<f32> = (0..PARAMS)
-            .map(|_| {
-                state = state.wrapping_mul(1664525).wrapping_add(1013904223);
-                ((state >> 8) as f32 / 16777216.0 - 0.5) * 0.2
-            })
-            .collect();
         let zeros = |n: u32| vec![0u8; n as usize * 4];
         let prompts_buf = ctx.upload("demo prompts", bytemuck::cast_slice(&prompts));
-        let theta_buf = ctx.upload("demo theta", bytemuck::cast_slice(&theta));
+        let theta_buf = ctx.upload("demo theta", bytemuck::cast_slice(&initial_theta(cfg.seed)));
         let hidden = ctx.upload("demo hidden", &zeros(rows * H));
         let logits = ctx.upload("demo logits", &zeros(rows * V));
         let tokens = ctx.upload("demo tokens", &zeros(rows));
@@ -153,44 +257,14 @@ impl Demo {
         let grad = ctx.upload("demo grad", &zeros(rows * V));
         let moments = ctx.upload("demo moments", &zeros(PARAMS * 4));
         let advantages = ctx.upload("demo advantages", &zeros(answers));
-        let mask = ctx.upload(
-            "demo mask",
-            bytemuck::cast_slice(&vec![1.0f32; rows as usize]),
-        );
+        let ones = vec![1.0f32; rows as usize];
+        let mask = ctx.upload("demo mask", bytemuck::cast_slice(&ones));
         // one parameter block per answer position (the positions run in one submission)
         let uniform = wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST;
         let params: Vec<wgpu::Buffer> = (0..L)
             .map(|_| ctx.buffer("demo params", 32, uniform))
             .collect();
-
-        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some("demo policy"),
-            source: wgpu::ShaderSource::Wgsl(
-                (crate::kernels::abi::wgsl(&[&[Params::DECL]])
-                    + include_str!("../shaders/demo/policy.wgsl"))
-                .into(),
-            ),
-        });
-        let constants = [
-            ("H", H as f64),
-            ("V", V as f64),
-            ("A", A as f64),
-            ("L", L as f64),
-        ];
-        let pipeline = |entry: &str| {
-            device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: Some(entry),
-                layout: None,
-                module: &module,
-                entry_point: Some(entry),
-                compilation_options: wgpu::PipelineCompilationOptions {
-                    constants: &constants,
-                    zero_initialize_workgroup_memory: true,
-                },
-                cache: None,
-            })
-        };
-        let buffers: [(u32, &wgpu::Buffer); 8] = [
+        let buffers = [
             (1, &prompts_buf),
             (2, &theta_buf),
             (3, &hidden),
@@ -200,42 +274,7 @@ impl Demo {
             (7, &grad),
             (8, &moments),
         ];
-        // each entry point binds only what it uses (auto layouts drop the rest)
-        let stage = |entry: &str, pos: u32, used: &[u32], groups: u32| -> Stage {
-            let p = pipeline(entry);
-            let mut entries: Vec<wgpu::BindGroupEntry<'_>> = vec![wgpu::BindGroupEntry {
-                binding: 0,
-                resource: params[pos as usize].as_entire_binding(),
-            }];
-            entries.extend(
-                buffers
-                    .iter()
-                    .filter(|(b, _)| used.contains(b))
-                    .map(|(b, buf)| wgpu::BindGroupEntry {
-                        binding: *b,
-                        resource: buf.as_entire_binding(),
-                    }),
-            );
-            let bg = device.create_bind_group(&wgpu::BindGroupDescriptor {
-                label: Some(entry),
-                layout: &p.get_bind_group_layout(0),
-                entries: &entries,
-            });
-            (p, bg, groups)
-        };
-        // sampling runs position by position: a digit is drawn given the ones before it
-        let sampling: Vec<Stage> = (0..L)
-            .flat_map(|pos| {
-                [
-                    stage("forward", pos, &[1, 2, 3, 4, 5], answers.div_ceil(64)),
-                    stage("sample", pos, &[1, 4, 5, 6], answers.div_ceil(64)),
-                ]
-            })
-            .collect();
-        let update = vec![
-            stage("backward", 0, &[1, 2, 3, 5, 7, 8], PARAMS.div_ceil(64)),
-            stage("adam", 0, &[2, 8], PARAMS.div_ceil(64)),
-        ];
+        let (sampling, update) = Stages::new(ctx, &params, buffers).all(answers);
         let loss = PolicyLoss::new(
             ctx,
             LossConfig {
@@ -245,7 +284,6 @@ impl Demo {
                 ..LossConfig::default()
             },
         )?;
-        let out = LossBuffers::new(ctx, rows);
         Ok(Demo {
             ctx: ctx.clone(),
             config: cfg,
@@ -261,7 +299,7 @@ impl Demo {
             sampling,
             update,
             loss,
-            out,
+            out: LossBuffers::new(ctx, rows),
         })
     }
 

@@ -1,9 +1,59 @@
 //! Which pipelines exist and how each is built: the kernels, the key that selects a
-//! distinct pipeline, the WGSL snippets its module is joined from, and the override
-//! constants it is specialised with.
+//! distinct pipeline, the WGSL snippets its module is joined from (the Rust↔WGSL
+//! contract, `abi`, first), and the override constants it is specialised with. Knows
+//! no device: `context.rs` caches what `build_pipeline` builds, `kernels/` records.
 
-use crate::context::{row_workgroup, Paths, ROW_WORKGROUP};
+pub(crate) mod abi;
+
 use crate::view::DType;
+
+/// Which optional hardware paths the kernels use. Both default to "when the adapter
+/// has it"; turning them off forces the portable fallback, which gives the same bits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Paths {
+    /// Read f16 logits natively (`SHADER_F16`) instead of unpacking them from u32.
+    pub shader_f16: bool,
+    /// Finish workgroup reductions with subgroup shuffles (`SUBGROUP`) instead of shared memory.
+    pub subgroups: bool,
+}
+
+impl Paths {
+    /// The portable path every adapter runs: no f16 arithmetic, no subgroups.
+    pub const FALLBACK: Paths = Paths {
+        shader_f16: false,
+        subgroups: false,
+    };
+
+    /// Short name for tables and test messages.
+    pub fn describe(self) -> &'static str {
+        match (self.shader_f16, self.subgroups) {
+            (false, false) => "fallback",
+            (true, false) => "f16",
+            (false, true) => "subgroups",
+            (true, true) => "f16+subgroups",
+        }
+    }
+}
+
+/// Workgroup size of the row kernels on GPUs (and of the one-workgroup kernels): one
+/// workgroup reduces one row.
+pub(crate) const ROW_WORKGROUP: u32 = 256;
+
+/// Workgroup size of the row kernels with lane blocks (CPU adapters). A CPU rasteriser
+/// runs a workgroup's lanes as SIMD batches one after the other, each through every
+/// instruction of the kernel under a mask, so a row's fixed cost grows with its lanes;
+/// 64 lanes still split a row eight ways per batch. (lavapipe, 16384 × 10 f32: the loss
+/// 1.8× faster than with 256 lanes; BENCHMARKS.md.)
+pub(crate) const CPU_ROW_WORKGROUP: u32 = 64;
+
+/// The row kernels' workgroup size for a lane layout.
+pub(crate) fn row_workgroup(lane_blocks: bool) -> u32 {
+    if lane_blocks {
+        CPU_ROW_WORKGROUP
+    } else {
+        ROW_WORKGROUP
+    }
+}
 
 macro_rules! shader {
     ($path:literal) => {
@@ -93,9 +143,9 @@ impl Kernel {
         }
     }
 
-    /// The Rust↔WGSL declarations its module opens with (abi.rs).
-    pub(crate) fn abi(self) -> super::abi::Abi {
-        use super::*;
+    /// The Rust↔WGSL declarations its module opens with (`abi`).
+    pub(crate) fn abi(self) -> abi::Abi {
+        use abi::*;
         match self {
             Kernel::RowStats => row_stats::ABI,
             Kernel::RowPartials => row_partials::ABI,
@@ -336,7 +386,7 @@ impl PipelineKey {
         let native_f16 = self.logits == DType::F16 && self.paths.shader_f16;
         let native_grad = self.grad == GradOut::Separate(DType::F16) && self.paths.shader_f16;
         let quad = self.quad;
-        let abi = super::abi::wgsl(self.kernel.abi());
+        let abi = abi::wgsl(self.kernel.abi());
         let mut parts: Vec<&str> = Vec::new();
         if self.kernel.reads_logits() && (native_f16 || native_grad) {
             parts.push(shader!("enable_f16.wgsl"));

@@ -1,0 +1,227 @@
+//! The input file's tensors, checked against one another: the names, shapes and
+//! dtypes of `eval`'s contract.
+
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use wgpu_policy_loss::half::{bf16, f16};
+use wgpu_policy_loss::{Error, HostBatch, HostLogits, HostPart};
+
+use super::bad;
+
+/// Every tensor of the input, read into host memory.
+pub(super) struct Input {
+    /// The logits' shape, `[T, V]` or `[B, S, V]`, and its leading dimensions.
+    pub shape: Vec<usize>,
+    pub lead: Vec<usize>,
+    pub vocab: usize,
+    pub rows_per_seq: Option<u32>,
+    pub seqs: usize,
+    pub logits: Columns,
+    pub mask: Vec<f32>,
+    pub targets: Vec<u32>,
+    pub advantages: Vec<f32>,
+    pub old: Option<Vec<f32>>,
+    pub refp: Option<Vec<f32>>,
+    pub rollout: Option<Vec<f32>>,
+}
+
+impl Input {
+    pub fn read(st: &SafeTensors<'_>) -> Result<Self, Error> {
+        let logits_t = required(st, "logits")?;
+        let shape = logits_t.shape().to_vec();
+        let (lead, vocab, rows_per_seq) = match shape.as_slice() {
+            [t, v] => (vec![*t], *v, None),
+            [b, s, v] => (vec![*b, *s], *v, Some(*s as u32)),
+            _ => {
+                return Err(bad(
+                    "logits",
+                    format!("has shape {shape:?}, expected [T, V] or [B, S, V]"),
+                ))
+            }
+        };
+        let rows: usize = lead.iter().product();
+        let seqs = if lead.len() == 2 { lead[0] } else { 1 };
+        if vocab == 0 || rows == 0 {
+            return Err(bad("logits", format!("has an empty shape {shape:?}")));
+        }
+        let logits = Columns::read(&logits_t)?;
+        let mask_t = required(st, "mask")?;
+        expect_shape("mask", &mask_t, &lead)?;
+        let mask = mask_values(&mask_t)?;
+        let targets_t = required(st, "targets")?;
+        expect_shape("targets", &targets_t, &lead)?;
+        let targets = target_ids(&targets_t, &mask, vocab)?;
+        let adv_t = required(st, "advantages")?;
+        if adv_t.shape() != [seqs] && adv_t.shape() != lead.as_slice() {
+            return Err(bad(
+                "advantages",
+                format!(
+                    "has shape {:?}, expected [{seqs}] or {lead:?}",
+                    adv_t.shape()
+                ),
+            ));
+        }
+        let advantages = f32s("advantages", &adv_t)?;
+        let optional = |name: &'static str| -> Result<Option<Vec<f32>>, Error> {
+            match tensor(st, name)? {
+                Some(t) => {
+                    expect_shape(name, &t, &lead)?;
+                    Ok(Some(f32s(name, &t)?))
+                }
+                None => Ok(None),
+            }
+        };
+        Ok(Input {
+            old: optional("old_logprobs")?,
+            refp: optional("ref_logprobs")?,
+            rollout: optional("rollout_logprobs")?,
+            shape,
+            lead,
+            vocab,
+            rows_per_seq,
+            seqs,
+            logits,
+            mask,
+            targets,
+            advantages,
+        })
+    }
+
+    /// The whole batch, as the host API takes it.
+    pub fn part(&self) -> HostPart<'_> {
+        HostPart {
+            batch: HostBatch {
+                logits: self.logits.host(),
+                vocab: self.vocab as u32,
+                rows_per_seq: self.rows_per_seq,
+                targets: &self.targets,
+                mask: &self.mask,
+                advantages: &self.advantages,
+                old_logprobs: self.old.as_deref(),
+                ref_logprobs: self.refp.as_deref(),
+            },
+            rollout_logprobs: self.rollout.as_deref(),
+        }
+    }
+}
+
+fn tensor<'a>(st: &SafeTensors<'a>, name: &'static str) -> Result<Option<TensorView<'a>>, Error> {
+    match st.tensor(name) {
+        Ok(t) => Ok(Some(t)),
+        Err(safetensors::SafeTensorError::TensorNotFound(_)) => Ok(None),
+        Err(e) => Err(bad(name, e.to_string())),
+    }
+}
+
+fn required<'a>(st: &SafeTensors<'a>, name: &'static str) -> Result<TensorView<'a>, Error> {
+    tensor(st, name)?.ok_or_else(|| bad(name, "missing from the input file"))
+}
+
+fn expect_shape(name: &'static str, t: &TensorView<'_>, shape: &[usize]) -> Result<(), Error> {
+    if t.shape() != shape {
+        return Err(bad(
+            name,
+            format!("has shape {:?}, expected {shape:?}", t.shape()),
+        ));
+    }
+    Ok(())
+}
+
+fn f32s(name: &'static str, t: &TensorView<'_>) -> Result<Vec<f32>, Error> {
+    match t.dtype() {
+        Dtype::F32 => Ok(bytemuck::pod_collect_to_vec(t.data())),
+        d => Err(bad(name, format!("has dtype {d:?}, expected F32"))),
+    }
+}
+
+fn mask_values(t: &TensorView<'_>) -> Result<Vec<f32>, Error> {
+    match t.dtype() {
+        Dtype::F32 => Ok(bytemuck::pod_collect_to_vec(t.data())),
+        Dtype::U8 | Dtype::BOOL => Ok(t.data().iter().map(|&b| b as f32).collect()),
+        d => Err(bad(
+            "mask",
+            format!("has dtype {d:?}, expected F32, U8 or BOOL"),
+        )),
+    }
+}
+
+/// Token ids as u32; an id is only checked (and must lie in [0, V)) where the mask is > 0.
+fn target_ids(t: &TensorView<'_>, mask: &[f32], vocab: usize) -> Result<Vec<u32>, Error> {
+    let ids: Vec<i64> = match t.dtype() {
+        Dtype::I64 => bytemuck::pod_collect_to_vec(t.data()),
+        Dtype::I32 => bytemuck::pod_collect_to_vec::<u8, i32>(t.data())
+            .into_iter()
+            .map(i64::from)
+            .collect(),
+        Dtype::U32 => bytemuck::pod_collect_to_vec::<u8, u32>(t.data())
+            .into_iter()
+            .map(i64::from)
+            .collect(),
+        d => {
+            return Err(bad(
+                "targets",
+                format!("has dtype {d:?}, expected I64, I32 or U32"),
+            ))
+        }
+    };
+    ids.iter()
+        .zip(mask)
+        .enumerate()
+        .map(|(row, (&id, &m))| {
+            if m > 0.0 && !(0..vocab as i64).contains(&id) {
+                Err(Error::TargetOutOfRange {
+                    row,
+                    id,
+                    vocab: vocab as u32,
+                })
+            } else {
+                Ok(u32::try_from(id).unwrap_or(u32::MAX))
+            }
+        })
+        .collect()
+}
+
+/// Host logits in their dtype: the input's, or one shard's columns of them.
+pub(super) enum Columns {
+    F32(Vec<f32>),
+    F16(Vec<f16>),
+    Bf16(Vec<bf16>),
+}
+
+impl Columns {
+    pub fn of(logits: &HostLogits<'_>, vocab: usize, cols: std::ops::Range<u32>) -> Self {
+        fn take<T: Copy>(x: &[T], vocab: usize, cols: &std::ops::Range<u32>) -> Vec<T> {
+            x.chunks(vocab)
+                .flat_map(|row| &row[cols.start as usize..cols.end as usize])
+                .copied()
+                .collect()
+        }
+        match logits {
+            HostLogits::F32(x) => Columns::F32(take(x, vocab, &cols)),
+            HostLogits::F16(x) => Columns::F16(take(x, vocab, &cols)),
+            HostLogits::Bf16(x) => Columns::Bf16(take(x, vocab, &cols)),
+        }
+    }
+
+    /// The logits tensor's values (F32, F16 or BF16).
+    fn read(t: &TensorView<'_>) -> Result<Self, Error> {
+        Ok(match t.dtype() {
+            Dtype::F32 => Columns::F32(bytemuck::pod_collect_to_vec(t.data())),
+            Dtype::F16 => Columns::F16(bytemuck::pod_collect_to_vec(t.data())),
+            Dtype::BF16 => Columns::Bf16(bytemuck::pod_collect_to_vec(t.data())),
+            d => {
+                return Err(bad(
+                    "logits",
+                    format!("has dtype {d:?}, expected F32, F16 or BF16"),
+                ))
+            }
+        })
+    }
+
+    pub fn host(&self) -> HostLogits<'_> {
+        match self {
+            Columns::F32(x) => HostLogits::F32(x),
+            Columns::F16(x) => HostLogits::F16(x),
+            Columns::Bf16(x) => HostLogits::Bf16(x),
+        }
+    }
+}

@@ -1,0 +1,286 @@
+//! `eval`: the loss, log-probs, entropies, gradient and metrics of a safetensors file,
+//! the way a PyTorch user checks this library against their own code.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use safetensors::tensor::SafeTensors;
+use wgpu_policy_loss::{
+    Context, DType, Error, KlEstimator, LossAggMode, LossConfig, PolicyLossMode, RolloutCorrection,
+    RolloutLevel, RolloutMode, TrlLossType,
+};
+
+use super::CliResult;
+
+mod input;
+mod output;
+mod parts;
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// Input tensors: logits, targets, mask, advantages [, old_logprobs, ref_logprobs].
+    #[arg(long)]
+    input: PathBuf,
+    /// Where to write loss, logprobs, entropy, grad_logits and the metrics.
+    #[arg(long)]
+    output: PathBuf,
+    #[command(flatten)]
+    loss: LossArgs,
+    /// Dtype of grad_logits.
+    #[arg(long, default_value = "f32")]
+    grad_dtype: DType,
+    /// Run on the first adapter whose name contains this (case-insensitive).
+    #[arg(long)]
+    adapter: Option<String>,
+    /// Split the rows into this many buffers, each of whole sequences ([B, S, V] logits,
+    /// B ≥ K), and compute the loss over them as one batch: the outputs are those of
+    /// one buffer.
+    #[arg(long, default_value_t = 1)]
+    parts: usize,
+    /// Split the vocabulary into this many uneven shards (widths growing with the
+    /// rank) and compute the loss through the sharded API on one device: each shard's
+    /// partial statistics, gathered, then each shard's loss and gradient columns. The
+    /// outputs are as without the flag.
+    #[arg(long)]
+    vocab_shards: Option<u32>,
+}
+
+/// The loss configuration as flags, with verl's names and defaults.
+#[derive(Args, Debug, Clone)]
+pub struct LossArgs {
+    /// reinforce | ppo_clip | gspo | cispo | sapo | gpg | clip_cov | kl_cov
+    #[arg(long, default_value = "ppo_clip")]
+    mode: PolicyLossMode,
+    #[arg(long, default_value_t = 0.2)]
+    clip_ratio_low: f32,
+    #[arg(long, default_value_t = 0.2)]
+    clip_ratio_high: f32,
+    /// Dual-clip constant (> 1); off when absent.
+    #[arg(long)]
+    clip_ratio_c: Option<f32>,
+    /// k1 | k2 | k3 (aliases kl | mse | low_var_kl)
+    #[arg(long, default_value = "low_var_kl")]
+    kl_loss_type: KlEstimator,
+    #[arg(long, default_value_t = 0.0)]
+    kl_coef: f32,
+    #[arg(long, default_value_t = 0.0)]
+    entropy_coeff: f32,
+    /// token-mean | seq-mean-token-mean | seq-mean-token-sum | seq-mean-token-sum-norm
+    #[arg(long, default_value = "token-mean")]
+    loss_agg_mode: LossAggMode,
+    /// token-mean's normaliser instead of Σ mask (data-parallel training).
+    #[arg(long)]
+    global_normalizer: Option<f32>,
+    /// seq-mean-token-sum-norm's L_norm (default: the sequence length).
+    #[arg(long)]
+    l_norm: Option<f32>,
+    #[arg(long, default_value_t = 1.0)]
+    temperature: f32,
+    /// sapo's gate temperature for positive advantages.
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    tau_pos: f32,
+    /// sapo's gate temperature for the others.
+    #[arg(long, default_value_t = 1.05, allow_negative_numbers = true)]
+    tau_neg: f32,
+    /// clip_cov: the share of tokens to cut, in (0, 1].
+    #[arg(long, default_value_t = 0.0002, allow_negative_numbers = true)]
+    clip_cov_ratio: f32,
+    /// clip_cov: candidates have clip_cov_lb < cov < clip_cov_ub.
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    clip_cov_lb: f32,
+    #[arg(long, default_value_t = 5.0, allow_negative_numbers = true)]
+    clip_cov_ub: f32,
+    /// kl_cov: the share of tokens to penalise, in (0, 1].
+    #[arg(long, default_value_t = 0.0002, allow_negative_numbers = true)]
+    kl_cov_ratio: f32,
+    /// kl_cov's κ.
+    #[arg(long, default_value_t = 0.1, allow_negative_numbers = true)]
+    ppo_kl_coef: f32,
+    /// clip_cov's seed for its choice among candidates.
+    #[arg(long, default_value_t = 0)]
+    seed: u32,
+    /// Rollout correction level: token | sequence | geometric (needs rollout_logprobs).
+    #[arg(long)]
+    rollout_is: Option<RolloutLevel>,
+    /// truncate (TIS) | mask (MIS).
+    #[arg(long)]
+    rollout_is_mode: Option<RolloutMode>,
+    /// C_hi (default 2.0).
+    #[arg(long, allow_negative_numbers = true)]
+    rollout_is_threshold: Option<f32>,
+    /// C_lo (default 0 for truncate, 1/C_hi for mask).
+    #[arg(long, allow_negative_numbers = true)]
+    rollout_is_threshold_lower: Option<f32>,
+    /// ρ_H: keep the policy term of the tokens whose entropy is at least the (1 − ρ_H)
+    /// quantile of the batch's, in (0, 1].
+    #[arg(long, allow_negative_numbers = true)]
+    top_entropy_quantile: Option<f32>,
+    /// With --top-entropy-quantile: keep the ⌈ρ_H·N⌉ highest and aggregate the policy
+    /// term over them only.
+    #[arg(long)]
+    top_entropy_renormalize: bool,
+    /// TRL's loss_type as a preset: grpo | bnpo | dr_grpo | dapo | cispo | sapo.
+    #[arg(long)]
+    loss_type: Option<TrlLossType>,
+    /// dr_grpo's L_norm.
+    #[arg(long)]
+    max_completion_length: Option<u32>,
+}
+
+impl LossArgs {
+    /// The configuration the flags give; a bad value is an error naming its flag.
+    pub fn config(&self) -> Result<LossConfig, Error> {
+        let rollout = match (
+            self.rollout_is,
+            self.rollout_is_mode,
+            self.rollout_is_threshold,
+            self.rollout_is_threshold_lower,
+        ) {
+            (None, None, None, None) => None,
+            (None, ..) => {
+                return Err(bad(
+                    "--rollout-is",
+                    "the rollout options need a level: --rollout-is token|sequence|geometric",
+                ))
+            }
+            (Some(level), mode, hi, lo) => {
+                let mut rc = RolloutCorrection::new(level, mode.unwrap_or_default());
+                if let Some(hi) = hi {
+                    rc.threshold = hi;
+                }
+                rc.threshold_lower = lo;
+                Some(rc)
+            }
+        };
+        let mut cfg = LossConfig {
+            mode: self.mode,
+            clip_ratio_low: self.clip_ratio_low,
+            clip_ratio_high: self.clip_ratio_high,
+            clip_ratio_c: self.clip_ratio_c,
+            kl_loss_type: self.kl_loss_type,
+            kl_coef: self.kl_coef,
+            entropy_coeff: self.entropy_coeff,
+            loss_agg_mode: self.loss_agg_mode,
+            global_normalizer: self.global_normalizer,
+            l_norm: self.l_norm,
+            temperature: self.temperature,
+            tau_pos: self.tau_pos,
+            tau_neg: self.tau_neg,
+            clip_cov_ratio: self.clip_cov_ratio,
+            clip_cov_lb: self.clip_cov_lb,
+            clip_cov_ub: self.clip_cov_ub,
+            kl_cov_ratio: self.kl_cov_ratio,
+            ppo_kl_coef: self.ppo_kl_coef,
+            seed: self.seed,
+            rollout_correction: rollout,
+            top_entropy_quantile: self.top_entropy_quantile,
+            top_entropy_renormalize: self.top_entropy_renormalize,
+            count_empty_sequences: false,
+        };
+        if let Some(t) = self.loss_type {
+            cfg = cfg
+                .with_loss_type(t, self.max_completion_length)
+                .map_err(flag)?;
+        } else if self.max_completion_length.is_some() {
+            return Err(bad(
+                "--max-completion-length",
+                "is dr_grpo's L_norm: give it with --loss-type dr_grpo (or use --l-norm)",
+            ));
+        }
+        cfg.validate().map_err(flag)?;
+        Ok(cfg)
+    }
+}
+
+/// A configuration error named by its field, renamed to the flag that sets it.
+fn flag(e: Error) -> Error {
+    match e {
+        Error::InvalidArgument { arg, reason } => {
+            let name = match arg {
+                "rollout_is_threshold" => "--rollout-is-threshold",
+                "rollout_is_threshold_lower" => "--rollout-is-threshold-lower",
+                "rollout_is" => "--rollout-is",
+                "rollout_is_mode" => "--rollout-is-mode",
+                "tau_pos" => "--tau-pos",
+                "tau_neg" => "--tau-neg",
+                "clip_cov_ratio" => "--clip-cov-ratio",
+                "clip_cov_lb" => "--clip-cov-lb",
+                "clip_cov_ub" => "--clip-cov-ub",
+                "kl_cov_ratio" => "--kl-cov-ratio",
+                "ppo_kl_coef" => "--ppo-kl-coef",
+                "top_entropy_quantile" => "--top-entropy-quantile",
+                "top_entropy_renormalize" => "--top-entropy-renormalize",
+                "max_completion_length" => "--max-completion-length",
+                "loss_type" => "--loss-type",
+                "temperature" => "--temperature",
+                "clip_ratio_low" => "--clip-ratio-low",
+                "clip_ratio_high" => "--clip-ratio-high",
+                "clip_ratio_c" => "--clip-ratio-c",
+                "kl_coef" => "--kl-coef",
+                "entropy_coeff" => "--entropy-coeff",
+                "global_normalizer" => "--global-normalizer",
+                "l_norm" => "--l-norm",
+                other => other,
+            };
+            Error::InvalidArgument { arg: name, reason }
+        }
+        other => other,
+    }
+}
+
+pub(super) fn bad(arg: &'static str, reason: impl Into<String>) -> Error {
+    Error::InvalidArgument {
+        arg,
+        reason: reason.into(),
+    }
+}
+
+/// The context for `--adapter`, or wgpu's default choice.
+pub fn context(adapter: Option<&str>) -> Result<Context, Error> {
+    match adapter {
+        Some(name) => Context::from_adapter(&Context::adapter_named(name)?),
+        None => Context::new(),
+    }
+}
+
+pub fn run(args: &EvalArgs) -> CliResult {
+    let bytes = std::fs::read(&args.input)
+        .map_err(|e| format!("cannot read {}: {e}", args.input.display()))?;
+    let st = SafeTensors::deserialize(&bytes)
+        .map_err(|e| format!("{} is not a safetensors file: {e}", args.input.display()))?;
+    let input = input::Input::read(&st)?;
+    let config = args.loss.config()?;
+    if config.rollout_correction.is_some() && input.rollout.is_none() {
+        return Err(bad(
+            "--rollout-is",
+            "needs the sampler's log-probs: a `rollout_logprobs` tensor in the input",
+        )
+        .into());
+    }
+    let whole = input.part();
+    // a bad mask, advantage or log-prob names its tensor and row before any device opens
+    whole.check(&config)?;
+    let parts = parts::split(&whole, input.seqs, args.parts)?;
+    let ctx = context(args.adapter.as_deref())?;
+    let out = match args.vocab_shards {
+        None => ctx.policy_loss_parts(&config, &parts, Some(args.grad_dtype))?,
+        Some(_) if args.parts != 1 => {
+            return Err(bad(
+                "--vocab-shards",
+                "cannot be combined with --parts: give one of them",
+            )
+            .into())
+        }
+        Some(k) => {
+            let shards = parts::uneven_shards(input.vocab as u32, k)?;
+            parts::sharded(&ctx, &config, &whole, shards, args.grad_dtype)?
+        }
+    };
+    output::write(
+        &out,
+        &input.lead,
+        &input.shape,
+        args.grad_dtype,
+        &args.output,
+    )
+}

@@ -1,0 +1,82 @@
+//! `eval`'s output file: the per-row tensors, the gradient and the scalar metrics,
+//! under the names of the CLI contract.
+
+use std::path::Path;
+
+use safetensors::tensor::{Dtype, TensorView};
+use wgpu_policy_loss::{DType, HostLoss};
+
+use crate::cli::CliResult;
+
+/// Writes `out` (of logits of `shape`, per-row tensors of `lead`) to `path`, and its
+/// summary line to stdout.
+pub(super) fn write(
+    out: &HostLoss,
+    lead: &[usize],
+    shape: &[usize],
+    grad_dtype: DType,
+    path: &Path,
+) -> CliResult {
+    let grad = out.grad.as_ref().ok_or("no gradient came back")?;
+    let m = out.metrics;
+    let scalars = [
+        ("loss", m.loss),
+        ("pg_clipfrac", m.pg_clipfrac),
+        ("pg_clipfrac_lower", m.pg_clipfrac_lower),
+        ("ppo_kl", m.ppo_kl),
+        ("kl", m.kl),
+        ("entropy_mean", m.entropy_mean),
+        ("nonfinite_rows", m.nonfinite_rows),
+        ("cov_selected_frac", m.cov_selected_frac),
+        ("entropy_mask_frac", m.entropy_mask_frac),
+        ("rollout_is_mean", m.rollout_is_mean),
+        ("rollout_is_min", m.rollout_is_min),
+        ("rollout_is_max", m.rollout_is_max),
+        ("rollout_is_clipfrac", m.rollout_is_clipfrac),
+        ("rollout_logp_diff_max", m.rollout_logp_diff_max),
+        ("invalid_input_rows", m.invalid_input_rows),
+    ];
+    let scalar_bytes: Vec<(&str, [u8; 4])> =
+        scalars.iter().map(|&(n, v)| (n, v.to_le_bytes())).collect();
+    let grad_dtype = match grad_dtype {
+        DType::F32 => Dtype::F32,
+        DType::F16 => Dtype::F16,
+        DType::Bf16 => Dtype::BF16,
+    };
+    let mut tensors: Vec<(String, TensorView<'_>)> = vec![
+        (
+            "logprobs".into(),
+            TensorView::new(
+                Dtype::F32,
+                lead.to_vec(),
+                bytemuck::cast_slice(&out.logprobs),
+            )?,
+        ),
+        (
+            "entropy".into(),
+            TensorView::new(
+                Dtype::F32,
+                lead.to_vec(),
+                bytemuck::cast_slice(&out.entropy),
+            )?,
+        ),
+        (
+            "grad_logits".into(),
+            TensorView::new(grad_dtype, shape.to_vec(), &grad.bytes)?,
+        ),
+    ];
+    for (name, b) in &scalar_bytes {
+        tensors.push((name.to_string(), TensorView::new(Dtype::F32, vec![], b)?));
+    }
+    safetensors::tensor::serialize_to_file(tensors, None, path)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    println!(
+        "loss {:.6}  entropy_mean {:.4}  pg_clipfrac {:.4}  nonfinite_rows {}  -> {}",
+        m.loss,
+        m.entropy_mean,
+        m.pg_clipfrac,
+        m.nonfinite_rows,
+        path.display()
+    );
+    Ok(())
+}
