@@ -7,6 +7,9 @@
 // sums exact zeros, so its advantages are exactly 0. Summed as they are, the f32 mean
 // of equal rewards can miss them by an ulp, which GRPO's division by (0 + 1e-6)
 // would blow up to advantages of ~1e-2 for answers that were all alike.
+//
+// requires: GPG, GRPO, GRPO_NO_STD, Params, REINFORCE_PP, WG_SIZE, team_segment
+// requires: team_sum, workgroup_sum
 
 // Params, the uniform block: declared in src/shader/abi/advantages.rs
 // and the estimators' codes (GRPO, GRPO_NO_STD, RLOO, REINFORCE_PP, GPG)

@@ -1,6 +1,9 @@
 // The aggregation weight factor c_b of a sequence (SPEC "Aggregation"): w_r = m_r·c_b.
 // Shared by prepare.wgsl (the weights of m) and select.wgsl (the top-entropy mask's
 // renormalised weights of m·e); both declare `seqinfo`, a vec4 per sequence.
+//
+// requires: AGG_SEQ_MEAN_TOKEN_MEAN, AGG_SEQ_MEAN_TOKEN_SUM, AGG_TOKEN_MEAN, WG_SIZE
+// requires: seqinfo, team_sum
 
 // The modes' codes (AGG_*) are kernels/mod.rs's.
 

@@ -9,6 +9,9 @@
 //   log_softmax_bwd grad_x = grad_out − exp(out)·Σ_v grad_out       (reads 2×T×V, writes T×V)
 //
 // Not used by the library's loss; here to measure what fusion saves.
+//
+// requires: Lanes, Params, WG_SIZE, acc_empty, acc_lse, acc_push, grid_index, lane_id
+// requires: load_logit, reduce_row, row_start, workgroup_sum
 
 // Params, the uniform block: declared in src/shader/abi/baseline.rs
 

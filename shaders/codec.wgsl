@@ -3,6 +3,8 @@
 // widening is exact and the narrowing rounds to nearest even as the `half` crate does
 // (subnormals kept, overflow to inf, NaN stays a quiet NaN). Which format a kernel
 // reads and writes is an override, so the unused branch is compiled away.
+//
+// requires: Group
 
 override LOGITS_BF16: bool = false;
 override GRAD_BF16: bool = false;

@@ -13,6 +13,9 @@
 // does); PARTIAL writes the merged partial itself (column blocks of one shard merged
 // into that shard's partial); ROW_STATS writes row_stats.wgsl's three outputs (the
 // column blocks of rows longer than one binding).
+//
+// requires: LOWEST, MODE_PARTIAL, MODE_STATS, Params, RowAcc, WG_SIZE, acc_entropy
+// requires: acc_logp, acc_lse, acc_rescale, grid_index, quiet_nan, row_start
 
 // Params, the uniform block: declared in src/shader/abi/combine.rs
 // and its modes (MODE_STATS, MODE_PARTIAL, MODE_ROW_STATS)

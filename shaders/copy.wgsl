@@ -1,5 +1,7 @@
 // The roofline's copy kernel: 16 bytes per invocation, the simplest way to move bytes
 // through the shader cores (compare with the buffer-to-buffer copy of the same bytes).
+//
+// requires: CopyParams, WG_SIZE
 
 // CopyParams, the uniform block: declared in src/shader/abi/baseline.rs
 

@@ -2,6 +2,9 @@
 // s_b = exp(clamp(Σ_t m·(logp − old_logp) / Σ_t m, −20, 20)). A team of lanes takes
 // each sequence (workgroup/sum.wgsl), each lane a strided part of its rows in order,
 // then a fixed tree: the bits are reproducible and no lane walks a whole sequence.
+//
+// requires: OUT_LOGP, Params, ROWOUT_FLOATS, WG_SIZE, clamp_keep_nan, mask_in
+// requires: team_rows, team_sum
 
 // Params, the uniform block: declared in src/shader/abi/gspo_ratio.rs
 

@@ -11,6 +11,15 @@
 //
 // Per-row scalars are computed by every lane (they are a handful of flops), so the
 // whole workgroup has G for the gradient sweep without another barrier.
+//
+// requires: HAS_DUAL, HAS_OLD, HAS_REF, HAS_ROLLOUT, HAS_SELECTION, KL_K1, KL_K2
+// requires: LOG2E, LOWEST, Lanes, MODE_CISPO, MODE_CLIP_COV, MODE_GSPO, MODE_KL_COV
+// requires: MODE_PPO, MODE_SAPO, OUT_ENTROPY, OUT_LOGP, OUT_LSE, PHASE_LOSS
+// requires: PHASE_STATS, Params, RENORMALIZE, ROWOUT_FLOATS, ROW_BAD_ID, ROW_CLIPPED
+// requires: ROW_DUAL, ROW_NONFINITE, WG_SIZE, acc_entropy, acc_logp, acc_lse
+// requires: clamp_keep_nan, grad_sweep, grid_index, is_finite, is_nan, lane_id
+// requires: load_logit, mask_bad, mask_in, quiet_nan, reduce_row, row_start
+// requires: stats_sweep
 
 // Params, the uniform block: declared in src/shader/abi/policy_loss.rs
 

@@ -9,6 +9,8 @@
 // for a row that opens with -inf entries. Every combine is built from max, + and *,
 // which are commutative bit for bit, so a reduction tree gives the same bits whatever
 // order its pairs come in (shared memory or subgroup shuffles).
+//
+// requires: LayoutParams
 
 override WG_SIZE: u32 = 256u;
 

@@ -4,6 +4,9 @@
 // O(rows) work, spread over every lane however the rows fall into sequences (teams of
 // lanes per sequence, workgroup/sum.wgsl); sums run in a fixed order, so weights are
 // bitwise reproducible.
+//
+// requires: ADV_PER_TOKEN, COUNT_EMPTY, GATHER, HAS_OLD, HAS_REF, HAS_ROLLOUT, Params
+// requires: WEIGHTS, WG_SIZE, mask_in, team_rows, team_sum, write_weights
 
 // Params, the uniform block: declared in src/shader/abi/prepare.rs
 

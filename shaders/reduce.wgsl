@@ -9,8 +9,19 @@
 // non-finite advantage or log-prob on a masked-in row), with the first of them. Rows
 // are those of every part of the call, in order.
 //
-// The metrics' slots (M_*) and the bad inputs' codes (BAD_*) are kernels/reduce.rs's,
-// where Metrics::from_slice reads them.
+// The metrics' slots (M_*) and the bad inputs' codes (BAD_*) are declared in
+// src/shader/abi/reduce.rs, with the slots Metrics::from_slice reads.
+//
+// requires: BAD_ADVANTAGES, BAD_MASK, BAD_NONE, BAD_OLD, BAD_REF, BAD_ROLLOUT, HAS_OLD
+// requires: HAS_REF, M_COV_SELECTED_FRAC, M_ENTROPY_MASK_FRAC, M_ENTROPY_MEAN
+// requires: M_INVALID_INPUT_ROW, M_INVALID_INPUT_ROWS, M_INVALID_INPUT_TENSOR
+// requires: M_INVALID_INPUT_VALUE, M_INVALID_TARGET_ID, M_INVALID_TARGET_ROW, M_KL
+// requires: M_LOSS, M_MASK_SUM, M_NONFINITE_ROWS, M_PG_CLIPFRAC, M_PG_CLIPFRAC_LOWER
+// requires: M_PPO_KL, M_ROLLOUT_IS_CLIPFRAC, M_ROLLOUT_IS_MAX, M_ROLLOUT_IS_MEAN
+// requires: M_ROLLOUT_IS_MIN, M_ROLLOUT_LOGP_DIFF_MAX, OUT_BAD_ID, OUT_ENTROPY
+// requires: OUT_FLAGS, OUT_KL, OUT_LOGP, OUT_LOSS, Params, ROWOUT_FLOATS, ROW_BAD_ID
+// requires: ROW_CLIPPED, ROW_DUAL, ROW_NONFINITE, WG_SIZE, WRITE_ENTROPY, WRITE_LOGP
+// requires: is_finite, mask_bad, mask_in
 
 // Params, the uniform block: declared in src/shader/abi/reduce.rs
 

@@ -6,6 +6,9 @@
 //
 // The sweep and the tree are the row kernel's, so a shard's partial has the same bits
 // whichever other rows or shards there are.
+//
+// requires: Lanes, Params, WG_SIZE, grid_index, lane_id, load_logit, reduce_row
+// requires: row_start, stats_sweep
 
 // Params, the uniform block: declared in src/shader/abi/row_partials.rs
 

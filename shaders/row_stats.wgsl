@@ -5,6 +5,9 @@
 // The sweep (stats/*.wgsl) gives each lane a fixed part of the row in a fixed order,
 // and the reduction tree is fixed, so a row's bits never depend on which other rows
 // share the dispatch.
+//
+// requires: Lanes, Params, WG_SIZE, acc_entropy, acc_logp, acc_lse, grid_index
+// requires: lane_id, load_logit, quiet_nan, reduce_row, row_start, stats_sweep
 
 // Params, the uniform block: declared in src/shader/abi/row_stats.rs
 

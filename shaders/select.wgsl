@@ -15,6 +15,11 @@
 // chunking or the parts.
 //
 // rowaux holds two vec4 a row: (rollout log-prob, q, |δ|, q cut) and (selected, kept).
+//
+// requires: COV_CLIP, COV_NONE, ENTROPY_QUANTILE, ENTROPY_TOP_K, LEVEL_SEQUENCE
+// requires: LEVEL_TOKEN, MODE_TRUNCATE, OUT_ENTROPY, OUT_LOGP, Params, RENORM_GATHER
+// requires: RENORM_WEIGHTS, ROLLOUT, ROWOUT_FLOATS, SELECT, WG_SIZE, clamp_keep_nan
+// requires: is_finite, is_nan, mask_in, team_rows, team_sum, write_weights
 
 // Params, the uniform block: declared in src/shader/abi/select.rs
 // and its phases (ROLLOUT, SELECT, RENORM_*) and codes (COV_*, ENTROPY_*, LEVEL_*,

@@ -1,6 +1,8 @@
 // Logits stored as f16, read natively (SHADER_F16; needs enable_f16.wgsl first); rows
 // anywhere. The widening is exact, so this gives the bits of logits/packed.wgsl.
 // (The binding: logits/in/ read-only, logits/inplace/ read-write with the stores.)
+//
+// requires: Group, logits
 
 fn load_logit(i: u32) -> f32 {
     return f32(logits[i]);

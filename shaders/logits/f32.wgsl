@@ -1,5 +1,7 @@
 // Logits stored as f32, rows anywhere: a group is eight loads.
 // (The binding: logits/in/ read-only, logits/inplace/ read-write with the stores.)
+//
+// requires: Group, logits
 
 fn load_logit(i: u32) -> f32 {
     return logits[i];

@@ -1,6 +1,8 @@
 // Logits stored as f32, read a group (two 16-byte quads) at a time: rows start on
 // 32-byte boundaries of the window, which ends on a 16-byte one.
 // (The binding: logits/in/ read-only, logits/inplace/ read-write with the stores.)
+//
+// requires: Group, group_head, logits, neg_inf
 
 fn load_logit(i: u32) -> f32 {
     return logits[i >> 2u][i & 3u];

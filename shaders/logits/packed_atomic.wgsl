@@ -1,5 +1,7 @@
 // 16-bit logits, two to a u32, read as atomics (the binding of logits/inplace/packed.wgsl,
 // where rows may share a word with a neighbour that is written at the same time).
+//
+// requires: Group, decode_logit16, logits, unpack_group16
 
 fn load_logit(i: u32) -> f32 {
     return decode_logit16((atomicLoad(&logits[i >> 1u]) >> ((i & 1u) * 16u)) & 0xffffu);

@@ -1,6 +1,8 @@
 // 16-bit logits (f16 or bf16: codec.wgsl decides by override), a group of eight in one
 // 16-byte load (rows start on 16-byte boundaries).
 // (The binding: logits/in/ read-only, logits/inplace/ read-write with the stores.)
+//
+// requires: Group, decode_logit16, group_head, logits, unpack_group16
 
 fn load_logit(i: u32) -> f32 {
     return decode_logit16((logits[i >> 3u][(i >> 1u) & 3u] >> ((i & 1u) * 16u)) & 0xffffu);

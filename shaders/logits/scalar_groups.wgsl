@@ -1,5 +1,7 @@
 // A row's groups for the layouts that read element by element (rows anywhere), from
 // their load8 and load_logit.
+//
+// requires: GROUP, Group, load8, load_logit, neg_inf
 
 fn load_group(xbase: u32, q: u32) -> Group {
     return load8(xbase + q * GROUP);

@@ -4,6 +4,9 @@
 // non-finite or an overflowing logit take their logits again exactly (the loop after
 // the hot one). Whether any lane must is decided for the whole workgroup, so that a
 // CPU adapter, which runs code no lane needs under a mask, can branch over it.
+//
+// requires: GROUP, LOG2E, LaneRange, RowAcc, acc_empty, acc_push_group, lane_add
+// requires: lane_empty, lane_finish, lane_ok, lane_range, load_group, load_tail
 
 // Logits a lane takes in one step of its loop (scripts/gpu-isa.sh counts per logit).
 const STATS_STEP: u32 = GROUP;

@@ -2,6 +2,8 @@
 // two bytes alone, so rows that share a 32-bit word need no atomics. The narrowing is
 // the hardware's round to nearest even, which keeps f16 subnormals: codec.wgsl's bits.
 // Through the binding snippet's out_set.
+//
+// requires: GROUP, Group, out_set
 fn store_elem(i: u32, g: f32) {
     out_set(i, f16(g));
 }

@@ -1,6 +1,8 @@
 // f32 gradient stores, rows anywhere: a group is eight stores. They go through the
 // binding snippet's out_set: into the gradient's own buffer (grad/) or over the logits
 // (logits/inplace/).
+//
+// requires: GROUP, Group, out_set
 fn store_elem(i: u32, g: f32) {
     out_set(i, g);
 }

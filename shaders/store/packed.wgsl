@@ -4,6 +4,8 @@
 // time: words are atomics, and an edge word is updated one half at a time (and, or) so
 // the neighbour's half is never disturbed. Through the binding snippet's out_store,
 // out_and and out_or.
+//
+// requires: out_and, out_or, out_store
 fn grad_word_update(w: u32, bits: u32, mask: u32) {
     if (mask == 0xffffffffu) {
         out_store(w, bits);

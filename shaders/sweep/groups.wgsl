@@ -6,6 +6,9 @@
 // first: in place it is the element's only writer). A row whose coefficients are not
 // all finite numbers (GradCoefs.fast) takes the exact loop after the hot one, where a
 // gradient may be NaN; in the hot loop none can be.
+//
+// requires: GROUP, GradCoefs, Group, grad_any, grad_exact, grad_quad, item_lane
+// requires: lane_range, load_group, load_logit, load_tail, store_elem, store_group
 
 // Logits a lane takes in one step of its loop (scripts/gpu-isa.sh counts per logit).
 const GRAD_STEP: u32 = GROUP;

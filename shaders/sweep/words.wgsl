@@ -7,6 +7,10 @@
 // whose other half belongs to the neighbour and is left alone (and, or). The target's
 // term is added outside the loop: the lane that holds the target's word writes it
 // again afterwards.
+//
+// requires: GROUP, GradCoefs, Group, grad_any, grad_exact, grad_quad, grad_word_store4
+// requires: grad_word_update, item_lane, lane_range, load8, load_logit, pack2_grad16
+// requires: pack_group16
 
 // Logits a lane takes in one step of its loop (scripts/gpu-isa.sh counts per logit).
 const GRAD_STEP: u32 = GROUP;

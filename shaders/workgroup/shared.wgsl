@@ -1,6 +1,8 @@
 // Workgroup reduction of one row's accumulators through shared memory: a fixed
 // binary tree, lane i takes lane i + s for s = WG_SIZE/2, ..., 1. The subgroup
 // variant (workgroup/subgroup.wgsl) walks the same tree, so both give the same bits.
+//
+// requires: RowAcc, WG_SIZE, acc_combine
 
 struct Lanes {
     @builtin(local_invocation_index) index: u32,

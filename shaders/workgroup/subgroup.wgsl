@@ -3,6 +3,8 @@
 // (subgroup_id * subgroup_size + subgroup_invocation_id), so the tree's lanes
 // 0..sg-1 are exactly subgroup 0 in lane order, and the shuffle-xor by s pairs lane i
 // with lane i + s as the shared-memory tree does: the bits are the same.
+//
+// requires: RowAcc, WG_SIZE, acc_combine
 
 struct Lanes {
     @builtin(subgroup_id) sg_id: u32,

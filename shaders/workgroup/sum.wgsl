@@ -7,6 +7,8 @@
 // long as the segment on one GPU thread: 131,072 dependent loads for one long
 // sequence, and wrong results on Mesa's llvmpipe and lavapipe, which end a shader's
 // loops after 65,535 iterations in all.
+//
+// requires: Teams, WG_SIZE
 
 var<workgroup> wg_sum: array<vec2<f32>, WG_SIZE>;
 

@@ -3,7 +3,21 @@
 //! contract, `abi`, first), and the override constants it is specialised with. Knows
 //! no device: `context.rs` caches what `build_pipeline` builds, `kernels/` records.
 
+// before the modules that use it
+/// A file of `shaders/`, by its path there, with its text.
+macro_rules! shader {
+    ($path:literal) => {
+        $crate::shader::Snippet {
+            path: $path,
+            source: include_str!(concat!("../../shaders/", $path)),
+        }
+    };
+}
+
 pub(crate) mod abi;
+mod snippets;
+
+pub use snippets::Snippet;
 
 use crate::view::DType;
 
@@ -53,12 +67,6 @@ pub(crate) fn row_workgroup(lane_blocks: bool) -> u32 {
     } else {
         ROW_WORKGROUP
     }
-}
-
-macro_rules! shader {
-    ($path:literal) => {
-        include_str!(concat!("../../shaders/", $path))
-    };
 }
 
 /// The kernels of the crate.
@@ -127,7 +135,8 @@ impl Kernel {
         Kernel::Copy,
     ];
 
-    fn source(self) -> &'static str {
+    /// Its own file, the module's last snippet.
+    fn snippet(self) -> Snippet {
         match self {
             Kernel::RowStats => shader!("row_stats.wgsl"),
             Kernel::RowPartials => shader!("row_partials.wgsl"),
@@ -188,99 +197,6 @@ impl Kernel {
             Kernel::RowStats | Kernel::RowPartials | Kernel::PolicyLoss | Kernel::Baseline(_)
         )
     }
-}
-
-/// How a row kernel's logits are stored and bound (`shaders/logits/`): f32, f16 read
-/// natively, or 16-bit values two to a u32; element by element (rows anywhere), or a
-/// group of eight in 16-byte loads (quad: rows on group boundaries).
-#[derive(Clone, Copy)]
-enum Storage {
-    F32,
-    F32Quad,
-    F16,
-    F16Quad,
-    Packed,
-    PackedQuad,
-}
-
-impl Storage {
-    /// The binding: read-only (`logits/in/`), or read-write with the gradient's stores
-    /// in place (`logits/inplace/`).
-    fn binding(self, in_place: bool) -> &'static str {
-        match (self, in_place) {
-            (Storage::F32, false) => shader!("logits/in/f32.wgsl"),
-            (Storage::F32Quad, false) => shader!("logits/in/f32_quad.wgsl"),
-            (Storage::F16, false) => shader!("logits/in/f16.wgsl"),
-            (Storage::F16Quad, false) => shader!("logits/in/f16_quad.wgsl"),
-            (Storage::Packed, false) => shader!("logits/in/packed.wgsl"),
-            (Storage::PackedQuad, false) => shader!("logits/in/packed_quad.wgsl"),
-            (Storage::F32, true) => shader!("logits/inplace/f32.wgsl"),
-            (Storage::F32Quad, true) => shader!("logits/inplace/f32_quad.wgsl"),
-            (Storage::F16, true) => shader!("logits/inplace/f16.wgsl"),
-            (Storage::F16Quad, true) => shader!("logits/inplace/f16_quad.wgsl"),
-            (Storage::Packed, true) => shader!("logits/inplace/packed.wgsl"),
-            (Storage::PackedQuad, true) => shader!("logits/inplace/packed_quad.wgsl"),
-        }
-    }
-
-    /// The gradient's stores in this layout (`store/`), written against the accessors
-    /// that the binding snippet (`logits/inplace/` or `grad/`) defines.
-    fn stores(self) -> &'static str {
-        match self {
-            Storage::F32 => shader!("store/f32.wgsl"),
-            Storage::F32Quad => shader!("store/f32_quad.wgsl"),
-            Storage::F16 => shader!("store/f16.wgsl"),
-            Storage::F16Quad => shader!("store/f16_quad.wgsl"),
-            Storage::Packed => shader!("store/packed.wgsl"),
-            Storage::PackedQuad => shader!("store/packed_quad.wgsl"),
-        }
-    }
-
-    /// A separate gradient's binding (`grad/`), with its accessors.
-    fn grad_binding(self) -> &'static str {
-        match self {
-            Storage::F32 => shader!("grad/f32.wgsl"),
-            Storage::F32Quad => shader!("grad/f32_quad.wgsl"),
-            Storage::F16 => shader!("grad/f16.wgsl"),
-            Storage::F16Quad => shader!("grad/f16_quad.wgsl"),
-            Storage::Packed => shader!("grad/packed.wgsl"),
-            Storage::PackedQuad => shader!("grad/packed_quad.wgsl"),
-        }
-    }
-
-    /// How values of `dtype` are stored: natively where they are f32 or f16 with
-    /// SHADER_F16, otherwise 16-bit values two to a u32.
-    fn of(dtype: DType, native_f16: bool, quad: bool) -> Self {
-        match (dtype, quad) {
-            (DType::F32, false) => Storage::F32,
-            (DType::F32, true) => Storage::F32Quad,
-            (_, false) if native_f16 => Storage::F16,
-            (_, true) if native_f16 => Storage::F16Quad,
-            (_, false) => Storage::Packed,
-            (_, true) => Storage::PackedQuad,
-        }
-    }
-
-    /// The loads; 16-bit rows that may share a word with a neighbour written at the
-    /// same time are read as atomics.
-    fn loads(self, in_place: bool) -> &'static str {
-        match self {
-            Storage::F32 => shader!("logits/f32.wgsl"),
-            Storage::F32Quad => shader!("logits/f32_quad.wgsl"),
-            Storage::F16 => shader!("logits/f16.wgsl"),
-            Storage::F16Quad => shader!("logits/f16_quad.wgsl"),
-            Storage::Packed if in_place => shader!("logits/packed_atomic.wgsl"),
-            Storage::Packed => shader!("logits/packed.wgsl"),
-            Storage::PackedQuad => shader!("logits/packed_quad.wgsl"),
-        }
-    }
-}
-
-/// The gradient sweeps (`shaders/sweep/`).
-enum Sweep {
-    None,
-    Groups,
-    Words,
 }
 
 /// Everything that selects a distinct pipeline.
@@ -355,19 +271,6 @@ impl PipelineKey {
         format!("{access}/{lanes}")
     }
 
-    /// How the gradient sweep writes: groups of eight (f32, native f16, and 16-bit
-    /// values in rows that share no word), or words of two 16-bit values with atomic
-    /// edges (rows that may share a word with a neighbour).
-    fn sweep(&self) -> Sweep {
-        let packed = |d: DType| d != DType::F32 && !(d == DType::F16 && self.paths.shader_f16);
-        match self.grad {
-            GradOut::None => Sweep::None,
-            GradOut::InPlace if packed(self.logits) && !self.quad => Sweep::Words,
-            GradOut::Separate(d) if packed(d) && !self.grad_quad => Sweep::Words,
-            _ => Sweep::Groups,
-        }
-    }
-
     fn grad_dtype(&self) -> Option<DType> {
         match self.grad {
             GradOut::None => None,
@@ -376,75 +279,17 @@ impl PipelineKey {
         }
     }
 
-    /// The full WGSL. `enable f16;` must open the module, so it comes first.
+    /// The full WGSL: the snippets, joined. `enable f16;` must open the module, so it
+    /// comes first, then the generated declarations of the contract (`abi`).
     pub fn source(&self) -> String {
-        // With SHADER_F16, f16 logits and gradients are read and written natively (the
-        // widening is exact, the narrowing the hardware's round to nearest even with
-        // subnormals: codec.wgsl's bits, tested); otherwise, and for bf16, 16-bit values
-        // travel two to a u32 through codec.wgsl.
-        let in_place = self.grad == GradOut::InPlace;
-        let native_f16 = self.logits == DType::F16 && self.paths.shader_f16;
-        let native_grad = self.grad == GradOut::Separate(DType::F16) && self.paths.shader_f16;
-        let quad = self.quad;
         let abi = abi::wgsl(self.kernel.abi());
-        let mut parts: Vec<&str> = Vec::new();
-        if self.kernel.reads_logits() && (native_f16 || native_grad) {
-            parts.push(shader!("enable_f16.wgsl"));
-        }
-        parts.push(&abi);
-        if self.kernel.reads_logits() {
-            parts.push(shader!("codec.wgsl"));
-            // the logits' binding (read-only, or read-write with the in-place stores),
-            // then the loads of its layout
-            let storage = Storage::of(self.logits, native_f16, quad);
-            parts.push(storage.binding(in_place));
-            parts.push(storage.loads(in_place));
-            if in_place {
-                parts.push(storage.stores());
-            }
-            parts.push(match storage {
-                Storage::F32 | Storage::F16 | Storage::Packed => {
-                    shader!("logits/scalar_groups.wgsl")
-                }
-                Storage::F32Quad | Storage::F16Quad => shader!("logits/quad_load8.wgsl"),
-                Storage::PackedQuad => "",
-            });
-            if let GradOut::Separate(d) = self.grad {
-                let grad = Storage::of(d, native_grad, self.grad_quad);
-                parts.push(grad.grad_binding());
-                parts.push(grad.stores());
-            }
-            parts.push(shader!("stats/groups.wgsl"));
-            if self.kernel == Kernel::PolicyLoss {
-                parts.push(match self.sweep() {
-                    Sweep::None => shader!("sweep/none.wgsl"),
-                    Sweep::Groups => shader!("sweep/groups.wgsl"),
-                    Sweep::Words => shader!("sweep/words.wgsl"),
-                });
-            }
-        }
-        parts.push(shader!("prelude.wgsl"));
-        if matches!(
-            self.kernel,
-            Kernel::Advantages
-                | Kernel::Baseline(_)
-                | Kernel::Prepare
-                | Kernel::GspoRatio
-                | Kernel::Select
-        ) {
-            parts.push(shader!("workgroup/sum.wgsl"));
-        }
-        if matches!(self.kernel, Kernel::Prepare | Kernel::Select) {
-            parts.push(shader!("aggregate.wgsl"));
-        }
-        if self.kernel.reads_logits() {
-            parts.push(if self.paths.subgroups {
-                shader!("workgroup/subgroup.wgsl")
-            } else {
-                shader!("workgroup/shared.wgsl")
-            });
-        }
-        parts.push(self.kernel.source());
+        let snippets = self.snippets();
+        let (head, body) = match snippets.first() {
+            Some(s) if s.path == "enable_f16.wgsl" => (s.source, &snippets[1..]),
+            _ => ("", &snippets[..]),
+        };
+        let mut parts = vec![head, &abi];
+        parts.extend(body.iter().map(|s| s.source));
         parts.join("\n")
     }
 
