@@ -715,6 +715,14 @@ struct Expect {
     may: Vec<&'static str>,
 }
 
+/// A row view's shape: `rows` rows of `width` elements of `elem` bytes.
+#[derive(Clone, Copy)]
+struct Rows {
+    rows: u32,
+    width: u64,
+    elem: u64,
+}
+
 impl Expect {
     fn flag(&mut self, arg: &'static str, certain: bool) {
         if certain {
@@ -728,17 +736,15 @@ impl Expect {
     /// not overlap, the buffer is a storage buffer and holds every row. `elem` is the
     /// element size; an exact buffer whose size is not a multiple of 4 may be refused
     /// when the view reaches its last partial word.
-    #[allow(clippy::too_many_arguments)]
     fn rows_view(
         &mut self,
         arg: &'static str,
-        rows: u32,
-        width: u64,
+        shape: Rows,
         l: &RowLayout,
-        elem: u64,
         buf: &HostBuf,
         ids: bool,
     ) {
+        let Rows { rows, width, elem } = shape;
         let any = rows > 0;
         if any && l.rows_per_seq == 0 {
             self.must.push(arg);
@@ -1196,8 +1202,28 @@ impl LossPlan {
             e.flag("logits", any);
         }
         let elem = self.dtype.size();
-        e.rows_view("logits", rows, v, &xl, elem, &bufs[LOGITS], false);
-        e.rows_view("targets", rows, 1, &tl, 4, &bufs[TARGETS], true);
+        e.rows_view(
+            "logits",
+            Rows {
+                rows,
+                width: v,
+                elem,
+            },
+            &xl,
+            &bufs[LOGITS],
+            false,
+        );
+        e.rows_view(
+            "targets",
+            Rows {
+                rows,
+                width: 1,
+                elem: 4,
+            },
+            &tl,
+            &bufs[TARGETS],
+            true,
+        );
         let f32s = [
             ("mask", Some(self.mask), n),
             ("advantages", Some(self.advantages), adv_len),
@@ -1259,15 +1285,12 @@ impl LossPlan {
                     e.flag("gradient", any);
                 }
                 let mut g = Expect::default();
-                g.rows_view(
-                    "gradient",
+                let shape = Rows {
                     rows,
-                    v,
-                    &layout,
-                    dtype.size(),
-                    &bufs[buf],
-                    false,
-                );
+                    width: v,
+                    elem: dtype.size(),
+                };
+                g.rows_view("gradient", shape, &layout, &bufs[buf], false);
                 // rows that share elements: each written by another workgroup
                 if g.must.is_empty() && rows_overlap(&layout, rows, v) {
                     g.must.push("gradient");
@@ -1883,8 +1906,28 @@ fn run_stats_views(ctx: &Context, k: &StatsKnobs) -> Result<(), String> {
     if vocab == 0 {
         e.flag("logits", rows > 0);
     }
-    e.rows_view("logits", rows, v, &xl_abs, elem, &bufs[LOGITS], false);
-    e.rows_view("targets", rows, 1, &tl_abs, 4, &bufs[TARGETS], true);
+    e.rows_view(
+        "logits",
+        Rows {
+            rows,
+            width: v,
+            elem,
+        },
+        &xl_abs,
+        &bufs[LOGITS],
+        false,
+    );
+    e.rows_view(
+        "targets",
+        Rows {
+            rows,
+            width: 1,
+            elem: 4,
+        },
+        &tl_abs,
+        &bufs[TARGETS],
+        true,
+    );
     for (arg, p) in ["out.lse", "out.logp", "out.entropy"]
         .into_iter()
         .zip(&outs)
