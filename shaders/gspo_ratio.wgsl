@@ -16,13 +16,13 @@
 @compute @workgroup_size(WG_SIZE)
 fn gspo_ratio(@builtin(local_invocation_index) lane: u32) {
     for (var k = 0u; k < params.teams.rounds; k++) {
-        let tr = team_rows(params.teams, lane, k, params.seqs, params.rows_per_seq, params.rows);
+        let tr = team_rows(params.teams, lane, k, params.part.seqs, params.part.rows_per_seq, params.part.rows);
         // (Σ m·(logp − old_logp), Σ m) over this lane's rows of sequence b
         var part = vec2<f32>(0.0, 0.0);
         for (var r = tr.begin; r < tr.end; r += tr.step) {
-            let i = rowin[params.part_row + r];
+            let i = rowin[params.part.part_row + r];
             if (mask_in(i.x)) {
-                part += vec2<f32>(i.x * (rowout[params.part_row + r][OUT_LOGP] - i.z), i.x);
+                part += vec2<f32>(i.x * (rowout[params.part.part_row + r][OUT_LOGP] - i.z), i.x);
             }
         }
         let sums = team_sum(lane, params.teams.size, part);
@@ -32,7 +32,7 @@ fn gspo_ratio(@builtin(local_invocation_index) lane: u32) {
                 // a NaN old log-prob makes its whole sequence's ratio NaN, as in PyTorch
                 ratio = exp(clamp_keep_nan(sums.x / sums.y, -20.0, 20.0));
             }
-            seqinfo[params.part_seq + tr.seq].y = ratio;
+            seqinfo[params.part.part_seq + tr.seq].y = ratio;
         }
     }
 }

@@ -38,18 +38,18 @@ fn prepare(@builtin(local_invocation_index) lane: u32) {
 
 fn gather(lane: u32) {
     let per_token = (params.flags & ADV_PER_TOKEN) != 0u;
-    for (var r = lane; r < params.rows; r += WG_SIZE) {
+    for (var r = lane; r < params.part.rows; r += WG_SIZE) {
         var v = vec4<f32>(mask[params.mask_offset + r], 0.0, 0.0, 0.0);
-        v.y = advantages[params.adv_offset + select(r / params.rows_per_seq, r, per_token)];
+        v.y = advantages[params.adv_offset + select(r / params.part.rows_per_seq, r, per_token)];
         if ((params.flags & HAS_OLD) != 0u) {
             v.z = old_logp[params.old_offset + r];
         }
         if ((params.flags & HAS_REF) != 0u) {
             v.w = ref_logp[params.ref_offset + r];
         }
-        rowin[params.part_row + r] = v;
+        rowin[params.part.part_row + r] = v;
         if ((params.flags & HAS_ROLLOUT) != 0u) {
-            rowaux[2u * (params.part_row + r)].x = rollout_logp[params.rollout_offset + r];
+            rowaux[2u * (params.part.part_row + r)].x = rollout_logp[params.rollout_offset + r];
         }
     }
 
@@ -57,7 +57,7 @@ fn gather(lane: u32) {
     // team's size depends on the sequence's length alone, so n_b's bits do not depend
     // on the rest of the batch or on how it is split into parts)
     for (var k = 0u; k < params.teams.rounds; k++) {
-        let tr = team_rows(params.teams, lane, k, params.seqs, params.rows_per_seq, params.rows);
+        let tr = team_rows(params.teams, lane, k, params.part.seqs, params.part.rows_per_seq, params.part.rows);
         var part = 0.0;
         for (var r = tr.begin; r < tr.end; r += tr.step) {
             // a mask ≤ 0 is a row outside the loss, and so is a bad one (prelude.wgsl)
@@ -66,7 +66,7 @@ fn gather(lane: u32) {
         }
         let n = team_sum(lane, params.teams.size, vec2<f32>(part, 0.0)).x;
         if (tr.lead) {
-            seqinfo[params.part_seq + tr.seq] = vec4<f32>(n, 1.0, 0.0, 0.0);
+            seqinfo[params.part.part_seq + tr.seq] = vec4<f32>(n, 1.0, 0.0, 0.0);
         }
     }
 }

@@ -85,10 +85,10 @@ fn rollout_weights(lane: u32) {
     // sequence and geometric levels: log ρ_b of each sequence, in seqinfo's scratch slot
     if (params.level != LEVEL_TOKEN) {
         for (var k = 0u; k < params.teams.rounds; k++) {
-            let tr = team_rows(params.teams, lane, k, params.seqs, params.rows_per_seq, params.rows);
+            let tr = team_rows(params.teams, lane, k, params.part.seqs, params.part.rows_per_seq, params.part.rows);
             var part = vec2<f32>(0.0, 0.0);
             for (var r = tr.begin; r < tr.end; r += tr.step) {
-                let i = params.part_row + r;
+                let i = params.part.part_row + r;
                 if (masked_in(i)) {
                     let m = rowin[i].x;
                     part += vec2<f32>(m * rollout_delta(i), m);
@@ -100,17 +100,17 @@ fn rollout_weights(lane: u32) {
                 if (params.level != LEVEL_SEQUENCE) {
                     log_rho = select(0.0, sums.x / sums.y, sums.y > 0.0);
                 }
-                seqinfo[params.part_seq + tr.seq].w = log_rho;
+                seqinfo[params.part.part_seq + tr.seq].w = log_rho;
             }
         }
         storageBarrier();
     }
-    for (var r = lane; r < params.rows; r += WG_SIZE) {
-        let i = params.part_row + r;
+    for (var r = lane; r < params.part.rows; r += WG_SIZE) {
+        let i = params.part.part_row + r;
         let delta = rollout_delta(i);
         var log_rho = delta;
         if (params.level != LEVEL_TOKEN) {
-            log_rho = seqinfo[params.part_seq + r / params.rows_per_seq].w;
+            log_rho = seqinfo[params.part.part_seq + r / params.part.rows_per_seq].w;
         }
         // a NaN δ (a NaN log-prob) keeps q NaN in either mode: the row kernel poisons
         // the rows it weights (SPEC "Bad input")
@@ -431,17 +431,17 @@ fn select_rows(lane: u32) {
 // Σ m·e of each of this part's sequences, into seqinfo's scratch slot.
 fn renorm_gather(lane: u32) {
     for (var k = 0u; k < params.teams.rounds; k++) {
-        let tr = team_rows(params.teams, lane, k, params.seqs, params.rows_per_seq, params.rows);
+        let tr = team_rows(params.teams, lane, k, params.part.seqs, params.part.rows_per_seq, params.part.rows);
         var part = 0.0;
         for (var r = tr.begin; r < tr.end; r += tr.step) {
-            let i = params.part_row + r;
+            let i = params.part.part_row + r;
             if (masked_in(i) && rowaux[2u * i + 1u].y > 0.0) {
                 part += rowin[i].x;
             }
         }
         let n = team_sum(lane, params.teams.size, vec2<f32>(part, 0.0)).x;
         if (tr.lead) {
-            seqinfo[params.part_seq + tr.seq].w = n;
+            seqinfo[params.part.part_seq + tr.seq].w = n;
         }
     }
 }

@@ -770,6 +770,23 @@ impl Expect {
         }
     }
 
+    /// The rules of the logits' view (`shape`) and of the ids' (one u32 a row, which
+    /// may repeat), laid out as `layouts`.
+    fn logits_and_targets(
+        &mut self,
+        shape: Rows,
+        layouts: (&RowLayout, &RowLayout),
+        bufs: &[HostBuf],
+    ) {
+        self.rows_view("logits", shape, layouts.0, &bufs[LOGITS], false);
+        let ids = Rows {
+            width: 1,
+            elem: 4,
+            ..shape
+        };
+        self.rows_view("targets", ids, layouts.1, &bufs[TARGETS], true);
+    }
+
     /// A view builder given a byte offset.
     fn misaligned(bad: bool, arg: &'static str) -> Self {
         Expect {
@@ -1202,27 +1219,14 @@ impl LossPlan {
             e.flag("logits", any);
         }
         let elem = self.dtype.size();
-        e.rows_view(
-            "logits",
+        e.logits_and_targets(
             Rows {
                 rows,
                 width: v,
                 elem,
             },
-            &xl,
-            &bufs[LOGITS],
-            false,
-        );
-        e.rows_view(
-            "targets",
-            Rows {
-                rows,
-                width: 1,
-                elem: 4,
-            },
-            &tl,
-            &bufs[TARGETS],
-            true,
+            (&xl, &tl),
+            bufs,
         );
         let f32s = [
             ("mask", Some(self.mask), n),
@@ -1906,27 +1910,14 @@ fn run_stats_views(ctx: &Context, k: &StatsKnobs) -> Result<(), String> {
     if vocab == 0 {
         e.flag("logits", rows > 0);
     }
-    e.rows_view(
-        "logits",
+    e.logits_and_targets(
         Rows {
             rows,
             width: v,
             elem,
         },
-        &xl_abs,
-        &bufs[LOGITS],
-        false,
-    );
-    e.rows_view(
-        "targets",
-        Rows {
-            rows,
-            width: 1,
-            elem: 4,
-        },
-        &tl_abs,
-        &bufs[TARGETS],
-        true,
+        (&xl_abs, &tl_abs),
+        &bufs,
     );
     for (arg, p) in ["out.lse", "out.logp", "out.entropy"]
         .into_iter()

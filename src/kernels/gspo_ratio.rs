@@ -15,12 +15,8 @@ pub(crate) fn record(
     let teams = Teams::new(part.seqs, part.rows_per_seq);
     check_loops(ctx, "logits", "gspo_ratio", teams.steps(part.rows_per_seq))?;
     let params = Params {
-        rows: part.rows,
-        rows_per_seq: part.rows_per_seq,
-        seqs: part.seqs,
+        part: part.span(),
         has_old: part.inputs.old_logp.is_some() as u32,
-        part_row: part.part_row,
-        part_seq: part.part_seq,
         teams,
         ..bytemuck::Zeroable::zeroed()
     };

@@ -10,6 +10,7 @@ use crate::error::Result;
 pub(crate) use crate::shader::abi::prepare::*;
 use crate::view::F32View;
 
+use crate::shader::abi::PartSpan;
 pub(crate) use crate::shader::abi::{HAS_OLD, HAS_REF};
 
 /// The per-row inputs of the loss, already validated against `rows` and `seqs`.
@@ -35,6 +36,20 @@ pub(crate) struct PartRows<'a> {
     pub seqs: u32,
     pub part_row: u32,
     pub part_seq: u32,
+}
+
+impl PartRows<'_> {
+    /// The part as the uniform blocks of prepare, gspo_ratio and select hold it.
+    pub(crate) fn span(&self) -> PartSpan {
+        PartSpan {
+            rows: self.rows,
+            rows_per_seq: self.rows_per_seq,
+            seqs: self.seqs,
+            part_row: self.part_row,
+            part_seq: self.part_seq,
+            ..bytemuck::Zeroable::zeroed()
+        }
+    }
 }
 
 /// Every sequence of the call, for the weights: how many, and `L_norm`.
@@ -82,9 +97,7 @@ pub(crate) fn record<'a>(
     let teams = Teams::new(seqs, part.rows_per_seq);
     check_prepare_loops(ctx, part, phase, all, teams)?;
     let params = Params {
-        rows,
-        rows_per_seq: part.rows_per_seq,
-        seqs,
+        part: part.span(),
         agg_mode: super::agg_code(config.loss_agg_mode),
         flags,
         global_normalizer: config.global_normalizer.unwrap_or(0.0),
@@ -94,11 +107,10 @@ pub(crate) fn record<'a>(
         adv_offset,
         old_offset,
         ref_offset,
-        part_row: part.part_row,
-        part_seq: part.part_seq,
         all_seqs: all.seqs,
         rollout_offset,
         teams,
+        ..bytemuck::Zeroable::zeroed()
     };
     dispatch_single(
         ctx,

@@ -104,11 +104,7 @@ fn params(
 ) -> Params {
     let rc = cfg.rollout_correction;
     Params {
-        rows: part.rows,
-        rows_per_seq: part.rows_per_seq,
-        seqs: part.seqs,
-        part_row: part.part_row,
-        part_seq: part.part_seq,
+        part: part.span(),
         all_rows: totals.rows,
         all_seqs: totals.seqs,
         phases,

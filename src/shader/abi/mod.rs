@@ -168,6 +168,21 @@ wgsl_struct! {
         pub(crate) rows_per_seq: u32,
     }
 
+    /// A part's rows and sequences, and where they start in the scratch buffers (a loss
+    /// over logits in several buffers numbers every part's rows and sequences one after
+    /// the other): prepare, gspo_ratio and select run part by part on it.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+    pub(crate) struct PartSpan {
+        pub rows: u32,
+        pub rows_per_seq: u32,
+        pub seqs: u32,
+        pub part_row: u32,
+        pub part_seq: u32,
+        pub _pad0: u32,
+        pub _pad1: u32,
+        pub _pad2: u32,
+    }
+
     /// How a one-workgroup kernel deals segments to teams of lanes (rows.rs's
     /// `Teams::new`, workgroup/sum.wgsl's `team_segment`). 16 bytes, as a uniform's
     /// struct member takes (and the member after it starts) on a 16-byte boundary.
@@ -206,7 +221,7 @@ wgsl_consts! {
 }
 
 /// Every declaration shared by all modules.
-pub(crate) const COMMON: &[Decl] = &[LayoutParams::DECL, Teams::DECL];
+pub(crate) const COMMON: &[Decl] = &[LayoutParams::DECL, PartSpan::DECL, Teams::DECL];
 
 #[cfg(test)]
 mod tests;

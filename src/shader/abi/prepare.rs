@@ -1,17 +1,15 @@
 //! The contract of `shaders/prepare.wgsl` (its host side: `src/kernels/prepare.rs`).
 
 use super::aggregate::AGGREGATION;
-use super::Teams;
 use super::{Abi, COMMON, SHARED};
+use super::{PartSpan, Teams};
 
 wgsl_struct! {
     #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
     pub(crate) struct Params {
-        /// this part's rows and sequences (a loss over logits in several buffers runs the
-        /// gather once per part, then the weights once over every sequence)
-        pub(crate) rows: u32,
-        pub(crate) rows_per_seq: u32,
-        pub(crate) seqs: u32,
+        /// this part (a loss over logits in several buffers runs the gather once per
+        /// part, then the weights once over every sequence)
+        pub(crate) part: PartSpan,
         pub(crate) agg_mode: u32,
         pub(crate) flags: u32,
         /// token-mean: the caller's global normaliser, or 0 for Σ mask
@@ -23,12 +21,10 @@ wgsl_struct! {
         pub(crate) adv_offset: u32,
         pub(crate) old_offset: u32,
         pub(crate) ref_offset: u32,
-        /// where the part's rows and sequences start in rowin and seqinfo
-        pub(crate) part_row: u32,
-        pub(crate) part_seq: u32,
         /// sequences of every part
         pub(crate) all_seqs: u32,
         pub(crate) rollout_offset: u32,
+        pub(crate) _pad0: u32,
         /// lanes per sequence for the token counts n_b
         pub(crate) teams: Teams,
     }

@@ -1,19 +1,14 @@
 //! The contract of `shaders/select.wgsl` (its host side: `src/kernels/select.rs`).
 
 use super::aggregate::AGGREGATION;
-use super::Teams;
 use super::{Abi, COMMON, SHARED};
+use super::{PartSpan, Teams};
 
 wgsl_struct! {
     #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
     pub(crate) struct Params {
-        /// this launch's part (ROLLOUT, RENORM_GATHER): rows, sequence length, sequences,
-        /// and where they start in the scratch buffers
-        pub(crate) rows: u32,
-        pub(crate) rows_per_seq: u32,
-        pub(crate) seqs: u32,
-        pub(crate) part_row: u32,
-        pub(crate) part_seq: u32,
+        /// this launch's part (ROLLOUT, RENORM_GATHER)
+        pub(crate) part: PartSpan,
         /// every row and sequence of the call (SELECT, RENORM_WEIGHTS)
         pub(crate) all_rows: u32,
         pub(crate) all_seqs: u32,
@@ -41,6 +36,7 @@ wgsl_struct! {
         pub(crate) l_norm: f32,
         pub(crate) _pad0: u32,
         pub(crate) _pad1: u32,
+        pub(crate) _pad2: u32,
         pub(crate) teams: Teams,
     }
 }
