@@ -94,6 +94,8 @@ pub enum Kernel {
     Baseline(BaselineOp),
     /// The roofline's copy kernel.
     Copy,
+    /// The fused linear head's tiled matrix product, of A and B in these dtypes.
+    Matmul { a: DType, b: DType },
 }
 
 /// The ops of the unfused baseline (`shaders/baseline.wgsl`).
@@ -116,8 +118,24 @@ pub enum GradOut {
     InPlace,
 }
 
+/// Every matmul: A (hidden or the logits' gradient) and B (the head's weight, or the
+/// hidden states) in any pair of dtypes.
+const MATMULS: [Kernel; 9] = {
+    let d = DType::ALL;
+    let mut out = [Kernel::Copy; 9];
+    let mut i = 0;
+    while i < 9 {
+        out[i] = Kernel::Matmul {
+            a: d[i / 3],
+            b: d[i % 3],
+        };
+        i += 1;
+    }
+    out
+};
+
 impl Kernel {
-    pub const ALL: [Kernel; 15] = [
+    pub const ALL: [Kernel; 24] = [
         Kernel::RowStats,
         Kernel::RowPartials,
         Kernel::Combine,
@@ -133,6 +151,15 @@ impl Kernel {
         Kernel::Baseline(BaselineOp::ScatterGrad),
         Kernel::Baseline(BaselineOp::LogSoftmaxBwd),
         Kernel::Copy,
+        MATMULS[0],
+        MATMULS[1],
+        MATMULS[2],
+        MATMULS[3],
+        MATMULS[4],
+        MATMULS[5],
+        MATMULS[6],
+        MATMULS[7],
+        MATMULS[8],
     ];
 
     /// Its own file, the module's last snippet.
@@ -149,6 +176,7 @@ impl Kernel {
             Kernel::Advantages => shader!("advantages.wgsl"),
             Kernel::Baseline(_) => shader!("baseline.wgsl"),
             Kernel::Copy => shader!("copy.wgsl"),
+            Kernel::Matmul { .. } => shader!("matmul.wgsl"),
         }
     }
 
@@ -167,6 +195,7 @@ impl Kernel {
             Kernel::Advantages => advantages::ABI,
             Kernel::Baseline(_) => baseline::ABI,
             Kernel::Copy => baseline::COPY_ABI,
+            Kernel::Matmul { .. } => matmul::ABI,
         }
     }
 
@@ -187,6 +216,7 @@ impl Kernel {
             Kernel::Baseline(BaselineOp::ScatterGrad) => "scatter_grad",
             Kernel::Baseline(BaselineOp::LogSoftmaxBwd) => "log_softmax_bwd",
             Kernel::Copy => "copy",
+            Kernel::Matmul { .. } => "matmul",
         }
     }
 
@@ -318,6 +348,15 @@ impl PipelineKey {
             let bf16 = |d: Option<DType>| if d == Some(DType::Bf16) { 1.0 } else { 0.0 };
             c.push(("LOGITS_BF16", bf16(Some(self.logits))));
             c.push(("GRAD_BF16", bf16(self.grad_dtype())));
+        }
+        if let Kernel::Matmul { a, b } = self.kernel {
+            let kind = |d: DType| match d {
+                DType::F32 => 0.0,
+                DType::F16 => 1.0,
+                DType::Bf16 => 2.0,
+            };
+            c.push(("A_KIND", kind(a)));
+            c.push(("B_KIND", kind(b)));
         }
         c
     }

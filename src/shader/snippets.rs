@@ -172,6 +172,9 @@ impl PipelineKey {
                 });
             }
         }
+        if matches!(self.kernel, Kernel::Matmul { .. }) {
+            parts.push(shader!("codec.wgsl"));
+        }
         parts.push(shader!("prelude.wgsl"));
         if matches!(
             self.kernel,
