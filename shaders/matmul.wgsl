@@ -4,29 +4,33 @@
 //
 // Each operand is read through its strides, so one kernel makes the head's three
 // products: the logits x = h·Wᵀ (B[k, n] = W[n, k]), ∂L/∂h = Gz·W and ∂L/∂W = Gzᵀ·h
-// (A[m, k] = Gz[k, m]). A workgroup computes a 64 × 64 tile of C: 16 × 16 lanes, each
-// a 4 × 4 block held in registers; A and B pass through workgroup memory 16 values of
-// k at a time, so each lane does 16 FMAs per two vec4 reads of workgroup memory (the
-// register tiling the gpu-isa FMA share measures). The sum over k runs in the same
+// (A[m, k] = Gz[k, m]). A workgroup computes a 128 × 128 tile of C: 16 × 16 lanes, each
+// an 8 × 8 block held in registers; A and B pass through workgroup memory 8 values of
+// k at a time, so each lane does 64 FMAs per four vec4 reads of workgroup memory and
+// loads 8 elements per 512 FMAs (the register tiling the gpu-isa FMA share measures).
+// Which index of A and B is contiguous is an override (the three products have fixed
+// layouts), and tiles that lie inside every edge skip the bounds checks. The sum over k runs in the same
 // order for every element and every dispatch: bitwise reproducible, whatever else the
 // dispatch holds. A and B are f32, f16 or bf16 (A_KIND, B_KIND: 0, 1, 2; 16-bit
 // values two to a u32, as codec.wgsl reads them).
 //
-// requires: MM_ACCUMULATE, MM_A_K_CONTIG, MM_B_N_CONTIG, MatmulParams, WG_SIZE
-// requires: decode_bf16, decode_f16
+// requires: MM_ACCUMULATE, MatmulParams, WG_SIZE, decode_bf16, decode_f16
 
 override A_KIND: u32 = 0u;
 override B_KIND: u32 = 0u;
+// A[m, k] has k contiguous (a_col = 1; else m is: a_row = 1); B[k, n] has n contiguous
+override A_K_CONTIG: bool = true;
+override B_N_CONTIG: bool = true;
 
-const TILE: u32 = 64u;
-const TK: u32 = 16u;
+const TILE: u32 = 128u;
+const TK: u32 = 8u;
 
 @group(0) @binding(0) var<uniform> params: MatmulParams;
 @group(0) @binding(1) var<storage, read> mat_a: array<u32>;
 @group(0) @binding(2) var<storage, read> mat_b: array<u32>;
 @group(0) @binding(3) var<storage, read_write> mat_c: array<f32>;
 
-// [k][m / 4] and [k][n / 4]: a lane's four rows (columns) are one vec4
+// [k][m / 4] and [k][n / 4]: a lane's eight rows (columns) are two vec4
 var<workgroup> tile_a: array<vec4<f32>, 256>;
 var<workgroup> tile_b: array<vec4<f32>, 256>;
 
@@ -61,27 +65,65 @@ fn tile_pos(e: u32, k_contig: bool) -> vec2<u32> {
     return vec2<u32>(e % TILE, e / TILE);
 }
 
-// The A and B tiles of k0 .. k0 + TK into workgroup memory (0 past the edges).
-fn load_tiles(lane: u32, m0: u32, n0: u32, k0: u32) {
-    let p = params;
-    for (var q = 0u; q < 4u; q++) {
+fn a_index(row: u32, k: u32) -> u32 {
+    if (A_K_CONTIG) {
+        return params.a_offset + row * params.a_row + k;
+    }
+    return params.a_offset + row + k * params.a_col;
+}
+
+fn b_index(k: u32, col: u32) -> u32 {
+    if (B_N_CONTIG) {
+        return params.b_offset + k * params.b_row + col;
+    }
+    return params.b_offset + k + col * params.b_col;
+}
+
+// The A and B tiles of k0 .. k0 + TK into workgroup memory (0 past the edges, which
+// only tiles that reach an edge check).
+fn load_tiles(lane: u32, m0: u32, n0: u32, k0: u32, inside: bool) {
+    for (var q = 0u; q < TILE * TK / 256u; q++) {
         let e = lane + q * 256u;
-        let ma = tile_pos(e, (p.flags & MM_A_K_CONTIG) != 0u);
+        let pa = tile_pos(e, A_K_CONTIG);
         var va = 0.0;
-        if (m0 + ma.x < p.m && k0 + ma.y < p.k) {
-            va = load_a(p.a_offset + (m0 + ma.x) * p.a_row + (k0 + ma.y) * p.a_col);
+        if (inside || (m0 + pa.x < params.m && k0 + pa.y < params.k)) {
+            va = load_a(a_index(m0 + pa.x, k0 + pa.y));
         }
-        tile_a[ma.y * 16u + ma.x / 4u][ma.x % 4u] = va;
-        let nb = tile_pos(e, (p.flags & MM_B_N_CONTIG) == 0u);
+        tile_a[pa.y * (TILE / 4u) + pa.x / 4u][pa.x % 4u] = va;
+        let pb = tile_pos(e, !B_N_CONTIG);
         var vb = 0.0;
-        if (n0 + nb.x < p.n && k0 + nb.y < p.k) {
-            vb = load_b(p.b_offset + (k0 + nb.y) * p.b_row + (n0 + nb.x) * p.b_col);
+        if (inside || (n0 + pb.x < params.n && k0 + pb.y < params.k)) {
+            vb = load_b(b_index(k0 + pb.y, n0 + pb.x));
         }
-        tile_b[nb.y * 16u + nb.x / 4u][nb.x % 4u] = vb;
+        tile_b[pb.y * (TILE / 4u) + pb.x / 4u][pb.x % 4u] = vb;
     }
 }
 
-// WG_SIZE is 256 here: lane = 16·ty + tx computes rows 4·ty .. +4, columns 4·tx .. +4
+// Step kk of a tile: the lane's 8 × 8 block += its rows' A values × its columns' B.
+fn mac(acc: ptr<function, array<vec4<f32>, 16>>, kk: u32, lid: vec2<u32>) {
+    let a0 = tile_a[kk * (TILE / 4u) + 2u * lid.y];
+    let a1 = tile_a[kk * (TILE / 4u) + 2u * lid.y + 1u];
+    let b0 = tile_b[kk * (TILE / 4u) + 2u * lid.x];
+    let b1 = tile_b[kk * (TILE / 4u) + 2u * lid.x + 1u];
+    (*acc)[0] = fma(vec4<f32>(a0.x), b0, (*acc)[0]);
+    (*acc)[1] = fma(vec4<f32>(a0.x), b1, (*acc)[1]);
+    (*acc)[2] = fma(vec4<f32>(a0.y), b0, (*acc)[2]);
+    (*acc)[3] = fma(vec4<f32>(a0.y), b1, (*acc)[3]);
+    (*acc)[4] = fma(vec4<f32>(a0.z), b0, (*acc)[4]);
+    (*acc)[5] = fma(vec4<f32>(a0.z), b1, (*acc)[5]);
+    (*acc)[6] = fma(vec4<f32>(a0.w), b0, (*acc)[6]);
+    (*acc)[7] = fma(vec4<f32>(a0.w), b1, (*acc)[7]);
+    (*acc)[8] = fma(vec4<f32>(a1.x), b0, (*acc)[8]);
+    (*acc)[9] = fma(vec4<f32>(a1.x), b1, (*acc)[9]);
+    (*acc)[10] = fma(vec4<f32>(a1.y), b0, (*acc)[10]);
+    (*acc)[11] = fma(vec4<f32>(a1.y), b1, (*acc)[11]);
+    (*acc)[12] = fma(vec4<f32>(a1.z), b0, (*acc)[12]);
+    (*acc)[13] = fma(vec4<f32>(a1.z), b1, (*acc)[13]);
+    (*acc)[14] = fma(vec4<f32>(a1.w), b0, (*acc)[14]);
+    (*acc)[15] = fma(vec4<f32>(a1.w), b1, (*acc)[15]);
+}
+
+// WG_SIZE is 256 here: lane = 16·ty + tx computes rows 8·ty .. +8, columns 8·tx .. +8
 @compute @workgroup_size(WG_SIZE)
 fn matmul(
     @builtin(local_invocation_index) lane: u32,
@@ -90,31 +132,36 @@ fn matmul(
     let lid = vec2<u32>(lane % 16u, lane / 16u);
     let m0 = wid.y * TILE;
     let n0 = wid.x * TILE;
-    var acc: array<vec4<f32>, 4>;
-    for (var i = 0u; i < 4u; i++) {
+    let tile_inside = m0 + TILE <= params.m && n0 + TILE <= params.n;
+    // acc[2r + h]: row 8·ty + r, columns 8·tx + 4h .. +4
+    var acc: array<vec4<f32>, 16>;
+    for (var i = 0u; i < 16u; i++) {
         acc[i] = vec4<f32>(0.0);
     }
     for (var k0 = 0u; k0 < params.k; k0 += TK) {
-        load_tiles(lane, m0, n0, k0);
+        load_tiles(lane, m0, n0, k0, tile_inside && k0 + TK <= params.k);
         workgroupBarrier();
-        for (var kk = 0u; kk < TK; kk++) {
-            let av = tile_a[kk * 16u + lid.y];
-            let bv = tile_b[kk * 16u + lid.x];
-            acc[0] = fma(vec4<f32>(av.x), bv, acc[0]);
-            acc[1] = fma(vec4<f32>(av.y), bv, acc[1]);
-            acc[2] = fma(vec4<f32>(av.z), bv, acc[2]);
-            acc[3] = fma(vec4<f32>(av.w), bv, acc[3]);
-        }
+        // unrolled by hand: a loop this small would spend as much on its counter
+        // (and the loop bound a checked module adds) as on its FMAs
+        mac(&acc, 0u, lid);
+        mac(&acc, 1u, lid);
+        mac(&acc, 2u, lid);
+        mac(&acc, 3u, lid);
+        mac(&acc, 4u, lid);
+        mac(&acc, 5u, lid);
+        mac(&acc, 6u, lid);
+        mac(&acc, 7u, lid);
         workgroupBarrier();
     }
     let accumulate = (params.flags & MM_ACCUMULATE) != 0u;
-    for (var i = 0u; i < 4u; i++) {
-        let row = m0 + lid.y * 4u + i;
-        for (var j = 0u; j < 4u; j++) {
-            let col = n0 + lid.x * 4u + j;
+    for (var r = 0u; r < 8u; r++) {
+        let row = m0 + lid.y * 8u + r;
+        for (var j = 0u; j < 8u; j++) {
+            let col = n0 + lid.x * 8u + j;
             if (row < params.m && col < params.n) {
                 let at = params.c_offset + row * params.c_row + col;
-                mat_c[at] = select(acc[i][j], mat_c[at] + acc[i][j], accumulate);
+                let v = acc[2u * r + j / 4u][j % 4u];
+                mat_c[at] = select(v, mat_c[at] + v, accumulate);
             }
         }
     }

@@ -44,7 +44,7 @@ fn to_u32(arg: &'static str, what: &str, v: u64) -> Result<u32> {
     u32::try_from(v).map_err(|_| Error::arg(arg, format!("{what} {v} does not fit 32 bits")))
 }
 
-/// Records the product: one workgroup per 64 × 64 tile of C.
+/// Records the product: one workgroup per 128 × 128 tile of C.
 pub(crate) fn record(
     ctx: &Context,
     encoder: &mut wgpu::CommandEncoder,
@@ -74,16 +74,16 @@ pub(crate) fn record(
     )?;
     let c_end = p.c_offset + (p.m as u64 - 1) * p.c_row + p.n as u64;
     let (c_bind, c_offset) = storage_window("c", p.c, p.c_offset, c_end, 4, &limits)?;
-    let mut flags = 0;
-    if p.a.col == 1 {
-        flags |= MM_A_K_CONTIG;
-    }
-    if p.b.col == 1 {
-        flags |= MM_B_N_CONTIG;
-    }
-    if p.accumulate {
-        flags |= MM_ACCUMULATE;
-    }
+    let contiguous = |o: &Operand<'_>| match (o.col, o.row) {
+        (1, _) => Ok(true),
+        (_, 1) => Ok(false),
+        _ => Err(Error::arg(
+            o.arg,
+            "needs its row or its column stride to be 1",
+        )),
+    };
+    let (a_k_contig, b_n_contig) = (contiguous(&p.a)?, contiguous(&p.b)?);
+    let flags = if p.accumulate { MM_ACCUMULATE } else { 0 };
     let params = MatmulParams {
         m: p.m,
         n: p.n,
@@ -101,6 +101,8 @@ pub(crate) fn record(
     let kernel = Kernel::Matmul {
         a: p.a.dtype,
         b: p.b.dtype,
+        a_k_contig,
+        b_n_contig,
     };
     let pipeline = ctx.pipeline(PipelineKey::small(kernel, ctx.paths()))?;
     let u = uniform(ctx, "matmul params", &params);
@@ -110,7 +112,7 @@ pub(crate) fn record(
         super::entry(2, b_bind),
         super::entry(3, c_bind),
     ];
-    let groups = (p.n.div_ceil(64), p.m.div_ceil(64));
+    let groups = (p.n.div_ceil(128), p.m.div_ceil(128));
     dispatch(ctx, encoder, "matmul", &pipeline, &entries, groups)
 }
 

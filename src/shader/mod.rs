@@ -94,8 +94,14 @@ pub enum Kernel {
     Baseline(BaselineOp),
     /// The roofline's copy kernel.
     Copy,
-    /// The fused linear head's tiled matrix product, of A and B in these dtypes.
-    Matmul { a: DType, b: DType },
+    /// The fused linear head's tiled matrix product, of A and B in these dtypes, with
+    /// A's k (else its m) and B's n (else its k) contiguous.
+    Matmul {
+        a: DType,
+        b: DType,
+        a_k_contig: bool,
+        b_n_contig: bool,
+    },
 }
 
 /// The ops of the unfused baseline (`shaders/baseline.wgsl`).
@@ -120,14 +126,16 @@ pub enum GradOut {
 
 /// Every matmul: A (hidden or the logits' gradient) and B (the head's weight, or the
 /// hidden states) in any pair of dtypes.
-const MATMULS: [Kernel; 9] = {
+const MATMULS: [Kernel; 36] = {
     let d = DType::ALL;
-    let mut out = [Kernel::Copy; 9];
+    let mut out = [Kernel::Copy; 36];
     let mut i = 0;
-    while i < 9 {
+    while i < 36 {
         out[i] = Kernel::Matmul {
-            a: d[i / 3],
-            b: d[i % 3],
+            a: d[i / 12],
+            b: d[i / 4 % 3],
+            a_k_contig: i & 2 != 0,
+            b_n_contig: i & 1 != 0,
         };
         i += 1;
     }
@@ -135,7 +143,7 @@ const MATMULS: [Kernel; 9] = {
 };
 
 impl Kernel {
-    pub const ALL: [Kernel; 24] = [
+    pub const ALL: [Kernel; 51] = [
         Kernel::RowStats,
         Kernel::RowPartials,
         Kernel::Combine,
@@ -160,6 +168,33 @@ impl Kernel {
         MATMULS[6],
         MATMULS[7],
         MATMULS[8],
+        MATMULS[9],
+        MATMULS[10],
+        MATMULS[11],
+        MATMULS[12],
+        MATMULS[13],
+        MATMULS[14],
+        MATMULS[15],
+        MATMULS[16],
+        MATMULS[17],
+        MATMULS[18],
+        MATMULS[19],
+        MATMULS[20],
+        MATMULS[21],
+        MATMULS[22],
+        MATMULS[23],
+        MATMULS[24],
+        MATMULS[25],
+        MATMULS[26],
+        MATMULS[27],
+        MATMULS[28],
+        MATMULS[29],
+        MATMULS[30],
+        MATMULS[31],
+        MATMULS[32],
+        MATMULS[33],
+        MATMULS[34],
+        MATMULS[35],
     ];
 
     /// Its own file, the module's last snippet.
@@ -349,7 +384,13 @@ impl PipelineKey {
             c.push(("LOGITS_BF16", bf16(Some(self.logits))));
             c.push(("GRAD_BF16", bf16(self.grad_dtype())));
         }
-        if let Kernel::Matmul { a, b } = self.kernel {
+        if let Kernel::Matmul {
+            a,
+            b,
+            a_k_contig,
+            b_n_contig,
+        } = self.kernel
+        {
             let kind = |d: DType| match d {
                 DType::F32 => 0.0,
                 DType::F16 => 1.0,
@@ -357,6 +398,8 @@ impl PipelineKey {
             };
             c.push(("A_KIND", kind(a)));
             c.push(("B_KIND", kind(b)));
+            c.push(("A_K_CONTIG", if a_k_contig { 1.0 } else { 0.0 }));
+            c.push(("B_N_CONTIG", if b_n_contig { 1.0 } else { 0.0 }));
         }
         c
     }

@@ -10,7 +10,8 @@ wgsl_struct! {
         pub(crate) n: u32,
         pub(crate) k: u32,
         pub(crate) flags: u32,
-        /// A[i, k] is element a_offset + i·a_row + k·a_col of its binding
+        /// A[i, k] is element a_offset + i·a_row + k·a_col of its binding (the
+        /// pipeline knows which stride is 1)
         pub(crate) a_offset: u32,
         pub(crate) a_row: u32,
         pub(crate) a_col: u32,
@@ -26,11 +27,8 @@ wgsl_struct! {
 
 wgsl_consts! {
     pub(crate) CONSTS;
-    /// flags: A's k (B's n) is its contiguous index, so tiles load along it; C += A·B
-    /// (else C = A·B)
-    pub(crate) MM_A_K_CONTIG: u32 = 1;
-    pub(crate) MM_B_N_CONTIG: u32 = 2;
-    pub(crate) MM_ACCUMULATE: u32 = 4;
+    /// flags: C += A·B (else C = A·B)
+    pub(crate) MM_ACCUMULATE: u32 = 1;
 }
 
 pub(crate) const ABI: Abi = &[COMMON, SHARED, &[MatmulParams::DECL], CONSTS];
