@@ -123,6 +123,31 @@ fn mac(acc: ptr<function, array<vec4<f32>, 16>>, kk: u32, lid: vec2<u32>) {
     (*acc)[15] = fma(vec4<f32>(a1.w), b1, (*acc)[15]);
 }
 
+// One step of k: the tiles into workgroup memory, then TK multiply-adds of each
+// lane's block; unrolled by hand: a loop this small would spend as much on its counter
+// (and the loop bound a checked module adds) as on its FMAs.
+fn k_step(
+    acc: ptr<function, array<vec4<f32>, 16>>,
+    lane: u32,
+    lid: vec2<u32>,
+    m0: u32,
+    n0: u32,
+    k0: u32,
+    inside: bool,
+) {
+    load_tiles(lane, m0, n0, k0, inside);
+    workgroupBarrier();
+    mac(acc, 0u, lid);
+    mac(acc, 1u, lid);
+    mac(acc, 2u, lid);
+    mac(acc, 3u, lid);
+    mac(acc, 4u, lid);
+    mac(acc, 5u, lid);
+    mac(acc, 6u, lid);
+    mac(acc, 7u, lid);
+    workgroupBarrier();
+}
+
 // WG_SIZE is 256 here: lane = 16·ty + tx computes rows 8·ty .. +8, columns 8·tx .. +8
 @compute @workgroup_size(WG_SIZE)
 fn matmul(
@@ -138,20 +163,19 @@ fn matmul(
     for (var i = 0u; i < 16u; i++) {
         acc[i] = vec4<f32>(0.0);
     }
-    for (var k0 = 0u; k0 < params.k; k0 += TK) {
-        load_tiles(lane, m0, n0, k0, tile_inside && k0 + TK <= params.k);
-        workgroupBarrier();
-        // unrolled by hand: a loop this small would spend as much on its counter
-        // (and the loop bound a checked module adds) as on its FMAs
-        mac(&acc, 0u, lid);
-        mac(&acc, 1u, lid);
-        mac(&acc, 2u, lid);
-        mac(&acc, 3u, lid);
-        mac(&acc, 4u, lid);
-        mac(&acc, 5u, lid);
-        mac(&acc, 6u, lid);
-        mac(&acc, 7u, lid);
-        workgroupBarrier();
+    if (tile_inside) {
+        // the hot loop: whole tiles, no bounds checks; then the last partial step of k
+        let k_whole = params.k / TK * TK;
+        for (var k0 = 0u; k0 < k_whole; k0 += TK) {
+            k_step(&acc, lane, lid, m0, n0, k0, true);
+        }
+        if (k_whole < params.k) {
+            k_step(&acc, lane, lid, m0, n0, k_whole, false);
+        }
+    } else {
+        for (var k0 = 0u; k0 < params.k; k0 += TK) {
+            k_step(&acc, lane, lid, m0, n0, k0, false);
+        }
     }
     let accumulate = (params.flags & MM_ACCUMULATE) != 0u;
     for (var r = 0u; r < 8u; r++) {
