@@ -54,6 +54,16 @@ fn encode_f16(value: f32) -> u32 {
     return sign | h;
 }
 
+// Half `i & 1` of `word` (the 16-bit element i of an array of words) widened:
+// kind 1 is f16, 2 bf16.
+fn decode_half(kind: u32, word: u32, i: u32) -> f32 {
+    let h = (word >> ((i & 1u) * 16u)) & 0xffffu;
+    if (kind == 1u) {
+        return decode_f16(h);
+    }
+    return decode_bf16(h);
+}
+
 // A bf16 is the high half of an f32.
 fn decode_bf16(h: u32) -> f32 {
     return bitcast<f32>(h << 16u);

@@ -14,7 +14,7 @@
 // dispatch holds. A and B are f32, f16 or bf16 (A_KIND, B_KIND: 0, 1, 2; 16-bit
 // values two to a u32, as codec.wgsl reads them).
 //
-// requires: MM_ACCUMULATE, MatmulParams, WG_SIZE, decode_bf16, decode_f16
+// requires: MM_ACCUMULATE, MatmulParams, WG_SIZE, decode_half
 
 override A_KIND: u32 = 0u;
 override B_KIND: u32 = 0u;
@@ -34,26 +34,18 @@ const TK: u32 = 8u;
 var<workgroup> tile_a: array<vec4<f32>, 256>;
 var<workgroup> tile_b: array<vec4<f32>, 256>;
 
-fn widen(kind: u32, word: u32, i: u32) -> f32 {
-    let h = (word >> ((i & 1u) * 16u)) & 0xffffu;
-    if (kind == 1u) {
-        return decode_f16(h);
-    }
-    return decode_bf16(h);
-}
-
 fn load_a(i: u32) -> f32 {
     if (A_KIND == 0u) {
         return bitcast<f32>(mat_a[i]);
     }
-    return widen(A_KIND, mat_a[i >> 1u], i);
+    return decode_half(A_KIND, mat_a[i >> 1u], i);
 }
 
 fn load_b(i: u32) -> f32 {
     if (B_KIND == 0u) {
         return bitcast<f32>(mat_b[i]);
     }
-    return widen(B_KIND, mat_b[i >> 1u], i);
+    return decode_half(B_KIND, mat_b[i >> 1u], i);
 }
 
 // Element e (0 .. TILE·TK) of a tile, as (row or column, k): consecutive lanes take

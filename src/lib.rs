@@ -31,11 +31,14 @@ pub use context::{
     Unavailable, FAIL_DEVICE_ENV, STRICT_ENV,
 };
 pub use error::{Error, Result, RowInput};
-pub use host::{check_targets, HostBatch, HostGrad, HostLogits, HostLoss, HostPart, RowStatsHost};
+pub use host::{
+    check_targets, HostBatch, HostGrad, HostHead, HostHeadLoss, HostLogits, HostLoss, HostPart,
+    RowStatsHost,
+};
 pub use kernels::row_stats::{RowStatsBuffers, RowStatsOutputs};
 pub use loss::{
-    Advantages, GradView, Gradient, InvalidInput, LossBuffers, LossInputs, LossOutputs, LossPart,
-    Metrics, PolicyLoss,
+    Advantages, GradView, Gradient, HeadGradients, HeadInputs, InvalidInput, LossBuffers,
+    LossInputs, LossOutputs, LossPart, MatrixView, Metrics, PolicyLoss,
 };
 #[cfg(feature = "tools")]
 #[doc(hidden)]

@@ -10,8 +10,7 @@ pub(crate) mod advantages;
 pub(crate) mod baseline;
 pub(crate) mod combine;
 pub(crate) mod gspo_ratio;
-// the fused linear head's products (in progress: #21)
-#[allow(dead_code)]
+pub(crate) mod head_rows;
 pub(crate) mod matmul;
 pub(crate) mod policy_loss;
 pub(crate) mod prepare;

@@ -47,6 +47,10 @@ pub(crate) struct RowCall<'a> {
     /// vocabulary's size (0 and `logits.vocab` when the rows are whole).
     pub col_offset: u32,
     pub vocab_total: u32,
+    /// The fused head's chunk: only rows `[first, end)` of the part, whose logits are
+    /// dense f32 rows of `logits.layout.row_stride` elements from the start of
+    /// `logits.buffer` (row `first` first). `None`: every row, where the view says.
+    pub chunk: Option<(u32, u32)>,
 }
 
 impl<'a> RowCall<'a> {
@@ -147,6 +151,28 @@ fn beside_window<'a>(
     Ok(Some((bind, lo - inner as u64, *layout)))
 }
 
+/// The fused head's chunk buffer `[first, end)`, bound whole, read-write (the gradient
+/// goes over it, in place): the binding, the virtual element of its start (row `first`
+/// lies at 0, so the shader's wrapping row starts land in the window), and the
+/// layout. Its rows are dense f32 of a multiple of eight elements: quads whenever the
+/// device's binding alignment keeps 32-byte groups.
+fn head_window<'a>(
+    call: &RowCall<'a>,
+    (first, end): (u32, u32),
+    x: &mut RowTensor<'a>,
+    limits: &wgpu::Limits,
+) -> Result<(wgpu::BufferBinding<'a>, u64, RowLayout)> {
+    let layout = seq_layout(call);
+    let stride = layout.row_stride;
+    x.quad = stride.is_multiple_of(8)
+        && (limits.min_storage_buffer_offset_alignment as u64).is_multiple_of(32);
+    let quantum = if x.quad { x.span.quad_bytes() } else { 4 };
+    let len = (end - first).max(1) as u64 * stride;
+    let buffer = call.logits.buffer;
+    let (bind, _) = storage_window_in("logits", buffer, 0, len, 4, quantum, limits)?;
+    Ok((bind, first as u64 * stride, layout))
+}
+
 /// `Err` where a lane's loops of the row kernel pass the adapter's loop limit: sweep 1
 /// over the row's groups of eight, sweep 2 over its groups or over words of two 16-bit
 /// values (whichever the sweep is, the larger).
@@ -189,13 +215,19 @@ pub(crate) fn record(
         (GradDest::InPlace | GradDest::Beside { .. }, true) => GradOut::InPlace,
         _ => GradOut::None,
     };
-    let tensors = call.tensors(writes_grad, &limits);
-    let beside = beside_window(call, &tensors[0], writes_grad, &limits)?;
+    let mut tensors = call.tensors(writes_grad, &limits);
+    let beside = match call.chunk {
+        Some(rows) => Some(head_window(call, rows, &mut tensors[0], &limits)?),
+        None => beside_window(call, &tensors[0], writes_grad, &limits)?,
+    };
     let spans: Vec<RowSpan> = tensors.iter().map(|t| t.span).collect();
-    let chunks = plan_chunks(logits.rows, &spans, &limits)?;
+    let chunks = match call.chunk {
+        Some(rows) => vec![rows],
+        None => plan_chunks(logits.rows, &spans, &limits)?,
+    };
     let mut params = Vec::with_capacity(chunks.len());
     let mut windows: Vec<ChunkWindows<'_>> = Vec::with_capacity(chunks.len());
-    for &(first, end) in &chunks {
+    for &(first, end) in chunks.iter().filter(|c| c.1 > c.0) {
         let (x_bind, x_base) = match &beside {
             Some((bind, base, _)) => (bind.clone(), *base),
             None => tensors[0].window(first, end, &limits)?,

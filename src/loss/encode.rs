@@ -1,6 +1,7 @@
 //! Recording a planned call: the scratch buffers grown to the plan's size, then each
 //! launch of its schedule in order. Nothing here decides what runs; the schedule did.
 
+use super::head::HeadCall;
 use super::schedule::{Step, ROWAUX_BYTES, ROWIN_BYTES, ROWOUT_BYTES, SEQINFO_BYTES, SPARE_BYTES};
 use super::shards::ShardCall;
 use super::validate::{PartPlan, Plan};
@@ -29,6 +30,8 @@ pub(super) struct Scratch {
     spare: Option<(u32, wgpu::Buffer)>,
     /// Partial statistics of column blocks, for rows longer than one binding.
     pub(super) partials: Option<(u32, wgpu::Buffer)>,
+    /// The fused head's chunk buffers.
+    pub(super) head: super::head::HeadScratch,
 }
 
 /// What every launch of one call shares.
@@ -39,6 +42,7 @@ struct Encoding<'e> {
     /// The column-block partials, where the rows are split.
     partials: Option<Gathered<'e>>,
     shard: Option<&'e ShardCall<'e>>,
+    head: Option<&'e HeadCall<'e>>,
     /// Row flags beside each part's own: which of select's results to read.
     flags: u32,
 }
@@ -51,6 +55,7 @@ impl PolicyLoss {
         plan: &Plan<'_>,
         outputs: &LossOutputs<'_>,
         shard: Option<&ShardCall<'_>>,
+        head: Option<&HeadCall<'_>>,
     ) -> Result<()> {
         let mut guard = self.scratch.lock().unwrap_or_else(|p| p.into_inner());
         let scratch = &mut *guard;
@@ -81,6 +86,7 @@ impl PolicyLoss {
             },
             partials,
             shard,
+            head,
             flags: row_flags(self, layout.rowaux),
         };
         for step in plan.schedule.steps() {
@@ -212,7 +218,19 @@ impl Encoding<'_> {
                 select::record(ctx, encoder, cfg, &part(i).rows, totals, phases, &self.bufs)
             }
             Step::Reduce => self.reduce(encoder, outputs),
+            Step::HeadLogits { chunk } => self.head().logits(self.loss, encoder, &self.bufs, chunk),
+            Step::HeadRow { chunk, phase } => {
+                let call = (plan, self.bufs, self.flags);
+                self.head().row(self.loss, encoder, call, chunk, phase)
+            }
+            Step::HeadGrad { chunk } => self.head().grads(self.loss, encoder, &self.bufs, chunk),
+            Step::HeadFinish => self.head().finish(self.loss, encoder, &self.bufs),
         }
+    }
+
+    fn head(&self) -> &HeadCall<'_> {
+        self.head
+            .expect("the schedule has head steps only in a head call")
     }
 
     /// The row kernel over column block `(col, w)` of part `p`.
@@ -236,6 +254,7 @@ impl Encoding<'_> {
             scratch: self.bufs,
             col_offset: self.plan.col_offset + col,
             vocab_total: self.plan.vocab_total,
+            chunk: None,
         };
         policy_loss::record(&self.loss.ctx, encoder, &call, phase)
     }
@@ -358,7 +377,7 @@ fn all_seqs(plan: &Plan<'_>) -> AllSeqs {
 }
 
 /// A scratch buffer of at least `n` items of `bytes` each, grown when too small.
-fn grow<'s>(
+pub(super) fn grow<'s>(
     loss: &PolicyLoss,
     slot: &'s mut Option<(u32, wgpu::Buffer)>,
     label: &str,

@@ -7,6 +7,7 @@
 //! `PolicyLoss` and reused from call to call.
 
 mod encode;
+mod head;
 mod inputs;
 mod metrics;
 pub(crate) mod schedule;
@@ -15,6 +16,7 @@ mod validate;
 
 use std::sync::Mutex;
 
+pub use head::{HeadGradients, HeadInputs, MatrixView};
 pub use inputs::{Advantages, GradView, Gradient, LossBuffers, LossInputs, LossOutputs, LossPart};
 pub use metrics::{InvalidInput, Metrics};
 
@@ -24,7 +26,7 @@ use crate::error::Result;
 use crate::kernels::{column_blocks, Caps, PartSpans};
 use crate::view::{DType, RowLayout};
 use encode::Scratch;
-use schedule::{schedule, CallShape, PartShape, Schedule};
+use schedule::{schedule, CallShape, HeadShape, PartShape, Schedule};
 
 /// A configured policy loss on one device.
 pub struct PolicyLoss {
@@ -126,7 +128,11 @@ impl PolicyLoss {
     }
 
     /// The schedule of a call of parts of these shapes, before the call.
-    fn schedule_for(&self, parts: &[PartShape]) -> Result<Schedule> {
+    pub(super) fn schedule_for(
+        &self,
+        parts: &[PartShape],
+        head: Option<&HeadShape>,
+    ) -> Result<Schedule> {
         let caps = Caps::of(&self.ctx);
         let spans: Vec<PartSpans> = parts.iter().map(PartShape::spans).collect();
         let vocab = parts.first().map_or(1, |p| p.vocab);
@@ -136,12 +142,13 @@ impl PolicyLoss {
             cols: &cols,
             has_old: parts.first().is_some_and(|p| p.has_old),
             shards: None,
+            head,
         };
         schedule(&self.config, &call, &caps)
     }
 
     fn scratch_for(&self, parts: &[PartShape]) -> Result<u64> {
-        Ok(self.schedule_for(parts)?.bytes())
+        Ok(self.schedule_for(parts, None)?.bytes())
     }
 
     /// Kernel launches per call of one part whose rows fit one chunk, with old
@@ -166,7 +173,7 @@ impl PolicyLoss {
             grad: None,
             has_old,
         };
-        self.schedule_for(&[one_row])
+        self.schedule_for(&[one_row], None)
             .expect("one row of one column fits every device")
             .launches
             .len()
@@ -211,6 +218,6 @@ impl PolicyLoss {
     ) -> Result<()> {
         let parts: Vec<LossPart<'a>> = parts.iter().map(|&p| p.into()).collect();
         let plan = self.plan(&parts, Some(outputs), None)?;
-        self.encode(encoder, &plan, outputs, None)
+        self.encode(encoder, &plan, outputs, None, None)
     }
 }

@@ -65,6 +65,16 @@ pub(crate) enum Step {
     Select { part: usize, phases: u32 },
     /// `reduce` over every row of the call.
     Reduce,
+    /// The fused head's chunk `chunk` of logits made: its hidden rows gathered, then
+    /// `h·Wᵀ` into the chunk buffer.
+    HeadLogits { chunk: usize },
+    /// `policy_loss` over the head's chunk buffer, with its phase bits.
+    HeadRow { chunk: usize, phase: u32 },
+    /// The head's gradients of a chunk: `Gz·W` scattered into ∂L/∂h, `Gzᵀ·h` added to
+    /// ∂L/∂W (the chunks in order).
+    HeadGrad { chunk: usize },
+    /// ∂L/∂W's f32 sum rounded once into a 16-bit (or strided) destination.
+    HeadFinish,
 }
 
 /// A step and what it allocates: a uniform block per chunk of rows, and other small
@@ -85,6 +95,9 @@ pub(crate) struct ScratchLayout {
     pub rowaux: bool,
     /// 16-byte partials of column blocks (rows longer than one binding).
     pub partials: u64,
+    /// The fused head's buffers: the chunk's logits, its hidden rows and ∂L/∂h in f32,
+    /// and ∂L/∂W's f32 sum where it cannot go straight to the caller's buffer.
+    pub head: u64,
 }
 
 impl ScratchLayout {
@@ -94,6 +107,7 @@ impl ScratchLayout {
             + (self.seqs.max(1) as u64) * SEQINFO_BYTES
             + SPARE_BYTES
             + self.partials * PARTIAL_BYTES
+            + self.head
     }
 }
 
@@ -167,6 +181,21 @@ pub(crate) struct CallShape<'s> {
     /// The shard count of a call of `record_shard_loss` (its statistics are merged
     /// from every shard's gathered partials).
     pub shards: Option<usize>,
+    /// A call of the fused head: its logits are made chunk by chunk.
+    pub head: Option<&'s HeadShape>,
+}
+
+/// The fused head's part of a schedule: its chunks of rows, the matmul launches of one
+/// product (one per vocabulary block of W), and which gradients it makes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct HeadShape {
+    pub chunks: Vec<(u32, u32)>,
+    pub vocab_blocks: u64,
+    pub grad_hidden: bool,
+    pub grad_lm_head: bool,
+    /// ∂L/∂W is summed in the scratch and rounded into the caller's buffer at the end.
+    pub finish: bool,
+    pub bytes: u64,
 }
 
 /// A part's sequences: its rows grouped by its logits' `rows_per_seq`.
@@ -190,6 +219,7 @@ pub(crate) fn schedule(cfg: &LossConfig, call: &CallShape<'_>, caps: &Caps) -> R
     let live: Vec<usize> = (0..call.parts.len())
         .filter(|&i| call.parts[i].rows > 0)
         .collect();
+    s.scratch.head = call.head.map_or(0, |h| h.bytes);
     if !live.is_empty() {
         let mut b = Builder {
             s: &mut s,
@@ -210,7 +240,31 @@ pub(crate) fn schedule(cfg: &LossConfig, call: &CallShape<'_>, caps: &Caps) -> R
         chunks: 1,
         extra_bytes: 0,
     });
+    if let Some(h) = call.head {
+        if live.is_empty() && (h.grad_hidden || h.grad_lm_head) {
+            // no rows: the gradients are still written, as zeros
+            s.launches.push(head_grad(h, 0));
+        }
+        if h.finish {
+            s.launches.push(Launch {
+                step: Step::HeadFinish,
+                chunks: h.vocab_blocks,
+                extra_bytes: 0,
+            });
+        }
+    }
     Ok(s)
+}
+
+/// The launches of a head chunk's gradients: per vocabulary block a matmul for each
+/// product, and ∂L/∂h's scatter.
+fn head_grad(h: &HeadShape, chunk: usize) -> Launch {
+    let products = h.grad_hidden as u64 + h.grad_lm_head as u64;
+    Launch {
+        step: Step::HeadGrad { chunk },
+        chunks: products * h.vocab_blocks + h.grad_hidden as u64,
+        extra_bytes: 0,
+    }
 }
 
 struct Builder<'b, 's> {
@@ -286,6 +340,12 @@ impl Builder<'_, '_> {
     /// Every row's statistics before any gradient, where a batch-wide term needs them
     /// all, or where no launch sees a whole row (column blocks, shards).
     fn statistics(&mut self, cfg: &LossConfig, live: &[usize]) -> Result<()> {
+        if let Some(h) = self.call.head {
+            if cfg.needs_stats_first(self.call.has_old) {
+                self.head_chunks(h, PHASE_STATS, false);
+            }
+            return Ok(());
+        }
         let blocks = self.call.cols.len();
         // combine binds its column starts and a spare buffer
         let starts = |k: usize| 4 * (k as u64 + 1) + 16;
@@ -364,8 +424,28 @@ impl Builder<'_, '_> {
         }
     }
 
+    /// Per chunk of the head: its logits made (gathered rows, one matmul per
+    /// vocabulary block), the row kernel over them, and its gradients where wanted.
+    fn head_chunks(&mut self, h: &HeadShape, phase: u32, grads: bool) {
+        for chunk in 0..h.chunks.len() {
+            self.push(Step::HeadLogits { chunk }, 1 + h.vocab_blocks, 0);
+            self.push(Step::HeadRow { chunk, phase }, 1, 0);
+            if grads && (h.grad_hidden || h.grad_lm_head) {
+                self.s.launches.push(head_grad(h, chunk));
+            }
+        }
+    }
+
     /// The loss (and gradient) launches: per part, per column block.
     fn rows(&mut self, cfg: &LossConfig, live: &[usize]) -> Result<()> {
+        if let Some(h) = self.call.head {
+            let phase = match cfg.needs_stats_first(self.call.has_old) {
+                true => PHASE_LOSS,
+                false => PHASE_STATS | PHASE_LOSS,
+            };
+            self.head_chunks(h, phase, true);
+            return Ok(());
+        }
         let split = self.call.cols.len() > 1 || self.call.shards.is_some();
         let phase = if split || cfg.needs_stats_first(self.call.has_old) {
             PHASE_LOSS

@@ -114,7 +114,7 @@ impl PolicyLoss {
             gathered,
         };
         let plan = self.plan(&[part], Some(outputs), Some(&shard))?;
-        self.encode(encoder, &plan, outputs, Some(&shard))
+        self.encode(encoder, &plan, outputs, Some(&shard), None)
     }
 }
 

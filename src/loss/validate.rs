@@ -3,7 +3,7 @@
 //! outputs, and each part laid out in the scratch buffers after the parts before it.
 //! The result, a [`Plan`], holds the call's schedule. Planning records nothing.
 
-use super::schedule::{schedule, CallShape, Schedule};
+use super::schedule::{schedule, CallShape, HeadShape, Schedule};
 use super::shards::ShardCall;
 use super::{GradView, Gradient, LossOutputs, LossPart, PolicyLoss};
 use crate::config::LossConfig;
@@ -72,6 +72,19 @@ impl PolicyLoss {
         outputs: Option<&LossOutputs<'_>>,
         shard: Option<&ShardCall<'_>>,
     ) -> Result<Plan<'a>> {
+        self.plan_with(parts, outputs, shard, None)
+    }
+
+    /// [`PolicyLoss::plan`], or with `head` that of the fused head, whose part's
+    /// logits are a chunk buffer that holds `head`'s chunks one at a time (its view
+    /// names every row, so it is not checked against the buffer).
+    pub(super) fn plan_with<'a>(
+        &self,
+        parts: &[LossPart<'a>],
+        outputs: Option<&LossOutputs<'_>>,
+        shard: Option<&ShardCall<'_>>,
+        head: Option<&HeadShape>,
+    ) -> Result<Plan<'a>> {
         let Some(first) = parts.first().map(|p| &p.inputs) else {
             return Err(Error::arg(
                 "parts",
@@ -91,7 +104,7 @@ impl PolicyLoss {
         };
         let mut longest = 1;
         for (i, lp) in parts.iter().enumerate() {
-            let part = plan_part(&self.config, lp, outputs, plan.rows, plan.seqs)
+            let part = plan_part(&self.config, lp, outputs, (plan.rows, plan.seqs), head)
                 .and_then(|p| like_first(lp, parts[0].inputs).map(|()| p))
                 .map_err(|e| in_part(e, i, parts.len() > 1))?;
             plan.rows = plan.rows.checked_add(part.rows.rows).ok_or_else(|| {
@@ -119,6 +132,7 @@ impl PolicyLoss {
             cols: &plan.cols,
             has_old: plan.has_old,
             shards: shard.map(|s| s.starts.len() - 1),
+            head,
         };
         plan.schedule = schedule(&self.config, &call, &caps)?;
         Ok(plan)
@@ -205,17 +219,20 @@ fn in_part(e: Error, i: usize, many: bool) -> Error {
 }
 
 /// Validates one part's inputs and gradient (and `outputs` against them) and lays the
-/// part out after `rows_before` rows and `seqs_before` sequences of earlier parts.
+/// part out after `rows_before` rows and `seqs_before` sequences of earlier parts (the
+/// head's part: its logits are the chunk buffer, not checked as a view).
 fn plan_part<'a>(
     cfg: &LossConfig,
     part: &LossPart<'a>,
     outputs: Option<&LossOutputs<'_>>,
-    rows_before: u32,
-    seqs_before: u32,
+    (rows_before, seqs_before): (u32, u32),
+    head: Option<&HeadShape>,
 ) -> Result<PartPlan<'a>> {
     let inputs = &part.inputs;
     let logits = &inputs.logits;
-    logits.validate()?;
+    if head.is_none() {
+        logits.validate()?;
+    }
     let rows = logits.rows;
     inputs.targets.validate(rows)?;
     let rows_per_seq = logits.layout.rows_per_seq.min(rows).max(1);

@@ -6,12 +6,14 @@
 
 mod advantages;
 mod batch;
+mod head;
 mod loss;
 mod select;
 mod terms;
 
 pub use advantages::advantages;
 pub use batch::{invalid_input, mask_bad, mask_in, row_weights, Batch, LossOutput, Metrics};
+pub use head::{head_grads, head_logits};
 pub use loss::{policy_loss, policy_loss_with};
 pub use select::{clip_cov_priority, covariances, entropy_threshold};
 pub use terms::{clipped_term, kl_term, PolicyTerm};

@@ -102,6 +102,9 @@ pub enum Kernel {
         a_k_contig: bool,
         b_n_contig: bool,
     },
+    /// The fused linear head's row moves between a strided tensor of this dtype and
+    /// a dense f32 matrix: gathered (hidden rows in) or scattered (gradients out).
+    HeadRows { dtype: DType, scatter: bool },
 }
 
 /// The ops of the unfused baseline (`shaders/baseline.wgsl`).
@@ -143,7 +146,7 @@ const MATMULS: [Kernel; 36] = {
 };
 
 impl Kernel {
-    pub const ALL: [Kernel; 51] = [
+    pub const ALL: [Kernel; 57] = [
         Kernel::RowStats,
         Kernel::RowPartials,
         Kernel::Combine,
@@ -195,6 +198,30 @@ impl Kernel {
         MATMULS[33],
         MATMULS[34],
         MATMULS[35],
+        Kernel::HeadRows {
+            dtype: DType::F32,
+            scatter: false,
+        },
+        Kernel::HeadRows {
+            dtype: DType::F16,
+            scatter: false,
+        },
+        Kernel::HeadRows {
+            dtype: DType::Bf16,
+            scatter: false,
+        },
+        Kernel::HeadRows {
+            dtype: DType::F32,
+            scatter: true,
+        },
+        Kernel::HeadRows {
+            dtype: DType::F16,
+            scatter: true,
+        },
+        Kernel::HeadRows {
+            dtype: DType::Bf16,
+            scatter: true,
+        },
     ];
 
     /// Its own file, the module's last snippet.
@@ -212,6 +239,7 @@ impl Kernel {
             Kernel::Baseline(_) => shader!("baseline.wgsl"),
             Kernel::Copy => shader!("copy.wgsl"),
             Kernel::Matmul { .. } => shader!("matmul.wgsl"),
+            Kernel::HeadRows { .. } => shader!("head_rows.wgsl"),
         }
     }
 
@@ -231,6 +259,7 @@ impl Kernel {
             Kernel::Baseline(_) => baseline::ABI,
             Kernel::Copy => baseline::COPY_ABI,
             Kernel::Matmul { .. } => matmul::ABI,
+            Kernel::HeadRows { .. } => head_rows::ABI,
         }
     }
 
@@ -252,6 +281,8 @@ impl Kernel {
             Kernel::Baseline(BaselineOp::LogSoftmaxBwd) => "log_softmax_bwd",
             Kernel::Copy => "copy",
             Kernel::Matmul { .. } => "matmul",
+            Kernel::HeadRows { scatter: false, .. } => "gather_rows",
+            Kernel::HeadRows { scatter: true, .. } => "scatter_rows",
         }
     }
 
@@ -391,17 +422,25 @@ impl PipelineKey {
             b_n_contig,
         } = self.kernel
         {
-            let kind = |d: DType| match d {
-                DType::F32 => 0.0,
-                DType::F16 => 1.0,
-                DType::Bf16 => 2.0,
-            };
-            c.push(("A_KIND", kind(a)));
-            c.push(("B_KIND", kind(b)));
+            c.push(("A_KIND", dtype_kind(a)));
+            c.push(("B_KIND", dtype_kind(b)));
             c.push(("A_K_CONTIG", if a_k_contig { 1.0 } else { 0.0 }));
             c.push(("B_N_CONTIG", if b_n_contig { 1.0 } else { 0.0 }));
         }
+        if let Kernel::HeadRows { dtype, .. } = self.kernel {
+            c.push(("KIND", dtype_kind(dtype)));
+        }
         c
+    }
+}
+
+/// The dtype codes of the matmul's and the head rows' overrides (codec.wgsl's
+/// `decode_half` kinds).
+fn dtype_kind(d: DType) -> f64 {
+    match d {
+        DType::F32 => 0.0,
+        DType::F16 => 1.0,
+        DType::Bf16 => 2.0,
     }
 }
 

@@ -172,7 +172,7 @@ impl PipelineKey {
                 });
             }
         }
-        if matches!(self.kernel, Kernel::Matmul { .. }) {
+        if matches!(self.kernel, Kernel::Matmul { .. } | Kernel::HeadRows { .. }) {
             parts.push(shader!("codec.wgsl"));
         }
         parts.push(shader!("prelude.wgsl"));

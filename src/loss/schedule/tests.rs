@@ -74,6 +74,7 @@ fn run(
         cols,
         has_old,
         shards,
+        head: None,
     };
     schedule(cfg, &call, &caps()).expect("the test shapes fit")
 }
@@ -302,6 +303,7 @@ fn rows_beyond_one_binding_are_chunked() {
         cols: &cols,
         has_old: true,
         shards: None,
+        head: None,
     };
     let s = schedule(&LossConfig::default(), &call, &caps).expect("chunks fit");
     let rows = s

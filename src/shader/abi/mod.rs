@@ -150,6 +150,7 @@ pub(crate) mod aggregate;
 pub(crate) mod baseline;
 pub(crate) mod combine;
 pub(crate) mod gspo_ratio;
+pub(crate) mod head_rows;
 pub(crate) mod matmul;
 pub(crate) mod policy_loss;
 pub(crate) mod prepare;
