@@ -195,3 +195,467 @@ fn head_matches_the_reference_in_every_dtype() {
         }
     }
 }
+
+/// Every mode and aggregation, with the options that make the head run its statistics
+/// pass first (GSPO, the covariance selection, the entropy mask, the rollout
+/// correction without old log-probs) and those that do not.
+#[test]
+fn head_matches_the_reference_in_every_mode_and_aggregation() {
+    let hc = HeadCase::new(21, (3, 10, 157, 20), DType::F32);
+    for ctx in contexts() {
+        for mode in PolicyLossMode::ALL {
+            for (agg, global) in aggregations(17.0) {
+                let mut cfg = loss_config(mode, agg, KlEstimator::K2, (0.9, 0.1, 0.02, None));
+                cfg.global_normalizer = global;
+                cfg.clip_cov_ratio = 0.2;
+                cfg.kl_cov_ratio = 0.2;
+                check_head(
+                    ctx,
+                    &cfg,
+                    &hc,
+                    Some(DType::F32),
+                    Some(8),
+                    (ALL_INPUTS, false),
+                );
+            }
+        }
+        let mut entropy = ppo();
+        entropy.top_entropy_quantile = Some(0.3);
+        entropy.top_entropy_renormalize = true;
+        check_head(
+            ctx,
+            &entropy,
+            &hc,
+            Some(DType::F32),
+            Some(6),
+            (ALL_INPUTS, false),
+        );
+        let mut rollout = ppo();
+        rollout.rollout_correction = Some(wgpu_policy_loss::RolloutCorrection::new(
+            wgpu_policy_loss::RolloutLevel::Sequence,
+            wgpu_policy_loss::RolloutMode::Truncate,
+        ));
+        let on_policy = Use {
+            old: false,
+            ..ALL_INPUTS
+        };
+        check_head(
+            ctx,
+            &rollout,
+            &hc,
+            Some(DType::F32),
+            Some(11),
+            (on_policy, true),
+        );
+        check_head(ctx, &ppo(), &hc, None, Some(4), (ALL_INPUTS, false));
+    }
+}
+
+/// The chunk changes nothing but ∂L/∂W's f32 sum over chunks; the same call twice has
+/// the same bits.
+#[test]
+fn head_is_chunk_invariant_and_reproducible() {
+    let hc = HeadCase::new(31, (2, 20, 129, 16), DType::Bf16);
+    for ctx in contexts() {
+        let run = |chunk| {
+            check_head(
+                ctx,
+                &ppo(),
+                &hc,
+                Some(DType::F32),
+                chunk,
+                (ALL_INPUTS, false),
+            )
+        };
+        let (a, b, whole) = (run(Some(7)), run(Some(7)), run(None));
+        let same = same_bits(&a.loss, &b.loss)
+            && a.grad_hidden == b.grad_hidden
+            && a.grad_lm_head == b.grad_lm_head;
+        assert!(same, "{}: two runs differ", name(ctx));
+        assert!(
+            same_bits(&a.loss, &whole.loss),
+            "{}: the chunk changed the loss",
+            name(ctx)
+        );
+        assert!(
+            a.grad_hidden == whole.grad_hidden,
+            "{}: the chunk changed grad_hidden",
+            name(ctx)
+        );
+    }
+}
+
+/// Masked-out rows with NaN hidden states reach nothing; a non-finite hidden row on a
+/// masked-in row is counted; an empty batch gives 0 and zero gradients.
+#[test]
+fn head_keeps_masked_rows_out_and_counts_nonfinite_ones() {
+    for ctx in natives() {
+        let mut hc = HeadCase::new(41, (2, 8, 64, 12), DType::F32);
+        let h = hc.h as usize;
+        let out_row = (0..hc.case.rows())
+            .find(|&r| hc.case.mask[r] == 0.0)
+            .unwrap();
+        let in_row = (0..hc.case.rows())
+            .find(|&r| hc.case.mask[r] == 1.0)
+            .unwrap();
+        hc.hidden.f32[out_row * h + 3] = f32::NAN;
+        let got = check_head(
+            ctx,
+            &ppo(),
+            &hc,
+            Some(DType::F32),
+            Some(5),
+            (ALL_INPUTS, false),
+        );
+        let gw = got.grad_lm_head.unwrap().to_f32();
+        assert!(
+            gw.iter().all(|v| v.is_finite()),
+            "{}: a masked-out NaN reached grad_lm_head",
+            name(ctx)
+        );
+        hc.hidden.f32[in_row * h + 1] = f32::INFINITY;
+        let got = ctx
+            .policy_loss_head(
+                &ppo(),
+                &hc.host(ALL_INPUTS, false, Some(5)),
+                Some(DType::F32),
+            )
+            .unwrap();
+        assert_eq!(got.loss.metrics.nonfinite_rows, 1.0, "{}", name(ctx));
+        let mut empty = HeadCase::new(42, (2, 8, 64, 12), DType::F32);
+        empty.case.mask.iter_mut().for_each(|m| *m = 0.0);
+        let got = ctx
+            .policy_loss_head(
+                &ppo(),
+                &empty.host(ALL_INPUTS, false, Some(5)),
+                Some(DType::Bf16),
+            )
+            .unwrap();
+        assert_eq!(got.loss.metrics.loss, 0.0);
+        for g in [got.grad_hidden.unwrap(), got.grad_lm_head.unwrap()] {
+            assert!(
+                g.bytes.iter().all(|&b| b == 0),
+                "{}: an empty batch has a gradient",
+                name(ctx)
+            );
+        }
+    }
+}
+
+/// Bad views are errors naming the argument.
+#[test]
+fn head_names_bad_arguments() {
+    let ctx = &contexts()[0];
+    let hc = HeadCase::new(51, (1, 6, 40, 8), DType::F32);
+    let mut b = hc.host(ALL_INPUTS, false, Some(0));
+    let err = ctx
+        .policy_loss_head(&ppo(), &b, None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("chunk_rows"), "{err}");
+    b.chunk_rows = None;
+    b.hidden_dim = 7;
+    let err = ctx
+        .policy_loss_head(&ppo(), &b, None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("hidden") || err.contains("lm_head"), "{err}");
+    let f16 = Logits::from_f32(DType::F16, &hc.lm_head.f32);
+    let mixed = HostHead {
+        lm_head: f16.host(),
+        ..hc.host(ALL_INPUTS, false, None)
+    };
+    let err = ctx
+        .policy_loss_head(&ppo(), &mixed, None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("lm_head"), "{err}");
+    let mut ids = hc.case.targets.clone();
+    let row = (0..ids.len()).find(|&r| hc.case.mask[r] > 0.0).unwrap();
+    ids[row] = 40;
+    let bad = HostHead {
+        targets: &ids,
+        ..hc.host(ALL_INPUTS, false, None)
+    };
+    let err = ctx
+        .policy_loss_head(&ppo(), &bad, None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&format!("row {row}")) && err.contains("40"),
+        "{err}"
+    );
+}
+
+/// `eval` with `hidden` and `lm_head`: the CLI contract of the fused head.
+#[cfg(feature = "cli")]
+mod eval {
+    use super::*;
+    use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+
+    fn tmp(name: &str) -> std::path::PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("wgpu-policy-loss-head-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join(name)
+    }
+
+    fn dtype_of(d: DType) -> Dtype {
+        match d {
+            DType::F32 => Dtype::F32,
+            DType::F16 => Dtype::F16,
+            DType::Bf16 => Dtype::BF16,
+        }
+    }
+
+    /// The input file of `hc` as `[B, S, H]` hidden, with `extra` tensors (or without
+    /// those named in `drop`).
+    fn write_input(
+        path: &std::path::Path,
+        hc: &HeadCase,
+        extra: &[(&str, Dtype, Vec<usize>, Vec<u8>)],
+        drop: &[&str],
+    ) {
+        let c = &hc.case;
+        let (b, s) = (c.seqs as usize, c.rows_per_seq as usize);
+        let (v, h) = (c.vocab as usize, hc.h as usize);
+        let ids: Vec<i64> = c.targets.iter().map(|&t| t as i64).collect();
+        let mut t: Vec<(&str, Dtype, Vec<usize>, Vec<u8>)> = vec![
+            (
+                "hidden",
+                dtype_of(hc.hidden.dtype),
+                vec![b, s, h],
+                hc.hidden.bytes().to_vec(),
+            ),
+            (
+                "lm_head",
+                dtype_of(hc.lm_head.dtype),
+                vec![v, h],
+                hc.lm_head.bytes().to_vec(),
+            ),
+            (
+                "targets",
+                Dtype::I64,
+                vec![b, s],
+                bytemuck::cast_slice(&ids).to_vec(),
+            ),
+            (
+                "mask",
+                Dtype::F32,
+                vec![b, s],
+                bytemuck::cast_slice(&c.mask).to_vec(),
+            ),
+            (
+                "advantages",
+                Dtype::F32,
+                vec![b],
+                bytemuck::cast_slice(&c.adv_seq).to_vec(),
+            ),
+            (
+                "old_logprobs",
+                Dtype::F32,
+                vec![b, s],
+                bytemuck::cast_slice(&c.old).to_vec(),
+            ),
+        ];
+        t.retain(|x| !drop.contains(&x.0));
+        t.extend(extra.iter().cloned());
+        let views: Vec<(String, TensorView<'_>)> = t
+            .iter()
+            .map(|(n, d, s, b)| (n.to_string(), TensorView::new(*d, s.clone(), b).unwrap()))
+            .collect();
+        safetensors::tensor::serialize_to_file(views, None, path).unwrap();
+    }
+
+    fn fails(input: &std::path::Path, flags: &[&str], named: &str) {
+        let out = common::eval(input, &tmp("never.safetensors"), flags);
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(!out.status.success(), "{flags:?} was accepted");
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(
+            err.contains(named),
+            "{flags:?}: the error does not name {named}: {err}"
+        );
+    }
+
+    fn grad_of(st: &SafeTensors<'_>, name: &str) -> (Vec<usize>, Vec<f32>) {
+        let t = st.tensor(name).unwrap();
+        let d = t.data();
+        let v = match t.dtype() {
+            Dtype::F32 => bytemuck::pod_collect_to_vec(d),
+            Dtype::BF16 => bytemuck::pod_collect_to_vec::<u8, wgpu_policy_loss::half::bf16>(d)
+                .iter()
+                .map(|x| x.to_f32())
+                .collect(),
+            Dtype::F16 => bytemuck::pod_collect_to_vec::<u8, wgpu_policy_loss::half::f16>(d)
+                .iter()
+                .map(|x| x.to_f32())
+                .collect(),
+            other => panic!("{name} has dtype {other:?}"),
+        };
+        (t.shape().to_vec(), v)
+    }
+
+    #[test]
+    fn eval_takes_hidden_and_lm_head() {
+        let hc = HeadCase::new(5, (2, 9, 203, 24), DType::Bf16);
+        let c = &hc.case;
+        let input = tmp("head.safetensors");
+        write_input(&input, &hc, &[], &[]);
+        let cfg = LossConfig {
+            clip_ratio_c: Some(3.0),
+            ..LossConfig::default()
+        };
+        let x = head_logits(&hc.hidden.values(), &hc.lm_head.values(), hc.h as usize);
+        let using = Use {
+            per_token_adv: false,
+            old: true,
+            refp: false,
+        };
+        let want = c.reference(&cfg, &x, using, false);
+        let mask: Vec<f64> = c.mask.iter().map(|&m| m as f64).collect();
+        let (dh, dw) = head_grads(
+            &want.grad,
+            &hc.hidden.values(),
+            &hc.lm_head.values(),
+            hc.h as usize,
+            &mask,
+        );
+        for (flags, gd) in [
+            (
+                &["--head-chunk", "4", "--clip-ratio-c", "3"][..],
+                DType::F32,
+            ),
+            (
+                &["--grad-dtype", "bf16", "--clip-ratio-c", "3"],
+                DType::Bf16,
+            ),
+            (
+                &[
+                    "--head-chunk",
+                    "100",
+                    "--grad-dtype",
+                    "f16",
+                    "--clip-ratio-c",
+                    "3",
+                ],
+                DType::F16,
+            ),
+        ] {
+            let output = tmp("head-out.safetensors");
+            let out = common::eval(&input, &output, flags);
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let bytes = std::fs::read(&output).unwrap();
+            let st = SafeTensors::deserialize(&bytes).unwrap();
+            let loss: f32 = bytemuck::pod_read_unaligned(st.tensor("loss").unwrap().data());
+            close(loss, want.loss, 5e-5 + 5e-5 * want.loss.abs()).unwrap();
+            assert!(
+                st.tensor("grad_logits").is_err(),
+                "{flags:?}: grad_logits written"
+            );
+            for (name, t) in st.tensors() {
+                assert!(
+                    t.shape() != [2, 9, 203] && t.shape() != [18, 203],
+                    "{name} is [T, V]"
+                );
+            }
+            assert_eq!(st.tensor("logprobs").unwrap().shape(), [2, 9]);
+            let (shape, gh) = grad_of(&st, "grad_hidden");
+            assert_eq!(shape, [2, 9, 24]);
+            let (shape, gw) = grad_of(&st, "grad_lm_head");
+            assert_eq!(shape, [203, 24]);
+            let host = |v: Vec<f32>| {
+                let bytes = match gd {
+                    DType::F32 => bytemuck::cast_slice(&v).to_vec(),
+                    DType::F16 => bytemuck::cast_slice(
+                        &v.iter()
+                            .map(|&x| wgpu_policy_loss::half::f16::from_f32(x))
+                            .collect::<Vec<_>>(),
+                    )
+                    .to_vec(),
+                    DType::Bf16 => bytemuck::cast_slice(
+                        &v.iter()
+                            .map(|&x| wgpu_policy_loss::half::bf16::from_f32(x))
+                            .collect::<Vec<_>>(),
+                    )
+                    .to_vec(),
+                };
+                wgpu_policy_loss::HostGrad { dtype: gd, bytes }
+            };
+            check_grad(&format!("{flags:?} grad_hidden"), &host(gh), &dh);
+            check_grad(&format!("{flags:?} grad_lm_head"), &host(gw), &dw);
+        }
+    }
+
+    #[test]
+    fn eval_names_bad_head_input() {
+        let hc = HeadCase::new(6, (2, 4, 33, 8), DType::F32);
+        let p = tmp("bad.safetensors");
+        let logits = vec![0u8; 2 * 4 * 33 * 4];
+        write_input(
+            &p,
+            &hc,
+            &[("logits", Dtype::F32, vec![2, 4, 33], logits.clone())],
+            &[],
+        );
+        fails(&p, &[], "logits");
+        write_input(&p, &hc, &[], &["lm_head"]);
+        fails(&p, &[], "lm_head");
+        write_input(&p, &hc, &[], &["hidden"]);
+        fails(&p, &[], "hidden");
+        write_input(
+            &p,
+            &hc,
+            &[("hidden", Dtype::F32, vec![64], vec![0; 256])],
+            &["hidden"],
+        );
+        fails(&p, &[], "hidden");
+        write_input(
+            &p,
+            &hc,
+            &[("lm_head", Dtype::F32, vec![33, 9], vec![0; 33 * 9 * 4])],
+            &["lm_head"],
+        );
+        fails(&p, &[], "lm_head");
+        let bf = vec![0u8; 33 * 8 * 2];
+        write_input(
+            &p,
+            &hc,
+            &[("lm_head", Dtype::BF16, vec![33, 8], bf)],
+            &["lm_head"],
+        );
+        fails(&p, &[], "lm_head");
+        write_input(&p, &hc, &[], &[]);
+        fails(&p, &["--head-chunk", "0"], "--head-chunk");
+        fails(&p, &["--parts", "2"], "--parts");
+        fails(&p, &["--vocab-shards", "2"], "--vocab-shards");
+        // a masked-in id outside [0, V): its row, the id and V
+        let mut ids: Vec<i64> = hc.case.targets.iter().map(|&t| t as i64).collect();
+        let row = (0..ids.len()).find(|&r| hc.case.mask[r] > 0.0).unwrap();
+        ids[row] = 33;
+        write_input(
+            &p,
+            &hc,
+            &[(
+                "targets",
+                Dtype::I64,
+                vec![2, 4],
+                bytemuck::cast_slice(&ids).to_vec(),
+            )],
+            &["targets"],
+        );
+        fails(&p, &[], "33");
+        let l = tmp("logits.safetensors");
+        write_input(
+            &l,
+            &hc,
+            &[("logits", Dtype::F32, vec![2, 4, 33], logits)],
+            &["hidden", "lm_head"],
+        );
+        fails(&l, &["--head-chunk", "4"], "--head-chunk");
+    }
+}

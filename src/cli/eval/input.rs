@@ -3,19 +3,32 @@
 
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use wgpu_policy_loss::half::{bf16, f16};
-use wgpu_policy_loss::{Error, HostBatch, HostLogits, HostPart};
+use wgpu_policy_loss::{Error, HostBatch, HostHead, HostLogits, HostPart};
 
 use super::bad;
 
+/// What the loss is computed from: logits, or hidden states and the lm-head weight.
+pub(super) enum Source {
+    Logits(Columns),
+    Head {
+        hidden: Columns,
+        lm_head: Columns,
+        /// hidden's shape, `[T, H]` or `[B, S, H]`, and H.
+        shape: Vec<usize>,
+        h: usize,
+    },
+}
+
 /// Every tensor of the input, read into host memory.
 pub(super) struct Input {
-    /// The logits' shape, `[T, V]` or `[B, S, V]`, and its leading dimensions.
+    /// The logits' shape, `[T, V]` or `[B, S, V]` (with hidden: the shape they would
+    /// have), and its leading dimensions.
     pub shape: Vec<usize>,
     pub lead: Vec<usize>,
     pub vocab: usize,
     pub rows_per_seq: Option<u32>,
     pub seqs: usize,
-    pub logits: Columns,
+    pub source: Source,
     pub mask: Vec<f32>,
     pub targets: Vec<u32>,
     pub advantages: Vec<f32>,
@@ -24,26 +37,96 @@ pub(super) struct Input {
     pub rollout: Option<Vec<f32>>,
 }
 
+/// `[T, W]` or `[B, S, W]`: the leading dimensions, W and the rows of a sequence.
+fn rows_of(
+    name: &'static str,
+    shape: &[usize],
+    w: &str,
+) -> Result<(Vec<usize>, usize, Option<u32>), Error> {
+    match shape {
+        [t, v] => Ok((vec![*t], *v, None)),
+        [b, s, v] => Ok((vec![*b, *s], *v, Some(*s as u32))),
+        _ => Err(bad(
+            name,
+            format!("has shape {shape:?}, expected [T, {w}] or [B, S, {w}]"),
+        )),
+    }
+}
+
+/// The logits, or hidden and lm_head (never both, never one without the other).
+fn source(
+    st: &SafeTensors<'_>,
+) -> Result<(Vec<usize>, Vec<usize>, usize, Option<u32>, Source), Error> {
+    let (logits, hidden, lm_head) = (
+        tensor(st, "logits")?,
+        tensor(st, "hidden")?,
+        tensor(st, "lm_head")?,
+    );
+    match (logits, hidden, lm_head) {
+        (Some(_), Some(_), _) | (Some(_), _, Some(_)) => Err(bad(
+            "hidden",
+            "the input holds both `logits` and `hidden`/`lm_head`: give logits, or hidden and lm_head",
+        )),
+        (Some(x), None, None) => {
+            let shape = x.shape().to_vec();
+            let (lead, vocab, rps) = rows_of("logits", &shape, "V")?;
+            if vocab == 0 || lead.iter().product::<usize>() == 0 {
+                return Err(bad("logits", format!("has an empty shape {shape:?}")));
+            }
+            Ok((shape, lead, vocab, rps, Source::Logits(Columns::read("logits", &x)?)))
+        }
+        (None, Some(_), None) => Err(bad("lm_head", "missing from the input file: hidden needs lm_head [V, H]")),
+        (None, None, Some(_)) => Err(bad("hidden", "missing from the input file: lm_head needs hidden [T, H] or [B, S, H]")),
+        (None, None, None) => Err(bad("logits", "missing from the input file (or give hidden and lm_head)")),
+        (None, Some(h), Some(w)) => head_source(&h, &w),
+    }
+}
+
+fn head_source(
+    h: &TensorView<'_>,
+    w: &TensorView<'_>,
+) -> Result<(Vec<usize>, Vec<usize>, usize, Option<u32>, Source), Error> {
+    let hshape = h.shape().to_vec();
+    let (lead, dim, rps) = rows_of("hidden", &hshape, "H")?;
+    if dim == 0 || lead.iter().product::<usize>() == 0 {
+        return Err(bad("hidden", format!("has an empty shape {hshape:?}")));
+    }
+    let vocab = match w.shape() {
+        [v, k] if *k == dim && *v > 0 => *v,
+        s => {
+            return Err(bad(
+                "lm_head",
+                format!("has shape {s:?}, expected [V, {dim}] (V ≥ 1; hidden's H = {dim})"),
+            ))
+        }
+    };
+    let hidden = Columns::read("hidden", h)?;
+    if w.dtype() != h.dtype() {
+        return Err(bad(
+            "lm_head",
+            format!(
+                "has dtype {:?}, hidden {:?}: both need one dtype",
+                w.dtype(),
+                h.dtype()
+            ),
+        ));
+    }
+    let lm_head = Columns::read("lm_head", w)?;
+    let mut shape = lead.clone();
+    shape.push(vocab);
+    let source = Source::Head {
+        hidden,
+        lm_head,
+        shape: hshape,
+        h: dim,
+    };
+    Ok((shape, lead, vocab, rps, source))
+}
+
 impl Input {
     pub fn read(st: &SafeTensors<'_>) -> Result<Self, Error> {
-        let logits_t = required(st, "logits")?;
-        let shape = logits_t.shape().to_vec();
-        let (lead, vocab, rows_per_seq) = match shape.as_slice() {
-            [t, v] => (vec![*t], *v, None),
-            [b, s, v] => (vec![*b, *s], *v, Some(*s as u32)),
-            _ => {
-                return Err(bad(
-                    "logits",
-                    format!("has shape {shape:?}, expected [T, V] or [B, S, V]"),
-                ))
-            }
-        };
-        let rows: usize = lead.iter().product();
+        let (shape, lead, vocab, rows_per_seq, source) = source(st)?;
         let seqs = if lead.len() == 2 { lead[0] } else { 1 };
-        if vocab == 0 || rows == 0 {
-            return Err(bad("logits", format!("has an empty shape {shape:?}")));
-        }
-        let logits = Columns::read(&logits_t)?;
         let mask_t = required(st, "mask")?;
         expect_shape("mask", &mask_t, &lead)?;
         let mask = mask_values(&mask_t)?;
@@ -79,19 +162,48 @@ impl Input {
             vocab,
             rows_per_seq,
             seqs,
-            logits,
+            source,
             mask,
             targets,
             advantages,
         })
     }
 
+    /// The head's batch, as the host API takes it (`None` for logits).
+    pub fn head(&self, chunk_rows: Option<u32>) -> Option<HostHead<'_>> {
+        let Source::Head {
+            hidden, lm_head, h, ..
+        } = &self.source
+        else {
+            return None;
+        };
+        Some(HostHead {
+            hidden: hidden.host(),
+            lm_head: lm_head.host(),
+            hidden_dim: *h as u32,
+            rows_per_seq: self.rows_per_seq,
+            targets: &self.targets,
+            mask: &self.mask,
+            advantages: &self.advantages,
+            old_logprobs: self.old.as_deref(),
+            ref_logprobs: self.refp.as_deref(),
+            rollout_logprobs: self.rollout.as_deref(),
+            chunk_rows,
+        })
+    }
+
     /// The whole batch, as the host API takes it.
+    /// (The hidden rows stand in for the logits where the input is the head's: the
+    /// per-row checks read the shape and per-row inputs alone.)
     pub fn part(&self) -> HostPart<'_> {
+        let (logits, vocab) = match &self.source {
+            Source::Logits(x) => (x.host(), self.vocab as u32),
+            Source::Head { hidden, h, .. } => (hidden.host(), *h as u32),
+        };
         HostPart {
             batch: HostBatch {
-                logits: self.logits.host(),
-                vocab: self.vocab as u32,
+                logits,
+                vocab,
                 rows_per_seq: self.rows_per_seq,
                 targets: &self.targets,
                 mask: &self.mask,
@@ -202,15 +314,15 @@ impl Columns {
         }
     }
 
-    /// The logits tensor's values (F32, F16 or BF16).
-    fn read(t: &TensorView<'_>) -> Result<Self, Error> {
+    /// A tensor's values (F32, F16 or BF16).
+    fn read(name: &'static str, t: &TensorView<'_>) -> Result<Self, Error> {
         Ok(match t.dtype() {
             Dtype::F32 => Columns::F32(bytemuck::pod_collect_to_vec(t.data())),
             Dtype::F16 => Columns::F16(bytemuck::pod_collect_to_vec(t.data())),
             Dtype::BF16 => Columns::Bf16(bytemuck::pod_collect_to_vec(t.data())),
             d => {
                 return Err(bad(
-                    "logits",
+                    name,
                     format!("has dtype {d:?}, expected F32, F16 or BF16"),
                 ))
             }

@@ -18,17 +18,24 @@ mod parts;
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
-    /// Input tensors: logits, targets, mask, advantages [, old_logprobs, ref_logprobs].
+    /// Input tensors: logits (or hidden [T, H] / [B, S, H] and lm_head [V, H], the
+    /// fused linear head: never both), targets, mask, advantages [, old_logprobs,
+    /// ref_logprobs, rollout_logprobs].
     #[arg(long)]
     input: PathBuf,
-    /// Where to write loss, logprobs, entropy, grad_logits and the metrics.
+    /// Where to write loss, logprobs, entropy, the metrics and grad_logits (with
+    /// hidden: grad_hidden and grad_lm_head instead).
     #[arg(long)]
     output: PathBuf,
     #[command(flatten)]
     loss: LossArgs,
-    /// Dtype of grad_logits.
+    /// Dtype of grad_logits (or of grad_hidden and grad_lm_head).
     #[arg(long, default_value = "f32")]
     grad_dtype: DType,
+    /// With hidden and lm_head: rows of logits held at once (≥ 1; default: what fits
+    /// the device). The outputs do not depend on it beyond f32 rounding.
+    #[arg(long)]
+    head_chunk: Option<u32>,
     /// Run on the first adapter whose name contains this (case-insensitive).
     #[arg(long)]
     adapter: Option<String>,
@@ -260,6 +267,16 @@ pub fn run(args: &EvalArgs) -> CliResult {
     let whole = input.part();
     // a bad mask, advantage or log-prob names its tensor and row before any device opens
     whole.check(&config)?;
+    if let Some(head) = input.head(args.head_chunk) {
+        return run_head(args, &config, &input, &head);
+    }
+    if args.head_chunk.is_some() {
+        return Err(bad(
+            "--head-chunk",
+            "is the fused head's chunk: it needs hidden and lm_head in the input, not logits",
+        )
+        .into());
+    }
     let parts = parts::split(&whole, input.seqs, args.parts)?;
     let ctx = context(args.adapter.as_deref())?;
     let out = match args.vocab_shards {
@@ -276,11 +293,46 @@ pub fn run(args: &EvalArgs) -> CliResult {
             parts::sharded(&ctx, &config, &whole, shards, args.grad_dtype)?
         }
     };
-    output::write(
-        &out,
-        &input.lead,
-        &input.shape,
-        args.grad_dtype,
-        &args.output,
-    )
+    let grad = out.grad.as_ref().ok_or("no gradient came back")?;
+    let grads = [("grad_logits", input.shape.clone(), grad)];
+    output::write(&out, &input.lead, &grads, &args.output)
+}
+
+/// `eval` of the fused head: the loss from hidden and lm_head, its two gradients.
+fn run_head(
+    args: &EvalArgs,
+    config: &LossConfig,
+    input: &input::Input,
+    head: &wgpu_policy_loss::HostHead<'_>,
+) -> CliResult {
+    for (flag, given) in [
+        ("--parts", args.parts != 1),
+        ("--vocab-shards", args.vocab_shards.is_some()),
+    ] {
+        if given {
+            return Err(bad(
+                flag,
+                "splits logits: it cannot be used with hidden and lm_head",
+            )
+            .into());
+        }
+    }
+    if args.head_chunk == Some(0) {
+        return Err(bad("--head-chunk", "must be at least 1").into());
+    }
+    let input::Source::Head { shape, h, .. } = &input.source else {
+        return Err("not a head input".into());
+    };
+    let ctx = context(args.adapter.as_deref())?;
+    let out = ctx.policy_loss_head(config, head, Some(args.grad_dtype))?;
+    let gh = out.grad_hidden.as_ref().ok_or("no grad_hidden came back")?;
+    let gw = out
+        .grad_lm_head
+        .as_ref()
+        .ok_or("no grad_lm_head came back")?;
+    let grads = [
+        ("grad_hidden", shape.clone(), gh),
+        ("grad_lm_head", vec![input.vocab, *h], gw),
+    ];
+    output::write(&out.loss, &input.lead, &grads, &args.output)
 }

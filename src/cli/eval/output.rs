@@ -4,20 +4,18 @@
 use std::path::Path;
 
 use safetensors::tensor::{Dtype, TensorView};
-use wgpu_policy_loss::{DType, HostLoss};
+use wgpu_policy_loss::{DType, HostGrad, HostLoss};
 
 use crate::cli::CliResult;
 
-/// Writes `out` (of logits of `shape`, per-row tensors of `lead`) to `path`, and its
-/// summary line to stdout.
+/// Writes `out` (per-row tensors of `lead`) and the gradients `grads` (name, shape,
+/// values) to `path`, and its summary line to stdout.
 pub(super) fn write(
     out: &HostLoss,
     lead: &[usize],
-    shape: &[usize],
-    grad_dtype: DType,
+    grads: &[(&str, Vec<usize>, &HostGrad)],
     path: &Path,
 ) -> CliResult {
-    let grad = out.grad.as_ref().ok_or("no gradient came back")?;
     let m = out.metrics;
     let scalars = [
         ("loss", m.loss),
@@ -38,7 +36,7 @@ pub(super) fn write(
     ];
     let scalar_bytes: Vec<(&str, [u8; 4])> =
         scalars.iter().map(|&(n, v)| (n, v.to_le_bytes())).collect();
-    let grad_dtype = match grad_dtype {
+    let dtype = |d: DType| match d {
         DType::F32 => Dtype::F32,
         DType::F16 => Dtype::F16,
         DType::Bf16 => Dtype::BF16,
@@ -60,11 +58,11 @@ pub(super) fn write(
                 bytemuck::cast_slice(&out.entropy),
             )?,
         ),
-        (
-            "grad_logits".into(),
-            TensorView::new(grad_dtype, shape.to_vec(), &grad.bytes)?,
-        ),
     ];
+    for (name, shape, g) in grads {
+        let t = TensorView::new(dtype(g.dtype), shape.clone(), &g.bytes)?;
+        tensors.push((name.to_string(), t));
+    }
     for (name, b) in &scalar_bytes {
         tensors.push((name.to_string(), TensorView::new(Dtype::F32, vec![], b)?));
     }
