@@ -93,6 +93,42 @@ impl HostHead<'_> {
 }
 
 impl Context {
+    /// Submits a head call and reads back its outputs and `grads` (buffer, bytes).
+    async fn read_head(
+        &self,
+        encoder: wgpu::CommandEncoder,
+        out: &LossBuffers,
+        (rows, vocab): (u32, u32),
+        grads: &[(&wgpu::Buffer, u64)],
+        grad_dtype: Option<DType>,
+    ) -> Result<HostHeadLoss> {
+        let mut list = vec![
+            (&out.metrics, Metrics::LEN as u64 * 4),
+            (&out.logprobs, rows as u64 * 4),
+            (&out.entropy, rows as u64 * 4),
+        ];
+        list.extend_from_slice(grads);
+        let got = self.read_back_async(encoder, &list).await?;
+        let metrics = Metrics::from_slice(&bytemuck::pod_collect_to_vec::<u8, f32>(&got[0]));
+        metrics.check(vocab)?;
+        let grad = |i: usize| {
+            grad_dtype.map(|dtype| HostGrad {
+                dtype,
+                bytes: got[i].clone(),
+            })
+        };
+        Ok(HostHeadLoss {
+            loss: HostLoss {
+                metrics,
+                logprobs: bytemuck::pod_collect_to_vec(&got[1]),
+                entropy: bytemuck::pod_collect_to_vec(&got[2]),
+                grad: None,
+            },
+            grad_hidden: grad(3),
+            grad_lm_head: grad(4),
+        })
+    }
+
     /// The policy loss of a host batch of hidden states and an lm-head weight: uploads
     /// it, runs [`PolicyLoss::record_head`] (with `grad_dtype`, both gradients in that
     /// dtype) and reads everything back.
@@ -165,30 +201,8 @@ impl Context {
             .device()
             .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
         loss.record_head(&mut encoder, &inputs, &grads, &out.outputs())?;
-        let mut list = vec![
-            (&out.metrics, Metrics::LEN as u64 * 4),
-            (&out.logprobs, rows as u64 * 4),
-            (&out.entropy, rows as u64 * 4),
-        ];
-        list.extend(gh.iter().chain(&gw).map(|(g, n, _)| (g, *n)));
-        let got = self.read_back_async(encoder, &list).await?;
-        let metrics = Metrics::from_slice(&bytemuck::pod_collect_to_vec::<u8, f32>(&got[0]));
-        metrics.check(vocab)?;
-        let grad = |i: usize| {
-            grad_dtype.map(|dtype| HostGrad {
-                dtype,
-                bytes: got[i].clone(),
-            })
-        };
-        Ok(HostHeadLoss {
-            loss: HostLoss {
-                metrics,
-                logprobs: bytemuck::pod_collect_to_vec(&got[1]),
-                entropy: bytemuck::pod_collect_to_vec(&got[2]),
-                grad: None,
-            },
-            grad_hidden: grad(3),
-            grad_lm_head: grad(4),
-        })
+        let grads: Vec<_> = gh.iter().chain(&gw).map(|(g, n, _)| (g, *n)).collect();
+        self.read_head(encoder, &out, (rows, vocab), &grads, grad_dtype)
+            .await
     }
 }

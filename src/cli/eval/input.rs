@@ -53,10 +53,12 @@ fn rows_of(
     }
 }
 
+/// What the input's main tensors give: the logits' shape, its leading dimensions, V,
+/// the rows of a sequence, and the values.
+type Read = (Vec<usize>, Vec<usize>, usize, Option<u32>, Source);
+
 /// The logits, or hidden and lm_head (never both, never one without the other).
-fn source(
-    st: &SafeTensors<'_>,
-) -> Result<(Vec<usize>, Vec<usize>, usize, Option<u32>, Source), Error> {
+fn source(st: &SafeTensors<'_>) -> Result<Read, Error> {
     let (logits, hidden, lm_head) = (
         tensor(st, "logits")?,
         tensor(st, "hidden")?,
@@ -82,10 +84,7 @@ fn source(
     }
 }
 
-fn head_source(
-    h: &TensorView<'_>,
-    w: &TensorView<'_>,
-) -> Result<(Vec<usize>, Vec<usize>, usize, Option<u32>, Source), Error> {
+fn head_source(h: &TensorView<'_>, w: &TensorView<'_>) -> Result<Read, Error> {
     let hshape = h.shape().to_vec();
     let (lead, dim, rps) = rows_of("hidden", &hshape, "H")?;
     if dim == 0 || lead.iter().product::<usize>() == 0 {

@@ -84,11 +84,21 @@ fn run(
 fn the_three_products_match_f64_sums_on_every_adapter() {
     let open = Context::open_all().unwrap();
     assert!(!open.contexts.is_empty(), "no adapter");
-    // partial tiles only; and interior tiles (unchecked loads) beside partial ones
-    for (m, n, k) in [(70u32, 130u32, 37u32), (200, 300, 45)] {
+    // partial tiles only, in the pairs the head runs (A f32: hidden rows or Gz; B in
+    // the weight's dtype) and one 16-bit pair; and interior tiles (unchecked loads)
+    // beside partial ones
+    let head_pairs: Vec<(DType, DType)> = DType::ALL
+        .iter()
+        .map(|&b| (DType::F32, b))
+        .chain([(DType::Bf16, DType::F16)])
+        .collect();
+    for ((m, n, k), pairs) in [
+        ((70u32, 130u32, 37u32), head_pairs),
+        ((200, 300, 45), vec![(DType::F32, DType::Bf16)]),
+    ] {
         for ctx in &open.contexts {
-            for ad in DType::ALL {
-                for bd in DType::ALL {
+            for &(ad, bd) in &pairs {
+                {
                     let a = values((m * k) as usize, 1);
                     let b = values((k * n) as usize, 2);
                     let (ar, br) = (rounded(ad, &a), rounded(bd, &b));

@@ -61,14 +61,55 @@ impl PolicyLoss {
         grads: &HeadGradients<'_>,
     ) -> Result<u64> {
         let head = self.head_plan(inputs, grads)?;
+        let rps = inputs.hidden.layout.rows_per_seq;
         let shape = super::schedule::PartShape {
             rows: inputs.hidden.rows,
-            layout: chunk_layout(inputs, &head),
+            layout: chunk_layout(inputs.hidden.rows, rps, &head),
             vocab: head.vocab,
             dtype: DType::F32,
             targets: inputs.targets.layout,
             grad: None,
             has_old: inputs.old_logprobs.is_some(),
+        };
+        Ok(self.schedule_for(&[shape], Some(&head.shape))?.bytes())
+    }
+
+    /// [`PolicyLoss::scratch_bytes_head`] of dense `[rows, hidden]` hidden states in
+    /// sequences of `rows_per_seq` and a dense `[vocab, hidden]` weight of `dtype`,
+    /// dense targets and old log-probs, both gradients dense in `grad` (none: the
+    /// forward), and `chunk_rows` (as [`HeadInputs::chunk_rows`]).
+    pub fn scratch_bytes_head_dense(
+        &self,
+        (rows, rows_per_seq): (u32, u32),
+        (vocab, hidden): (u32, u32),
+        dtype: DType,
+        grad: Option<DType>,
+        chunk_rows: Option<u32>,
+    ) -> Result<u64> {
+        let head = self.plan_dims(&views::HeadDims {
+            rows,
+            vocab,
+            hidden,
+            w_row_bytes: hidden as u64 * dtype.size(),
+            g_row_bytes: grad.map(|g| hidden as u64 * g.size()),
+            grad_hidden: grad.is_some(),
+            grad_lm_head: grad.map(|g| g == DType::F32),
+            chunk_rows,
+        })?;
+        let rps = rows_per_seq.max(1);
+        let shape = super::schedule::PartShape {
+            rows,
+            layout: chunk_layout(rows, rps, &head),
+            vocab,
+            dtype: DType::F32,
+            targets: RowLayout {
+                offset: 0,
+                row_stride: 1,
+                rows_per_seq: rps,
+                seq_stride: rps as u64,
+            },
+            grad: None,
+            has_old: true,
         };
         Ok(self.schedule_for(&[shape], Some(&head.shape))?.bytes())
     }
@@ -113,7 +154,7 @@ impl PolicyLoss {
             dtype: DType::F32,
             rows: inputs.hidden.rows,
             vocab: head.vocab,
-            layout: chunk_layout(inputs, head),
+            layout: chunk_layout(inputs.hidden.rows, inputs.hidden.layout.rows_per_seq, head),
         };
         let wants = grads.hidden.is_some() || grads.lm_head.is_some();
         let part = LossPart {
@@ -138,12 +179,11 @@ impl PolicyLoss {
 
 /// The rows of the whole batch's logits as the row kernel numbers them: dense f32 rows
 /// of the chunk buffer's stride, in hidden's sequences.
-fn chunk_layout(inputs: &HeadInputs<'_>, head: &HeadPlan) -> RowLayout {
-    let rps = inputs.hidden.layout.rows_per_seq;
+fn chunk_layout(rows: u32, rps: u32, head: &HeadPlan) -> RowLayout {
     RowLayout {
         offset: 0,
         row_stride: head.stride as u64,
         rows_per_seq: rps,
-        seq_stride: rps.min(inputs.hidden.rows).max(1) as u64 * head.stride as u64,
+        seq_stride: rps.min(rows).max(1) as u64 * head.stride as u64,
     }
 }

@@ -183,63 +183,87 @@ impl PolicyLoss {
             return Err(Error::arg("lm_head", "rows must lie one row stride apart"));
         }
         check_grads(inputs, grads)?;
+        let row_bytes =
+            |v: &MatrixView<'_>| v.layout.row_stride.max(v.cols as u64) * v.dtype.size();
+        self.plan_dims(&HeadDims {
+            rows: h.rows,
+            vocab: w.rows,
+            hidden: h.cols,
+            w_row_bytes: row_bytes(w),
+            g_row_bytes: grads.lm_head.as_ref().map(row_bytes),
+            grad_hidden: grads.hidden.is_some(),
+            grad_lm_head: grads
+                .lm_head
+                .map(|g| g.dtype == DType::F32 && g.evenly_strided()),
+            chunk_rows: inputs.chunk_rows,
+        })
+    }
+
+    /// A head call's chunks and vocabulary blocks from its shapes alone.
+    pub(crate) fn plan_dims(&self, d: &HeadDims) -> Result<HeadPlan> {
         let limits = self.ctx.device().limits();
         let binding = limits
             .max_storage_buffer_binding_size
             .min(limits.max_buffer_size);
-        let stride = w.rows.div_ceil(8) * 8;
+        let stride = d.vocab.div_ceil(8) * 8;
         let row_bytes = stride as u64 * 4;
         if row_bytes > binding {
             return Err(Error::arg(
                 "lm_head",
                 format!(
                     "a row of {} f32 logits spans {row_bytes} bytes, more than this device binds at once ({binding} bytes)",
-                    w.rows
+                    d.vocab
                 ),
             ));
         }
-        let chunk = chunk_rows(inputs, row_bytes, binding)?;
-        let block = vocab_block(inputs, grads, binding)?;
-        let direct = grads
-            .lm_head
-            .is_some_and(|g| g.dtype == DType::F32 && g.evenly_strided());
-        Ok(self.head_shape(inputs, grads, (chunk, block, stride, direct)))
+        let chunk = chunk_rows(d, row_bytes, binding)?;
+        let block = vocab_block(d, binding)?;
+        Ok(head_shape(d, chunk, block, stride))
     }
+}
 
-    fn head_shape(
-        &self,
-        inputs: &HeadInputs<'_>,
-        grads: &HeadGradients<'_>,
-        (chunk, block, stride, direct): (u32, u32, u32, bool),
-    ) -> HeadPlan {
-        let (rows, vocab, hidden) = (inputs.hidden.rows, inputs.lm_head.rows, inputs.hidden.cols);
-        let chunks = (0..rows.max(1))
-            .step_by(chunk as usize)
-            .map(|a| (a, (a + chunk).min(rows)))
-            .collect();
-        let n = chunk.min(rows).max(1) as u64;
-        let finish = grads.lm_head.is_some() && !direct;
-        let bytes = n * stride as u64 * 4
-            + 2 * n * hidden as u64 * 4
-            + if finish {
-                vocab as u64 * hidden as u64 * 4
-            } else {
-                0
-            };
-        HeadPlan {
-            shape: HeadShape {
-                chunks,
-                vocab_blocks: vocab.div_ceil(block) as u64,
-                grad_hidden: grads.hidden.is_some(),
-                grad_lm_head: grads.lm_head.is_some(),
-                finish,
-                bytes,
-            },
-            vocab,
-            hidden,
-            stride,
-            block,
-        }
+/// A head call's shapes: rows, V, H, the bytes of a row of W and of ∂L/∂W, which
+/// gradients it makes (for ∂L/∂W: whether straight into the caller's f32 rows), and
+/// the caller's chunk.
+pub(crate) struct HeadDims {
+    pub rows: u32,
+    pub vocab: u32,
+    pub hidden: u32,
+    pub w_row_bytes: u64,
+    pub g_row_bytes: Option<u64>,
+    pub grad_hidden: bool,
+    pub grad_lm_head: Option<bool>,
+    pub chunk_rows: Option<u32>,
+}
+
+fn head_shape(d: &HeadDims, chunk: u32, block: u32, stride: u32) -> HeadPlan {
+    let (rows, vocab, hidden) = (d.rows, d.vocab, d.hidden);
+    let chunks = (0..rows.max(1))
+        .step_by(chunk as usize)
+        .map(|a| (a, (a + chunk).min(rows)))
+        .collect();
+    let n = chunk.min(rows).max(1) as u64;
+    let finish = d.grad_lm_head == Some(false);
+    let bytes = n * stride as u64 * 4
+        + 2 * n * hidden as u64 * 4
+        + if finish {
+            vocab as u64 * hidden as u64 * 4
+        } else {
+            0
+        };
+    HeadPlan {
+        shape: HeadShape {
+            chunks,
+            vocab_blocks: vocab.div_ceil(block) as u64,
+            grad_hidden: d.grad_hidden,
+            grad_lm_head: d.grad_lm_head.is_some(),
+            finish,
+            bytes,
+        },
+        vocab,
+        hidden,
+        stride,
+        block,
     }
 }
 
@@ -296,10 +320,10 @@ fn check_grads(inputs: &HeadInputs<'_>, grads: &HeadGradients<'_>) -> Result<()>
 }
 
 /// The chunk: the caller's (≥ 1, cut to one binding), or the default.
-fn chunk_rows(inputs: &HeadInputs<'_>, row_bytes: u64, binding: u64) -> Result<u32> {
+fn chunk_rows(d: &HeadDims, row_bytes: u64, binding: u64) -> Result<u32> {
     let fits = (binding / row_bytes).min(u32::MAX as u64) as u32;
-    let rows = inputs.hidden.rows.max(1);
-    match inputs.chunk_rows {
+    let rows = d.rows.max(1);
+    match d.chunk_rows {
         Some(0) => Err(Error::arg("chunk_rows", "must be at least 1")),
         Some(n) => Ok(n.min(fits).min(rows)),
         None => {
@@ -311,14 +335,16 @@ fn chunk_rows(inputs: &HeadInputs<'_>, row_bytes: u64, binding: u64) -> Result<u
 }
 
 /// Rows of W per matmul: W's rows, and ∂L/∂W's f32 rows, of a block fit one binding.
-fn vocab_block(inputs: &HeadInputs<'_>, grads: &HeadGradients<'_>, binding: u64) -> Result<u32> {
-    let w = &inputs.lm_head;
-    let mut per_row = vec![w.layout.row_stride.max(w.cols as u64) * w.dtype.size()];
-    per_row.push(w.cols as u64 * 4);
-    if let Some(g) = grads.lm_head {
-        per_row.push(g.layout.row_stride.max(g.cols as u64) * g.dtype.size());
-    }
-    let widest = per_row.into_iter().max().unwrap_or(1).max(1);
+fn vocab_block(d: &HeadDims, binding: u64) -> Result<u32> {
+    let widest = [
+        d.w_row_bytes,
+        d.hidden as u64 * 4,
+        d.g_row_bytes.unwrap_or(0),
+    ]
+    .into_iter()
+    .max()
+    .unwrap_or(1)
+    .max(1);
     let n = (binding / widest).min(u32::MAX as u64) as u32;
     if n == 0 {
         return Err(Error::arg(
@@ -327,5 +353,5 @@ fn vocab_block(inputs: &HeadInputs<'_>, grads: &HeadGradients<'_>, binding: u64)
         ));
     }
     let n = if n >= TILE { n / TILE * TILE } else { n };
-    Ok(n.min(w.rows))
+    Ok(n.min(d.vocab))
 }

@@ -115,6 +115,8 @@ fn check(
         Step::Select { .. } => 3,
         Step::Row { .. } => 4,
         Step::Reduce => 5,
+        Step::HeadLogits { .. } | Step::HeadRow { .. } | Step::HeadGrad { .. } => 4,
+        Step::HeadFinish => 6,
     };
     assert!(
         steps.windows(2).all(|w| stage(&w[0]) <= stage(&w[1])),
@@ -338,4 +340,65 @@ fn rows_longer_than_one_binding_are_split_into_column_blocks() {
         "{} blocks",
         cols.len()
     );
+}
+
+/// The head: its statistics pass (logits made, then PHASE_STATS) exactly where the
+/// loss needs every row's statistics first, then per chunk its logits (again), loss
+/// and gradients in order; ∂L/∂W's rounding last, where it has one.
+#[test]
+fn the_head_makes_each_chunks_logits_before_its_row_launches() {
+    let part = part(30, 10, 1 << 12, false);
+    for cfg in configs() {
+        for has_old in [false, true] {
+            for finish in [false, true] {
+                let head = HeadShape {
+                    chunks: vec![(0, 13), (13, 26), (26, 30)],
+                    vocab_blocks: 2,
+                    grad_hidden: true,
+                    grad_lm_head: true,
+                    finish,
+                    bytes: 1000,
+                };
+                let call = CallShape {
+                    parts: std::slice::from_ref(&part),
+                    cols: &[(0, 1 << 12)],
+                    has_old,
+                    shards: None,
+                    head: Some(&head),
+                };
+                let s = schedule(&cfg, &call, &caps()).unwrap();
+                let steps: Vec<Step> = s.steps().collect();
+                let what = format!("{cfg:?} has_old {has_old}: {steps:?}");
+                let two = cfg.needs_stats_first(has_old);
+                let made = count(&steps, |s| matches!(s, Step::HeadLogits { .. }));
+                assert_eq!(made, if two { 6 } else { 3 }, "{what}");
+                let stats = count(
+                    &steps,
+                    |s| matches!(s, Step::HeadRow { phase, .. } if *phase == PHASE_STATS),
+                );
+                assert_eq!(stats, if two { 3 } else { 0 }, "{what}");
+                let grads: Vec<usize> = steps
+                    .iter()
+                    .filter_map(|s| match s {
+                        Step::HeadGrad { chunk } => Some(*chunk),
+                        _ => None,
+                    })
+                    .collect();
+                assert_eq!(grads, [0, 1, 2], "{what}");
+                // each gradient follows its own chunk's loss launch
+                for (i, st) in steps.iter().enumerate() {
+                    if let Step::HeadGrad { chunk } = st {
+                        let ok = matches!(steps[i - 1], Step::HeadRow { chunk: c, phase } if c == *chunk && phase & PHASE_LOSS != 0);
+                        assert!(ok, "{what}");
+                    }
+                }
+                assert_eq!(steps.last() == Some(&Step::HeadFinish), finish, "{what}");
+                assert_eq!(s.scratch.head, 1000, "{what}");
+                assert!(
+                    !steps.iter().any(|s| matches!(s, Step::Row { .. })),
+                    "{what}"
+                );
+            }
+        }
+    }
 }
