@@ -248,6 +248,56 @@ fn head_matches_the_reference_in_every_mode_and_aggregation() {
             (on_policy, true),
         );
         check_head(ctx, &ppo(), &hc, None, Some(4), (ALL_INPUTS, false));
+        // one chunk: the statistics pass leaves its logits for the gradient pass
+        let gspo = loss_config(
+            PolicyLossMode::Gspo,
+            LossAggMode::SeqMeanTokenMean,
+            KlEstimator::K3,
+            (1.0, 0.0, 0.0, None),
+        );
+        check_head(
+            ctx,
+            &gspo,
+            &hc,
+            Some(DType::Bf16),
+            None,
+            (ALL_INPUTS, false),
+        );
+    }
+}
+
+/// A device whose largest buffer (1 MiB) cannot hold the batch's f32 logits (3.6 MB)
+/// and whose bindings (256 KiB) hold neither W (480 KB) nor 22 rows of logits: the
+/// head runs in chunks of 21 rows and two vocabulary blocks of W, and is right.
+#[test]
+fn head_runs_where_the_logits_exceed_the_largest_buffer() {
+    for full in opened() {
+        let a = full.adapter().expect("opened on an adapter");
+        let limits = wgpu_policy_loss::wgpu::Limits {
+            max_storage_buffer_binding_size: 256 << 10,
+            max_buffer_size: 1 << 20,
+            ..a.limits()
+        };
+        let small = Context::from_adapter_with_limits(a, limits).unwrap();
+        let hc = HeadCase::new(61, (2, 150, 3000, 40), DType::F32);
+        let logits_bytes = 300u64 * 3000 * 4;
+        assert!(logits_bytes > small.device().limits().max_buffer_size);
+        // ∂L/∂W rounded into bf16 a vocabulary block at a time; then f32 in place
+        check_head(&small, &ppo(), &hc, Some(DType::Bf16), None, (ALL_INPUTS, false));
+        let gspo = loss_config(
+            PolicyLossMode::Gspo,
+            LossAggMode::TokenMean,
+            KlEstimator::K3,
+            (1.0, 0.0, 0.0, None),
+        );
+        check_head(
+            &small,
+            &gspo,
+            &hc,
+            Some(DType::F32),
+            Some(3),
+            (ALL_INPUTS, false),
+        );
     }
 }
 

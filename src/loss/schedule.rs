@@ -174,6 +174,7 @@ impl PartShape {
 
 /// The shape of a call: its parts' tensors, their column blocks, and where the row
 /// statistics come from.
+#[derive(Clone, Copy)]
 pub(crate) struct CallShape<'s> {
     pub parts: &'s [PartSpans],
     pub cols: &'s [ColumnBlock],
@@ -342,7 +343,7 @@ impl Builder<'_, '_> {
     fn statistics(&mut self, cfg: &LossConfig, live: &[usize]) -> Result<()> {
         if let Some(h) = self.call.head {
             if cfg.needs_stats_first(self.call.has_old) {
-                self.head_chunks(h, PHASE_STATS, false);
+                self.head_chunks(h, PHASE_STATS, false, false);
             }
             return Ok(());
         }
@@ -426,9 +427,13 @@ impl Builder<'_, '_> {
 
     /// Per chunk of the head: its logits made (gathered rows, one matmul per
     /// vocabulary block), the row kernel over them, and its gradients where wanted.
-    fn head_chunks(&mut self, h: &HeadShape, phase: u32, grads: bool) {
+    /// With `again` (the statistics pass made them first), one chunk's logits are
+    /// still in its buffer: only several chunks are made again.
+    fn head_chunks(&mut self, h: &HeadShape, phase: u32, grads: bool, again: bool) {
         for chunk in 0..h.chunks.len() {
-            self.push(Step::HeadLogits { chunk }, 1 + h.vocab_blocks, 0);
+            if !(again && h.chunks.len() == 1) {
+                self.push(Step::HeadLogits { chunk }, 1 + h.vocab_blocks, 0);
+            }
             self.push(Step::HeadRow { chunk, phase }, 1, 0);
             if grads && (h.grad_hidden || h.grad_lm_head) {
                 self.s.launches.push(head_grad(h, chunk));
@@ -439,11 +444,12 @@ impl Builder<'_, '_> {
     /// The loss (and gradient) launches: per part, per column block.
     fn rows(&mut self, cfg: &LossConfig, live: &[usize]) -> Result<()> {
         if let Some(h) = self.call.head {
-            let phase = match cfg.needs_stats_first(self.call.has_old) {
+            let two = cfg.needs_stats_first(self.call.has_old);
+            let phase = match two {
                 true => PHASE_LOSS,
                 false => PHASE_STATS | PHASE_LOSS,
             };
-            self.head_chunks(h, phase, true);
+            self.head_chunks(h, phase, true, two);
             return Ok(());
         }
         let split = self.call.cols.len() > 1 || self.call.shards.is_some();

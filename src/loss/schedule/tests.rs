@@ -372,6 +372,24 @@ fn the_head_makes_each_chunks_logits_before_its_row_launches() {
                 let two = cfg.needs_stats_first(has_old);
                 let made = count(&steps, |s| matches!(s, Step::HeadLogits { .. }));
                 assert_eq!(made, if two { 6 } else { 3 }, "{what}");
+                // one chunk: its logits made once, even with a statistics pass
+                let one = HeadShape {
+                    chunks: vec![(0, 30)],
+                    ..head.clone()
+                };
+                let call1 = CallShape {
+                    head: Some(&one),
+                    ..call
+                };
+                let s1 = schedule(&cfg, &call1, &caps()).unwrap();
+                assert_eq!(
+                    count(&s1.steps().collect::<Vec<_>>(), |s| matches!(
+                        s,
+                        Step::HeadLogits { .. }
+                    )),
+                    1,
+                    "{what}"
+                );
                 let stats = count(
                     &steps,
                     |s| matches!(s, Step::HeadRow { phase, .. } if *phase == PHASE_STATS),
