@@ -30,9 +30,12 @@ const TK: u32 = 8u;
 @group(0) @binding(2) var<storage, read> mat_b: array<u32>;
 @group(0) @binding(3) var<storage, read_write> mat_c: array<f32>;
 
-// [k][m / 4] and [k][n / 4]: a lane's eight rows (columns) are two vec4
-var<workgroup> tile_a: array<vec4<f32>, 256>;
-var<workgroup> tile_b: array<vec4<f32>, 256>;
+// [k][m / 4] and [k][n / 4]: a lane's eight rows (columns) are two vec4. Two
+// dimensions, so that mac's reads are a constant row (folded into the load's offset)
+// and one of four lane-invariant columns: the index clamps of a checked module are
+// computed once, not once per read.
+var<workgroup> tile_a: array<array<vec4<f32>, 32>, 8>;
+var<workgroup> tile_b: array<array<vec4<f32>, 32>, 8>;
 
 fn load_a(i: u32) -> f32 {
     if (A_KIND == 0u) {
@@ -48,6 +51,19 @@ fn load_b(i: u32) -> f32 {
     return decode_half(B_KIND, mat_b[i >> 1u], i);
 }
 
+// What one lane feeds into a tile at each step of k, fixed for the whole sum: for each
+// of its four elements (q), the element of k = 0 in the operand (`at`; k0 adds
+// k0·`k_stride`), its k within the step, whether its row (column) lies inside the
+// operand, and its place in the tile.
+struct Feed {
+    at: vec4<u32>,
+    k: vec4<u32>,
+    inside: vec4<bool>,
+    slot: vec4<u32>,
+    comp: vec4<u32>,
+    k_stride: u32,
+}
+
 // Element e (0 .. TILE·TK) of a tile, as (row or column, k): consecutive lanes take
 // consecutive addresses of whichever index is contiguous in memory.
 fn tile_pos(e: u32, k_contig: bool) -> vec2<u32> {
@@ -57,46 +73,61 @@ fn tile_pos(e: u32, k_contig: bool) -> vec2<u32> {
     return vec2<u32>(e % TILE, e / TILE);
 }
 
-fn a_index(row: u32, k: u32) -> u32 {
-    if (A_K_CONTIG) {
-        return params.a_offset + row * params.a_row + k;
+// A's feed for the tile of rows m0 ..: A[m, k] = a_offset + m·a_row + k·a_col.
+fn feed_a(lane: u32, m0: u32) -> Feed {
+    var f: Feed;
+    for (var q = 0u; q < 4u; q++) {
+        let p = tile_pos(lane + q * 256u, A_K_CONTIG);
+        let row = m0 + p.x;
+        f.at[q] = params.a_offset + row * params.a_row + p.y * params.a_col;
+        f.k[q] = p.y;
+        f.inside[q] = row < params.m;
+        f.slot[q] = p.y * 32u + p.x / 4u;
+        f.comp[q] = p.x % 4u;
     }
-    return params.a_offset + row + k * params.a_col;
+    f.k_stride = params.a_col;
+    return f;
 }
 
-fn b_index(k: u32, col: u32) -> u32 {
-    if (B_N_CONTIG) {
-        return params.b_offset + k * params.b_row + col;
+// B's feed for the tile of columns n0 ..: B[k, n] = b_offset + k·b_row + n·b_col.
+fn feed_b(lane: u32, n0: u32) -> Feed {
+    var f: Feed;
+    for (var q = 0u; q < 4u; q++) {
+        let p = tile_pos(lane + q * 256u, !B_N_CONTIG);
+        let col = n0 + p.x;
+        f.at[q] = params.b_offset + p.y * params.b_row + col * params.b_col;
+        f.k[q] = p.y;
+        f.inside[q] = col < params.n;
+        f.slot[q] = p.y * 32u + p.x / 4u;
+        f.comp[q] = p.x % 4u;
     }
-    return params.b_offset + k + col * params.b_col;
+    f.k_stride = params.b_row;
+    return f;
 }
 
 // The A and B tiles of k0 .. k0 + TK into workgroup memory (0 past the edges, which
 // only tiles that reach an edge check).
-fn load_tiles(lane: u32, m0: u32, n0: u32, k0: u32, inside: bool) {
-    for (var q = 0u; q < TILE * TK / 256u; q++) {
-        let e = lane + q * 256u;
-        let pa = tile_pos(e, A_K_CONTIG);
+fn load_tiles(fa: Feed, fb: Feed, k0: u32, inside: bool) {
+    for (var q = 0u; q < 4u; q++) {
         var va = 0.0;
-        if (inside || (m0 + pa.x < params.m && k0 + pa.y < params.k)) {
-            va = load_a(a_index(m0 + pa.x, k0 + pa.y));
+        if (inside || (fa.inside[q] && k0 + fa.k[q] < params.k)) {
+            va = load_a(fa.at[q] + k0 * fa.k_stride);
         }
-        tile_a[pa.y * (TILE / 4u) + pa.x / 4u][pa.x % 4u] = va;
-        let pb = tile_pos(e, !B_N_CONTIG);
+        tile_a[fa.slot[q] / 32u][fa.slot[q] % 32u][fa.comp[q]] = va;
         var vb = 0.0;
-        if (inside || (n0 + pb.x < params.n && k0 + pb.y < params.k)) {
-            vb = load_b(b_index(k0 + pb.y, n0 + pb.x));
+        if (inside || (fb.inside[q] && k0 + fb.k[q] < params.k)) {
+            vb = load_b(fb.at[q] + k0 * fb.k_stride);
         }
-        tile_b[pb.y * (TILE / 4u) + pb.x / 4u][pb.x % 4u] = vb;
+        tile_b[fb.slot[q] / 32u][fb.slot[q] % 32u][fb.comp[q]] = vb;
     }
 }
 
 // Step kk of a tile: the lane's 8 × 8 block += its rows' A values × its columns' B.
 fn mac(acc: ptr<function, array<vec4<f32>, 16>>, kk: u32, lid: vec2<u32>) {
-    let a0 = tile_a[kk * (TILE / 4u) + 2u * lid.y];
-    let a1 = tile_a[kk * (TILE / 4u) + 2u * lid.y + 1u];
-    let b0 = tile_b[kk * (TILE / 4u) + 2u * lid.x];
-    let b1 = tile_b[kk * (TILE / 4u) + 2u * lid.x + 1u];
+    let a0 = tile_a[kk][2u * lid.y];
+    let a1 = tile_a[kk][2u * lid.y + 1u];
+    let b0 = tile_b[kk][2u * lid.x];
+    let b1 = tile_b[kk][2u * lid.x + 1u];
     (*acc)[0] = fma(vec4<f32>(a0.x), b0, (*acc)[0]);
     (*acc)[1] = fma(vec4<f32>(a0.x), b1, (*acc)[1]);
     (*acc)[2] = fma(vec4<f32>(a0.y), b0, (*acc)[2]);
@@ -120,14 +151,12 @@ fn mac(acc: ptr<function, array<vec4<f32>, 16>>, kk: u32, lid: vec2<u32>) {
 // (and the loop bound a checked module adds) as on its FMAs.
 fn k_step(
     acc: ptr<function, array<vec4<f32>, 16>>,
-    lane: u32,
+    feeds: array<Feed, 2>,
     lid: vec2<u32>,
-    m0: u32,
-    n0: u32,
     k0: u32,
     inside: bool,
 ) {
-    load_tiles(lane, m0, n0, k0, inside);
+    load_tiles(feeds[0], feeds[1], k0, inside);
     workgroupBarrier();
     mac(acc, 0u, lid);
     mac(acc, 1u, lid);
@@ -152,6 +181,7 @@ fn matmul(
     let tile_inside = m0 + TILE <= params.m && n0 + TILE <= params.n;
     // acc[2r + h]: row 8·ty + r, columns 8·tx + 4h .. +4
     var acc: array<vec4<f32>, 16>;
+    let feeds = array<Feed, 2>(feed_a(lane, m0), feed_b(lane, n0));
     for (var i = 0u; i < 16u; i++) {
         acc[i] = vec4<f32>(0.0);
     }
@@ -159,26 +189,41 @@ fn matmul(
         // the hot loop: whole tiles, no bounds checks; then the last partial step of k
         let k_whole = params.k / TK * TK;
         for (var k0 = 0u; k0 < k_whole; k0 += TK) {
-            k_step(&acc, lane, lid, m0, n0, k0, true);
+            k_step(&acc, feeds, lid, k0, true);
         }
         if (k_whole < params.k) {
-            k_step(&acc, lane, lid, m0, n0, k_whole, false);
+            k_step(&acc, feeds, lid, k_whole, false);
         }
     } else {
         for (var k0 = 0u; k0 < params.k; k0 += TK) {
-            k_step(&acc, lane, lid, m0, n0, k0, false);
+            k_step(&acc, feeds, lid, k0, false);
         }
     }
+    let row = m0 + lid.y * 8u;
+    let col = n0 + lid.x * 8u;
+    store_row(row, col, acc[0], acc[1]);
+    store_row(row + 1u, col, acc[2], acc[3]);
+    store_row(row + 2u, col, acc[4], acc[5]);
+    store_row(row + 3u, col, acc[6], acc[7]);
+    store_row(row + 4u, col, acc[8], acc[9]);
+    store_row(row + 5u, col, acc[10], acc[11]);
+    store_row(row + 6u, col, acc[12], acc[13]);
+    store_row(row + 7u, col, acc[14], acc[15]);
+}
+
+// A lane's eight values of one row of C (columns col .. col + 8), those inside C. The
+// accumulators are named by constants only: a dynamic index into them would put them
+// in memory (scratch on GPUs, the stack on CPU drivers) for the whole kernel.
+fn store_row(row: u32, col: u32, lo: vec4<f32>, hi: vec4<f32>) {
+    if (row >= params.m) {
+        return;
+    }
     let accumulate = (params.flags & MM_ACCUMULATE) != 0u;
-    for (var r = 0u; r < 8u; r++) {
-        let row = m0 + lid.y * 8u + r;
-        for (var j = 0u; j < 8u; j++) {
-            let col = n0 + lid.x * 8u + j;
-            if (row < params.m && col < params.n) {
-                let at = params.c_offset + row * params.c_row + col;
-                let v = acc[2u * r + j / 4u][j % 4u];
-                mat_c[at] = select(v, mat_c[at] + v, accumulate);
-            }
+    let base = params.c_offset + row * params.c_row + col;
+    let v = array<f32, 8>(lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w);
+    for (var j = 0u; j < 8u; j++) {
+        if (col + j < params.n) {
+            mat_c[base + j] = select(v[j], mat_c[base + j] + v[j], accumulate);
         }
     }
 }

@@ -49,6 +49,97 @@ pub struct BenchArgs {
     /// rank's share, side by side.
     #[arg(long, value_name = "K")]
     vocab_shards: Option<u32>,
+    /// Time the fused linear head (the loss from hidden states and the lm-head weight)
+    /// against the unfused path (our matmul to the whole f32 logits, our loss, our
+    /// matmuls back), forward + backward, with the extra memory of each and GFLOP/s.
+    #[arg(long)]
+    head: bool,
+    /// The head's shapes instead of the defaults, as ROWSxHIDDENxVOCAB[:DTYPE]
+    /// (repeatable), e.g. `--head-shape 4096x896x151936:bf16`.
+    #[arg(long = "head-shape", value_parser = parse_head_shape)]
+    head_shapes: Vec<bench::HeadBenchShape>,
+    /// With --head: the memory columns alone (no allocation, no timing).
+    #[arg(long)]
+    memory_only: bool,
+}
+
+fn parse_head_shape(s: &str) -> Result<bench::HeadBenchShape, String> {
+    let (dims, dtype) = s.split_once(':').unwrap_or((s, "bf16"));
+    let num = |v: &str| v.parse::<u32>().map_err(|e| format!("`{v}` in `{s}`: {e}"));
+    let d: Vec<&str> = dims.split('x').collect();
+    let [t, h, v] = d[..] else {
+        return Err(format!("`{s}` is not ROWSxHIDDENxVOCAB[:DTYPE]"));
+    };
+    let shape = bench::HeadBenchShape {
+        rows: num(t)?,
+        hidden: num(h)?,
+        vocab: num(v)?,
+        dtype: dtype.parse().map_err(|e: Error| e.to_string())?,
+    };
+    if shape.rows == 0 || shape.hidden == 0 || shape.vocab == 0 {
+        return Err(format!("`{s}` has an empty dimension"));
+    }
+    Ok(shape)
+}
+
+fn mb(bytes: u64) -> f64 {
+    bytes as f64 / 1e6
+}
+
+fn print_head(ctx: &Context, rows: &[bench::HeadRow]) {
+    let gpu = rows.iter().any(|r| r.fused.is_some_and(|t| t.gpu_time));
+    title(ctx, clock(gpu), "; forward + backward, both gradients f32");
+    println!(
+        "{:<24} {:>6} {:>10} {:>11} {:>7} {:>10} {:>11} {:>7} {:>12} {:>12}",
+        "shape", "chunk", "fused MB", "unfused MB", "mem", "fused ms", "unfused ms",
+        "time", "mm GFLOP/s", "head GFLOP/s"
+    );
+    let opt = |v: Option<f64>, p: usize| v.map_or("-".to_string(), |v| format!("{v:.p$}"));
+    for r in rows {
+        let ratio = r.unfused_bytes as f64 / r.fused_bytes as f64;
+        let time = match (r.fused, r.unfused) {
+            (Some(f), Some(u)) => format!("{:.2}x", f.median_ms / u.median_ms),
+            _ => "-".to_string(),
+        };
+        println!(
+            "{:<24} {:>6} {:>10.1} {:>11.1} {:>6.1}x {:>10} {:>11} {:>7} {:>12} {:>12}",
+            r.shape.to_string(),
+            r.chunk,
+            mb(r.fused_bytes),
+            mb(r.unfused_bytes),
+            ratio,
+            opt(r.fused.map(|t| t.median_ms), 1),
+            opt(r.unfused.map(|t| t.median_ms), 1),
+            time,
+            opt(r.matmul_gflops(), 1),
+            opt(r.fused_gflops(), 1),
+        );
+        if let Some(why) = &r.skipped {
+            println!("{:<24} ({why})", "");
+        }
+    }
+    println!("mem: unfused MB / fused MB; time: fused ms / unfused ms (the target is ≤ 1.3x)");
+}
+
+fn json_head(r: &bench::HeadRow) -> serde_json::Value {
+    let ms = |t: Option<bench::Timing>| t.map(|t| t.median_ms);
+    serde_json::json!({
+        "kind": "head",
+        "adapter": r.adapter,
+        "rows": r.shape.rows,
+        "hidden": r.shape.hidden,
+        "vocab": r.shape.vocab,
+        "dtype": r.shape.dtype.to_string(),
+        "chunk": r.chunk,
+        "fused_bytes": r.fused_bytes,
+        "unfused_bytes": r.unfused_bytes,
+        "fused_ms": ms(r.fused),
+        "unfused_ms": ms(r.unfused),
+        "logits_matmul_ms": ms(r.logits_matmul),
+        "matmul_gflops": r.matmul_gflops(),
+        "fused_gflops": r.fused_gflops(),
+        "skipped": r.skipped,
+    })
 }
 
 fn parse_shape(s: &str) -> Result<BenchShape, String> {
@@ -388,7 +479,23 @@ pub fn run(args: &BenchArgs) -> CliResult {
         } else {
             ctx
         };
-        if let Some(k) = args.vocab_shards {
+        if args.head {
+            let shapes = match args.head_shapes.is_empty() {
+                true => bench::HeadBenchShape::defaults(),
+                false => args.head_shapes.clone(),
+            };
+            let mut rows = Vec::new();
+            for s in shapes {
+                match bench::measure_head(&ctx, s, args.samples, budget, args.memory_only) {
+                    Ok(r) => rows.push(r),
+                    Err(e) => eprintln!("bench --head: {s} skipped: {e}"),
+                }
+            }
+            if !args.json {
+                print_head(&ctx, &rows);
+            }
+            all.extend(rows.iter().map(json_head));
+        } else if let Some(k) = args.vocab_shards {
             let rows = outcomes(&shapes, |s| {
                 bench::measure_shards(&ctx, s, k, args.samples, budget)
             });

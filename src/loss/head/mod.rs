@@ -114,6 +114,23 @@ impl PolicyLoss {
         Ok(self.schedule_for(&[shape], Some(&head.shape))?.bytes())
     }
 
+    /// The default chunk of a dense head call of these shapes (rows of logits held at
+    /// once), as [`PolicyLoss::scratch_bytes_head_dense`] plans it.
+    #[cfg(feature = "tools")]
+    pub(crate) fn head_chunk_dense(&self, rows: u32, vocab: u32, hidden: u32, dtype: DType) -> Result<u32> {
+        let head = self.plan_dims(&views::HeadDims {
+            rows,
+            vocab,
+            hidden,
+            w_row_bytes: hidden as u64 * dtype.size(),
+            g_row_bytes: Some(hidden as u64 * 4),
+            grad_hidden: true,
+            grad_lm_head: Some(true),
+            chunk_rows: None,
+        })?;
+        Ok(head.shape.chunks.first().map_or(0, |c| c.1 - c.0))
+    }
+
     /// Records the loss from hidden states and the lm-head weight (and the gradients
     /// `grads` asks for) into `encoder`, as [`PolicyLoss::record`] does from logits:
     /// the loss, metrics, per-row log-probs and entropies land in `outputs`, ∂L/∂h and

@@ -7,10 +7,12 @@
 //! each sample is one batch, and the median of the samples is reported.
 
 mod buffers;
+mod head;
 mod tables;
 mod timing;
 mod workload;
 
+pub use head::{measure_head, HeadBenchShape, HeadRow};
 pub use tables::*;
 pub use timing::{time, Timing};
 pub use workload::Workload;
