@@ -14,6 +14,16 @@ advantages, all tokens masked in, as the bench's "fused" and "unfused" compute):
   liger    Liger-Kernel's LigerCrossEntropyLoss forward + backward, gradient written into
            its input, timed minus a clone of the input; computes no entropy and no
            policy-loss weights (the floor to match); only where liger_kernel imports
+With --head (the fused linear head, `bench --head`'s shapes T x H x V, default
+4096x896x151936, 2048x2048x32000, 16384x896x151936 bf16): forward + backward of the same
+loss from hidden states h [T, H] and an lm-head weight W [V, H], gradients to both:
+  head_eager    F.linear(h, W).float() -> the seed's loss -> backward ([T, V] logits and
+                their gradient materialised)
+  head_compile  torch.compile of the same function
+  head_liger    Liger-Kernel's LigerFusedLinearCrossEntropyLoss(W, h, y) (chunked;
+                plain cross-entropy, the floor to match)
+with GFLOP/s counting the three products (6·T·H·V) and, on cuda, the peak memory the
+step allocated beyond its inputs.
 Each row: median ms of `--samples` timed runs after warm-up (CUDA events on cuda,
 perf_counter around a synchronised run elsewhere), and GB/s with the bench's counting.
 A shape or implementation that cannot run is a row with "skipped" and the reason.
@@ -130,6 +140,91 @@ def run_liger(x, y, adv, mask):
 IMPLS = {"eager": run_eager, "compile": run_compile, "liger": run_liger}
 
 
+def parse_head_shape(s):
+    dims, _, dtype = s.partition(":")
+    parts = dims.split("x")
+    dtype = dtype or "bf16"
+    if dtype not in DTYPES or len(parts) != 3 or not all(p.isdigit() for p in parts):
+        raise argparse.ArgumentTypeError(f"`{s}` is not ROWSxHIDDENxVOCAB[:f32|f16|bf16]")
+    return int(parts[0]), int(parts[1]), int(parts[2]), dtype
+
+
+def head_inputs(rows, hidden, vocab, dtype, device):
+    g = torch.Generator(device="cpu").manual_seed(0)
+    h = ((torch.rand(rows, hidden, generator=g) - 0.5) * 0.2).to(DTYPES[dtype]).to(device)
+    w = ((torch.rand(vocab, hidden, generator=g) - 0.5) * 0.2).to(DTYPES[dtype]).to(device)
+    r = torch.arange(rows)
+    y = ((r * 7919) % vocab).to(device)
+    adv = torch.where(r % 3 == 0, -0.5, 1.0).to(device)
+    mask = torch.ones(rows, device=device)
+    return h, w, y, adv, mask
+
+
+def head_loss(h, w, y, adv, mask):
+    return seed_loss(torch.nn.functional.linear(h, w), y, adv, mask)
+
+
+def head_step(fn, h, w):
+    h, w = h.detach().requires_grad_(), w.detach().requires_grad_()
+
+    def step():
+        h.grad, w.grad = None, None
+        fn(h, w).backward()
+
+    return step
+
+
+def run_head_eager(h, w, y, adv, mask):
+    return head_step(lambda h, w: head_loss(h, w, y, adv, mask), h, w)
+
+
+def run_head_compile(h, w, y, adv, mask):
+    fn = torch.compile(head_loss)
+    return head_step(lambda h, w: fn(h, w, y, adv, mask), h, w)
+
+
+def run_head_liger(h, w, y, adv, mask):
+    from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
+
+    ce = LigerFusedLinearCrossEntropyLoss()
+    return head_step(lambda h, w: ce(w, h, y), h, w)
+
+
+HEAD_IMPLS = {"head_eager": run_head_eager, "head_compile": run_head_compile,
+              "head_liger": run_head_liger}
+DEFAULT_HEAD_SHAPES = [(4096, 896, 151936, "bf16"), (2048, 2048, 32000, "bf16"),
+                       (16384, 896, 151936, "bf16")]
+
+
+def run_heads(args, device, name):
+    out = []
+    for rows, hidden, vocab, dtype in args.head_shape or DEFAULT_HEAD_SHAPES:
+        for impl in args.impl or list(HEAD_IMPLS):
+            row = {"impl": impl, "device": name, "torch": torch.__version__, "rows": rows,
+                   "hidden": hidden, "vocab": vocab, "dtype": dtype}
+            try:
+                h, w, y, adv, mask = head_inputs(rows, hidden, vocab, dtype, device)
+                step = HEAD_IMPLS[impl](h, w, y, adv, mask)
+                if device == "cuda":
+                    step()
+                    torch.cuda.synchronize()
+                    base = torch.cuda.memory_allocated()
+                    torch.cuda.reset_peak_memory_stats()
+                    step()
+                    torch.cuda.synchronize()
+                    row["extra_bytes"] = torch.cuda.max_memory_allocated() - base
+                ms = timed(step, device, args.samples)
+                row.update(ms=ms, gflops=6 * rows * hidden * vocab / (ms * 1e6))
+            except Exception as e:  # a row that says why, never a dropped shape
+                row["skipped"] = f"{type(e).__name__}: {e}".splitlines()[0][:300]
+            out.append(row)
+            print(f"{impl:12} {rows}x{hidden}x{vocab} {dtype}: "
+                  + (f"{row['ms']:.3f} ms" if "ms" in row else row["skipped"]), file=sys.stderr)
+            if device == "cuda":
+                torch.cuda.empty_cache()
+    return out
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default=None, help="cuda | mps | cpu (default: the best there is)")
@@ -138,8 +233,12 @@ def main():
     p.add_argument("--large", action="store_true", help="add 16384x151936 bf16")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     p.add_argument("--samples", type=int, default=20)
-    p.add_argument("--impl", action="append", choices=list(IMPLS), default=[],
-                   help="implementations to run (default: all)")
+    p.add_argument("--impl", action="append", choices=list(IMPLS) + list(HEAD_IMPLS),
+                   default=[], help="implementations to run (default: all)")
+    p.add_argument("--head", action="store_true",
+                   help="the fused linear head's anchors instead (head_* implementations)")
+    p.add_argument("--head-shape", action="append", type=parse_head_shape, default=[],
+                   help="ROWSxHIDDENxVOCAB[:DTYPE], repeatable (with --head)")
     args = p.parse_args()
 
     device = args.device or (
@@ -151,8 +250,11 @@ def main():
     shapes = args.shape or [(r, v, d) for r, v in DEFAULT_SHAPES for d in ("f32", "bf16")]
     if args.large:
         shapes.append((16384, 151936, "bf16"))
-    impls = args.impl or list(IMPLS)
     name = torch.cuda.get_device_name() if device == "cuda" else device
+    if args.head:
+        print(json.dumps(run_heads(args, device, name), indent=2))
+        return
+    impls = args.impl or list(IMPLS)
     rows_out = []
     for rows, vocab, dtype in shapes:
         elem = torch.finfo(DTYPES[dtype]).bits // 8

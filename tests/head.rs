@@ -283,7 +283,14 @@ fn head_runs_where_the_logits_exceed_the_largest_buffer() {
         let logits_bytes = 300u64 * 3000 * 4;
         assert!(logits_bytes > small.device().limits().max_buffer_size);
         // ∂L/∂W rounded into bf16 a vocabulary block at a time; then f32 in place
-        check_head(&small, &ppo(), &hc, Some(DType::Bf16), None, (ALL_INPUTS, false));
+        check_head(
+            &small,
+            &ppo(),
+            &hc,
+            Some(DType::Bf16),
+            None,
+            (ALL_INPUTS, false),
+        );
         let gspo = loss_config(
             PolicyLossMode::Gspo,
             LossAggMode::TokenMean,
@@ -639,6 +646,56 @@ mod eval {
             check_grad(&format!("{flags:?} grad_hidden"), &host(gh), &dh);
             check_grad(&format!("{flags:?} grad_lm_head"), &host(gw), &dw);
         }
+    }
+
+    /// `bench --head`: the memory columns at the shapes, and a small shape timed
+    /// fused and unfused side by side.
+    #[test]
+    fn bench_head_reports_memory_and_times() {
+        let out = common::bin()
+            .args(["bench", "--head", "--memory-only", "--json"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let qwen = rows
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["rows"] == 4096 && r["vocab"] == 151936)
+            .expect("the 4096 x 896 x 151936 row");
+        let (f, u) = (
+            qwen["fused_bytes"].as_u64().unwrap(),
+            qwen["unfused_bytes"].as_u64().unwrap(),
+        );
+        assert!(8 * f <= u, "fused {f} B, unfused {u} B");
+        let out = common::bin()
+            .args([
+                "bench",
+                "--head",
+                "--head-shape",
+                "40x16x300:bf16",
+                "--samples",
+                "1",
+                "--seconds",
+                "0",
+            ])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            text.contains("40x16x300 bf16") && text.contains("GFLOP/s"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -344,3 +344,95 @@ async fn nan_inputs_are_named_or_propagate() {
     assert_eq!(m.invalid_input_rows, 1.0);
     assert_eq!(m.check(vocab).unwrap_err().to_string(), e.to_string());
 }
+
+/// The fused head at 1792 × 151936 (H = 8): its f32 logits (1.09 GB) exceed
+/// SwiftShader's largest buffer (1 GiB) and are never held whole; the loss, log-probs,
+/// ∂L/∂h and ∂L/∂W match the f64 reference, made a row at a time here too.
+#[wasm_bindgen_test]
+async fn the_head_runs_where_the_logits_exceed_the_largest_buffer() {
+    let ctx = gpu().await;
+    let (rows, h, vocab) = (1792usize, 8usize, 151_936usize);
+    let logits_bytes = (rows * vocab * 4) as u64;
+    let largest = ctx.device().limits().max_buffer_size;
+    console_log!("head: f32 logits {logits_bytes} B, largest buffer {largest} B");
+    assert!(
+        logits_bytes > largest,
+        "the case must exceed the largest buffer"
+    );
+    let mut r = Lcg(23);
+    let hidden: Vec<f32> = (0..rows * h)
+        .map(|_| (r.uniform() as f32 - 0.5) * 2.0)
+        .collect();
+    let w: Vec<f32> = (0..vocab * h)
+        .map(|_| (r.uniform() as f32 - 0.5) * 2.0)
+        .collect();
+    let targets: Vec<u32> = (0..rows).map(|i| (i * 7919 % vocab) as u32).collect();
+    let mask: Vec<f32> = (0..rows)
+        .map(|i| if i % 5 == 4 { 0.0 } else { 1.0 })
+        .collect();
+    let adv = vec![0.7f32];
+    let cfg = LossConfig {
+        mode: PolicyLossMode::Reinforce,
+        ..LossConfig::default()
+    };
+    let batch = wgpu_policy_loss::HostHead {
+        hidden: HostLogits::F32(&hidden),
+        lm_head: HostLogits::F32(&w),
+        hidden_dim: h as u32,
+        rows_per_seq: None,
+        targets: &targets,
+        mask: &mask,
+        advantages: &adv,
+        old_logprobs: None,
+        ref_logprobs: None,
+        rollout_logprobs: None,
+        chunk_rows: None,
+    };
+    let got = ctx
+        .policy_loss_head_async(&cfg, &batch, Some(DType::F32))
+        .await
+        .unwrap();
+    // REINFORCE, token-mean: L = −Σ m·A·logp / Σ m, Gz = −(m·A / Σ m)(onehot − p)
+    let n: f64 = mask.iter().map(|&m| m as f64).sum();
+    let (mut loss, mut dh, mut dw) = (0f64, vec![0f64; rows * h], vec![0f64; vocab * h]);
+    let mut logp_err = 0f64;
+    for row in 0..rows {
+        let hr = &hidden[row * h..(row + 1) * h];
+        let x: Vec<f64> = (0..vocab)
+            .map(|v| (0..h).map(|k| hr[k] as f64 * w[v * h + k] as f64).sum())
+            .collect();
+        let s = reference::row_stats(&x, targets[row] as usize, 1.0);
+        if mask[row] == 0.0 {
+            continue;
+        }
+        logp_err = logp_err.max((got.loss.logprobs[row] as f64 - s.logp).abs());
+        loss -= 0.7 * s.logp / n;
+        let c = -0.7 / n;
+        for (v, &xv) in x.iter().enumerate() {
+            let g = c * (f64::from(v == targets[row] as usize) - (xv - s.lse).exp());
+            for k in 0..h {
+                dh[row * h + k] += g * w[v * h + k] as f64;
+                dw[v * h + k] += g * hr[k] as f64;
+            }
+        }
+    }
+    console_log!(
+        "head: loss {} vs {loss}, max |logp err| {logp_err:.2e}",
+        got.loss.metrics.loss
+    );
+    assert!((got.loss.metrics.loss as f64 - loss).abs() <= 1e-4 * (1.0 + loss.abs()));
+    assert!(logp_err <= 1e-3, "logprobs: {logp_err}");
+    for (name, g, want) in [
+        ("grad_hidden", &got.grad_hidden, &dh),
+        ("grad_lm_head", &got.grad_lm_head, &dw),
+    ] {
+        let g = g.as_ref().unwrap().to_f32();
+        let scale = want.iter().fold(0f64, |a, &b| a.max(b.abs()));
+        let err = g
+            .iter()
+            .zip(want.iter())
+            .fold(0f64, |a, (&x, &y)| a.max((x as f64 - y).abs()));
+        console_log!("head: {name} max err {err:.2e} of {scale:.2e}");
+        assert!(err <= 1e-3 * scale, "{name}: {err} > 1e-3 · {scale}");
+    }
+}

@@ -117,7 +117,13 @@ impl PolicyLoss {
     /// The default chunk of a dense head call of these shapes (rows of logits held at
     /// once), as [`PolicyLoss::scratch_bytes_head_dense`] plans it.
     #[cfg(feature = "tools")]
-    pub(crate) fn head_chunk_dense(&self, rows: u32, vocab: u32, hidden: u32, dtype: DType) -> Result<u32> {
+    pub(crate) fn head_chunk_dense(
+        &self,
+        rows: u32,
+        vocab: u32,
+        hidden: u32,
+        dtype: DType,
+    ) -> Result<u32> {
         let head = self.plan_dims(&views::HeadDims {
             rows,
             vocab,

@@ -30,15 +30,19 @@ impl HeadBenchShape {
     /// The shapes: Qwen2.5-0.5B's head at 4096 and 16384 tokens, and a 32k
     /// vocabulary at H = 2048.
     pub fn defaults() -> Vec<HeadBenchShape> {
-        [(4096, 896, 151936), (2048, 2048, 32000), (16384, 896, 151936)]
-            .into_iter()
-            .map(|(rows, hidden, vocab)| HeadBenchShape {
-                rows,
-                hidden,
-                vocab,
-                dtype: DType::Bf16,
-            })
-            .collect()
+        [
+            (4096, 896, 151936),
+            (2048, 2048, 32000),
+            (16384, 896, 151936),
+        ]
+        .into_iter()
+        .map(|(rows, hidden, vocab)| HeadBenchShape {
+            rows,
+            hidden,
+            vocab,
+            dtype: DType::Bf16,
+        })
+        .collect()
     }
 
     /// FLOPs of one product `[T, H] × [H, V]` (a multiply and an add each).
@@ -67,6 +71,11 @@ pub struct HeadRow {
     pub unfused_bytes: u64,
     pub fused: Option<Timing>,
     pub unfused: Option<Timing>,
+    /// The same with GSPO, whose sequence ratio needs every row's statistics before
+    /// any gradient: the fused head makes each chunk's logits twice (once where one
+    /// chunk holds every row).
+    pub fused_gspo: Option<Timing>,
+    pub unfused_gspo: Option<Timing>,
     /// `h·Wᵀ` into the whole logits, alone.
     pub logits_matmul: Option<Timing>,
     /// Why the times are missing, where they are.
@@ -108,8 +117,12 @@ impl HeadBuffers {
             let vals = (0..n).map(|i| ((i * 2654435761 % 1000) as f32 / 1000.0 - 0.5) * 0.2);
             match s.dtype {
                 DType::F32 => vals.flat_map(f32::to_le_bytes).collect(),
-                DType::F16 => vals.flat_map(|x| half::f16::from_f32(x).to_le_bytes()).collect(),
-                DType::Bf16 => vals.flat_map(|x| half::bf16::from_f32(x).to_le_bytes()).collect(),
+                DType::F16 => vals
+                    .flat_map(|x| half::f16::from_f32(x).to_le_bytes())
+                    .collect(),
+                DType::Bf16 => vals
+                    .flat_map(|x| half::bf16::from_f32(x).to_le_bytes())
+                    .collect(),
             }
         };
         let f32s = |label, v: Vec<f32>| ctx.upload(label, bytemuck::cast_slice(&v));
@@ -140,8 +153,18 @@ impl HeadBuffers {
         )
         .with_old_logprobs(F32View::new(&self.old));
         let grads = HeadGradients {
-            hidden: Some(MatrixView::new(&self.grad_hidden, DType::F32, s.rows, s.hidden)),
-            lm_head: Some(MatrixView::new(&self.grad_lm_head, DType::F32, s.vocab, s.hidden)),
+            hidden: Some(MatrixView::new(
+                &self.grad_hidden,
+                DType::F32,
+                s.rows,
+                s.hidden,
+            )),
+            lm_head: Some(MatrixView::new(
+                &self.grad_lm_head,
+                DType::F32,
+                s.vocab,
+                s.hidden,
+            )),
         };
         (inputs, grads)
     }
@@ -196,7 +219,8 @@ pub fn measure_head(
         None,
     )?;
     let logits = s.rows as u64 * s.vocab as u64 * 4;
-    let unfused_bytes = logits + loss.scratch_bytes_dense(s.rows, s.rows, s.vocab, DType::F32, None)?;
+    let unfused_bytes =
+        logits + loss.scratch_bytes_dense(s.rows, s.rows, s.vocab, DType::F32, None)?;
     let chunk = loss.head_chunk_dense(s.rows, s.vocab, s.hidden, s.dtype)?;
     let mut row = HeadRow {
         adapter: ctx.describe(),
@@ -206,6 +230,8 @@ pub fn measure_head(
         unfused_bytes,
         fused: None,
         unfused: None,
+        fused_gspo: None,
+        unfused_gspo: None,
         logits_matmul: None,
         skipped: memory_only.then(|| "memory only".to_string()),
     };
@@ -215,14 +241,29 @@ pub fn measure_head(
     let bufs = HeadBuffers::new(ctx, s)?;
     let (inputs, grads) = bufs.inputs(s);
     let out = bufs.out.outputs();
-    row.fused = Some(time(ctx, samples, budget, |e| {
-        loss.record_head(e, &inputs, &grads, &out)
-    })?);
-    match Unfused::new(ctx, s) {
+    let gspo = PolicyLoss::new(
+        ctx,
+        LossConfig {
+            mode: crate::PolicyLossMode::Gspo,
+            ..LossConfig::default()
+        },
+    )?;
+    let unfused = Unfused::new(ctx, s);
+    for (l, fused, unfused_t) in [
+        (&loss, &mut row.fused, &mut row.unfused),
+        (&gspo, &mut row.fused_gspo, &mut row.unfused_gspo),
+    ] {
+        *fused = Some(time(ctx, samples, budget, |e| {
+            l.record_head(e, &inputs, &grads, &out)
+        })?);
+        if let Ok(u) = &unfused {
+            let run = |e: &mut wgpu::CommandEncoder| record_unfused(ctx, l, e, &bufs, u, s);
+            *unfused_t = Some(time(ctx, samples, budget, run)?);
+        }
+    }
+    match &unfused {
         Ok(u) => {
-            let run = |e: &mut wgpu::CommandEncoder| record_unfused(ctx, &loss, e, &bufs, &u, s);
-            row.unfused = Some(time(ctx, samples, budget, run)?);
-            let fwd = |e: &mut wgpu::CommandEncoder| logits_matmuls(ctx, e, &bufs, &u, s);
+            let fwd = |e: &mut wgpu::CommandEncoder| logits_matmuls(ctx, e, &bufs, u, s);
             row.logits_matmul = Some(time(ctx, samples, budget, fwd)?);
         }
         Err(e) => row.skipped = Some(format!("unfused: {e}")),
@@ -230,7 +271,12 @@ pub fn measure_head(
     Ok(row)
 }
 
-fn operand<'a>(arg: &'static str, buffer: &'a wgpu::Buffer, dtype: DType, (offset, row, col): (u64, u64, u64)) -> Operand<'a> {
+fn operand<'a>(
+    arg: &'static str,
+    buffer: &'a wgpu::Buffer,
+    dtype: DType,
+    (offset, row, col): (u64, u64, u64),
+) -> Operand<'a> {
     Operand {
         arg,
         buffer,
