@@ -766,3 +766,120 @@ mod eval {
         fails(&l, &["--head-chunk", "4"], "--head-chunk");
     }
 }
+
+/// Strided views through the device API: the response slice of `[B, S, H]` hidden
+/// states (prompt rows skipped, sequences apart), and ∂L/∂h into a padded buffer at a
+/// byte offset, give the bits of the dense host call on the same rows.
+#[test]
+fn head_reads_strided_views_and_writes_strided_gradients() {
+    use wgpu_policy_loss::{
+        Advantages, F32View, HeadGradients, HeadInputs, LogitsView, LossBuffers, MatrixView,
+        PolicyLoss, TargetsView,
+    };
+    let hc = HeadCase::new(71, (2, 6, 90, 10), DType::Bf16);
+    let (b, s, prompt, h) = (2u32, 9u32, 3u32, 10u32);
+    let c = &hc.case;
+    for ctx in natives() {
+        let dense = check_head(
+            ctx,
+            &ppo(),
+            &hc,
+            Some(DType::F32),
+            Some(5),
+            (ALL_INPUTS, false),
+        );
+        // the 12 response rows inside [2, 9, 10] hidden states: rows 2 .. 8 of each
+        let mut full = vec![wgpu_policy_loss::half::bf16::ZERO; (b * s * h) as usize];
+        for r in 0..12usize {
+            let (seq, pos) = (r / 6, r % 6 + prompt as usize - 1);
+            let at = (seq * s as usize + pos) * h as usize;
+            full[at..at + h as usize]
+                .copy_from_slice(&hc.hidden.bf16[r * h as usize..(r + 1) * h as usize]);
+        }
+        let buf = |bytes: &[u8]| ctx.upload("t", bytes);
+        let hid = buf(bytemuck::cast_slice(&full));
+        let w = buf(hc.lm_head.bytes());
+        let (y, m) = (
+            buf(bytemuck::cast_slice(&c.targets)),
+            buf(bytemuck::cast_slice(&c.mask)),
+        );
+        let (a, o) = (
+            buf(bytemuck::cast_slice(&c.adv_seq)),
+            buf(bytemuck::cast_slice(&c.old)),
+        );
+        let r = buf(bytemuck::cast_slice(&c.refp));
+        let gh = ctx.buffer(
+            "gh",
+            256 + 12 * 16 * 4,
+            wgpu_policy_loss::wgpu::BufferUsages::STORAGE
+                | wgpu_policy_loss::wgpu::BufferUsages::COPY_SRC,
+        );
+        let gw = ctx.buffer(
+            "gw",
+            90 * 10 * 4,
+            wgpu_policy_loss::wgpu::BufferUsages::STORAGE
+                | wgpu_policy_loss::wgpu::BufferUsages::COPY_SRC,
+        );
+        let hidden =
+            MatrixView::from_rows(LogitsView::response(&hid, DType::Bf16, b, s, h, prompt, 6));
+        let inputs = HeadInputs::new(
+            hidden,
+            MatrixView::new(&w, DType::Bf16, 90, h),
+            TargetsView::new(&y).with_sequences(6, 6),
+            F32View::new(&m),
+            Advantages::PerSequence(F32View::new(&a)),
+        )
+        .with_old_logprobs(F32View::new(&o))
+        .with_ref_logprobs(F32View::new(&r))
+        .with_chunk_rows(5);
+        // ∂L/∂h rows 16 apart from byte 256
+        let gh_view = MatrixView::from_rows(
+            LogitsView::new(&gh, DType::F32, 12, h)
+                .with_row_stride(16)
+                .with_byte_offset(256)
+                .unwrap(),
+        );
+        let grads = HeadGradients {
+            hidden: Some(gh_view),
+            lm_head: Some(MatrixView::new(&gw, DType::F32, 90, h)),
+        };
+        let loss = PolicyLoss::new(ctx, ppo()).unwrap();
+        let out = LossBuffers::new(ctx, 12);
+        let mut enc = ctx.device().create_command_encoder(&Default::default());
+        loss.record_head(&mut enc, &inputs, &grads, &out.outputs())
+            .unwrap();
+        let got = ctx
+            .read_back(
+                enc,
+                &[
+                    (&out.metrics, 4),
+                    (&gh, 256 + 12 * 16 * 4),
+                    (&gw, 90 * 10 * 4),
+                ],
+            )
+            .unwrap();
+        let loss_bits = u32::from_le_bytes(got[0][..4].try_into().unwrap());
+        assert_eq!(
+            loss_bits,
+            dense.loss.metrics.loss.to_bits(),
+            "{}: loss",
+            name(ctx)
+        );
+        let g: Vec<f32> = bytemuck::pod_collect_to_vec(&got[1][256..]);
+        let want = dense.grad_hidden.as_ref().unwrap().to_f32();
+        for row in 0..12 {
+            let (gr, wr) = (&g[row * 16..row * 16 + 10], &want[row * 10..row * 10 + 10]);
+            assert!(
+                gr.iter().zip(wr).all(|(x, y)| x.to_bits() == y.to_bits()),
+                "{}: grad_hidden row {row}",
+                name(ctx)
+            );
+        }
+        assert_eq!(
+            got[2],
+            dense.grad_lm_head.as_ref().unwrap().bytes,
+            "{}: grad_lm_head",
+            name(ctx)
+        );
+    }
+}
