@@ -38,6 +38,19 @@ fn load_elem(e: u32) -> f32 {
     return decode_half(KIND, atomicLoad(&strided[e >> 1u]), e);
 }
 
+// The row a workgroup moves: whether it moves as itself (else as zeros), where it
+// starts in the strided tensor and in the dense matrix.
+struct Moved {
+    keep: bool,
+    strided: u32,
+    dense: u32,
+}
+
+fn moved(i: u32) -> Moved {
+    let s = row_start(params.rows_of, params.first + i);
+    return Moved(keeps(i), s, params.dense_offset + i * params.cols);
+}
+
 // The 16-bit encoding of v in the low half.
 fn encode_half(v: f32) -> u32 {
     if (KIND == 1u) {
@@ -56,15 +69,13 @@ fn gather_rows(
     if (i >= params.rows) {
         return;
     }
-    let keep = keeps(i);
-    let s = row_start(params.rows_of, params.first + i);
-    let d = params.dense_offset + i * params.cols;
+    let m = moved(i);
     for (var c = lane; c < params.cols; c += WG_SIZE) {
         var v = 0.0;
-        if (keep) {
-            v = load_elem(s + c);
+        if (m.keep) {
+            v = load_elem(m.strided + c);
         }
-        dense[d + c] = v;
+        dense[m.dense + c] = v;
     }
 }
 
@@ -78,9 +89,10 @@ fn scatter_rows(
     if (i >= params.rows) {
         return;
     }
-    let keep = keeps(i);
-    let s = row_start(params.rows_of, params.first + i);
-    let d = params.dense_offset + i * params.cols;
+    let m = moved(i);
+    let keep = m.keep;
+    let s = m.strided;
+    let d = m.dense;
     if (KIND == 0u) {
         for (var c = lane; c < params.cols; c += WG_SIZE) {
             atomicStore(&strided[s + c], bitcast<u32>(select(0.0, dense[d + c], keep)));

@@ -475,8 +475,9 @@ fn check_parts_apart(parts: &[PartPlan<'_>]) -> Result<()> {
     Ok(())
 }
 
-/// Re-labels a view error for the gradient buffer.
-fn rename(e: Error, arg: &'static str) -> Error {
+/// Re-labels a view error with the argument it is about (the gradient buffer, the
+/// head's matrices).
+pub(super) fn rename(e: Error, arg: &'static str) -> Error {
     match e {
         Error::InvalidArgument { reason, .. } => Error::InvalidArgument { arg, reason },
         other => other,

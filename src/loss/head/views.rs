@@ -4,6 +4,7 @@
 use super::{HeadPlan, DEFAULT_CHUNK_BYTES, TILE};
 use crate::error::{Error, Result};
 use crate::loss::schedule::HeadShape;
+use crate::loss::validate::rename;
 use crate::loss::{Advantages, PolicyLoss};
 use crate::view::{DType, F32View, LogitsView, RowLayout, TargetsView};
 
@@ -68,13 +69,6 @@ impl<'a> MatrixView<'a> {
     fn evenly_strided(&self) -> bool {
         let l = &self.layout;
         self.rows <= l.rows_per_seq || l.seq_stride == l.rows_per_seq as u64 * l.row_stride
-    }
-}
-
-fn rename(e: Error, arg: &'static str) -> Error {
-    match e {
-        Error::InvalidArgument { reason, .. } => Error::InvalidArgument { arg, reason },
-        other => other,
     }
 }
 

@@ -1,0 +1,183 @@
+//! The fused head's test harness (tests/head.rs, tests/head_eval.rs): a batch of
+//! hidden states and an lm-head weight with the per-row inputs of a [`LossCase`], and
+//! the comparison of a head call with the f64 reference.
+
+use super::*;
+use wgpu_policy_loss::reference::{head_grads, head_logits};
+use wgpu_policy_loss::{
+    Context, DType, HostHead, HostHeadLoss, KlEstimator, LossAggMode, LossConfig, PolicyLossMode,
+};
+
+/// A head batch: hidden `[rows, h]` and lm_head `[vocab, h]` in a dtype, the per-row
+/// inputs of a [`LossCase`] whose old and ref log-probs lie near the head's own.
+pub struct HeadCase {
+    pub h: u32,
+    pub hidden: Logits,
+    pub lm_head: Logits,
+    pub case: LossCase,
+}
+
+impl HeadCase {
+    pub fn new(seed: u64, (seqs, rps, vocab, h): (u32, u32, u32, u32), dtype: DType) -> Self {
+        let rows = (seqs * rps) as usize;
+        let hidden = Logits::from_f32(dtype, &random_logits(seed + 7, rows * h as usize, 0.5));
+        let w_scale = 2.0 / (h as f32).sqrt();
+        let lm_head = Logits::from_f32(
+            dtype,
+            &random_logits(seed + 8, vocab as usize * h as usize, w_scale),
+        );
+        let mut case = LossCase::new(seed, seqs, rps, vocab);
+        let x = head_logits(&hidden.values(), &lm_head.values(), h as usize);
+        case.logits = x.iter().map(|&v| v as f32).collect();
+        // the old and ref log-probs move with the head's logits (near 1 ratios)
+        let ids: Vec<u32> = case.targets.iter().map(|&t| t.min(vocab - 1)).collect();
+        let exact =
+            wgpu_policy_loss::reference::row_stats_batch(&case.logits, vocab as usize, &ids, 1.0);
+        for (i, s) in exact.iter().enumerate() {
+            let shift = (case.old[i] as f64 - s.logp).clamp(-5.0, 0.6);
+            case.old[i] = (s.logp
+                + if i % 5 == 2 {
+                    -5.0
+                } else {
+                    shift.clamp(-0.6, 0.6)
+                }) as f32;
+            case.refp[i] = case.old[i] + 0.3 * ((i % 3) as f32 - 1.0);
+            if case.mask[i] > 0.0 {
+                case.rollout[i] = case.old[i] + 0.2 * ((i % 4) as f32 - 1.5);
+            }
+        }
+        HeadCase {
+            h,
+            hidden,
+            lm_head,
+            case,
+        }
+    }
+
+    pub fn host(&self, using: Use, rollout: bool, chunk: Option<u32>) -> HostHead<'_> {
+        let c = &self.case;
+        HostHead {
+            hidden: self.hidden.host(),
+            lm_head: self.lm_head.host(),
+            hidden_dim: self.h,
+            rows_per_seq: Some(c.rows_per_seq),
+            targets: &c.targets,
+            mask: &c.mask,
+            advantages: if using.per_token_adv {
+                &c.adv_tok
+            } else {
+                &c.adv_seq
+            },
+            old_logprobs: using.old.then_some(&c.old[..]),
+            ref_logprobs: using.refp.then_some(&c.refp[..]),
+            rollout_logprobs: rollout.then_some(&c.rollout[..]),
+            chunk_rows: chunk,
+        }
+    }
+}
+
+/// Every element of `got` within `1e-4·max|want|` (+ the output dtype's half ulp).
+pub fn check_grad(what: &str, got: &wgpu_policy_loss::HostGrad, want: &[f64]) {
+    let g = got.to_f32();
+    assert_eq!(g.len(), want.len(), "{what}: length");
+    let scale = want.iter().fold(0.0f64, |a, &b| a.max(b.abs())).max(1e-30);
+    let rel = match got.dtype {
+        DType::F32 => 0.0,
+        DType::F16 => 2f64.powi(-11),
+        DType::Bf16 => 2f64.powi(-8),
+    };
+    for (i, (&gg, &w)) in g.iter().zip(want).enumerate() {
+        let t = 2e-4 * scale + 1e-9 + rel * w.abs() * 1.01;
+        let err = (gg as f64 - w).abs();
+        assert!(
+            err <= t,
+            "{what}: [{i}] = {gg}, want {w} (err {err:.3e} > {t:.3e})"
+        );
+    }
+}
+
+/// Runs the head on `hc` and compares everything with the reference.
+pub fn check_head(
+    ctx: &Context,
+    cfg: &LossConfig,
+    hc: &HeadCase,
+    grad: Option<DType>,
+    chunk: Option<u32>,
+    (using, rollout): (Use, bool),
+) -> HostHeadLoss {
+    let c = &hc.case;
+    let what = format!(
+        "{} {}→{grad:?} chunk {chunk:?} {cfg:?} {using:?}",
+        name(ctx),
+        hc.hidden.dtype
+    );
+    let got = ctx
+        .policy_loss_head(cfg, &hc.host(using, rollout, chunk), grad)
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    let x = head_logits(&hc.hidden.values(), &hc.lm_head.values(), hc.h as usize);
+    let want = c.reference(cfg, &x, using, rollout);
+    let tol = |w: f64| 5e-5 + 5e-5 * w.abs();
+    let m = &got.loss.metrics;
+    for (label, g, w) in [
+        ("loss", m.loss, want.loss),
+        ("pg_clipfrac", m.pg_clipfrac, want.metrics.pg_clipfrac),
+        ("ppo_kl", m.ppo_kl, want.metrics.ppo_kl),
+        ("kl", m.kl, want.metrics.kl),
+        ("entropy_mean", m.entropy_mean, want.metrics.entropy_mean),
+        (
+            "nonfinite_rows",
+            m.nonfinite_rows,
+            want.metrics.nonfinite_rows,
+        ),
+    ] {
+        close(g, w, tol(w)).unwrap_or_else(|e| panic!("{what}: {label}: {e}"));
+    }
+    for r in (0..c.rows()).filter(|&r| c.mask[r] > 0.0) {
+        close(
+            got.loss.logprobs[r],
+            want.logp[r],
+            tolerance(want.logp[r].abs() + 10.0),
+        )
+        .unwrap_or_else(|e| panic!("{what}: logprobs[{r}]: {e}"));
+        close(got.loss.entropy[r], want.entropy[r], tolerance(10.0))
+            .unwrap_or_else(|e| panic!("{what}: entropy[{r}]: {e}"));
+    }
+    if grad.is_some() {
+        let mask: Vec<f64> = c.mask.iter().map(|&m| m as f64).collect();
+        let (dh, dw) = head_grads(
+            &want.grad,
+            &hc.hidden.values(),
+            &hc.lm_head.values(),
+            hc.h as usize,
+            &mask,
+        );
+        check_grad(
+            &format!("{what}: grad_hidden"),
+            got.grad_hidden.as_ref().unwrap(),
+            &dh,
+        );
+        check_grad(
+            &format!("{what}: grad_lm_head"),
+            got.grad_lm_head.as_ref().unwrap(),
+            &dw,
+        );
+        let gh = got.grad_hidden.as_ref().unwrap().to_f32();
+        for r in (0..c.rows()).filter(|&r| c.mask[r] == 0.0) {
+            let row = &gh[r * hc.h as usize..(r + 1) * hc.h as usize];
+            assert!(
+                row.iter().all(|&v| v == 0.0),
+                "{what}: masked row {r} has a gradient"
+            );
+        }
+    }
+    got
+}
+
+pub fn ppo() -> LossConfig {
+    loss_config(
+        PolicyLossMode::PpoClip,
+        LossAggMode::TokenMean,
+        KlEstimator::K3,
+        (1.0, 0.05, 0.01, Some(3.0)),
+    )
+}
