@@ -21,6 +21,25 @@ fn head_matches_the_reference_in_every_dtype() {
     }
 }
 
+/// Every mode in the 16-bit dtypes too (f16 and bf16 hidden states and weight, a
+/// 16-bit gradient of each), the two-pass modes among them, with a chunk that does not
+/// divide the rows.
+#[test]
+fn head_matches_the_reference_in_every_mode_in_16_bit() {
+    for dtype in [DType::F16, DType::Bf16] {
+        let hc = HeadCase::new(22, (3, 10, 157, 20), dtype);
+        for ctx in contexts() {
+            for mode in PolicyLossMode::ALL {
+                let agg = LossAggMode::SeqMeanTokenMean;
+                let mut cfg = loss_config(mode, agg, KlEstimator::K3, (1.0, 0.1, 0.02, None));
+                cfg.clip_cov_ratio = 0.2;
+                cfg.kl_cov_ratio = 0.2;
+                check_head(ctx, &cfg, &hc, Some(dtype), Some(7), (ALL_INPUTS, false));
+            }
+        }
+    }
+}
+
 /// Every mode and aggregation, with the options that make the head run its statistics
 /// pass first (GSPO, the covariance selection, the entropy mask, the rollout
 /// correction without old log-probs) and those that do not.
