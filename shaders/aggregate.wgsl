@@ -2,8 +2,8 @@
 // Shared by prepare.wgsl (the weights of m) and select.wgsl (the top-entropy mask's
 // renormalised weights of m·e); both declare `seqinfo`, a vec4 per sequence.
 //
-// requires: AGG_SEQ_MEAN_TOKEN_MEAN, AGG_SEQ_MEAN_TOKEN_SUM, AGG_TOKEN_MEAN, WG_SIZE
-// requires: seqinfo, team_sum
+// requires: AGG_SEQ_MEAN_TOKEN_MEAN, AGG_SEQ_MEAN_TOKEN_SUM, AGG_TOKEN_MEAN
+// requires: AGG_TOKEN_SUM, WG_SIZE, seqinfo, team_sum
 
 // The modes' codes (AGG_*) are kernels/mod.rs's.
 
@@ -33,6 +33,9 @@ fn seq_weight(a: Aggregation, n: f32) -> f32 {
     }
     if (a.mode == AGG_SEQ_MEAN_TOKEN_SUM) {
         return inv_or_zero(a.nonempty);
+    }
+    if (a.mode == AGG_TOKEN_SUM) {
+        return 1.0;
     }
     return inv_or_zero(f32(a.seqs) * a.l_norm);
 }

@@ -12,14 +12,16 @@
 // Per-row scalars are computed by every lane (they are a handful of flops), so the
 // whole workgroup has G for the gradient sweep without another barrier.
 //
-// requires: HAS_DUAL, HAS_OLD, HAS_REF, HAS_ROLLOUT, HAS_SELECTION, KL_K1, KL_K2
-// requires: LOG2E, LOWEST, Lanes, MODE_CISPO, MODE_CLIP_COV, MODE_GSPO, MODE_KL_COV
-// requires: MODE_PPO, MODE_SAPO, OUT_ENTROPY, OUT_LOGP, OUT_LSE, PHASE_LOSS
-// requires: PHASE_STATS, Params, RENORMALIZE, ROWOUT_FLOATS, ROW_BAD_ID, ROW_CLIPPED
-// requires: ROW_DUAL, ROW_NONFINITE, WG_SIZE, acc_entropy, acc_logp, acc_lse
-// requires: clamp_keep_nan, grad_sweep, grid_index, is_finite, is_nan, lane_id
-// requires: load_logit, mask_bad, mask_in, quiet_nan, reduce_row, row_start
-// requires: stats_sweep
+// requires: BIAS_KL, HAS_OLD, HAS_REF, HAS_ROLLOUT, HAS_SELECTION, KL_STRAIGHT, LOG2E
+// requires: LOWEST, Lanes, MODE_CISPO, MODE_CLIP_COV, MODE_DPPO_KL, MODE_DPPO_TV
+// requires: MODE_DRO, MODE_GEO_MEAN, MODE_GSPO, MODE_KL_COV, MODE_PPO, MODE_SAPO
+// requires: MODE_VESPO, OFF_POLICY, OUT_ENTROPY, OUT_LOGP, OUT_LSE, PHASE_LOSS
+// requires: PHASE_STATS, POLICY_VIA_SEQ, Params, RENORMALIZE, ROWOUT_FLOATS, ROW_BAD_ID
+// requires: ROW_CLIPPED, ROW_DUAL, ROW_NONFINITE, SEQ_ADDEND, SEQ_RATIO, Term, WG_SIZE
+// requires: acc_entropy, acc_logp, acc_lse, clamp_keep_nan, clipped_term, grad_sweep
+// requires: grid_index, is_finite, is_nan, kl_term, lane_id, load_logit, mask_bad
+// requires: mask_in, quiet_nan, reduce_row, row_start, sapo_gate, stats_sweep
+// requires: vespo_phi_a
 
 // Params, the uniform block: declared in src/shader/abi/policy_loss.rs
 
@@ -106,46 +108,20 @@ fn grad_any(x: vec4<f32>, k: GradCoefs) -> vec4<f32> {
     return grad_exact(x, k);
 }
 
-struct Term {
-    l: f32,
-    g: f32,
-    flags: f32,
+// The token's log ratio d = logp − old_logp (0 on-policy), r = exp(clamp(d, ±20)),
+// and whether that clamp is active.
+struct Ratio {
+    d: f32,
+    r: f32,
+    clamped: bool,
 }
 
-// SPEC's clipped objective for ratio r (ppo_clip, clip_cov, and gspo with the
-// sequence ratio); `dual_clip` where the dual clip may apply.
-fn clipped_term(a: f32, r: f32, dual_clip: bool) -> Term {
-    let l1 = -a * r;
-    let l2 = -a * clamp(r, 1.0 - params.clip_low, 1.0 + params.clip_high);
-    let clipped = l2 > l1;
-    var l = select(l1, l2, clipped);
-    var dual = false;
-    if (dual_clip && (params.flags & HAS_DUAL) != 0u) {
-        let cap = -a * params.clip_c;
-        if (a < 0.0 && l > cap) {
-            l = cap;
-            dual = true;
-        }
+fn token_ratio(inputs: vec4<f32>, logp: f32) -> Ratio {
+    if ((params.flags & HAS_OLD) == 0u) {
+        return Ratio(0.0, 1.0, false);
     }
-    let flags = select(0.0, f32(ROW_CLIPPED), clipped) + select(0.0, f32(ROW_DUAL), dual);
-    return Term(l, select(-a * r, 0.0, clipped || dual), flags);
-}
-
-// The KL estimator of ref_logp against logp, and its derivative in logp.
-fn kl_term(logp: f32, ref_logp: f32) -> vec2<f32> {
-    let delta = ref_logp - logp;
-    if (params.kl_type == KL_K1) {
-        return vec2<f32>(logp - ref_logp, 1.0);
-    }
-    if (params.kl_type == KL_K2) {
-        return vec2<f32>(0.5 * delta * delta, logp - ref_logp);
-    }
-    let d = clamp_keep_nan(delta, -20.0, 20.0);
-    let kl = exp(d) - d - 1.0;
-    let klc = clamp_keep_nan(kl, -10.0, 10.0);
-    // where a clamp is active (never for a NaN, which poisons the row instead)
-    let clamped = abs(delta) > 20.0 || abs(kl) > 10.0;
-    return vec2<f32>(klc, select(1.0 - exp(delta), 0.0, clamped));
+    let d = logp - inputs.z;
+    return Ratio(d, exp(clamp_keep_nan(d, -20.0, 20.0)), abs(d) > 20.0);
 }
 
 // SPEC's policy term l_t and g_t of the row at `at` (of sequence `seq`) in the
@@ -154,58 +130,126 @@ fn policy_term(inputs: vec4<f32>, logp: f32, at: u32, seq: u32) -> Term {
     let a = inputs.y;
     let mode = params.mode;
     if (mode == MODE_GSPO) {
-        return clipped_term(a, seqinfo[seq].y, true);
+        return clipped_term(params.clip, params.flags, a, seqinfo[seq].y, true);
     }
-    // the PPO ratio r, and whether its ±20 clamp is active
-    var r = 1.0;
-    var clamped = false;
-    var d = 0.0;
-    if ((params.flags & HAS_OLD) != 0u) {
-        d = logp - inputs.z;
-        clamped = abs(d) > 20.0;
-        r = exp(clamp_keep_nan(d, -20.0, 20.0));
+    var rt = token_ratio(inputs, logp);
+    if ((params.flags & SEQ_RATIO) != 0u) {
+        // TRL's sequence level: the sequence's ratio in every value and decision; its
+        // gradient goes through the mean (seq_terms.wgsl's addend)
+        rt.r = seqinfo[seq].y;
     }
+    let r = rt.r;
     if (mode == MODE_PPO) {
-        return clipped_term(a, r, true);
+        var t = clipped_term(params.clip, params.flags, a, r, true);
+        t.g = select(t.g, 0.0, (params.flags & POLICY_VIA_SEQ) != 0u);
+        return t;
     }
     if (mode == MODE_CISPO) {
         // the clipped ratio as a detached weight
-        let c = clamp_keep_nan(r, 1.0 - params.clip_low, 1.0 + params.clip_high);
-        return Term(-c * a * logp, -c * a, select(0.0, f32(ROW_CLIPPED), c != r));
+        let c = clamp_keep_nan(r, 1.0 - params.clip.low, 1.0 + params.clip.high);
+        return Term(-c * a * logp, -c * a, select(0.0, f32(ROW_CLIPPED), c != r), false);
     }
     if (mode == MODE_SAPO) {
-        let t = select(params.tau_neg, params.tau_pos, a > 0.0);
-        let sig = 1.0 / (1.0 + exp(-t * (r - 1.0)));
-        let g = select(-4.0 * sig * (1.0 - sig) * r * a, 0.0, clamped);
-        return Term(-(4.0 / t) * sig * a, g, 0.0);
+        let gate = sapo_gate(params.tau_pos, params.tau_neg, a, r);
+        let sig = gate.y;
+        let cut = rt.clamped || (params.flags & POLICY_VIA_SEQ) != 0u;
+        let g = select(-4.0 * sig * (1.0 - sig) * r * a, 0.0, cut);
+        return Term(-(4.0 / gate.x) * sig * a, g, 0.0, false);
     }
+    if (mode == MODE_CLIP_COV || mode == MODE_KL_COV) {
+        return cov_term(a, rt, at);
+    }
+    return term_2026(a, logp, inputs.z, rt, seq);
+}
+
+// clip_cov and kl_cov: ppo_clip without dual-clip, or −A·r, changed on the tokens
+// select.wgsl chose.
+fn cov_term(a: f32, rt: Ratio, at: u32) -> Term {
     var selected = false;
     if ((params.flags & HAS_SELECTION) != 0u) {
         selected = rowaux[2u * at + 1u].x > 0.0;
     }
-    if (mode == MODE_CLIP_COV) {
-        var t = clipped_term(a, r, false);
+    if (params.mode == MODE_CLIP_COV) {
+        var t = clipped_term(params.clip, params.flags, a, rt.r, false);
         if (selected) {
             t.l = 0.0;
             t.g = 0.0;
         }
         return t;
     }
-    if (mode == MODE_KL_COV) {
-        var t = Term(-a * r, -a * r, 0.0);
-        if (selected) {
-            t.l += params.kappa * abs(d);
-            t.g += params.kappa * sign(d);
-        }
-        return t;
+    var t = Term(-a * rt.r, -a * rt.r, 0.0, false);
+    if (selected) {
+        t.l += params.kappa * abs(rt.d);
+        t.g += params.kappa * sign(rt.d);
     }
-    // reinforce, gpg
-    return Term(-a * logp, -a, 0.0);
+    return t;
+}
+
+// The modes of SPEC's 2026 matrix (geo_mean, dppo_tv/kl, dro, vespo), and reinforce /
+// gpg.
+fn term_2026(a: f32, logp: f32, old: f32, rt: Ratio, seq: u32) -> Term {
+    let mode = params.mode;
+    let d = rt.d;
+    if (mode == MODE_GEO_MEAN) {
+        // every token of b has l = −Ā_b·ρ_b (seq_terms.wgsl); it moves where its own
+        // log ratio was not clipped in the advantage's direction
+        let lo = -params.clip.low;
+        let hi = params.clip.high;
+        let neg_ab_rho = -seqinfo[seq].y;
+        let moves = (a > 0.0 && d <= hi) || (a < 0.0 && d >= lo);
+        let outside = d < lo || d > hi;
+        let fl = select(0.0, f32(ROW_CLIPPED), a > 0.0 && outside) + select(0.0, f32(ROW_DUAL), a < 0.0 && outside);
+        return Term(neg_ab_rho, select(0.0, neg_ab_rho, moves), fl, false);
+    }
+    if ((mode == MODE_DPPO_TV || mode == MODE_DPPO_KL) && (params.flags & HAS_OLD) != 0u) {
+        let keep = dppo_keep(a, logp, old);
+        let c = min(rt.r, params.clip.c) * select(0.0, 1.0, keep);
+        let fl = select(f32(ROW_CLIPPED), 0.0, keep) + select(0.0, f32(ROW_DUAL), keep && rt.r > params.clip.c);
+        return Term(-c * a * logp, -c * a, fl, false);
+    }
+    if (mode == MODE_DRO) {
+        let half_beta = 0.5 * params.dro_beta;
+        return Term(-(a * logp - half_beta * d * d), -a + params.dro_beta * d, 0.0, false);
+    }
+    if (mode == MODE_VESPO) {
+        let phi_a = vespo_phi_a(params.vespo, a, seqinfo[seq].y);
+        return Term(-phi_a * logp, -phi_a, 0.0, false);
+    }
+    // reinforce, gpg, and dppo on-policy
+    return Term(-a * logp, -a, 0.0, false);
+}
+
+// DPPO's binary mask v: whether the token's probability moved less than the threshold
+// (in total variation, or in the binary KL) in the advantage's direction.
+fn dppo_keep(a: f32, logp: f32, old: f32) -> bool {
+    let p = exp(logp);
+    let p_old = exp(old);
+    if (params.mode == MODE_DPPO_TV) {
+        return select(p - p_old >= -params.clip.low, p - p_old <= params.clip.high, a > 0.0);
+    }
+    let tail = log((1.0 - p_old + 1e-8) / (1.0 - p + 1e-8));
+    let div = p_old * (old - logp) + (1.0 - p_old) * tail;
+    return select(div <= params.clip.low || p >= p_old, div <= params.clip.high || p <= p_old, a > 0.0);
+}
+
+// The KL term kl' (the estimator, times the ratio with the bias correction) and its
+// derivative in logp; the sequence ratio's share of the derivative is seq_terms.wgsl's.
+fn kl_of(inputs: vec4<f32>, logp: f32, seq: u32) -> vec2<f32> {
+    let kl = kl_term(params.kl_type, (params.flags & KL_STRAIGHT) != 0u, logp, inputs.w);
+    if ((params.flags & BIAS_KL) == 0u) {
+        return kl;
+    }
+    if ((params.flags & SEQ_RATIO) != 0u || params.mode == MODE_GSPO) {
+        let s = seqinfo[seq].y;
+        return vec2<f32>(kl.x * s, s * kl.y);
+    }
+    let rt = token_ratio(inputs, logp);
+    return vec2<f32>(kl.x * rt.r, rt.r * kl.y + select(rt.r * kl.x, 0.0, rt.clamped));
 }
 
 // Whether a masked-in row reads a NaN (SPEC "Bad input"): its advantage, its old or
 // ref log-prob, its rollout weight q (NaN from its own sampler log-prob or, per
-// sequence, a neighbour's) or GSPO's sequence ratio (NaN from any old log-prob of the
+// sequence, a neighbour's) or its sequence's value (NaN from any input of the
 // sequence). Tested on the bits: the compares of the clipped objective may turn a NaN
 // ratio into a clipped, finite term.
 fn reads_nan(inputs: vec4<f32>, at: u32, seq: u32) -> bool {
@@ -219,7 +263,10 @@ fn reads_nan(inputs: vec4<f32>, at: u32, seq: u32) -> bool {
     if ((params.flags & HAS_ROLLOUT) != 0u) {
         nan = nan || is_nan(rowaux[2u * at].y);
     }
-    if (params.mode == MODE_GSPO) {
+    // a sequence value (s_b, GMPO's Ā_b·ρ_b, VESPO's L_b) is NaN from any NaN input of
+    // its sequence: every row of it reads that NaN
+    let mode = params.mode;
+    if (mode == MODE_GSPO || mode == MODE_GEO_MEAN || mode == MODE_VESPO || (params.flags & SEQ_RATIO) != 0u) {
         nan = nan || is_nan(seqinfo[seq].y);
     }
     return nan;
@@ -256,11 +303,16 @@ fn row_statistics(lanes: Lanes, lane: u32, at: u32, xbase: u32, y: u32) -> Stats
 // modes keep their bits).
 fn term_factor(at: u32, seq: u32) -> f32 {
     var factor = 1.0;
-    if ((params.flags & HAS_ROLLOUT) != 0u) {
-        factor = rowaux[2u * at].y;
+    if ((params.flags & HAS_ROLLOUT) != 0u && params.mode != MODE_VESPO) {
+        // geo_mean weighs by its sequence's geometric mean of q (seq_terms.wgsl); vespo
+        // took q into its sequence weight
+        factor = select(rowaux[2u * at].y, seqinfo[seq].w, params.mode == MODE_GEO_MEAN);
     }
     if ((params.flags & HAS_SELECTION) != 0u) {
         factor *= rowaux[2u * at + 1u].y;
+    }
+    if ((params.flags & OFF_POLICY) != 0u) {
+        factor *= rowaux[2u * at + 1u].z;
     }
     if ((params.flags & RENORMALIZE) != 0u) {
         factor *= seqinfo[seq].z / seqinfo[seq].x;
@@ -303,7 +355,7 @@ fn policy_loss(
     let factor = term_factor(at, seq);
     var kl = vec2<f32>(0.0, 0.0);
     if ((params.flags & HAS_REF) != 0u) {
-        kl = kl_term(logp, inputs.w);
+        kl = kl_of(inputs, logp, seq);
     }
     var loss_t = factor * term.l + params.kl_coef * kl.x - params.entropy_coeff * entropy;
     let masked_in = mask_in(m);
@@ -312,6 +364,10 @@ fn policy_loss(
     // bad mask no weight: the row's loss and gradient are NaN (the reduce kernel
     // reports the row), never a plausible number
     var big_g = factor * term.g + params.kl_coef * kl.y;
+    if ((params.flags & SEQ_ADDEND) != 0u) {
+        // the sequence ratio's gradient through the mean, per unit of w (seq_terms.wgsl)
+        big_g += seqinfo[seq].w;
+    }
     if (y >= params.vocab_total || bad_mask || (masked_in && reads_nan(inputs, at, seq))) {
         loss_t = quiet_nan();
         big_g = loss_t;

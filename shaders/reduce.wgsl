@@ -21,6 +21,7 @@
 // requires: M_ROLLOUT_IS_MIN, M_ROLLOUT_LOGP_DIFF_MAX, OUT_BAD_ID, OUT_ENTROPY
 // requires: OUT_FLAGS, OUT_KL, OUT_LOGP, OUT_LOSS, Params, ROWOUT_FLOATS, ROW_BAD_ID
 // requires: ROW_CLIPPED, ROW_DUAL, ROW_NONFINITE, WG_SIZE, WRITE_ENTROPY, WRITE_LOGP
+// requires: M_OFF_POLICY_MASK_FRAC, M_VESPO_PHI_SEQ_MEAN, VESPO_NONE, VESPO_TOKEN
 // requires: is_finite, mask_bad, mask_in
 
 // Params, the uniform block: declared in src/shader/abi/reduce.rs
@@ -34,8 +35,9 @@
 @group(0) @binding(6) var<storage, read> rowaux: array<vec4<f32>>;
 
 // The masked sums, in this order: loss, clipped, dual-clipped, ppo_kl, kl, entropy,
-// non-finite rows, Σ mask, selected, kept, rollout q, rollout q cut.
-const SUMS: u32 = 12u;
+// non-finite rows, Σ mask, selected, kept, rollout q, rollout q cut, kept by the
+// off-policy mask, VESPO's φ (seq_terms.wgsl's share of its mean, on any row).
+const SUMS: u32 = 14u;
 var<workgroup> wg_sums: array<array<f32, SUMS>, WG_SIZE>;
 var<workgroup> wg_bad: array<u32, WG_SIZE>;
 var<workgroup> wg_q_min: atomic<u32>;
@@ -69,8 +71,9 @@ fn bad_input(r: u32) -> BadInput {
         if ((params.inputs & HAS_REF) != 0u && !is_finite(i.w)) {
             return BadInput(BAD_REF, i.w);
         }
-        // the sampler's log-prob is read (and in rowaux) only with the correction
-        if (params.has_rollout != 0u && !is_finite(rowaux[2u * r].x)) {
+        // the sampler's log-prob is read (and in rowaux) only with the correction or
+        // the off-policy mask
+        if (params.reads_rollout != 0u && !is_finite(rowaux[2u * r].x)) {
             return BadInput(BAD_ROLLOUT, rowaux[2u * r].x);
         }
     }
@@ -94,6 +97,9 @@ fn add_row(acc: ptr<function, LaneSums>, r: u32, o: array<f32, ROWOUT_FLOATS>) {
         (*acc).first_invalid = min((*acc).first_invalid, r);
     }
     let m = rowin[r].x;
+    if (params.vespo != VESPO_NONE) {
+        (*acc).s[13] += rowaux[2u * r + 1u].w;
+    }
     if (mask_bad(m)) {
         // outside every mean, but its NaN reaches the loss
         (*acc).s[0] += o[OUT_LOSS];
@@ -122,6 +128,11 @@ fn add_row(acc: ptr<function, LaneSums>, r: u32, o: array<f32, ROWOUT_FLOATS>) {
     }
     (*acc).s[8] += m * chosen.x;
     (*acc).s[9] += m * chosen.y;
+    var kept = 1.0;
+    if (params.off_policy != 0u) {
+        kept = rowaux[2u * r + 1u].z;
+    }
+    (*acc).s[12] += m * kept;
     if (params.has_rollout != 0u) {
         let q = rowaux[2u * r];
         (*acc).s[10] += m * q.y;
@@ -179,6 +190,8 @@ fn write_metrics() {
     metrics[o + M_ROLLOUT_IS_MAX] = select(0.0, bitcast<f32>(atomicLoad(&wg_q_max)), any);
     metrics[o + M_ROLLOUT_IS_CLIPFRAC] = t[11] * inv;
     metrics[o + M_ROLLOUT_LOGP_DIFF_MAX] = select(0.0, bitcast<f32>(atomicLoad(&wg_delta_max)), any);
+    metrics[o + M_OFF_POLICY_MASK_FRAC] = t[12] * inv;
+    metrics[o + M_VESPO_PHI_SEQ_MEAN] = select(t[13], t[13] * inv, params.vespo == VESPO_TOKEN);
     let first_invalid = atomicLoad(&wg_first_invalid);
     var what = BadInput(BAD_NONE, 0.0);
     if (first_invalid != NONE) {

@@ -21,8 +21,8 @@ mod shards;
 mod view;
 
 pub use config::{
-    AdvantageEstimator, KlEstimator, LossAggMode, LossConfig, PolicyLossMode, RolloutCorrection,
-    RolloutLevel, RolloutMode, TrlLossType,
+    AdvantageEstimator, ImportanceSamplingLevel, KlEstimator, LossAggMode, LossConfig,
+    PolicyLossMode, RolloutCorrection, RolloutLevel, RolloutMode, TrlLossType,
 };
 #[cfg(not(target_arch = "wasm32"))]
 pub use context::adapters;

@@ -430,3 +430,20 @@ fn head_reads_strided_views_and_writes_strided_gradients() {
         );
     }
 }
+
+/// The 2026 options through the fused head: the sequence pass between the statistics
+/// and the gradient chunks, against the reference, with a chunk that does not divide
+/// the rows.
+#[test]
+fn head_matches_the_reference_with_the_2026_options() {
+    let hc = HeadCase::new(23, (4, 6, 131, 16), DType::F32);
+    for ctx in contexts() {
+        for (i, (_, cfg)) in options_2026().into_iter().enumerate().step_by(2) {
+            let using = Use {
+                per_token_adv: i % 4 == 0,
+                ..ALL_INPUTS
+            };
+            check_head(ctx, &cfg, &hc, Some(DType::F32), Some(5), (using, true));
+        }
+    }
+}

@@ -271,6 +271,7 @@ fn base(mode: PolicyLossMode) -> LossConfig {
             RolloutLevel::Token,
             RolloutMode::Truncate,
         )),
+        dro_beta: Some(0.3),
         ..LossConfig::default()
     }
 }
@@ -317,6 +318,8 @@ fn configs(input: RowInput) -> Vec<LossConfig> {
             }
         }
     }
+    // the combinations LossConfig accepts (vespo's rollout correction is per token)
+    out.retain(|c| c.validate().is_ok());
     out
 }
 

@@ -60,6 +60,7 @@ fn chunked_loss_equals_unchunked_bitwise() {
                     kl_coef: 0.1,
                     entropy_coeff: 0.01,
                     temperature: 0.8,
+                    dro_beta: Some(0.3),
                     ..LossConfig::default()
                 };
                 let logits = Logits::from_f32(dtype, &case.logits);
@@ -394,4 +395,33 @@ fn logits_above_two_gib() {
         ran += 1;
     }
     println!("ran on {ran} adapters");
+}
+
+/// The 2026 options keep their bits when the rows come in chunks (the sequence pass
+/// and the statistics pass included).
+#[test]
+fn chunked_options_equal_unchunked_bitwise() {
+    let case = LossCase::new(37, 4, 80, 4099);
+    let logits = Logits::from_f32(DType::Bf16, &case.logits);
+    for (full, small) in pairs().into_iter().step_by(2) {
+        for (label, c) in options_2026().into_iter().step_by(3) {
+            let part = wgpu_policy_loss::HostPart {
+                batch: case.batch(logits.host(), ALL_INPUTS),
+                rollout_logprobs: Some(&case.rollout[..]),
+            };
+            let a = full
+                .policy_loss_parts(&c, &[part], Some(DType::F32))
+                .unwrap();
+            let b = small
+                .policy_loss_parts(&c, &[part], Some(DType::F32))
+                .unwrap_or_else(|e| panic!("{}: {e}", name(&small)));
+            let what = format!("{} {label}", name(&full));
+            assert!(
+                same_bits(&a, &b),
+                "{what}:\n{:?}\nvs\n{:?}",
+                a.metrics,
+                b.metrics
+            );
+        }
+    }
 }

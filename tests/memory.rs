@@ -38,6 +38,7 @@ fn measure(
         ctx,
         LossConfig {
             mode,
+            dro_beta: Some(0.3),
             ..LossConfig::default()
         },
     )
@@ -104,6 +105,7 @@ fn scratch_is_o_rows_and_bounded_by_scratch_bytes() {
                 ctx,
                 LossConfig {
                     mode,
+                    dro_beta: Some(0.3),
                     ..LossConfig::default()
                 },
             )
@@ -149,6 +151,7 @@ fn scratch_for_a_real_batch() {
                 ctx,
                 LossConfig {
                     mode,
+                    dro_beta: Some(0.3),
                     ..LossConfig::default()
                 },
             )

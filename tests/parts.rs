@@ -22,6 +22,7 @@ fn config(mode: PolicyLossMode, (agg, global): (LossAggMode, Option<f32>)) -> Lo
         kl_coef: 0.1,
         entropy_coeff: 0.01,
         clip_ratio_c: Some(3.0),
+        dro_beta: (mode == PolicyLossMode::Dro).then_some(0.3),
         ..LossConfig::default()
     }
 }

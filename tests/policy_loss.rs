@@ -1,6 +1,7 @@
 //! The policy loss and its gradient (shaders/policy_loss.wgsl and its helpers) on every
-//! adapter, against the f64 reference: every mode × aggregation × KL estimator × dtype,
-//! with and without temperature, entropy bonus and dual-clip.
+//! adapter, against the f64 reference: every mode × aggregation × KL estimator, each
+//! (mode, aggregation) in every dtype, with and without temperature, entropy bonus and
+//! dual-clip.
 
 mod common;
 
@@ -18,7 +19,7 @@ fn every_mode_aggregation_and_estimator() {
     for ctx in contexts() {
         for mode in PolicyLossMode::ALL {
             for agg in LossAggMode::ALL {
-                for kl in KlEstimator::ALL {
+                for (k, kl) in KlEstimator::ALL.into_iter().enumerate() {
                     for extra in 0..2 {
                         let c = cfg(mode, agg, kl, extra);
                         let using = Use {
@@ -26,7 +27,9 @@ fn every_mode_aggregation_and_estimator() {
                             old: true,
                             refp: true,
                         };
-                        check_loss(ctx, &c, &case, DType::F32, Some(DType::F32), using);
+                        // every (mode, aggregation) in every dtype, the estimators cycled
+                        let dtype = DType::ALL[(2 * k + extra) % 3];
+                        check_loss(ctx, &c, &case, dtype, Some(DType::F32), using);
                     }
                 }
             }

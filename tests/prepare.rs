@@ -1,5 +1,5 @@
 //! The per-sequence token counts and aggregation weights (shaders/prepare.wgsl) and
-//! GSPO's sequence ratio (shaders/gspo_ratio.wgsl) for sequences longer than any one
+//! GSPO's sequence ratio (shaders/seq_terms.wgsl) for sequences longer than any one
 //! lane should walk: a team of lanes sums each sequence. Summed by one lane, a single
 //! sequence of more than 65,534 rows came out wrong on llvmpipe and lavapipe, whose
 //! shaders stop looping after 65,535 iterations. Loss and gradient against the f64
@@ -18,6 +18,7 @@ fn config(mode: PolicyLossMode, (agg, global): (LossAggMode, Option<f32>)) -> Lo
         global_normalizer: global,
         kl_loss_type: KlEstimator::K3,
         kl_coef: 0.1,
+        dro_beta: (mode == PolicyLossMode::Dro).then_some(0.3),
         ..LossConfig::default()
     }
 }

@@ -187,17 +187,41 @@ mod gradient {
         }
     }
 
+    /// The modes whose gradient is the loss's derivative (or, for `cispo`, checked
+    /// through [`check_cispo`]); the detached weights of `dppo_tv`, `dppo_kl` and `vespo`
+    /// are checked by their equivalences in tests/reference_2026.rs.
+    fn derivative_modes() -> impl Iterator<Item = PolicyLossMode> {
+        use PolicyLossMode as M;
+        M::ALL
+            .into_iter()
+            .filter(|m| !matches!(m, M::DppoTv | M::DppoKl | M::Vespo))
+    }
+
+    /// `dro` needs its β_D.
+    fn with_mode_params(cfg: LossConfig) -> LossConfig {
+        LossConfig {
+            dro_beta: (cfg.mode == PolicyLossMode::Dro).then_some(0.7),
+            ..cfg
+        }
+    }
+
     #[test]
     fn analytic_gradient_matches_finite_differences() {
-        for mode in PolicyLossMode::ALL {
+        for mode in derivative_modes() {
             for agg in LossAggMode::ALL {
-                for kl in KlEstimator::ALL {
+                // a straight-through estimator's gradient is k2's, not its derivative:
+                // tests/reference_2026.rs checks that
+                for kl in KlEstimator::ALL
+                    .into_iter()
+                    .filter(|k| !k.straight_through())
+                {
                     for extras in [
                         (1.0, 0.0, 0.0, None),
                         (0.7, 0.3, 0.05, None),
                         (1.3, 0.1, 0.02, Some(3.0)),
                     ] {
                         let cfg = super::common::loss_config(mode, agg, kl, extras);
+                        let cfg = with_mode_params(cfg);
                         for seed in [1u64, 2] {
                             let d = data(seed);
                             check(&cfg, &d, false);
@@ -258,12 +282,13 @@ mod gradient {
                 .collect()
         };
         let mut configs = Vec::new();
-        for mode in PolicyLossMode::ALL
-            .into_iter()
-            .filter(|&m| m != PolicyLossMode::Gspo)
+        // (geo_mean takes no entropy mask: tests/reference_2026.rs checks it with the
+        // rollout correction)
+        for mode in derivative_modes()
+            .filter(|&m| !matches!(m, PolicyLossMode::Gspo | PolicyLossMode::GeoMean))
         {
             for agg in LossAggMode::ALL {
-                configs.push(LossConfig {
+                configs.push(with_mode_params(LossConfig {
                     mode,
                     loss_agg_mode: agg,
                     kl_cov_ratio: 0.3,
@@ -275,8 +300,9 @@ mod gradient {
                     tau_neg: 0.8,
                     top_entropy_quantile: Some(0.6),
                     top_entropy_renormalize: agg != LossAggMode::TokenMean,
+                    dro_beta: Some(0.3),
                     ..LossConfig::default()
-                });
+                }));
             }
         }
         for seed in [5u64, 6] {

@@ -33,6 +33,7 @@ fn config(mode: PolicyLossMode, agg: LossAggMode) -> LossConfig {
         entropy_coeff: 0.01,
         clip_ratio_c: Some(3.0),
         temperature: 0.9,
+        dro_beta: (mode == PolicyLossMode::Dro).then_some(0.3),
         ..LossConfig::default()
     }
 }
@@ -541,5 +542,22 @@ fn bad_device_buffers_are_errors_naming_the_argument() {
         );
         // the same call with good buffers records
         record(F32View::new(&gathered), &outputs).unwrap_or_else(|e| panic!("{}: {e}", name(ctx)));
+    }
+}
+
+/// The 2026 options over a split vocabulary: the sequence pass reads the merged
+/// statistics, as the unsharded call's.
+#[test]
+fn uneven_shards_give_the_unsharded_loss_with_the_2026_options() {
+    let case = case(73);
+    let shards = &splits()[1];
+    let l = Logits::from_f32(DType::F32, &case.logits);
+    for ctx in contexts() {
+        for (label, cfg) in options_2026().into_iter().step_by(2) {
+            let want = whole(ctx, &cfg, &case, &l, Some(DType::F32));
+            let got = sharded(&[ctx], &cfg, &case, &l, shards, Some(DType::F32));
+            let grad = joined_grad(&got, shards, case.rows());
+            assert_close(&format!("{} {label}", name(ctx)), &got[0], &grad, &want);
+        }
     }
 }

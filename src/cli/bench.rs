@@ -41,7 +41,9 @@ pub struct BenchArgs {
     #[arg(long)]
     stages: bool,
     /// Time the loss families instead (ppo_clip, cispo, sapo, gspo, clip_cov, kl_cov, the
-    /// top-entropy mask, a rollout correction), forward + backward, side by side.
+    /// top-entropy mask, a rollout correction, and the 2026 matrix's geo_mean, dppo_tv,
+    /// dppo_kl, dro, vespo, δ, luspo, the off-policy mask), forward + backward, side by
+    /// side.
     #[arg(long)]
     families: bool,
     /// Time the loss with the vocabulary split into K shards on this one device (every

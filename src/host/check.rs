@@ -16,8 +16,8 @@ impl HostPart<'_> {
     /// Checks this part as a call of [`Context::policy_loss_parts`](crate::Context)
     /// would, without a device: its shapes, and its per-row inputs (SPEC "Bad input"):
     /// a mask that is negative, NaN or ±inf on any row, or a NaN or ±inf advantage,
-    /// old, ref or rollout log-prob (the latter only with `config`'s rollout
-    /// correction, which alone reads it) on a masked-in row, is
+    /// old, ref or rollout log-prob (the latter only where `config` reads it: the
+    /// rollout correction, the off-policy mask) on a masked-in row, is
     /// [`Error::InvalidInput`] naming the tensor and the first bad row. Token ids are
     /// the device's to check (they need the vocabulary's bound, not a value test).
     pub fn check(&self, config: &LossConfig) -> Result<()> {
@@ -89,7 +89,7 @@ impl HostPart<'_> {
         let b = &self.batch;
         let rollout = self
             .rollout_logprobs
-            .filter(|_| config.rollout_correction.is_some());
+            .filter(|_| config.reads_rollout_logp());
         let advantage = |r: usize| match shape.per_token {
             true => b.advantages[r],
             false => b.advantages[r / shape.rows_per_seq as usize],

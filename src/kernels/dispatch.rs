@@ -114,7 +114,7 @@ pub(crate) fn dispatch(
     dispatch_chunks(ctx, encoder, label, pipeline, &[(entries.to_vec(), groups)])
 }
 
-/// Records a one-workgroup kernel on O(rows) data (prepare, gspo_ratio, select,
+/// Records a one-workgroup kernel on O(rows) data (prepare, seq_terms, select,
 /// reduce, advantages): its parameter block at binding 0, then `bindings`.
 pub(crate) fn dispatch_single<P: bytemuck::Pod>(
     ctx: &crate::Context,

@@ -9,7 +9,6 @@ pub(crate) mod advantages;
 #[cfg(feature = "tools")]
 pub(crate) mod baseline;
 pub(crate) mod combine;
-pub(crate) mod gspo_ratio;
 pub(crate) mod head_rows;
 pub(crate) mod matmul;
 pub(crate) mod policy_loss;
@@ -18,6 +17,7 @@ pub(crate) mod reduce;
 pub(crate) mod row_partials;
 pub(crate) mod row_stats;
 pub(crate) mod select;
+pub(crate) mod seq_terms;
 
 mod dispatch;
 mod rows;
@@ -37,6 +37,7 @@ pub(crate) fn agg_code(mode: crate::config::LossAggMode) -> u32 {
         SeqMeanTokenMean => AGG_SEQ_MEAN_TOKEN_MEAN,
         SeqMeanTokenSum => AGG_SEQ_MEAN_TOKEN_SUM,
         SeqMeanTokenSumNorm => AGG_SEQ_MEAN_TOKEN_SUM_NORM,
+        TokenSum => AGG_TOKEN_SUM,
     }
 }
 

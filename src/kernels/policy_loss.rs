@@ -107,9 +107,9 @@ pub(crate) fn grad_span(layout: &RowLayout, vocab: u32, dtype: DType) -> RowSpan
     }
 }
 
-/// The policy term's parameters of a call, the same in every chunk.
-fn loss_params(cfg: &LossConfig) -> (u32, u32) {
-    let mode = match cfg.mode {
+/// The mode's code in policy_loss.wgsl (and seq_terms.wgsl).
+pub(crate) fn mode_code(mode: PolicyLossMode) -> u32 {
+    match mode {
         PolicyLossMode::Reinforce => MODE_REINFORCE,
         PolicyLossMode::PpoClip => MODE_PPO,
         PolicyLossMode::Gspo => MODE_GSPO,
@@ -118,13 +118,69 @@ fn loss_params(cfg: &LossConfig) -> (u32, u32) {
         PolicyLossMode::Gpg => MODE_GPG,
         PolicyLossMode::ClipCov => MODE_CLIP_COV,
         PolicyLossMode::KlCov => MODE_KL_COV,
-    };
-    let kl_type = match cfg.kl_loss_type {
+        PolicyLossMode::GeoMean => MODE_GEO_MEAN,
+        PolicyLossMode::DppoTv => MODE_DPPO_TV,
+        PolicyLossMode::DppoKl => MODE_DPPO_KL,
+        PolicyLossMode::Dro => MODE_DRO,
+        PolicyLossMode::Vespo => MODE_VESPO,
+    }
+}
+
+/// The code of the estimator whose value `est` takes (KL_STRAIGHT marks a `+`).
+pub(crate) fn kl_code(est: KlEstimator) -> u32 {
+    match est.value_estimator() {
         KlEstimator::K1 => KL_K1,
         KlEstimator::K2 => KL_K2,
         KlEstimator::K3 => KL_K3,
-    };
-    (mode, kl_type)
+        _ => KL_ABS,
+    }
+}
+
+/// The clipped objective's constants; DPPO's truncation C is dual-clip's field, 3.0
+/// when absent (verl's `actor.clip_ratio_c`).
+pub(crate) fn clip_of(cfg: &LossConfig) -> Clip {
+    let dppo = matches!(cfg.mode, PolicyLossMode::DppoTv | PolicyLossMode::DppoKl);
+    Clip {
+        low: cfg.clip_ratio_low,
+        high: cfg.clip_ratio_high,
+        c: cfg.clip_ratio_c.unwrap_or(if dppo { 3.0 } else { 0.0 }),
+        delta: cfg.delta.unwrap_or(0.0),
+    }
+}
+
+/// HAS_DUAL and HAS_DELTA: which cap the clipped objective takes.
+pub(crate) fn clip_flags(cfg: &LossConfig) -> u32 {
+    (cfg.clip_ratio_c.is_some() as u32 * HAS_DUAL) | (cfg.delta.is_some() as u32 * HAS_DELTA)
+}
+
+pub(crate) fn vespo_of(cfg: &LossConfig) -> Vespo {
+    Vespo {
+        k_pos: cfg.vespo_k_pos,
+        lambda_pos: cfg.vespo_lambda_pos,
+        k_neg: cfg.vespo_k_neg,
+        lambda_neg: cfg.vespo_lambda_neg,
+    }
+}
+
+/// The flags the configuration alone sets (beside the inputs' and select's).
+pub(crate) fn config_flags(cfg: &LossConfig) -> u32 {
+    use super::seq_terms::{has_addend, policy_via_seq};
+    let on = [
+        (
+            SEQ_RATIO,
+            cfg.sequence_ratio() && cfg.mode != PolicyLossMode::Gspo,
+        ),
+        (POLICY_VIA_SEQ, policy_via_seq(cfg)),
+        (SEQ_ADDEND, has_addend(cfg)),
+        (KL_STRAIGHT, cfg.kl_loss_type.straight_through()),
+        (BIAS_KL, cfg.bias_corrected_kl()),
+        (OFF_POLICY, cfg.off_policy_mask_threshold.is_some()),
+        // GMPO's own policy weight 1/(n_b·B) stands in seqinfo.z (seq_terms.wgsl)
+        (RENORMALIZE, cfg.mode == PolicyLossMode::GeoMean),
+    ];
+    on.iter()
+        .filter(|f| f.1)
+        .fold(clip_flags(cfg), |acc, f| acc | f.0)
 }
 
 /// Beside the logits, one read-write window holds both, the same for every chunk (so
@@ -297,11 +353,7 @@ fn chunk_params(
     g_layout: &RowLayout,
 ) -> Result<Params> {
     let (cfg, rows) = (call.config, call.logits.rows);
-    let mut flags = call.row_flags;
-    if cfg.clip_ratio_c.is_some() {
-        flags |= HAS_DUAL;
-    }
-    let (mode, kl_type) = loss_params(cfg);
+    let flags = call.row_flags | config_flags(cfg);
     Ok(Params {
         x: LayoutParams::new("logits", &seq_layout(call), x_base, rows)?,
         y: LayoutParams::new("targets", &call.targets.layout, y_base, rows)?,
@@ -311,12 +363,10 @@ fn chunk_params(
         vocab: call.logits.vocab,
         inv_tau: crate::kernels::row_stats::check_temperature(cfg.temperature)?,
         phase,
-        mode,
-        kl_type,
+        mode: mode_code(cfg.mode),
+        kl_type: kl_code(cfg.kl_loss_type),
         flags,
-        clip_low: cfg.clip_ratio_low,
-        clip_high: cfg.clip_ratio_high,
-        clip_c: cfg.clip_ratio_c.unwrap_or(0.0),
+        clip: clip_of(cfg),
         kl_coef: cfg.kl_coef,
         entropy_coeff: cfg.entropy_coeff,
         part_row: call.part_row,
@@ -326,6 +376,8 @@ fn chunk_params(
         kappa: cfg.ppo_kl_coef,
         col_offset: call.col_offset,
         vocab_total: call.vocab_total,
+        dro_beta: cfg.dro_beta.unwrap_or(0.0),
+        vespo: vespo_of(cfg),
         ..bytemuck::Zeroable::zeroed()
     })
 }

@@ -39,7 +39,7 @@ pub(crate) struct PartRows<'a> {
 }
 
 impl PartRows<'_> {
-    /// The part as the uniform blocks of prepare, gspo_ratio and select hold it.
+    /// The part as the uniform blocks of prepare, seq_terms and select hold it.
     pub(crate) fn span(&self) -> PartSpan {
         PartSpan {
             rows: self.rows,

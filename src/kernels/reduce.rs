@@ -21,6 +21,10 @@ pub(crate) struct Call<'a> {
     pub aux: &'a wgpu::Buffer,
     pub rollout: bool,
     pub selection: bool,
+    pub reads_rollout: bool,
+    pub off_policy: bool,
+    /// VESPO_*
+    pub vespo: u32,
 }
 
 /// Where the results go: the metrics, and the per-row outputs the caller asked for.
@@ -81,6 +85,10 @@ pub(crate) fn record<'v>(
         write_rows,
         has_rollout: call.rollout as u32,
         has_selection: call.selection as u32,
+        reads_rollout: call.reads_rollout as u32,
+        off_policy: call.off_policy as u32,
+        vespo: call.vespo,
+        _pad0: 0,
     };
     dispatch_single(
         ctx,

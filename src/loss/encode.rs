@@ -6,13 +6,14 @@ use super::schedule::{Step, ROWAUX_BYTES, ROWIN_BYTES, ROWOUT_BYTES, SEQINFO_BYT
 use super::shards::ShardCall;
 use super::validate::{PartPlan, Plan};
 use super::{LossOutputs, PolicyLoss};
+use crate::config::PolicyLossMode;
 use crate::error::{Error, Result};
 use crate::kernels::combine::{CombineOut, Gathered};
 use crate::kernels::policy_loss::{GradDest, RowCall, HAS_ROLLOUT, HAS_SELECTION, RENORMALIZE};
 use crate::kernels::prepare::{AllSeqs, HAS_OLD, HAS_REF};
 use crate::kernels::row_partials::PartialsOut;
 use crate::kernels::{
-    combine, gspo_ratio, policy_loss, prepare, reduce, row_partials, select, ColumnBlock,
+    combine, policy_loss, prepare, reduce, row_partials, select, seq_terms, ColumnBlock,
     ScratchBufs,
 };
 use crate::shards::PARTIAL_BYTES;
@@ -205,8 +206,8 @@ impl Encoding<'_> {
             Step::BlockPartials { part: i, block } => self.block_partials(encoder, i, block),
             Step::CombineBlocks { part: i } => self.combine_blocks(encoder, part(i)),
             Step::CombineShards { part: i } => self.combine_shards(encoder, part(i)),
-            Step::GspoRatio { part: i } => {
-                gspo_ratio::record(ctx, encoder, &part(i).rows, &self.bufs)
+            Step::SeqTerms { part: i } => {
+                seq_terms::record(ctx, encoder, cfg, &part(i).rows, plan.seqs, &self.bufs)
             }
             Step::Select { part: i, phases } => {
                 let totals = select::Totals {
@@ -322,13 +323,11 @@ impl Encoding<'_> {
 
     fn reduce(&self, encoder: &mut wgpu::CommandEncoder, outputs: &LossOutputs<'_>) -> Result<()> {
         let layout = self.plan.schedule.scratch;
-        let phases = select::phases(&self.loss.config);
+        let cfg = &self.loss.config;
+        let phases = select::phases(cfg);
         // every part has the same optional inputs (plan checks it)
-        let inputs = self
-            .plan
-            .parts
-            .first()
-            .map_or(0, |p| p.row_flags & (HAS_OLD | HAS_REF));
+        let first = self.plan.parts.first();
+        let inputs = first.map_or(0, |p| p.row_flags & (HAS_OLD | HAS_REF));
         let call = reduce::Call {
             rows: self.plan.rows,
             inputs,
@@ -341,6 +340,13 @@ impl Encoding<'_> {
             },
             rollout: phases & select::ROLLOUT != 0,
             selection: phases & select::SELECT != 0,
+            reads_rollout: first.is_some_and(|p| p.rows.inputs.rollout_logp.is_some()),
+            off_policy: cfg.off_policy_mask_threshold.is_some(),
+            vespo: match (cfg.mode, first.map(|p| p.rows.inputs.per_token_advantages)) {
+                (PolicyLossMode::Vespo, Some(true)) => reduce::VESPO_TOKEN,
+                (PolicyLossMode::Vespo, _) => reduce::VESPO_SEQ,
+                _ => reduce::VESPO_NONE,
+            },
         };
         let out = reduce::Out {
             metrics: &outputs.metrics,

@@ -37,6 +37,11 @@ pub struct Metrics {
     pub invalid_input_rows: f32,
     /// The first of those rows: which input, the row, and the value there.
     pub invalid_input: Option<InvalidInput>,
+    /// Share of masked-in tokens the off-policy sequence mask kept (1 without it).
+    pub off_policy_mask_frac: f32,
+    /// VESPO's mean φ: over the batch's sequences with per-sequence advantages, the
+    /// masked token mean with per-token ones (0 in other modes).
+    pub vespo_phi_seq_mean: f32,
 }
 
 /// The first row of a call whose per-row input is bad (see [`Metrics::invalid_input`]).
@@ -78,6 +83,8 @@ impl Metrics {
             rollout_is_clipfrac: get(M_ROLLOUT_IS_CLIPFRAC),
             rollout_logp_diff_max: get(M_ROLLOUT_LOGP_DIFF_MAX),
             invalid_input_rows: get(M_INVALID_INPUT_ROWS),
+            off_policy_mask_frac: get(M_OFF_POLICY_MASK_FRAC),
+            vespo_phi_seq_mean: get(M_VESPO_PHI_SEQ_MEAN),
             invalid_input: at(M_INVALID_INPUT_ROW).and_then(|row| {
                 let tensor = RowInput::from_code(at(M_INVALID_INPUT_TENSOR)?.to_bits())?;
                 Some(InvalidInput {

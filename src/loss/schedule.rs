@@ -10,8 +10,10 @@
 //!                  whole rows     policy_loss (PHASE_STATS)
 //!                  column blocks  row_partials per block → combine
 //!                  vocab shards   combine of the gathered partials
-//! gspo_ratio     1 workgroup     GSPO's sequence ratio
 //! select         1 workgroup     rollout weights, token selection, entropy mask
+//! seq_terms      1 workgroup     what a sequence's tokens share: sequence ratios,
+//!                                GMPO's and VESPO's sums, the off-policy mask, the
+//!                                gradient through a sequence mean
 //! policy_loss    1 per row       sweep 1 (stats), token loss, sweep 2 (gradient)
 //! reduce         1 workgroup     loss and metrics; per-row log-probs and entropies
 //! ```
@@ -59,8 +61,8 @@ pub(crate) enum Step {
     CombineBlocks { part: usize },
     /// `combine` of every shard's gathered partials into a part's row statistics.
     CombineShards { part: usize },
-    /// `gspo_ratio` over a part's sequences.
-    GspoRatio { part: usize },
+    /// `seq_terms` over a part's sequences.
+    SeqTerms { part: usize },
     /// `select` over a part (or every row) for the phase bits.
     Select { part: usize, phases: u32 },
     /// `reduce` over every row of the call.
@@ -216,7 +218,9 @@ pub(crate) fn schedule(cfg: &LossConfig, call: &CallShape<'_>, caps: &Caps) -> R
     let phases = select::phases(cfg);
     s.scratch.rows = call.parts.iter().map(|p| p.rows).sum();
     s.scratch.seqs = call.parts.iter().map(part_seqs).sum();
-    s.scratch.rowaux = phases != 0;
+    // select's results, and the off-policy mask's and VESPO's per-row values
+    s.scratch.rowaux =
+        phases != 0 || cfg.off_policy_mask_threshold.is_some() || cfg.mode == PolicyLossMode::Vespo;
     let live: Vec<usize> = (0..call.parts.len())
         .filter(|&i| call.parts[i].rows > 0)
         .collect();
@@ -229,11 +233,11 @@ pub(crate) fn schedule(cfg: &LossConfig, call: &CallShape<'_>, caps: &Caps) -> R
         };
         b.prepare(&live);
         b.statistics(cfg, &live)?;
-        if cfg.mode == PolicyLossMode::Gspo {
-            live.iter()
-                .for_each(|&part| b.push(Step::GspoRatio { part }, 1, 0));
-        }
         b.select(phases, &live);
+        if cfg.needs_sequence_pass() {
+            live.iter()
+                .for_each(|&part| b.push(Step::SeqTerms { part }, 1, 0));
+        }
         b.rows(cfg, &live)?;
     }
     s.launches.push(Launch {

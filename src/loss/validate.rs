@@ -289,7 +289,7 @@ fn row_inputs<'a>(
     if cfg.kl_coef != 0.0 && inputs.ref_logprobs.is_none() {
         return Err(Error::arg("ref_logprobs", "required when kl_coef is not 0"));
     }
-    // the sampler's log-probs serve the rollout correction alone
+    // the sampler's log-probs serve the rollout correction and the off-policy mask
     let rollout = match (cfg.rollout_correction, part.rollout_logprobs) {
         (Some(_), None) => {
             return Err(Error::arg(
@@ -297,11 +297,11 @@ fn row_inputs<'a>(
                 "required by the rollout correction (rollout_correction is set)",
             ))
         }
-        (Some(_), Some(v)) => {
+        (_, Some(v)) if cfg.reads_rollout_logp() => {
             v.validate("rollout_logprobs", rows)?;
             Some(v)
         }
-        (None, _) => None,
+        _ => None,
     };
     Ok(RowInputs {
         rollout_logp: rollout,

@@ -66,6 +66,10 @@ pub struct Metrics {
     /// Rows with a bad per-row input ([`invalid_input`]), and the first of them.
     pub invalid_input_rows: f64,
     pub first_invalid_input: Option<(crate::RowInput, usize)>,
+    /// Share of masked-in tokens the off-policy sequence mask keeps (1 without it).
+    pub off_policy_mask_frac: f64,
+    /// VESPO's mean φ (SPEC "The 2026 loss matrix"); 0 in other modes.
+    pub vespo_phi_seq_mean: f64,
 }
 
 /// Everything [`policy_loss`] computes.
@@ -79,10 +83,14 @@ pub struct LossOutput {
     pub grad: Vec<f64>,
     pub metrics: Metrics,
     /// Per row: selected by `clip_cov` / `kl_cov`, kept by the entropy mask, and the
-    /// rollout correction weight `q` (1 without it).
+    /// rollout correction weight `q` (1 without it; per token even where `geo_mean`
+    /// weighs by their geometric mean `q_b` and `vespo` folds them into φ).
     pub selected: Vec<bool>,
     pub kept: Vec<bool>,
     pub rollout_weight: Vec<f64>,
+    /// Per row: the off-policy sequence mask `o` (1 without it and on masked-out rows;
+    /// NaN where its sequence's `κ̄_b` is NaN).
+    pub off_policy_kept: Vec<f64>,
 }
 
 /// Whether a mask value puts its row in the loss: finite and > 0 (SPEC "Bad input": a
@@ -127,6 +135,7 @@ pub(super) fn weights_for(cfg: &LossConfig, b: &Batch<'_>, mask: &[f64]) -> Vec<
             LossAggMode::SeqMeanTokenSumNorm => {
                 inv(seqs as f64 * cfg.l_norm.map_or(s, |l| l as f64))
             }
+            LossAggMode::TokenSum => 1.0,
         })
         .collect()
 }

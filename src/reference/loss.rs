@@ -2,8 +2,11 @@
 //! the batch-wide choices, then each masked-in row's terms, metrics and gradient.
 
 use super::batch::{invalid_input, mask_bad, mask_in, row_weights, weights_for};
-use super::select::{cov_selected, entropy_kept, gspo_ratios, rollout_weights, RolloutWeights};
-use super::terms::{kl_term, token_term, PolicyTerm, RowChoice};
+use super::select::{cov_selected, entropy_kept, rollout_weights, RolloutWeights};
+use super::sequence::{
+    add_sequence_terms, off_policy_kept, phi_seq_mean, sequences, SeqRow, SeqSlope, Sequences,
+};
+use super::terms::{kl_term, ratio, token_term, PolicyTerm, RowChoice, Token};
 use super::{row_stats, softmax, Batch, LossOutput, Metrics, RowStats};
 use crate::config::{LossConfig, PolicyLossMode};
 use crate::Error;
@@ -14,7 +17,7 @@ pub fn policy_loss(cfg: &LossConfig, b: &Batch<'_>) -> crate::Result<LossOutput>
 }
 
 /// [`policy_loss`] with the sampler's log-probs (`rollout_logp`, one per row) for the
-/// rollout correction.
+/// rollout correction, and the off-policy mask's σ (read whenever the mask is on).
 pub fn policy_loss_with(
     cfg: &LossConfig,
     b: &Batch<'_>,
@@ -26,66 +29,189 @@ pub fn policy_loss_with(
     let stats: Vec<RowStats> = (0..rows)
         .map(|r| row_stats(&b.logits[r * v..(r + 1) * v], b.targets[r] as usize, tau))
         .collect();
+    let d = decide(cfg, b, stats, rollout_logp);
+    let mut out = LossOutput {
+        logp: d.stats.iter().map(|s| s.logp).collect(),
+        entropy: d.stats.iter().map(|s| s.entropy).collect(),
+        grad: vec![0.0; rows * v],
+        off_policy_kept: vec![1.0; rows],
+        ..Default::default()
+    };
+    let (beta, gamma) = (cfg.kl_coef as f64, cfg.entropy_coeff as f64);
+    let mut sums = Sums::new();
+    // G_r of every row first: the sequence terms reach a row from its whole sequence
+    let mut big_g = vec![0.0f64; rows];
+    let mut slopes = Vec::with_capacity(d.masked_in.len());
+    for &r in &d.masked_in {
+        let row = row_terms(cfg, b, &d, r);
+        let entropy = d.stats[r].entropy;
+        out.loss += row.wp * row.term.l + row.w * (beta * row.kl - gamma * entropy);
+        big_g[r] = row.wp * row.term.g + row.w * beta * row.dkl;
+        slopes.push(SeqSlope {
+            row: r,
+            policy: row.wp * row.h,
+            kl: row.w * row.kl_raw,
+        });
+        out.off_policy_kept[r] = row.o;
+        let metrics = RowMetrics {
+            term: row.term,
+            kl: row.kl,
+            entropy_kept: row.e,
+            off_policy: row.o,
+            selected: d.selected[r],
+        };
+        sums.add(cfg, b, &d.stats[r], &d.rollout, r, metrics);
+    }
+    add_sequence_terms(cfg, b, &d.seqs, &slopes, &mut big_g);
+    for &r in &d.masked_in {
+        let w = b.mask[r] * d.weights[r];
+        if w != 0.0 {
+            let logits = &b.logits[r * v..(r + 1) * v];
+            let grad = &mut out.grad[r * v..(r + 1) * v];
+            row_grad(
+                logits,
+                b.targets[r] as usize,
+                tau,
+                big_g[r],
+                w * gamma,
+                grad,
+            );
+        }
+    }
+    out.metrics = sums.finish();
+    out.metrics.vespo_phi_seq_mean = phi_seq_mean(cfg, b, &d.seqs, &d.masked_in);
+    bad_rows(cfg, b, rollout_logp, &mut out);
+    out.selected = d.selected;
+    out.kept = d.kept;
+    out.rollout_weight = d.rollout.q;
+    Ok(out)
+}
+
+/// The batch-wide decisions every row reads: its sequence's quantities, the rollout
+/// weights, the entropy mask, the covariance selection and the aggregation weights.
+struct Decided {
+    stats: Vec<RowStats>,
+    masked_in: Vec<usize>,
+    rollout: RolloutWeights,
+    seqs: Sequences,
+    kept: Vec<bool>,
+    selected: Vec<bool>,
+    weights: Vec<f64>,
+    /// The entropy mask's renormalised weights, over m·e.
+    renorm: Option<Vec<f64>>,
+}
+
+fn decide(
+    cfg: &LossConfig,
+    b: &Batch<'_>,
+    stats: Vec<RowStats>,
+    rollout_logp: Option<&[f64]>,
+) -> Decided {
+    let rows = b.rows();
     let masked_in: Vec<usize> = (0..rows).filter(|&r| mask_in(b.mask[r])).collect();
-    let seq_ratio = gspo_ratios(cfg, b, &stats, &masked_in);
     let rollout = rollout_weights(cfg, b, &stats, &masked_in, rollout_logp);
+    let seqs = sequences(cfg, b, &stats, &masked_in, &rollout, rollout_logp);
     let kept = entropy_kept(cfg, &stats, &masked_in);
     let selected = cov_selected(cfg, b, &stats, &masked_in);
-    let weights = row_weights(cfg, b);
-    // the entropy mask's renormalised weights, over m·e
     let renorm: Option<Vec<f64>> = cfg.top_entropy_renormalize.then(|| {
         let me: Vec<f64> = (0..rows)
             .map(|r| if kept[r] { b.mask[r] } else { 0.0 })
             .collect();
         weights_for(cfg, b, &me)
     });
-    let mut out = LossOutput {
-        logp: stats.iter().map(|s| s.logp).collect(),
-        entropy: stats.iter().map(|s| s.entropy).collect(),
-        grad: vec![0.0; rows * v],
-        ..Default::default()
-    };
-    let mut sums = Sums::new();
-    for &r in &masked_in {
-        let choice = RowChoice {
-            seq_ratio: seq_ratio[b.seq_of(r)],
-            selected: selected[r],
-        };
-        let reads = (&rollout, choice.seq_ratio);
-        let term = nan_if_read(cfg, b, r, reads, token_term(cfg, b, &stats, r, choice));
-        let w = b.mask[r] * weights[r];
-        // the policy term's weight: w' (renormalised by the entropy mask) · q · e
-        let e = if kept[r] { 1.0 } else { 0.0 };
-        let wp = match &renorm {
-            Some(c) => b.mask[r] * e * c[r],
-            None => w * e,
-        } * rollout.q[r];
-        let (kl, dkl) = match b.ref_logp {
-            Some(rf) => kl_term(cfg.kl_loss_type, stats[r].logp, rf[r]),
-            None => (0.0, 0.0),
-        };
-        let (beta, gamma) = (cfg.kl_coef as f64, cfg.entropy_coeff as f64);
-        out.loss += wp * term.l + w * (beta * kl - gamma * stats[r].entropy);
-        let row = RowMetrics {
-            term,
-            kl,
-            entropy_kept: e,
-            selected: selected[r],
-        };
-        sums.add(cfg, b, &stats[r], &rollout, r, row);
-        if w != 0.0 {
-            let big_g = wp * term.g + w * beta * dkl;
-            let logits = &b.logits[r * v..(r + 1) * v];
-            let grad = &mut out.grad[r * v..(r + 1) * v];
-            row_grad(logits, b.targets[r] as usize, tau, big_g, w * gamma, grad);
-        }
+    Decided {
+        weights: row_weights(cfg, b),
+        stats,
+        masked_in,
+        rollout,
+        seqs,
+        kept,
+        selected,
+        renorm,
     }
-    out.metrics = sums.finish();
-    bad_rows(cfg, b, rollout_logp, &mut out);
-    out.selected = selected;
-    out.kept = kept;
-    out.rollout_weight = rollout.q;
-    Ok(out)
+}
+
+/// One masked-in row's terms: its policy term (and `∂l/∂s_b`), the aggregation weight
+/// `w`, the policy weight `W = w'·q·e·o`, the masks, and the KL term as it enters the
+/// loss (`kl'`, its own derivative) beside the plain `kl` the sequence terms sum.
+struct Row {
+    term: PolicyTerm,
+    h: f64,
+    w: f64,
+    wp: f64,
+    e: f64,
+    o: f64,
+    kl: f64,
+    dkl: f64,
+    kl_raw: f64,
+}
+
+fn row_terms(cfg: &LossConfig, b: &Batch<'_>, d: &Decided, r: usize) -> Row {
+    let seq = d.seqs.row(b.seq_of(r));
+    let choice = RowChoice {
+        seq,
+        selected: d.selected[r],
+    };
+    let token = token_term(cfg, b, &d.stats, r, choice);
+    let Token { term, h } = nan_if_read(cfg, b, r, (&d.rollout, seq), token);
+    let w = b.mask[r] * d.weights[r];
+    let e = if d.kept[r] { 1.0 } else { 0.0 };
+    let o = off_policy_kept(cfg, b.advantage(r), seq.off_policy);
+    let wp = match cfg.mode {
+        // GMPO's own weight (verl's mean over sequences) and rollout weight q_b
+        PolicyLossMode::GeoMean => b.mask[r] / (seq.n * b.seqs() as f64) * seq.geo_q,
+        _ => {
+            let base = match &d.renorm {
+                Some(c) => b.mask[r] * e * c[r],
+                None => w * e,
+            };
+            // VESPO's rollout weights are inside φ
+            let q = match cfg.mode {
+                PolicyLossMode::Vespo => 1.0,
+                _ => d.rollout.q[r],
+            };
+            base * q
+        }
+    } * o;
+    let (kl_raw, dkl_raw) = match b.ref_logp {
+        Some(rf) => kl_term(cfg.kl_loss_type, d.stats[r].logp, rf[r]),
+        None => (0.0, 0.0),
+    };
+    let (kl, dkl) = bias_corrected(cfg, b, &d.stats, r, seq, (kl_raw, dkl_raw));
+    Row {
+        term,
+        h,
+        w,
+        wp,
+        e,
+        o,
+        kl,
+        dkl,
+        kl_raw,
+    }
+}
+
+/// TRL's `use_bias_correction_kl`: `kl' = kl·ρ` and this row's own `∂kl'/∂logp`. At
+/// the token level `ρ = r_t` (`r·∂kl + r·kl`, the second 0 where the clamp is active);
+/// at the sequence level `ρ = s_b`, whose derivative reaches the whole sequence
+/// (`add_sequence_terms`).
+fn bias_corrected(
+    cfg: &LossConfig,
+    b: &Batch<'_>,
+    stats: &[RowStats],
+    r: usize,
+    seq: SeqRow,
+    (kl, dkl): (f64, f64),
+) -> (f64, f64) {
+    if !cfg.bias_corrected_kl() {
+        return (kl, dkl);
+    }
+    if cfg.sequence_ratio() {
+        return (kl * seq.ratio, seq.ratio * dkl);
+    }
+    let (rt, clamped) = ratio(b, stats, r);
+    let through_r = if clamped { 0.0 } else { rt * kl };
+    (kl * rt, rt * dkl + through_r)
 }
 
 /// The errors SPEC's host path gives: lengths, required inputs, out-of-range ids.
@@ -130,28 +256,39 @@ fn check_batch(cfg: &LossConfig, b: &Batch<'_>, rollout_logp: Option<&[f64]>) ->
     }
 }
 
-/// SPEC "Bad input": a NaN the row reads (its own, or its sequence's through the GSPO
-/// ratio or the rollout weight) is its policy term and G.
+/// SPEC "Bad input": a NaN the row reads (its own, or its sequence's through the
+/// sequence ratio, GMPO's `ρ_b`, `Ā_b`, `q_b`, VESPO's `L_b` or the rollout weight) is
+/// its policy term, its slope through the sequence ratio and its G. (A NaN `κ̄_b`
+/// reaches the row through `o`.)
 fn nan_if_read(
     cfg: &LossConfig,
     b: &Batch<'_>,
     r: usize,
-    (rollout, seq_ratio): (&RolloutWeights, f64),
-    term: PolicyTerm,
-) -> PolicyTerm {
-    let gspo_nan = cfg.mode == PolicyLossMode::Gspo && seq_ratio.is_nan();
+    (rollout, seq): (&RolloutWeights, SeqRow),
+    token: Token,
+) -> Token {
+    let seq_nan = match cfg.mode {
+        PolicyLossMode::GeoMean => {
+            seq.geo_rho.is_nan() || seq.geo_adv.is_nan() || seq.geo_q.is_nan()
+        }
+        PolicyLossMode::Vespo => seq.vespo_l.is_nan(),
+        _ => cfg.sequence_ratio() && seq.ratio.is_nan(),
+    };
     let reads_nan = b.advantage(r).is_nan()
         || b.old_logp.is_some_and(|o| o[r].is_nan())
         || b.ref_logp.is_some_and(|x| x[r].is_nan())
         || rollout.q[r].is_nan()
-        || gspo_nan;
+        || seq_nan;
     match reads_nan {
-        true => PolicyTerm {
-            l: f64::NAN,
-            g: f64::NAN,
-            ..term
+        true => Token {
+            term: PolicyTerm {
+                l: f64::NAN,
+                g: f64::NAN,
+                ..token.term
+            },
+            h: f64::NAN,
         },
-        false => term,
+        false => token,
     }
 }
 
@@ -179,7 +316,9 @@ fn row_grad(x: &[f64], y: usize, tau: f64, big_g: f64, w_gamma: f64, grad: &mut 
 /// NaN; every bad per-row input is counted, the first named.
 fn bad_rows(cfg: &LossConfig, b: &Batch<'_>, rollout_logp: Option<&[f64]>, out: &mut LossOutput) {
     let v = b.vocab;
-    let read_rollout = rollout_logp.filter(|_| cfg.rollout_correction.is_some());
+    // the rollout log-probs are read by the correction and by the off-policy mask's σ
+    let reads = cfg.rollout_correction.is_some() || cfg.off_policy_mask_threshold.is_some();
+    let read_rollout = rollout_logp.filter(|_| reads);
     for r in 0..b.rows() {
         if mask_bad(b.mask[r]) {
             out.loss += f64::NAN;
@@ -197,6 +336,7 @@ struct RowMetrics {
     term: PolicyTerm,
     kl: f64,
     entropy_kept: f64,
+    off_policy: f64,
     selected: bool,
 }
 
@@ -239,6 +379,7 @@ impl Sums {
         }
         m.cov_selected_frac += mr * row.selected as u8 as f64;
         m.entropy_mask_frac += mr * row.entropy_kept;
+        m.off_policy_mask_frac += mr * row.off_policy;
         if cfg.rollout_correction.is_some() {
             let q = rollout.q[r];
             m.rollout_is_mean += mr * q;
@@ -261,6 +402,7 @@ impl Sums {
                 &mut m.entropy_mean,
                 &mut m.cov_selected_frac,
                 &mut m.entropy_mask_frac,
+                &mut m.off_policy_mask_frac,
                 &mut m.rollout_is_mean,
                 &mut m.rollout_is_clipfrac,
             ] {

@@ -2,13 +2,15 @@
 //! depends on nothing GPU-related, so users can check the kernels (and their own
 //! code) against it. One step of SPEC per function: the row statistics here, the batch
 //! and its weights in `batch`, the per-token terms in `terms`, the batch-wide choices
-//! in `select`, the loss and its gradient in `loss`, the advantages in `advantages`.
+//! in `select`, the per-sequence quantities of the 2026 modes and options in
+//! `sequence`, the loss and its gradient in `loss`, the advantages in `advantages`.
 
 mod advantages;
 mod batch;
 mod head;
 mod loss;
 mod select;
+mod sequence;
 mod terms;
 
 pub use advantages::advantages;

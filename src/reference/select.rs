@@ -1,6 +1,6 @@
-//! The batch-wide choices: GSPO's sequence ratio, the rollout correction's weights,
-//! the top-entropy mask and the covariance selection (SPEC "Token selection",
-//! "Rollout correction", "Entropy mask").
+//! The batch-wide choices: the rollout correction's weights, the top-entropy mask and
+//! the covariance selection (SPEC "Token selection", "Rollout correction", "Entropy
+//! mask"). The per-sequence quantities (GSPO's ratio among them) are in `sequence`.
 
 use super::batch::Batch;
 use super::terms::{clipped_term, ratio};
@@ -81,31 +81,6 @@ pub fn entropy_threshold(values: &[f64], rho: f32) -> f64 {
     let hi = (lo + 1).min(n - 1);
     let frac = (pos - lo as f32) as f64;
     v[lo] + frac * (v[hi] - v[lo])
-}
-
-/// GSPO's ratio of every sequence, from its masked mean log-ratio (1 elsewhere).
-pub(super) fn gspo_ratios(
-    cfg: &LossConfig,
-    b: &Batch<'_>,
-    stats: &[RowStats],
-    masked_in: &[usize],
-) -> Vec<f64> {
-    let seqs = b.seqs();
-    let mut ratio = vec![1.0f64; seqs];
-    let (PolicyLossMode::Gspo, Some(old)) = (cfg.mode, b.old_logp) else {
-        return ratio;
-    };
-    let mut num = vec![0.0f64; seqs];
-    let mut den = vec![0.0f64; seqs];
-    for &r in masked_in {
-        num[b.seq_of(r)] += b.mask[r] * (stats[r].logp - old[r]);
-        den[b.seq_of(r)] += b.mask[r];
-    }
-    for s in 0..seqs {
-        let mean = if den[s] > 0.0 { num[s] / den[s] } else { 0.0 };
-        ratio[s] = mean.clamp(-20.0, 20.0).exp();
-    }
-    ratio
 }
 
 /// The rollout correction of every row: its weight `q` (1 without it), whether it was

@@ -82,8 +82,9 @@ pub enum Kernel {
     Prepare,
     /// The fused forward + backward row kernel.
     PolicyLoss,
-    /// GSPO's sequence ratio.
-    GspoRatio,
+    /// What each sequence's tokens share: sequence ratios, GMPO's and VESPO's sums, the
+    /// off-policy mask, the gradient through a sequence mean.
+    SeqTerms,
     /// Loss and metrics.
     Reduce,
     /// The batch-wide token choices: rollout weights, entropy mask, covariance selection.
@@ -152,7 +153,7 @@ impl Kernel {
         Kernel::Combine,
         Kernel::Prepare,
         Kernel::PolicyLoss,
-        Kernel::GspoRatio,
+        Kernel::SeqTerms,
         Kernel::Reduce,
         Kernel::Select,
         Kernel::Advantages,
@@ -232,7 +233,7 @@ impl Kernel {
             Kernel::Combine => shader!("combine.wgsl"),
             Kernel::Prepare => shader!("prepare.wgsl"),
             Kernel::PolicyLoss => shader!("policy_loss.wgsl"),
-            Kernel::GspoRatio => shader!("gspo_ratio.wgsl"),
+            Kernel::SeqTerms => shader!("seq_terms.wgsl"),
             Kernel::Reduce => shader!("reduce.wgsl"),
             Kernel::Select => shader!("select.wgsl"),
             Kernel::Advantages => shader!("advantages.wgsl"),
@@ -252,7 +253,7 @@ impl Kernel {
             Kernel::Combine => combine::ABI,
             Kernel::Prepare => prepare::ABI,
             Kernel::PolicyLoss => policy_loss::ABI,
-            Kernel::GspoRatio => gspo_ratio::ABI,
+            Kernel::SeqTerms => seq_terms::ABI,
             Kernel::Reduce => reduce::ABI,
             Kernel::Select => select::ABI,
             Kernel::Advantages => advantages::ABI,
@@ -270,7 +271,7 @@ impl Kernel {
             Kernel::Combine => "combine",
             Kernel::Prepare => "prepare",
             Kernel::PolicyLoss => "policy_loss",
-            Kernel::GspoRatio => "gspo_ratio",
+            Kernel::SeqTerms => "seq_terms",
             Kernel::Reduce => "reduce",
             Kernel::Select => "select_tokens",
             Kernel::Advantages => "advantages",

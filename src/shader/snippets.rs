@@ -181,13 +181,16 @@ impl PipelineKey {
             Kernel::Advantages
                 | Kernel::Baseline(_)
                 | Kernel::Prepare
-                | Kernel::GspoRatio
+                | Kernel::SeqTerms
                 | Kernel::Select
         ) {
             parts.push(shader!("workgroup/sum.wgsl"));
         }
         if matches!(self.kernel, Kernel::Prepare | Kernel::Select) {
             parts.push(shader!("aggregate.wgsl"));
+        }
+        if matches!(self.kernel, Kernel::PolicyLoss | Kernel::SeqTerms) {
+            parts.push(shader!("terms.wgsl"));
         }
         if self.kernel.reads_logits() {
             parts.push(if self.paths.subgroups {

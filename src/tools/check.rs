@@ -45,28 +45,66 @@ pub struct Worst {
 }
 
 /// The options a case adds to its mode: none, the top-entropy mask (the quantile or the
-/// renormalised top-k), or a rollout correction.
+/// renormalised top-k), a rollout correction, or one of the 2026 matrix's (TRL's
+/// two-sided δ, the sequence-level ratio, the off-policy mask, the bias-corrected KL).
+/// An option a mode does not take leaves the case plain.
 #[derive(Clone, Copy, Debug)]
 pub enum Extra {
     Plain,
     EntropyQuantile,
     EntropyTopK,
     Rollout(RolloutLevel, RolloutMode),
+    Delta,
+    SequenceLevel,
+    OffPolicy,
+    BiasCorrectedKl,
 }
 
-pub const OPTIONS: [Extra; 6] = [
+pub const OPTIONS: [Extra; 10] = [
     Extra::Plain,
     Extra::EntropyQuantile,
     Extra::EntropyTopK,
     Extra::Rollout(RolloutLevel::Token, RolloutMode::Truncate),
     Extra::Rollout(RolloutLevel::Sequence, RolloutMode::Mask),
     Extra::Rollout(RolloutLevel::Geometric, RolloutMode::Truncate),
+    Extra::Delta,
+    Extra::SequenceLevel,
+    Extra::OffPolicy,
+    Extra::BiasCorrectedKl,
 ];
 
 impl Extra {
+    /// `c` with the option, where its mode takes it (LossConfig::validate's rules).
     fn apply(self, c: LossConfig) -> LossConfig {
+        let with = match self {
+            Extra::Delta => LossConfig {
+                delta: Some(1.5),
+                clip_ratio_c: None,
+                ..c
+            },
+            Extra::SequenceLevel => LossConfig {
+                importance_sampling_level: crate::ImportanceSamplingLevel::Sequence,
+                ..c
+            },
+            Extra::OffPolicy => LossConfig {
+                off_policy_mask_threshold: Some(0.05),
+                ..c
+            },
+            Extra::BiasCorrectedKl => LossConfig {
+                use_bias_correction_kl: true,
+                ..c
+            },
+            other => other.apply_2025(c),
+        };
+        if with.validate().is_ok() {
+            with
+        } else {
+            c
+        }
+    }
+
+    fn apply_2025(self, c: LossConfig) -> LossConfig {
         match self {
-            Extra::Plain => c,
             Extra::EntropyQuantile => LossConfig {
                 top_entropy_quantile: Some(0.5),
                 ..c
@@ -83,6 +121,7 @@ impl Extra {
                 }),
                 ..c
             },
+            _ => c,
         }
     }
 }
@@ -294,8 +333,9 @@ impl CaseData {
 
 /// The configuration every case shares, with its mode and option.
 fn case_config(mode: PolicyLossMode, option: Extra) -> LossConfig {
-    LossConfig {
+    option.apply(LossConfig {
         mode,
+        dro_beta: Some(0.3),
         kl_loss_type: KlEstimator::K3,
         kl_coef: 0.05,
         entropy_coeff: 0.01,
@@ -306,8 +346,8 @@ fn case_config(mode: PolicyLossMode, option: Extra) -> LossConfig {
         clip_cov_ratio: 0.3,
         clip_cov_lb: -5.0,
         clip_cov_ub: 5.0,
-        ..option.apply(LossConfig::default())
-    }
+        ..LossConfig::default()
+    })
 }
 
 /// The loss's relative error, the masked-in log-probs' largest error, the gradient's

@@ -281,6 +281,8 @@ impl Demo {
                 mode: cfg.mode,
                 entropy_coeff: cfg.entropy_coeff,
                 loss_agg_mode: LossAggMode::SeqMeanTokenMean,
+                // dro has no default β_D: the demo takes 0.1
+                dro_beta: Some(0.1),
                 ..LossConfig::default()
             },
         )?;

@@ -510,6 +510,16 @@ pub fn check_loss_with(
             m.rollout_logp_diff_max,
             want.metrics.rollout_logp_diff_max,
         ),
+        (
+            "off_policy_mask_frac",
+            m.off_policy_mask_frac,
+            want.metrics.off_policy_mask_frac,
+        ),
+        (
+            "vespo_phi_seq_mean",
+            m.vespo_phi_seq_mean,
+            want.metrics.vespo_phi_seq_mean,
+        ),
     ] {
         if let Err(e) = close(g, w, tol(w)) {
             panic!("{what}: {label}: {e}");
@@ -605,6 +615,8 @@ pub fn loss_config(
         temperature: tau,
         clip_ratio_c: dual,
         clip_ratio_high: 0.28,
+        // dro requires its β_D; the other modes ignore it
+        dro_beta: (mode == PolicyLossMode::Dro).then_some(0.3),
         ..LossConfig::default()
     }
 }
@@ -627,6 +639,8 @@ pub fn metric_bits(m: &wgpu_policy_loss::Metrics) -> Vec<u32> {
         m.mask_sum,
         m.cov_selected_frac,
         m.entropy_mask_frac,
+        m.off_policy_mask_frac,
+        m.vespo_phi_seq_mean,
     ])
 }
 
@@ -667,4 +681,140 @@ pub fn eval(input: &Path, output: &Path, flags: &[&str]) -> Output {
         .args(flags)
         .output()
         .unwrap()
+}
+
+/// A configuration on which the 2026 options are tried: KL and entropy terms, an
+/// asymmetric clip, DRO's β_D, a temperature.
+pub fn base_2026(mode: PolicyLossMode) -> LossConfig {
+    LossConfig {
+        mode,
+        kl_loss_type: KlEstimator::K3,
+        kl_coef: 0.1,
+        entropy_coeff: 0.01,
+        clip_ratio_high: 0.28,
+        dro_beta: Some(0.3),
+        temperature: 0.9,
+        ..LossConfig::default()
+    }
+}
+
+/// The options of SPEC's 2026 matrix, each over every mode that takes it (those
+/// LossConfig::validate accepts): (label, configuration).
+pub fn options_2026() -> Vec<(String, LossConfig)> {
+    use wgpu_policy_loss::{ImportanceSamplingLevel, RolloutCorrection, RolloutLevel, RolloutMode};
+    let seq = ImportanceSamplingLevel::Sequence;
+    let token_tis = Some(RolloutCorrection::new(
+        RolloutLevel::Token,
+        RolloutMode::Truncate,
+    ));
+    let geo_mis = Some(RolloutCorrection::new(
+        RolloutLevel::Geometric,
+        RolloutMode::Mask,
+    ));
+    type Opt = Box<dyn Fn(LossConfig) -> LossConfig>;
+    let options: Vec<(&str, Opt)> = vec![
+        ("plain", Box::new(|c| c)),
+        (
+            "delta",
+            Box::new(|c| LossConfig {
+                delta: Some(1.5),
+                ..c
+            }),
+        ),
+        (
+            "sequence",
+            Box::new(move |c| LossConfig {
+                importance_sampling_level: seq,
+                ..c
+            }),
+        ),
+        (
+            "sequence+delta",
+            Box::new(move |c| LossConfig {
+                importance_sampling_level: seq,
+                delta: Some(1.4),
+                ..c
+            }),
+        ),
+        (
+            "sequence+dual",
+            Box::new(move |c| LossConfig {
+                importance_sampling_level: seq,
+                clip_ratio_c: Some(3.0),
+                ..c
+            }),
+        ),
+        (
+            "off-policy",
+            Box::new(|c| LossConfig {
+                off_policy_mask_threshold: Some(0.05),
+                ..c
+            }),
+        ),
+        (
+            "bias-kl",
+            Box::new(|c| LossConfig {
+                use_bias_correction_kl: true,
+                ..c
+            }),
+        ),
+        (
+            "bias-kl+sequence",
+            Box::new(move |c| LossConfig {
+                use_bias_correction_kl: true,
+                importance_sampling_level: seq,
+                ..c
+            }),
+        ),
+        (
+            "k3+ token-sum",
+            Box::new(|c| LossConfig {
+                kl_loss_type: KlEstimator::K3Plus,
+                loss_agg_mode: LossAggMode::TokenSum,
+                ..c
+            }),
+        ),
+        (
+            "abs seq-mean",
+            Box::new(|c| LossConfig {
+                kl_loss_type: KlEstimator::Abs,
+                loss_agg_mode: LossAggMode::SeqMeanTokenMean,
+                ..c
+            }),
+        ),
+        (
+            "tis+off-policy",
+            Box::new(move |c| LossConfig {
+                rollout_correction: token_tis,
+                off_policy_mask_threshold: Some(0.0),
+                ..c
+            }),
+        ),
+        (
+            "geometric-mis",
+            Box::new(move |c| LossConfig {
+                rollout_correction: geo_mis,
+                ..c
+            }),
+        ),
+        (
+            "entropy-mask+sequence",
+            Box::new(move |c| LossConfig {
+                top_entropy_quantile: Some(0.6),
+                top_entropy_renormalize: true,
+                importance_sampling_level: seq,
+                ..c
+            }),
+        ),
+    ];
+    let mut out = Vec::new();
+    for mode in PolicyLossMode::ALL {
+        for (label, opt) in &options {
+            let cfg = opt(base_2026(mode));
+            if cfg.validate().is_ok() && (*label == "plain" || cfg != base_2026(mode)) {
+                out.push((format!("{} {label}", mode.name()), cfg));
+            }
+        }
+    }
+    out
 }

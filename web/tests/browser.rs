@@ -147,6 +147,7 @@ async fn policy_loss_in_every_mode_aggregation_and_dtype() {
                     entropy_coeff: 0.01,
                     clip_ratio_c: Some(3.0),
                     temperature: 0.9,
+                    dro_beta: Some(0.3),
                     ..LossConfig::default()
                 };
                 let batch = HostBatch {

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use clap::Args;
 use safetensors::tensor::SafeTensors;
 use wgpu_policy_loss::{
-    Context, DType, Error, KlEstimator, LossAggMode, LossConfig, PolicyLossMode, RolloutCorrection,
-    RolloutLevel, RolloutMode, TrlLossType,
+    Context, DType, Error, ImportanceSamplingLevel, KlEstimator, LossAggMode, LossConfig,
+    PolicyLossMode, RolloutCorrection, RolloutLevel, RolloutMode, TrlLossType,
 };
 
 use super::CliResult;
@@ -55,24 +55,30 @@ pub struct EvalArgs {
 /// The loss configuration as flags, with verl's names and defaults.
 #[derive(Args, Debug, Clone)]
 pub struct LossArgs {
-    /// reinforce | ppo_clip | gspo | cispo | sapo | gpg | clip_cov | kl_cov
+    /// reinforce | ppo_clip | gspo | cispo | sapo | gpg | clip_cov | kl_cov | geo_mean
+    /// (GMPO) | dppo_tv | dppo_kl (DPPO-Binary) | dro (needs --dro-beta) | vespo
     #[arg(long, default_value = "ppo_clip")]
     mode: PolicyLossMode,
+    /// ε_low (with dppo_tv, dppo_kl: the threshold δ_low).
     #[arg(long, default_value_t = 0.2)]
     clip_ratio_low: f32,
+    /// ε_high (with dppo_tv, dppo_kl: the threshold δ_high).
     #[arg(long, default_value_t = 0.2)]
     clip_ratio_high: f32,
-    /// Dual-clip constant (> 1); off when absent.
+    /// Dual-clip constant (> 1); off when absent. With dppo_tv, dppo_kl: the
+    /// truncation C (3.0 when absent).
     #[arg(long)]
     clip_ratio_c: Option<f32>,
-    /// k1 | k2 | k3 (aliases kl | mse | low_var_kl)
+    /// k1 | k2 | k3 | abs (aliases kl | mse | low_var_kl), and each with a trailing `+`
+    /// (straight-through: k1+ | k2+ | k3+ | abs+ | kl+ | mse+ | low_var_kl+).
     #[arg(long, default_value = "low_var_kl")]
     kl_loss_type: KlEstimator,
     #[arg(long, default_value_t = 0.0)]
     kl_coef: f32,
     #[arg(long, default_value_t = 0.0)]
     entropy_coeff: f32,
-    /// token-mean | seq-mean-token-mean | seq-mean-token-sum | seq-mean-token-sum-norm
+    /// token-mean | seq-mean-token-mean | seq-mean-token-sum | seq-mean-token-sum-norm |
+    /// token-sum
     #[arg(long, default_value = "token-mean")]
     loss_agg_mode: LossAggMode,
     /// token-mean's normaliser instead of Σ mask (data-parallel training).
@@ -126,39 +132,51 @@ pub struct LossArgs {
     /// term over them only.
     #[arg(long)]
     top_entropy_renormalize: bool,
-    /// TRL's loss_type as a preset: grpo | bnpo | dr_grpo | dapo | cispo | sapo.
+    /// TRL's loss_type as a preset: grpo | bnpo | dr_grpo | dapo | cispo | sapo | luspo
+    /// (--mode ppo_clip, --importance-sampling-level sequence, seq-mean-token-sum over
+    /// every sequence) | vespo (--mode vespo, token-mean).
     #[arg(long)]
     loss_type: Option<TrlLossType>,
     /// dr_grpo's L_norm.
     #[arg(long)]
     max_completion_length: Option<u32>,
+    /// dro's β_D (> 0), required by --mode dro (verl's policy_loss.dro_beta).
+    #[arg(long, allow_negative_numbers = true)]
+    dro_beta: Option<f32>,
+    /// VESPO's gamma weight: k for A ≥ 0 (TRL's vespo_k_pos).
+    #[arg(long, default_value_t = 2.0, allow_negative_numbers = true)]
+    vespo_k_pos: f32,
+    /// VESPO's gamma weight: λ for A ≥ 0 (TRL's vespo_lambda_pos).
+    #[arg(long, default_value_t = 3.0, allow_negative_numbers = true)]
+    vespo_lambda_pos: f32,
+    /// VESPO's gamma weight: k for A < 0 (TRL's vespo_k_neg).
+    #[arg(long, default_value_t = 3.0, allow_negative_numbers = true)]
+    vespo_k_neg: f32,
+    /// VESPO's gamma weight: λ for A < 0 (TRL's vespo_lambda_neg).
+    #[arg(long, default_value_t = 2.0, allow_negative_numbers = true)]
+    vespo_lambda_neg: f32,
+    /// TRL's two-sided clip δ (> 1) for --mode ppo_clip or gspo; off when absent;
+    /// excludes --clip-ratio-c.
+    #[arg(long, allow_negative_numbers = true)]
+    delta: Option<f32>,
+    /// token (default) | sequence (TRL's; --mode ppo_clip, cispo, sapo): the ratio of
+    /// each token, or its sequence's geometric mean.
+    #[arg(long)]
+    importance_sampling_level: Option<ImportanceSamplingLevel>,
+    /// θ ≥ 0: the off-policy sequence mask (DeepSeek-V3.2), dropping the policy term of
+    /// a sequence with A < 0 whose mean σ − logp exceeds θ; σ from the input's
+    /// rollout_logprobs when present (with or without --rollout-is), else
+    /// old_logprobs. Off when absent.
+    #[arg(long, allow_negative_numbers = true)]
+    off_policy_mask_threshold: Option<f32>,
+    /// The KL term times the importance ratio (TRL's use_bias_correction_kl).
+    #[arg(long)]
+    bias_correction_kl: bool,
 }
 
 impl LossArgs {
     /// The configuration the flags give; a bad value is an error naming its flag.
     pub fn config(&self) -> Result<LossConfig, Error> {
-        let rollout = match (
-            self.rollout_is,
-            self.rollout_is_mode,
-            self.rollout_is_threshold,
-            self.rollout_is_threshold_lower,
-        ) {
-            (None, None, None, None) => None,
-            (None, ..) => {
-                return Err(bad(
-                    "--rollout-is",
-                    "the rollout options need a level: --rollout-is token|sequence|geometric",
-                ))
-            }
-            (Some(level), mode, hi, lo) => {
-                let mut rc = RolloutCorrection::new(level, mode.unwrap_or_default());
-                if let Some(hi) = hi {
-                    rc.threshold = hi;
-                }
-                rc.threshold_lower = lo;
-                Some(rc)
-            }
-        };
         let mut cfg = LossConfig {
             mode: self.mode,
             clip_ratio_low: self.clip_ratio_low,
@@ -179,12 +197,29 @@ impl LossArgs {
             kl_cov_ratio: self.kl_cov_ratio,
             ppo_kl_coef: self.ppo_kl_coef,
             seed: self.seed,
-            rollout_correction: rollout,
+            rollout_correction: self.rollout()?,
             top_entropy_quantile: self.top_entropy_quantile,
             top_entropy_renormalize: self.top_entropy_renormalize,
             count_empty_sequences: false,
+            dro_beta: self.dro_beta,
+            vespo_k_pos: self.vespo_k_pos,
+            vespo_lambda_pos: self.vespo_lambda_pos,
+            vespo_k_neg: self.vespo_k_neg,
+            vespo_lambda_neg: self.vespo_lambda_neg,
+            delta: self.delta,
+            importance_sampling_level: self.importance_sampling_level.unwrap_or_default(),
+            off_policy_mask_threshold: self.off_policy_mask_threshold,
+            use_bias_correction_kl: self.bias_correction_kl,
         };
         if let Some(t) = self.loss_type {
+            if t == TrlLossType::Luspo
+                && self.importance_sampling_level == Some(ImportanceSamplingLevel::Token)
+            {
+                return Err(bad(
+                    "--importance-sampling-level",
+                    "--loss-type luspo is the sequence level: drop `token` (or the preset)",
+                ));
+            }
             cfg = cfg
                 .with_loss_type(t, self.max_completion_length)
                 .map_err(flag)?;
@@ -196,6 +231,30 @@ impl LossArgs {
         }
         cfg.validate().map_err(flag)?;
         Ok(cfg)
+    }
+
+    /// The rollout correction the `--rollout-is*` flags give.
+    fn rollout(&self) -> Result<Option<RolloutCorrection>, Error> {
+        match (
+            self.rollout_is,
+            self.rollout_is_mode,
+            self.rollout_is_threshold,
+            self.rollout_is_threshold_lower,
+        ) {
+            (None, None, None, None) => Ok(None),
+            (None, ..) => Err(bad(
+                "--rollout-is",
+                "the rollout options need a level: --rollout-is token|sequence|geometric",
+            )),
+            (Some(level), mode, hi, lo) => {
+                let mut rc = RolloutCorrection::new(level, mode.unwrap_or_default());
+                if let Some(hi) = hi {
+                    rc.threshold = hi;
+                }
+                rc.threshold_lower = lo;
+                Ok(Some(rc))
+            }
+        }
     }
 }
 
@@ -227,6 +286,19 @@ fn flag(e: Error) -> Error {
                 "entropy_coeff" => "--entropy-coeff",
                 "global_normalizer" => "--global-normalizer",
                 "l_norm" => "--l-norm",
+                "mode" => "--mode",
+                "kl_loss_type" => "--kl-loss-type",
+                "loss_agg_mode" => "--loss-agg-mode",
+                "seed" => "--seed",
+                "dro_beta" => "--dro-beta",
+                "vespo_k_pos" => "--vespo-k-pos",
+                "vespo_lambda_pos" => "--vespo-lambda-pos",
+                "vespo_k_neg" => "--vespo-k-neg",
+                "vespo_lambda_neg" => "--vespo-lambda-neg",
+                "delta" => "--delta",
+                "importance_sampling_level" => "--importance-sampling-level",
+                "off_policy_mask_threshold" => "--off-policy-mask-threshold",
+                "use_bias_correction_kl" => "--bias-correction-kl",
                 other => other,
             };
             Error::InvalidArgument { arg: name, reason }

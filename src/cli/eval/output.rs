@@ -33,6 +33,8 @@ pub(super) fn write(
         ("rollout_is_clipfrac", m.rollout_is_clipfrac),
         ("rollout_logp_diff_max", m.rollout_logp_diff_max),
         ("invalid_input_rows", m.invalid_input_rows),
+        ("off_policy_mask_frac", m.off_policy_mask_frac),
+        ("vespo_phi_seq_mean", m.vespo_phi_seq_mean),
     ];
     let scalar_bytes: Vec<(&str, [u8; 4])> =
         scalars.iter().map(|&(n, v)| (n, v.to_le_bytes())).collect();

@@ -7,7 +7,7 @@
 //! [per chunk]        where a batch-wide term needs every row's statistics first:
 //!   gather + matmul    the chunk's hidden rows, its logits h·Wᵀ
 //!   policy_loss        its rows' statistics (PHASE_STATS)
-//! gspo_ratio, select as for logits
+//! select, seq_terms as for logits
 //! per chunk
 //!   gather + matmul    the chunk's logits (again, where the statistics came first)
 //!   policy_loss        loss terms; Gz over the chunk buffer, in place, in f32

@@ -2,7 +2,7 @@
 //! no GPU: the order of the launches and what they allocate.
 
 use super::*;
-use crate::config::{RolloutCorrection, RolloutLevel, RolloutMode};
+use crate::config::{ImportanceSamplingLevel, RolloutCorrection, RolloutLevel, RolloutMode};
 use crate::kernels::column_blocks;
 
 /// Ample limits, and a lane layout without a loop limit.
@@ -39,7 +39,7 @@ fn part(rows: u32, rows_per_seq: u32, vocab: u32, grad: bool) -> PartSpans {
 fn configs() -> Vec<LossConfig> {
     let mut out = Vec::new();
     for mode in PolicyLossMode::ALL {
-        for option in 0..4 {
+        for option in 0..7 {
             let mut c = LossConfig {
                 mode,
                 ..LossConfig::default()
@@ -53,6 +53,14 @@ fn configs() -> Vec<LossConfig> {
                 3 => {
                     let level = RolloutLevel::Sequence;
                     c.rollout_correction = Some(RolloutCorrection::new(level, RolloutMode::Mask));
+                }
+                4 => c.off_policy_mask_threshold = Some(0.5),
+                5 if mode.has_sequence_level() => {
+                    c.importance_sampling_level = ImportanceSamplingLevel::Sequence;
+                }
+                6 => {
+                    c.use_bias_correction_kl = true;
+                    c.kl_coef = 0.1;
                 }
                 _ => {}
             }
@@ -80,7 +88,7 @@ fn run(
 }
 
 /// The launches a call must have, checked step by step against what SPEC's batch-wide
-/// terms need: the order is prepare, statistics, gspo_ratio, select, rows, reduce.
+/// terms need: the order is prepare, statistics, select, seq_terms, rows, reduce.
 fn check(
     cfg: &LossConfig,
     parts: &[PartSpans],
@@ -111,8 +119,8 @@ fn check(
         Step::Prepare { .. } => 0,
         Step::Row { phase, .. } if *phase == PHASE_STATS => 1,
         Step::BlockPartials { .. } | Step::CombineBlocks { .. } | Step::CombineShards { .. } => 1,
-        Step::GspoRatio { .. } => 2,
-        Step::Select { .. } => 3,
+        Step::Select { .. } => 2,
+        Step::SeqTerms { .. } => 3,
         Step::Row { .. } => 4,
         Step::Reduce => 5,
         Step::HeadLogits { .. } | Step::HeadRow { .. } | Step::HeadGrad { .. } => 4,
@@ -132,7 +140,7 @@ fn count(steps: &[Step], f: impl Fn(&Step) -> bool) -> usize {
     steps.iter().filter(|s| f(s)).count()
 }
 
-/// Each live part: its prepare, its statistics where needed, its GSPO ratio, and one
+/// Each live part: its prepare, its statistics where needed, its sequence pass, and one
 /// loss launch per column block.
 fn check_parts(
     cfg: &LossConfig,
@@ -184,8 +192,8 @@ fn check_parts(
             }
         };
         assert_eq!(stats, first as usize, "{what}: statistics of part {p}");
-        let gspo = count(steps, |s| *s == Step::GspoRatio { part: p });
-        assert_eq!(gspo, (cfg.mode == PolicyLossMode::Gspo) as usize, "{what}");
+        let seq = count(steps, |s| *s == Step::SeqTerms { part: p });
+        assert_eq!(seq, cfg.needs_sequence_pass() as usize, "{what}");
     }
 }
 
@@ -245,7 +253,7 @@ fn launches_of_one_small_part_follow_the_documented_count() {
             let s = run(&cfg, &[part(1, 1, 1, false)], &[(0, 1)], has_old, None);
             let want = 3
                 + cfg.needs_stats_first(has_old) as usize
-                + (cfg.mode == PolicyLossMode::Gspo) as usize
+                + cfg.needs_sequence_pass() as usize
                 + (select::phases(&cfg) != 0) as usize;
             assert_eq!(s.launches.len(), want, "{cfg:?}, old {has_old}");
         }

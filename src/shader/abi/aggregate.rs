@@ -9,4 +9,5 @@ wgsl_consts! {
     pub(crate) AGG_SEQ_MEAN_TOKEN_MEAN: u32 = 1;
     pub(crate) AGG_SEQ_MEAN_TOKEN_SUM: u32 = 2;
     pub(crate) AGG_SEQ_MEAN_TOKEN_SUM_NORM: u32 = 3;
+    pub(crate) AGG_TOKEN_SUM: u32 = 4;
 }

@@ -149,7 +149,6 @@ pub(crate) mod advantages;
 pub(crate) mod aggregate;
 pub(crate) mod baseline;
 pub(crate) mod combine;
-pub(crate) mod gspo_ratio;
 pub(crate) mod head_rows;
 pub(crate) mod matmul;
 pub(crate) mod policy_loss;
@@ -158,6 +157,7 @@ pub(crate) mod reduce;
 pub(crate) mod row_partials;
 pub(crate) mod row_stats;
 pub(crate) mod select;
+pub(crate) mod seq_terms;
 
 wgsl_struct! {
     /// `RowLayout` as the shaders see it (prelude.wgsl's `row_start`): offsets relative
@@ -172,7 +172,7 @@ wgsl_struct! {
 
     /// A part's rows and sequences, and where they start in the scratch buffers (a loss
     /// over logits in several buffers numbers every part's rows and sequences one after
-    /// the other): prepare, gspo_ratio and select run part by part on it.
+    /// the other): prepare, seq_terms and select run part by part on it.
     #[derive(Clone, Copy, Debug, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
     pub(crate) struct PartSpan {
         pub rows: u32,
@@ -200,7 +200,7 @@ wgsl_struct! {
 wgsl_consts! {
     pub(crate) SHARED;
     /// Which optional per-row inputs a loss call has (prepare's gather, the row kernel,
-    /// reduce, select, gspo_ratio): the low bits of every kernel's `flags`.
+    /// reduce, select, seq_terms): the low bits of every kernel's `flags`.
     pub(crate) HAS_OLD: u32 = 1;
     pub(crate) HAS_REF: u32 = 2;
     /// f32s per row of `rowout`: logp, entropy, lse, w·L, kl, flags, bad id, -.

@@ -4,6 +4,25 @@ use super::LayoutParams;
 use super::{Abi, COMMON, SHARED};
 
 wgsl_struct! {
+    /// The clipped objective's constants (terms.wgsl's clipped_term): the band
+    /// `[1 − low, 1 + high]`, dual-clip's c, TRL's two-sided δ.
+    #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+    pub(crate) struct Clip {
+        pub(crate) low: f32,
+        pub(crate) high: f32,
+        pub(crate) c: f32,
+        pub(crate) delta: f32,
+    }
+
+    /// VESPO's gamma weight (terms.wgsl's vespo_phi): (k, λ) for A ≥ 0 and for A < 0.
+    #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+    pub(crate) struct Vespo {
+        pub(crate) k_pos: f32,
+        pub(crate) lambda_pos: f32,
+        pub(crate) k_neg: f32,
+        pub(crate) lambda_neg: f32,
+    }
+
     #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
     pub(crate) struct Params {
         /// logits, targets and gradient; rows are grouped into the loss's sequences by
@@ -20,9 +39,8 @@ wgsl_struct! {
         pub(crate) mode: u32,
         pub(crate) kl_type: u32,
         pub(crate) flags: u32,
-        pub(crate) clip_low: f32,
-        pub(crate) clip_high: f32,
-        pub(crate) clip_c: f32,
+        /// the clipped objective's band, dual-clip's c (DPPO's truncation C), δ
+        pub(crate) clip: Clip,
         pub(crate) kl_coef: f32,
         pub(crate) entropy_coeff: f32,
         /// where this part's rows and sequences start in the scratch buffers (a loss over
@@ -37,9 +55,11 @@ wgsl_struct! {
         /// vocab_total; the statistics of the whole row come from combine.wgsl (LOSS only)
         pub(crate) col_offset: u32,
         pub(crate) vocab_total: u32,
+        /// DRO's β_D
+        pub(crate) dro_beta: f32,
         pub(crate) _pad0: u32,
         pub(crate) _pad1: u32,
-        pub(crate) _pad2: u32,
+        pub(crate) vespo: Vespo,
     }
 }
 
@@ -55,6 +75,17 @@ wgsl_consts! {
     pub(crate) HAS_ROLLOUT: u32 = 8;
     pub(crate) HAS_SELECTION: u32 = 16;
     pub(crate) RENORMALIZE: u32 = 32;
+    /// the 2026 options: the ratio is the sequence's (seqinfo.y: gspo, TRL's sequence
+    /// level); the policy term's gradient comes through the sequence's addend alone;
+    /// seqinfo.w is added to G; TRL's two-sided δ; a straight-through KL estimator;
+    /// the KL term times the ratio; the off-policy mask's o (rowaux)
+    pub(crate) SEQ_RATIO: u32 = 64;
+    pub(crate) POLICY_VIA_SEQ: u32 = 128;
+    pub(crate) SEQ_ADDEND: u32 = 256;
+    pub(crate) HAS_DELTA: u32 = 512;
+    pub(crate) KL_STRAIGHT: u32 = 1024;
+    pub(crate) BIAS_KL: u32 = 2048;
+    pub(crate) OFF_POLICY: u32 = 4096;
     /// the modes; gpg's loss is reinforce's
     pub(crate) MODE_REINFORCE: u32 = 0;
     pub(crate) MODE_PPO: u32 = 1;
@@ -64,10 +95,20 @@ wgsl_consts! {
     pub(crate) MODE_GPG: u32 = 5;
     pub(crate) MODE_CLIP_COV: u32 = 6;
     pub(crate) MODE_KL_COV: u32 = 7;
+    pub(crate) MODE_GEO_MEAN: u32 = 8;
+    pub(crate) MODE_DPPO_TV: u32 = 9;
+    pub(crate) MODE_DPPO_KL: u32 = 10;
+    pub(crate) MODE_DRO: u32 = 11;
+    pub(crate) MODE_VESPO: u32 = 12;
     /// the KL estimators
     pub(crate) KL_K1: u32 = 0;
     pub(crate) KL_K2: u32 = 1;
     pub(crate) KL_K3: u32 = 2;
+    pub(crate) KL_ABS: u32 = 3;
 }
 
-pub(crate) const ABI: Abi = &[COMMON, SHARED, &[Params::DECL], CONSTS];
+/// What terms.wgsl declares it needs of the contract (the row kernel's and the sequence
+/// pass's modules both hold it).
+pub(crate) const TERMS: &[super::Decl] = &[Clip::DECL, Vespo::DECL];
+
+pub(crate) const ABI: Abi = &[COMMON, SHARED, TERMS, &[Params::DECL], CONSTS];

@@ -16,6 +16,13 @@ wgsl_struct! {
         /// select.wgsl ran: rowaux holds the rollout weights, the selection and the mask
         pub(crate) has_rollout: u32,
         pub(crate) has_selection: u32,
+        /// the sampler's log-probs are read (a bad one is bad input): the rollout
+        /// correction or the off-policy mask's σ
+        pub(crate) reads_rollout: u32,
+        /// rowaux holds the off-policy mask's o; VESPO's metric (VESPO_*)
+        pub(crate) off_policy: u32,
+        pub(crate) vespo: u32,
+        pub(crate) _pad0: u32,
     }
 }
 
@@ -44,8 +51,10 @@ wgsl_consts! {
     pub(crate) M_INVALID_INPUT_ROW: u32 = 18;
     pub(crate) M_INVALID_INPUT_TENSOR: u32 = 19;
     pub(crate) M_INVALID_INPUT_VALUE: u32 = 20;
+    pub(crate) M_OFF_POLICY_MASK_FRAC: u32 = 21;
+    pub(crate) M_VESPO_PHI_SEQ_MEAN: u32 = 22;
     /// Values the reduce kernel writes.
-    pub(crate) METRICS_LEN: u32 = 21;
+    pub(crate) METRICS_LEN: u32 = 23;
     /// The tensor of a row's first bad input: 0 for none, else RowInput's code.
     pub(crate) BAD_NONE: u32 = 0;
     pub(crate) BAD_MASK: u32 = RowInput::Mask.code();
@@ -56,6 +65,10 @@ wgsl_consts! {
     /// Flags of `write_rows`: which per-row outputs the caller asked for.
     pub(crate) WRITE_LOGP: u32 = 1;
     pub(crate) WRITE_ENTROPY: u32 = 2;
+    /// VESPO's metric in rowaux: none, φ_b / B on each sequence's first row, m·φ_t.
+    pub(crate) VESPO_NONE: u32 = 0;
+    pub(crate) VESPO_SEQ: u32 = 1;
+    pub(crate) VESPO_TOKEN: u32 = 2;
 }
 
 pub(crate) const ABI: Abi = &[COMMON, SHARED, &[Params::DECL], CONSTS];

@@ -101,6 +101,37 @@ pub fn families() -> Vec<(&'static str, LossConfig)> {
                 ..base
             },
         ),
+        // SPEC's 2026 matrix
+        ("geo_mean", mode(M::GeoMean)),
+        ("dppo_tv", mode(M::DppoTv)),
+        ("dppo_kl", mode(M::DppoKl)),
+        (
+            "dro",
+            LossConfig {
+                dro_beta: Some(0.1),
+                ..mode(M::Dro)
+            },
+        ),
+        ("vespo", mode(M::Vespo)),
+        (
+            "ppo_clip delta 2",
+            LossConfig {
+                delta: Some(2.0),
+                ..base
+            },
+        ),
+        (
+            "luspo",
+            base.with_loss_type(crate::TrlLossType::Luspo, None)
+                .expect("luspo needs no length"),
+        ),
+        (
+            "off-policy mask 0.5",
+            LossConfig {
+                off_policy_mask_threshold: Some(0.5),
+                ..base
+            },
+        ),
     ]
 }
 

@@ -1,0 +1,194 @@
+//! `LossConfig::validate`: every field checked, each error naming its field (SPEC's
+//! error tables).
+
+use super::*;
+use crate::error::{Error, Result};
+
+impl LossConfig {
+    /// Checks every value; the error names the field.
+    pub fn validate(&self) -> Result<()> {
+        positive("temperature", self.temperature)?;
+        for (arg, v) in [
+            ("clip_ratio_low", self.clip_ratio_low),
+            ("clip_ratio_high", self.clip_ratio_high),
+        ] {
+            finite(arg, v)?;
+            if v < 0.0 {
+                return Err(Error::arg(arg, format!("must be ≥ 0, got {v}")));
+            }
+        }
+        if let Some(c) = self.clip_ratio_c {
+            if !(c.is_finite() && c > 1.0) {
+                return Err(Error::arg(
+                    "clip_ratio_c",
+                    format!("must be finite and > 1, got {c}"),
+                ));
+            }
+        }
+        finite("kl_coef", self.kl_coef)?;
+        finite("entropy_coeff", self.entropy_coeff)?;
+        if let Some(n) = self.global_normalizer {
+            positive("global_normalizer", n)?;
+        }
+        if let Some(n) = self.l_norm {
+            positive("l_norm", n)?;
+        }
+        positive("tau_pos", self.tau_pos)?;
+        positive("tau_neg", self.tau_neg)?;
+        self.validate_cov()?;
+        if let Some(rc) = &self.rollout_correction {
+            rc.validate()?;
+        }
+        if let Some(q) = self.top_entropy_quantile {
+            share("top_entropy_quantile", q)?;
+        } else if self.top_entropy_renormalize {
+            return Err(Error::arg(
+                "top_entropy_renormalize",
+                "needs top_entropy_quantile (the share of tokens to keep)",
+            ));
+        }
+        self.validate_2026()
+    }
+
+    /// SPEC's error table of "The 2026 loss matrix": each bad value or combination
+    /// named by its field.
+    fn validate_2026(&self) -> Result<()> {
+        use PolicyLossMode as M;
+        let mode = self.mode.name();
+        if self.mode == M::Dro {
+            match self.dro_beta {
+                Some(b) => positive("dro_beta", b)?,
+                None => return Err(Error::arg("dro_beta", "mode dro needs β_D > 0: give it")),
+            }
+        }
+        for (arg, v) in [
+            ("vespo_k_pos", self.vespo_k_pos),
+            ("vespo_lambda_pos", self.vespo_lambda_pos),
+            ("vespo_k_neg", self.vespo_k_neg),
+            ("vespo_lambda_neg", self.vespo_lambda_neg),
+        ] {
+            finite(arg, v)?;
+        }
+        if let Some(d) = self.delta {
+            if !(d.is_finite() && d > 1.0) {
+                return Err(Error::arg(
+                    "delta",
+                    format!("must be finite and > 1, got {d}"),
+                ));
+            }
+            if !matches!(self.mode, M::PpoClip | M::Gspo) {
+                return Err(Error::arg(
+                    "delta",
+                    format!("applies to ppo_clip and gspo, not {mode}"),
+                ));
+            }
+            if self.clip_ratio_c.is_some() {
+                return Err(Error::arg("delta", "excludes dual-clip (clip_ratio_c)"));
+            }
+        }
+        if self.importance_sampling_level == ImportanceSamplingLevel::Sequence
+            && !self.mode.has_sequence_level()
+        {
+            return Err(Error::arg(
+                "importance_sampling_level",
+                format!("sequence applies to ppo_clip, cispo and sapo, not {mode}"),
+            ));
+        }
+        if let Some(t) = self.off_policy_mask_threshold {
+            if !(t.is_finite() && t >= 0.0) {
+                return Err(Error::arg(
+                    "off_policy_mask_threshold",
+                    format!("must be finite and ≥ 0, got {t}"),
+                ));
+            }
+        }
+        if self.mode == M::GeoMean {
+            for (arg, on) in [
+                ("top_entropy_quantile", self.top_entropy_quantile.is_some()),
+                (
+                    "off_policy_mask_threshold",
+                    self.off_policy_mask_threshold.is_some(),
+                ),
+            ] {
+                if on {
+                    return Err(Error::arg(arg, "geo_mean takes no token or sequence mask"));
+                }
+            }
+        }
+        match self.rollout_correction {
+            Some(rc) if self.mode == M::Vespo && rc.level != RolloutLevel::Token => {
+                Err(Error::arg(
+                    "rollout_is",
+                    "vespo takes the rollout correction at the token level only",
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// `clip_cov`'s and `kl_cov`'s fields.
+    fn validate_cov(&self) -> Result<()> {
+        share("clip_cov_ratio", self.clip_cov_ratio)?;
+        share("kl_cov_ratio", self.kl_cov_ratio)?;
+        finite("clip_cov_lb", self.clip_cov_lb)?;
+        finite("clip_cov_ub", self.clip_cov_ub)?;
+        if self.clip_cov_lb >= self.clip_cov_ub {
+            return Err(Error::arg(
+                "clip_cov_ub",
+                format!(
+                    "must exceed clip_cov_lb ({}), got {}",
+                    self.clip_cov_lb, self.clip_cov_ub
+                ),
+            ));
+        }
+        finite("ppo_kl_coef", self.ppo_kl_coef)
+    }
+}
+
+impl RolloutCorrection {
+    /// `C_hi > 0` and `0 ≤ C_lo ≤ C_hi`, named as verl's fields.
+    fn validate(&self) -> Result<()> {
+        positive("rollout_is_threshold", self.threshold)?;
+        let lo = self.lower();
+        if !(lo.is_finite() && lo >= 0.0) {
+            return Err(Error::arg(
+                "rollout_is_threshold_lower",
+                format!("must be finite and ≥ 0, got {lo}"),
+            ));
+        }
+        if lo > self.threshold {
+            return Err(Error::arg(
+                "rollout_is_threshold_lower",
+                format!(
+                    "C_lo = {lo} exceeds C_hi = rollout_is_threshold = {}",
+                    self.threshold
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn finite(arg: &'static str, v: f32) -> Result<()> {
+    if v.is_finite() {
+        Ok(())
+    } else {
+        Err(Error::arg(arg, format!("must be finite, got {v}")))
+    }
+}
+
+fn positive(arg: &'static str, v: f32) -> Result<()> {
+    if v.is_finite() && v > 0.0 {
+        Ok(())
+    } else {
+        Err(Error::arg(arg, format!("must be finite and > 0, got {v}")))
+    }
+}
+
+fn share(arg: &'static str, v: f32) -> Result<()> {
+    if v > 0.0 && v <= 1.0 {
+        Ok(())
+    } else {
+        Err(Error::arg(arg, format!("must lie in (0, 1], got {v}")))
+    }
+}
