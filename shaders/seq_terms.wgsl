@@ -25,10 +25,10 @@
 // per row: mask, advantage, old log-prob, ref log-prob (prepare.wgsl)
 @group(0) @binding(1) var<storage, read> rowin: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> rowout: array<array<f32, ROWOUT_FLOATS>>;
-// per sequence: c_b, the sequence value, c'_b, the addend (or q_b)
-@group(0) @binding(3) var<storage, read_write> seqinfo: array<vec4<f32>>;
 // two vec4 a row: (rollout log-prob, q, -, -) and (selected, kept, o, VESPO's metric)
-@group(0) @binding(4) var<storage, read_write> rowaux: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> rowaux: array<vec4<f32>>;
+// per sequence: c_b, the sequence value, c'_b, the addend (or q_b)
+@group(0) @binding(4) var<storage, read_write> seqinfo: array<vec4<f32>>;
 
 fn has(flag: u32) -> bool {
     return (params.flags & flag) != 0u;

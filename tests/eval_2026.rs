@@ -168,119 +168,121 @@ fn fails_naming(input: &Path, flags: &[&str], named: &str) {
     assert!(err.contains(named), "{flags:?} should name {named}: {err}");
 }
 
+/// SPEC's eval error table (2026): flags on a valid input, and the flag the error names.
+const ERROR_TABLE: &[(&[&str], &str)] = &[
+    // --mode dro without --dro-beta, or --dro-beta ≤ 0
+    (&["--mode", "dro"], "--dro-beta"),
+    (&["--mode", "dro", "--dro-beta", "0"], "--dro-beta"),
+    (&["--mode", "dro", "--dro-beta", "-1"], "--dro-beta"),
+    (&["--mode", "dro", "--dro-beta", "nan"], "--dro-beta"),
+    // --delta ≤ 1, with another mode, or with --clip-ratio-c
+    (&["--delta", "1"], "--delta"),
+    (&["--delta", "0.5"], "--delta"),
+    (&["--delta", "-2"], "--delta"),
+    (&["--delta", "nan"], "--delta"),
+    (&["--delta", "2", "--mode", "cispo"], "--delta"),
+    (&["--delta", "2", "--mode", "dppo_tv"], "--delta"),
+    (&["--delta", "2", "--loss-type", "vespo"], "--delta"),
+    (&["--delta", "2", "--clip-ratio-c", "3"], "--delta"),
+    (
+        &["--mode", "gspo", "--delta", "2", "--clip-ratio-c", "3"],
+        "--delta",
+    ),
+    // --importance-sampling-level: unknown; sequence with another mode; token
+    // with --loss-type luspo
+    (
+        &["--importance-sampling-level", "bogus"],
+        "--importance-sampling-level",
+    ),
+    (
+        &[
+            "--importance-sampling-level",
+            "sequence",
+            "--mode",
+            "reinforce",
+        ],
+        "--importance-sampling-level",
+    ),
+    (
+        &["--importance-sampling-level", "sequence", "--mode", "gspo"],
+        "--importance-sampling-level",
+    ),
+    (
+        &[
+            "--importance-sampling-level",
+            "sequence",
+            "--loss-type",
+            "vespo",
+        ],
+        "--importance-sampling-level",
+    ),
+    (
+        &[
+            "--importance-sampling-level",
+            "token",
+            "--loss-type",
+            "luspo",
+        ],
+        "--importance-sampling-level",
+    ),
+    // geo_mean takes no mask
+    (
+        &["--mode", "geo_mean", "--top-entropy-quantile", "0.5"],
+        "--top-entropy-quantile",
+    ),
+    (
+        &["--mode", "geo_mean", "--off-policy-mask-threshold", "0.1"],
+        "--off-policy-mask-threshold",
+    ),
+    // the mask's threshold negative or not finite
+    (
+        &["--off-policy-mask-threshold", "-1"],
+        "--off-policy-mask-threshold",
+    ),
+    (
+        &["--off-policy-mask-threshold", "nan"],
+        "--off-policy-mask-threshold",
+    ),
+    (
+        &["--off-policy-mask-threshold", "inf"],
+        "--off-policy-mask-threshold",
+    ),
+    // vespo takes the rollout correction at the token level only
+    (
+        &["--mode", "vespo", "--rollout-is", "sequence"],
+        "--rollout-is",
+    ),
+    (
+        &["--mode", "vespo", "--rollout-is", "geometric"],
+        "--rollout-is",
+    ),
+    (
+        &["--loss-type", "vespo", "--rollout-is", "sequence"],
+        "--rollout-is",
+    ),
+    // unknown names
+    (&["--kl-loss-type", "k4"], "--kl-loss-type"),
+    (&["--kl-loss-type", "k2++"], "--kl-loss-type"),
+    (&["--kl-loss-type", "abs-"], "--kl-loss-type"),
+    (&["--loss-agg-mode", "token-sum-norm"], "--loss-agg-mode"),
+    (&["--loss-agg-mode", "tokensum"], "--loss-agg-mode"),
+    (&["--mode", "geomean"], "--mode"),
+    (&["--loss-type", "lspo"], "--loss-type"),
+    // VESPO's weights are finite
+    (
+        &["--mode", "vespo", "--vespo-k-pos", "nan"],
+        "--vespo-k-pos",
+    ),
+    (
+        &["--mode", "vespo", "--vespo-lambda-neg", "inf"],
+        "--vespo-lambda-neg",
+    ),
+];
+
 #[test]
 fn every_row_of_the_error_table_names_its_flag() {
     let input = input("errors.safetensors");
-    let rows: &[(&[&str], &str)] = &[
-        // --mode dro without --dro-beta, or --dro-beta ≤ 0
-        (&["--mode", "dro"], "--dro-beta"),
-        (&["--mode", "dro", "--dro-beta", "0"], "--dro-beta"),
-        (&["--mode", "dro", "--dro-beta", "-1"], "--dro-beta"),
-        (&["--mode", "dro", "--dro-beta", "nan"], "--dro-beta"),
-        // --delta ≤ 1, with another mode, or with --clip-ratio-c
-        (&["--delta", "1"], "--delta"),
-        (&["--delta", "0.5"], "--delta"),
-        (&["--delta", "-2"], "--delta"),
-        (&["--delta", "nan"], "--delta"),
-        (&["--delta", "2", "--mode", "cispo"], "--delta"),
-        (&["--delta", "2", "--mode", "dppo_tv"], "--delta"),
-        (&["--delta", "2", "--loss-type", "vespo"], "--delta"),
-        (&["--delta", "2", "--clip-ratio-c", "3"], "--delta"),
-        (
-            &["--mode", "gspo", "--delta", "2", "--clip-ratio-c", "3"],
-            "--delta",
-        ),
-        // --importance-sampling-level: unknown; sequence with another mode; token
-        // with --loss-type luspo
-        (
-            &["--importance-sampling-level", "bogus"],
-            "--importance-sampling-level",
-        ),
-        (
-            &[
-                "--importance-sampling-level",
-                "sequence",
-                "--mode",
-                "reinforce",
-            ],
-            "--importance-sampling-level",
-        ),
-        (
-            &["--importance-sampling-level", "sequence", "--mode", "gspo"],
-            "--importance-sampling-level",
-        ),
-        (
-            &[
-                "--importance-sampling-level",
-                "sequence",
-                "--loss-type",
-                "vespo",
-            ],
-            "--importance-sampling-level",
-        ),
-        (
-            &[
-                "--importance-sampling-level",
-                "token",
-                "--loss-type",
-                "luspo",
-            ],
-            "--importance-sampling-level",
-        ),
-        // geo_mean takes no mask
-        (
-            &["--mode", "geo_mean", "--top-entropy-quantile", "0.5"],
-            "--top-entropy-quantile",
-        ),
-        (
-            &["--mode", "geo_mean", "--off-policy-mask-threshold", "0.1"],
-            "--off-policy-mask-threshold",
-        ),
-        // the mask's threshold negative or not finite
-        (
-            &["--off-policy-mask-threshold", "-1"],
-            "--off-policy-mask-threshold",
-        ),
-        (
-            &["--off-policy-mask-threshold", "nan"],
-            "--off-policy-mask-threshold",
-        ),
-        (
-            &["--off-policy-mask-threshold", "inf"],
-            "--off-policy-mask-threshold",
-        ),
-        // vespo takes the rollout correction at the token level only
-        (
-            &["--mode", "vespo", "--rollout-is", "sequence"],
-            "--rollout-is",
-        ),
-        (
-            &["--mode", "vespo", "--rollout-is", "geometric"],
-            "--rollout-is",
-        ),
-        (
-            &["--loss-type", "vespo", "--rollout-is", "sequence"],
-            "--rollout-is",
-        ),
-        // unknown names
-        (&["--kl-loss-type", "k4"], "--kl-loss-type"),
-        (&["--kl-loss-type", "k2++"], "--kl-loss-type"),
-        (&["--kl-loss-type", "abs-"], "--kl-loss-type"),
-        (&["--loss-agg-mode", "token-sum-norm"], "--loss-agg-mode"),
-        (&["--loss-agg-mode", "tokensum"], "--loss-agg-mode"),
-        (&["--mode", "geomean"], "--mode"),
-        (&["--loss-type", "lspo"], "--loss-type"),
-        // VESPO's weights are finite
-        (
-            &["--mode", "vespo", "--vespo-k-pos", "nan"],
-            "--vespo-k-pos",
-        ),
-        (
-            &["--mode", "vespo", "--vespo-lambda-neg", "inf"],
-            "--vespo-lambda-neg",
-        ),
-    ];
-    for (flags, named) in rows {
+    for (flags, named) in ERROR_TABLE {
         fails_naming(&input, flags, named);
     }
 }

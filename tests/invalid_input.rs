@@ -278,8 +278,8 @@ fn base(mode: PolicyLossMode) -> LossConfig {
 
 /// Every mode with every option that reads `input`: the issue's `--kl-loss-type
 /// low_var_kl --kl-coef 0.1 --rollout-is token` for all, then the other KL estimators
-/// (ref), every rollout level and mode (rollout), the ratio without the rollout
-/// correction (old), and every aggregation (mask, advantages).
+/// (ref), every rollout level and mode and the off-policy mask (rollout), the ratio
+/// without the rollout correction (old), and every aggregation (mask, advantages).
 fn configs(input: RowInput) -> Vec<LossConfig> {
     let mut out = Vec::new();
     for mode in PolicyLossMode::ALL {
@@ -303,6 +303,12 @@ fn configs(input: RowInput) -> Vec<LossConfig> {
                         }
                     }
                 }
+                // the off-policy mask reads them too (its σ), without the correction
+                out.push(LossConfig {
+                    rollout_correction: None,
+                    off_policy_mask_threshold: Some(0.1),
+                    ..b
+                });
             }
             RowInput::OldLogprobs => out.push(LossConfig {
                 rollout_correction: None,

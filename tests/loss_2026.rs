@@ -7,13 +7,20 @@
 mod common;
 
 use common::*;
-use wgpu_policy_loss::{DType, HostLogits, HostLoss, HostPart, LossConfig, PolicyLossMode};
+use wgpu_policy_loss::{
+    Context, DType, HostLogits, HostLoss, HostPart, LossConfig, PolicyLossMode,
+};
 
 fn part<'a>(case: &'a LossCase, l: &'a Logits, using: Use, rollout: bool) -> HostPart<'a> {
     HostPart {
         batch: case.batch(l.host(), using),
         rollout_logprobs: rollout.then_some(&case.rollout[..]),
     }
+}
+
+/// check_loss_with in f32 logits and gradient.
+fn check_f32(ctx: &Context, cfg: &LossConfig, case: &LossCase, using: Use, rollout: bool) {
+    check_loss_with(ctx, cfg, case, DType::F32, Some(DType::F32), using, rollout);
 }
 
 fn run(ctx: &wgpu_policy_loss::Context, cfg: &LossConfig, p: HostPart<'_>) -> HostLoss {
@@ -29,7 +36,7 @@ fn every_option_against_the_reference() {
     let case = LossCase::new(41, 4, 6, 37);
     let options = options_2026();
     for ctx in contexts() {
-        for (i, (label, cfg)) in options.iter().enumerate() {
+        for (i, (_, cfg)) in options.iter().enumerate() {
             for k in 0..4 {
                 let using = Use {
                     per_token_adv: k % 2 == 1,
@@ -39,7 +46,6 @@ fn every_option_against_the_reference() {
                 let rollout = k >= 2 || cfg.rollout_correction.is_some();
                 let dtype = DType::ALL[(i + k) % 3];
                 let grad = DType::ALL[(i + 2 * k) % 3];
-                let _ = label;
                 check_loss_with(ctx, cfg, &case, dtype, Some(grad), using, rollout);
             }
         }
@@ -57,7 +63,7 @@ fn on_policy_options_against_the_reference() {
                 old: false,
                 ..ALL_INPUTS
             };
-            check_loss_with(ctx, &cfg, &case, DType::F32, Some(DType::F32), using, true);
+            check_f32(ctx, &cfg, &case, using, true);
         }
     }
 }
@@ -78,15 +84,7 @@ fn the_clamp_of_the_ratio() {
     }
     for ctx in contexts() {
         for (_, cfg) in options_2026() {
-            check_loss_with(
-                ctx,
-                &cfg,
-                &case,
-                DType::F32,
-                Some(DType::F32),
-                ALL_INPUTS,
-                true,
-            );
+            check_f32(ctx, &cfg, &case, ALL_INPUTS, true);
         }
     }
 }
@@ -114,7 +112,7 @@ fn dppo_with_zero_advantages() {
                     per_token_adv,
                     ..ALL_INPUTS
                 };
-                check_loss_with(ctx, &cfg, &case, DType::F32, Some(DType::F32), using, false);
+                check_f32(ctx, &cfg, &case, using, false);
             }
         }
     }
@@ -132,15 +130,7 @@ fn vespo_nonfinite_weights_are_zero() {
                 vespo_lambda_pos: lambda,
                 ..base_2026(PolicyLossMode::Vespo)
             };
-            check_loss_with(
-                ctx,
-                &cfg,
-                &case,
-                DType::F32,
-                Some(DType::F32),
-                ALL_INPUTS,
-                false,
-            );
+            check_f32(ctx, &cfg, &case, ALL_INPUTS, false);
             let l = Logits::from_f32(DType::F32, &case.logits);
             let got = run(ctx, &cfg, part(&case, &l, ALL_INPUTS, false));
             assert!(got.metrics.loss.is_finite(), "{cfg:?}: {:?}", got.metrics);

@@ -122,8 +122,8 @@ pub(crate) fn record_row_sweep<P: bytemuck::Pod>(
 
 /// The loss's O(rows) scratch buffers, as its kernels bind them (the records of
 /// prelude.wgsl): per-row inputs, per-sequence weights, per-row statistics, select's
-/// per-row results (the spare where there are none), and a small spare bound where a
-/// caller wants no per-row output.
+/// and seq_terms' per-row results (the spare where there are none), and a small spare
+/// bound where a caller wants no per-row output.
 #[derive(Clone, Copy)]
 pub(crate) struct ScratchBufs<'a> {
     pub rowin: &'a wgpu::Buffer,
@@ -131,4 +131,17 @@ pub(crate) struct ScratchBufs<'a> {
     pub rowout: &'a wgpu::Buffer,
     pub rowaux: &'a wgpu::Buffer,
     pub spare: &'a wgpu::Buffer,
+}
+
+impl<'a> ScratchBufs<'a> {
+    /// rowin, rowout, rowaux and seqinfo at bindings 1 to 4, as the one-workgroup kernels
+    /// between the row statistics and the loss (select.wgsl, seq_terms.wgsl) bind them.
+    pub(crate) fn batch_wide(&self) -> Vec<wgpu::BindGroupEntry<'a>> {
+        vec![
+            whole(1, self.rowin),
+            whole(2, self.rowout),
+            whole(3, self.rowaux),
+            whole(4, self.seqinfo),
+        ]
+    }
 }

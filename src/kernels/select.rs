@@ -3,7 +3,7 @@
 //! weights, the covariance selection of `clip_cov` / `kl_cov`).
 
 use super::prepare::PartRows;
-use super::{check_loops, dispatch_single, lane_steps, whole, Kernel, ScratchBufs, Teams};
+use super::{check_loops, dispatch_single, lane_steps, Kernel, ScratchBufs, Teams};
 use crate::config::{LossConfig, PolicyLossMode, RolloutLevel, RolloutMode};
 use crate::context::Context;
 use crate::error::Result;
@@ -50,18 +50,7 @@ pub(crate) fn record(
     let teams = Teams::new(part.seqs, part.rows_per_seq);
     check_select_loops(ctx, part, totals, phases)?;
     let params = params(cfg, part, totals, phases, teams);
-    dispatch_single(
-        ctx,
-        encoder,
-        Kernel::Select,
-        &params,
-        vec![
-            whole(1, scratch.rowin),
-            whole(2, scratch.rowout),
-            whole(3, scratch.rowaux),
-            whole(4, scratch.seqinfo),
-        ],
-    )
+    dispatch_single(ctx, encoder, Kernel::Select, &params, scratch.batch_wide())
 }
 
 /// A lane's loops: the per-part phases walk the part's rows (and sum its sequences),

@@ -4,7 +4,7 @@
 
 use super::policy_loss::{clip_flags, clip_of, kl_code, mode_code, vespo_of};
 use super::prepare::PartRows;
-use super::{check_loops, dispatch_single, select, whole, Kernel, ScratchBufs, Teams};
+use super::{check_loops, dispatch_single, select, Kernel, ScratchBufs, Teams};
 use crate::config::{LossConfig, PolicyLossMode};
 use crate::context::Context;
 use crate::error::Result;
@@ -91,11 +91,6 @@ pub(crate) fn record(
         encoder,
         Kernel::SeqTerms,
         &params,
-        vec![
-            whole(1, scratch.rowin),
-            whole(2, scratch.rowout),
-            whole(3, scratch.seqinfo),
-            whole(4, scratch.rowaux),
-        ],
+        scratch.batch_wide(),
     )
 }
