@@ -35,6 +35,7 @@ pub use host::{
     check_targets, HostBatch, HostGrad, HostHead, HostHeadLoss, HostLogits, HostLoss, HostPart,
     RowStatsHost,
 };
+pub use kernels::advantages::check_groups;
 pub use kernels::row_stats::{RowStatsBuffers, RowStatsOutputs};
 pub use loss::{
     Advantages, GradView, Gradient, HeadGradients, HeadInputs, InvalidInput, LossBuffers,

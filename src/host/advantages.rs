@@ -3,7 +3,7 @@
 use crate::config::AdvantageEstimator;
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::kernels::advantages::check;
+use crate::kernels::advantages::check_groups as check;
 use crate::view::F32View;
 
 impl Context {

@@ -52,7 +52,9 @@ pub(crate) fn record(
     )
 }
 
-pub(crate) fn check(n: usize, group_size: u32) -> Result<()> {
+/// That `n` rewards split into groups of `group_size` (≥ 1): the check every
+/// advantages call makes first, errors naming `group_size` or `rewards`.
+pub fn check_groups(n: usize, group_size: u32) -> Result<()> {
     if group_size == 0 {
         return Err(Error::arg("group_size", "must be at least 1"));
     }
@@ -76,7 +78,7 @@ impl Context {
         group_size: u32,
         out: &F32View<'_>,
     ) -> Result<()> {
-        check(n as usize, group_size)?;
+        check_groups(n as usize, group_size)?;
         rewards.validate("rewards", n)?;
         out.validate("out", n)?;
         if n == 0 {

@@ -1,0 +1,375 @@
+//! The tensor functions: check the arguments (errors name them), bring the per-token
+//! tensors to f32 and the ids to 32 bits, call the op, read the metrics back and check
+//! them (bad ids, bad per-row inputs: errors naming the tensor and the first bad row).
+
+use burn::backend::Dispatch;
+use burn::tensor::{DType, Device, FloatDType, Int, IntDType, Tensor};
+use wgpu_policy_loss::{AdvantageEstimator, LossConfig, Metrics};
+
+use crate::backend::{AdvantagesOp, LossOp, PolicyLossBackend, Positions, RowInputs};
+use crate::device;
+use crate::error::{Error, Result};
+
+/// Advantages, one per sequence (`[B]`, broadcast over its tokens) or one per token
+/// (`[B, R]`). A `Tensor<1>` or `Tensor<2>` converts.
+#[derive(Clone, Debug)]
+pub enum Advantages {
+    PerSequence(Tensor<1>),
+    PerToken(Tensor<2>),
+}
+
+impl From<Tensor<1>> for Advantages {
+    fn from(t: Tensor<1>) -> Self {
+        Advantages::PerSequence(t)
+    }
+}
+
+impl From<Tensor<2>> for Advantages {
+    fn from(t: Tensor<2>) -> Self {
+        Advantages::PerToken(t)
+    }
+}
+
+/// The optional inputs of a call, and which logits rows predict which ids.
+#[derive(Clone, Debug, Default)]
+pub struct LossExtras {
+    /// The behaviour policy's log-probs `[B, R]` (PPO/GRPO's ratio); without them
+    /// the ratio is 1 (on-policy).
+    pub old_logprobs: Option<Tensor<2>>,
+    /// The reference policy's log-probs `[B, R]`, for the KL term.
+    pub ref_logprobs: Option<Tensor<2>>,
+    /// The sampler's log-probs `[B, R]` (vLLM's, SGLang's), for the rollout
+    /// correction.
+    pub rollout_logprobs: Option<Tensor<2>>,
+    pub positions: Positions,
+    /// [`policy_loss_head`]: the logits rows made at once (`None`: as many as 256 MiB
+    /// of f32 logits hold).
+    pub chunk_rows: Option<u32>,
+}
+
+impl LossExtras {
+    pub fn with_old_logprobs(mut self, t: Tensor<2>) -> Self {
+        self.old_logprobs = Some(t);
+        self
+    }
+
+    pub fn with_ref_logprobs(mut self, t: Tensor<2>) -> Self {
+        self.ref_logprobs = Some(t);
+        self
+    }
+
+    pub fn with_rollout_logprobs(mut self, t: Tensor<2>) -> Self {
+        self.rollout_logprobs = Some(t);
+        self
+    }
+
+    pub fn with_positions(mut self, positions: Positions) -> Self {
+        self.positions = positions;
+        self
+    }
+
+    /// The seed's shift: logits at position s predict id s + 1.
+    pub fn shifted(self) -> Self {
+        self.with_positions(Positions::Shifted)
+    }
+
+    /// The response after a prompt of `prompt_len` tokens.
+    pub fn response(self, prompt_len: usize) -> Self {
+        self.with_positions(Positions::Response { prompt_len })
+    }
+
+    pub fn with_chunk_rows(mut self, rows: u32) -> Self {
+        self.chunk_rows = Some(rows);
+        self
+    }
+}
+
+/// What a call returns. `loss` carries the backward; the other tensors are constants.
+#[derive(Clone, Debug)]
+pub struct PolicyLossOutput {
+    /// The aggregated loss, `[1]`, f32.
+    pub loss: Tensor<1>,
+    /// log π(y) of each predicted token, `[B, R]` (≤ 0).
+    pub logprobs: Tensor<2>,
+    /// The entropy of each predicting row, `[B, R]`.
+    pub entropy: Tensor<2>,
+    /// The loss's metrics (clip fractions, KL, entropy mean, …), read back and checked.
+    pub metrics: Metrics,
+}
+
+/// The policy loss of logits `[B, S, V]` (f32, f16 or bf16) for ids `[B, S]`, with the
+/// mask `[B, R]`, advantages `[B]` or `[B, R]`, and `extras`; `R` is the number of
+/// predicting rows per sequence ([`Positions`]). `loss.backward()` reaches the logits
+/// through the op's backward.
+///
+/// It reads the metrics back (one small readback) to return an `Err` for bad ids or
+/// bad per-row inputs, naming the tensor and the first bad row.
+pub fn policy_loss(
+    logits: Tensor<3>,
+    targets: Tensor<2, Int>,
+    mask: Tensor<2>,
+    advantages: impl Into<Advantages>,
+    extras: LossExtras,
+    config: &LossConfig,
+) -> Result<PolicyLossOutput> {
+    let [b, s, v] = logits.dims();
+    float_dtype("logits", logits.dtype())?;
+    let call = Call::new(
+        ("logits", &logits.device()),
+        [b, s],
+        targets,
+        mask,
+        advantages.into(),
+        extras,
+        config,
+    )?;
+    let r = Dispatch::policy_loss(logits.into_dispatch(), call.rows, call.op);
+    finish(&call.device, v, [r.loss, r.logprobs, r.entropy, r.metrics])
+}
+
+/// The policy loss straight from hidden states `[B, S, H]` and the lm-head weight
+/// `[V, H]` (both f32, f16 or bf16, one dtype; `nn.Linear(H, V)` without bias), the
+/// `[B·S, V]` logits never held whole. Otherwise as [`policy_loss`]; `loss.backward()`
+/// reaches both hidden and the weight.
+#[allow(clippy::too_many_arguments)]
+pub fn policy_loss_head(
+    hidden: Tensor<3>,
+    weight: Tensor<2>,
+    targets: Tensor<2, Int>,
+    mask: Tensor<2>,
+    advantages: impl Into<Advantages>,
+    extras: LossExtras,
+    config: &LossConfig,
+) -> Result<PolicyLossOutput> {
+    let [b, s, h] = hidden.dims();
+    let [v, wh] = weight.dims();
+    float_dtype("hidden", hidden.dtype())?;
+    if weight.dtype() != hidden.dtype() {
+        let why = format!(
+            "is {:?}, hidden is {:?}: both need one dtype",
+            weight.dtype(),
+            hidden.dtype()
+        );
+        return Err(Error::arg("weight", why));
+    }
+    if wh != h || v == 0 {
+        return Err(Error::arg(
+            "weight",
+            format!("is [{v}, {wh}]: the lm-head is [V ≥ 1, H = {h}]"),
+        ));
+    }
+    same_device("weight", &hidden.device(), &weight.device())?;
+    let call = Call::new(
+        ("hidden", &hidden.device()),
+        [b, s],
+        targets,
+        mask,
+        advantages.into(),
+        extras,
+        config,
+    )?;
+    let (h, w) = (hidden.into_dispatch(), weight.into_dispatch());
+    let r = Dispatch::policy_loss_head(h, w, call.rows, call.op);
+    finish(&call.device, v, [r.loss, r.logprobs, r.entropy, r.metrics])
+}
+
+/// Advantages `[N]` from rewards `[N]`, one per sequence, in groups of `group_size`
+/// consecutive sequences answering one prompt (GRPO, RLOO, …: SPEC's estimators), on
+/// the device. A constant of the loss: no gradient flows to the rewards.
+pub fn advantages(
+    rewards: Tensor<1>,
+    estimator: AdvantageEstimator,
+    group_size: usize,
+) -> Result<Tensor<1>> {
+    let device = rewards.device();
+    device::context_of("rewards", &device)?;
+    let group =
+        u32::try_from(group_size).map_err(|_| Error::arg("group_size", "is above u32::MAX"))?;
+    wgpu_policy_loss::check_groups(rewards.dims()[0], group)?;
+    let rewards = to_f32("rewards", rewards)?;
+    let op = AdvantagesOp {
+        estimator,
+        group_size,
+    };
+    Ok(Tensor::from_dispatch(Dispatch::advantages(
+        rewards.into_dispatch(),
+        op,
+    )))
+}
+
+/// The checked, converted per-row tensors of a call, and its op.
+struct Call {
+    device: Device,
+    rows: RowInputs<Dispatch>,
+    op: LossOp,
+}
+
+impl Call {
+    /// The call on `device`, where the tensor `arg` (logits, or hidden) lives.
+    fn new(
+        (arg, device): (&'static str, &Device),
+        [b, s]: [usize; 2],
+        targets: Tensor<2, Int>,
+        mask: Tensor<2>,
+        advantages: Advantages,
+        extras: LossExtras,
+        config: &LossConfig,
+    ) -> Result<Call> {
+        let (ctx, pool) = device::context_of(arg, device)?;
+        pool.loss(&ctx, config)?;
+        let r = check_positions(extras.positions, b, s)?;
+        shape(
+            "targets",
+            &targets.dims(),
+            &[b, s],
+            &targets.device(),
+            device,
+        )?;
+        shape("mask", &mask.dims(), &[b, r], &mask.device(), device)?;
+        let (advantages, per_token) = match advantages {
+            Advantages::PerSequence(a) => {
+                shape("advantages", &a.dims(), &[b], &a.device(), device)?;
+                (a.unsqueeze_dim(1), false)
+            }
+            Advantages::PerToken(a) => {
+                shape("advantages", &a.dims(), &[b, r], &a.device(), device)?;
+                (a, true)
+            }
+        };
+        let mask = to_f32("mask", mask)?;
+        let optional = |arg, t: &Option<Tensor<2>>| -> Result<Tensor<2>> {
+            match t {
+                Some(t) => {
+                    shape(arg, &t.dims(), &[b, r], &t.device(), device)?;
+                    to_f32(arg, t.clone())
+                }
+                None => Ok(mask.clone()),
+            }
+        };
+        let extra = [
+            optional("old_logprobs", &extras.old_logprobs)?,
+            optional("ref_logprobs", &extras.ref_logprobs)?,
+            optional("rollout_logprobs", &extras.rollout_logprobs)?,
+        ];
+        let op = LossOp {
+            config: *config,
+            positions: extras.positions,
+            per_token_advantages: per_token,
+            has_old: extras.old_logprobs.is_some(),
+            has_ref: extras.ref_logprobs.is_some(),
+            has_rollout: extras.rollout_logprobs.is_some(),
+            want_grad: true,
+            chunk_rows: extras.chunk_rows,
+        };
+        let advantages = to_f32("advantages", advantages)?;
+        let [old_logprobs, ref_logprobs, rollout_logprobs] = extra.map(Tensor::into_dispatch);
+        let rows = RowInputs {
+            targets: ids(targets)?.into_dispatch(),
+            mask: mask.into_dispatch(),
+            advantages: advantages.into_dispatch(),
+            old_logprobs,
+            ref_logprobs,
+            rollout_logprobs,
+        };
+        let device = device.clone();
+        Ok(Call { device, rows, op })
+    }
+}
+
+/// `R`, the predicting rows per sequence, or an error naming `positions`.
+fn check_positions(p: Positions, b: usize, s: usize) -> Result<usize> {
+    if b == 0 || s == 0 {
+        return Err(Error::arg(
+            "logits",
+            format!("is [{b}, {s}, ·]: needs B ≥ 1 and S ≥ 1"),
+        ));
+    }
+    if let Positions::Response { prompt_len: 0 } = p {
+        return Err(Error::arg(
+            "positions",
+            "Response { prompt_len: 0 } has no position before the first id: use Positions::Aligned",
+        ));
+    }
+    let r = p.rows_per_seq(s);
+    if r == 0 {
+        let why = format!("{p:?} leaves no predicting row in sequences of S = {s} positions");
+        return Err(Error::arg("positions", why));
+    }
+    Ok(r)
+}
+
+fn shape(
+    arg: &'static str,
+    dims: &[usize],
+    want: &[usize],
+    on: &Device,
+    device: &Device,
+) -> Result<()> {
+    if dims != want {
+        return Err(Error::arg(
+            arg,
+            format!("has shape {dims:?}, expected {want:?}"),
+        ));
+    }
+    same_device(arg, device, on)
+}
+
+fn same_device(arg: &'static str, device: &Device, on: &Device) -> Result<()> {
+    if on != device {
+        return Err(Error::arg(
+            arg,
+            format!("is on {on:?}, the logits on {device:?}"),
+        ));
+    }
+    Ok(())
+}
+
+fn float_dtype(arg: &'static str, d: DType) -> Result<()> {
+    match d {
+        DType::F32 | DType::F16 | DType::BF16 => Ok(()),
+        other => Err(Error::arg(arg, format!("is {other:?}: f32, f16 or bf16"))),
+    }
+}
+
+/// A per-token tensor in f32 (an O(rows) cast where it is f16 or bf16).
+fn to_f32<const D: usize>(arg: &'static str, t: Tensor<D>) -> Result<Tensor<D>> {
+    float_dtype(arg, t.dtype())?;
+    Ok(match t.dtype() {
+        DType::F32 => t,
+        _ => t.cast(FloatDType::F32),
+    })
+}
+
+/// The ids as 32 bits the kernels read as u32. Wider ids are clamped into
+/// `[-1, i32::MAX]` first: one that does not fit stays outside every vocabulary (an
+/// `Err` naming its row), never wrapping onto a valid id.
+fn ids(t: Tensor<2, Int>) -> Result<Tensor<2, Int>> {
+    Ok(match t.dtype() {
+        DType::I32 | DType::U32 => t,
+        _ => t.clamp(-1, i32::MAX).cast(IntDType::I32),
+    })
+}
+
+/// Wraps the results and checks the metrics.
+fn finish(
+    device: &Device,
+    vocab: usize,
+    [loss, logp, ent, metrics]: [burn::backend::DispatchTensor; 4],
+) -> Result<PolicyLossOutput> {
+    let raw: Tensor<1> = Tensor::from_dispatch(metrics);
+    let values = raw
+        .into_data()
+        .try_into_vec::<f32>()
+        .map_err(|e| Error::Burn(format!("the metrics did not read back: {e:?}")))?;
+    if let Some(e) = device::take_error(device) {
+        return Err(e.into());
+    }
+    let metrics = Metrics::from_slice(&values);
+    metrics.check(vocab as u32)?;
+    Ok(PolicyLossOutput {
+        loss: Tensor::from_dispatch(loss),
+        logprobs: Tensor::from_dispatch(logp),
+        entropy: Tensor::from_dispatch(ent),
+        metrics,
+    })
+}

@@ -1,0 +1,141 @@
+//! The op as Burn's backend extension: one trait, implemented by Burn's wgpu backend
+//! (`cube.rs`), by `Autodiff<B>` over it (`autodiff.rs`, where the backward is) and,
+//! with the `fusion` feature, by `Fusion<B>` (generated: a lazy custom operation that
+//! runs the wgpu implementation on the resolved buffers when the stream executes).
+//!
+//! Absent optional inputs (old, ref, rollout log-probs) travel as the mask tensor,
+//! flagged absent in [`LossOp`]: Fusion's custom operations take tensors, not
+//! `Option`s, and the mask costs nothing to pass again.
+
+use burn::backend::tensor::{FloatTensor, IntTensor};
+use burn::backend::{backend_extension, Backend, ExtensionType};
+use wgpu_policy_loss::{AdvantageEstimator, LossConfig};
+
+/// The results of a loss call: the loss `[1]`, the per-token log-probs and entropies
+/// `[B, R]`, the raw metrics `[Metrics::LEN]` (all f32) and the gradient of the loss
+/// with respect to the logits (`[B, S, V]` in the logits' dtype), or a `[1]`
+/// placeholder when [`LossOp::want_grad`] is off.
+#[derive(ExtensionType)]
+#[extension_type(fusion: cfg(feature = "fusion"))]
+pub struct LossResults<B: Backend> {
+    pub loss: FloatTensor<B>,
+    pub logprobs: FloatTensor<B>,
+    pub entropy: FloatTensor<B>,
+    pub metrics: FloatTensor<B>,
+    pub grad: FloatTensor<B>,
+}
+
+/// A head call's results: those of a loss call, with ∂L/∂hidden (`[B, S, H]`) and
+/// ∂L/∂W (`[V, H]`) in place of the logits' gradient (each a `[1]` placeholder when
+/// not asked for).
+#[derive(ExtensionType)]
+#[extension_type(fusion: cfg(feature = "fusion"))]
+pub struct HeadResults<B: Backend> {
+    pub loss: FloatTensor<B>,
+    pub logprobs: FloatTensor<B>,
+    pub entropy: FloatTensor<B>,
+    pub metrics: FloatTensor<B>,
+    pub grad_hidden: FloatTensor<B>,
+    pub grad_weight: FloatTensor<B>,
+}
+
+/// Which logits rows predict which ids, for logits `[B, S, V]` and ids `[B, S]`. The
+/// per-token tensors (mask, per-token advantages, old/ref/rollout log-probs, and the
+/// log-probs and entropies returned) are `[B, R]`, one per predicting row.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Positions {
+    /// Row `(b, s)` predicts id `(b, s)` (the caller has shifted already): `R = S`.
+    #[default]
+    Aligned,
+    /// The seed's shift: row `(b, s)` predicts id `(b, s + 1)`; the last position of
+    /// each sequence predicts nothing: `R = S − 1`.
+    Shifted,
+    /// A response after a prompt of `prompt_len ≥ 1` tokens: rows `prompt_len − 1 ..
+    /// S − 1` predict ids `prompt_len .. S`: `R = S − prompt_len`. `Response {
+    /// prompt_len: 1 }` is [`Positions::Shifted`].
+    Response { prompt_len: usize },
+}
+
+impl Positions {
+    /// The first id predicted in each sequence (0 when aligned).
+    pub fn prompt_len(self) -> usize {
+        match self {
+            Positions::Aligned => 0,
+            Positions::Shifted => 1,
+            Positions::Response { prompt_len } => prompt_len,
+        }
+    }
+
+    /// The number of predicting rows `R` per sequence of `seq_len` positions.
+    pub fn rows_per_seq(self, seq_len: usize) -> usize {
+        seq_len.saturating_sub(self.prompt_len())
+    }
+}
+
+/// Everything a loss call needs besides its tensors. Built by
+/// [`policy_loss`](crate::policy_loss), which checks the shapes against it.
+#[derive(Clone, Debug)]
+pub struct LossOp {
+    pub config: LossConfig,
+    pub positions: Positions,
+    /// The advantages are `[B, R]` (else `[B]`, one per sequence).
+    pub per_token_advantages: bool,
+    pub has_old: bool,
+    pub has_ref: bool,
+    pub has_rollout: bool,
+    /// Compute the gradient in the forward (set by the autodiff layer where the
+    /// logits, or for a head call hidden or the weight, need one).
+    pub want_grad: bool,
+    /// Head calls: the logits rows made at once (`None`: the library's default).
+    pub chunk_rows: Option<u32>,
+}
+
+/// Advantages from rewards, one per sequence, in groups of `group_size` consecutive
+/// sequences answering one prompt.
+#[derive(Clone, Copy, Debug)]
+pub struct AdvantagesOp {
+    pub estimator: AdvantageEstimator,
+    pub group_size: usize,
+}
+
+/// The per-token inputs of a call, beside the logits (or hidden and the weight): the
+/// ids `[B, S]` (32 bits), and `[B, R]` f32 values (the advantages `[B, 1]` when one per
+/// sequence). The autodiff layer treats them all as constants.
+#[derive(ExtensionType)]
+#[extension_type(fusion: cfg(feature = "fusion"))]
+pub struct RowInputs<B: Backend> {
+    pub targets: IntTensor<B>,
+    pub mask: FloatTensor<B>,
+    pub advantages: FloatTensor<B>,
+    pub old_logprobs: FloatTensor<B>,
+    pub ref_logprobs: FloatTensor<B>,
+    pub rollout_logprobs: FloatTensor<B>,
+}
+
+/// The policy loss as a backend operation. Call it through
+/// [`policy_loss`](crate::policy_loss), [`policy_loss_head`](crate::policy_loss_head)
+/// and [`advantages`](crate::advantages), which check their arguments first.
+#[backend_extension(Autodiff, Cube, Fusion: cfg(feature = "fusion"))]
+pub trait PolicyLossBackend: Backend {
+    /// The loss of logits `[B, S, V]` for ids `[B, S]`, and its gradient.
+    #[fusion(meta = crate::meta::loss)]
+    fn policy_loss(
+        logits: FloatTensor<Self>,
+        #[extension_type] rows: RowInputs<Self>,
+        op: LossOp,
+    ) -> LossResults<Self>;
+
+    /// The loss straight from hidden states `[B, S, H]` and the lm-head weight
+    /// `[V, H]` (the `[T, V]` logits never held whole), and its gradients.
+    #[fusion(meta = crate::meta::head)]
+    fn policy_loss_head(
+        hidden: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        #[extension_type] rows: RowInputs<Self>,
+        op: LossOp,
+    ) -> HeadResults<Self>;
+
+    /// Advantages `[N]` from rewards `[N]` (f32).
+    #[fusion(meta = crate::meta::advantages)]
+    fn advantages(rewards: FloatTensor<Self>, op: AdvantagesOp) -> FloatTensor<Self>;
+}

@@ -1,0 +1,101 @@
+//! The shapes and dtypes of the op's results, written once: the wgpu implementation
+//! allocates by them and Fusion describes its lazy outputs by them.
+
+use burn::tensor::{DType, Shape};
+use wgpu_policy_loss::Metrics;
+
+use crate::backend::LossOp;
+
+/// One result: its shape and dtype.
+pub(crate) type Spec = (Shape, DType);
+
+/// Shapes and dtypes of a loss call's results, from the logits' `[B, S, V]`.
+pub(crate) fn loss_results(logits: &Shape, dtype: DType, op: &LossOp) -> [Spec; 5] {
+    let (b, s) = (logits[0], logits[1]);
+    let rows = [b, op.positions.rows_per_seq(s)];
+    let grad = if op.want_grad {
+        (logits.clone(), dtype)
+    } else {
+        placeholder()
+    };
+    [
+        (Shape::new([1]), DType::F32),
+        (Shape::new(rows), DType::F32),
+        (Shape::new(rows), DType::F32),
+        (Shape::new([Metrics::LEN]), DType::F32),
+        grad,
+    ]
+}
+
+/// A head call's: a loss call's for logits `[B, S, V]`, then ∂L/∂hidden and ∂L/∂W.
+pub(crate) fn head_results(hidden: &Shape, weight: &Shape, dtype: DType, op: &LossOp) -> [Spec; 6] {
+    let logits = Shape::new([hidden[0], hidden[1], weight[0]]);
+    let [loss, logp, ent, metrics, _] = loss_results(&logits, dtype, op);
+    let grad = |shape: &Shape| {
+        if op.want_grad {
+            (shape.clone(), dtype)
+        } else {
+            placeholder()
+        }
+    };
+    [loss, logp, ent, metrics, grad(hidden), grad(weight)]
+}
+
+/// What stands for a gradient nobody asked for.
+pub(crate) fn placeholder() -> Spec {
+    (Shape::new([1]), DType::F32)
+}
+
+#[cfg(feature = "fusion")]
+mod fusion {
+    use burn::backend::fusion::custom::TensorSpec;
+
+    use super::Spec;
+    use crate::backend::{
+        AdvantagesOp, HeadResultsMetadata, LossOp, LossResultsMetadata, RowInputsMetadata,
+    };
+
+    fn spec((shape, dtype): Spec) -> TensorSpec {
+        TensorSpec::new(shape, dtype)
+    }
+
+    pub(crate) fn loss(
+        logits: &TensorSpec,
+        _rows: &RowInputsMetadata,
+        op: &LossOp,
+    ) -> LossResultsMetadata {
+        let [loss, logprobs, entropy, metrics, grad] =
+            super::loss_results(&logits.shape, logits.dtype, op).map(spec);
+        LossResultsMetadata {
+            loss,
+            logprobs,
+            entropy,
+            metrics,
+            grad,
+        }
+    }
+
+    pub(crate) fn head(
+        hidden: &TensorSpec,
+        weight: &TensorSpec,
+        _rows: &RowInputsMetadata,
+        op: &LossOp,
+    ) -> HeadResultsMetadata {
+        let specs = super::head_results(&hidden.shape, &weight.shape, hidden.dtype, op);
+        let [loss, logprobs, entropy, metrics, grad_hidden, grad_weight] = specs.map(spec);
+        HeadResultsMetadata {
+            loss,
+            logprobs,
+            entropy,
+            metrics,
+            grad_hidden,
+            grad_weight,
+        }
+    }
+
+    pub(crate) fn advantages(rewards: &TensorSpec, _op: &AdvantagesOp) -> TensorSpec {
+        rewards.clone()
+    }
+}
+#[cfg(feature = "fusion")]
+pub(crate) use fusion::{advantages, head, loss};

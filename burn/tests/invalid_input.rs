@@ -1,0 +1,163 @@
+//! Bad arguments are errors that name them; bad ids name their row.
+
+mod common;
+
+use burn::tensor::{FloatDType, Int, Tensor, TensorData};
+use common::{devices, Case};
+use wgpu_policy_loss_burn::{
+    policy_loss, AdvantageEstimator, LossConfig, LossExtras, PolicyLossMode, Positions,
+};
+
+/// The error of a call with `f` applied to a valid one's arguments.
+#[track_caller]
+fn error(f: impl FnOnce(&mut Args)) -> String {
+    let (_, device) = &devices()[0];
+    let case = Case::new(3, (2, 5, 11), Positions::Aligned);
+    let mut a = Args {
+        logits: case.logits(device, FloatDType::F32),
+        ids: case.ids(device),
+        mask: case.mask(device),
+        adv: case.advantages(device),
+        extras: case.extras(device),
+        cfg: LossConfig::default(),
+    };
+    f(&mut a);
+    match policy_loss(a.logits, a.ids, a.mask, a.adv, a.extras, &a.cfg) {
+        Ok(_) => panic!("the call succeeded"),
+        Err(e) => e.to_string(),
+    }
+}
+
+struct Args {
+    logits: Tensor<3>,
+    ids: Tensor<2, Int>,
+    mask: Tensor<2>,
+    adv: wgpu_policy_loss_burn::Advantages,
+    extras: LossExtras,
+    cfg: LossConfig,
+}
+
+fn expect(e: String, arg: &str) {
+    assert!(
+        e.contains(&format!("`{arg}`")),
+        "the error does not name `{arg}`: {e}"
+    );
+}
+
+#[test]
+fn bad_shapes_name_the_argument() {
+    let d = devices()[0].1.clone();
+    expect(error(|a| a.ids = Tensor::zeros([2, 4], &d)), "targets");
+    expect(error(|a| a.mask = Tensor::ones([2, 4], &d)), "mask");
+    expect(
+        error(|a| a.adv = Tensor::<1>::zeros([3], &d).into()),
+        "advantages",
+    );
+    expect(
+        error(|a| a.adv = Tensor::<2>::zeros([2, 4], &d).into()),
+        "advantages",
+    );
+    expect(
+        error(|a| a.extras.old_logprobs = Some(Tensor::zeros([1, 5], &d))),
+        "old_logprobs",
+    );
+    expect(
+        error(|a| a.extras.ref_logprobs = Some(Tensor::zeros([2, 6], &d))),
+        "ref_logprobs",
+    );
+    expect(
+        error(|a| a.extras.rollout_logprobs = Some(Tensor::zeros([5, 2], &d))),
+        "rollout_logprobs",
+    );
+    // the shift leaves S − 1 rows: a [B, S] mask is one too long
+    expect(error(|a| a.extras.positions = Positions::Shifted), "mask");
+    expect(
+        error(|a| a.extras.positions = Positions::Response { prompt_len: 0 }),
+        "positions",
+    );
+    expect(
+        error(|a| a.extras.positions = Positions::Response { prompt_len: 5 }),
+        "positions",
+    );
+}
+
+/// Burn's wgpu tensors are f32, f16 or bf16, which the op takes; per-token tensors in
+/// 16 bits and 64-bit ids are converted (O(rows)), not refused.
+#[test]
+fn other_dtypes_are_converted() {
+    for (name, d) in devices() {
+        let case = Case::new(4, (2, 5, 11), Positions::Aligned);
+        let cfg = LossConfig::default();
+        let f16 = |v: &[f32]| {
+            Tensor::<2>::from_data(
+                TensorData::new(v.iter().map(|&x| half::f16::from_f32(x)).collect(), [2, 5]),
+                d,
+            )
+        };
+        let ids64: Vec<i64> = case.ids.iter().map(|&i| i as i64).collect();
+        let ids = Tensor::<2, Int>::from_data(TensorData::new(ids64, [2, 5]), d);
+        let a = policy_loss(
+            case.logits(d, FloatDType::F32),
+            case.ids(d),
+            case.mask(d),
+            case.advantages(d),
+            case.extras(d),
+            &cfg,
+        )
+        .unwrap();
+        let b = policy_loss(
+            case.logits(d, FloatDType::F32),
+            ids,
+            f16(&case.mask),
+            case.advantages(d),
+            case.extras(d),
+            &cfg,
+        )
+        .unwrap();
+        assert_eq!(common::values(a.loss), common::values(b.loss), "{name}");
+    }
+}
+
+#[test]
+fn bad_values_and_configurations_name_them() {
+    let d = devices()[0].1.clone();
+    // an id outside the vocabulary, on a masked-in row: the row is named
+    let e = error(|a| {
+        a.ids = Tensor::from_data(
+            TensorData::new(vec![0, 1, 2, 3, 4, 99, 6, 7, 8, 9], [2, 5]),
+            &d,
+        )
+    });
+    expect(e.clone(), "targets");
+    assert!(e.contains("row 5"), "{e}");
+    let e = error(|a| {
+        a.mask = Tensor::from_data(
+            TensorData::new(
+                vec![-1.0f32, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0],
+                [2, 5],
+            ),
+            &d,
+        )
+    });
+    expect(e, "mask");
+    let e = error(|a| {
+        a.adv = Tensor::<1>::from_data(TensorData::new(vec![0.5f32, f32::NAN], [2]), &d).into()
+    });
+    expect(e, "advantages");
+    // the KL term reads the reference policy
+    expect(
+        error(|a| {
+            a.extras.ref_logprobs = None;
+            a.cfg.kl_coef = 0.1;
+        }),
+        "ref_logprobs",
+    );
+    // dro needs its β_D
+    expect(error(|a| a.cfg.mode = PolicyLossMode::Dro), "dro_beta");
+    let e = wgpu_policy_loss_burn::advantages(Tensor::zeros([5], &d), AdvantageEstimator::Grpo, 2)
+        .unwrap_err();
+    expect(e.to_string(), "rewards");
+    let e = wgpu_policy_loss_burn::advantages(Tensor::zeros([4], &d), AdvantageEstimator::Grpo, 0)
+        .unwrap_err();
+    expect(e.to_string(), "group_size");
+}
