@@ -4,7 +4,7 @@
 //! offset (aligned to `min_storage_buffer_offset_alignment`). The guard keeps the
 //! allocation from being handed to another tensor while it is held.
 
-use burn::backend::wgpu::{AutoCompiler, CubeTensor, WgpuResource};
+use burn::backend::wgpu::{into_contiguous, AutoCompiler, CubeTensor, WgpuResource};
 use burn::tensor::{DType as BurnDType, Shape};
 use cubecl::wgpu::WgpuServer;
 use cubecl_runtime::storage::ManagedResource;
@@ -49,6 +49,17 @@ impl Borrowed {
 
     pub fn strides(&self) -> Vec<usize> {
         self.tensor.meta.strides().to_vec()
+    }
+}
+
+/// `t` with contiguous columns (rows may be strided, as the kernels take them): a copy
+/// only where they are not, or where CubeCL tiled the storage.
+pub(crate) fn columns_contiguous(t: CubeTensor) -> CubeTensor {
+    let dims = t.meta.shape().num_dims();
+    if t.meta.is_tiled() || t.meta.strides()[dims - 1] != 1 {
+        into_contiguous(t)
+    } else {
+        t
     }
 }
 

@@ -154,6 +154,38 @@ fn failed<const N: usize>(like: &CubeTensor, specs: [Spec; N], e: Error) -> [Cub
     })
 }
 
+/// A call's buffers on the way in: the per-row inputs staged in `enc`, and the
+/// results' Burn tensors.
+pub(crate) struct Call {
+    pub enc: wgpu::CommandEncoder,
+    pub rows: Vec<Borrowed>,
+    pub out: Vec<Borrowed>,
+    pub staged: Staged,
+}
+
+impl Call {
+    pub fn new<const N: usize>(
+        ctx: &Context,
+        pool: &Pool,
+        rows: RowInputs<CubeBackend>,
+        out: [CubeTensor; N],
+    ) -> Result<Self, Error> {
+        let rows = borrow_rows(rows)?;
+        let out: Vec<Borrowed> = out
+            .into_iter()
+            .map(|t| Borrowed::new("outputs", t))
+            .collect::<Result<_, _>>()?;
+        let mut enc = encoder(ctx);
+        let staged = Staged::new(ctx, pool, &mut enc, &rows.iter().collect::<Vec<_>>());
+        Ok(Call {
+            enc,
+            rows,
+            out,
+            staged,
+        })
+    }
+}
+
 /// Where a call's loss, metrics, log-probs and entropies land before their copies
 /// into Burn's tensors.
 pub(crate) struct ResultBuffers {
@@ -197,24 +229,19 @@ fn loss_forward(
     let loss_fn = pool.loss(&ctx, &op.config)?;
     let shape = logits.meta.shape().clone();
     let (b, s, v) = (shape[0], shape[1], shape[2]);
-    let logits = if logits.meta.is_tiled() || logits.meta.strides()[2] != 1 {
-        into_contiguous(logits)
-    } else {
-        logits
-    };
+    let logits = borrow::columns_contiguous(logits);
     let dtype = borrow::dtype(logits.dtype).ok_or_else(|| Error::InvalidArgument {
         arg: "logits",
         reason: format!("is {:?}: f32, f16 or bf16", logits.dtype),
     })?;
     let out = outputs(&logits, specs);
     let x = Borrowed::new("logits", logits)?;
-    let rows = borrow_rows(rows)?;
-    let out: Vec<Borrowed> = out
-        .into_iter()
-        .map(|t| Borrowed::new("outputs", t))
-        .collect::<Result<_, _>>()?;
-    let mut enc = encoder(&ctx);
-    let staged = Staged::new(&ctx, &pool, &mut enc, &rows.iter().collect::<Vec<_>>());
+    let Call {
+        mut enc,
+        rows,
+        out,
+        staged,
+    } = Call::new(&ctx, &pool, rows, out)?;
     let (n, layout) = rows_layout((b, s), &x.strides(), op);
     let view = LogitsView {
         buffer: x.buffer(),

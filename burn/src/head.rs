@@ -7,30 +7,20 @@
 //! may share a CubeCL page with a fresh gradient tensor. The copies are `[B, S, H]`
 //! and `[V, H]`, small beside the matmuls.
 
-use burn::backend::wgpu::{into_contiguous, CubeBackend, CubeTensor};
+use burn::backend::wgpu::{CubeBackend, CubeTensor};
 use wgpu_policy_loss::{
     wgpu, Context, HeadGradients, HeadInputs, LogitsView, MatrixView, RowLayout,
 };
 
 use crate::backend::{LossOp, RowInputs};
-use crate::borrow::{self, copy_out, Borrowed, Staged};
+use crate::borrow::{self, copy_out, Borrowed};
 use crate::cube::{
-    borrow_rows, context, copy_results, encoder, outputs, rows_layout, submit, ResultBuffers,
-    RowViews,
+    context, copy_results, outputs, rows_layout, submit, Call, ResultBuffers, RowViews,
 };
 use crate::meta::Spec;
 use crate::pool::Pool;
 
 type Error = wgpu_policy_loss::Error;
-
-fn columns_contiguous(t: CubeTensor) -> CubeTensor {
-    let dims = t.meta.shape().num_dims();
-    if t.meta.is_tiled() || t.meta.strides()[dims - 1] != 1 {
-        into_contiguous(t)
-    } else {
-        t
-    }
-}
 
 /// A buffer of the crate's for one gradient of `bytes`, zeroed in `enc` (rows no view
 /// covers keep their 0).
@@ -57,7 +47,10 @@ pub(crate) fn forward(
 ) -> Result<[CubeTensor; 6], Error> {
     let (ctx, pool) = context(&hidden)?;
     let loss_fn = pool.loss(&ctx, &op.config)?;
-    let (hidden, weight) = (columns_contiguous(hidden), columns_contiguous(weight));
+    let (hidden, weight) = (
+        borrow::columns_contiguous(hidden),
+        borrow::columns_contiguous(weight),
+    );
     let hs = hidden.meta.shape().clone();
     let (b, s, h) = (hs[0], hs[1], hs[2]);
     let v = weight.meta.shape()[0];
@@ -70,13 +63,12 @@ pub(crate) fn forward(
         Borrowed::new("hidden", hidden)?,
         Borrowed::new("weight", weight)?,
     );
-    let rows = borrow_rows(rows)?;
-    let out: Vec<Borrowed> = out
-        .into_iter()
-        .map(|t| Borrowed::new("outputs", t))
-        .collect::<Result<_, _>>()?;
-    let mut enc = encoder(&ctx);
-    let staged = Staged::new(&ctx, &pool, &mut enc, &rows.iter().collect::<Vec<_>>());
+    let Call {
+        mut enc,
+        rows,
+        out,
+        staged,
+    } = Call::new(&ctx, &pool, rows, out)?;
     let (n, layout) = rows_layout((b, s), &x.strides(), op);
     let matrix = |buffer, rows, cols, layout, at| -> Result<MatrixView<'_>, Error> {
         let view = LogitsView {

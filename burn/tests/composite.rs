@@ -8,9 +8,7 @@ use burn::nn::{Linear, LinearConfig};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use common::{devices, values, Case};
-use wgpu_policy_loss_burn::{
-    KlEstimator, LossAggMode, LossConfig, LossExtras, PolicyLossMode, Positions,
-};
+use wgpu_policy_loss_burn::{KlEstimator, LossAggMode, LossConfig, PolicyLossMode, Positions};
 
 const H: usize = 16;
 
@@ -71,15 +69,7 @@ fn the_gradients_of_a_model_match_burns_composite() {
                 device,
             );
             let ours = {
-                let out = wgpu_policy_loss_burn::policy_loss(
-                    model.forward(x.clone()),
-                    case.ids(device),
-                    case.mask(device),
-                    case.advantages(device),
-                    case.extras(device),
-                    &cfg,
-                )
-                .unwrap();
+                let out = common::call(&case, model.forward(x.clone()), device, &cfg).unwrap();
                 let grads = out.loss.backward();
                 (
                     values(model.weight.grad(&grads).unwrap()),
@@ -116,17 +106,14 @@ fn the_gradients_of_a_model_match_burns_composite() {
 #[test]
 fn without_old_logprobs_the_ratio_is_one() {
     for (_, device) in devices() {
-        let case = Case::new(5, (2, 4, 13), Positions::Aligned);
-        let cfg = LossConfig::default();
-        let out = wgpu_policy_loss_burn::policy_loss(
-            case.logits(device, burn::tensor::FloatDType::F32),
-            case.ids(device),
-            case.mask(device),
-            case.advantages(device),
-            LossExtras::default(),
-            &cfg,
-        )
-        .unwrap();
+        let mut case = Case::new(5, (2, 4, 13), Positions::Aligned);
+        case.old = None;
+        let cfg = LossConfig {
+            kl_coef: 0.0,
+            ..LossConfig::default()
+        };
+        let logits = case.logits(device, burn::tensor::FloatDType::F32);
+        let out = common::call(&case, logits, device, &cfg).unwrap();
         assert_eq!(out.metrics.pg_clipfrac, 0.0);
         assert_eq!(out.metrics.ppo_kl, 0.0);
     }

@@ -6,7 +6,7 @@ mod common;
 
 use burn::tensor::{Distribution, Tensor};
 use common::{devices, values, Case};
-use wgpu_policy_loss_burn::{policy_loss, policy_loss_head, LossConfig, PolicyLossMode, Positions};
+use wgpu_policy_loss_burn::{policy_loss_head, LossConfig, PolicyLossMode, Positions};
 
 #[track_caller]
 fn close(what: &str, got: &[f32], want: &[f32]) {
@@ -67,15 +67,7 @@ fn the_head_gives_both_gradients() {
             let logits = hidden
                 .clone()
                 .matmul(weight.clone().transpose().unsqueeze::<3>());
-            let theirs = policy_loss(
-                logits,
-                case.ids(device),
-                case.mask(device),
-                case.advantages(device),
-                case.extras(device),
-                &cfg,
-            )
-            .unwrap();
+            let theirs = common::call(&case, logits, device, &cfg).unwrap();
             let t = theirs.loss.clone().backward();
             let what = format!("{name} {mode:?}");
             close(

@@ -73,15 +73,7 @@ fn the_backward_multiplies_by_the_upstream_gradient() {
         let cfg = config(PolicyLossMode::PpoClip, LossAggMode::TokenMean, 0);
         let (_, _, plain) = run(&case, &cfg, device, FloatDType::F32);
         let logits = case.logits(device, FloatDType::F32).require_grad();
-        let out = wgpu_policy_loss_burn::policy_loss(
-            logits.clone(),
-            case.ids(device),
-            case.mask(device),
-            case.advantages(device),
-            case.extras(device),
-            &cfg,
-        )
-        .unwrap();
+        let out = common::call(&case, logits.clone(), device, &cfg).unwrap();
         let grads = (out.loss * -2.5).sum().backward();
         let scaled = common::values(logits.grad(&grads).unwrap());
         let want: Vec<f64> = plain.iter().map(|&g| -2.5 * g as f64).collect();

@@ -88,15 +88,7 @@ fn untracked_calls_give_the_same_results() {
         let cfg = cfg(PolicyLossMode::Gspo);
         let (tracked, _, _) = run(&case, &cfg, device, FloatDType::F32);
         for d in [device.clone(), device.clone().inner()] {
-            let out = wgpu_policy_loss_burn::policy_loss(
-                case.logits(&d, FloatDType::F32),
-                case.ids(&d),
-                case.mask(&d),
-                case.advantages(&d),
-                case.extras(&d),
-                &cfg,
-            )
-            .unwrap();
+            let out = common::call(&case, case.logits(&d, FloatDType::F32), &d, &cfg).unwrap();
             assert_eq!(
                 bits(&values(out.loss)),
                 bits(&values(tracked.loss.clone())),

@@ -220,6 +220,23 @@ pub fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
         .expect("f32 values")
 }
 
+/// The call of the op on this case's inputs, with `logits`.
+pub fn call(
+    case: &Case,
+    logits: Tensor<3>,
+    device: &Device,
+    cfg: &LossConfig,
+) -> wgpu_policy_loss_burn::Result<PolicyLossOutput> {
+    wgpu_policy_loss_burn::policy_loss(
+        logits,
+        case.ids(device),
+        case.mask(device),
+        case.advantages(device),
+        case.extras(device),
+        cfg,
+    )
+}
+
 /// One call with a backward: the output, the logits the device read and ∂loss/∂logits
 /// as Burn's autodiff returns it.
 pub fn run(
@@ -229,15 +246,7 @@ pub fn run(
     dtype: FloatDType,
 ) -> (PolicyLossOutput, Vec<f32>, Vec<f32>) {
     let logits = case.logits(device, dtype).require_grad();
-    let out = wgpu_policy_loss_burn::policy_loss(
-        logits.clone(),
-        case.ids(device),
-        case.mask(device),
-        case.advantages(device),
-        case.extras(device),
-        cfg,
-    )
-    .unwrap_or_else(|e| panic!("{cfg:?}: {e}"));
+    let out = call(case, logits.clone(), device, cfg).unwrap_or_else(|e| panic!("{cfg:?}: {e}"));
     let grads = out.loss.backward();
     let grad = logits.grad(&grads).expect("the logits have a gradient");
     let read = values(logits.inner());
