@@ -10,8 +10,7 @@ use wgpu_policy_loss_burn::{
 
 /// The error of a call with `f` applied to a valid one's arguments.
 #[track_caller]
-fn error(f: impl FnOnce(&mut Args)) -> String {
-    let (_, device) = &devices()[0];
+fn error(device: &burn::tensor::Device, f: impl FnOnce(&mut Args)) -> String {
     let case = Case::new(3, (2, 5, 11), Positions::Aligned);
     let mut a = Args {
         logits: case.logits(device, FloatDType::F32),
@@ -46,39 +45,54 @@ fn expect(e: String, arg: &str) {
 
 #[test]
 fn bad_shapes_name_the_argument() {
-    let d = devices()[0].1.clone();
-    expect(error(|a| a.ids = Tensor::zeros([2, 4], &d)), "targets");
-    expect(error(|a| a.mask = Tensor::ones([2, 4], &d)), "mask");
-    expect(
-        error(|a| a.adv = Tensor::<1>::zeros([3], &d).into()),
-        "advantages",
-    );
-    expect(
-        error(|a| a.adv = Tensor::<2>::zeros([2, 4], &d).into()),
-        "advantages",
-    );
-    expect(
-        error(|a| a.extras.old_logprobs = Some(Tensor::zeros([1, 5], &d))),
-        "old_logprobs",
-    );
-    expect(
-        error(|a| a.extras.ref_logprobs = Some(Tensor::zeros([2, 6], &d))),
-        "ref_logprobs",
-    );
-    expect(
-        error(|a| a.extras.rollout_logprobs = Some(Tensor::zeros([5, 2], &d))),
-        "rollout_logprobs",
-    );
-    // the shift leaves S − 1 rows: a [B, S] mask is one too long
-    expect(error(|a| a.extras.positions = Positions::Shifted), "mask");
-    expect(
-        error(|a| a.extras.positions = Positions::Response { prompt_len: 0 }),
-        "positions",
-    );
-    expect(
-        error(|a| a.extras.positions = Positions::Response { prompt_len: 5 }),
-        "positions",
-    );
+    for (_, d) in devices() {
+        let d = d.clone();
+        expect(error(&d, |a| a.ids = Tensor::zeros([2, 4], &d)), "targets");
+        expect(error(&d, |a| a.mask = Tensor::ones([2, 4], &d)), "mask");
+        expect(
+            error(&d, |a| a.adv = Tensor::<1>::zeros([3], &d).into()),
+            "advantages",
+        );
+        expect(
+            error(&d, |a| a.adv = Tensor::<2>::zeros([2, 4], &d).into()),
+            "advantages",
+        );
+        expect(
+            error(&d, |a| {
+                a.extras.old_logprobs = Some(Tensor::zeros([1, 5], &d))
+            }),
+            "old_logprobs",
+        );
+        expect(
+            error(&d, |a| {
+                a.extras.ref_logprobs = Some(Tensor::zeros([2, 6], &d))
+            }),
+            "ref_logprobs",
+        );
+        expect(
+            error(&d, |a| {
+                a.extras.rollout_logprobs = Some(Tensor::zeros([5, 2], &d))
+            }),
+            "rollout_logprobs",
+        );
+        // the shift leaves S − 1 rows: a [B, S] mask is one too long
+        expect(
+            error(&d, |a| a.extras.positions = Positions::Shifted),
+            "mask",
+        );
+        expect(
+            error(&d, |a| {
+                a.extras.positions = Positions::Response { prompt_len: 0 }
+            }),
+            "positions",
+        );
+        expect(
+            error(&d, |a| {
+                a.extras.positions = Positions::Response { prompt_len: 5 }
+            }),
+            "positions",
+        );
+    }
 }
 
 /// Burn's wgpu tensors are f32, f16 or bf16, which the op takes; per-token tensors in
@@ -120,44 +134,48 @@ fn other_dtypes_are_converted() {
 
 #[test]
 fn bad_values_and_configurations_name_them() {
-    let d = devices()[0].1.clone();
-    // an id outside the vocabulary, on a masked-in row: the row is named
-    let e = error(|a| {
-        a.ids = Tensor::from_data(
-            TensorData::new(vec![0, 1, 2, 3, 4, 99, 6, 7, 8, 9], [2, 5]),
-            &d,
-        )
-    });
-    expect(e.clone(), "targets");
-    assert!(e.contains("row 5"), "{e}");
-    let e = error(|a| {
-        a.mask = Tensor::from_data(
-            TensorData::new(
-                vec![-1.0f32, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0],
-                [2, 5],
-            ),
-            &d,
-        )
-    });
-    expect(e, "mask");
-    let e = error(|a| {
-        a.adv = Tensor::<1>::from_data(TensorData::new(vec![0.5f32, f32::NAN], [2]), &d).into()
-    });
-    expect(e, "advantages");
-    // the KL term reads the reference policy
-    expect(
-        error(|a| {
-            a.extras.ref_logprobs = None;
-            a.cfg.kl_coef = 0.1;
-        }),
-        "ref_logprobs",
-    );
-    // dro needs its β_D
-    expect(error(|a| a.cfg.mode = PolicyLossMode::Dro), "dro_beta");
-    let e = wgpu_policy_loss_burn::advantages(Tensor::zeros([5], &d), AdvantageEstimator::Grpo, 2)
-        .unwrap_err();
-    expect(e.to_string(), "rewards");
-    let e = wgpu_policy_loss_burn::advantages(Tensor::zeros([4], &d), AdvantageEstimator::Grpo, 0)
-        .unwrap_err();
-    expect(e.to_string(), "group_size");
+    for (_, d) in devices() {
+        let d = d.clone();
+        // an id outside the vocabulary, on a masked-in row: the row is named
+        let e = error(&d, |a| {
+            a.ids = Tensor::from_data(
+                TensorData::new(vec![0, 1, 2, 3, 4, 99, 6, 7, 8, 9], [2, 5]),
+                &d,
+            )
+        });
+        expect(e.clone(), "targets");
+        assert!(e.contains("row 5"), "{e}");
+        let e = error(&d, |a| {
+            a.mask = Tensor::from_data(
+                TensorData::new(
+                    vec![-1.0f32, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0],
+                    [2, 5],
+                ),
+                &d,
+            )
+        });
+        expect(e, "mask");
+        let e = error(&d, |a| {
+            a.adv = Tensor::<1>::from_data(TensorData::new(vec![0.5f32, f32::NAN], [2]), &d).into()
+        });
+        expect(e, "advantages");
+        // the KL term reads the reference policy
+        expect(
+            error(&d, |a| {
+                a.extras.ref_logprobs = None;
+                a.cfg.kl_coef = 0.1;
+            }),
+            "ref_logprobs",
+        );
+        // dro needs its β_D
+        expect(error(&d, |a| a.cfg.mode = PolicyLossMode::Dro), "dro_beta");
+        let e =
+            wgpu_policy_loss_burn::advantages(Tensor::zeros([5], &d), AdvantageEstimator::Grpo, 2)
+                .unwrap_err();
+        expect(e.to_string(), "rewards");
+        let e =
+            wgpu_policy_loss_burn::advantages(Tensor::zeros([4], &d), AdvantageEstimator::Grpo, 0)
+                .unwrap_err();
+        expect(e.to_string(), "group_size");
+    }
 }
