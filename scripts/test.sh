@@ -9,13 +9,26 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Both checks must hold under `set -euo pipefail`: no `ls` of a glob that may match
+# nothing (ls exits 2), and no `grep -q` reading a pipe (it exits at the first match
+# and its writer dies of SIGPIPE, which pipefail reports as a failure).
+have_lib() { # the dynamic loader knows this library
+    local libs
+    libs=$(ldconfig -p 2>/dev/null || true)
+    [[ $libs == *"$1"* ]]
+}
+have_file() { # at least one of the globs matches an existing file
+    local pattern
+    for pattern in "$@"; do
+        if compgen -G "$pattern" >/dev/null; then return 0; fi
+    done
+    return 1
+}
 have_vulkan() {
-    ldconfig -p 2>/dev/null | grep -q 'libvulkan\.so\.1' &&
-        ls /usr/share/vulkan/icd.d/*.json /etc/vulkan/icd.d/*.json 2>/dev/null | grep -q .
+    have_lib libvulkan.so.1 && have_file '/usr/share/vulkan/icd.d/*.json' '/etc/vulkan/icd.d/*.json'
 }
 have_egl() {
-    ldconfig -p 2>/dev/null | grep -q 'libEGL\.so\.1' &&
-        ls /usr/lib/*/libEGL_mesa.so.0 /usr/lib/libEGL_mesa.so.0 2>/dev/null | grep -q .
+    have_lib libEGL.so.1 && have_file '/usr/lib/*/libEGL_mesa.so.0' '/usr/lib/libEGL_mesa.so.0'
 }
 
 if [ "$(uname -s)" = Linux ] && ! { have_vulkan && have_egl; }; then
