@@ -5,7 +5,11 @@
 # On Linux without a Vulkan driver or EGL (a fresh Debian, CI without a GPU) it first
 # installs Mesa's software drivers -- lavapipe (Vulkan) and llvmpipe (GL via EGL) --
 # which needs root and apt-get. On a machine with a GPU driver nothing is installed;
-# plain `cargo test` works there too. Extra arguments go to `cargo test`.
+# plain `cargo test --release` works there too. Extra arguments go to `cargo test`.
+#
+# The suite is built in release: the f64 reference, naga's translation of every shader
+# variant and the CLI the tests spawn run many times faster optimised; the crate keeps
+# overflow checks and debug assertions in that profile (Cargo.toml).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -44,4 +48,4 @@ if [ "$(uname -s)" = Linux ] && ! { have_vulkan && have_egl; }; then
     fi
 fi
 
-exec cargo test "$@"
+exec cargo test --release "$@"
