@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU cost of the row kernels without a GPU: every row-kernel pipeline compiled to
 # real AMD GPU ISA by Mesa's RADV on its null device (no hardware needed), and a table
-# of VGPRs, waves per SIMD and instructions per logit in each sweep's hot loop.
+# of VGPRs, waves per SIMD and instructions per logit in each sweep's loops.
 #
 #   scripts/gpu-isa.sh [FAMILY] [--match REGEX] [--unchecked] [--keep DIR]
 #
@@ -31,10 +31,14 @@ while [ $# -gt 0 ]; do
     esac
 done
 
+# The checks hold under `set -euo pipefail`: compgen for a glob that may match nothing,
+# and the loader's list in a variable (a `grep -q` on a pipe exits at the first match,
+# and its writer's SIGPIPE would fail the pipe).
 need=()
+libs=$(ldconfig -p 2>/dev/null || true)
 [ -f /usr/include/vulkan/vulkan.h ] || need+=(libvulkan-dev)
-ls /usr/share/vulkan/icd.d/radeon_icd.*.json >/dev/null 2>&1 || need+=(mesa-vulkan-drivers)
-ldconfig -p 2>/dev/null | grep -q 'libvulkan\.so\.1' || need+=(libvulkan1)
+compgen -G '/usr/share/vulkan/icd.d/radeon_icd.*.json' >/dev/null || need+=(mesa-vulkan-drivers)
+[[ $libs == *libvulkan.so.1* ]] || need+=(libvulkan1)
 command -v cc >/dev/null || need+=(gcc)
 command -v python3 >/dev/null || need+=(python3)
 if [ ${#need[@]} -gt 0 ]; then
@@ -64,7 +68,7 @@ RADV_FORCE_FAMILY=$family RADV_DEBUG=shaders,shaderstats,nocache \
     exit 1
 }
 device=$(sed -n 's/^### DEVICE //p' "$out/driver.txt")
-echo "RDNA instructions per logit in each sweep's hot loop on $device" \
+echo "RDNA instructions per logit in each sweep's loops on $device" \
     "(${checks[*]:-checked} modules; s_waitcnt, s_nop, s_delay_alu not counted):"
 echo
 python3 scripts/gpu-isa/count.py "$out/manifest.tsv" "$out/driver.txt" --json "$out/table.json" |
