@@ -44,7 +44,8 @@ fn to_u32(arg: &'static str, what: &str, v: u64) -> Result<u32> {
     u32::try_from(v).map_err(|_| Error::arg(arg, format!("{what} {v} does not fit 32 bits")))
 }
 
-/// Records the product: one workgroup per 128 × 128 tile of C.
+/// Records the product: one workgroup per tile of C (128 × 128 on GPUs, 32 × 32 on CPU
+/// adapters).
 pub(crate) fn record(
     ctx: &Context,
     encoder: &mut wgpu::CommandEncoder,
@@ -104,7 +105,9 @@ pub(crate) fn record(
         a_k_contig,
         b_n_contig,
     };
-    let pipeline = ctx.pipeline(PipelineKey::small(kernel, ctx.paths()))?;
+    let key = PipelineKey::small(kernel, ctx.paths()).with_lane_blocks(ctx.lane_blocks());
+    let tile = key.matmul_tile();
+    let pipeline = ctx.pipeline(key)?;
     let u = uniform(ctx, "matmul params", &params);
     let entries = [
         whole(0, &u),
@@ -112,7 +115,19 @@ pub(crate) fn record(
         super::entry(2, b_bind),
         super::entry(3, c_bind),
     ];
-    let groups = (p.n.div_ceil(128), p.m.div_ceil(128));
+    let groups = (p.n.div_ceil(tile), p.m.div_ceil(tile));
+    let most = limits.max_compute_workgroups_per_dimension;
+    if groups.0.max(groups.1) > most {
+        let arg = if groups.0 > most { p.b.arg } else { p.a.arg };
+        return Err(Error::arg(
+            arg,
+            format!(
+                "a {} × {} product needs {} × {} workgroups of {tile} × {tile}; the device \
+                 dispatches at most {most} a dimension",
+                p.m, p.n, groups.1, groups.0
+            ),
+        ));
+    }
     dispatch(ctx, encoder, "matmul", &pipeline, &entries, groups)
 }
 

@@ -331,6 +331,14 @@ impl PipelineKey {
         }
     }
 
+    /// The same pipeline with lane blocks (the CPU adapters' layout) on or off.
+    pub(crate) fn with_lane_blocks(self, lane_blocks: bool) -> Self {
+        PipelineKey {
+            lane_blocks,
+            ..self
+        }
+    }
+
     fn name(&self) -> String {
         let grad = match self.grad {
             GradOut::None => String::new(),
@@ -345,6 +353,9 @@ impl PipelineKey {
                 self.paths.describe(),
                 self.layout()
             )
+        } else if self.lane_blocks {
+            // the matmul's CPU-shaped tile
+            format!("{:?}/lane-blocks", self.kernel)
         } else {
             format!("{:?}", self.kernel)
         }
@@ -401,7 +412,28 @@ impl PipelineKey {
             Kernel::RowStats | Kernel::RowPartials | Kernel::PolicyLoss => {
                 row_workgroup(self.lane_blocks)
             }
+            Kernel::Matmul { .. } => (self.matmul_tile() / self.matmul_block()).pow(2),
             _ => ROW_WORKGROUP,
+        }
+    }
+
+    /// The side of the matmul's tile of C: 128 on GPUs, 32 with lane blocks (CPU
+    /// adapters, whose SIMD batches of lanes hold a lane's accumulators in 16 registers).
+    pub(crate) fn matmul_tile(&self) -> u32 {
+        if self.lane_blocks {
+            32
+        } else {
+            128
+        }
+    }
+
+    /// The side of one lane's block of the matmul's tile (8 × 8 on GPUs, 4 × 4 on CPU
+    /// adapters).
+    fn matmul_block(&self) -> u32 {
+        if self.lane_blocks {
+            4
+        } else {
+            8
         }
     }
 
@@ -427,6 +459,8 @@ impl PipelineKey {
             c.push(("B_KIND", dtype_kind(b)));
             c.push(("A_K_CONTIG", if a_k_contig { 1.0 } else { 0.0 }));
             c.push(("B_N_CONTIG", if b_n_contig { 1.0 } else { 0.0 }));
+            c.push(("MM_TILE", self.matmul_tile() as f64));
+            c.push(("MM_BLOCK", self.matmul_block() as f64));
         }
         if let Kernel::HeadRows { dtype, .. } = self.kernel {
             c.push(("KIND", dtype_kind(dtype)));
@@ -473,7 +507,11 @@ pub fn shader_variants() -> Vec<(String, PipelineKey)> {
     for paths in all_paths {
         for kernel in Kernel::ALL {
             if !kernel.reads_logits() {
-                push(PipelineKey::small(kernel, paths));
+                let small = PipelineKey::small(kernel, paths);
+                push(small);
+                if matches!(kernel, Kernel::Matmul { .. }) {
+                    push(small.with_lane_blocks(true));
+                }
                 continue;
             }
             for logits in DType::ALL {
