@@ -10,6 +10,10 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 pub mod head;
+pub mod tally;
+
+#[allow(unused_imports)] // not every test file counts
+pub use tally::{skipped_part, Tally};
 
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
@@ -60,6 +64,12 @@ pub fn opened() -> Vec<Context> {
         // skipped adapter must be seen even when every test passes
         let _ = writeln!(std::io::stderr(), "SKIPPED adapter {u}");
     }
+    // every loop over the contexts runs at least once: a suite that ran on nothing
+    // must not pass
+    assert!(
+        !open.contexts.is_empty(),
+        "no GPU adapter opened a device, and open_all did not say so"
+    );
     open.contexts
 }
 
@@ -815,6 +825,12 @@ pub fn options_2026() -> Vec<(String, LossConfig)> {
                 out.push((format!("{} {label}", mode.name()), cfg));
             }
         }
+        // the loops over these configurations try every mode
+        let plain = format!("{} plain", mode.name());
+        assert!(
+            out.iter().any(|(l, _)| *l == plain),
+            "{plain}: base_2026 is invalid, so the 2026 matrix skips {mode:?}"
+        );
     }
     out
 }
