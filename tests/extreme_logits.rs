@@ -111,8 +111,8 @@ fn near_flt_max(vocab: u32, tally: &mut Tally) {
 
 /// The gradient of rows near FLT_MAX against the reference's. SPEC's row gradient is
 /// (w/τ)·G·(1[v = y] − p_v) here (γ = 0); the kernel's exact loop computes
-/// p̂_v = e^(z_v − lse) with lse one f32. At these magnitudes two distinct f32 logits
-/// are at least an ulp (2^104 near FLT_MAX) apart, so every p_v is 0 or 1/k for the k
+/// p̂_v = e^(z_v − lse) with lse one f32. At these magnitudes (|x| ≥ 1e38) two distinct
+/// f32 logits are at least an ulp (2^103) apart, so every p_v is 0 or 1/k for the k
 /// entries tied at the row's maximum m, and lse = m + ln k rounds to m: the kernel
 /// gives each tied entry p̂ = 1, k times the reference's 1/k. So the row's sum, which
 /// SPEC's p makes 0, is (w/τ)·G·(1 − k) on a row of ties, and the target's entry is 0

@@ -465,6 +465,13 @@ pub fn check_loss_with(
         .policy_loss_parts(cfg, &[part], grad_dtype)
         .unwrap_or_else(|e| panic!("{what}: {e}"));
     let want = case.reference(cfg, &logits.values(), using, rollout);
+    // the gradient's comparison below zips it with the reference's: one asked for must
+    // come, whole
+    assert_eq!(
+        got.grad.as_ref().map(|g| (g.dtype, g.bytes.len())),
+        grad_dtype.map(|d| (d, want.grad.len() * d.size() as usize)),
+        "{what}: the gradient returned (dtype, bytes)"
+    );
 
     let tol = |w: f64| 2e-5 + 2e-5 * w.abs();
     let m = &got.metrics;
