@@ -11,6 +11,8 @@
 #                                                      without a Rust toolchain
 #   DIR/gpu-report.sh --bin-dir DIR [--out DIR2]       there: runs the prebuilt binaries
 #
+# Every test executable runs with its ignored tests (the ones for real GPUs); the summary
+# lists each ignored test with what it compared, and fails one that compared nothing.
 # Extra environment: REPORT_BENCH_SECONDS (time budget of one measurement, default 2),
 # REPORT_TESTS (only these test executables, e.g. "cli prepare"; default all),
 # REPORT_LARGE=0 (bench without the long-context shape, 16384 x 151936 bf16),
@@ -18,7 +20,7 @@
 # being reported and skipped), WGPU_BACKEND / WGPU_ADAPTER_NAME as everywhere.
 set -uo pipefail
 
-usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 
 out="gpu-report-$(date -u +%Y%m%dT%H%M%SZ)"
 bin_dir=""
@@ -39,8 +41,12 @@ build_bundle() {
     root="$(cd "$(dirname "$0")/.." && pwd)"
     command -v cargo >/dev/null || { echo "gpu-report: no cargo here; build elsewhere with --pack, then run with --bin-dir" >&2; exit 2; }
     mkdir -p "$dest/bin" "$dest/tests"
-    (cd "$root" && cargo build --release --bin wgpu-policy-loss) || exit 1
-    cp "$root/target/release/wgpu-policy-loss" "$dest/bin/"
+    # where cargo put the binary (CARGO_TARGET_DIR or target/), from its own report
+    local cli
+    cli=$(cd "$root" && cargo build --release --bin wgpu-policy-loss --message-format=json |
+        sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
+    [ -n "$cli" ] && [ -x "$cli" ] || { echo "gpu-report: cargo build of the CLI failed" >&2; exit 1; }
+    cp "$cli" "$dest/bin/"
     # each test target's executable, by the name of its file (tests/cli.rs -> cli)
     local exes
     exes=$(cd "$root" && cargo test --release --no-run --message-format=json 2>/dev/null |
@@ -102,11 +108,48 @@ for t in "$bin_dir"/tests/*; do
     if [ -n "${REPORT_TESTS:-}" ] && ! [[ " ${REPORT_TESTS//,/ } " == *" $name "* ]]; then
         continue
     fi
-    # the ignored tests are the ones for real GPUs (logits above 2 GiB)
+    # the ignored tests are the ones for real GPUs (logits above 2 GiB): listed first,
+    # so that the summary can say what each of them compared
+    "$t" --list --ignored 2>/dev/null | sed -n 's/: test$//p' >"$out/tests/$name.ignored"
     step "tests/$name" "$t" --include-ignored
     rc=$?
     [ $rc -eq 0 ] || tests_failed=$((tests_failed + 1))
 done
+
+# Each ignored test that ran, with its result and what it compared: the tests print
+# "COMPARED <test>: <n> <what> on <adapter>" (tests/common/tally.rs). One that passed
+# without such a line compared nothing, and counts as a failure (a failed one counted
+# already, with its executable).
+ignored_failed=0
+ignored_empty=0
+: >"$out/ignored.md"
+for list in "$out"/tests/*.ignored; do
+    [ -e "$list" ] || continue
+    exe="$(basename "$list" .ignored)"
+    log="$out/tests/$exe.txt"
+    while IFS= read -r test; do
+        [ -n "$test" ] || continue
+        line=$(grep -F "test $test ... " "$log" | tail -1)
+        result="${line##* ... }"
+        compared=$(awk -v p="COMPARED $test: " 'index($0, p) == 1 { print "  - compared " substr($0, length(p) + 1) }' "$log")
+        skipped=$(awk -v p="SKIPPED $test " 'index($0, p) == 1 { print "  - skipped " substr($0, length(p) + 1) }' "$log")
+        case "$result" in
+            ok) if [ -n "$compared" ]; then verdict="ok"; else
+                    verdict="FAIL (passed, but printed no COMPARED line: it compared nothing)"
+                    ignored_empty=$((ignored_empty + 1))
+                fi ;;
+            FAILED*) verdict="FAIL: $(grep -F -A1 "thread '$test'" "$log" | grep -v "^thread '" | head -1)" ;;
+            *) verdict="FAIL (no result line: the executable did not finish it)" ;;
+        esac
+        [ "$verdict" = ok ] || ignored_failed=$((ignored_failed + 1))
+        {
+            echo "- $exe $test: $verdict"
+            [ -z "$compared" ] || echo "$compared"
+            [ -z "$skipped" ] || echo "$skipped"
+        } >>"$out/ignored.md"
+    done <"$list"
+done
+tests_failed=$((tests_failed + ignored_empty))
 
 step check "$cli" check
 check_rc=$?
@@ -140,14 +183,26 @@ verdict() { [ "$1" -eq 0 ] && echo pass || echo "FAIL (exit $1)"; }
     grep -E '^adapter |^  backend:|^  device:|^  subgroups:|^  max (storage|buffer)' "$out/info.txt"
     echo '```'
     echo
-    echo "## Tests: $([ $tests_failed -eq 0 ] && echo pass || echo "FAIL ($tests_failed executables)")"
+    echo "## Tests: $([ $tests_failed -eq 0 ] && echo pass || echo "FAIL ($tests_failed executables or ignored tests)")"
     echo
     for f in "$out"/tests/*.txt; do
         name="$(basename "$f" .txt)"
         result="$(grep -h '^test result:' "$f" | tail -1)"
-        echo "- $name: ${result:-no result line (see tests/$name.txt)}"
+        empty=$(grep -F -e "- $name " "$out/ignored.md" | grep -c 'compared nothing')
+        note=$([ "$empty" -eq 0 ] || echo " (but $empty ignored test(s) compared nothing: FAIL)")
+        echo "- $name: ${result:-no result line (see tests/$name.txt)}$note"
     done
     grep -h '^SKIPPED adapter' "$out"/tests/*.txt | sort -u | sed 's/^/- /'
+    echo
+    echo "### Ignored tests run (the ones for real GPUs): $([ $ignored_failed -eq 0 ] && echo pass || echo "FAIL ($ignored_failed, of which $ignored_empty passed comparing nothing)")"
+    echo
+    if [ -s "$out/ignored.md" ]; then cat "$out/ignored.md"; else echo "none in the executables run"; fi
+    echo
+    echo "### What the tests that count their comparisons compared, and skipped"
+    echo
+    echo '```'
+    grep -h -E '^(COMPARED|SKIPPED) ' "$out"/tests/*.txt | grep -v '^SKIPPED adapter' || echo "(no such test among those run)"
+    echo '```'
     echo
     echo "## check: $(verdict $check_rc)"
     echo

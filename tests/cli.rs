@@ -242,7 +242,9 @@ fn an_adapter_that_cannot_open_a_device_is_reported_and_skipped() {
     );
 
     let Some(label) = lone_adapter() else {
-        eprintln!("fewer than two distinguishable adapters: nothing to skip here");
+        common::skipped_part(
+            "one adapter refusing among others: fewer than two distinguishable adapters here",
+        );
         return;
     };
     let run = |args: &[&str], strict: bool| {

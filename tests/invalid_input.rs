@@ -326,6 +326,12 @@ fn configs(input: RowInput) -> Vec<LossConfig> {
     }
     // the combinations LossConfig accepts (vespo's rollout correction is per token)
     out.retain(|c| c.validate().is_ok());
+    for mode in PolicyLossMode::ALL {
+        assert!(
+            out.iter().any(|c| c.mode == mode),
+            "{input:?}: no configuration of {mode:?} is valid, so none is tried"
+        );
+    }
     out
 }
 

@@ -74,6 +74,7 @@ fn options_match_the_reference() {
     let case = LossCase::new(72, 4, 6, 40);
     for ctx in contexts() {
         for (i, mode) in PolicyLossMode::ALL.into_iter().enumerate() {
+            let mut valid = 0;
             let agg = LossAggMode::ALL[i % 4];
             for (j, rho) in [Some(0.5), Some(0.8), None].into_iter().enumerate() {
                 let level = RolloutLevel::ALL[(i + j) % 3];
@@ -102,7 +103,10 @@ fn options_match_the_reference() {
                         true,
                     );
                 }
+                valid += 1;
             }
+            // every mode takes some correction level with some entropy mask
+            assert!(valid > 0, "{mode:?}: every configuration was invalid");
         }
     }
 }

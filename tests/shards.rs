@@ -259,12 +259,10 @@ fn one_shard_is_the_unsharded_call_bit_for_bit() {
 fn two_adapters_as_two_ranks() {
     let ranks: Vec<&Context> = natives().collect();
     if ranks.len() < 2 {
-        use std::io::Write;
-        let _ = writeln!(
-            std::io::stderr(),
-            "two_adapters_as_two_ranks: one adapter here; both ranks run on {}",
+        skipped_part(format!(
+            "ranks on two adapters: one adapter here, both ranks run on {}",
             name(ranks[0])
-        );
+        ));
     }
     let case = case(73);
     let shards = VocabShards::new(&[25, 36]).unwrap();

@@ -77,12 +77,9 @@ fn a_refusing_adapter_is_printed_and_skipped() {
                 "{text}"
             );
         }
-        _ => {
-            let _ = std::io::Write::write_all(
-                &mut std::io::stderr(),
-                b"one adapter (or only look-alikes): the partial refusal is not exercised here\n",
-            );
-        }
+        _ => common::skipped_part(
+            "one adapter refusing among others: one adapter here (or only look-alikes)",
+        ),
     }
     // every adapter refuses: nothing ran, so the tests fail and say why
     let (out, text) = run_harness(&[(FAIL_DEVICE_ENV, "(")]);

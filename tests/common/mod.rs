@@ -10,6 +10,10 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 pub mod head;
+pub mod tally;
+
+#[allow(unused_imports)] // not every test file counts
+pub use tally::{skipped_part, Tally};
 
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
@@ -60,6 +64,12 @@ pub fn opened() -> Vec<Context> {
         // skipped adapter must be seen even when every test passes
         let _ = writeln!(std::io::stderr(), "SKIPPED adapter {u}");
     }
+    // every loop over the contexts runs at least once: a suite that ran on nothing
+    // must not pass
+    assert!(
+        !open.contexts.is_empty(),
+        "no GPU adapter opened a device, and open_all did not say so"
+    );
     open.contexts
 }
 
@@ -455,6 +465,13 @@ pub fn check_loss_with(
         .policy_loss_parts(cfg, &[part], grad_dtype)
         .unwrap_or_else(|e| panic!("{what}: {e}"));
     let want = case.reference(cfg, &logits.values(), using, rollout);
+    // the gradient's comparison below zips it with the reference's: one asked for must
+    // come, whole
+    assert_eq!(
+        got.grad.as_ref().map(|g| (g.dtype, g.bytes.len())),
+        grad_dtype.map(|d| (d, want.grad.len() * d.size() as usize)),
+        "{what}: the gradient returned (dtype, bytes)"
+    );
 
     let tol = |w: f64| 2e-5 + 2e-5 * w.abs();
     let m = &got.metrics;
@@ -815,6 +832,12 @@ pub fn options_2026() -> Vec<(String, LossConfig)> {
                 out.push((format!("{} {label}", mode.name()), cfg));
             }
         }
+        // the loops over these configurations try every mode
+        let plain = format!("{} plain", mode.name());
+        assert!(
+            out.iter().any(|(l, _)| *l == plain),
+            "{plain}: base_2026 is invalid, so the 2026 matrix skips {mode:?}"
+        );
     }
     out
 }
