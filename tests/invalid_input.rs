@@ -13,6 +13,7 @@
 mod common;
 
 use common::*;
+use wgpu_policy_loss::reference::compare;
 use wgpu_policy_loss::wgpu;
 use wgpu_policy_loss::{
     reference, Advantages, Context, DType, Error, F32View, GradView, Gradient, HostBatch, HostPart,
@@ -354,32 +355,14 @@ fn poisons(input: RowInput, value: f32) -> bool {
     value.is_nan() || input == RowInput::Mask
 }
 
-/// The device's results agree with the reference: the loss (NaN, ±inf or close), every
-/// gradient row non-finite where the reference's is, else close.
-fn agrees(what: &str, got: &DeviceOut, want: &reference::LossOutput, v: usize, rel: f64) {
+/// The device's results agree with the reference: the loss (NaN, ±inf or close), the
+/// gradient by the library's rule (`reference::compare`), NaN exactly where the
+/// reference's is (SPEC: a NaN input makes its row's gradient NaN).
+fn agrees(what: &str, got: &DeviceOut, want: &reference::LossOutput, v: usize, grad: DType) {
     close(got.metrics.loss, want.loss, 2e-5 + 2e-5 * want.loss.abs())
         .unwrap_or_else(|e| panic!("{what}: loss: {e}"));
-    let finite_scale = want
-        .grad
-        .iter()
-        .filter(|g| g.is_finite())
-        .fold(0.0f64, |a, &b| a.max(b.abs()));
-    for (r, (g, w)) in got.grad.chunks(v).zip(want.grad.chunks(v)).enumerate() {
-        if w.iter().any(|x| !x.is_finite()) {
-            assert!(
-                g.iter().any(|x| !x.is_finite()),
-                "{what}: gradient row {r} is finite, the reference's is not"
-            );
-            continue;
-        }
-        for (j, (&gg, &ww)) in g.iter().zip(w).enumerate() {
-            let tol = 1e-4 * finite_scale + 1e-9 + rel * ww.abs() * 1.01;
-            assert!(
-                (gg as f64 - ww).abs() <= tol,
-                "{what}: grad[{r}, {j}] = {gg}, want {ww}"
-            );
-        }
-    }
+    compare::logits_grad(&got.grad, &want.grad, grad.into())
+        .unwrap_or_else(|e| panic!("{what}: grad {e} (vocab {v})"));
 }
 
 /// The error a bad value at `row` of `input` must give.
@@ -622,7 +605,7 @@ fn device_api_propagates_and_counts() {
                 );
                 assert!(want.loss.is_nan(), "{what}: the reference's loss");
             }
-            agrees(&what, &got, &want, v, 0.0);
+            agrees(&what, &got, &want, v, DType::F32);
         }
     }
 }
@@ -661,12 +644,7 @@ fn device_api_every_dtype_and_gradient() {
                                     Grad::Into(d) => d,
                                     Grad::InPlace => dtype,
                                 };
-                                let rel = match stored {
-                                    DType::F32 => 0.0,
-                                    DType::F16 => 2f64.powi(-11),
-                                    DType::Bf16 => 2f64.powi(-8),
-                                };
-                                agrees(&what, &got, &want, v, rel);
+                                agrees(&what, &got, &want, v, stored);
                             }
                         }
                     }
