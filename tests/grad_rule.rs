@@ -18,7 +18,10 @@ fn out_of_bound(got: &[f32], want: &[f64], idx: &[usize]) -> usize {
         compare::largest_finite(want),
     );
     idx.iter()
-        .filter(|&&i| !((got[i] as f64 - want[i]).abs() <= t.bound(want[i], scale)))
+        .filter(|&&i| {
+            let err = (got[i] as f64 - want[i]).abs();
+            err.is_nan() || err > t.bound(want[i], scale)
+        })
         .count()
 }
 

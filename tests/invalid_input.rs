@@ -91,30 +91,30 @@ impl Data {
         .with_rollout_logprobs(&self.rollout)
     }
 
+    /// The reference, and its gradient's sensitivity to the log-prob's f32 error
+    /// (`reference::compare::grad_sensitivity`).
     fn reference(
         &self,
         cfg: &LossConfig,
         case: &LossCase,
         logits: &Logits,
-    ) -> reference::LossOutput {
+    ) -> (reference::LossOutput, Vec<f64>) {
         let f = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<_>>();
         let (x, mask, adv) = (logits.values(), f(&self.mask), f(&self.adv));
         let (old, refp, rollout) = (f(&self.old), f(&self.refp), f(&self.rollout));
-        reference::policy_loss_with(
-            cfg,
-            &reference::Batch {
-                logits: &x,
-                vocab: case.vocab as usize,
-                rows_per_seq: case.rows_per_seq as usize,
-                targets: &case.targets,
-                mask: &mask,
-                advantages: &adv,
-                old_logp: Some(&old),
-                ref_logp: Some(&refp),
-            },
-            Some(&rollout),
-        )
-        .unwrap()
+        let batch = reference::Batch {
+            logits: &x,
+            vocab: case.vocab as usize,
+            rows_per_seq: case.rows_per_seq as usize,
+            targets: &case.targets,
+            mask: &mask,
+            advantages: &adv,
+            old_logp: Some(&old),
+            ref_logp: Some(&refp),
+        };
+        let want = reference::policy_loss_with(cfg, &batch, Some(&rollout)).unwrap();
+        let s = compare::grad_sensitivity(cfg, &batch, Some(&rollout)).unwrap();
+        (want, s)
     }
 }
 
@@ -356,12 +356,20 @@ fn poisons(input: RowInput, value: f32) -> bool {
 }
 
 /// The device's results agree with the reference: the loss (NaN, ±inf or close), the
-/// gradient by the library's rule (`reference::compare`), NaN exactly where the
-/// reference's is (SPEC: a NaN input makes its row's gradient NaN).
-fn agrees(what: &str, got: &DeviceOut, want: &reference::LossOutput, v: usize, grad: DType) {
+/// gradient by the library's rule (`reference::compare`, with the reference's
+/// sensitivity to the log-prob's error): NaN where the reference's is
+/// (SPEC: a NaN input makes its row's gradient NaN), non-finite where it is ±Inf (an
+/// infinite advantage), within the bound everywhere else.
+fn agrees(
+    what: &str,
+    got: &DeviceOut,
+    (want, sensitivity): (&reference::LossOutput, &[f64]),
+    v: usize,
+    grad: DType,
+) {
     close(got.metrics.loss, want.loss, 2e-5 + 2e-5 * want.loss.abs())
         .unwrap_or_else(|e| panic!("{what}: loss: {e}"));
-    compare::logits_grad(&got.grad, &want.grad, grad.into())
+    compare::logits_grad_with(&got.grad, &want.grad, grad.into(), sensitivity)
         .unwrap_or_else(|e| panic!("{what}: grad {e} (vocab {v})"));
 }
 
@@ -579,7 +587,7 @@ fn device_api_propagates_and_counts() {
             let what = format!("{} {}", name(ctx), b.what);
             let (cfg, data) = (&b.cfg, &b.data);
             let got = device(ctx, cfg, &case, &logits, data, Grad::Into(DType::F32), &[]);
-            let want = data.reference(cfg, &case, &logits);
+            let (want, sensitivity) = data.reference(cfg, &case, &logits);
             let m = &got.metrics;
             assert_eq!(
                 m.invalid_input_rows as f64, want.metrics.invalid_input_rows,
@@ -605,7 +613,7 @@ fn device_api_propagates_and_counts() {
                 );
                 assert!(want.loss.is_nan(), "{what}: the reference's loss");
             }
-            agrees(&what, &got, &want, v, DType::F32);
+            agrees(&what, &got, (&want, &sensitivity), v, DType::F32);
         }
     }
 }
@@ -639,12 +647,12 @@ fn device_api_every_dtype_and_gradient() {
                                 let g = &got.grad[BAD_ROW * v..(BAD_ROW + 1) * v];
                                 assert!(g.iter().any(|x| x.is_nan()), "{what}: finite gradient");
                             } else if input != RowInput::Advantages {
-                                let want = data.reference(&cfg, &case, &logits);
+                                let (want, sensitivity) = data.reference(&cfg, &case, &logits);
                                 let stored = match grad {
                                     Grad::Into(d) => d,
                                     Grad::InPlace => dtype,
                                 };
-                                agrees(&what, &got, &want, v, stored);
+                                agrees(&what, &got, (&want, &sensitivity), v, stored);
                             }
                         }
                     }

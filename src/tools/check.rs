@@ -22,10 +22,12 @@ pub const LOGP_TOL: f64 = 1e-4;
 pub fn tolerances() -> String {
     format!(
         "loss {LOSS_TOL:.0e}·(1+|loss|), log-prob {LOGP_TOL:.0e}, gradient per element \
-         {:.0e}·|ref| + {:.1e}·max|ref| (+ one ulp of a 16-bit gradient); grad/bound is \
-         the largest error as a share of its bound",
+         {:.0e}·|ref| + {:.1e}·max|ref| (+ one ulp of a 16-bit gradient, + the reference's \
+         move under a log-prob error of {:.1e}); grad/bound is the largest error as a \
+         share of its bound",
         compare::F32_REL,
-        compare::OF_MAX
+        compare::OF_MAX,
+        compare::LOGP_ERR
     )
 }
 
@@ -220,21 +222,26 @@ async fn run_one(
         )
         .await?;
     let f = |a: &[f32]| a.iter().map(|&b| b as f64).collect::<Vec<_>>();
-    let want = reference::policy_loss_with(
-        &config,
-        &Batch {
-            logits: &data.exact,
-            vocab: vocab as usize,
-            rows_per_seq: rps as usize,
-            targets: &data.targets,
-            mask: &f(&data.mask),
-            advantages: &f(&data.adv),
-            old_logp: Some(&f(&data.old)),
-            ref_logp: Some(&f(&data.refp)),
-        },
-        Some(&f(&data.rollout)),
-    )?;
-    let e = Errors::of(&got, &want, &data.mask);
+    let (mask, adv, old, refp, rollout) = (
+        f(&data.mask),
+        f(&data.adv),
+        f(&data.old),
+        f(&data.refp),
+        f(&data.rollout),
+    );
+    let batch = Batch {
+        logits: &data.exact,
+        vocab: vocab as usize,
+        rows_per_seq: rps as usize,
+        targets: &data.targets,
+        mask: &mask,
+        advantages: &adv,
+        old_logp: Some(&old),
+        ref_logp: Some(&refp),
+    };
+    let want = reference::policy_loss_with(&config, &batch, Some(&rollout))?;
+    let sensitivity = compare::grad_sensitivity(&config, &batch, Some(&rollout))?;
+    let e = Errors::of(&got, &want, &data.mask, &sensitivity);
     worst.loss = compare::max_err(worst.loss, e.loss);
     worst.logp = compare::max_err(worst.logp, e.logp);
     worst.grad = compare::max_err(worst.grad, e.grad_share());
@@ -359,7 +366,8 @@ fn case_config(mode: PolicyLossMode, option: Extra) -> LossConfig {
 
 /// A case's errors: the loss's relative to (1 + |loss|), the masked-in log-probs'
 /// largest (NaN when one is NaN: the reference's are finite here), and the gradient's
-/// comparison.
+/// comparison ([`compare::logits_grad_with`], with the reference's sensitivity to the
+/// log-prob's error).
 #[derive(Clone, Debug)]
 pub struct Errors {
     pub loss: f64,
@@ -368,14 +376,21 @@ pub struct Errors {
 }
 
 impl Errors {
-    pub fn of(got: &crate::HostLoss, want: &reference::LossOutput, mask: &[f32]) -> Errors {
+    pub fn of(
+        got: &crate::HostLoss,
+        want: &reference::LossOutput,
+        mask: &[f32],
+        sensitivity: &[f64],
+    ) -> Errors {
         let loss = (got.metrics.loss as f64 - want.loss).abs() / (1.0 + want.loss.abs());
         let logp = (0..mask.len())
             .filter(|&r| mask[r] > 0.0)
             .map(|r| (got.logprobs[r] as f64 - want.logp[r]).abs())
             .fold(0.0, compare::max_err);
         let grad = match &got.grad {
-            Some(g) => g.compare_logits_grad(&want.grad),
+            Some(g) => {
+                compare::logits_grad_with(&g.to_f32(), &want.grad, g.dtype.into(), sensitivity)
+            }
             None => Err(compare::Mismatch::Length {
                 got: 0,
                 want: want.grad.len(),
@@ -449,21 +464,28 @@ mod tests {
         )
         .unwrap();
         let good = as_device(&want);
-        assert!(Errors::of(&good, &want, &data.mask).pass());
+        let none = vec![0.0; want.grad.len()];
+        assert!(Errors::of(&good, &want, &data.mask, &none).pass());
         for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
             let mut got = good.clone();
             got.metrics.loss = bad;
-            assert!(!Errors::of(&got, &want, &data.mask).pass(), "loss {bad}");
+            assert!(
+                !Errors::of(&got, &want, &data.mask, &none).pass(),
+                "loss {bad}"
+            );
             // row 0 is masked in (every fourth row is out)
             let mut got = good.clone();
             got.logprobs[0] = bad;
-            let e = Errors::of(&got, &want, &data.mask);
-            assert!(!e.pass() && !(e.logp <= LOGP_TOL), "log-prob {bad}: {e}");
+            let e = Errors::of(&got, &want, &data.mask, &none);
+            assert!(
+                !e.pass() && (e.logp.is_nan() || e.logp > LOGP_TOL),
+                "log-prob {bad}: {e}"
+            );
             let mut got = good.clone();
             let mut g = got.grad.as_ref().unwrap().to_f32();
             g[40] = bad;
             got.grad.as_mut().unwrap().bytes = bytemuck::cast_slice(&g).to_vec();
-            let e = Errors::of(&got, &want, &data.mask);
+            let e = Errors::of(&got, &want, &data.mask, &none);
             assert!(!e.pass() && e.grad_share().is_nan(), "gradient {bad}: {e}");
         }
         // the worst over cases keeps a NaN

@@ -14,6 +14,7 @@ pub mod head;
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 use wgpu_policy_loss::half::{bf16, f16};
+use wgpu_policy_loss::reference::compare;
 use wgpu_policy_loss::{
     Context, DType, KlEstimator, LossAggMode, LossConfig, Paths, PolicyLossMode,
 };
@@ -352,6 +353,37 @@ impl LossCase {
         using: Use,
         rollout: bool,
     ) -> wgpu_policy_loss::reference::LossOutput {
+        self.on_reference(x, using, rollout, |b, roll| {
+            wgpu_policy_loss::reference::policy_loss_with(cfg, b, roll)
+        })
+        .unwrap()
+    }
+
+    /// [`Self::reference`]'s gradient's sensitivity to the log-prob's f32 error
+    /// (`reference::compare::grad_sensitivity`).
+    pub fn sensitivity(
+        &self,
+        cfg: &wgpu_policy_loss::LossConfig,
+        x: &[f64],
+        using: Use,
+        rollout: bool,
+    ) -> Vec<f64> {
+        self.on_reference(x, using, rollout, |b, roll| {
+            wgpu_policy_loss::reference::compare::grad_sensitivity(cfg, b, roll)
+        })
+        .unwrap()
+    }
+
+    fn on_reference<T>(
+        &self,
+        x: &[f64],
+        using: Use,
+        rollout: bool,
+        f: impl FnOnce(
+            &wgpu_policy_loss::reference::Batch<'_>,
+            Option<&[f64]>,
+        ) -> wgpu_policy_loss::Result<T>,
+    ) -> wgpu_policy_loss::Result<T> {
         let f64s = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<_>>();
         let adv = f64s(if using.per_token_adv {
             &self.adv_tok
@@ -364,8 +396,7 @@ impl LossCase {
             f64s(&self.refp),
             f64s(&self.rollout),
         );
-        wgpu_policy_loss::reference::policy_loss_with(
-            cfg,
+        f(
             &wgpu_policy_loss::reference::Batch {
                 logits: x,
                 vocab: self.vocab as usize,
@@ -378,7 +409,6 @@ impl LossCase {
             },
             rollout.then_some(&roll[..]),
         )
-        .unwrap()
     }
 
     /// The host batch of this case over `logits`, with the inputs `using` selects.
@@ -542,8 +572,8 @@ pub fn check_loss_with(
         let gv = g.to_f32();
         // the library's one rule (reference::compare): relative to each element, plus
         // a small share of the largest
-        let c = g
-            .compare_logits_grad(&want.grad)
+        let sensitivity = case.sensitivity(cfg, &logits.values(), using, rollout);
+        let c = compare::logits_grad_with(&gv, &want.grad, g.dtype.into(), &sensitivity)
             .unwrap_or_else(|e| panic!("{what}: grad {e} (vocab {})", case.vocab));
         grad_err = c.share();
         // rows outside the loss have exactly zero gradient

@@ -165,20 +165,18 @@ async fn policy_loss_in_every_mode_aggregation_and_dtype() {
                     .policy_loss_async(&cfg, &batch, Some(dtype))
                     .await
                     .unwrap_or_else(|e| panic!("{what}: {e}"));
-                let want = reference::policy_loss(
-                    &cfg,
-                    &Batch {
-                        logits: &x,
-                        vocab: v,
-                        rows_per_seq: rps,
-                        targets: &targets,
-                        mask: &f(&mask),
-                        advantages: &f(&adv),
-                        old_logp: Some(&f(&old)),
-                        ref_logp: Some(&f(&refp)),
-                    },
-                )
-                .unwrap();
+                let (mf, af, of, rf) = (f(&mask), f(&adv), f(&old), f(&refp));
+                let b = Batch {
+                    logits: &x,
+                    vocab: v,
+                    rows_per_seq: rps,
+                    targets: &targets,
+                    mask: &mf,
+                    advantages: &af,
+                    old_logp: Some(&of),
+                    ref_logp: Some(&rf),
+                };
+                let want = reference::policy_loss(&cfg, &b).unwrap();
                 let e = (got.metrics.loss as f64 - want.loss).abs();
                 assert!(
                     e <= 2e-5 * (1.0 + want.loss.abs()),
@@ -188,10 +186,9 @@ async fn policy_loss_in_every_mode_aggregation_and_dtype() {
                 );
                 loss_err = compare::max_err(loss_err, e);
                 // the library's rule, shared with the native suite and `check`
-                let c = got
-                    .grad
-                    .unwrap()
-                    .compare_logits_grad(&want.grad)
+                let s = compare::grad_sensitivity(&cfg, &b, None).unwrap();
+                let g = got.grad.unwrap();
+                let c = compare::logits_grad_with(&g.to_f32(), &want.grad, g.dtype.into(), &s)
                     .unwrap_or_else(|e| panic!("{what}: grad {e} (vocab {v})"));
                 let share = c.share();
                 grad_err = compare::max_err(grad_err, share);

@@ -166,7 +166,7 @@ fn check_gradient(
         .iter()
         .zip(&want.grad)
         .fold(0f64, |m, (a, b)| compare::max_err(m, (a - b).abs()));
-    if !(err <= 1e-5 * scale) {
+    if err.is_nan() || err > 1e-5 * scale {
         return Err(format!("gradient off by {err:e} (scale {scale:e})").into());
     }
     Ok(err)

@@ -61,10 +61,18 @@ fn nan_or_inf_anywhere_fails() {
     assert!(logits_grad(&got, &want_nan, Format::F32).is_err());
     got[3] = f32::NAN;
     assert!(logits_grad(&got, &want_nan, Format::F32).is_ok());
+    // its ±Inf by the same, or by a NaN (∞ − ∞ in another order), never by a number
     want_nan[3] = f64::INFINITY;
-    assert!(logits_grad(&got, &want_nan, Format::F32).is_err());
+    assert!(logits_grad(&got, &want_nan, Format::F32).is_ok());
     got[3] = f32::INFINITY;
     assert!(logits_grad(&got, &want_nan, Format::F32).is_ok());
+    for wrong in [f32::NEG_INFINITY, 1.0, 0.0] {
+        got[3] = wrong;
+        assert!(
+            logits_grad(&got, &want_nan, Format::F32).is_err(),
+            "{wrong}"
+        );
+    }
     // and a wrong length
     assert!(matches!(
         logits_grad(&got[1..], &want, Format::F32),
@@ -102,5 +110,47 @@ fn the_bound_is_relative_plus_a_share_of_the_largest() {
     // a 16-bit gradient adds one ulp of its format
     let t16 = Tolerance::logits_grad(Format::BF16);
     assert_eq!(t16.rel, F32_REL + 1.0 / 128.0);
-    assert_eq!(t.plus(t16).rel, 2.0 * F32_REL + 1.0 / 128.0);
+    assert!((t.plus(t16).rel - (2.0 * F32_REL + 1.0 / 128.0)).abs() < 1e-15);
+}
+
+#[test]
+fn the_sensitivity_is_how_far_the_gradient_moves_with_the_log_prob() {
+    use crate::config::{KlEstimator, LossConfig, PolicyLossMode};
+    let x = [0.5, -1.0, 2.0, 0.0, 1.0];
+    let batch = |refp: Option<&'static [f64]>| super::super::Batch {
+        logits: &x,
+        vocab: 5,
+        rows_per_seq: 1,
+        targets: &[2],
+        mask: &[1.0],
+        advantages: &[0.7],
+        old_logp: None,
+        ref_logp: refp,
+    };
+    // REINFORCE without a KL term: G = −A reads no log-prob
+    let plain = LossConfig {
+        mode: PolicyLossMode::Reinforce,
+        ..LossConfig::default()
+    };
+    let s = grad_sensitivity(&plain, &batch(None), None).unwrap();
+    assert!(s.iter().all(|&v| v == 0.0), "{s:?}");
+    // with k3: ∂G/∂logp = β·e^δ, so the target moves by β·e^δ·LOGP_ERR·(1 − p_y)
+    let kl = LossConfig {
+        kl_coef: 0.1,
+        kl_loss_type: KlEstimator::K3,
+        ..plain
+    };
+    let b = batch(Some(&[-0.4]));
+    let s = grad_sensitivity(&kl, &b, None).unwrap();
+    let st = super::super::row_stats(&x, 2, 1.0);
+    let p_y = st.logp.exp();
+    let want = 0.1 * (-0.4 - st.logp).exp() * LOGP_ERR * (1.0 - p_y);
+    assert!((s[2] - want).abs() <= 1e-3 * want, "{} vs {want}", s[2]);
+    assert!(s.iter().all(|&v| v > 0.0));
+    // and it widens the bound by itself
+    let g = super::super::policy_loss(&kl, &b).unwrap().grad;
+    let mut got = f32s(&g);
+    got[2] = (g[2] + 0.9 * s[2] + Tolerance::logits_grad(Format::F32).bound(g[2], 0.0)) as f32;
+    assert!(logits_grad(&got, &g, Format::F32).is_err());
+    assert!(logits_grad_with(&got, &g, Format::F32, &s).is_ok());
 }
