@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use wgpu_policy_loss::tools::bench::{BenchShape, Workload};
+use wgpu_policy_loss::tools::bench::{agree, BenchShape, Workload};
 use wgpu_policy_loss::{Context, DType};
 
 #[test]
@@ -21,20 +21,48 @@ fn unfused_baseline_agrees_with_the_fused_loss() {
                 },
             )
             .unwrap();
-            let (loss_diff, grad_diff) = w.compare().unwrap();
+            let (loss_diff, grad) = w.compare().unwrap();
             assert!(
                 loss_diff < 1e-5,
                 "{} {dtype}: loss differs by {loss_diff}",
                 name(ctx)
             );
-            // the gradient's scale is 1/T; bf16 rounding is 2^-8 relative
+            // every element, by the library's rule for two computed gradients
+            grad.unwrap_or_else(|e| panic!("{} {dtype}: gradient {e}", name(ctx)));
+        }
+    }
+}
+
+/// The fused-vs-unfused comparison fails on a NaN or ±Inf in either gradient, and on
+/// an error of 1e-3 on an entry at 1e-4 of the largest (no device needed).
+#[test]
+fn the_baseline_comparison_sees_nan_and_small_entries() {
+    let unfused: Vec<f32> = (0..1000)
+        .map(|i| 1e-3 * (-(i as f32) / 50.0).exp())
+        .collect();
+    assert!(agree(&unfused, DType::F32, &unfused).is_ok());
+    for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+        for at in [0, 500, 999] {
+            let mut fused = unfused.clone();
+            fused[at] = bad;
             assert!(
-                grad_diff < 2e-5,
-                "{} {dtype}: gradient differs by {grad_diff}",
-                name(ctx)
+                agree(&fused, DType::F32, &unfused).is_err(),
+                "{bad} at {at} (fused)"
+            );
+            assert!(
+                agree(&unfused, DType::F32, &fused).is_err(),
+                "{bad} at {at} (baseline)"
             );
         }
     }
+    // entry 460 is e^-9.2 ≈ 1e-4 of the largest: off by 1e-3 of itself it is out of
+    // the two rules' bound (2a·|g| + 2b·max ≈ 5e-8 of the largest), by 1e-5 within
+    let mut fused = unfused.clone();
+    fused[460] *= 1.001;
+    assert!(agree(&fused, DType::F32, &unfused).is_err());
+    let mut fused = unfused.clone();
+    fused[460] *= 1.0 + 1e-5;
+    assert!(agree(&fused, DType::F32, &unfused).is_ok());
 }
 
 /// Logits larger than the device's largest buffer (1 MiB here) are held in parts, one

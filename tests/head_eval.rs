@@ -6,7 +6,7 @@ mod common;
 
 use common::head::*;
 use common::*;
-use wgpu_policy_loss::reference::{head_grads, head_logits};
+use wgpu_policy_loss::reference::{compare, head_grads, head_logits, head_magnitudes};
 use wgpu_policy_loss::{DType, LossConfig};
 
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
@@ -131,13 +131,10 @@ fn eval_takes_hidden_and_lm_head() {
     };
     let want = c.reference(&cfg, &x, using, false);
     let mask: Vec<f64> = c.mask.iter().map(|&m| m as f64).collect();
-    let (dh, dw) = head_grads(
-        &want.grad,
-        &hc.hidden.values(),
-        &hc.lm_head.values(),
-        hc.h as usize,
-        &mask,
-    );
+    let (hidden, lm_head) = (hc.hidden.values(), hc.lm_head.values());
+    let (dh, dw) = head_grads(&want.grad, &hidden, &lm_head, hc.h as usize, &mask);
+    let (sh, sw) = head_magnitudes(&want.grad, &hidden, &lm_head, hc.h as usize, &mask);
+    let gz_max = compare::largest_finite(&want.grad);
     for (flags, gd) in [
         (
             &["--head-chunk", "4", "--clip-ratio-c", "3"][..],
@@ -203,8 +200,19 @@ fn eval_takes_hidden_and_lm_head() {
             };
             wgpu_policy_loss::HostGrad { dtype: gd, bytes }
         };
-        check_grad(&format!("{flags:?} grad_hidden"), &host(gh), &dh);
-        check_grad(&format!("{flags:?} grad_lm_head"), &host(gw), &dw);
+        let (v, rows) = (c.vocab as usize, c.rows());
+        check_grad(
+            &format!("{flags:?} grad_hidden"),
+            &host(gh),
+            &dh,
+            (v, gz_max, &sh),
+        );
+        check_grad(
+            &format!("{flags:?} grad_lm_head"),
+            &host(gw),
+            &dw,
+            (rows, gz_max, &sw),
+        );
     }
 }
 

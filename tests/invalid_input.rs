@@ -13,6 +13,7 @@
 mod common;
 
 use common::*;
+use wgpu_policy_loss::reference::compare;
 use wgpu_policy_loss::wgpu;
 use wgpu_policy_loss::{
     reference, Advantages, Context, DType, Error, F32View, GradView, Gradient, HostBatch, HostPart,
@@ -90,30 +91,30 @@ impl Data {
         .with_rollout_logprobs(&self.rollout)
     }
 
+    /// The reference, and its gradient's sensitivity to the log-prob's f32 error
+    /// (`reference::compare::grad_sensitivity`).
     fn reference(
         &self,
         cfg: &LossConfig,
         case: &LossCase,
         logits: &Logits,
-    ) -> reference::LossOutput {
+    ) -> (reference::LossOutput, Vec<f64>) {
         let f = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<_>>();
         let (x, mask, adv) = (logits.values(), f(&self.mask), f(&self.adv));
         let (old, refp, rollout) = (f(&self.old), f(&self.refp), f(&self.rollout));
-        reference::policy_loss_with(
-            cfg,
-            &reference::Batch {
-                logits: &x,
-                vocab: case.vocab as usize,
-                rows_per_seq: case.rows_per_seq as usize,
-                targets: &case.targets,
-                mask: &mask,
-                advantages: &adv,
-                old_logp: Some(&old),
-                ref_logp: Some(&refp),
-            },
-            Some(&rollout),
-        )
-        .unwrap()
+        let batch = reference::Batch {
+            logits: &x,
+            vocab: case.vocab as usize,
+            rows_per_seq: case.rows_per_seq as usize,
+            targets: &case.targets,
+            mask: &mask,
+            advantages: &adv,
+            old_logp: Some(&old),
+            ref_logp: Some(&refp),
+        };
+        let want = reference::policy_loss_with(cfg, &batch, Some(&rollout)).unwrap();
+        let s = compare::grad_sensitivity(cfg, &batch, Some(&rollout)).unwrap();
+        (want, s)
     }
 }
 
@@ -360,32 +361,22 @@ fn poisons(input: RowInput, value: f32) -> bool {
     value.is_nan() || input == RowInput::Mask
 }
 
-/// The device's results agree with the reference: the loss (NaN, ±inf or close), every
-/// gradient row non-finite where the reference's is, else close.
-fn agrees(what: &str, got: &DeviceOut, want: &reference::LossOutput, v: usize, rel: f64) {
+/// The device's results agree with the reference: the loss (NaN, ±inf or close), the
+/// gradient by the library's rule (`reference::compare`, with the reference's
+/// sensitivity to the log-prob's error): NaN where the reference's is
+/// (SPEC: a NaN input makes its row's gradient NaN), non-finite where it is ±Inf (an
+/// infinite advantage), within the bound everywhere else.
+fn agrees(
+    what: &str,
+    got: &DeviceOut,
+    (want, sensitivity): (&reference::LossOutput, &[f64]),
+    v: usize,
+    grad: DType,
+) {
     close(got.metrics.loss, want.loss, 2e-5 + 2e-5 * want.loss.abs())
         .unwrap_or_else(|e| panic!("{what}: loss: {e}"));
-    let finite_scale = want
-        .grad
-        .iter()
-        .filter(|g| g.is_finite())
-        .fold(0.0f64, |a, &b| a.max(b.abs()));
-    for (r, (g, w)) in got.grad.chunks(v).zip(want.grad.chunks(v)).enumerate() {
-        if w.iter().any(|x| !x.is_finite()) {
-            assert!(
-                g.iter().any(|x| !x.is_finite()),
-                "{what}: gradient row {r} is finite, the reference's is not"
-            );
-            continue;
-        }
-        for (j, (&gg, &ww)) in g.iter().zip(w).enumerate() {
-            let tol = 1e-4 * finite_scale + 1e-9 + rel * ww.abs() * 1.01;
-            assert!(
-                (gg as f64 - ww).abs() <= tol,
-                "{what}: grad[{r}, {j}] = {gg}, want {ww}"
-            );
-        }
-    }
+    compare::logits_grad_with(&got.grad, &want.grad, grad.into(), sensitivity)
+        .unwrap_or_else(|e| panic!("{what}: grad {e} (vocab {v})"));
 }
 
 /// The error a bad value at `row` of `input` must give.
@@ -602,7 +593,7 @@ fn device_api_propagates_and_counts() {
             let what = format!("{} {}", name(ctx), b.what);
             let (cfg, data) = (&b.cfg, &b.data);
             let got = device(ctx, cfg, &case, &logits, data, Grad::Into(DType::F32), &[]);
-            let want = data.reference(cfg, &case, &logits);
+            let (want, sensitivity) = data.reference(cfg, &case, &logits);
             let m = &got.metrics;
             assert_eq!(
                 m.invalid_input_rows as f64, want.metrics.invalid_input_rows,
@@ -628,7 +619,7 @@ fn device_api_propagates_and_counts() {
                 );
                 assert!(want.loss.is_nan(), "{what}: the reference's loss");
             }
-            agrees(&what, &got, &want, v, 0.0);
+            agrees(&what, &got, (&want, &sensitivity), v, DType::F32);
         }
     }
 }
@@ -662,17 +653,12 @@ fn device_api_every_dtype_and_gradient() {
                                 let g = &got.grad[BAD_ROW * v..(BAD_ROW + 1) * v];
                                 assert!(g.iter().any(|x| x.is_nan()), "{what}: finite gradient");
                             } else if input != RowInput::Advantages {
-                                let want = data.reference(&cfg, &case, &logits);
+                                let (want, sensitivity) = data.reference(&cfg, &case, &logits);
                                 let stored = match grad {
                                     Grad::Into(d) => d,
                                     Grad::InPlace => dtype,
                                 };
-                                let rel = match stored {
-                                    DType::F32 => 0.0,
-                                    DType::F16 => 2f64.powi(-11),
-                                    DType::Bf16 => 2f64.powi(-8),
-                                };
-                                agrees(&what, &got, &want, v, rel);
+                                agrees(&what, &got, (&want, &sensitivity), v, stored);
                             }
                         }
                     }

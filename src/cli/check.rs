@@ -5,7 +5,7 @@
 //! path, and a non-zero exit on any failure.
 
 use clap::Args;
-use wgpu_policy_loss::tools::check::{self, Worst, GRAD_TOL, LOGP_TOL, LOSS_TOL};
+use wgpu_policy_loss::tools::check::{self, Worst};
 use wgpu_policy_loss::{DType, Paths};
 
 use super::CliResult;
@@ -21,7 +21,7 @@ pub fn run(args: &CheckArgs) -> CliResult {
     let open = super::open_adapters(args.adapter.as_deref())?;
     println!(
         "{:<46} {:<14} {:<5} {:>6} {:>10} {:>10} {:>12}  status",
-        "adapter", "path", "dtype", "cases", "loss", "log-prob", "grad/max"
+        "adapter", "path", "dtype", "cases", "loss", "log-prob", "grad/bound"
     );
     for u in &open.unavailable {
         println!(
@@ -74,7 +74,7 @@ pub fn run(args: &CheckArgs) -> CliResult {
             }
         }
     }
-    println!("tolerances: loss {LOSS_TOL:.0e}·(1+|loss|), log-prob {LOGP_TOL:.0e}, gradient {GRAD_TOL:.0e}·max|grad| + the gradient dtype's half ulp");
+    println!("tolerances: {}", check::tolerances());
     if failed > 0 {
         return Err(format!("{failed} checks failed").into());
     }

@@ -70,7 +70,30 @@ pub struct HostGrad {
     pub bytes: Vec<u8>,
 }
 
+impl From<DType> for crate::reference::compare::Format {
+    fn from(dtype: DType) -> Self {
+        use crate::reference::compare::Format;
+        match dtype {
+            DType::F32 => Format::F32,
+            DType::F16 => Format::F16,
+            DType::Bf16 => Format::BF16,
+        }
+    }
+}
+
 impl HostGrad {
+    /// This gradient against the reference's ∂L/∂logits `want`, by
+    /// [`compare::logits_grad`](crate::reference::compare::logits_grad)'s rule.
+    pub fn compare_logits_grad(
+        &self,
+        want: &[f64],
+    ) -> std::result::Result<
+        crate::reference::compare::Comparison,
+        crate::reference::compare::Mismatch,
+    > {
+        crate::reference::compare::logits_grad(&self.to_f32(), want, self.dtype.into())
+    }
+
     /// The gradient widened to f32.
     pub fn to_f32(&self) -> Vec<f32> {
         match self.dtype {

@@ -41,3 +41,33 @@ pub fn head_grads(
     }
     (dh, dw)
 }
+
+/// What bounds the error of each element of `(∂L/∂h, ∂L/∂W)` (see
+/// [`compare::head_grad`](super::compare::head_grad)): per element of ∂L/∂h,
+/// `[Σ_v |Gz_tv|·|W_vk|, Σ_v |W_vk|]`; of ∂L/∂W, `[Σ_t |Gz_tv|·|h_tk|, Σ_t |h_tk|]` over
+/// the rows whose mask is not 0.
+pub fn head_magnitudes(
+    gz: &[f64],
+    hidden: &[f64],
+    lm_head: &[f64],
+    h: usize,
+    mask: &[f64],
+) -> (Vec<[f64; 2]>, Vec<[f64; 2]>) {
+    let h = h.max(1);
+    let (rows, vocab) = (hidden.len() / h, lm_head.len() / h);
+    let mut dh = vec![[0.0; 2]; rows * h];
+    let mut dw = vec![[0.0; 2]; vocab * h];
+    for r in (0..rows).filter(|&r| mask[r] != 0.0) {
+        let g = &gz[r * vocab..(r + 1) * vocab];
+        for (v, &gv) in g.iter().enumerate() {
+            for k in 0..h {
+                let (w, x) = (lm_head[v * h + k].abs(), hidden[r * h + k].abs());
+                dh[r * h + k][0] += gv.abs() * w;
+                dh[r * h + k][1] += w;
+                dw[v * h + k][0] += gv.abs() * x;
+                dw[v * h + k][1] += x;
+            }
+        }
+    }
+    (dh, dw)
+}

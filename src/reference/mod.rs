@@ -3,10 +3,12 @@
 //! code) against it. One step of SPEC per function: the row statistics here, the batch
 //! and its weights in `batch`, the per-token terms in `terms`, the batch-wide choices
 //! in `select`, the per-sequence quantities of the 2026 modes and options in
-//! `sequence`, the loss and its gradient in `loss`, the advantages in `advantages`.
+//! `sequence`, the loss and its gradient in `loss`, the advantages in `advantages`;
+//! `compare` holds a computed gradient to the reference by one rule.
 
 mod advantages;
 mod batch;
+pub mod compare;
 mod head;
 mod loss;
 mod select;
@@ -15,7 +17,7 @@ mod terms;
 
 pub use advantages::advantages;
 pub use batch::{invalid_input, mask_bad, mask_in, row_weights, Batch, LossOutput, Metrics};
-pub use head::{head_grads, head_logits};
+pub use head::{head_grads, head_logits, head_magnitudes};
 pub use loss::{policy_loss, policy_loss_with};
 pub use select::{clip_cov_priority, covariances, entropy_threshold};
 pub use terms::{clipped_term, kl_term, PolicyTerm};

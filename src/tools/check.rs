@@ -4,7 +4,7 @@
 //! so every machine checks the same numbers.
 
 use crate::half::{bf16, f16};
-use crate::reference::{self, Batch};
+use crate::reference::{self, compare, Batch};
 use crate::{
     Context, DType, Error, HostBatch, HostLogits, KlEstimator, LossAggMode, LossConfig,
     PolicyLossMode, RolloutCorrection, RolloutLevel, RolloutMode,
@@ -14,11 +14,22 @@ use crate::{
 pub const SHAPES: [(u32, u32, u32); 3] = [(3, 5, 33), (2, 4, 4100), (1, 3, 151_936)];
 
 /// The tolerances of the test suite: the loss relative to (1 + |loss|), log-probs
-/// absolute, the gradient relative to its largest element plus the rounding of the
-/// gradient's dtype.
+/// absolute; the gradient by [`compare::logits_grad`]'s rule.
 pub const LOSS_TOL: f64 = 2e-5;
 pub const LOGP_TOL: f64 = 1e-4;
-pub const GRAD_TOL: f64 = 1e-4;
+
+/// The tolerances in words, for the CLI's and the web page's tables.
+pub fn tolerances() -> String {
+    format!(
+        "loss {LOSS_TOL:.0e}·(1+|loss|), log-prob {LOGP_TOL:.0e}, gradient per element \
+         {:.0e}·|ref| + {:.1e}·max|ref| (+ one ulp of a 16-bit gradient, + the reference's \
+         move under a log-prob error of {:.1e}); grad/bound is the largest error as a \
+         share of its bound",
+        compare::F32_REL,
+        compare::OF_MAX,
+        compare::LOGP_ERR
+    )
+}
 
 /// A small deterministic generator (uniform in [0, 1)), so that every machine checks
 /// the same numbers; also the browser suite's, which has no `rand`.
@@ -34,11 +45,12 @@ impl Lcg {
     }
 }
 
-/// The largest errors over a set of cases, and how many failed.
+/// The largest errors over a set of cases (NaN when one was), and how many failed.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Worst {
     pub loss: f64,
     pub logp: f64,
+    /// The gradient's largest error as a share of its bound (≤ 1 holds).
     pub grad: f64,
     pub cases: usize,
     pub failed: usize,
@@ -210,31 +222,33 @@ async fn run_one(
         )
         .await?;
     let f = |a: &[f32]| a.iter().map(|&b| b as f64).collect::<Vec<_>>();
-    let want = reference::policy_loss_with(
-        &config,
-        &Batch {
-            logits: &data.exact,
-            vocab: vocab as usize,
-            rows_per_seq: rps as usize,
-            targets: &data.targets,
-            mask: &f(&data.mask),
-            advantages: &f(&data.adv),
-            old_logp: Some(&f(&data.old)),
-            ref_logp: Some(&f(&data.refp)),
-        },
-        Some(&f(&data.rollout)),
-    )?;
-    let (loss_err, logp_err, grad_err, grad_ok) = errors(&got, &want, &data.mask, dtype);
-    worst.loss = worst.loss.max(loss_err);
-    worst.logp = worst.logp.max(logp_err);
-    worst.grad = worst.grad.max(grad_err);
+    let (mask, adv, old, refp, rollout) = (
+        f(&data.mask),
+        f(&data.adv),
+        f(&data.old),
+        f(&data.refp),
+        f(&data.rollout),
+    );
+    let batch = Batch {
+        logits: &data.exact,
+        vocab: vocab as usize,
+        rows_per_seq: rps as usize,
+        targets: &data.targets,
+        mask: &mask,
+        advantages: &adv,
+        old_logp: Some(&old),
+        ref_logp: Some(&refp),
+    };
+    let want = reference::policy_loss_with(&config, &batch, Some(&rollout))?;
+    let sensitivity = compare::grad_sensitivity(&config, &batch, Some(&rollout))?;
+    let e = Errors::of(&got, &want, &data.mask, &sensitivity);
+    worst.loss = compare::max_err(worst.loss, e.loss);
+    worst.logp = compare::max_err(worst.logp, e.logp);
+    worst.grad = compare::max_err(worst.grad, e.grad_share());
     worst.cases += 1;
-    if !(loss_err <= LOSS_TOL && logp_err <= LOGP_TOL && grad_ok) {
+    if !e.pass() {
         worst.failed += 1;
-        return Ok(Some(format!(
-            "{mode:?} {option:?} {dtype} {shape:?}: loss {loss_err:.1e} logp {logp_err:.1e} \
-             grad {grad_err:.1e}"
-        )));
+        return Ok(Some(format!("{mode:?} {option:?} {dtype} {shape:?}: {e}")));
     }
     Ok(None)
 }
@@ -350,33 +364,135 @@ fn case_config(mode: PolicyLossMode, option: Extra) -> LossConfig {
     })
 }
 
-/// The loss's relative error, the masked-in log-probs' largest error, the gradient's
-/// largest error relative to its largest value, and whether every gradient element is
-/// within GRAD_TOL of that scale plus the gradient dtype's half ulp.
-fn errors(
-    got: &crate::HostLoss,
-    want: &reference::LossOutput,
-    mask: &[f32],
-    dtype: DType,
-) -> (f64, f64, f64, bool) {
-    let loss_err = (got.metrics.loss as f64 - want.loss).abs() / (1.0 + want.loss.abs());
-    let logp_err = (0..mask.len())
-        .filter(|&r| mask[r] > 0.0)
-        .map(|r| (got.logprobs[r] as f64 - want.logp[r]).abs())
-        .fold(0.0, f64::max);
-    let scale = want.grad.iter().fold(1e-30f64, |a, &b| a.max(b.abs()));
-    let rounding = match dtype {
-        DType::F32 => 0.0,
-        DType::F16 => 2f64.powi(-11),
-        DType::Bf16 => 2f64.powi(-8),
-    };
-    let grad = got.grad.as_ref().map(|g| g.to_f32()).unwrap_or_default();
-    let mut grad_err = 0.0f64;
-    let mut grad_ok = grad.len() == want.grad.len();
-    for (g, w) in grad.iter().zip(&want.grad) {
-        let err = (*g as f64 - w).abs();
-        grad_ok &= err <= GRAD_TOL * scale + rounding * w.abs() * 1.01 + 1e-9;
-        grad_err = grad_err.max(err / scale);
+/// A case's errors: the loss's relative to (1 + |loss|), the masked-in log-probs'
+/// largest (NaN when one is NaN: the reference's are finite here), and the gradient's
+/// comparison ([`compare::logits_grad_with`], with the reference's sensitivity to the
+/// log-prob's error).
+#[derive(Clone, Debug)]
+pub struct Errors {
+    pub loss: f64,
+    pub logp: f64,
+    pub grad: Result<compare::Comparison, compare::Mismatch>,
+}
+
+impl Errors {
+    pub fn of(
+        got: &crate::HostLoss,
+        want: &reference::LossOutput,
+        mask: &[f32],
+        sensitivity: &[f64],
+    ) -> Errors {
+        let loss = (got.metrics.loss as f64 - want.loss).abs() / (1.0 + want.loss.abs());
+        let logp = (0..mask.len())
+            .filter(|&r| mask[r] > 0.0)
+            .map(|r| (got.logprobs[r] as f64 - want.logp[r]).abs())
+            .fold(0.0, compare::max_err);
+        let grad = match &got.grad {
+            Some(g) => {
+                compare::logits_grad_with(&g.to_f32(), &want.grad, g.dtype.into(), sensitivity)
+            }
+            None => Err(compare::Mismatch::Length {
+                got: 0,
+                want: want.grad.len(),
+            }),
+        };
+        Errors { loss, logp, grad }
     }
-    (loss_err, logp_err, grad_err, grad_ok)
+
+    /// The gradient's largest error as a share of its bound; NaN when it failed.
+    pub fn grad_share(&self) -> f64 {
+        match &self.grad {
+            Ok(c) => c.share(),
+            Err(_) => f64::NAN,
+        }
+    }
+
+    /// Within the tolerances (a NaN error is not).
+    pub fn pass(&self) -> bool {
+        self.loss <= LOSS_TOL && self.logp <= LOGP_TOL && self.grad.is_ok()
+    }
+}
+
+impl std::fmt::Display for Errors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "loss {:.1e} logp {:.1e} grad ", self.loss, self.logp)?;
+        match &self.grad {
+            Ok(_) => write!(f, "{:.1e} of its bound", self.grad_share()),
+            Err(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The reference's own result, narrowed to f32 as a device would return it.
+    fn as_device(want: &reference::LossOutput) -> crate::HostLoss {
+        let f = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<_>>();
+        crate::HostLoss {
+            metrics: crate::Metrics {
+                loss: want.loss as f32,
+                ..Default::default()
+            },
+            logprobs: f(&want.logp),
+            entropy: f(&want.entropy),
+            grad: Some(crate::HostGrad {
+                dtype: DType::F32,
+                bytes: bytemuck::cast_slice(&f(&want.grad)).to_vec(),
+            }),
+        }
+    }
+
+    #[test]
+    fn a_nan_or_inf_in_any_compared_output_fails_the_case() {
+        let data = CaseData::new(DType::F32, (2, 4, 33), 3);
+        let f = |a: &[f32]| a.iter().map(|&b| b as f64).collect::<Vec<_>>();
+        let config = case_config(PolicyLossMode::PpoClip, Extra::Plain);
+        let want = reference::policy_loss(
+            &config,
+            &Batch {
+                logits: &data.exact,
+                vocab: 33,
+                rows_per_seq: 4,
+                targets: &data.targets,
+                mask: &f(&data.mask),
+                advantages: &f(&data.adv),
+                old_logp: Some(&f(&data.old)),
+                ref_logp: Some(&f(&data.refp)),
+            },
+        )
+        .unwrap();
+        let good = as_device(&want);
+        let none = vec![0.0; want.grad.len()];
+        assert!(Errors::of(&good, &want, &data.mask, &none).pass());
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let mut got = good.clone();
+            got.metrics.loss = bad;
+            assert!(
+                !Errors::of(&got, &want, &data.mask, &none).pass(),
+                "loss {bad}"
+            );
+            // row 0 is masked in (every fourth row is out)
+            let mut got = good.clone();
+            got.logprobs[0] = bad;
+            let e = Errors::of(&got, &want, &data.mask, &none);
+            assert!(
+                !e.pass() && (e.logp.is_nan() || e.logp > LOGP_TOL),
+                "log-prob {bad}: {e}"
+            );
+            let mut got = good.clone();
+            let mut g = got.grad.as_ref().unwrap().to_f32();
+            g[40] = bad;
+            got.grad.as_mut().unwrap().bytes = bytemuck::cast_slice(&g).to_vec();
+            let e = Errors::of(&got, &want, &data.mask, &none);
+            assert!(!e.pass() && e.grad_share().is_nan(), "gradient {bad}: {e}");
+        }
+        // the worst over cases keeps a NaN
+        let mut worst = Worst::default();
+        for x in [1e-6, f64::NAN, 2e-6] {
+            worst.logp = compare::max_err(worst.logp, x);
+        }
+        assert!(worst.logp.is_nan());
+    }
 }

@@ -3,7 +3,7 @@
 //! the comparison of a head call with the f64 reference.
 
 use super::*;
-use wgpu_policy_loss::reference::{head_grads, head_logits};
+use wgpu_policy_loss::reference::{compare, head_grads, head_logits, head_magnitudes};
 use wgpu_policy_loss::{
     Context, DType, HostHead, HostHeadLoss, KlEstimator, LossAggMode, LossConfig, PolicyLossMode,
 };
@@ -76,24 +76,17 @@ impl HeadCase {
     }
 }
 
-/// Every element of `got` within `1e-4·max|want|` (+ the output dtype's half ulp).
-pub fn check_grad(what: &str, got: &wgpu_policy_loss::HostGrad, want: &[f64]) {
-    let g = got.to_f32();
-    assert_eq!(g.len(), want.len(), "{what}: length");
-    let scale = want.iter().fold(0.0f64, |a, &b| a.max(b.abs())).max(1e-30);
-    let rel = match got.dtype {
-        DType::F32 => 0.0,
-        DType::F16 => 2f64.powi(-11),
-        DType::Bf16 => 2f64.powi(-8),
-    };
-    for (i, (&gg, &w)) in g.iter().zip(want).enumerate() {
-        let t = 2e-4 * scale + 1e-9 + rel * w.abs() * 1.01;
-        let err = (gg as f64 - w).abs();
-        assert!(
-            err <= t,
-            "{what}: [{i}] = {gg}, want {w} (err {err:.3e} > {t:.3e})"
-        );
-    }
+/// ∂L/∂h or ∂L/∂W against the reference by the library's rule for sums over the
+/// logits' gradient Gz (`reference::compare::head_grad`): `n` terms, `sums` each
+/// element's magnitudes.
+pub fn check_grad(
+    what: &str,
+    got: &wgpu_policy_loss::HostGrad,
+    want: &[f64],
+    (n, gz_max, sums): (usize, f64, &[[f64; 2]]),
+) {
+    compare::head_grad(&got.to_f32(), want, got.dtype.into(), n, gz_max, sums)
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
 }
 
 /// Runs the head on `hc` and compares everything with the reference.
@@ -144,22 +137,21 @@ pub fn check_head(
     }
     if grad.is_some() {
         let mask: Vec<f64> = c.mask.iter().map(|&m| m as f64).collect();
-        let (dh, dw) = head_grads(
-            &want.grad,
-            &hc.hidden.values(),
-            &hc.lm_head.values(),
-            hc.h as usize,
-            &mask,
-        );
+        let (hidden, lm_head) = (hc.hidden.values(), hc.lm_head.values());
+        let (dh, dw) = head_grads(&want.grad, &hidden, &lm_head, hc.h as usize, &mask);
+        let (sh, sw) = head_magnitudes(&want.grad, &hidden, &lm_head, hc.h as usize, &mask);
+        let gz_max = compare::largest_finite(&want.grad);
         check_grad(
             &format!("{what}: grad_hidden"),
             got.grad_hidden.as_ref().unwrap(),
             &dh,
+            (c.vocab as usize, gz_max, &sh),
         );
         check_grad(
             &format!("{what}: grad_lm_head"),
             got.grad_lm_head.as_ref().unwrap(),
             &dw,
+            (c.rows(), gz_max, &sw),
         );
         let gh = got.grad_hidden.as_ref().unwrap().to_f32();
         for r in (0..c.rows()).filter(|&r| c.mask[r] == 0.0) {

@@ -91,10 +91,5 @@ impl Gpu {
 /// The check's tolerances, for the page's table header.
 #[wasm_bindgen]
 pub fn tolerances() -> String {
-    format!(
-        "loss {:.0e}·(1+|loss|), log-prob {:.0e}, gradient {:.0e}·max|grad| + the gradient dtype's half ulp",
-        check::LOSS_TOL,
-        check::LOGP_TOL,
-        check::GRAD_TOL
-    )
+    check::tolerances()
 }

@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 use burn::tensor::{Device, FloatDType, Int, Tensor, TensorData};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
-use wgpu_policy_loss::reference::{self, Batch, LossOutput};
+use wgpu_policy_loss::reference::{self, compare, Batch, LossOutput};
 use wgpu_policy_loss_burn::{LossConfig, LossExtras, PolicyLossOutput, Positions};
 
 /// A Burn device (autodiff) on every adapter that opens one, with its name. A test
@@ -263,7 +263,7 @@ pub fn check(what: &str, got: &[f32], want: &[f64], tol: impl Fn(f64) -> f64) ->
             err <= tol(w),
             "{what}: element {i} is {g}, the reference {w} (|Δ| = {err:e})"
         );
-        worst = worst.max(err);
+        worst = compare::max_err(worst, err);
     }
     worst
 }

@@ -17,7 +17,7 @@ use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::{activation, Device, Int, Tensor, TensorData};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
-use wgpu_policy_loss::reference;
+use wgpu_policy_loss::reference::{self, compare};
 use wgpu_policy_loss_burn::{
     advantages, policy_loss, AdvantageEstimator, LossAggMode, LossConfig, LossExtras,
     PolicyLossMode,
@@ -160,12 +160,13 @@ fn check_gradient(
     if let Some(i) = g.iter().position(|v| !v.is_finite()) {
         return Err(format!("gradient element {i} is {}", g[i]).into());
     }
-    let scale = want.grad.iter().fold(0f64, |m, v| m.max(v.abs()));
+    let scale = compare::largest_finite(&want.grad);
+    // NaN-aware: a NaN error stays NaN and fails below (f64::max would drop it)
     let err = g
         .iter()
         .zip(&want.grad)
-        .fold(0f64, |m, (a, b)| m.max((a - b).abs()));
-    if err > 1e-5 * scale {
+        .fold(0f64, |m, (a, b)| compare::max_err(m, (a - b).abs()));
+    if err.is_nan() || err > 1e-5 * scale {
         return Err(format!("gradient off by {err:e} (scale {scale:e})").into());
     }
     Ok(err)

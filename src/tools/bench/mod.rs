@@ -15,7 +15,7 @@ mod workload;
 pub use head::{measure_head, HeadBenchShape, HeadRow};
 pub use tables::*;
 pub use timing::{time, Timing};
-pub use workload::Workload;
+pub use workload::{agree, GradAgreement, Workload};
 
 use crate::view::DType;
 

@@ -7,8 +7,31 @@ use crate::error::{Error, Result};
 use crate::kernels::baseline::{self, BaselineBuffers};
 use crate::kernels::row_stats::RowStatsBuffers;
 use crate::loss::{Advantages, GradView, Gradient, LossBuffers, LossInputs, LossPart, PolicyLoss};
-use crate::view::{F32View, LogitsView, RowLayout, TargetsView};
+use crate::reference::compare::{self, Format, Tolerance};
+use crate::view::{DType, F32View, LogitsView, RowLayout, TargetsView};
 use crate::{LossConfig, VocabShards};
+
+/// The fused gradient against the baseline's.
+pub type GradAgreement = std::result::Result<compare::Comparison, compare::Mismatch>;
+
+/// The fused gradient (stored in `dtype`, widened) against the unfused baseline's f32
+/// one, by the library's rule for ∂L/∂logits (`reference::compare`): neither is exact,
+/// each is within its rule of the exact gradient, so they are within the sum of the
+/// two of each other; a NaN or ±Inf in either fails.
+pub fn agree(fused: &[f32], dtype: DType, unfused: &[f32]) -> GradAgreement {
+    let want: Vec<f64> = unfused.iter().map(|&v| v as f64).collect();
+    let rule = Tolerance::logits_grad(dtype.into()).plus(Tolerance::logits_grad(Format::F32));
+    if let Some(i) = want.iter().position(|v| !v.is_finite()) {
+        // the baseline's own NaN is no licence for the fused one
+        return Err(compare::Mismatch::NotFinite(compare::Element {
+            index: i,
+            got: fused.get(i).map_or(f64::NAN, |&v| v as f64),
+            want: want[i],
+            bound: 0.0,
+        }));
+    }
+    compare::within(fused, &want, rule)
+}
 
 /// The buffers of one shape, ready to record any of the measured workloads. Logits
 /// larger than the device's largest buffer are held in parts, each of them one
@@ -262,10 +285,10 @@ impl Workload {
     }
 
     /// Runs the fused and the unfused computation once and returns |loss difference|
-    /// and the largest |gradient difference| (the fused gradient is in the logits'
-    /// dtype, the baseline's in f32): both must compute the same thing for the speed-up
-    /// to mean anything. For shapes held in one buffer and one chunk of baseline.
-    pub fn compare(&self) -> Result<(f64, f64)> {
+    /// and the gradients' comparison ([`agree`]): both must compute the same thing for
+    /// the speed-up to mean anything. For shapes held in one buffer and one chunk of
+    /// baseline.
+    pub fn compare(&self) -> Result<(f64, GradAgreement)> {
         let chunks = self.unfused_chunks()?;
         let ([p], [c]) = (&self.parts[..], chunks) else {
             return Err(Error::arg(
@@ -296,13 +319,8 @@ impl Workload {
         }
         .to_f32();
         let unfused: Vec<f32> = bytemuck::pod_collect_to_vec(&got[3]);
-        let max_diff = fused
-            .iter()
-            .zip(&unfused)
-            .map(|(a, b)| (a - b).abs() as f64)
-            // a NaN difference is the largest (f64::max would drop it)
-            .fold(0.0, |m, d| if d > m || d.is_nan() { d } else { m });
-        Ok(((f(&got[0]) - f(&got[1])).abs(), max_diff))
+        let grad = agree(&fused, self.shape.dtype, &unfused);
+        Ok(((f(&got[0]) - f(&got[1])).abs(), grad))
     }
 
     /// The roofline by the copy engine: the logits' bytes copied buffer to buffer.
