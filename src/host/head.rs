@@ -116,7 +116,7 @@ struct HeadGradBuffers {
 /// The rows of each block a `[V, H]` matrix of `elem`-byte values is held in: one
 /// block where the device's largest buffer holds it, else as few as hold it, shared
 /// evenly in whole matmul tiles of rows.
-fn vocab_blocks(
+fn block_rows(
     ctx: &Context,
     arg: &'static str,
     (vocab, h): (u32, u32),
@@ -150,28 +150,44 @@ fn vocab_blocks(
 }
 
 impl Context {
-    /// Uploads a checked head batch of `rows` rows and `vocab` rows of W, each buffer
-    /// checked against the device's largest first.
-    fn upload_head(&self, b: &HostHead<'_>, rows: u32, vocab: u32) -> Result<HeadUpload> {
+    /// Every buffer of a head call checked against the device's largest before any
+    /// is made: the rows of W's blocks, and of ∂L/∂W's where there is one.
+    fn head_blocks(
+        &self,
+        b: &HostHead<'_>,
+        (rows, vocab): (u32, u32),
+        grad_dtype: Option<DType>,
+    ) -> Result<(Vec<u32>, Option<Vec<u32>>)> {
         let h = b.hidden_dim;
-        let size = b.hidden.dtype().size();
         let padded = |n: u64| n.div_ceil(4).max(1) * 4;
-        let what = format!("[{rows}, {h}] {}", b.hidden.dtype());
-        self.fits_buffer("hidden", &what, padded(rows as u64 * h as u64 * size))?;
+        let dtypes = [("hidden", b.hidden.dtype())].into_iter();
+        for (arg, d) in dtypes.chain(grad_dtype.map(|d| ("grad_hidden", d))) {
+            let bytes = padded(rows as u64 * h as u64 * d.size());
+            self.fits_buffer(arg, &format!("[{rows}, {h}] {d}"), bytes)?;
+        }
         super::check_rows(self, rows)?;
-        let w_rows = vocab_blocks(self, "lm_head", (vocab, h), size)?;
+        let w = block_rows(self, "lm_head", (vocab, h), b.hidden.dtype().size())?;
+        let g = grad_dtype
+            .map(|d| block_rows(self, "grad_lm_head", (vocab, h), d.size()))
+            .transpose()?;
+        Ok((w, g))
+    }
+
+    /// Uploads a checked head batch, W in blocks of `w_rows` rows.
+    fn upload_head(&self, b: &HostHead<'_>, w_rows: &[u32]) -> HeadUpload {
+        let row = b.hidden_dim as usize * b.hidden.dtype().size() as usize;
         let f32s = |label, v: &[f32]| self.upload(label, bytemuck::cast_slice(v));
         let w = b.lm_head.bytes();
         let mut at = 0usize;
         let lm_head = w_rows
             .iter()
             .map(|&n| {
-                let len = n as usize * h as usize * size as usize;
+                let len = n as usize * row;
                 at += len;
                 (self.upload("lm_head", &w[at - len..at]), n)
             })
             .collect();
-        Ok(HeadUpload {
+        HeadUpload {
             hidden: self.upload("hidden", b.hidden.bytes()),
             lm_head,
             targets: self.upload("targets", bytemuck::cast_slice(b.targets)),
@@ -180,22 +196,19 @@ impl Context {
             old: b.old_logprobs.map(|v| f32s("old_logprobs", v)),
             refp: b.ref_logprobs.map(|v| f32s("ref_logprobs", v)),
             rollout: b.rollout_logprobs.map(|v| f32s("rollout_logprobs", v)),
-        })
+        }
     }
 
-    /// The gradients' buffers in `dtype`, each checked against the device's largest
-    /// first: ∂L/∂W in as many blocks as it needs.
+    /// The gradients' buffers in `dtype`: ∂L/∂W in blocks of `g_rows` rows.
     fn head_grad_buffers(
         &self,
         dtype: DType,
-        (rows, vocab, h): (u32, u32, u32),
-    ) -> Result<HeadGradBuffers> {
+        (rows, h): (u32, u32),
+        g_rows: &[u32],
+    ) -> HeadGradBuffers {
         let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC;
         let padded = |n: u64| n.div_ceil(4).max(1) * 4;
         let gh_bytes = rows as u64 * h as u64 * dtype.size();
-        let what = format!("[{rows}, {h}] {dtype}");
-        self.fits_buffer("grad_hidden", &what, padded(gh_bytes))?;
-        let g_rows = vocab_blocks(self, "grad_lm_head", (vocab, h), dtype.size())?;
         let lm_head = g_rows
             .iter()
             .map(|&n| {
@@ -203,14 +216,14 @@ impl Context {
                 (self.buffer("grad_lm_head", padded(bytes), usage), n, bytes)
             })
             .collect();
-        Ok(HeadGradBuffers {
+        HeadGradBuffers {
             dtype,
             hidden: (
                 self.buffer("grad_hidden", padded(gh_bytes), usage),
                 gh_bytes,
             ),
             lm_head,
-        })
+        }
     }
 
     /// Submits a head call and reads back its outputs and gradients.
@@ -284,10 +297,11 @@ impl Context {
         // the plan's own checks (a row of logits against a binding, say) before any
         // upload
         loss.scratch_bytes_head_dense((rows, rps), (vocab, h), dtype, grad_dtype, b.chunk_rows)?;
-        let up = self.upload_head(b, rows, vocab)?;
+        let (w_rows, g_rows) = self.head_blocks(b, (rows, vocab), grad_dtype)?;
+        let up = self.upload_head(b, &w_rows);
         let g = grad_dtype
-            .map(|d| self.head_grad_buffers(d, (rows, vocab, h)))
-            .transpose()?;
+            .zip(g_rows)
+            .map(|(d, g_rows)| self.head_grad_buffers(d, (rows, h), &g_rows));
         let hv =
             MatrixView::new(&up.hidden, dtype, rows, h).with_sequences(rps, rps as u64 * h as u64);
         let w: Vec<MatrixView<'_>> = up
