@@ -112,13 +112,16 @@ fn reference(hc: &HeadCase) -> Want {
     Want { out, dh, rows, dw }
 }
 
+/// Row v of a run's ∂L/∂W, widened.
+type RowOf<'a> = &'a dyn Fn(usize) -> Vec<f32>;
+
 /// One run's results against the reference; its largest errors, for the report.
 fn check(
     what: &str,
     hc: &HeadCase,
     want: &Want,
     (metrics, logprobs, entropy): (&wgpu_policy_loss::Metrics, &[f32], &[f32]),
-    (dh, (dtype, dw)): (&[f32], (DType, &dyn Fn(usize) -> Vec<f32>)),
+    (dh, (dtype, dw)): (&[f32], (DType, RowOf<'_>)),
 ) -> String {
     let w = &want.out;
     // the host path's tolerances (tests/common/head.rs, check_head)
