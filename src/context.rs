@@ -435,6 +435,22 @@ impl Context {
         })
     }
 
+    /// `Err` naming `arg` where `what` needs a buffer of `bytes`, more than the
+    /// largest this device makes (`max_buffer_size`): checked before allocating, so
+    /// that no call ends in wgpu's validation error.
+    pub(crate) fn fits_buffer(&self, arg: &'static str, what: &str, bytes: u64) -> Result<()> {
+        let largest = self.device.limits().max_buffer_size;
+        if bytes > largest {
+            return Err(Error::arg(
+                arg,
+                format!(
+                    "{what} needs a buffer of {bytes} bytes, more than this device's largest ({largest} bytes)"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// A buffer holding `contents` (padded to 4 bytes). Written through the queue
     /// rather than mapped at creation, which would panic on a lost device.
     pub(crate) fn buffer_init(
@@ -445,9 +461,17 @@ impl Context {
     ) -> wgpu::Buffer {
         let size = (contents.len() as u64).div_ceil(4).max(1) * 4;
         let buffer = self.buffer(label, size, usage | wgpu::BufferUsages::COPY_DST);
-        let mut padded = contents.to_vec();
-        padded.resize(size as usize, 0);
-        self.queue.write_buffer(&buffer, 0, &padded);
+        // whole words straight from `contents` (no copy of a large upload), then the
+        // last partial word padded with zeros
+        let whole = contents.len() / 4 * 4;
+        if whole > 0 {
+            self.queue.write_buffer(&buffer, 0, &contents[..whole]);
+        }
+        if whole < contents.len() {
+            let mut tail = [0u8; 4];
+            tail[..contents.len() - whole].copy_from_slice(&contents[whole..]);
+            self.queue.write_buffer(&buffer, whole as u64, &tail);
+        }
         buffer
     }
 

@@ -39,7 +39,7 @@ pub use kernels::advantages::check_groups;
 pub use kernels::row_stats::{RowStatsBuffers, RowStatsOutputs};
 pub use loss::{
     Advantages, GradView, Gradient, HeadGradients, HeadInputs, InvalidInput, LossBuffers,
-    LossInputs, LossOutputs, LossPart, MatrixView, Metrics, PolicyLoss,
+    LossInputs, LossOutputs, LossPart, MatrixView, Metrics, PolicyLoss, VocabBlocks,
 };
 #[cfg(feature = "tools")]
 #[doc(hidden)]

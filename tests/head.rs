@@ -388,7 +388,7 @@ fn head_reads_strided_views_and_writes_strided_gradients() {
         );
         let grads = HeadGradients {
             hidden: Some(gh_view),
-            lm_head: Some(MatrixView::new(&gw, DType::F32, 90, h)),
+            lm_head: Some(MatrixView::new(&gw, DType::F32, 90, h).into()),
         };
         let loss = PolicyLoss::new(ctx, ppo()).unwrap();
         let out = LossBuffers::new(ctx, 12);

@@ -210,7 +210,7 @@ fn the_head_holds_one_chunk_of_logits() {
             .with_chunk_rows(96);
             let grads = HeadGradients {
                 hidden: Some(MatrixView::new(&gh, DType::F32, rows, h)),
-                lm_head: Some(MatrixView::new(&gw, DType::Bf16, v, h)),
+                lm_head: Some(MatrixView::new(&gw, DType::Bf16, v, h).into()),
             };
             let promised = loss.scratch_bytes_head(&inputs, &grads).unwrap();
             let out = LossBuffers::new(ctx, rows);

@@ -117,7 +117,7 @@ pub(crate) fn forward(
         let gh_layout = rows_layout((b, s), &[s * h, h, 1], op).1;
         HeadGradients {
             hidden: Some(matrix(&gh, n, h as u32, gh_layout, 0)?),
-            lm_head: Some(matrix(&gw, v as u32, h as u32, dense(h), 0)?),
+            lm_head: Some(matrix(&gw, v as u32, h as u32, dense(h), 0)?.into()),
         }
     } else {
         HeadGradients::default()

@@ -6,6 +6,7 @@ use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::loss::{
     Advantages, HeadGradients, HeadInputs, LossBuffers, MatrixView, Metrics, PolicyLoss,
+    VocabBlocks,
 };
 use crate::view::{DType, F32View, TargetsView};
 use crate::HostBatch;
@@ -92,31 +93,168 @@ impl HostHead<'_> {
     }
 }
 
+/// A head batch on the device: its inputs, W in vocabulary blocks (buffer, rows).
+struct HeadUpload {
+    hidden: wgpu::Buffer,
+    lm_head: Vec<(wgpu::Buffer, u32)>,
+    targets: wgpu::Buffer,
+    mask: wgpu::Buffer,
+    advantages: wgpu::Buffer,
+    old: Option<wgpu::Buffer>,
+    refp: Option<wgpu::Buffer>,
+    rollout: Option<wgpu::Buffer>,
+}
+
+/// The gradients' buffers: ∂L/∂h (buffer, bytes) and ∂L/∂W in vocabulary blocks
+/// (buffer, rows, bytes).
+struct HeadGradBuffers {
+    dtype: DType,
+    hidden: (wgpu::Buffer, u64),
+    lm_head: Vec<(wgpu::Buffer, u32, u64)>,
+}
+
+/// The rows of each block a `[V, H]` matrix of `elem`-byte values is held in: one
+/// block where the device's largest buffer holds it, else as few as hold it, shared
+/// evenly in whole matmul tiles of rows.
+fn block_rows(
+    ctx: &Context,
+    arg: &'static str,
+    (vocab, h): (u32, u32),
+    elem: u64,
+) -> Result<Vec<u32>> {
+    const TILE: u64 = 128;
+    // a buffer's size is rounded up to 4 bytes: rows fill at most the largest multiple
+    let largest = ctx.device().limits().max_buffer_size / 4 * 4;
+    let row = h as u64 * elem;
+    let per = largest / row.max(1);
+    if per == 0 {
+        return Err(Error::arg(
+            arg,
+            format!("one row of H = {h} values spans {row} bytes, more than this device's largest buffer ({largest} bytes)"),
+        ));
+    }
+    if per >= vocab as u64 {
+        return Ok(vec![vocab]);
+    }
+    let per = if per >= TILE { per / TILE * TILE } else { per };
+    let k = (vocab as u64).div_ceil(per);
+    let each = (vocab as u64).div_ceil(k).div_ceil(TILE) * TILE;
+    let each = each.min(per) as u32;
+    let mut out = Vec::new();
+    let mut left = vocab;
+    while left > 0 {
+        out.push(each.min(left));
+        left -= each.min(left);
+    }
+    Ok(out)
+}
+
 impl Context {
-    /// Submits a head call and reads back its outputs and `grads` (buffer, bytes).
+    /// Every buffer of a head call checked against the device's largest before any
+    /// is made: the rows of W's blocks, and of ∂L/∂W's where there is one.
+    fn head_blocks(
+        &self,
+        b: &HostHead<'_>,
+        (rows, vocab): (u32, u32),
+        grad_dtype: Option<DType>,
+    ) -> Result<(Vec<u32>, Option<Vec<u32>>)> {
+        let h = b.hidden_dim;
+        let padded = |n: u64| n.div_ceil(4).max(1) * 4;
+        let dtypes = [("hidden", b.hidden.dtype())].into_iter();
+        for (arg, d) in dtypes.chain(grad_dtype.map(|d| ("grad_hidden", d))) {
+            let bytes = padded(rows as u64 * h as u64 * d.size());
+            self.fits_buffer(arg, &format!("[{rows}, {h}] {d}"), bytes)?;
+        }
+        super::check_rows(self, rows)?;
+        let w = block_rows(self, "lm_head", (vocab, h), b.hidden.dtype().size())?;
+        let g = grad_dtype
+            .map(|d| block_rows(self, "grad_lm_head", (vocab, h), d.size()))
+            .transpose()?;
+        Ok((w, g))
+    }
+
+    /// Uploads a checked head batch, W in blocks of `w_rows` rows.
+    fn upload_head(&self, b: &HostHead<'_>, w_rows: &[u32]) -> HeadUpload {
+        let row = b.hidden_dim as usize * b.hidden.dtype().size() as usize;
+        let f32s = |label, v: &[f32]| self.upload(label, bytemuck::cast_slice(v));
+        let w = b.lm_head.bytes();
+        let mut at = 0usize;
+        let lm_head = w_rows
+            .iter()
+            .map(|&n| {
+                let len = n as usize * row;
+                at += len;
+                (self.upload("lm_head", &w[at - len..at]), n)
+            })
+            .collect();
+        HeadUpload {
+            hidden: self.upload("hidden", b.hidden.bytes()),
+            lm_head,
+            targets: self.upload("targets", bytemuck::cast_slice(b.targets)),
+            mask: f32s("mask", b.mask),
+            advantages: f32s("advantages", b.advantages),
+            old: b.old_logprobs.map(|v| f32s("old_logprobs", v)),
+            refp: b.ref_logprobs.map(|v| f32s("ref_logprobs", v)),
+            rollout: b.rollout_logprobs.map(|v| f32s("rollout_logprobs", v)),
+        }
+    }
+
+    /// The gradients' buffers in `dtype`: ∂L/∂W in blocks of `g_rows` rows.
+    fn head_grad_buffers(
+        &self,
+        dtype: DType,
+        (rows, h): (u32, u32),
+        g_rows: &[u32],
+    ) -> HeadGradBuffers {
+        let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC;
+        let padded = |n: u64| n.div_ceil(4).max(1) * 4;
+        let gh_bytes = rows as u64 * h as u64 * dtype.size();
+        let lm_head = g_rows
+            .iter()
+            .map(|&n| {
+                let bytes = n as u64 * h as u64 * dtype.size();
+                (self.buffer("grad_lm_head", padded(bytes), usage), n, bytes)
+            })
+            .collect();
+        HeadGradBuffers {
+            dtype,
+            hidden: (
+                self.buffer("grad_hidden", padded(gh_bytes), usage),
+                gh_bytes,
+            ),
+            lm_head,
+        }
+    }
+
+    /// Submits a head call and reads back its outputs and gradients.
     async fn read_head(
         &self,
         encoder: wgpu::CommandEncoder,
         out: &LossBuffers,
         (rows, vocab): (u32, u32),
-        grads: &[(&wgpu::Buffer, u64)],
-        grad_dtype: Option<DType>,
+        grads: Option<&HeadGradBuffers>,
     ) -> Result<HostHeadLoss> {
-        let mut list = vec![
-            (&out.metrics, Metrics::LEN as u64 * 4),
-            (&out.logprobs, rows as u64 * 4),
-            (&out.entropy, rows as u64 * 4),
+        let one = |b, n| vec![(b, n)];
+        let mut groups = vec![
+            one(&out.metrics, Metrics::LEN as u64 * 4),
+            one(&out.logprobs, rows as u64 * 4),
+            one(&out.entropy, rows as u64 * 4),
         ];
-        list.extend_from_slice(grads);
-        let got = self.read_back_async(encoder, &list).await?;
+        if let Some(g) = grads {
+            groups.push(one(&g.hidden.0, g.hidden.1));
+            groups.push(g.lm_head.iter().map(|(b, _, n)| (b, *n)).collect());
+        }
+        let lists: Vec<&[(&wgpu::Buffer, u64)]> = groups.iter().map(|g| &g[..]).collect();
+        let mut got = self.read_back_groups(encoder, &lists).await?;
         let metrics = Metrics::from_slice(&bytemuck::pod_collect_to_vec::<u8, f32>(&got[0]));
         metrics.check(vocab)?;
-        let grad = |i: usize| {
-            grad_dtype.map(|dtype| HostGrad {
-                dtype,
-                bytes: got[i].clone(),
+        let mut grad = |i: usize| {
+            grads.map(|g| HostGrad {
+                dtype: g.dtype,
+                bytes: std::mem::take(&mut got[i]),
             })
         };
+        let (grad_hidden, grad_lm_head) = (grad(3), grad(4));
         Ok(HostHeadLoss {
             loss: HostLoss {
                 metrics,
@@ -124,14 +262,17 @@ impl Context {
                 entropy: bytemuck::pod_collect_to_vec(&got[2]),
                 grad: None,
             },
-            grad_hidden: grad(3),
-            grad_lm_head: grad(4),
+            grad_hidden,
+            grad_lm_head,
         })
     }
 
     /// The policy loss of a host batch of hidden states and an lm-head weight: uploads
     /// it, runs [`PolicyLoss::record_head`] (with `grad_dtype`, both gradients in that
-    /// dtype) and reads everything back.
+    /// dtype) and reads everything back. W and ∂L/∂W larger than one buffer of the
+    /// device are held in vocabulary blocks ([`crate::VocabBlocks`]) and come back
+    /// whole; a buffer nothing can cut (hidden's, say) larger than the device's largest
+    /// is an `Err` naming it and the sizes, before anything is uploaded.
     #[cfg(not(target_arch = "wasm32"))]
     pub fn policy_loss_head(
         &self,
@@ -152,57 +293,56 @@ impl Context {
         let loss = PolicyLoss::new(self, *config)?;
         let (rows, rps, vocab, per_token) = b.check(config)?;
         let h = b.hidden_dim;
-        let f32s = |label, v: &[f32]| self.upload(label, bytemuck::cast_slice(v));
         let dtype = b.hidden.dtype();
-        let hidden = self.upload("hidden", b.hidden.bytes());
-        let lm_head = self.upload("lm_head", b.lm_head.bytes());
-        let targets = self.upload("targets", bytemuck::cast_slice(b.targets));
-        let (mask, adv) = (f32s("mask", b.mask), f32s("advantages", b.advantages));
-        let old = b.old_logprobs.map(|v| f32s("old_logprobs", v));
-        let refp = b.ref_logprobs.map(|v| f32s("ref_logprobs", v));
-        let rollout = b.rollout_logprobs.map(|v| f32s("rollout_logprobs", v));
-        let grad_buf = |label, n: u64| {
-            grad_dtype.map(|d| {
-                let bytes = n * d.size();
-                let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC;
-                (
-                    self.buffer(label, bytes.div_ceil(4).max(1) * 4, usage),
-                    bytes,
-                    d,
-                )
-            })
-        };
-        let gh = grad_buf("grad_hidden", rows as u64 * h as u64);
-        let gw = grad_buf("grad_lm_head", vocab as u64 * h as u64);
+        // the plan's own checks (a row of logits against a binding, say) before any
+        // upload
+        loss.scratch_bytes_head_dense((rows, rps), (vocab, h), dtype, grad_dtype, b.chunk_rows)?;
+        let (w_rows, g_rows) = self.head_blocks(b, (rows, vocab), grad_dtype)?;
+        let up = self.upload_head(b, &w_rows);
+        let g = grad_dtype
+            .zip(g_rows)
+            .map(|(d, g_rows)| self.head_grad_buffers(d, (rows, h), &g_rows));
         let hv =
-            MatrixView::new(&hidden, dtype, rows, h).with_sequences(rps, rps as u64 * h as u64);
+            MatrixView::new(&up.hidden, dtype, rows, h).with_sequences(rps, rps as u64 * h as u64);
+        let w: Vec<MatrixView<'_>> = up
+            .lm_head
+            .iter()
+            .map(|(buf, n)| MatrixView::new(buf, dtype, *n, h))
+            .collect();
         let mut inputs = HeadInputs::new(
             hv,
-            MatrixView::new(&lm_head, dtype, vocab, h),
-            TargetsView::new(&targets),
-            F32View::new(&mask),
+            VocabBlocks::Blocks(&w),
+            TargetsView::new(&up.targets),
+            F32View::new(&up.mask),
             match per_token {
-                true => Advantages::PerToken(F32View::new(&adv)),
-                false => Advantages::PerSequence(F32View::new(&adv)),
+                true => Advantages::PerToken(F32View::new(&up.advantages)),
+                false => Advantages::PerSequence(F32View::new(&up.advantages)),
             },
         );
-        inputs.old_logprobs = old.as_ref().map(F32View::new);
-        inputs.ref_logprobs = refp.as_ref().map(F32View::new);
-        inputs.rollout_logprobs = rollout.as_ref().map(F32View::new);
+        inputs.old_logprobs = up.old.as_ref().map(F32View::new);
+        inputs.ref_logprobs = up.refp.as_ref().map(F32View::new);
+        inputs.rollout_logprobs = up.rollout.as_ref().map(F32View::new);
         inputs.chunk_rows = b.chunk_rows;
+        let gw: Vec<MatrixView<'_>> = g
+            .iter()
+            .flat_map(|g| {
+                g.lm_head
+                    .iter()
+                    .map(|(buf, n, _)| MatrixView::new(buf, g.dtype, *n, h))
+            })
+            .collect();
         let grads = HeadGradients {
-            hidden: gh.as_ref().map(|(g, _, d)| MatrixView::new(g, *d, rows, h)),
-            lm_head: gw
+            hidden: g
                 .as_ref()
-                .map(|(g, _, d)| MatrixView::new(g, *d, vocab, h)),
+                .map(|g| MatrixView::new(&g.hidden.0, g.dtype, rows, h)),
+            lm_head: g.as_ref().map(|_| VocabBlocks::Blocks(&gw)),
         };
         let out = LossBuffers::new(self, rows);
         let mut encoder = self
             .device()
             .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
         loss.record_head(&mut encoder, &inputs, &grads, &out.outputs())?;
-        let grads: Vec<_> = gh.iter().chain(&gw).map(|(g, n, _)| (g, *n)).collect();
-        self.read_head(encoder, &out, (rows, vocab), &grads, grad_dtype)
+        self.read_head(encoder, &out, (rows, vocab), g.as_ref())
             .await
     }
 }

@@ -232,6 +232,15 @@ impl Context {
             first_row += shape.rows as usize;
             shapes.push(shape);
         }
+        for (i, (p, shape)) in host.iter().zip(&shapes).enumerate() {
+            self.fits_batch(p, shape, grad_dtype).map_err(|e| match e {
+                Error::InvalidArgument { arg, reason } if many => Error::InvalidArgument {
+                    arg,
+                    reason: format!("(part {i}) {reason}"),
+                },
+                other => other,
+            })?;
+        }
         let parts = host
             .iter()
             .zip(&shapes)
@@ -267,20 +276,22 @@ impl Context {
         grad_dtype: Option<DType>,
         vocab: u32,
     ) -> Result<HostLoss> {
-        let mut list = vec![
+        let list = [
             (&out.metrics, Metrics::LEN as u64 * 4),
             (&out.logprobs, rows as u64 * 4),
             (&out.entropy, rows as u64 * 4),
         ];
-        list.extend(
-            parts
-                .iter()
-                .filter_map(|p| p.grad.as_ref().map(|(b, n)| (b, *n))),
-        );
-        let got = self.read_back_async(encoder, &list).await?;
+        let grads: Vec<(&wgpu::Buffer, u64)> = parts
+            .iter()
+            .filter_map(|p| p.grad.as_ref().map(|(b, n)| (b, *n)))
+            .collect();
+        let mut groups: Vec<&[(&wgpu::Buffer, u64)]> =
+            list.iter().map(std::slice::from_ref).collect();
+        groups.push(&grads);
+        let mut got = self.read_back_groups(encoder, &groups).await?;
         let grad = grad_dtype.map(|dtype| HostGrad {
             dtype,
-            bytes: got[3..].concat(),
+            bytes: std::mem::take(&mut got[3]),
         });
         let entropy = bytemuck::pod_collect_to_vec(&got[2]);
         let logprobs = bytemuck::pod_collect_to_vec(&got[1]);
@@ -295,8 +306,32 @@ impl Context {
         })
     }
 
-    /// Uploads a host batch of `shape` (checked by [`HostPart::check_at`]), with a
-    /// gradient buffer of `grad_dtype`.
+    /// `Err`, naming the tensor and the sizes, where a buffer of this part (its
+    /// logits, their gradient, its per-row values) would be larger than the device's
+    /// largest: a batch that large goes in several parts, each in buffers of its own.
+    pub(super) fn fits_batch(
+        &self,
+        part: &HostPart<'_>,
+        shape: &Shape,
+        grad_dtype: Option<DType>,
+    ) -> Result<()> {
+        let batch = &part.batch;
+        let (rows, vocab) = (shape.rows as u64, batch.vocab as u64);
+        let dims = format!("[{rows}, {vocab}]");
+        let dtype = batch.logits.dtype();
+        let padded = |n: u64| n.div_ceil(4).max(1) * 4;
+        let what = format!("{dims} {dtype} (a batch in several parts has a buffer per part)");
+        self.fits_buffer("logits", &what, padded(rows * vocab * dtype.size()))?;
+        if let Some(g) = grad_dtype {
+            let what =
+                format!("the gradient {dims} {g} (a batch in several parts has a buffer per part)");
+            self.fits_buffer("gradient", &what, padded(rows * vocab * g.size()))?;
+        }
+        super::check_rows(self, shape.rows)
+    }
+
+    /// Uploads a host batch of `shape` (checked by [`HostPart::check_at`] and
+    /// [`Context::fits_batch`]), with a gradient buffer of `grad_dtype`.
     pub(super) fn upload_batch(
         &self,
         part: &HostPart<'_>,

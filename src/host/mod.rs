@@ -67,6 +67,16 @@ impl HostLogits<'_> {
     }
 }
 
+/// `Err` where `rows` per-row values (f32 or u32: targets, mask, log-probs, the
+/// per-row outputs) need a buffer larger than the device's largest.
+pub(crate) fn check_rows(ctx: &Context, rows: u32) -> Result<()> {
+    ctx.fits_buffer(
+        "targets",
+        &format!("one value for each of {rows} rows"),
+        rows as u64 * 4,
+    )
+}
+
 /// Checks `targets` against `rows` and `vocab`; the first bad row is named.
 pub fn check_targets(targets: &[u32], rows: usize, vocab: u32) -> Result<()> {
     if targets.len() != rows {
@@ -83,6 +93,52 @@ pub fn check_targets(targets: &[u32], rows: usize, vocab: u32) -> Result<()> {
         }),
         None => Ok(()),
     }
+}
+
+/// Bytes of one staging buffer of a read-back at most (the device's largest buffer,
+/// where that is smaller).
+pub(crate) const STAGING_BYTES: u64 = 256 << 20;
+
+/// A piece of a read-back: bytes `offset .. offset + len` (4-byte multiples) of
+/// `buffer`, of which the first `keep` are `group`'s.
+struct Piece<'b> {
+    group: usize,
+    buffer: &'b wgpu::Buffer,
+    offset: u64,
+    len: u64,
+    keep: u64,
+}
+
+/// The pieces of every group's buffers, in order, in batches of at most `cap` bytes
+/// (one batch at least, if empty: the encoder is still submitted).
+fn staging_batches<'b>(groups: &[&[(&'b wgpu::Buffer, u64)]], cap: u64) -> Vec<Vec<Piece<'b>>> {
+    let (mut batches, mut batch, mut room) = (Vec::new(), Vec::new(), cap);
+    for (group, list) in groups.iter().enumerate() {
+        for &(buffer, n) in list.iter() {
+            let padded = n.div_ceil(4) * 4;
+            let mut offset = 0;
+            while offset < padded {
+                if room == 0 {
+                    batches.push(std::mem::take(&mut batch));
+                    room = cap;
+                }
+                let len = room.min(padded - offset);
+                batch.push(Piece {
+                    group,
+                    buffer,
+                    offset,
+                    len,
+                    keep: len.min(n.saturating_sub(offset)),
+                });
+                offset += len;
+                room -= len;
+            }
+        }
+    }
+    if !batch.is_empty() || batches.is_empty() {
+        batches.push(batch);
+    }
+    batches
 }
 
 impl Context {
@@ -112,26 +168,71 @@ impl Context {
     /// event loop maps the buffer (natively the device is polled until it has).
     pub async fn read_back_async(
         &self,
-        mut encoder: wgpu::CommandEncoder,
+        encoder: wgpu::CommandEncoder,
         buffers: &[(&wgpu::Buffer, u64)],
     ) -> Result<Vec<Vec<u8>>> {
-        // copies need 4-byte sizes and offsets
-        let padded: Vec<u64> = buffers.iter().map(|&(_, n)| n.div_ceil(4) * 4).collect();
-        let total: u64 = padded.iter().sum::<u64>().max(4);
-        let staging = self.buffer(
-            "readback",
-            total,
-            wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-        );
-        self.scoped(|| {
-            let mut at = 0;
-            for (&(b, _), &n) in buffers.iter().zip(&padded) {
-                if n > 0 {
-                    encoder.copy_buffer_to_buffer(b, 0, &staging, at, n);
+        let groups: Vec<&[(&wgpu::Buffer, u64)]> =
+            buffers.iter().map(std::slice::from_ref).collect();
+        self.read_back_groups(encoder, &groups).await
+    }
+
+    /// [`Context::read_back_async`] of groups of buffers, each group's bytes joined in
+    /// one vector (a matrix held in blocks comes back whole). What is read passes
+    /// through staging buffers of at most [`STAGING_BYTES`], one at a time: reading
+    /// back more than the device's largest buffer holds is no error, and the host holds
+    /// one copy of it.
+    pub(crate) async fn read_back_groups(
+        &self,
+        encoder: wgpu::CommandEncoder,
+        groups: &[&[(&wgpu::Buffer, u64)]],
+    ) -> Result<Vec<Vec<u8>>> {
+        let cap = STAGING_BYTES.min(self.device().limits().max_buffer_size) / 4 * 4;
+        let batches = staging_batches(groups, cap.max(4));
+        let mut out: Vec<Vec<u8>> = groups
+            .iter()
+            .map(|g| Vec::with_capacity(g.iter().map(|&(_, n)| n as usize).sum()))
+            .collect();
+        let mut encoder = Some(encoder);
+        for batch in &batches {
+            let mut enc = encoder.take().unwrap_or_else(|| {
+                self.device()
+                    .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None })
+            });
+            let total: u64 = batch.iter().map(|p| p.len).sum();
+            let staging = self.buffer(
+                "readback",
+                total.max(4),
+                wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            );
+            self.scoped(|| {
+                let mut at = 0;
+                for p in batch {
+                    enc.copy_buffer_to_buffer(p.buffer, p.offset, &staging, at, p.len);
+                    at += p.len;
                 }
-                at += n;
+            })?;
+            self.map_staging(enc, &staging).await?;
+            let view = staging
+                .get_mapped_range(..)
+                .map_err(|e| Error::Wgpu(e.to_string()))?;
+            let mut at = 0usize;
+            for p in batch {
+                out[p.group].extend_from_slice(&view[at..at + p.keep as usize]);
+                at += p.len as usize;
             }
-        })?;
+            drop(view);
+            staging.unmap();
+        }
+        Ok(out)
+    }
+
+    /// Submits `encoder` and maps `staging` for reading; errors (validation, a lost
+    /// device, a failed map) come back as `Err`.
+    async fn map_staging(
+        &self,
+        encoder: wgpu::CommandEncoder,
+        staging: &wgpu::Buffer,
+    ) -> Result<()> {
         let (tx, rx) = futures_channel::oneshot::channel();
         #[cfg(not(target_arch = "wasm32"))]
         self.submit_and_wait(encoder)?;
@@ -147,19 +248,7 @@ impl Context {
         let mapped = rx.await.map_err(|e| Error::Wgpu(e.to_string()))?;
         self.take_uncaptured()?;
         self.check_alive()?;
-        mapped.map_err(|e| Error::Wgpu(e.to_string()))?;
-        let view = staging
-            .get_mapped_range(..)
-            .map_err(|e| Error::Wgpu(e.to_string()))?;
-        let mut out = Vec::with_capacity(buffers.len());
-        let mut at = 0usize;
-        for (&(_, n), &p) in buffers.iter().zip(&padded) {
-            out.push(view[at..at + n as usize].to_vec());
-            at += p as usize;
-        }
-        drop(view);
-        staging.unmap();
-        Ok(out)
+        mapped.map_err(|e| Error::Wgpu(e.to_string()))
     }
 
     /// [`Context::read_back`] of `len` f32 values from each buffer.

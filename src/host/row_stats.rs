@@ -51,6 +51,10 @@ impl Context {
         if rows == 0 {
             return Ok(RowStatsHost::default());
         }
+        let padded = |n: u64| n.div_ceil(4).max(1) * 4;
+        let what = format!("[{rows}, {vocab}] {}", logits.dtype());
+        self.fits_buffer("logits", &what, padded(logits.bytes().len() as u64))?;
+        super::check_rows(self, rows_u32)?;
         let x = self.upload("logits", logits.bytes());
         let y = self.upload("targets", bytemuck::cast_slice(targets));
         let out = RowStatsBuffers::new(self, rows_u32);

@@ -56,6 +56,15 @@ impl Context {
             ));
         }
         let loss = PolicyLoss::new(self, *config)?;
+        let padded = |n: u64| n.div_ceil(4).max(1) * 4;
+        let what = format!("shard {rank}'s logits [{rows}, {width}]");
+        self.fits_buffer("logits", &what, padded(logits.bytes().len() as u64))?;
+        self.fits_buffer(
+            "logits",
+            "the shard's partial statistics",
+            shards.partial_bytes(rows).max(16),
+        )?;
+        super::check_rows(self, rows)?;
         let x = self.upload("logits", logits.bytes());
         let y = self.upload("targets", bytemuck::cast_slice(targets));
         let bytes = shards.partial_bytes(rows);
@@ -126,6 +135,7 @@ impl Context {
         }
         let loss = PolicyLoss::new(self, *config)?;
         let shape = part.check_at(config, 0)?;
+        self.fits_batch(&part, &shape, grad_dtype)?;
         let up = self.upload_batch(&part, &shape, grad_dtype)?;
         let expect = shards.len() * up.rows as usize * crate::PARTIAL_FLOATS as usize;
         if gathered.len() != expect {
@@ -140,6 +150,8 @@ impl Context {
                 ),
             ));
         }
+        let what = "every shard's partials";
+        self.fits_buffer("gathered", what, (gathered.len() as u64 * 4).max(4))?;
         let g = self.upload("gathered", bytemuck::cast_slice(gathered));
         let out = LossBuffers::new(self, up.rows);
         let mut encoder = self

@@ -159,6 +159,7 @@ impl Context {
         let rows = logits.rows;
         let items = cols.len() as u64 * rows as u64;
         let bytes = items * crate::shards::PARTIAL_BYTES;
+        self.fits_buffer("logits", "the column blocks' partial statistics", bytes)?;
         let partials = self.buffer("row_stats partials", bytes, wgpu::BufferUsages::STORAGE);
         let limits = self.device().limits();
         let (binding, _) = super::storage_window(

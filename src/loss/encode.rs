@@ -58,6 +58,7 @@ impl PolicyLoss {
         shard: Option<&ShardCall<'_>>,
         head: Option<&HeadCall<'_>>,
     ) -> Result<()> {
+        self.fits_scratch(plan)?;
         let mut guard = self.scratch.lock().unwrap_or_else(|p| p.into_inner());
         let scratch = &mut *guard;
         let layout = plan.schedule.scratch;
@@ -107,6 +108,7 @@ impl PolicyLoss {
     ) -> Result<()> {
         let parts: Vec<super::LossPart<'a>> = parts.iter().map(|&p| p.into()).collect();
         let plan = self.plan(&parts, None, None)?;
+        self.fits_scratch(&plan)?;
         let mut guard = self.scratch.lock().unwrap_or_else(|p| p.into_inner());
         let scratch = &mut *guard;
         let rowin = grow(self, &mut scratch.rowin, "rowin", plan.rows, ROWIN_BYTES);
@@ -137,6 +139,23 @@ impl PolicyLoss {
 
     /// The scratch partials of `n` 16-byte items (column blocks of `stride` rows each),
     /// as combine reads them.
+    /// `Err` where a buffer of the O(rows) scratch `plan` needs would be larger than
+    /// the device's largest (tens of millions of rows), before any is grown.
+    fn fits_scratch(&self, plan: &Plan<'_>) -> Result<()> {
+        let layout = plan.schedule.scratch;
+        let (rows, seqs) = (plan.rows as u64, plan.seqs as u64);
+        for (what, n, bytes) in [
+            ("rows", rows, ROWIN_BYTES.max(ROWOUT_BYTES)),
+            ("rows", rows, if layout.rowaux { ROWAUX_BYTES } else { 0 }),
+            ("sequences", seqs, SEQINFO_BYTES),
+            ("column-block partials", layout.partials, PARTIAL_BYTES),
+        ] {
+            let what = format!("the scratch of {n} {what} ({bytes} bytes each)");
+            self.ctx.fits_buffer("logits", &what, n * bytes)?;
+        }
+        Ok(())
+    }
+
     pub(super) fn partials_binding<'s>(
         &self,
         slot: &'s mut Option<(u32, wgpu::Buffer)>,

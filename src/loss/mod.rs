@@ -16,7 +16,7 @@ mod validate;
 
 use std::sync::Mutex;
 
-pub use head::{HeadGradients, HeadInputs, MatrixView};
+pub use head::{HeadGradients, HeadInputs, MatrixView, VocabBlocks};
 pub use inputs::{Advantages, GradView, Gradient, LossBuffers, LossInputs, LossOutputs, LossPart};
 pub use metrics::{InvalidInput, Metrics};
 

@@ -26,8 +26,22 @@ impl HeadCase {
             dtype,
             &random_logits(seed + 8, vocab as usize * h as usize, w_scale),
         );
+        Self::from_matrices(seed, (seqs, rps), h, hidden, lm_head)
+    }
+
+    /// The case of these hidden states and weight (`[seqs · rps, h]`, `[V, h]`), the
+    /// per-row inputs of a [`LossCase`] whose old and ref log-probs lie near the
+    /// head's own.
+    pub fn from_matrices(
+        seed: u64,
+        (seqs, rps): (u32, u32),
+        h: u32,
+        hidden: Logits,
+        lm_head: Logits,
+    ) -> Self {
+        let vocab = (lm_head.host().len() / h as usize) as u32;
         let mut case = LossCase::new(seed, seqs, rps, vocab);
-        let x = head_logits(&hidden.values(), &lm_head.values(), h as usize);
+        let x = logits_by_blocks(&hidden, &lm_head, h as usize);
         case.logits = x.iter().map(|&v| v as f32).collect();
         // the old and ref log-probs move with the head's logits (near 1 ratios)
         let ids: Vec<u32> = case.targets.iter().map(|&t| t.min(vocab - 1)).collect();
@@ -87,6 +101,81 @@ pub fn check_grad(
 ) {
     compare::head_grad(&got.to_f32(), want, got.dtype.into(), n, gz_max, sums)
         .unwrap_or_else(|e| panic!("{what}: {e}"));
+}
+
+/// Rows of W widened to f64 at once by the blocked reference below (a model's W in
+/// f64 would be gigabytes).
+const REF_BLOCK: usize = 2048;
+
+/// The reference's `x = h·Wᵀ` ([`head_logits`]), W widened a block of rows at a time:
+/// the same sums, never `V × H` f64 at once.
+pub fn logits_by_blocks(hidden: &Logits, lm_head: &Logits, h: usize) -> Vec<f64> {
+    let hv = hidden.values();
+    let (rows, vocab) = (hv.len() / h, lm_head.host().len() / h);
+    let mut x = vec![0.0; rows * vocab];
+    for v0 in (0..vocab).step_by(REF_BLOCK) {
+        let n = REF_BLOCK.min(vocab - v0);
+        let xb = head_logits(&hv, &lm_head.values_in(v0 * h, (v0 + n) * h), h);
+        for r in 0..rows {
+            x[r * vocab + v0..r * vocab + v0 + n].copy_from_slice(&xb[r * n..(r + 1) * n]);
+        }
+    }
+    x
+}
+
+/// The reference's `(∂L/∂h, ∂L/∂W)` ([`head_grads`]) from `gz` (`rows × V`), W a
+/// block of rows at a time: ∂L/∂h whole (the blocks' sums added in order), ∂L/∂W's
+/// rows `keep` only.
+pub fn grads_by_blocks(
+    gz: &[f64],
+    (hidden, lm_head, h): (&Logits, &Logits, usize),
+    mask: &[f64],
+    keep: &[usize],
+) -> (Vec<f64>, Vec<Vec<f64>>) {
+    let hv = hidden.values();
+    let (rows, vocab) = (hv.len() / h, lm_head.host().len() / h);
+    let mut dh = vec![0.0; rows * h];
+    let mut dw = vec![Vec::new(); keep.len()];
+    for v0 in (0..vocab).step_by(REF_BLOCK) {
+        let n = REF_BLOCK.min(vocab - v0);
+        let gb: Vec<f64> = (0..rows)
+            .flat_map(|r| gz[r * vocab + v0..r * vocab + v0 + n].iter().copied())
+            .collect();
+        let w = lm_head.values_in(v0 * h, (v0 + n) * h);
+        let (dhb, dwb) = head_grads(&gb, &hv, &w, h, mask);
+        dh.iter_mut().zip(&dhb).for_each(|(a, b)| *a += b);
+        for (i, &v) in keep.iter().enumerate() {
+            if (v0..v0 + n).contains(&v) {
+                dw[i] = dwb[(v - v0) * h..(v - v0 + 1) * h].to_vec();
+            }
+        }
+    }
+    (dh, dw)
+}
+
+/// Every element of `g` (read from a gradient of `dtype`) within `2e-4·max|want|` (+ the
+/// output dtype's half ulp): for the blocked cases, whose references are too large
+/// to carry the magnitudes [`check_grad`] scales by; the largest error and the largest
+/// |want|.
+pub fn check_values(what: &str, dtype: DType, g: &[f32], want: &[f64]) -> (f64, f64) {
+    assert_eq!(g.len(), want.len(), "{what}: length");
+    let scale = want.iter().fold(0.0f64, |a, &b| a.max(b.abs())).max(1e-30);
+    let mut worst = 0.0f64;
+    let rel = match dtype {
+        DType::F32 => 0.0,
+        DType::F16 => 2f64.powi(-11),
+        DType::Bf16 => 2f64.powi(-8),
+    };
+    for (i, (&gg, &w)) in g.iter().zip(want).enumerate() {
+        let t = 2e-4 * scale + 1e-9 + rel * w.abs() * 1.01;
+        let err = (gg as f64 - w).abs();
+        assert!(
+            err <= t,
+            "{what}: [{i}] = {gg}, want {w} (err {err:.3e} > {t:.3e})"
+        );
+        worst = worst.max(err);
+    }
+    (worst, scale)
 }
 
 /// Runs the head on `hc` and compares everything with the reference.

@@ -123,8 +123,13 @@ impl Logits {
 
     /// The stored values, exactly, as f64.
     pub fn values(&self) -> Vec<f64> {
+        self.values_in(0, self.host().len())
+    }
+
+    /// Elements `a .. b`, exactly, as f64.
+    pub fn values_in(&self, a: usize, b: usize) -> Vec<f64> {
         let h = self.host();
-        (0..h.len()).map(|i| h.get(i)).collect()
+        (a..b).map(|i| h.get(i)).collect()
     }
 
     pub fn bytes(&self) -> &[u8] {

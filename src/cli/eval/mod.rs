@@ -323,11 +323,14 @@ pub fn context(adapter: Option<&str>) -> Result<Context, Error> {
 }
 
 pub fn run(args: &EvalArgs) -> CliResult {
-    let bytes = std::fs::read(&args.input)
-        .map_err(|e| format!("cannot read {}: {e}", args.input.display()))?;
-    let st = SafeTensors::deserialize(&bytes)
-        .map_err(|e| format!("{} is not a safetensors file: {e}", args.input.display()))?;
-    let input = input::Input::read(&st)?;
+    // the file's bytes go once its tensors are read (a model's lm_head is a gigabyte)
+    let input = {
+        let bytes = std::fs::read(&args.input)
+            .map_err(|e| format!("cannot read {}: {e}", args.input.display()))?;
+        let st = SafeTensors::deserialize(&bytes)
+            .map_err(|e| format!("{} is not a safetensors file: {e}", args.input.display()))?;
+        input::Input::read(&st)?
+    };
     let config = args.loss.config()?;
     if config.rollout_correction.is_some() && input.rollout.is_none() {
         return Err(bad(

@@ -2,7 +2,7 @@
 //! gathered, h·Wᵀ), its gradients (Gz·W scattered into ∂L/∂h, Gzᵀ·h summed into
 //! ∂L/∂W) and ∂L/∂W's final rounding. The loss's steps are `loss/encode.rs`'s.
 
-use super::{HeadGradients, HeadInputs, HeadPlan, MatrixView};
+use super::{HeadGradients, HeadInputs, HeadPlan, MatrixView, Segment};
 use crate::error::Result;
 use crate::kernels::head_rows::{self, Move, Strided};
 use crate::kernels::matmul::{self, Operand, Product};
@@ -20,8 +20,9 @@ pub(crate) struct HeadBuffers {
     pub hidden: wgpu::Buffer,
     /// `chunk × H` f32: the chunk's ∂L/∂h before its scatter.
     pub grad_hidden: wgpu::Buffer,
-    /// `V × H` f32: ∂L/∂W's sum, where it does not go to the caller's buffer.
-    pub grad_lm_head: Option<wgpu::Buffer>,
+    /// ∂L/∂W's f32 sum where it does not go to the caller's rows, one buffer per
+    /// [`HeadPlan::sums`].
+    pub sums: Vec<wgpu::Buffer>,
 }
 
 /// What the head's steps of one call share.
@@ -33,42 +34,74 @@ pub(crate) struct HeadCall<'c> {
 }
 
 impl PolicyLoss {
-    /// The head's scratch, grown to `head`'s sizes.
-    pub(super) fn head_buffers(&self, head: &HeadPlan) -> HeadBuffers {
+    /// The head's scratch, grown to `head`'s sizes (each checked against the device's
+    /// largest buffer first).
+    pub(super) fn head_buffers(&self, head: &HeadPlan) -> Result<HeadBuffers> {
+        let n = head.shape.chunks.first().map_or(1, |c| c.1 - c.0).max(1) as u64;
+        let h = head.hidden as u64;
+        let sizes: Vec<u64> = head.sums.iter().map(|s| s.1 as u64 * h * 4).collect();
+        let ctx = &self.ctx;
+        ctx.fits_buffer(
+            "lm_head",
+            "the chunk's f32 logits",
+            n * head.stride as u64 * 4,
+        )?;
+        ctx.fits_buffer("hidden", "the chunk's f32 hidden rows", n * h * 4)?;
+        for &bytes in &sizes {
+            ctx.fits_buffer("grad_lm_head", "a block of its f32 sum", bytes)?;
+        }
         let mut guard = self.scratch.lock().unwrap_or_else(|p| p.into_inner());
         let s = &mut guard.head;
-        let n = head.shape.chunks.first().map_or(1, |c| c.1 - c.0).max(1);
-        let h = head.hidden;
-        let grow = |slot, label, items: u64| {
-            let items = u32::try_from(items).expect("a head buffer fits one binding");
-            super::super::encode::grow(self, slot, label, items, 4).clone()
-        };
-        let logits = grow(&mut s.logits, "head logits", n as u64 * head.stride as u64);
-        let hidden = grow(&mut s.hidden, "head hidden", n as u64 * h as u64);
-        let grad_hidden = grow(&mut s.grad_hidden, "head grad_hidden", n as u64 * h as u64);
-        let grad_lm_head = head.shape.finish.then(|| {
-            grow(
-                &mut s.grad_lm_head,
-                "head grad_lm_head",
-                head.vocab as u64 * h as u64,
-            )
-        });
-        HeadBuffers {
+        let logits = grow(
+            self,
+            &mut s.logits,
+            "head logits",
+            n * head.stride as u64 * 4,
+        );
+        let hidden = grow(self, &mut s.hidden, "head hidden", n * h * 4);
+        let grad_hidden = grow(self, &mut s.grad_hidden, "head grad_hidden", n * h * 4);
+        if s.sums.len() < sizes.len() {
+            s.sums.resize_with(sizes.len(), || None);
+        }
+        let sums = sizes
+            .iter()
+            .zip(&mut s.sums)
+            .map(|(&bytes, slot)| grow(self, slot, "head grad_lm_head", bytes))
+            .collect();
+        Ok(HeadBuffers {
             logits,
             hidden,
             grad_hidden,
-            grad_lm_head,
+            sums,
+        })
+    }
+}
+
+/// A scratch buffer of at least `bytes`, grown when too small.
+fn grow(
+    loss: &PolicyLoss,
+    slot: &mut Option<(u64, wgpu::Buffer)>,
+    label: &str,
+    bytes: u64,
+) -> wgpu::Buffer {
+    match slot {
+        Some((cap, b)) if *cap >= bytes => b.clone(),
+        _ => {
+            let size = bytes.max(4);
+            let b = loss.ctx.buffer(label, size, wgpu::BufferUsages::STORAGE);
+            *slot = Some((size, b.clone()));
+            b
         }
     }
 }
 
-/// The head's scratch slots (in the loss's `Scratch`).
+/// The head's scratch slots (in the loss's `Scratch`), sizes in bytes.
 #[derive(Default)]
 pub(crate) struct HeadScratch {
-    logits: Option<(u32, wgpu::Buffer)>,
-    hidden: Option<(u32, wgpu::Buffer)>,
-    grad_hidden: Option<(u32, wgpu::Buffer)>,
-    grad_lm_head: Option<(u32, wgpu::Buffer)>,
+    logits: Option<(u64, wgpu::Buffer)>,
+    hidden: Option<(u64, wgpu::Buffer)>,
+    grad_hidden: Option<(u64, wgpu::Buffer)>,
+    sums: Vec<Option<(u64, wgpu::Buffer)>>,
 }
 
 impl HeadCall<'_> {
@@ -82,28 +115,33 @@ impl HeadCall<'_> {
         }
     }
 
-    /// The vocabulary blocks of W: first row, rows.
-    fn blocks(&self) -> impl Iterator<Item = (u32, u32)> {
-        let (v, b) = (self.head.vocab, self.head.block);
-        (0..v)
-            .step_by(b as usize)
-            .map(move |v0| (v0, b.min(v - v0)))
-    }
-
-    /// W's rows `v0 ..`, as B of a product: `Wᵀ` (k over H, n over V) or `W` (k over
-    /// V, n over H).
-    fn lm_head(&self, v0: u32, transposed: bool) -> Operand<'_> {
-        let w = &self.inputs.lm_head;
+    /// W's rows of segment `s`, as B of a product: `Wᵀ` (k over H, n over V) or `W`
+    /// (k over V, n over H).
+    fn lm_head(&self, s: &Segment, transposed: bool) -> Operand<'_> {
+        let w = &self.inputs.lm_head.blocks()[s.w.0];
         let row = w.layout.row_stride;
         let (r, c) = if transposed { (1, row) } else { (row, 1) };
         Operand {
             arg: "lm_head",
             buffer: w.buffer,
             dtype: w.dtype,
-            offset: w.layout.offset + v0 as u64 * row,
+            offset: w.layout.offset + s.w.1 as u64 * row,
             row: r,
             col: c,
         }
+    }
+
+    /// Where segment `s` of ∂L/∂W's f32 sum goes: buffer, first element, row stride
+    /// (its buffer of the sum, or the caller's f32 rows).
+    fn grad_lm_head(&self, s: &Segment) -> Option<(&wgpu::Buffer, u64, u64)> {
+        let h = self.head.hidden as u64;
+        if let Some((i, row)) = s.sum {
+            return Some((&self.bufs.sums[i], row as u64 * h, h));
+        }
+        let (i, row) = s.g?;
+        let g = self.grads.lm_head.as_ref()?.blocks().get(i)?;
+        let stride = g.layout.row_stride;
+        Some((g.buffer, g.layout.offset + row as u64 * stride, stride))
     }
 
     fn dense<'b>(&self, arg: &'static str, buffer: &'b wgpu::Buffer) -> Operand<'b> {
@@ -137,15 +175,15 @@ impl HeadCall<'_> {
             scatter: false,
         };
         head_rows::record(&loss.ctx, encoder, scratch.spare, &gather)?;
-        for (v0, n) in self.blocks() {
+        for s in &self.head.segments {
             let p = Product {
                 m: b - a,
-                n,
+                n: s.rows,
                 k: self.head.hidden,
                 a: self.dense("hidden", &self.bufs.hidden),
-                b: self.lm_head(v0, true),
+                b: self.lm_head(s, true),
                 c: &self.bufs.logits,
-                c_offset: v0 as u64,
+                c_offset: s.v0 as u64,
                 c_row: self.head.stride as u64,
                 accumulate: false,
             };
@@ -203,13 +241,13 @@ impl HeadCall<'_> {
         };
         let stride = self.head.stride as u64;
         if let Some(g) = &self.grads.hidden {
-            for (i, (v0, n)) in self.blocks().enumerate() {
+            for (i, s) in self.head.segments.iter().enumerate() {
                 let p = Product {
                     m: b - a,
                     n: h,
-                    k: n,
-                    a: logits(v0 as u64, stride, 1),
-                    b: self.lm_head(v0, false),
+                    k: s.rows,
+                    a: logits(s.v0 as u64, stride, 1),
+                    b: self.lm_head(s, false),
                     c: &self.bufs.grad_hidden,
                     c_offset: 0,
                     c_row: h as u64,
@@ -228,22 +266,18 @@ impl HeadCall<'_> {
             };
             head_rows::record(&loss.ctx, encoder, scratch.spare, &scatter)?;
         }
-        let Some(g) = &self.grads.lm_head else {
-            return Ok(());
-        };
-        let (target, base, row) = match &self.bufs.grad_lm_head {
-            Some(acc) => (acc, 0, h as u64),
-            None => (g.buffer, g.layout.offset, g.layout.row_stride),
-        };
-        for (v0, n) in self.blocks() {
+        for s in &self.head.segments {
+            let Some((target, at, row)) = self.grad_lm_head(s) else {
+                continue;
+            };
             let p = Product {
-                m: n,
+                m: s.rows,
                 n: h,
                 k: b - a,
-                a: logits(v0 as u64, 1, stride),
+                a: logits(s.v0 as u64, 1, stride),
                 b: self.dense("hidden", &self.bufs.hidden),
                 c: target,
-                c_offset: base + v0 as u64 * row,
+                c_offset: at,
                 c_row: row,
                 accumulate: c > 0,
             };
@@ -252,24 +286,26 @@ impl HeadCall<'_> {
         Ok(())
     }
 
-    /// ∂L/∂W's f32 sum rounded once into the caller's rows, a vocabulary block at a
-    /// time.
+    /// ∂L/∂W's f32 sum rounded once into the caller's rows, a segment at a time.
     pub(crate) fn finish(
         &self,
         loss: &PolicyLoss,
         encoder: &mut wgpu::CommandEncoder,
         scratch: &ScratchBufs<'_>,
     ) -> Result<()> {
-        let (Some(g), Some(acc)) = (&self.grads.lm_head, &self.bufs.grad_lm_head) else {
+        let Some(g) = &self.grads.lm_head else {
             return Ok(());
         };
-        for (v0, n) in self.blocks() {
+        for s in &self.head.segments {
+            let (Some((si, sr)), Some((gi, gr))) = (s.sum, s.g) else {
+                continue;
+            };
             let scatter = Move {
-                strided: self.strided("grad_lm_head", g),
-                first: v0,
-                rows: n,
-                dense: acc,
-                dense_offset: v0 as u64 * self.head.hidden as u64,
+                strided: self.strided("grad_lm_head", &g.blocks()[gi]),
+                first: gr,
+                rows: s.rows,
+                dense: &self.bufs.sums[si],
+                dense_offset: sr as u64 * self.head.hidden as u64,
                 mask: None,
                 scatter: true,
             };

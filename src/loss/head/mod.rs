@@ -19,13 +19,18 @@
 //!
 //! Extra memory: the chunk's logits (`chunk × V` f32), two `chunk × H` f32 matrices,
 //! the loss's O(rows) scratch, and ∂L/∂W's f32 sum (`V × H`) only where the caller's
-//! ∂L/∂W is 16-bit or not evenly strided.
+//! ∂L/∂W is 16-bit or not evenly strided, in as many buffers as the device's largest
+//! buffer needs. W and ∂L/∂W may come in vocabulary blocks ([`VocabBlocks`]); the
+//! matmuls take the vocabulary a segment at a time, inside one block of each and one
+//! binding.
 
 mod encode;
+mod plan;
 mod views;
 
 pub(crate) use encode::{HeadCall, HeadScratch};
-pub use views::{HeadGradients, HeadInputs, MatrixView};
+use plan::{HeadDims, Segment};
+pub use views::{HeadGradients, HeadInputs, MatrixView, VocabBlocks};
 
 use super::schedule::HeadShape;
 use super::{Gradient, LossInputs, LossOutputs, LossPart, PolicyLoss};
@@ -45,16 +50,20 @@ pub(crate) struct HeadPlan {
     pub vocab: u32,
     pub hidden: u32,
     pub stride: u32,
-    /// Rows of W (and of ∂L/∂W) per matmul: every block's operands fit one binding.
-    pub block: u32,
+    /// The vocabulary in the order the matmuls take it.
+    pub segments: Vec<Segment>,
+    /// ∂L/∂W's f32 sum in the scratch: each buffer's first row and rows.
+    pub sums: Vec<(u32, u32)>,
 }
 
 impl PolicyLoss {
     /// Device memory a call of [`PolicyLoss::record_head`] with these inputs may
     /// allocate, in bytes: the chunk's logits (`chunk × V` f32; V rounded up to a
     /// multiple of 8), two `chunk × H` f32 matrices, `V × H` f32 where ∂L/∂W is 16-bit
-    /// or strided, and the loss's O(rows) scratch ([`PolicyLoss::scratch_bytes`]).
-    /// Never `rows × V`.
+    /// or strided (in several buffers where one cannot hold it), and the loss's O(rows)
+    /// scratch ([`PolicyLoss::scratch_bytes`]). Never `rows × V`. `Err`, naming the
+    /// argument and the sizes, where a buffer the call needs cannot exist on this
+    /// device.
     pub fn scratch_bytes_head(
         &self,
         inputs: &HeadInputs<'_>,
@@ -86,14 +95,14 @@ impl PolicyLoss {
         grad: Option<DType>,
         chunk_rows: Option<u32>,
     ) -> Result<u64> {
-        let head = self.plan_dims(&views::HeadDims {
+        let head = self.plan_dims(&HeadDims {
             rows,
-            vocab,
             hidden,
+            w_blocks: vec![vocab],
             w_row_bytes: hidden as u64 * dtype.size(),
             g_row_bytes: grad.map(|g| hidden as u64 * g.size()),
             grad_hidden: grad.is_some(),
-            grad_lm_head: grad.map(|g| g == DType::F32),
+            grad_lm_head: grad.map(|g| vec![(vocab, g == DType::F32)]),
             chunk_rows,
         })?;
         let rps = rows_per_seq.max(1);
@@ -124,14 +133,14 @@ impl PolicyLoss {
         hidden: u32,
         dtype: DType,
     ) -> Result<u32> {
-        let head = self.plan_dims(&views::HeadDims {
+        let head = self.plan_dims(&HeadDims {
             rows,
-            vocab,
             hidden,
+            w_blocks: vec![vocab],
             w_row_bytes: hidden as u64 * dtype.size(),
             g_row_bytes: Some(hidden as u64 * 4),
             grad_hidden: true,
-            grad_lm_head: Some(true),
+            grad_lm_head: Some(vec![(vocab, true)]),
             chunk_rows: None,
         })?;
         Ok(head.shape.chunks.first().map_or(0, |c| c.1 - c.0))
@@ -151,7 +160,7 @@ impl PolicyLoss {
         outputs: &LossOutputs<'_>,
     ) -> Result<()> {
         let head = self.head_plan(inputs, grads)?;
-        let bufs = self.head_buffers(&head);
+        let bufs = self.head_buffers(&head)?;
         let plan = self.plan_head(inputs, grads, &head, &bufs.logits, outputs)?;
         let call = HeadCall {
             inputs,

@@ -1,9 +1,9 @@
 //! What a head call reads and writes (device views), and their checks: the shapes
-//! against each other, the chunk, and the vocabulary blocks that fit one binding.
+//! against each other, the blocks of `[V, H]` matrices, the buffers apart.
 
-use super::{HeadPlan, DEFAULT_CHUNK_BYTES, TILE};
+use super::plan::HeadDims;
+use super::HeadPlan;
 use crate::error::{Error, Result};
-use crate::loss::schedule::HeadShape;
 use crate::loss::validate::rename;
 use crate::loss::{Advantages, PolicyLoss};
 use crate::view::{DType, F32View, LogitsView, RowLayout, TargetsView};
@@ -46,7 +46,7 @@ impl<'a> MatrixView<'a> {
         self
     }
 
-    fn as_rows(&self) -> LogitsView<'a> {
+    pub(super) fn as_rows(&self) -> LogitsView<'a> {
         LogitsView {
             buffer: self.buffer,
             dtype: self.dtype,
@@ -57,7 +57,7 @@ impl<'a> MatrixView<'a> {
     }
 
     /// The view's checks (shape against its buffer), errors naming `arg`.
-    fn validate(&self, arg: &'static str) -> Result<()> {
+    pub(super) fn validate(&self, arg: &'static str) -> Result<()> {
         if self.cols == 0 {
             return Err(Error::arg(arg, "needs at least one column"));
         }
@@ -66,20 +66,66 @@ impl<'a> MatrixView<'a> {
 
     /// Whether every row lies `row_stride` after the one before (one affine matrix,
     /// as a matmul operand is).
-    fn evenly_strided(&self) -> bool {
+    pub(super) fn evenly_strided(&self) -> bool {
         let l = &self.layout;
         self.rows <= l.rows_per_seq || l.seq_stride == l.rows_per_seq as u64 * l.row_stride
     }
 }
 
+/// A `[V, H]` matrix of the head (the lm-head weight, or its gradient) in one view, or
+/// cut into vocabulary blocks: views of consecutive rows (block 0 rows `0 .. n₀`,
+/// block 1 the next `n₁`, …) for a matrix larger than one buffer of the device holds
+/// (`max_buffer_size`; f32 `[152064, 3584]` is 2.18 GB), as logits come in
+/// [`LossPart`](crate::LossPart)s. A view converts into it with `.into()`.
+#[derive(Clone, Copy, Debug)]
+pub enum VocabBlocks<'a> {
+    One(MatrixView<'a>),
+    /// At least one block, each of H columns and at least one row, in one dtype; the
+    /// blocks' rows sum to V. Blocks may share a buffer where they do not overlap.
+    Blocks(&'a [MatrixView<'a>]),
+}
+
+impl<'a> VocabBlocks<'a> {
+    /// The views, in vocabulary order (one for [`VocabBlocks::One`]).
+    pub fn blocks(&self) -> &[MatrixView<'a>] {
+        match self {
+            VocabBlocks::One(v) => std::slice::from_ref(v),
+            VocabBlocks::Blocks(b) => b,
+        }
+    }
+
+    /// The rows of every block together (V).
+    pub fn rows(&self) -> u64 {
+        self.blocks().iter().map(|b| b.rows as u64).sum()
+    }
+
+    /// The first block's dtype.
+    pub fn dtype(&self) -> Option<DType> {
+        self.blocks().first().map(|b| b.dtype)
+    }
+}
+
+impl<'a> From<MatrixView<'a>> for VocabBlocks<'a> {
+    fn from(v: MatrixView<'a>) -> Self {
+        VocabBlocks::One(v)
+    }
+}
+
+impl<'a> From<&'a [MatrixView<'a>]> for VocabBlocks<'a> {
+    fn from(b: &'a [MatrixView<'a>]) -> Self {
+        VocabBlocks::Blocks(b)
+    }
+}
+
 /// The device inputs of a head call: hidden states `[rows, H]` (row r predicts
 /// `targets[r]`; rows grouped into sequences by hidden's layout) and the lm-head
-/// weight `[V, H]` in hidden's dtype (PyTorch's `nn.Linear(H, V).weight`, no bias),
-/// and the per-row inputs of [`LossInputs`](crate::LossInputs).
+/// weight `[V, H]` in hidden's dtype (PyTorch's `nn.Linear(H, V).weight`, no bias; one
+/// view, or vocabulary blocks), and the per-row inputs of
+/// [`LossInputs`](crate::LossInputs).
 #[derive(Clone, Copy, Debug)]
 pub struct HeadInputs<'a> {
     pub hidden: MatrixView<'a>,
-    pub lm_head: MatrixView<'a>,
+    pub lm_head: VocabBlocks<'a>,
     pub targets: TargetsView<'a>,
     pub mask: F32View<'a>,
     pub advantages: Advantages<'a>,
@@ -97,14 +143,14 @@ impl<'a> HeadInputs<'a> {
     /// On-policy inputs without a reference policy, the default chunk.
     pub fn new(
         hidden: MatrixView<'a>,
-        lm_head: MatrixView<'a>,
+        lm_head: impl Into<VocabBlocks<'a>>,
         targets: TargetsView<'a>,
         mask: F32View<'a>,
         advantages: Advantages<'a>,
     ) -> Self {
         HeadInputs {
             hidden,
-            lm_head,
+            lm_head: lm_head.into(),
             targets,
             mask,
             advantages,
@@ -136,161 +182,191 @@ impl<'a> HeadInputs<'a> {
     }
 }
 
-/// Where a head call's gradients go: ∂L/∂h in hidden's shape and ∂L/∂W in lm_head's,
-/// each in its own dtype (rounded once from f32). `None` for neither: the forward.
+/// Where a head call's gradients go: ∂L/∂h in hidden's shape and ∂L/∂W `[V, H]`
+/// (one view, or vocabulary blocks of their own, whatever W's are), each in its own
+/// dtype (rounded once from f32). `None` for neither: the forward.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct HeadGradients<'a> {
     pub hidden: Option<MatrixView<'a>>,
-    pub lm_head: Option<MatrixView<'a>>,
+    pub lm_head: Option<VocabBlocks<'a>>,
 }
 
 impl PolicyLoss {
-    /// Checks a head call's views against each other and plans its chunks and
-    /// vocabulary blocks.
+    /// Checks a head call's views against each other and plans its chunk and
+    /// vocabulary segments.
     pub(crate) fn head_plan(
         &self,
         inputs: &HeadInputs<'_>,
         grads: &HeadGradients<'_>,
     ) -> Result<HeadPlan> {
-        let (h, w) = (&inputs.hidden, &inputs.lm_head);
+        let h = &inputs.hidden;
         h.validate("hidden")?;
-        w.validate("lm_head")?;
-        if w.cols != h.cols {
-            return Err(Error::arg(
-                "lm_head",
-                format!(
-                    "has {} columns, hidden has H = {}: lm_head is [V, H]",
-                    w.cols, h.cols
-                ),
-            ));
+        let w_blocks = check_blocks("lm_head", &inputs.lm_head, h.cols, false)?;
+        for (i, w) in inputs.lm_head.blocks().iter().enumerate() {
+            let at = block_name(&inputs.lm_head, i);
+            if w.dtype != h.dtype {
+                return Err(Error::arg(
+                    "lm_head",
+                    format!(
+                        "{at}is {}, hidden is {}: both need one dtype",
+                        w.dtype, h.dtype
+                    ),
+                ));
+            }
+            if !w.evenly_strided() {
+                return Err(Error::arg(
+                    "lm_head",
+                    format!("{at}rows must lie one row stride apart"),
+                ));
+            }
         }
-        if w.dtype != h.dtype {
-            return Err(Error::arg(
-                "lm_head",
-                format!("is {}, hidden is {}: both need one dtype", w.dtype, h.dtype),
-            ));
-        }
-        if w.rows == 0 {
-            return Err(Error::arg("lm_head", "needs at least one row (V ≥ 1)"));
-        }
-        if !w.evenly_strided() {
-            return Err(Error::arg("lm_head", "rows must lie one row stride apart"));
-        }
-        check_grads(inputs, grads)?;
+        let g_blocks = check_grads(inputs, grads)?;
         let row_bytes =
             |v: &MatrixView<'_>| v.layout.row_stride.max(v.cols as u64) * v.dtype.size();
+        let widest = |m: &VocabBlocks<'_>| m.blocks().iter().map(row_bytes).max().unwrap_or(0);
         self.plan_dims(&HeadDims {
             rows: h.rows,
-            vocab: w.rows,
             hidden: h.cols,
-            w_row_bytes: row_bytes(w),
-            g_row_bytes: grads.lm_head.as_ref().map(row_bytes),
+            w_blocks,
+            w_row_bytes: widest(&inputs.lm_head),
+            g_row_bytes: grads.lm_head.as_ref().map(widest),
             grad_hidden: grads.hidden.is_some(),
-            grad_lm_head: grads
-                .lm_head
-                .map(|g| g.dtype == DType::F32 && g.evenly_strided()),
+            grad_lm_head: g_blocks,
             chunk_rows: inputs.chunk_rows,
         })
     }
+}
 
-    /// A head call's chunks and vocabulary blocks from its shapes alone.
-    pub(crate) fn plan_dims(&self, d: &HeadDims) -> Result<HeadPlan> {
-        let limits = self.ctx.device().limits();
-        let binding = limits
-            .max_storage_buffer_binding_size
-            .min(limits.max_buffer_size);
-        let stride = d.vocab.div_ceil(8) * 8;
-        let row_bytes = stride as u64 * 4;
-        if row_bytes > binding {
-            return Err(Error::arg(
-                "lm_head",
-                format!(
-                    "a row of {} f32 logits spans {row_bytes} bytes, more than this device binds at once ({binding} bytes)",
-                    d.vocab
-                ),
-            ));
-        }
-        let chunk = chunk_rows(d, row_bytes, binding)?;
-        let block = vocab_block(d, binding)?;
-        Ok(head_shape(d, chunk, block, stride))
+/// "block i: " where the matrix comes in blocks (else nothing), for its errors.
+fn block_name(m: &VocabBlocks<'_>, i: usize) -> String {
+    match m {
+        VocabBlocks::One(_) => String::new(),
+        VocabBlocks::Blocks(_) => format!("block {i}: "),
     }
 }
 
-/// A head call's shapes: rows, V, H, the bytes of a row of W and of ∂L/∂W, which
-/// gradients it makes (for ∂L/∂W: whether straight into the caller's f32 rows), and
-/// the caller's chunk.
-pub(crate) struct HeadDims {
-    pub rows: u32,
-    pub vocab: u32,
-    pub hidden: u32,
-    pub w_row_bytes: u64,
-    pub g_row_bytes: Option<u64>,
-    pub grad_hidden: bool,
-    pub grad_lm_head: Option<bool>,
-    pub chunk_rows: Option<u32>,
-}
-
-fn head_shape(d: &HeadDims, chunk: u32, block: u32, stride: u32) -> HeadPlan {
-    let (rows, vocab, hidden) = (d.rows, d.vocab, d.hidden);
-    let chunks = (0..rows.max(1))
-        .step_by(chunk as usize)
-        .map(|a| (a, (a + chunk).min(rows)))
-        .collect();
-    let n = chunk.min(rows).max(1) as u64;
-    let finish = d.grad_lm_head == Some(false);
-    let bytes = n * stride as u64 * 4
-        + 2 * n * hidden as u64 * 4
-        + if finish {
-            vocab as u64 * hidden as u64 * 4
+/// The checks of a `[V, H]` matrix's blocks (each view against its buffer, H columns,
+/// at least one row, one dtype; for an output, rows apart and blocks apart), errors
+/// naming `arg` and the block. The blocks' rows.
+fn check_blocks(
+    arg: &'static str,
+    m: &VocabBlocks<'_>,
+    cols: u32,
+    output: bool,
+) -> Result<Vec<u32>> {
+    let blocks = m.blocks();
+    let Some(first) = blocks.first() else {
+        return Err(Error::arg(arg, "has no blocks: give at least one view"));
+    };
+    for (i, b) in blocks.iter().enumerate() {
+        let at = block_name(m, i);
+        b.validate(arg).map_err(|e| match e {
+            Error::InvalidArgument { reason, .. } => Error::arg(arg, format!("{at}{reason}")),
+            other => other,
+        })?;
+        let bad = if b.cols != cols {
+            Some(format!(
+                "has {} columns, hidden has H = {cols}: {arg} is [V, H]",
+                b.cols
+            ))
+        } else if b.rows == 0 {
+            Some("needs at least one row (V ≥ 1)".to_string())
+        } else if b.dtype != first.dtype {
+            Some(format!(
+                "is {}, block 0 is {}: the blocks need one dtype",
+                b.dtype, first.dtype
+            ))
+        } else if output && b.layout.rows_overlap(b.rows, b.cols as u64) {
+            Some("rows overlap: each element belongs to one row".to_string())
         } else {
-            0
+            None
         };
-    HeadPlan {
-        shape: HeadShape {
-            chunks,
-            vocab_blocks: vocab.div_ceil(block) as u64,
-            grad_hidden: d.grad_hidden,
-            grad_lm_head: d.grad_lm_head.is_some(),
-            finish,
-            bytes,
-        },
-        vocab,
-        hidden,
-        stride,
-        block,
+        if let Some(reason) = bad {
+            return Err(Error::arg(arg, format!("{at}{reason}")));
+        }
     }
+    if output {
+        blocks_apart(arg, blocks)?;
+    }
+    Ok(blocks.iter().map(|b| b.rows).collect())
+}
+
+/// Blocks of an output that share a buffer must not share a byte.
+fn blocks_apart(arg: &'static str, blocks: &[MatrixView<'_>]) -> Result<()> {
+    let bytes = |b: &MatrixView<'_>| {
+        let (lo, hi) = b.layout.span(b.rows as u64, b.cols as u64);
+        (lo * b.dtype.size(), hi * b.dtype.size())
+    };
+    for (j, b) in blocks.iter().enumerate() {
+        let (lo, hi) = bytes(b);
+        for (i, a) in blocks[..j].iter().enumerate() {
+            let (alo, ahi) = bytes(a);
+            if a.buffer == b.buffer && lo < ahi && alo < hi {
+                return Err(Error::arg(
+                    arg,
+                    format!("block {j} overlaps block {i} in their buffer"),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The gradient views: the shapes of hidden and lm_head, buffers apart from every
-/// input and from each other.
-fn check_grads(inputs: &HeadInputs<'_>, grads: &HeadGradients<'_>) -> Result<()> {
-    let (h, w) = (&inputs.hidden, &inputs.lm_head);
+/// input and from each other. ∂L/∂W's blocks: their rows, and whether each takes the
+/// f32 sum straight into its rows.
+fn check_grads(
+    inputs: &HeadInputs<'_>,
+    grads: &HeadGradients<'_>,
+) -> Result<Option<Vec<(u32, bool)>>> {
+    let h = &inputs.hidden;
     let mut writes = Vec::new();
-    for (arg, g, like) in [
-        ("grad_hidden", grads.hidden, h),
-        ("grad_lm_head", grads.lm_head, w),
-    ] {
-        let Some(g) = g else { continue };
-        g.validate(arg)?;
-        if g.rows != like.rows || g.cols != like.cols {
+    if let Some(g) = &grads.hidden {
+        g.validate("grad_hidden")?;
+        if g.rows != h.rows || g.cols != h.cols {
             return Err(Error::arg(
-                arg,
+                "grad_hidden",
                 format!(
                     "is [{}, {}], needs [{}, {}]",
-                    g.rows, g.cols, like.rows, like.cols
+                    g.rows, g.cols, h.rows, h.cols
                 ),
             ));
         }
         if g.layout.rows_overlap(g.rows, g.cols as u64) {
             return Err(Error::arg(
-                arg,
+                "grad_hidden",
                 "rows overlap: each element belongs to one row",
             ));
         }
-        writes.push((arg, g.buffer));
+        writes.push(("grad_hidden", g.buffer));
     }
-    if let [(_, a), (_, b)] = writes[..] {
-        if *a == *b {
+    let vocab = inputs.lm_head.rows();
+    let g_blocks = match &grads.lm_head {
+        None => None,
+        Some(g) => {
+            let rows = check_blocks("grad_lm_head", g, h.cols, true)?;
+            let total = g.rows();
+            if total != vocab {
+                let reason = match g {
+                    VocabBlocks::One(v) => {
+                        format!("is [{}, {}], needs [{vocab}, {}]", v.rows, v.cols, h.cols)
+                    }
+                    VocabBlocks::Blocks(_) => {
+                        format!("the blocks hold {total} rows, lm_head has V = {vocab}")
+                    }
+                };
+                return Err(Error::arg("grad_lm_head", reason));
+            }
+            let direct = g
+                .blocks()
+                .iter()
+                .map(|b| b.dtype == DType::F32 && b.evenly_strided());
+            writes.extend(g.blocks().iter().map(|b| ("grad_lm_head", b.buffer)));
+            Some(rows.into_iter().zip(direct).collect())
+        }
+    };
+    if let Some((_, gh)) = writes.first().filter(|w| w.0 == "grad_hidden") {
+        if writes[1..].iter().any(|(_, b)| *b == *gh) {
             return Err(Error::arg(
                 "grad_lm_head",
                 "shares its buffer with grad_hidden; give each its own",
@@ -299,10 +375,16 @@ fn check_grads(inputs: &HeadInputs<'_>, grads: &HeadGradients<'_>) -> Result<()>
     }
     let mut reads = vec![
         ("hidden", h.buffer),
-        ("lm_head", w.buffer),
         ("targets", inputs.targets.buffer),
         ("mask", inputs.mask.buffer),
     ];
+    reads.extend(
+        inputs
+            .lm_head
+            .blocks()
+            .iter()
+            .map(|w| ("lm_head", w.buffer)),
+    );
     reads.extend(inputs.old_logprobs.map(|v| ("old_logprobs", v.buffer)));
     reads.extend(inputs.ref_logprobs.map(|v| ("ref_logprobs", v.buffer)));
     reads.extend(
@@ -310,42 +392,6 @@ fn check_grads(inputs: &HeadInputs<'_>, grads: &HeadGradients<'_>) -> Result<()>
             .rollout_logprobs
             .map(|v| ("rollout_logprobs", v.buffer)),
     );
-    crate::view::check_aliasing(&reads, &writes)
-}
-
-/// The chunk: the caller's (≥ 1, cut to one binding), or the default.
-fn chunk_rows(d: &HeadDims, row_bytes: u64, binding: u64) -> Result<u32> {
-    let fits = (binding / row_bytes).min(u32::MAX as u64) as u32;
-    let rows = d.rows.max(1);
-    match d.chunk_rows {
-        Some(0) => Err(Error::arg("chunk_rows", "must be at least 1")),
-        Some(n) => Ok(n.min(fits).min(rows)),
-        None => {
-            let n = (DEFAULT_CHUNK_BYTES.min(binding) / row_bytes).max(1) as u32;
-            let n = if n >= TILE { n / TILE * TILE } else { n };
-            Ok(n.min(rows))
-        }
-    }
-}
-
-/// Rows of W per matmul: W's rows, and ∂L/∂W's f32 rows, of a block fit one binding.
-fn vocab_block(d: &HeadDims, binding: u64) -> Result<u32> {
-    let widest = [
-        d.w_row_bytes,
-        d.hidden as u64 * 4,
-        d.g_row_bytes.unwrap_or(0),
-    ]
-    .into_iter()
-    .max()
-    .unwrap_or(1)
-    .max(1);
-    let n = (binding / widest).min(u32::MAX as u64) as u32;
-    if n == 0 {
-        return Err(Error::arg(
-            "lm_head",
-            format!("one row spans more than this device binds at once ({binding} bytes)"),
-        ));
-    }
-    let n = if n >= TILE { n / TILE * TILE } else { n };
-    Ok(n.min(d.vocab))
+    crate::view::check_aliasing(&reads, &writes)?;
+    Ok(g_blocks)
 }

@@ -159,12 +159,9 @@ impl HeadBuffers {
                 s.rows,
                 s.hidden,
             )),
-            lm_head: Some(MatrixView::new(
-                &self.grad_lm_head,
-                DType::F32,
-                s.vocab,
-                s.hidden,
-            )),
+            lm_head: Some(
+                MatrixView::new(&self.grad_lm_head, DType::F32, s.vocab, s.hidden).into(),
+            ),
         };
         (inputs, grads)
     }
