@@ -132,7 +132,7 @@ for list in "$out"/tests/*.ignored; do
         line=$(grep -F "test $test ... " "$log" | tail -1)
         result="${line##* ... }"
         compared=$(awk -v p="COMPARED $test: " 'index($0, p) == 1 { print "  - compared " substr($0, length(p) + 1) }' "$log")
-        skipped=$(awk -v p="SKIPPED $test " 'index($0, p) == 1 { print "  - skipped " substr($0, length(p) + 1) }' "$log")
+        skipped=$(awk -v p="SKIPPED $test" 'index($0, p " ") == 1 || index($0, p ":") == 1 { print "  - skipped" substr($0, length(p) + 1) }' "$log")
         case "$result" in
             ok) if [ -n "$compared" ]; then verdict="ok"; else
                     verdict="FAIL (passed, but printed no COMPARED line: it compared nothing)"
