@@ -574,7 +574,15 @@ pub fn check_loss_with(
         // a small share of the largest
         let sensitivity = case.sensitivity(cfg, &logits.values(), using, rollout);
         let c = compare::logits_grad_with(&gv, &want.grad, g.dtype.into(), &sensitivity)
-            .unwrap_or_else(|e| panic!("{what}: grad {e} (vocab {})", case.vocab));
+            .unwrap_or_else(|e| {
+                let i = e.element().map_or(0, |e| e.index);
+                panic!(
+                    "{what}: grad {e} (vocab {}; its sensitivity {:.3e}, max|g_ref| {:.3e})",
+                    case.vocab,
+                    sensitivity.get(i).copied().unwrap_or(0.0),
+                    compare::largest_finite(&want.grad)
+                )
+            });
         grad_err = c.share();
         // rows outside the loss have exactly zero gradient
         for r in 0..case.rows() {
