@@ -23,11 +23,11 @@
 //!   it, taken as one (`epsilon`).
 //! - `b`, of the largest (`OF_MAX`): where the two parts of g_v cancel further, their
 //!   errors (ε ≈ the lse's) stay those of the parts, ≈ 2ε·K·p_v·|G|, and do not shrink
-//!   with g_v; at the target, p_y − 1 leaves u·K·|G| (relative to K·|G|·(1 − p_y):
-//!   inside `a` while p_y < 0.999). The parts cancel where |G| ≈ γ·|z_v − μ|, so
-//!   relative to max|g_ref| ≥ K·|G|max·(1 − p_y) that error is ≈ 2ε·p_v·γ|z_v − μ|/|G|max:
-//!   a few 1e-9 at the measured ε ≤ 5e-6, γ ≤ 0.05 and the suite's p_v and G (the
-//!   measured worst over the suite, with a = 1e-4: 7e-9 of max|g_ref|). Not a worst case
+//!   with g_v (at the target, p_y − 1 leaves u·K·|G|: the sensitivity below). The
+//!   parts cancel where |G| ≈ γ·|z_v − μ|, so relative to max|g_ref| ≥ K·|G|max·(1 −
+//!   p_y) that error is ≈ 2ε·p_v·γ|z_v − μ|/|G|max: a few 1e-9 at the measured
+//!   ε ≤ 5e-6, γ ≤ 0.05 and the suite's p_v and G (the measured worst over the suite,
+//!   with a = 1e-4 and without the sensitivity: 7e-9 of max|g_ref|). Not a worst case
 //!   (a row of few, large probabilities with a large γ reaches ε·p_v), b is kept small
 //!   on purpose: 2^-26 ≈ 1.5e-8 holds the small entries of a row of V = 151936 (99 %
 //!   below 1e-4 of the largest) to a relative 1e-3 down to 1.7e-5 of the largest, and
@@ -39,9 +39,11 @@
 //!   term 1 − e^(ref − logp) near ref = logp, DRO's −A + β_D·d, −A against a KL term)
 //!   their errors are not a part of G, and move every element of the row with it, the
 //!   batch's largest element too when every row's does (every policy term masked by a
-//!   rollout correction): neither `a` nor `b` sees that; the reference's own move
-//!   under those errors does, and so do logits so large (1e4) that z − lse itself
-//!   rounds past `a`.
+//!   rollout correction): the reference's own move under those errors bounds it. And
+//!   each element's two terms, at_target and p_v·(c0 + c1x·x_v), carry p_v's relative
+//!   error and the coefficients' rounding whole where they cancel: a target whose p_y
+//!   is 0.998 leaves 1 − p_y to the last few u of K·G, and logits of 1e4 round z − lse
+//!   to 1e-3. Neither `a` nor `b` can see those, the terms' magnitudes do.
 //! - `tiny`: f16 keeps subnormals, 2^-24 apart: rounding to one is half of that, taken
 //!   as one step as `epsilon` is; f32 and bf16 may be flushed to zero below 2^-126 by a
 //!   GPU.

@@ -4,7 +4,7 @@
 //! k3 KL term 1 − e^(ref − logp) near ref = logp, DRO's −A + β_D·d, −A against a KL
 //! term) its error is not a part of G, and moves every element of its row with it.
 
-use super::super::{policy_loss_with, row_stats, Batch, LossOutput};
+use super::super::{policy_loss_with, row_stats, softmax, Batch, LossOutput};
 use crate::config::LossConfig;
 
 /// The rounding of G's terms taken as a relative error of each coefficient: a term is
@@ -23,8 +23,9 @@ pub fn logp_err(scale: f64) -> f64 {
 /// the log-prob through its differences with them; where a clip bound lies within
 /// that error, either side is right); the advantages against the KL, entropy and DRO
 /// coefficients off by ±[`COEF_ROUNDING`] in opposite directions (the rounding of G's
-/// terms, in full where they cancel); plus the probabilities' relative error past
-/// `a`'s |z| ≤ 15, 1e-6·max(|z|, |lse|) of the element (logits of 1e4 and more).
+/// terms, in full where they cancel); plus the probabilities' relative error
+/// ([`logp_err`], the error of z − lse) and the coefficients' rounding of the terms
+/// each element is made of (`parts`), which cancel where the element is small.
 pub fn grad_sensitivity(
     cfg: &LossConfig,
     b: &Batch<'_>,
@@ -67,10 +68,49 @@ pub fn grad_sensitivity(
             &policy_loss_with(&rounded, &batch, rollout_logp)?,
         );
     }
-    for (i, (o, g)) in out.iter_mut().zip(&base.grad).enumerate() {
-        *o += finite_or_zero(1e-6 * scale[i / b.vocab.max(1)] * g.abs());
+    let v = b.vocab.max(1);
+    for r in 0..b.rows() {
+        let parts = parts(cfg, b, &base, r);
+        for (o, [p_part, all]) in out[r * v..(r + 1) * v].iter_mut().zip(parts) {
+            *o += finite_or_zero(logp_err(scale[r]) * p_part + COEF_ROUNDING * all);
+        }
     }
     Ok(out)
+}
+
+/// Per element of row `r`, the magnitudes of the kernels' terms `at_target·1[v = y]`
+/// and `p_v·(c0 + c1x·x_v)` (`G/τ`, `w·γ/τ` the reference's `slope`, `entropy_slope`):
+/// `[p_v·(|G/τ| + |wγ/τ|·|z_v − μ|), |G/τ|·(1[v = y] + p_v) + |wγ/τ|·p_v·(|z_v| + |μ|)]`,
+/// what the probability's relative error and the coefficients' rounding scale. Summed
+/// as magnitudes, not as the cancelling sum g_v: the target's 1 − p_y, and G·p_v
+/// against γ·p_v·(z_v − μ), leave those errors whole.
+fn parts(cfg: &LossConfig, b: &Batch<'_>, base: &LossOutput, r: usize) -> Vec<[f64; 2]> {
+    let (tau, v) = (cfg.temperature as f64, b.vocab.max(1));
+    let (s, e) = (base.slope[r].abs(), base.entropy_slope[r].abs());
+    let row = &b.logits[r * v..(r + 1) * v];
+    if s == 0.0 && e == 0.0 {
+        return vec![[0.0; 2]; v];
+    }
+    let p = softmax(row, tau);
+    let mu: f64 = row
+        .iter()
+        .zip(&p)
+        .filter(|(_, &p)| p > 0.0)
+        .map(|(x, p)| p * x / tau)
+        .sum();
+    let y = b.targets[r] as usize;
+    row.iter()
+        .zip(&p)
+        .enumerate()
+        .map(|(j, (x, &p))| {
+            let z = x / tau;
+            let ent = if p > 0.0 { e * p } else { 0.0 };
+            [
+                s * p + ent * (z - mu).abs(),
+                s * (f64::from(j == y) + p) + ent * (z.abs() + mu.abs()),
+            ]
+        })
+        .collect()
 }
 
 /// max(|z|, |lse|) of each row, over its finite values.
