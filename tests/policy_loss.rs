@@ -578,8 +578,8 @@ fn max_error_report() {
                     let c = cfg(mode, LossAggMode::SeqMeanTokenMean, KlEstimator::K3, 1);
                     let using = ALL_INPUTS;
                     let (l, g) = check_loss(ctx, &c, &case, dtype, Some(grad), using);
-                    loss_err = loss_err.max(l);
-                    grad_err = grad_err.max(g);
+                    loss_err = compare::max_err(loss_err, l);
+                    grad_err = compare::max_err(grad_err, g);
                 }
                 println!(
                     "max err  {:<52} logits {:<5} grad {:<5} loss {:.1e}  grad/bound {:.2}",

@@ -91,6 +91,11 @@ pub struct LossOutput {
     /// Per row: the off-policy sequence mask `o` (1 without it and on masked-out rows;
     /// NaN where its sequence's `κ̄_b` is NaN).
     pub off_policy_kept: Vec<f64>,
+    /// Per row, the gradient's two coefficients: `G/τ` (the target's `1 − p` and every
+    /// `−p_v` are scaled by it) and `w·γ/τ` (the entropy's `p_v·(z_v − μ)`); 0 on rows
+    /// without a gradient. What the comparison's bound reads (`compare`).
+    pub slope: Vec<f64>,
+    pub entropy_slope: Vec<f64>,
 }
 
 /// Whether a mask value puts its row in the loss: finite and > 0 (SPEC "Bad input": a

@@ -63,9 +63,13 @@ pub fn policy_loss_with(
         sums.add(cfg, b, &d.stats[r], &d.rollout, r, metrics);
     }
     add_sequence_terms(cfg, b, &d.seqs, &slopes, &mut big_g);
+    out.slope = vec![0.0; rows];
+    out.entropy_slope = vec![0.0; rows];
     for &r in &d.masked_in {
         let w = b.mask[r] * d.weights[r];
         if w != 0.0 {
+            out.slope[r] = big_g[r] / tau;
+            out.entropy_slope[r] = w * gamma / tau;
             let logits = &b.logits[r * v..(r + 1) * v];
             let grad = &mut out.grad[r * v..(r + 1) * v];
             row_grad(

@@ -23,11 +23,10 @@ pub fn tolerances() -> String {
     format!(
         "loss {LOSS_TOL:.0e}·(1+|loss|), log-prob {LOGP_TOL:.0e}, gradient per element \
          {:.0e}·|ref| + {:.1e}·max|ref| (+ one ulp of a 16-bit gradient, + the reference's \
-         move under a log-prob error of {:.1e}); grad/bound is the largest error as a \
-         share of its bound",
+         own move under the log-prob's and the coefficients' f32 errors); grad/bound is \
+         the largest error as a share of its bound",
         compare::F32_REL,
-        compare::OF_MAX,
-        compare::LOGP_ERR
+        compare::OF_MAX
     )
 }
 

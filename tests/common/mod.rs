@@ -594,9 +594,17 @@ pub fn check_loss_with(
         let gv = g.to_f32();
         // the library's one rule (reference::compare): relative to each element, plus
         // a small share of the largest
-        let sensitivity = case.sensitivity(cfg, &logits.values(), using, rollout);
+        let sensitivity = cached_sensitivity(case, cfg, &logits.values(), using, rollout);
         let c = compare::logits_grad_with(&gv, &want.grad, g.dtype.into(), &sensitivity)
-            .unwrap_or_else(|e| panic!("{what}: grad {e} (vocab {})", case.vocab));
+            .unwrap_or_else(|e| {
+                let i = e.element().map_or(0, |e| e.index);
+                panic!(
+                    "{what}: grad {e} (vocab {}; its sensitivity {:.3e}, max|g_ref| {:.3e})",
+                    case.vocab,
+                    sensitivity.get(i).copied().unwrap_or(0.0),
+                    compare::largest_finite(&want.grad)
+                )
+            });
         grad_err = c.share();
         // rows outside the loss have exactly zero gradient
         for r in 0..case.rows() {
@@ -610,6 +618,44 @@ pub fn check_loss_with(
         }
     }
     (loss_err, grad_err)
+}
+
+/// [`LossCase::sensitivity`], once per case, configuration and logits: the tests run
+/// each on every adapter, and the reference's four extra runs are what a long batch's
+/// check costs.
+fn cached_sensitivity(
+    case: &LossCase,
+    cfg: &LossConfig,
+    x: &[f64],
+    using: Use,
+    rollout: bool,
+) -> std::sync::Arc<Vec<f64>> {
+    use std::collections::HashMap;
+    use std::hash::{Hash, Hasher};
+    use std::sync::{Arc, Mutex};
+    static CACHE: OnceLock<Mutex<HashMap<u64, Arc<Vec<f64>>>>> = OnceLock::new();
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    format!("{cfg:?} {using:?} {rollout} {}", case.vocab).hash(&mut h);
+    x.iter().for_each(|v| v.to_bits().hash(&mut h));
+    for v in [
+        &case.mask,
+        &case.adv_seq,
+        &case.adv_tok,
+        &case.old,
+        &case.refp,
+        &case.rollout,
+    ] {
+        v.iter().for_each(|x| x.to_bits().hash(&mut h));
+    }
+    case.targets.hash(&mut h);
+    let key = h.finish();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(s) = cache.lock().unwrap().get(&key) {
+        return s.clone();
+    }
+    let s = Arc::new(case.sensitivity(cfg, x, using, rollout));
+    cache.lock().unwrap().insert(key, s.clone());
+    s
 }
 
 /// Records a policy-loss call into a new encoder, submits it and reads back the

@@ -2,10 +2,11 @@
 //! suite, `check`, the benchmark's baseline check and the browser suite.
 //!
 //! For ∂L/∂logits, per element: `|g − g_ref| ≤ a·|g_ref| + b·max|g_ref| + tiny`, plus,
-//! where the caller has the batch, the reference's own move under the log-prob's f32
-//! error ([`grad_sensitivity`]); a NaN or ±Inf fails unless the reference is non-finite
-//! there too (SPEC's bad rows: a NaN where it has a NaN, the same ±Inf or a NaN where
-//! it has ±Inf). Why they hold, with u = 2^-24 the unit roundoff of f32:
+//! where the caller has the batch, the reference's own move under the f32 errors of
+//! the log-prob and of the slope's coefficients ([`grad_sensitivity`]); a NaN or ±Inf
+//! fails unless the reference is non-finite there too (SPEC's bad rows: a NaN where it
+//! has a NaN, the same ±Inf or a NaN where it has ±Inf). Why they hold, with u = 2^-24
+//! the unit roundoff of f32:
 //!
 //! The kernels compute g_v = K·[G·(1[v = y] − p_v) + γ·p_v·(z_v − μ)] (K = w/τ, G the
 //! row's slope ∂ℓ/∂logp, μ = Σ p z) as `at_target·1[v = y] + p_v·(c0 + c1x·x_v)` with
@@ -15,35 +16,42 @@
 //!   4.5e-6 at the suite's |z|, |lse| ≤ 15), exp2's few ulps, and the lse's own error,
 //!   a sum of n positive terms whose independent roundings add like a random walk
 //!   (≈ sqrt(n)·u; the worst case n·u needs every one aligned) and which the suite holds
-//!   to the log-prob tolerance 2e-5 + 1e-6·max(|z|, |lse|) ≤ 3.5e-5 (`LOGP_ERR`). G
+//!   to the log-prob tolerance 2e-5 + 1e-6·max(|z|, |lse|) ≤ 3.5e-5 ([`logp_err`]). G
 //!   carries that log-prob error again, through exp(logp − old_logp). Their sum, 7e-5,
 //!   rounded up: 1e-4, which also covers the two parts of g_v cancelling to a tenth of
 //!   their size. A 16-bit gradient is that f32 value rounded once more: half an ulp of
 //!   it, taken as one (`epsilon`).
 //! - `b`, of the largest (`OF_MAX`): where the two parts of g_v cancel further, their
 //!   errors (ε ≈ the lse's) stay those of the parts, ≈ 2ε·K·p_v·|G|, and do not shrink
-//!   with g_v; at the target, p_y − 1 leaves u·K·|G| (relative to K·|G|·(1 − p_y):
-//!   inside `a` while p_y < 0.999). The parts cancel where |G| ≈ γ·|z_v − μ|, so
-//!   relative to max|g_ref| ≥ K·|G|max·(1 − p_y) that error is ≈ 2ε·p_v·γ|z_v − μ|/|G|max:
-//!   a few 1e-9 at the measured ε ≤ 5e-6, γ ≤ 0.05 and the suite's p_v and G (the
-//!   measured worst over the suite, with a = 1e-4: 7e-9 of max|g_ref|). Not a worst case
+//!   with g_v (at the target, p_y − 1 leaves u·K·|G|: the sensitivity below). The
+//!   parts cancel where |G| ≈ γ·|z_v − μ|, so relative to max|g_ref| ≥ K·|G|max·(1 −
+//!   p_y) that error is ≈ 2ε·p_v·γ|z_v − μ|/|G|max: a few 1e-9 at the measured
+//!   ε ≤ 5e-6, γ ≤ 0.05 and the suite's p_v and G (the measured worst over the suite,
+//!   with a = 1e-4 and without the sensitivity: 7e-9 of max|g_ref|). Not a worst case
 //!   (a row of few, large probabilities with a large γ reaches ε·p_v), b is kept small
 //!   on purpose: 2^-26 ≈ 1.5e-8 holds the small entries of a row of V = 151936 (99 %
 //!   below 1e-4 of the largest) to a relative 1e-3 down to 1.7e-5 of the largest, and
 //!   to being non-zero down to 1.5e-8 of it (tests/grad_rule.rs). A caller whose rows
 //!   are degenerate (V = 1: 1 − p = 0 in f64, u·K·|G| in f32) passes its rows' scalar
 //!   coefficients as the scale ([`within_scales`]).
-//! - the sensitivity: G itself is a function of the kernels' f32 log-prob. Where its
-//!   terms cancel (a k3 KL term 1 − e^(ref − logp) near ref = logp, DRO's −A + β_D·d,
-//!   a ratio's clip bound), the log-prob's error moves G by more than `a` of it and
-//!   moves every element of the row with it, the whole batch's largest element too
-//!   (e.g. every policy term masked by the rollout correction): neither `a` nor `b`
-//!   sees that, the reference's gradient at logp ± `LOGP_ERR` does.
+//! - the sensitivity ([`grad_sensitivity`]): G itself is made in f32, of the kernels'
+//!   log-prob and of products rounded to a few u. Where its terms cancel (a k3 KL
+//!   term 1 − e^(ref − logp) near ref = logp, DRO's −A + β_D·d, −A against a KL term)
+//!   their errors are not a part of G, and move every element of the row with it, the
+//!   batch's largest element too when every row's does (every policy term masked by a
+//!   rollout correction): the reference's own move under those errors bounds it. And
+//!   each element's two terms, at_target and p_v·(c0 + c1x·x_v), carry p_v's relative
+//!   error and the coefficients' rounding whole where they cancel: a target whose p_y
+//!   is 0.998 leaves 1 − p_y to the last few u of K·G, and logits of 1e4 round z − lse
+//!   to 1e-3. Neither `a` nor `b` can see those, the terms' magnitudes do.
 //! - `tiny`: f16 keeps subnormals, 2^-24 apart: rounding to one is half of that, taken
 //!   as one step as `epsilon` is; f32 and bf16 may be flushed to zero below 2^-126 by a
 //!   GPU.
 
 use std::cmp::Ordering;
+
+mod sensitivity;
+pub use sensitivity::{grad_sensitivity, logp_err, COEF_ROUNDING};
 
 /// How a compared gradient is stored: its machine epsilon (1 to the next value) and the
 /// absolute error allowed below its normal range (see the module's comment).
@@ -163,6 +171,16 @@ pub enum Mismatch {
     OutOfBound(Element),
 }
 
+impl Mismatch {
+    /// The element that failed (none for a length).
+    pub fn element(&self) -> Option<Element> {
+        match *self {
+            Mismatch::Length { .. } => None,
+            Mismatch::NotFinite(e) | Mismatch::OutOfBound(e) => Some(e),
+        }
+    }
+}
+
 impl std::fmt::Display for Mismatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match *self {
@@ -241,46 +259,6 @@ pub fn head_grad(
     within_scales(got, want, tol, |i| {
         sum_rel * sums[i][0] + OF_MAX * gz_max * sums[i][1]
     })
-}
-
-/// The log-prob error the kernels' slope G is held to in [`logits_grad_with`]: the
-/// lse's f32 error, which the suite bounds by 2e-5 + 1e-6·max(|z|, |lse|) (≤ 3.5e-5 at
-/// |z|, |lse| ≤ 15; measured ≤ 5e-6).
-pub const LOGP_ERR: f64 = 3.5e-5;
-
-/// How far each element of the reference's ∂L/∂logits moves when every row's log-prob
-/// is off by ±[`LOGP_ERR`]: the old, ref and rollout log-probs shifted by ∓`LOGP_ERR`
-/// in its place (the loss reads the log-prob through its differences with them), the
-/// larger of the two moves. The kernels' G is a function of their f32 log-prob; where
-/// its terms cancel (a k3 KL term 1 − e^(ref − logp) near ref = logp, DRO's
-/// −A + β_D·d) its error is that log-prob error times this sensitivity, not a part of
-/// G, and where a clip bound lies within the log-prob error either side is right.
-pub fn grad_sensitivity(
-    cfg: &crate::config::LossConfig,
-    b: &super::Batch<'_>,
-    rollout_logp: Option<&[f64]>,
-) -> crate::Result<Vec<f64>> {
-    let base = super::policy_loss_with(cfg, b, rollout_logp)?;
-    let mut out = vec![0.0f64; base.grad.len()];
-    for step in [LOGP_ERR, -LOGP_ERR] {
-        let shift = |v: &[f64]| v.iter().map(|x| x - step).collect::<Vec<_>>();
-        let (old, refp) = (b.old_logp.map(shift), b.ref_logp.map(shift));
-        let roll = rollout_logp.map(shift);
-        let batch = super::Batch {
-            old_logp: old.as_deref(),
-            ref_logp: refp.as_deref(),
-            ..*b
-        };
-        let moved = super::policy_loss_with(cfg, &batch, roll.as_deref())?;
-        for (o, (m, g)) in out.iter_mut().zip(moved.grad.iter().zip(&base.grad)) {
-            let d = (m - g).abs();
-            // a non-finite move (a bad row) widens nothing
-            if d.is_finite() {
-                *o = o.max(d);
-            }
-        }
-    }
-    Ok(out)
 }
 
 /// [`logits_grad`] with each element's [`grad_sensitivity`] added to its bound.
