@@ -44,6 +44,24 @@ fn to_u32(arg: &'static str, what: &str, v: u64) -> Result<u32> {
     u32::try_from(v).map_err(|_| Error::arg(arg, format!("{what} {v} does not fit 32 bits")))
 }
 
+/// The dispatch grid of `p` in tiles of `tile` × `tile`, within the device's limit.
+fn workgroups(p: &Product<'_>, tile: u32, limits: &wgpu::Limits) -> Result<(u32, u32)> {
+    let groups = (p.n.div_ceil(tile), p.m.div_ceil(tile));
+    let most = limits.max_compute_workgroups_per_dimension;
+    if groups.0.max(groups.1) > most {
+        let arg = if groups.0 > most { p.b.arg } else { p.a.arg };
+        return Err(Error::arg(
+            arg,
+            format!(
+                "a {} × {} product needs {} × {} workgroups of {tile} × {tile}; the device \
+                 dispatches at most {most} a dimension",
+                p.m, p.n, groups.1, groups.0
+            ),
+        ));
+    }
+    Ok(groups)
+}
+
 /// Records the product: one workgroup per tile of C (128 × 128 on GPUs, 32 × 32 on CPU
 /// adapters).
 pub(crate) fn record(
@@ -115,19 +133,7 @@ pub(crate) fn record(
         super::entry(2, b_bind),
         super::entry(3, c_bind),
     ];
-    let groups = (p.n.div_ceil(tile), p.m.div_ceil(tile));
-    let most = limits.max_compute_workgroups_per_dimension;
-    if groups.0.max(groups.1) > most {
-        let arg = if groups.0 > most { p.b.arg } else { p.a.arg };
-        return Err(Error::arg(
-            arg,
-            format!(
-                "a {} × {} product needs {} × {} workgroups of {tile} × {tile}; the device \
-                 dispatches at most {most} a dimension",
-                p.m, p.n, groups.1, groups.0
-            ),
-        ));
-    }
+    let groups = workgroups(p, tile, &limits)?;
     dispatch(ctx, encoder, "matmul", &pipeline, &entries, groups)
 }
 
