@@ -121,7 +121,10 @@ fn fusion_gives_the_same_bits() {
         .iter()
         .map(|(name, device)| format!("{name}: {:?}\n", fingerprint(device)))
         .collect();
-    assert!(!text.is_empty() && again == text, "the fingerprint changed run to run");
+    assert!(
+        !text.is_empty() && again == text,
+        "the fingerprint changed run to run"
+    );
     std::fs::write(dir.join(mine), &text).unwrap();
     if std::env::var_os("WGPU_POLICY_LOSS_BURN_COMPARE").is_some() {
         let theirs = std::fs::read_to_string(dir.join(other)).unwrap_or_else(|e| {
