@@ -1657,7 +1657,10 @@ fn compare_loss(what: &str, plan: &LossPlan, after: &[Vec<u8>]) -> Result<(), St
             .map(|j| elem_at(bytes, gd, s + j) as f32)
             .collect();
         let w = &want.grad[(r * vocab) as usize..(r * vocab) as usize + n];
-        let row_scale = scale.max(bounds[r as usize]);
+        // the row's coefficients are rounded to a few u each (COEF_ROUNDING) before they
+        // meet: where 1 − p cancels they are the whole element, so they count at that
+        // size, not at b's
+        let row_scale = scale.max(bounds[r as usize] * compare::COEF_ROUNDING / compare::OF_MAX);
         compare::within_scales(&got, w, tol, |_| row_scale).map_err(|e| {
             format!(
                 "{what}: grad row {r} ({gd}): {e} (mask {}, target {})",
