@@ -41,16 +41,19 @@ build_bundle() {
     root="$(cd "$(dirname "$0")/.." && pwd)"
     command -v cargo >/dev/null || { echo "gpu-report: no cargo here; build elsewhere with --pack, then run with --bin-dir" >&2; exit 2; }
     mkdir -p "$dest/bin" "$dest/tests"
-    # where cargo put the binary (CARGO_TARGET_DIR or target/), from its own report
-    local cli
-    cli=$(cd "$root" && cargo build --release --bin wgpu-policy-loss --message-format=json |
+    # one build for the CLI and the test executables, the one `cargo test --release`
+    # makes: a lone `cargo build --bin` would resolve the features without the
+    # dev-dependencies' and rebuild naga, wgpu and the crate. Paths from cargo's own
+    # report (CARGO_TARGET_DIR or target/)
+    local report cli exes
+    report=$(cd "$root" && cargo test --release --no-run --message-format=json 2>/dev/null)
+    cli=$(grep '"kind":\["bin"\]' <<<"$report" | grep '"name":"wgpu-policy-loss"' |
+        grep '"profile":{[^}]*"test":false' |
         sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
-    [ -n "$cli" ] && [ -x "$cli" ] || { echo "gpu-report: cargo build of the CLI failed" >&2; exit 1; }
+    [ -n "$cli" ] && [ -x "$cli" ] || { echo "gpu-report: cargo did not build the CLI" >&2; exit 1; }
     cp "$cli" "$dest/bin/"
     # each test target's executable, by the name of its file (tests/cli.rs -> cli)
-    local exes
-    exes=$(cd "$root" && cargo test --release --no-run --message-format=json 2>/dev/null |
-        grep '"profile":{[^}]*"test":true' |
+    exes=$(grep '"profile":{[^}]*"test":true' <<<"$report" |
         sed -n 's/.*"target":{[^}]*"name":"\([^"]*\)".*"executable":"\([^"]*\)".*/\1 \2/p')
     [ -n "$exes" ] || { echo "gpu-report: cargo test --no-run built nothing" >&2; exit 1; }
     while read -r name exe; do

@@ -6,7 +6,7 @@ use burn::backend::Dispatch;
 use burn::tensor::{DType, Device, FloatDType, Int, IntDType, Tensor};
 use wgpu_policy_loss::{AdvantageEstimator, LossConfig, Metrics};
 
-use crate::backend::{AdvantagesOp, LossOp, PolicyLossBackend, Positions, RowInputs};
+use crate::backend::{AdvantagesOp, CallId, LossOp, PolicyLossBackend, Positions, RowInputs};
 use crate::device;
 use crate::error::{Error, Result};
 
@@ -123,8 +123,9 @@ pub fn policy_loss(
         extras,
         config,
     )?;
+    let id = call.op.call;
     let r = Dispatch::policy_loss(logits.into_dispatch(), call.rows, call.op);
-    finish(&call.device, v, [r.loss, r.logprobs, r.entropy, r.metrics])
+    finish(id, v, [r.loss, r.logprobs, r.entropy, r.metrics])
 }
 
 /// The policy loss straight from hidden states `[B, S, H]` and the lm-head weight
@@ -169,8 +170,9 @@ pub fn policy_loss_head(
         config,
     )?;
     let (h, w) = (hidden.into_dispatch(), weight.into_dispatch());
+    let id = call.op.call;
     let r = Dispatch::policy_loss_head(h, w, call.rows, call.op);
-    finish(&call.device, v, [r.loss, r.logprobs, r.entropy, r.metrics])
+    finish(id, v, [r.loss, r.logprobs, r.entropy, r.metrics])
 }
 
 /// Advantages `[N]` from rewards `[N]`, one per sequence, in groups of `group_size`
@@ -199,7 +201,6 @@ pub fn advantages(
 
 /// The checked, converted per-row tensors of a call, and its op.
 struct Call {
-    device: Device,
     rows: RowInputs<Dispatch>,
     op: LossOp,
 }
@@ -217,6 +218,11 @@ impl Call {
     ) -> Result<Call> {
         let (ctx, pool) = device::context_of(arg, device)?;
         pool.loss(&ctx, config)?;
+        // here, not where the op executes: a missing input is the caller's error at once
+        config.check_optional_inputs(
+            extras.ref_logprobs.is_some(),
+            extras.rollout_logprobs.is_some(),
+        )?;
         let r = check_positions(extras.positions, b, s)?;
         shape(
             "targets",
@@ -260,6 +266,7 @@ impl Call {
             has_rollout: extras.rollout_logprobs.is_some(),
             want_grad: true,
             chunk_rows: extras.chunk_rows,
+            call: CallId::next(),
         };
         let advantages = to_f32("advantages", advantages)?;
         let [old_logprobs, ref_logprobs, rollout_logprobs] = extra.map(Tensor::into_dispatch);
@@ -271,8 +278,7 @@ impl Call {
             ref_logprobs,
             rollout_logprobs,
         };
-        let device = device.clone();
-        Ok(Call { device, rows, op })
+        Ok(Call { rows, op })
     }
 }
 
@@ -352,7 +358,7 @@ fn ids(t: Tensor<2, Int>) -> Result<Tensor<2, Int>> {
 
 /// Wraps the results and checks the metrics.
 fn finish(
-    device: &Device,
+    call: CallId,
     vocab: usize,
     [loss, logp, ent, metrics]: [burn::backend::DispatchTensor; 4],
 ) -> Result<PolicyLossOutput> {
@@ -361,7 +367,7 @@ fn finish(
         .into_data()
         .try_into_vec::<f32>()
         .map_err(|e| Error::Burn(format!("the metrics did not read back: {e:?}")))?;
-    if let Some(e) = device::take_error(device) {
+    if let Some(e) = device::take_error(call) {
         return Err(e.into());
     }
     let metrics = Metrics::from_slice(&values);

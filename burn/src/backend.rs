@@ -88,6 +88,23 @@ pub struct LossOp {
     pub want_grad: bool,
     /// Head calls: the logits rows made at once (`None`: the library's default).
     pub chunk_rows: Option<u32>,
+    /// Which checked call an execution's error goes back to.
+    pub call: CallId,
+}
+
+/// Names one checked call, so that an error met where the op executes reaches that
+/// call and no other: with Fusion the op runs lazily, on whichever thread drains the
+/// stream, after or between other calls on the device. [`CallId::default`] (0) is a
+/// call nobody checks: its error is dropped and its f32 results are NaN.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct CallId(u64);
+
+impl CallId {
+    /// A fresh id, never given out before in this process.
+    pub fn next() -> Self {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        CallId(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+    }
 }
 
 /// Advantages from rewards, one per sequence, in groups of `group_size` consecutive

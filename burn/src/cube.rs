@@ -15,7 +15,7 @@ use wgpu_policy_loss::{
 };
 
 use crate::backend::{
-    AdvantagesOp, HeadResults, LossOp, LossResults, PolicyLossBackend, RowInputs,
+    AdvantagesOp, CallId, HeadResults, LossOp, LossResults, PolicyLossBackend, RowInputs,
 };
 use crate::borrow::{self, copy_out, Borrowed, Staged};
 use crate::device;
@@ -143,9 +143,13 @@ pub(crate) fn encoder(ctx: &Context) -> wgpu::CommandEncoder {
 
 /// The results where a call failed (f32 ones NaN), and the error kept for the checked
 /// caller, which returns it instead of any of them.
-fn failed<const N: usize>(like: &CubeTensor, specs: [Spec; N], e: Error) -> [CubeTensor; N] {
+fn failed<const N: usize>(
+    like: &CubeTensor,
+    specs: [Spec; N],
+    (call, e): (CallId, Error),
+) -> [CubeTensor; N] {
     use burn::backend::ops::FloatTensorOps;
-    device::record_error(&like.device, e);
+    device::record_error(call, e);
     specs.map(|(shape, dtype)| match dtype {
         BurnDType::F32 => {
             CubeBackend::float_full(shape, f32::NAN.into(), &like.device, dtype.into())
@@ -291,7 +295,7 @@ impl PolicyLossBackend for CubeBackend {
         let like = logits.clone();
         let [loss, logprobs, entropy, metrics, grad] =
             loss_forward(logits, rows, &op, specs.clone())
-                .unwrap_or_else(|err| failed(&like, specs, err));
+                .unwrap_or_else(|err| failed(&like, specs, (op.call, err)));
         LossResults {
             loss,
             logprobs,
@@ -311,7 +315,7 @@ impl PolicyLossBackend for CubeBackend {
         let like = hidden.clone();
         let [loss, logprobs, entropy, metrics, grad_hidden, grad_weight] =
             crate::head::forward(hidden, weight, rows, &op, specs.clone())
-                .unwrap_or_else(|err| failed(&like, specs, err));
+                .unwrap_or_else(|err| failed(&like, specs, (op.call, err)));
         HeadResults {
             loss,
             logprobs,
@@ -326,7 +330,7 @@ impl PolicyLossBackend for CubeBackend {
         let spec = (rewards.meta.shape().clone(), BurnDType::F32);
         let like = rewards.clone();
         advantages_forward(rewards, op, spec.clone())
-            .unwrap_or_else(|err| failed(&like, [spec], err)[0].clone())
+            .unwrap_or_else(|err| failed(&like, [spec], (CallId::default(), err))[0].clone())
     }
 }
 

@@ -14,16 +14,15 @@ use burn::backend::{CubeDevice, DispatchDevice};
 use burn::tensor::Device;
 use wgpu_policy_loss::{wgpu, Context};
 
+use crate::backend::CallId;
 use crate::error::{Error, Result};
 use crate::pool::Pool;
 
-/// A registered device: the library's context on it, and the first error a lazy
-/// (Fusion) execution met, for the next checked call to return.
+/// A registered device: the library's context on it, and what its calls reuse.
 struct Entry {
     device: WgpuDevice,
     ctx: Context,
     pool: Arc<Pool>,
-    error: Option<wgpu_policy_loss::Error>,
 }
 
 static REGISTRY: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
@@ -58,7 +57,6 @@ pub fn register(device: &Device, setup: &WgpuSetup) -> Result<()> {
             device: wgpu_device,
             ctx,
             pool: Arc::default(),
-            error: None,
         });
     });
     Ok(())
@@ -127,66 +125,35 @@ pub(crate) fn context_of(arg: &'static str, device: &Device) -> Result<(Context,
     })
 }
 
-thread_local! {
-    /// The first error of a call that ran on this thread (every call does without
-    /// Fusion, and with it where the stream executes on the reading thread).
-    static ERROR: std::cell::RefCell<Option<wgpu_policy_loss::Error>> = const { std::cell::RefCell::new(None) };
-}
+/// Errors an execution met, by the call they belong to, until that call takes its own.
+/// A call that failed before its read-back never takes it; the oldest go first.
+static ERRORS: Mutex<Vec<(CallId, wgpu_policy_loss::Error)>> = Mutex::new(Vec::new());
 
-/// Keeps the first error an execution met for the thread's next checked call; with
-/// Fusion, whose stream may execute on another thread, for the next on `device` too.
-pub(crate) fn record_error(device: &CubeDevice, error: wgpu_policy_loss::Error) {
-    let kept = ERROR.with(|e| {
-        let mut e = e.borrow_mut();
-        if e.is_some() {
-            return true;
-        }
-        *e = cfg!(feature = "fusion")
-            .then(|| copy(&error))
-            .or(Some(error));
-        false
-    });
-    let CubeDevice::Wgpu(d) = device else {
+/// Errors kept at most: far more calls than can be in flight between a call and its
+/// read-back.
+const KEPT_ERRORS: usize = 256;
+
+/// Keeps the error an execution of `call` met, for the call's own read-back.
+pub(crate) fn record_error(call: CallId, error: wgpu_policy_loss::Error) {
+    if call == CallId::default() {
         return;
-    };
-    if cfg!(feature = "fusion") && !kept {
-        let error = ERROR.with(|e| e.borrow().as_ref().map(copy));
-        with_registry(|r| {
-            if let (Some(e), Some(error)) = (r.iter_mut().find(|e| e.device == *d), error) {
-                e.error.get_or_insert(error);
-            }
-        });
     }
+    let mut errors = ERRORS.lock().unwrap_or_else(PoisonError::into_inner);
+    if errors.iter().any(|(c, _)| *c == call) {
+        return;
+    }
+    if errors.len() == KEPT_ERRORS {
+        errors.remove(0);
+    }
+    errors.push((call, error));
 }
 
-/// The library's error is not `Clone`; its message and argument are what a caller sees.
-fn copy(e: &wgpu_policy_loss::Error) -> wgpu_policy_loss::Error {
-    match e {
-        wgpu_policy_loss::Error::InvalidArgument { arg, reason } => {
-            wgpu_policy_loss::Error::InvalidArgument {
-                arg,
-                reason: reason.clone(),
-            }
-        }
-        other => wgpu_policy_loss::Error::Wgpu(other.to_string()),
-    }
-}
-
-/// Takes the error [`record_error`] kept for this thread, or else (Fusion) for
-/// `device`.
-pub(crate) fn take_error(device: &Device) -> Option<wgpu_policy_loss::Error> {
-    if let Some(e) = ERROR.with(|e| e.borrow_mut().take()) {
-        if cfg!(feature = "fusion") {
-            let d = wgpu_device_of(device)?;
-            with_registry(|r| r.iter_mut().find(|e| e.device == d).map(|e| e.error.take()));
-        }
-        return Some(e);
-    }
-    if !cfg!(feature = "fusion") {
-        return None;
-    }
-    let d = wgpu_device_of(device)?;
-    with_registry(|r| r.iter_mut().find(|e| e.device == d)?.error.take())
+/// Takes the error [`record_error`] kept for `call`, once the call's results are read
+/// (which runs the op where Fusion holds it back).
+pub(crate) fn take_error(call: CallId) -> Option<wgpu_policy_loss::Error> {
+    let mut errors = ERRORS.lock().unwrap_or_else(PoisonError::into_inner);
+    let at = errors.iter().position(|(c, _)| *c == call)?;
+    Some(errors.remove(at).1)
 }
 
 fn wgpu_device_of(device: &Device) -> Option<WgpuDevice> {

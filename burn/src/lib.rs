@@ -36,7 +36,7 @@ pub use api::{
     advantages, policy_loss, policy_loss_head, Advantages, LossExtras, PolicyLossOutput,
 };
 pub use backend::{
-    AdvantagesOp, HeadResults, LossOp, LossResults, PolicyLossBackend, Positions, RowInputs,
+    AdvantagesOp, CallId, HeadResults, LossOp, LossResults, PolicyLossBackend, Positions, RowInputs,
 };
 pub use device::{from_adapter, init, init_with, register};
 pub use error::{Error, Result};

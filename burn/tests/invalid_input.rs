@@ -179,3 +179,74 @@ fn bad_values_and_configurations_name_them() {
         expect(e.to_string(), "group_size");
     }
 }
+
+/// Calls on one device from several threads at once, a third of them failing where
+/// the op executes (a head call with `chunk_rows` 0), a third on a bad id: each call
+/// returns its own outcome. With Fusion the op runs lazily, on whichever thread
+/// drains the stream, so an error kept by device or by thread would reach a
+/// neighbour's call.
+#[test]
+fn concurrent_calls_get_their_own_errors() {
+    for (name, d) in devices() {
+        std::thread::scope(|scope| {
+            for t in 0..4 {
+                let d = d.clone();
+                scope.spawn(move || {
+                    for i in 0..6 {
+                        match (t + i) % 3 {
+                            0 => expect(head_with_no_chunk_rows(&d), "chunk_rows"),
+                            1 => {
+                                let e = error(&d, |a| {
+                                    a.ids = Tensor::from_data(
+                                        TensorData::new(
+                                            vec![0, 1, 2, 3, 4, 99, 6, 7, 8, 9],
+                                            [2, 5],
+                                        ),
+                                        &d,
+                                    )
+                                });
+                                expect(e.clone(), "targets");
+                                assert!(e.contains("row 5"), "{name}: {e}");
+                            }
+                            _ => {
+                                let case = Case::new(t + i, (2, 5, 11), Positions::Aligned);
+                                let out = policy_loss(
+                                    case.logits(&d, FloatDType::F32),
+                                    case.ids(&d),
+                                    case.mask(&d),
+                                    case.advantages(&d),
+                                    case.extras(&d),
+                                    &LossConfig::default(),
+                                )
+                                .unwrap_or_else(|e| panic!("{name}: a valid call failed: {e}"));
+                                let loss = common::values(out.loss);
+                                assert!(loss[0].is_finite(), "{name}: loss {loss:?}");
+                            }
+                        }
+                    }
+                });
+            }
+        });
+    }
+}
+
+/// The error of a head call asked to make its logits 0 rows at a time, which the op
+/// finds where it executes.
+fn head_with_no_chunk_rows(d: &burn::tensor::Device) -> String {
+    let case = Case::new(9, (2, 5, 11), Positions::Aligned);
+    let hidden = Tensor::<3>::ones([2, 5, 4], d);
+    let weight = Tensor::<2>::ones([11, 4], d);
+    let extras = case.extras(d).with_chunk_rows(0);
+    match wgpu_policy_loss_burn::policy_loss_head(
+        hidden,
+        weight,
+        case.ids(d),
+        case.mask(d),
+        case.advantages(d),
+        extras,
+        &LossConfig::default(),
+    ) {
+        Ok(_) => panic!("a head call with chunk_rows 0 succeeded"),
+        Err(e) => e.to_string(),
+    }
+}

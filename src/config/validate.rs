@@ -5,6 +5,22 @@ use super::*;
 use crate::error::{Error, Result};
 
 impl LossConfig {
+    /// Checks that the optional per-row inputs the configuration reads are given: the
+    /// reference log-probs for a KL term, the sampler's for a rollout correction. The
+    /// error names the missing input.
+    pub fn check_optional_inputs(&self, has_ref: bool, has_rollout: bool) -> Result<()> {
+        if self.kl_coef != 0.0 && !has_ref {
+            return Err(Error::arg("ref_logprobs", "required when kl_coef is not 0"));
+        }
+        if self.rollout_correction.is_some() && !has_rollout {
+            return Err(Error::arg(
+                "rollout_logprobs",
+                "required by the rollout correction (rollout_correction is set)",
+            ));
+        }
+        Ok(())
+    }
+
     /// Checks every value; the error names the field.
     pub fn validate(&self) -> Result<()> {
         positive("temperature", self.temperature)?;

@@ -286,18 +286,13 @@ fn row_inputs<'a>(
     if let Some(v) = &inputs.ref_logprobs {
         v.validate("ref_logprobs", rows)?;
     }
-    if cfg.kl_coef != 0.0 && inputs.ref_logprobs.is_none() {
-        return Err(Error::arg("ref_logprobs", "required when kl_coef is not 0"));
-    }
+    cfg.check_optional_inputs(
+        inputs.ref_logprobs.is_some(),
+        part.rollout_logprobs.is_some(),
+    )?;
     // the sampler's log-probs serve the rollout correction and the off-policy mask
-    let rollout = match (cfg.rollout_correction, part.rollout_logprobs) {
-        (Some(_), None) => {
-            return Err(Error::arg(
-                "rollout_logprobs",
-                "required by the rollout correction (rollout_correction is set)",
-            ))
-        }
-        (_, Some(v)) if cfg.reads_rollout_logp() => {
+    let rollout = match part.rollout_logprobs {
+        Some(v) if cfg.reads_rollout_logp() => {
             v.validate("rollout_logprobs", rows)?;
             Some(v)
         }

@@ -241,15 +241,7 @@ fn check_batch(cfg: &LossConfig, b: &Batch<'_>, rollout_logp: Option<&[f64]>) ->
             "needs one value per sequence or per row",
         ));
     }
-    if cfg.kl_coef != 0.0 && b.ref_logp.is_none() {
-        return Err(Error::arg("ref_logprobs", "required when kl_coef is not 0"));
-    }
-    if cfg.rollout_correction.is_some() && rollout_logp.is_none() {
-        return Err(Error::arg(
-            "rollout_logprobs",
-            "required by the rollout correction",
-        ));
-    }
+    cfg.check_optional_inputs(b.ref_logp.is_some(), rollout_logp.is_some())?;
     match (0..rows).find(|&r| mask_in(b.mask[r]) && b.targets[r] as usize >= v) {
         Some(r) => Err(Error::TargetOutOfRange {
             row: r,
