@@ -320,8 +320,7 @@ fn head_names_bad_arguments() {
 #[test]
 fn head_reads_strided_views_and_writes_strided_gradients() {
     use wgpu_policy_loss::{
-        Advantages, F32View, HeadGradients, HeadInputs, LogitsView, LossBuffers, MatrixView,
-        PolicyLoss, TargetsView,
+        F32View, HeadGradients, LogitsView, LossBuffers, MatrixView, PolicyLoss,
     };
     let hc = HeadCase::new(71, (2, 6, 90, 10), DType::Bf16);
     let (b, s, prompt, h) = (2u32, 9u32, 3u32, 10u32);
@@ -346,15 +345,7 @@ fn head_reads_strided_views_and_writes_strided_gradients() {
         let buf = |bytes: &[u8]| ctx.upload("t", bytes);
         let hid = buf(bytemuck::cast_slice(&full));
         let w = buf(hc.lm_head.bytes());
-        let (y, m) = (
-            buf(bytemuck::cast_slice(&c.targets)),
-            buf(bytemuck::cast_slice(&c.mask)),
-        );
-        let (a, o) = (
-            buf(bytemuck::cast_slice(&c.adv_seq)),
-            buf(bytemuck::cast_slice(&c.old)),
-        );
-        let r = buf(bytemuck::cast_slice(&c.refp));
+        let per_row = c.upload_rows(ctx);
         let gh = ctx.buffer(
             "gh",
             256 + 12 * 16 * 4,
@@ -369,16 +360,10 @@ fn head_reads_strided_views_and_writes_strided_gradients() {
         );
         let hidden =
             MatrixView::from_rows(LogitsView::response(&hid, DType::Bf16, b, s, h, prompt, 6));
-        let inputs = HeadInputs::new(
-            hidden,
-            MatrixView::new(&w, DType::Bf16, 90, h),
-            TargetsView::new(&y).with_sequences(6, 6),
-            F32View::new(&m),
-            Advantages::PerSequence(F32View::new(&a)),
-        )
-        .with_old_logprobs(F32View::new(&o))
-        .with_ref_logprobs(F32View::new(&r))
-        .with_chunk_rows(5);
+        let inputs = per_row
+            .head_inputs(hidden, MatrixView::new(&w, DType::Bf16, 90, h), 6)
+            .with_ref_logprobs(F32View::new(&per_row.refp))
+            .with_chunk_rows(5);
         // ∂L/∂h rows 16 apart from byte 256
         let gh_view = MatrixView::from_rows(
             LogitsView::new(&gh, DType::F32, 12, h)

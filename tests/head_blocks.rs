@@ -134,15 +134,7 @@ fn run_blocks(
             buf(&hc.lm_head.bytes()[at - len..at])
         })
         .collect();
-    let (y, m) = (
-        buf(bytemuck::cast_slice(&c.targets)),
-        buf(bytemuck::cast_slice(&c.mask)),
-    );
-    let (a, o) = (
-        buf(bytemuck::cast_slice(&c.adv_seq)),
-        buf(bytemuck::cast_slice(&c.old)),
-    );
-    let r = buf(bytemuck::cast_slice(&c.refp));
+    let per_row = c.upload_rows(ctx);
     let usage = BufferUsages::STORAGE | BufferUsages::COPY_SRC;
     let gh = ctx.buffer("gh", (rows * H) as u64 * 4, usage);
     let g_bufs: Vec<wgpu::Buffer> = sizes.iter().map(|&n| ctx.buffer("gw", n, usage)).collect();
@@ -163,16 +155,10 @@ fn run_blocks(
         .collect();
     let hidden = MatrixView::new(&hid, wd, rows, H)
         .with_sequences(c.rows_per_seq, (c.rows_per_seq * H) as u64);
-    let inputs = HeadInputs::new(
-        hidden,
-        VocabBlocks::Blocks(&w),
-        TargetsView::new(&y).with_sequences(c.rows_per_seq, c.rows_per_seq as u64),
-        F32View::new(&m),
-        Advantages::PerSequence(F32View::new(&a)),
-    )
-    .with_old_logprobs(F32View::new(&o))
-    .with_ref_logprobs(F32View::new(&r))
-    .with_chunk_rows(7);
+    let inputs = per_row
+        .head_inputs(hidden, VocabBlocks::Blocks(&w), c.rows_per_seq)
+        .with_ref_logprobs(F32View::new(&per_row.refp))
+        .with_chunk_rows(7);
     let grads = HeadGradients {
         hidden: Some(MatrixView::new(&gh, DType::F32, rows, H)),
         lm_head: Some(VocabBlocks::Blocks(&gw)),

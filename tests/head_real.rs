@@ -20,8 +20,8 @@ use wgpu_policy_loss::half::bf16;
 use wgpu_policy_loss::reference::LossOutput;
 use wgpu_policy_loss::wgpu::{self, BufferUsages};
 use wgpu_policy_loss::{
-    Advantages, Context, DType, F32View, HeadGradients, HeadInputs, HostHeadLoss, LossBuffers,
-    LossConfig, MatrixView, PolicyLoss, TargetsView, VocabBlocks,
+    Context, DType, HeadGradients, HostHeadLoss, LossBuffers, LossConfig, MatrixView, PolicyLoss,
+    VocabBlocks,
 };
 
 const V: u32 = 152_064;
@@ -194,14 +194,7 @@ fn device_run(ctx: &Context, hc: &HeadCase, want: &Want, dtype: DType) {
     let t = Instant::now();
     let buf = |bytes: &[u8]| ctx.upload("t", bytes);
     let (hid, w) = (buf(hc.hidden.bytes()), buf(hc.lm_head.bytes()));
-    let (y, m) = (
-        buf(bytemuck::cast_slice(&c.targets)),
-        buf(bytemuck::cast_slice(&c.mask)),
-    );
-    let (a, o) = (
-        buf(bytemuck::cast_slice(&c.adv_seq)),
-        buf(bytemuck::cast_slice(&c.old)),
-    );
+    let per_row = c.upload_rows(ctx);
     let usage = BufferUsages::STORAGE | BufferUsages::COPY_SRC;
     let size = |rows: u32| (rows as u64 * H as u64 * dtype.size()).div_ceil(4) * 4;
     let gh = ctx.buffer("gh", ROWS as u64 * H as u64 * 4, usage);
@@ -214,14 +207,12 @@ fn device_run(ctx: &Context, hc: &HeadCase, want: &Want, dtype: DType) {
         .zip(USER_BLOCKS)
         .map(|(b, n)| MatrixView::new(b, dtype, n, H))
         .collect();
-    let inputs = HeadInputs::new(
+    // one sequence of ROWS rows
+    let inputs = per_row.head_inputs(
         MatrixView::new(&hid, DType::Bf16, ROWS, H),
         MatrixView::new(&w, DType::Bf16, V, H),
-        TargetsView::new(&y),
-        F32View::new(&m),
-        Advantages::PerSequence(F32View::new(&a)),
-    )
-    .with_old_logprobs(F32View::new(&o));
+        ROWS,
+    );
     let grads = HeadGradients {
         hidden: Some(MatrixView::new(&gh, DType::F32, ROWS, H)),
         lm_head: Some(VocabBlocks::Blocks(&views)),

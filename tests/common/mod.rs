@@ -254,6 +254,36 @@ pub fn bits(r: &wgpu_policy_loss::RowStatsHost) -> Vec<[u32; 3]> {
         .collect()
 }
 
+/// A [`LossCase`]'s per-row inputs on the device.
+pub struct RowBuffers {
+    pub targets: wgpu_policy_loss::wgpu::Buffer,
+    pub mask: wgpu_policy_loss::wgpu::Buffer,
+    pub adv_seq: wgpu_policy_loss::wgpu::Buffer,
+    pub old: wgpu_policy_loss::wgpu::Buffer,
+    pub refp: wgpu_policy_loss::wgpu::Buffer,
+}
+
+impl RowBuffers {
+    /// A head call's inputs on these rows (`rows_per_seq` a sequence, one advantage a
+    /// sequence, the old log-probs; the reference ones are the caller's to add).
+    pub fn head_inputs<'a>(
+        &'a self,
+        hidden: wgpu_policy_loss::MatrixView<'a>,
+        lm_head: impl Into<wgpu_policy_loss::VocabBlocks<'a>>,
+        rows_per_seq: u32,
+    ) -> wgpu_policy_loss::HeadInputs<'a> {
+        use wgpu_policy_loss::{Advantages, F32View, HeadInputs, TargetsView};
+        HeadInputs::new(
+            hidden,
+            lm_head,
+            TargetsView::new(&self.targets).with_sequences(rows_per_seq, rows_per_seq as u64),
+            F32View::new(&self.mask),
+            Advantages::PerSequence(F32View::new(&self.adv_seq)),
+        )
+        .with_old_logprobs(F32View::new(&self.old))
+    }
+}
+
 /// A batch for the loss tests: `seqs` sequences of `rows_per_seq` rows, vocab `vocab`.
 /// Sequence 1 is entirely masked out (an empty sequence), a few other rows too, and
 /// every masked-out row has a token id outside the vocabulary (allowed there).
@@ -351,6 +381,19 @@ impl LossCase {
             old,
             refp,
             rollout,
+        }
+    }
+
+    /// The per-row inputs a device-API test binds: ids, mask, per-sequence advantages,
+    /// old and reference log-probs, a buffer each.
+    pub fn upload_rows(&self, ctx: &Context) -> RowBuffers {
+        let up = |v: &[u8]| ctx.upload("case rows", v);
+        RowBuffers {
+            targets: up(bytemuck::cast_slice(&self.targets)),
+            mask: up(bytemuck::cast_slice(&self.mask)),
+            adv_seq: up(bytemuck::cast_slice(&self.adv_seq)),
+            old: up(bytemuck::cast_slice(&self.old)),
+            refp: up(bytemuck::cast_slice(&self.refp)),
         }
     }
 
