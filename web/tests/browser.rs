@@ -192,6 +192,14 @@ async fn policy_loss_in_every_mode_aggregation_and_dtype() {
                     .unwrap_or_else(|e| panic!("{what}: grad {e} (vocab {v})"));
                 let share = c.share();
                 grad_err = compare::max_err(grad_err, share);
+                // the same comparison fails where the result has a NaN or ±Inf
+                let mut bad = g.to_f32();
+                let at = bad.len() / 2;
+                for x in [f32::NAN, f32::INFINITY] {
+                    bad[at] = x;
+                    let r = compare::logits_grad_with(&bad, &want.grad, g.dtype.into(), &s);
+                    assert!(r.is_err(), "{what}: a {x} at {at} passed");
+                }
             }
         }
     }
@@ -388,7 +396,7 @@ async fn the_head_runs_where_the_logits_exceed_the_largest_buffer() {
     let (mut loss, mut dh, mut dw) = (0f64, vec![0f64; rows * h], vec![0f64; vocab * h]);
     // each element's magnitudes for the rule (reference::head_magnitudes, a row at a time)
     let (mut sh, mut sw) = (vec![[0f64; 2]; rows * h], vec![[0f64; 2]; vocab * h]);
-    let (mut logp_err, mut gz_max) = (0f64, 0f64);
+    let (mut want_logp, mut gz_max) = (Vec::new(), 0f64);
     for row in 0..rows {
         let hr = &hidden[row * h..(row + 1) * h];
         let x: Vec<f64> = (0..vocab)
@@ -398,7 +406,7 @@ async fn the_head_runs_where_the_logits_exceed_the_largest_buffer() {
         if mask[row] == 0.0 {
             continue;
         }
-        logp_err = compare::max_err(logp_err, (got.loss.logprobs[row] as f64 - s.logp).abs());
+        want_logp.push((row, s.logp));
         loss -= 0.7 * s.logp / n;
         let c = -0.7 / n;
         for (v, &xv) in x.iter().enumerate() {
@@ -415,6 +423,16 @@ async fn the_head_runs_where_the_logits_exceed_the_largest_buffer() {
             }
         }
     }
+    let logp_worst = |lp: &[f32]| {
+        want_logp.iter().fold(0f64, |e, &(row, w)| {
+            compare::max_err(e, (lp[row] as f64 - w).abs())
+        })
+    };
+    let logp_err = logp_worst(&got.loss.logprobs);
+    let mut bad = got.loss.logprobs.clone();
+    bad[want_logp[want_logp.len() / 2].0] = f32::NAN;
+    let worst = logp_worst(&bad);
+    assert!(worst.is_nan() || worst > 1e-3, "a NaN log-prob passed");
     console_log!(
         "head: loss {} vs {loss}, max |logp err| {logp_err:.2e}",
         got.loss.metrics.loss
@@ -430,5 +448,11 @@ async fn the_head_runs_where_the_logits_exceed_the_largest_buffer() {
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         let share = c.share();
         console_log!("head: {name} largest error {share:.2} of its bound");
+        // and fails where the result has a NaN
+        let mut bad = g.to_f32();
+        let at = bad.len() - 1;
+        bad[at] = f32::NAN;
+        let r = compare::head_grad(&bad, want, g.dtype.into(), n, gz_max, sums);
+        assert!(r.is_err(), "{name}: a NaN at {at} passed");
     }
 }
