@@ -2,7 +2,7 @@
 // rows, in a fixed order (lane i takes rows i, i + WG_SIZE, ..., then a fixed tree), so
 // the loss is bitwise reproducible; no float atomics (the minima and maxima of
 // non-negative values are integer atomics on their bits, which order as the values).
-// Also copies the per-row log-probs and entropies to the caller's buffers, and finds
+// Also copies the per-row log-probs, entropies and lse to the caller's buffers, and finds
 // the first masked-in row whose token id lies outside the vocabulary, as the row kernel
 // flagged it (the host turns it into an error naming that row), and counts the rows
 // whose other inputs the loss cannot use (SPEC "Bad input": a bad mask on any row, a
@@ -19,8 +19,9 @@
 // requires: M_LOSS, M_MASK_SUM, M_NONFINITE_ROWS, M_PG_CLIPFRAC, M_PG_CLIPFRAC_LOWER
 // requires: M_PPO_KL, M_ROLLOUT_IS_CLIPFRAC, M_ROLLOUT_IS_MAX, M_ROLLOUT_IS_MEAN
 // requires: M_ROLLOUT_IS_MIN, M_ROLLOUT_LOGP_DIFF_MAX, OUT_BAD_ID, OUT_ENTROPY
-// requires: OUT_FLAGS, OUT_KL, OUT_LOGP, OUT_LOSS, Params, ROWOUT_FLOATS, ROW_BAD_ID
-// requires: ROW_CLIPPED, ROW_DUAL, ROW_NONFINITE, WG_SIZE, WRITE_ENTROPY, WRITE_LOGP
+// requires: OUT_FLAGS, OUT_KL, OUT_LOGP, OUT_LOSS, OUT_LSE, Params, ROWOUT_FLOATS
+// requires: ROW_BAD_ID, ROW_CLIPPED, ROW_DUAL, ROW_NONFINITE, WG_SIZE, WRITE_ENTROPY
+// requires: WRITE_LOGP, WRITE_LSE
 // requires: M_OFF_POLICY_MASK_FRAC, M_VESPO_PHI_SEQ_MEAN, VESPO_NONE, VESPO_TOKEN
 // requires: is_finite, mask_bad, mask_in
 
@@ -33,6 +34,7 @@
 @group(0) @binding(4) var<storage, read_write> out_logp: array<f32>;
 @group(0) @binding(5) var<storage, read_write> out_entropy: array<f32>;
 @group(0) @binding(6) var<storage, read> rowaux: array<vec4<f32>>;
+@group(0) @binding(7) var<storage, read_write> out_lse: array<f32>;
 
 // The masked sums, in this order: loss, clipped, dual-clipped, ppo_kl, kl, entropy,
 // non-finite rows, Σ mask, selected, kept, rollout q, rollout q cut, kept by the
@@ -227,6 +229,9 @@ fn reduce(@builtin(local_invocation_index) lane: u32) {
         }
         if ((params.write_rows & WRITE_ENTROPY) != 0u) {
             out_entropy[params.entropy_offset + r] = o[OUT_ENTROPY];
+        }
+        if ((params.write_rows & WRITE_LSE) != 0u) {
+            out_lse[params.lse_offset + r] = o[OUT_LSE];
         }
         add_row(&acc, r, o);
     }

@@ -4,7 +4,7 @@
 //! The math is `SPEC.md`'s. Kernels read the caller's device buffers through views
 //! ([`LogitsView`], [`TargetsView`]), record into the caller's command encoder and
 //! leave their results on the device; [`Context::row_stats`] and friends wrap that for
-//! host slices. [`reference`] is the f64 CPU reference everything is tested against.
+//! host slices. [`reference`](mod@reference) is the f64 CPU reference everything is tested against.
 
 // the benchmarks (and what only they use) are native only
 #![cfg_attr(target_arch = "wasm32", allow(dead_code))]

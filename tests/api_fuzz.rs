@@ -1493,6 +1493,7 @@ fn run_loss_case(ctx: &Context, plan: &LossPlan) -> Result<(), String> {
         metrics: plan.metrics.view(&bufs),
         logprobs: plan.logprobs.map(|p| p.view(&bufs)),
         entropy: plan.entropy.map(|p| p.view(&bufs)),
+        lse: None,
     };
     let mut encoder = ctx
         .device()
@@ -2185,6 +2186,7 @@ fn empty_batch_writes_its_metrics() {
             metrics: F32View::new(&metrics),
             logprobs: None,
             entropy: None,
+            lse: None,
         };
         let mut enc = encoder(ctx);
         loss.record(&mut enc, &inputs, Gradient::None, &outputs)
@@ -2219,8 +2221,8 @@ fn empty_batch_writes_its_metrics() {
     }
 }
 
-/// Asking for the log-probs without the entropies (or the reverse) leaves the output
-/// unwritten: `reduce` writes per-row outputs only when both views are given.
+/// Asking for one per-row output (log-probs, entropies or lse) writes it, right, and
+/// leaves the others' buffers as they were.
 #[test]
 fn one_per_row_output_alone_is_written() {
     let (rows, vocab) = (3usize, 5usize);
@@ -2243,33 +2245,38 @@ fn one_per_row_output_alone_is_written() {
             F32View::new(&mb),
             Advantages::PerSequence(F32View::new(&ab)),
         );
-        for logprobs_wanted in [true, false] {
+        for wanted in ["logprobs", "entropy", "lse"] {
             let out = wgpu_policy_loss::LossBuffers::new(ctx, rows as u32);
             // sentinel contents, so that an unwritten output shows
-            ctx.queue()
-                .write_buffer(&out.logprobs, 0, bytemuck::cast_slice(&[9.0f32; 3]));
-            ctx.queue()
-                .write_buffer(&out.entropy, 0, bytemuck::cast_slice(&[9.0f32; 3]));
+            for b in [&out.logprobs, &out.entropy, &out.lse] {
+                ctx.queue()
+                    .write_buffer(b, 0, bytemuck::cast_slice(&[9.0f32; 3]));
+            }
+            let only = |label, b| (wanted == label).then(|| F32View::new(b));
             let outputs = LossOutputs {
                 metrics: F32View::new(&out.metrics),
-                logprobs: logprobs_wanted.then(|| F32View::new(&out.logprobs)),
-                entropy: (!logprobs_wanted).then(|| F32View::new(&out.entropy)),
+                logprobs: only("logprobs", &out.logprobs),
+                entropy: only("entropy", &out.entropy),
+                lse: only("lse", &out.lse),
             };
             let mut enc = encoder(ctx);
             loss.record(&mut enc, &inputs, Gradient::None, &outputs)
                 .unwrap_or_else(|e| panic!("{what}: record: {e}"));
-            let (buf, label) = if logprobs_wanted {
-                (&out.logprobs, "logprobs")
-            } else {
-                (&out.entropy, "entropy")
-            };
-            let got = ctx.read_back(enc, &[(buf, 12)]).unwrap();
-            let got: Vec<f32> = bytemuck::pod_collect_to_vec(&got[0]);
-            for (r, w) in want.iter().enumerate() {
-                let w = if logprobs_wanted { w.logp } else { w.entropy };
-                close(got[r], w, tolerance(10.0)).unwrap_or_else(|e| {
-                    panic!("{what}: outputs.{label} alone, row {r}: {e} (got {got:?})")
-                });
+            let bufs = [(&out.logprobs, 12), (&out.entropy, 12), (&out.lse, 12)];
+            let got = ctx.read_back(enc, &bufs).unwrap();
+            for (k, label) in ["logprobs", "entropy", "lse"].into_iter().enumerate() {
+                let got: Vec<f32> = bytemuck::pod_collect_to_vec(&got[k]);
+                for (r, w) in want.iter().enumerate() {
+                    let w = match label {
+                        _ if label != wanted => 9.0,
+                        "logprobs" => w.logp,
+                        "entropy" => w.entropy,
+                        _ => w.lse,
+                    };
+                    close(got[r], w, tolerance(10.0)).unwrap_or_else(|e| {
+                        panic!("{what}: outputs.{wanted} alone, {label} row {r}: {e} (got {got:?})")
+                    });
+                }
             }
         }
     }

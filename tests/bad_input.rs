@@ -362,6 +362,7 @@ fn outputs_sharing_an_input_buffer_are_rejected() {
                 metrics: F32View::new(&d.y),
                 logprobs: None,
                 entropy: None,
+                lse: None,
             },
         );
         assert_arg(r, "outputs.metrics");

@@ -560,7 +560,7 @@ mod eval {
                 (a - b).abs() <= 1e-6 * (1.0 + b.abs()),
                 "{k} shards: loss {a} vs {b}"
             );
-            for name in ["logprobs", "entropy"] {
+            for name in ["logprobs", "entropy", "lse"] {
                 let got: Vec<f32> = bytemuck::pod_collect_to_vec(sh.tensor(name).unwrap().data());
                 let want: Vec<f32> = bytemuck::pod_collect_to_vec(st.tensor(name).unwrap().data());
                 for (i, (x, y)) in got.iter().zip(&want).enumerate() {
@@ -646,6 +646,16 @@ mod eval {
         }
         let ent = st.tensor("entropy").unwrap();
         assert_eq!((ent.dtype(), ent.shape()), (Dtype::F32, &[b, s][..]));
+        let lse = st.tensor("lse").unwrap();
+        assert_eq!((lse.dtype(), lse.shape()), (Dtype::F32, &[b, s][..]));
+        let lse: Vec<f32> = bytemuck::pod_collect_to_vec(lse.data());
+        for r in (0..n).filter(|&r| mask[r] == 1) {
+            let w = want.lse[r];
+            assert!(
+                (lse[r] as f64 - w).abs() < 1e-4 * (1.0 + w.abs()),
+                "lse[{r}]"
+            );
+        }
         let g = st.tensor("grad_logits").unwrap();
         assert_eq!((g.dtype(), g.shape()), (Dtype::BF16, &[b, s, v][..]));
         let g: Vec<bf16> = bytemuck::pod_collect_to_vec(g.data());

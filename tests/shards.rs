@@ -508,6 +508,7 @@ fn bad_device_buffers_are_errors_naming_the_argument() {
             metrics: F32View::new(&out.metrics),
             logprobs: Some(F32View::new(&gathered)),
             entropy: None,
+            lse: None,
         };
         let mut record = |g: F32View<'_>, o: &LossOutputs<'_>| {
             loss.record_shard_loss(&mut enc, &shards, 0, (inputs, Gradient::None), g, o)

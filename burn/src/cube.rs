@@ -214,6 +214,7 @@ impl ResultBuffers {
             metrics: F32View::new(&self.metrics),
             logprobs: Some(F32View::new(&self.logprobs)),
             entropy: Some(F32View::new(&self.entropy)),
+            lse: None,
         }
     }
 }

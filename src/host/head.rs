@@ -239,6 +239,7 @@ impl Context {
             one(&out.metrics, Metrics::LEN as u64 * 4),
             one(&out.logprobs, rows as u64 * 4),
             one(&out.entropy, rows as u64 * 4),
+            one(&out.lse, rows as u64 * 4),
         ];
         if let Some(g) = grads {
             groups.push(one(&g.hidden.0, g.hidden.1));
@@ -254,12 +255,13 @@ impl Context {
                 bytes: std::mem::take(&mut got[i]),
             })
         };
-        let (grad_hidden, grad_lm_head) = (grad(3), grad(4));
+        let (grad_hidden, grad_lm_head) = (grad(4), grad(5));
         Ok(HostHeadLoss {
             loss: HostLoss {
                 metrics,
                 logprobs: bytemuck::pod_collect_to_vec(&got[1]),
                 entropy: bytemuck::pod_collect_to_vec(&got[2]),
+                lse: bytemuck::pod_collect_to_vec(&got[3]),
                 grad: None,
             },
             grad_hidden,

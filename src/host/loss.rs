@@ -116,6 +116,8 @@ pub struct HostLoss {
     pub metrics: Metrics,
     pub logprobs: Vec<f32>,
     pub entropy: Vec<f32>,
+    /// log Σ_v e^{x_v/τ} per row (SPEC's `lse`; unspecified on rows outside the loss).
+    pub lse: Vec<f32>,
     pub grad: Option<HostGrad>,
 }
 
@@ -280,6 +282,7 @@ impl Context {
             (&out.metrics, Metrics::LEN as u64 * 4),
             (&out.logprobs, rows as u64 * 4),
             (&out.entropy, rows as u64 * 4),
+            (&out.lse, rows as u64 * 4),
         ];
         let grads: Vec<(&wgpu::Buffer, u64)> = parts
             .iter()
@@ -291,8 +294,9 @@ impl Context {
         let mut got = self.read_back_groups(encoder, &groups).await?;
         let grad = grad_dtype.map(|dtype| HostGrad {
             dtype,
-            bytes: std::mem::take(&mut got[3]),
+            bytes: std::mem::take(&mut got[4]),
         });
+        let lse = bytemuck::pod_collect_to_vec(&got[3]);
         let entropy = bytemuck::pod_collect_to_vec(&got[2]);
         let logprobs = bytemuck::pod_collect_to_vec(&got[1]);
         let metrics = Metrics::from_slice(&bytemuck::pod_collect_to_vec::<u8, f32>(&got[0]));
@@ -302,6 +306,7 @@ impl Context {
             metrics,
             logprobs,
             entropy,
+            lse,
             grad,
         })
     }

@@ -32,6 +32,7 @@ pub(crate) struct Out<'a, 'v> {
     pub metrics: &'a F32View<'v>,
     pub logprobs: Option<&'a F32View<'v>>,
     pub entropy: Option<&'a F32View<'v>>,
+    pub lse: Option<&'a F32View<'v>>,
 }
 
 /// Records the reduction; the scratch's spare is bound where the caller asked for no
@@ -45,7 +46,7 @@ pub(crate) fn record<'v>(
 ) -> Result<()> {
     let (rows, inputs, aux) = (call.rows, call.inputs, call.aux);
     let (rowin, rowout, spare) = (scratch.rowin, scratch.rowout, scratch.spare);
-    let (metrics, logp, entropy) = (out.metrics, out.logprobs, out.entropy);
+    let (metrics, logp, entropy, lse) = (out.metrics, out.logprobs, out.entropy, out.lse);
     check_loops(
         ctx,
         "logits",
@@ -61,21 +62,18 @@ pub(crate) fn record<'v>(
         offset: 0,
         size: None,
     };
+    // each per-row output the caller asked for, else the spare and its flag unset
     let mut write_rows = 0;
-    let (l_bind, logp_offset) = match logp {
+    let mut bind = |arg, view: Option<&F32View<'v>>, flag| match view {
         Some(v) if rows > 0 => {
-            write_rows |= WRITE_LOGP;
-            window("outputs.logprobs", v, n)?
+            write_rows |= flag;
+            window(arg, v, n)
         }
-        _ => (spare_bind(), 0),
+        _ => Ok((spare_bind(), 0)),
     };
-    let (e_bind, entropy_offset) = match entropy {
-        Some(v) if rows > 0 => {
-            write_rows |= WRITE_ENTROPY;
-            window("outputs.entropy", v, n)?
-        }
-        _ => (spare_bind(), 0),
-    };
+    let (l_bind, logp_offset) = bind("outputs.logprobs", logp, WRITE_LOGP)?;
+    let (e_bind, entropy_offset) = bind("outputs.entropy", entropy, WRITE_ENTROPY)?;
+    let (s_bind, lse_offset) = bind("outputs.lse", lse, WRITE_LSE)?;
     let params = Params {
         rows,
         inputs,
@@ -88,7 +86,7 @@ pub(crate) fn record<'v>(
         reads_rollout: call.reads_rollout as u32,
         off_policy: call.off_policy as u32,
         vespo: call.vespo,
-        _pad0: 0,
+        lse_offset,
     };
     dispatch_single(
         ctx,
@@ -102,6 +100,7 @@ pub(crate) fn record<'v>(
             entry(4, l_bind),
             entry(5, e_bind),
             whole(6, aux),
+            entry(7, s_bind),
         ],
     )
 }

@@ -371,6 +371,7 @@ impl Encoding<'_> {
             metrics: &outputs.metrics,
             logprobs: outputs.logprobs.as_ref(),
             entropy: outputs.entropy.as_ref(),
+            lse: outputs.lse.as_ref(),
         };
         reduce::record(&self.loss.ctx, encoder, &call, &self.bufs, &out)
     }

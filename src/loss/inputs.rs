@@ -77,7 +77,7 @@ impl<'a> LossInputs<'a> {
     }
 }
 
-/// One part of a call of [`PolicyLoss::record_parts`]: its inputs, where its gradient
+/// One part of a call of [`crate::PolicyLoss::record_parts`]: its inputs, where its gradient
 /// goes, and the sampler's log-probs where the loss corrects for the rollout
 /// ([`LossConfig::rollout_correction`](crate::LossConfig)). A pair `(inputs, gradient)`
 /// is a part without them.
@@ -160,11 +160,42 @@ pub enum Gradient<'a> {
 /// Where the results go. `metrics` receives [`Metrics::LEN`](crate::Metrics::LEN) f32 values, the loss first
 /// (see [`Metrics::from_slice`](crate::Metrics::from_slice)); reading it back and calling [`Metrics::check`](crate::Metrics::check) is the
 /// validation of the token ids and of the other per-row inputs (SPEC "Bad input").
+/// `logprobs`, `entropy` and `lse` (log Σ_v e^{x_v/τ}) take one f32 per row of the
+/// call, every part's in order; a row outside the loss (mask 0) gets an unspecified
+/// value.
 #[derive(Clone, Copy, Debug)]
 pub struct LossOutputs<'a> {
     pub metrics: F32View<'a>,
     pub logprobs: Option<F32View<'a>>,
     pub entropy: Option<F32View<'a>>,
+    pub lse: Option<F32View<'a>>,
+}
+
+impl<'a> LossOutputs<'a> {
+    /// The metrics alone; add the per-row outputs wanted with the `with_` methods.
+    pub fn new(metrics: F32View<'a>) -> Self {
+        LossOutputs {
+            metrics,
+            logprobs: None,
+            entropy: None,
+            lse: None,
+        }
+    }
+
+    pub fn with_logprobs(mut self, v: F32View<'a>) -> Self {
+        self.logprobs = Some(v);
+        self
+    }
+
+    pub fn with_entropy(mut self, v: F32View<'a>) -> Self {
+        self.entropy = Some(v);
+        self
+    }
+
+    pub fn with_lse(mut self, v: F32View<'a>) -> Self {
+        self.lse = Some(v);
+        self
+    }
 }
 
 /// Device buffers for the results, owned by the caller.
@@ -177,6 +208,7 @@ pub struct LossBuffers {
     pub metrics: wgpu::Buffer,
     pub logprobs: wgpu::Buffer,
     pub entropy: wgpu::Buffer,
+    pub lse: wgpu::Buffer,
 }
 
 impl LossBuffers {
@@ -194,6 +226,7 @@ impl LossBuffers {
             metrics: make("metrics", METRICS),
             logprobs: make("logprobs", rows as u64),
             entropy: make("entropy", rows as u64),
+            lse: make("lse", rows as u64),
         }
     }
 
@@ -202,6 +235,7 @@ impl LossBuffers {
             metrics: F32View::new(&self.metrics),
             logprobs: Some(F32View::new(&self.logprobs)),
             entropy: Some(F32View::new(&self.entropy)),
+            lse: Some(F32View::new(&self.lse)),
         }
     }
 }

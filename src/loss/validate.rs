@@ -175,6 +175,9 @@ fn check_outputs(outputs: &LossOutputs<'_>, rows: u32) -> Result<()> {
     if let Some(v) = &outputs.entropy {
         v.validate("outputs.entropy", rows)?;
     }
+    if let Some(v) = &outputs.lse {
+        v.validate("outputs.lse", rows)?;
+    }
     Ok(())
 }
 
@@ -192,6 +195,7 @@ fn check_gathered(
     if let Some(o) = outputs {
         writes.push(("outputs.logprobs", o.logprobs.map(|v| v.buffer)));
         writes.push(("outputs.entropy", o.entropy.map(|v| v.buffer)));
+        writes.push(("outputs.lse", o.lse.map(|v| v.buffer)));
     }
     for p in &plan.parts {
         writes.push(match &p.grad {
@@ -358,6 +362,7 @@ fn check_part_aliasing(
         writes.push(("outputs.metrics", outputs.metrics.buffer));
         writes.extend(outputs.logprobs.map(|v| ("outputs.logprobs", v.buffer)));
         writes.extend(outputs.entropy.map(|v| ("outputs.entropy", v.buffer)));
+        writes.extend(outputs.lse.map(|v| ("outputs.lse", v.buffer)));
     }
     reads.push(("logits", logits.buffer));
     match grad {

@@ -3,7 +3,7 @@
 
 use crate::config::{LossAggMode, LossConfig};
 
-/// One batch for [`policy_loss`], all on the host in f64. Rows are grouped into
+/// One batch for [`policy_loss`](crate::reference::policy_loss), all on the host in f64. Rows are grouped into
 /// sequences of `rows_per_seq` consecutive rows (the last may be shorter).
 #[derive(Clone, Copy, Debug)]
 pub struct Batch<'a> {
@@ -72,13 +72,15 @@ pub struct Metrics {
     pub vespo_phi_seq_mean: f64,
 }
 
-/// Everything [`policy_loss`] computes.
+/// Everything [`policy_loss`](crate::reference::policy_loss) computes.
 #[derive(Clone, Debug, Default)]
 pub struct LossOutput {
     pub loss: f64,
     /// Per row (every row, masked or not; NaN where a masked-out id is out of range).
     pub logp: Vec<f64>,
     pub entropy: Vec<f64>,
+    /// log Σ_v e^{z_v}, z = x/τ (SPEC's `lse`).
+    pub lse: Vec<f64>,
     /// ∂loss/∂logits, `rows × vocab`.
     pub grad: Vec<f64>,
     pub metrics: Metrics,

@@ -33,6 +33,7 @@ pub fn policy_loss_with(
     let mut out = LossOutput {
         logp: d.stats.iter().map(|s| s.logp).collect(),
         entropy: d.stats.iter().map(|s| s.entropy).collect(),
+        lse: d.stats.iter().map(|s| s.lse).collect(),
         grad: vec![0.0; rows * v],
         off_policy_kept: vec![1.0; rows],
         ..Default::default()

@@ -363,8 +363,9 @@ fn case_config(mode: PolicyLossMode, option: Extra) -> LossConfig {
     })
 }
 
-/// A case's errors: the loss's relative to (1 + |loss|), the masked-in log-probs'
-/// largest (NaN when one is NaN: the reference's are finite here), and the gradient's
+/// A case's errors: the loss's relative to (1 + |loss|), the masked-in rows' largest
+/// of the log-prob's and the lse's (NaN when one is NaN: the reference's are finite
+/// here; lse = z_y − logp carries the log-prob's error), and the gradient's
 /// comparison ([`compare::logits_grad_with`], with the reference's sensitivity to the
 /// log-prob's error).
 #[derive(Clone, Debug)]
@@ -384,7 +385,12 @@ impl Errors {
         let loss = (got.metrics.loss as f64 - want.loss).abs() / (1.0 + want.loss.abs());
         let logp = (0..mask.len())
             .filter(|&r| mask[r] > 0.0)
-            .map(|r| (got.logprobs[r] as f64 - want.logp[r]).abs())
+            .flat_map(|r| {
+                [
+                    (got.logprobs[r] as f64 - want.logp[r]).abs(),
+                    (got.lse[r] as f64 - want.lse[r]).abs(),
+                ]
+            })
             .fold(0.0, compare::max_err);
         let grad = match &got.grad {
             Some(g) => {
@@ -436,6 +442,7 @@ mod tests {
             },
             logprobs: f(&want.logp),
             entropy: f(&want.entropy),
+            lse: f(&want.lse),
             grad: Some(crate::HostGrad {
                 dtype: DType::F32,
                 bytes: bytemuck::cast_slice(&f(&want.grad)).to_vec(),
@@ -480,6 +487,10 @@ mod tests {
                 !e.pass() && (e.logp.is_nan() || e.logp > LOGP_TOL),
                 "log-prob {bad}: {e}"
             );
+            let mut got = good.clone();
+            got.lse[0] = bad;
+            let e = Errors::of(&got, &want, &data.mask, &none);
+            assert!(!e.pass(), "lse {bad}: {e}");
             let mut got = good.clone();
             let mut g = got.grad.as_ref().unwrap().to_f32();
             g[40] = bad;

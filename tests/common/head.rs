@@ -223,6 +223,9 @@ pub fn check_head(
         .unwrap_or_else(|e| panic!("{what}: logprobs[{r}]: {e}"));
         close(got.loss.entropy[r], want.entropy[r], tolerance(10.0))
             .unwrap_or_else(|e| panic!("{what}: entropy[{r}]: {e}"));
+        let lse_tol = tolerance(want.lse[r].abs() + 10.0);
+        close(got.loss.lse[r], want.lse[r], lse_tol)
+            .unwrap_or_else(|e| panic!("{what}: lse[{r}]: {e}"));
     }
     if grad.is_some() {
         let mask: Vec<f64> = c.mask.iter().map(|&m| m as f64).collect();

@@ -630,6 +630,8 @@ pub fn check_loss_with(
             .unwrap_or_else(|e| panic!("{what}: logprobs[{r}]: {e}"));
             close(got.entropy[r], want.entropy[r], tolerance(10.0))
                 .unwrap_or_else(|e| panic!("{what}: entropy[{r}]: {e}"));
+            close(got.lse[r], want.lse[r], tolerance(want.lse[r].abs() + 10.0))
+                .unwrap_or_else(|e| panic!("{what}: lse[{r}]: {e}"));
         }
     }
     let mut grad_err = 0.0;

@@ -23,7 +23,7 @@ pub struct EvalArgs {
     /// ref_logprobs, rollout_logprobs].
     #[arg(long)]
     input: PathBuf,
-    /// Where to write loss, logprobs, entropy, the metrics and grad_logits (with
+    /// Where to write loss, logprobs, entropy, lse, the metrics and grad_logits (with
     /// hidden: grad_hidden and grad_lm_head instead).
     #[arg(long)]
     output: PathBuf,

@@ -1,4 +1,4 @@
-//! `eval`'s output file: the per-row tensors, the gradient and the scalar metrics,
+//! `eval`'s output file: the per-row tensors (logprobs, entropy, lse), the gradient and the scalar metrics,
 //! under the names of the CLI contract.
 
 use std::path::Path;
@@ -43,24 +43,16 @@ pub(super) fn write(
         DType::F16 => Dtype::F16,
         DType::Bf16 => Dtype::BF16,
     };
-    let mut tensors: Vec<(String, TensorView<'_>)> = vec![
-        (
-            "logprobs".into(),
-            TensorView::new(
-                Dtype::F32,
-                lead.to_vec(),
-                bytemuck::cast_slice(&out.logprobs),
-            )?,
-        ),
-        (
-            "entropy".into(),
-            TensorView::new(
-                Dtype::F32,
-                lead.to_vec(),
-                bytemuck::cast_slice(&out.entropy),
-            )?,
-        ),
+    let per_row = [
+        ("logprobs", &out.logprobs),
+        ("entropy", &out.entropy),
+        ("lse", &out.lse),
     ];
+    let mut tensors: Vec<(String, TensorView<'_>)> = Vec::new();
+    for (name, v) in per_row {
+        let t = TensorView::new(Dtype::F32, lead.to_vec(), bytemuck::cast_slice(v))?;
+        tensors.push((name.into(), t));
+    }
     for (name, shape, g) in grads {
         let t = TensorView::new(dtype(g.dtype), shape.clone(), &g.bytes)?;
         tensors.push((name.to_string(), t));

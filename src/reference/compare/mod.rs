@@ -229,7 +229,7 @@ pub fn logits_grad(got: &[f32], want: &[f64], format: Format) -> Result<Comparis
 /// ([`head_magnitudes`](super::head_magnitudes)), `gz_max` = max|Gz|.
 ///
 /// The kernels make Gz in f32 within the logits' rule, |ΔGz| ≤ a·|Gz| + b·max|Gz|, so
-/// the sum carries Σ (a·|Gz| + b·max|Gz|)·|f| = a·sums[0] + b·max|Gz|·sums[1]. The f32
+/// the sum carries Σ (a·|Gz| + b·max|Gz|)·|f| = a·`sums[0]` + b·max|Gz|·`sums[1]`. The f32
 /// sum adds its own rounding Σ_k δ_k·s_k (|δ_k| ≤ u, s_k the partial sums): the bound
 /// n·u·Σ|Gz·f| needs every rounding aligned; the roundings are independent, so the
 /// error's spread is u·sqrt(Σ s_k²) ≤ sqrt(n)·u·Σ|Gz·f|, the margin taken here (the

@@ -22,7 +22,7 @@ wgsl_struct! {
         /// rowaux holds the off-policy mask's o; VESPO's metric (VESPO_*)
         pub(crate) off_policy: u32,
         pub(crate) vespo: u32,
-        pub(crate) _pad0: u32,
+        pub(crate) lse_offset: u32,
     }
 }
 
@@ -65,6 +65,7 @@ wgsl_consts! {
     /// Flags of `write_rows`: which per-row outputs the caller asked for.
     pub(crate) WRITE_LOGP: u32 = 1;
     pub(crate) WRITE_ENTROPY: u32 = 2;
+    pub(crate) WRITE_LSE: u32 = 4;
     /// VESPO's metric in rowaux: none, φ_b / B on each sequence's first row, m·φ_t.
     pub(crate) VESPO_NONE: u32 = 0;
     pub(crate) VESPO_SEQ: u32 = 1;
