@@ -2,6 +2,7 @@
 //! the batch-wide choices, then each masked-in row's terms, metrics and gradient.
 
 use super::batch::{invalid_input, mask_bad, mask_in, row_weights, weights_for};
+use super::sampler::{SampledRow, Sampler, SamplerBatch};
 use super::select::{cov_selected, entropy_kept, rollout_weights, RolloutWeights};
 use super::sequence::{
     add_sequence_terms, off_policy_kept, phi_seq_mean, sequences, SeqRow, SeqSlope, Sequences,
@@ -24,11 +25,50 @@ pub fn policy_loss_with(
     rollout_logp: Option<&[f64]>,
 ) -> crate::Result<LossOutput> {
     check_batch(cfg, b, rollout_logp)?;
+    loss_over(cfg, b, rollout_logp, None)
+}
+
+/// [`policy_loss_with`] under the sampler's distribution (SPEC "The sampler's
+/// distribution"): every row's statistics, terms and gradient over its kept set, with
+/// its softcap and temperature; 0 gradient outside the set. With every option off it is
+/// [`policy_loss_with`], bit for bit.
+pub fn policy_loss_sampled(
+    cfg: &LossConfig,
+    b: &Batch<'_>,
+    rollout_logp: Option<&[f64]>,
+    sampler: &SamplerBatch<'_>,
+) -> crate::Result<LossOutput> {
+    let off = sampler.sampler == Sampler::default()
+        && sampler.temperatures.is_none()
+        && sampler.keep.is_none();
+    if off {
+        return policy_loss_with(cfg, b, rollout_logp);
+    }
+    check_batch(cfg, b, rollout_logp)?;
+    let rows = sampler.rows(b, cfg.temperature as f64)?;
+    loss_over(cfg, b, rollout_logp, Some(&rows))
+}
+
+/// The loss over the rows as they are (`sampled: None`: the plain softmax at the
+/// config's temperature) or as the sampler shaped them.
+fn loss_over(
+    cfg: &LossConfig,
+    b: &Batch<'_>,
+    rollout_logp: Option<&[f64]>,
+    sampled: Option<&[SampledRow]>,
+) -> crate::Result<LossOutput> {
     let (rows, v) = (b.rows(), b.vocab);
     let tau = cfg.temperature as f64;
-    let stats: Vec<RowStats> = (0..rows)
-        .map(|r| row_stats(&b.logits[r * v..(r + 1) * v], b.targets[r] as usize, tau))
-        .collect();
+    let stats: Vec<RowStats> = match sampled {
+        Some(s) => s
+            .iter()
+            .zip(b.targets)
+            .map(|(row, &y)| sampled_stats(row, y))
+            .collect(),
+        None => (0..rows)
+            .map(|r| row_stats(&b.logits[r * v..(r + 1) * v], b.targets[r] as usize, tau))
+            .collect(),
+    };
     let d = decide(cfg, b, stats, rollout_logp);
     let mut out = LossOutput {
         logp: d.stats.iter().map(|s| s.logp).collect(),
@@ -64,25 +104,7 @@ pub fn policy_loss_with(
         sums.add(cfg, b, &d.stats[r], &d.rollout, r, metrics);
     }
     add_sequence_terms(cfg, b, &d.seqs, &slopes, &mut big_g);
-    out.slope = vec![0.0; rows];
-    out.entropy_slope = vec![0.0; rows];
-    for &r in &d.masked_in {
-        let w = b.mask[r] * d.weights[r];
-        if w != 0.0 {
-            out.slope[r] = big_g[r] / tau;
-            out.entropy_slope[r] = w * gamma / tau;
-            let logits = &b.logits[r * v..(r + 1) * v];
-            let grad = &mut out.grad[r * v..(r + 1) * v];
-            row_grad(
-                logits,
-                b.targets[r] as usize,
-                tau,
-                big_g[r],
-                w * gamma,
-                grad,
-            );
-        }
-    }
+    gradients(cfg, b, &d, &big_g, sampled, &mut out);
     out.metrics = sums.finish();
     out.metrics.vespo_phi_seq_mean = phi_seq_mean(cfg, b, &d.seqs, &d.masked_in);
     bad_rows(cfg, b, rollout_logp, &mut out);
@@ -286,6 +308,56 @@ fn nan_if_read(
             h: f64::NAN,
         },
         false => token,
+    }
+}
+
+/// Every weighted row's gradient `G·∂logp/∂x − w·γ·∂H/∂x` (over its kept set where the
+/// sampler shaped it), and the slopes the comparison's bound reads.
+fn gradients(
+    cfg: &LossConfig,
+    b: &Batch<'_>,
+    d: &Decided,
+    big_g: &[f64],
+    sampled: Option<&[SampledRow]>,
+    out: &mut LossOutput,
+) {
+    let (rows, v) = (b.rows(), b.vocab);
+    let (tau, gamma) = (cfg.temperature as f64, cfg.entropy_coeff as f64);
+    out.slope = vec![0.0; rows];
+    out.entropy_slope = vec![0.0; rows];
+    for &r in &d.masked_in {
+        let w = b.mask[r] * d.weights[r];
+        if w == 0.0 {
+            continue;
+        }
+        let grad = &mut out.grad[r * v..(r + 1) * v];
+        let y = b.targets[r] as usize;
+        match sampled.map(|s| &s[r]) {
+            Some(row) => {
+                // the slope's scale for the comparison's bound: G·dz at its largest
+                let dz = row.dz.iter().copied().fold(0.0, f64::max);
+                out.slope[r] = big_g[r] * dz;
+                out.entropy_slope[r] = w * gamma * dz;
+                grad.copy_from_slice(&row.loss_grad(y, big_g[r], w * gamma));
+            }
+            None => {
+                out.slope[r] = big_g[r] / tau;
+                out.entropy_slope[r] = w * gamma / tau;
+                let logits = &b.logits[r * v..(r + 1) * v];
+                row_grad(logits, y, tau, big_g[r], w * gamma, grad);
+            }
+        }
+    }
+}
+
+/// A sampled row's statistics; its log-prob NaN where the target is outside its set or
+/// the vocabulary (a row the loss does not read: [`SamplerBatch::rows`] refused the
+/// others).
+fn sampled_stats(row: &SampledRow, y: u32) -> RowStats {
+    RowStats {
+        lse: row.lse,
+        logp: row.logp(y as usize).unwrap_or(f64::NAN),
+        entropy: row.entropy,
     }
 }
 

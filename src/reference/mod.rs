@@ -4,13 +4,16 @@
 //! and its weights in `batch`, the per-token terms in `terms`, the batch-wide choices
 //! in `select`, the per-sequence quantities of the 2026 modes and options in
 //! `sequence`, the loss and its gradient in `loss`, the advantages in `advantages`;
-//! `compare` holds a computed gradient to the reference by one rule.
+//! `compare` holds a computed gradient to the reference by one rule; `sampler` is one
+//! row under the sampler's distribution (softcap, per-token temperature, kept sets)
+//! and the log-prob primitive's vector-Jacobian product.
 
 mod advantages;
 mod batch;
 pub mod compare;
 mod head;
 mod loss;
+pub mod sampler;
 mod select;
 mod sequence;
 mod terms;
@@ -18,7 +21,7 @@ mod terms;
 pub use advantages::advantages;
 pub use batch::{invalid_input, mask_bad, mask_in, row_weights, Batch, LossOutput, Metrics};
 pub use head::{head_grads, head_logits, head_magnitudes};
-pub use loss::{policy_loss, policy_loss_with};
+pub use loss::{policy_loss, policy_loss_sampled, policy_loss_with};
 pub use select::{clip_cov_priority, covariances, entropy_threshold};
 pub use terms::{clipped_term, kl_term, PolicyTerm};
 
