@@ -93,6 +93,8 @@ pub struct PolicyLossOutput {
     pub logprobs: Tensor<2>,
     /// The entropy of each predicting row, `[B, R]`.
     pub entropy: Tensor<2>,
+    /// log Σ_v e^{x_v/τ} of each predicting row, `[B, R]` (any value on masked-out rows).
+    pub lse: Tensor<2>,
     /// The loss's metrics (clip fractions, KL, entropy mean, …), read back and checked.
     pub metrics: Metrics,
 }
@@ -125,7 +127,7 @@ pub fn policy_loss(
     )?;
     let id = call.op.call;
     let r = Dispatch::policy_loss(logits.into_dispatch(), call.rows, call.op);
-    finish(id, v, [r.loss, r.logprobs, r.entropy, r.metrics])
+    finish(id, v, [r.loss, r.logprobs, r.entropy, r.lse, r.metrics])
 }
 
 /// The policy loss straight from hidden states `[B, S, H]` and the lm-head weight
@@ -172,7 +174,7 @@ pub fn policy_loss_head(
     let (h, w) = (hidden.into_dispatch(), weight.into_dispatch());
     let id = call.op.call;
     let r = Dispatch::policy_loss_head(h, w, call.rows, call.op);
-    finish(id, v, [r.loss, r.logprobs, r.entropy, r.metrics])
+    finish(id, v, [r.loss, r.logprobs, r.entropy, r.lse, r.metrics])
 }
 
 /// Advantages `[N]` from rewards `[N]`, one per sequence, in groups of `group_size`
@@ -360,7 +362,7 @@ fn ids(t: Tensor<2, Int>) -> Result<Tensor<2, Int>> {
 fn finish(
     call: CallId,
     vocab: usize,
-    [loss, logp, ent, metrics]: [burn::backend::DispatchTensor; 4],
+    [loss, logp, ent, lse, metrics]: [burn::backend::DispatchTensor; 5],
 ) -> Result<PolicyLossOutput> {
     let raw: Tensor<1> = Tensor::from_dispatch(metrics);
     let values = raw
@@ -376,6 +378,7 @@ fn finish(
         loss: Tensor::from_dispatch(loss),
         logprobs: Tensor::from_dispatch(logp),
         entropy: Tensor::from_dispatch(ent),
+        lse: Tensor::from_dispatch(lse),
         metrics,
     })
 }

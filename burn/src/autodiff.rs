@@ -125,6 +125,7 @@ impl<B: PolicyLossBackend, C: CheckpointStrategy> PolicyLossBackend for Autodiff
             loss,
             logprobs: c(r.logprobs),
             entropy: c(r.entropy),
+            lse: c(r.lse),
             metrics: c(r.metrics),
             grad: c(r.grad),
         }
@@ -153,6 +154,7 @@ impl<B: PolicyLossBackend, C: CheckpointStrategy> PolicyLossBackend for Autodiff
             loss,
             logprobs: c(r.logprobs),
             entropy: c(r.entropy),
+            lse: c(r.lse),
             metrics: c(r.metrics),
             grad_hidden: c(r.grad_hidden),
             grad_weight: c(r.grad_weight),

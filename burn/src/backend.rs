@@ -21,6 +21,7 @@ pub struct LossResults<B: Backend> {
     pub loss: FloatTensor<B>,
     pub logprobs: FloatTensor<B>,
     pub entropy: FloatTensor<B>,
+    pub lse: FloatTensor<B>,
     pub metrics: FloatTensor<B>,
     pub grad: FloatTensor<B>,
 }
@@ -34,6 +35,7 @@ pub struct HeadResults<B: Backend> {
     pub loss: FloatTensor<B>,
     pub logprobs: FloatTensor<B>,
     pub entropy: FloatTensor<B>,
+    pub lse: FloatTensor<B>,
     pub metrics: FloatTensor<B>,
     pub grad_hidden: FloatTensor<B>,
     pub grad_weight: FloatTensor<B>,

@@ -113,12 +113,14 @@ pub(crate) fn outputs<const N: usize>(like: &CubeTensor, specs: [Spec; N]) -> [C
     specs.map(|(shape, dtype)| borrow::empty(like, shape, dtype))
 }
 
-/// Copies the loss buffers' results into the Burn tensors `[loss, logp, ent, metrics]`.
+/// Copies the loss buffers' results into the Burn tensors `[loss, logp, ent, lse,
+/// metrics]` (the loss is the metrics' first value).
 pub(crate) fn copy_results(enc: &mut wgpu::CommandEncoder, bufs: &ResultBuffers, out: &[Borrowed]) {
     copy_out(enc, &bufs.metrics, 0, &out[0]);
     copy_out(enc, &bufs.logprobs, 0, &out[1]);
     copy_out(enc, &bufs.entropy, 0, &out[2]);
-    copy_out(enc, &bufs.metrics, 0, &out[3]);
+    copy_out(enc, &bufs.lse, 0, &out[3]);
+    copy_out(enc, &bufs.metrics, 0, &out[4]);
 }
 
 /// Submits `encoder` after Burn's pending work.
@@ -190,12 +192,13 @@ impl Call {
     }
 }
 
-/// Where a call's loss, metrics, log-probs and entropies land before their copies
-/// into Burn's tensors.
+/// Where a call's loss, metrics, log-probs, entropies and lse land before their
+/// copies into Burn's tensors.
 pub(crate) struct ResultBuffers {
     pub metrics: wgpu::Buffer,
     pub logprobs: wgpu::Buffer,
     pub entropy: wgpu::Buffer,
+    pub lse: wgpu::Buffer,
 }
 
 impl ResultBuffers {
@@ -206,6 +209,7 @@ impl ResultBuffers {
             metrics: pool.buffer(ctx, "burn metrics", Metrics::LEN as u64 * 4, usage),
             logprobs: pool.buffer(ctx, "burn logprobs", rows, usage),
             entropy: pool.buffer(ctx, "burn entropy", rows, usage),
+            lse: pool.buffer(ctx, "burn lse", rows, usage),
         }
     }
 
@@ -214,7 +218,7 @@ impl ResultBuffers {
             metrics: F32View::new(&self.metrics),
             logprobs: Some(F32View::new(&self.logprobs)),
             entropy: Some(F32View::new(&self.entropy)),
-            lse: None,
+            lse: Some(F32View::new(&self.lse)),
         }
     }
 }
@@ -228,8 +232,8 @@ fn loss_forward(
     logits: CubeTensor,
     rows: RowInputs<CubeBackend>,
     op: &LossOp,
-    specs: [Spec; 5],
-) -> Result<[CubeTensor; 5], Error> {
+    specs: [Spec; 6],
+) -> Result<[CubeTensor; 6], Error> {
     let (ctx, pool) = context(&logits)?;
     let loss_fn = pool.loss(&ctx, &op.config)?;
     let shape = logits.meta.shape().clone();
@@ -256,7 +260,7 @@ fn loss_forward(
         layout,
     }
     .with_byte_offset(x.offset())?;
-    let g = &out[4];
+    let g = &out[5];
     // rows that predict nothing (the shift's last position, the prompt) have gradient
     // 0, and the kernels write only the rows that predict
     if op.want_grad && op.positions != crate::Positions::Aligned {
@@ -287,20 +291,21 @@ fn loss_forward(
         .map(|b| b.tensor)
         .collect::<Vec<_>>()
         .try_into()
-        .expect("five results"))
+        .expect("six results"))
 }
 
 impl PolicyLossBackend for CubeBackend {
     fn policy_loss(logits: CubeTensor, rows: RowInputs<Self>, op: LossOp) -> LossResults<Self> {
         let specs = meta::loss_results(logits.meta.shape(), logits.dtype, &op);
         let like = logits.clone();
-        let [loss, logprobs, entropy, metrics, grad] =
+        let [loss, logprobs, entropy, lse, metrics, grad] =
             loss_forward(logits, rows, &op, specs.clone())
                 .unwrap_or_else(|err| failed(&like, specs, (op.call, err)));
         LossResults {
             loss,
             logprobs,
             entropy,
+            lse,
             metrics,
             grad,
         }
@@ -314,13 +319,14 @@ impl PolicyLossBackend for CubeBackend {
     ) -> HeadResults<Self> {
         let specs = meta::head_results(hidden.meta.shape(), weight.meta.shape(), hidden.dtype, &op);
         let like = hidden.clone();
-        let [loss, logprobs, entropy, metrics, grad_hidden, grad_weight] =
+        let [loss, logprobs, entropy, lse, metrics, grad_hidden, grad_weight] =
             crate::head::forward(hidden, weight, rows, &op, specs.clone())
                 .unwrap_or_else(|err| failed(&like, specs, (op.call, err)));
         HeadResults {
             loss,
             logprobs,
             entropy,
+            lse,
             metrics,
             grad_hidden,
             grad_weight,

@@ -43,8 +43,8 @@ pub(crate) fn forward(
     weight: CubeTensor,
     rows: RowInputs<CubeBackend>,
     op: &LossOp,
-    specs: [Spec; 6],
-) -> Result<[CubeTensor; 6], Error> {
+    specs: [Spec; 7],
+) -> Result<[CubeTensor; 7], Error> {
     let (ctx, pool) = context(&hidden)?;
     let loss_fn = pool.loss(&ctx, &op.config)?;
     let (hidden, weight) = (
@@ -126,8 +126,8 @@ pub(crate) fn forward(
     loss_fn.record_head(&mut enc, &inputs, &grads, &bufs.outputs())?;
     copy_results(&mut enc, &bufs, &out);
     if op.want_grad {
-        copy_out(&mut enc, &gh, 0, &out[4]);
-        copy_out(&mut enc, &gw, 0, &out[5]);
+        copy_out(&mut enc, &gh, 0, &out[5]);
+        copy_out(&mut enc, &gw, 0, &out[6]);
     }
     submit(&ctx, &x.tensor, enc)?;
     drop((x, w, rows));
@@ -136,5 +136,5 @@ pub(crate) fn forward(
         .map(|b| b.tensor)
         .collect::<Vec<_>>()
         .try_into()
-        .expect("six results"))
+        .expect("seven results"))
 }

@@ -10,7 +10,7 @@ use crate::backend::LossOp;
 pub(crate) type Spec = (Shape, DType);
 
 /// Shapes and dtypes of a loss call's results, from the logits' `[B, S, V]`.
-pub(crate) fn loss_results(logits: &Shape, dtype: DType, op: &LossOp) -> [Spec; 5] {
+pub(crate) fn loss_results(logits: &Shape, dtype: DType, op: &LossOp) -> [Spec; 6] {
     let (b, s) = (logits[0], logits[1]);
     let rows = [b, op.positions.rows_per_seq(s)];
     let grad = if op.want_grad {
@@ -22,15 +22,16 @@ pub(crate) fn loss_results(logits: &Shape, dtype: DType, op: &LossOp) -> [Spec; 
         (Shape::new([1]), DType::F32),
         (Shape::new(rows), DType::F32),
         (Shape::new(rows), DType::F32),
+        (Shape::new(rows), DType::F32),
         (Shape::new([Metrics::LEN]), DType::F32),
         grad,
     ]
 }
 
 /// A head call's: a loss call's for logits `[B, S, V]`, then ∂L/∂hidden and ∂L/∂W.
-pub(crate) fn head_results(hidden: &Shape, weight: &Shape, dtype: DType, op: &LossOp) -> [Spec; 6] {
+pub(crate) fn head_results(hidden: &Shape, weight: &Shape, dtype: DType, op: &LossOp) -> [Spec; 7] {
     let logits = Shape::new([hidden[0], hidden[1], weight[0]]);
-    let [loss, logp, ent, metrics, _] = loss_results(&logits, dtype, op);
+    let [loss, logp, ent, lse, metrics, _] = loss_results(&logits, dtype, op);
     let grad = |shape: &Shape| {
         if op.want_grad {
             (shape.clone(), dtype)
@@ -38,7 +39,7 @@ pub(crate) fn head_results(hidden: &Shape, weight: &Shape, dtype: DType, op: &Lo
             placeholder()
         }
     };
-    [loss, logp, ent, metrics, grad(hidden), grad(weight)]
+    [loss, logp, ent, lse, metrics, grad(hidden), grad(weight)]
 }
 
 /// What stands for a gradient nobody asked for.
@@ -64,12 +65,13 @@ mod fusion {
         _rows: &RowInputsMetadata,
         op: &LossOp,
     ) -> LossResultsMetadata {
-        let [loss, logprobs, entropy, metrics, grad] =
+        let [loss, logprobs, entropy, lse, metrics, grad] =
             super::loss_results(&logits.shape, logits.dtype, op).map(spec);
         LossResultsMetadata {
             loss,
             logprobs,
             entropy,
+            lse,
             metrics,
             grad,
         }
@@ -82,11 +84,12 @@ mod fusion {
         op: &LossOp,
     ) -> HeadResultsMetadata {
         let specs = super::head_results(&hidden.shape, &weight.shape, hidden.dtype, op);
-        let [loss, logprobs, entropy, metrics, grad_hidden, grad_weight] = specs.map(spec);
+        let [loss, logprobs, entropy, lse, metrics, grad_hidden, grad_weight] = specs.map(spec);
         HeadResultsMetadata {
             loss,
             logprobs,
             entropy,
+            lse,
             metrics,
             grad_hidden,
             grad_weight,

@@ -52,6 +52,8 @@ fn every_mode_and_aggregation_matches_the_reference() {
                     assert!(logp.iter().all(|&l| l <= 0.0), "{what}: a log-prob above 0");
                     let ent = common::values(out.entropy);
                     check(&format!("{what}: entropy"), &ent, &want.entropy, tol);
+                    let lse = common::values(out.lse);
+                    check(&format!("{what}: lse"), &lse, &want.lse, tol);
                     let scale = max_abs(&want_grad);
                     check(
                         &format!("{what}: gradient"),
