@@ -334,8 +334,9 @@ fn gradients(
         let y = b.targets[r] as usize;
         match sampled.map(|s| &s[r]) {
             Some(row) => {
-                // the slope's scale for the comparison's bound: G·dz at its largest
-                let dz = row.dz.iter().copied().fold(0.0, f64::max);
+                // the slope's scale for the comparison's bound: G·dz at its largest (a
+                // NaN dz, of a NaN logit, kept)
+                let dz = row.dz.iter().copied().fold(0.0, super::compare::max_err);
                 out.slope[r] = big_g[r] * dz;
                 out.entropy_slope[r] = w * gamma * dz;
                 grad.copy_from_slice(&row.loss_grad(y, big_g[r], w * gamma));

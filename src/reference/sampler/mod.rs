@@ -170,8 +170,12 @@ pub fn given_keep(ids: &[u32], vocab: usize) -> Result<Vec<bool>> {
 /// exponential is increasing, and comparing `z` keeps ties that e^z would round apart
 /// or together.)
 pub fn computed_keep(z: &[f64], s: &Sampler) -> Vec<bool> {
-    let max = z.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     let mut keep = vec![true; z.len()];
+    if z.iter().any(|v| v.is_nan()) {
+        // a NaN has no rank: the row keeps everything, and its statistics are NaN
+        return keep;
+    }
+    let max = z.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     if s.min_p > 0.0 {
         let floor = max + s.min_p.ln();
         keep.iter_mut().zip(z).for_each(|(k, &v)| *k &= v >= floor);
@@ -197,11 +201,9 @@ fn top_p_keep(z: &[f64], keep: &mut [bool], p: f64, max: f64) {
     let total: f64 = mass.iter().sum();
     let (mut above, mut i) = (0.0, 0);
     while i < kept.len() {
-        // the group of tokens tied with kept[i]
-        let j = i + kept[i..]
-            .iter()
-            .take_while(|&&v| z[v] == z[kept[i]])
-            .count();
+        // the group of tokens tied with kept[i] (at least kept[i] itself)
+        let tied = |&&v: &&usize| z[v] == z[kept[i]];
+        let j = i + 1 + kept[i + 1..].iter().take_while(tied).count();
         let stays = above / total < p;
         for &v in &kept[i..j] {
             keep[v] = stays;

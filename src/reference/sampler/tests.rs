@@ -216,3 +216,29 @@ fn the_loss_gradient_is_the_primitives_with_the_slope_and_entropy_coefficient() 
     }
     assert!((r.entropy - st.entropy).abs() < 1e-15);
 }
+
+#[test]
+fn a_nan_logit_makes_the_row_nan_whatever_the_options() {
+    let x = [1.0, f64::NAN, 3.0, 0.5];
+    for s in [
+        Sampler::default(),
+        top_k(1),
+        top_p(0.5),
+        Sampler {
+            min_p: 0.9,
+            ..Sampler::default()
+        },
+    ] {
+        let r = row(&x, 1.0, s, None);
+        assert!(
+            r.lse.is_nan() && r.entropy.is_nan(),
+            "{s:?}: lse {}, H {}",
+            r.lse,
+            r.entropy
+        );
+        assert!(
+            r.vjp(Some(2), 1.0, 0.5, 0.5).iter().any(|g| g.is_nan()),
+            "{s:?}"
+        );
+    }
+}
