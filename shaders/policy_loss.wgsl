@@ -18,9 +18,10 @@
 // requires: MODE_VESPO, OFF_POLICY, OUT_ENTROPY, OUT_LOGP, OUT_LSE, PHASE_LOSS
 // requires: PHASE_STATS, POLICY_VIA_SEQ, Params, RENORMALIZE, ROWOUT_FLOATS, ROW_BAD_ID
 // requires: ROW_CLIPPED, ROW_DUAL, ROW_NONFINITE, SEQ_ADDEND, SEQ_RATIO, Term, WG_SIZE
-// requires: acc_entropy, acc_logp, acc_lse, clamp_keep_nan, clipped_term, grad_sweep
-// requires: grid_index, is_finite, is_nan, kl_term, lane_id, load_logit, mask_bad
-// requires: mask_in, quiet_nan, reduce_row, row_start, sapo_gate, stats_sweep
+// requires: acc_entropy, acc_logp, acc_lse, cap1, cap4, cap_chain4, clamp_keep_nan
+// requires: clipped_term, grad_sweep, grid_index, is_finite, is_nan, kl_term, lane_id
+// requires: load_logit, mask_bad, mask_in, quiet_nan, reduce_row, row_scale, row_start
+// requires: sampler_flags, sampler_inv_tau, sampler_tau_slot, sapo_gate, stats_sweep
 // requires: vespo_phi_a
 
 // Params, the uniform block: declared in src/shader/abi/policy_loss.rs
@@ -35,7 +36,7 @@
 // per sequence: weight factor c_b (w_r = m_r·c_b), GSPO ratio s_b, the entropy mask's
 // renormalised c'_b
 @group(0) @binding(4) var<storage, read> seqinfo: array<vec4<f32>>;
-// per row: logp, entropy, lse, w·L, kl, flags, bad id, - (read by reduce.wgsl)
+// per row: logp, entropy, lse, w·L, kl, flags, bad id, τ (read by reduce.wgsl)
 @group(0) @binding(5) var<storage, read_write> rowout: array<array<f32, ROWOUT_FLOATS>>;
 // two vec4 a row from select.wgsl: (-, q, -, -) and (selected, kept, -, -)
 @group(0) @binding(7) var<storage, read> rowaux: array<vec4<f32>>;
@@ -58,17 +59,18 @@ struct GradCoefs {
     // x below lo has p = 0 and would make c1x·x overflow to ∓inf (0·∞ = NaN): it is
     // raised to lo, where |c1x·lo| ≤ FLT_MAX/2
     lo: f32,
-    // for grad_exact: the natural lse
+    // for grad_exact: the natural lse, and 1/τ_r
     lse: f32,
+    inv_tau: f32,
     // grad_quad holds, and gives a number for every logit of the row: lse2 finite,
     // and c0 and c1x·lse so far below FLT_MAX that no fma overflows into 0·∞; else
     // (±inf or NaN logits, a NaN G, absurd magnitudes) the exact loop
     fast: bool,
 }
 
-fn grad_coefs(vocab: u32, y: u32, scale: f32, big_g: f32, lse: f32, mu: f32) -> GradCoefs {
+fn grad_coefs(vocab: u32, y: u32, scale: f32, big_g: f32, lse: f32, mu: f32, inv_tau: f32) -> GradCoefs {
     let gamma = params.entropy_coeff;
-    let c1x = scale * gamma * params.inv_tau;
+    let c1x = scale * gamma * inv_tau;
     let c0 = scale * (-big_g - gamma * mu);
     let lse2 = lse * LOG2E;
     return GradCoefs(
@@ -78,27 +80,37 @@ fn grad_coefs(vocab: u32, y: u32, scale: f32, big_g: f32, lse: f32, mu: f32) -> 
         scale * big_g,
         c0,
         c1x,
-        params.inv_tau * LOG2E,
+        inv_tau * LOG2E,
         lse2,
         LOWEST / max(2.0, 2.0 * abs(c1x)),
         lse,
+        inv_tau,
         is_finite(lse2) && is_finite(2.0 * c0) && is_finite(2.0 * c1x * lse),
     );
 }
 
-// The gradient of four logits x of a row, the target's term apart. −inf has p = 0,
-// hence 0; a NaN row (lse NaN) gives NaN.
+// The gradient of four logits x of a row, the target's term apart, at their image s
+// under the sampler's map (sampler/*.wgsl; x itself with every option off), times the
+// map's slope. −inf has p = 0, hence 0; a NaN row (lse NaN) gives NaN.
 fn grad_quad(x: vec4<f32>, k: GradCoefs) -> vec4<f32> {
-    let p = exp2(fma(x, vec4<f32>(k.c2), vec4<f32>(-k.lse2)));
-    return p * fma(max(x, vec4<f32>(k.lo)), vec4<f32>(k.c1x), vec4<f32>(k.c0));
+    let s = cap4(x);
+    let p = exp2(fma(s, vec4<f32>(k.c2), vec4<f32>(-k.lse2)));
+    return cap_chain4(s, p * fma(max(s, vec4<f32>(k.lo)), vec4<f32>(k.c1x), vec4<f32>(k.c0)));
 }
 
 // grad_quad in natural units, for the rare rows whose lse·log2(e) overflows (±inf
 // logits, or |lse| near FLT_MAX): p = e^(z − lse), and 0 where p is.
 fn grad_exact(x: vec4<f32>, k: GradCoefs) -> vec4<f32> {
-    let p = exp(x * params.inv_tau - vec4<f32>(k.lse));
-    let g = p * (vec4<f32>(k.c0) + k.c1x * x);
-    return select(g, vec4<f32>(0.0), p == vec4<f32>(0.0));
+    let s = cap4(x);
+    let p = exp(s * k.inv_tau - vec4<f32>(k.lse));
+    let g = p * (vec4<f32>(k.c0) + k.c1x * s);
+    return cap_chain4(s, select(g, vec4<f32>(0.0), p == vec4<f32>(0.0)));
+}
+
+// The target's own term w/τ·G at logits x (the sweeps add it where v = y), times the
+// sampler's slope there.
+fn at_target4(x: vec4<f32>, k: GradCoefs) -> vec4<f32> {
+    return cap_chain4(cap4(x), vec4<f32>(k.at_target));
 }
 
 fn grad_any(x: vec4<f32>, k: GradCoefs) -> vec4<f32> {
@@ -280,15 +292,15 @@ struct Stats {
     lse: f32,
 }
 
-fn row_statistics(lanes: Lanes, lane: u32, at: u32, xbase: u32, y: u32) -> Stats {
+fn row_statistics(lanes: Lanes, lane: u32, at: u32, xbase: u32, y: u32, inv_tau: f32) -> Stats {
     if ((params.phase & PHASE_STATS) == 0u) {
         let st = rowout[at];
         return Stats(st[OUT_LOGP], st[OUT_ENTROPY], st[OUT_LSE]);
     }
-    let acc = stats_sweep(lane, xbase, params.vocab, params.inv_tau);
+    let acc = stats_sweep(lane, xbase, params.vocab, inv_tau);
     // read before the barrier in reduce_row: in place, sweep 2 of a faster lane may
     // overwrite this logit with its gradient once the barrier is passed
-    let z_y = load_logit(xbase + min(y, params.vocab - 1u)) * params.inv_tau;
+    let z_y = cap1(load_logit(xbase + min(y, params.vocab - 1u))) * inv_tau;
     let total = reduce_row(lanes, acc);
     // an id outside the row (allowed where the mask is 0) gives NaN
     var logp = quiet_nan();
@@ -337,8 +349,10 @@ fn policy_loss(
     let y = targets[row_start(params.y, row)];
     let inputs = rowin[at];
     let m = inputs.x;
+    // the row's 1/τ (sampler/*.wgsl: the call's scalar unless temperatures are given)
+    let inv_tau = sampler_inv_tau(row, params.inv_tau);
 
-    let st = row_statistics(lanes, lane, at, xbase, y);
+    let st = row_statistics(lanes, lane, at, xbase, y, inv_tau);
     let logp = st.logp;
     let entropy = st.entropy;
     let lse = st.lse;
@@ -377,7 +391,7 @@ fn policy_loss(
     let w = select(select(0.0, m * seqinfo[seq].x, masked_in), 1.0, bad_mask);
     let nonfinite = masked_in && !(is_finite(lse) && !is_nan(entropy));
     let bad_id = masked_in && y >= params.vocab_total;
-    let flags = term.flags + select(0.0, f32(ROW_NONFINITE), nonfinite) + select(0.0, f32(ROW_BAD_ID), bad_id);
+    let flags = sampler_flags(term.flags + select(0.0, f32(ROW_NONFINITE), nonfinite) + select(0.0, f32(ROW_BAD_ID), bad_id), row, masked_in);
 
     if (lane == 0u) {
         // in the order of the OUT_* slots (src/shader/abi/mod.rs)
@@ -389,13 +403,13 @@ fn policy_loss(
             select(0.0, kl.x, masked_in),
             select(0.0, flags, masked_in),
             bitcast<f32>(y),
-            0.0,
+            sampler_tau_slot(row),
         );
     }
 
     let gbase = row_start(params.g, row);
     // the target's column in this launch's columns (wrapping: a target of another
     // shard is never matched)
-    let k = grad_coefs(params.vocab, y - params.col_offset, w * params.inv_tau, big_g, lse, lse - entropy);
+    let k = grad_coefs(params.vocab, y - params.col_offset, row_scale(w, inv_tau), big_g, lse, lse - entropy, inv_tau);
     grad_sweep(lane, xbase, gbase, k);
 }

@@ -12,16 +12,17 @@
 // The metrics' slots (M_*) and the bad inputs' codes (BAD_*) are declared in
 // src/shader/abi/reduce.rs, with the slots Metrics::from_slice reads.
 //
-// requires: BAD_ADVANTAGES, BAD_MASK, BAD_NONE, BAD_OLD, BAD_REF, BAD_ROLLOUT, HAS_OLD
+// requires: BAD_ADVANTAGES, BAD_MASK, BAD_NONE, BAD_OLD, BAD_REF, BAD_ROLLOUT
+// requires: BAD_TEMPERATURES, HAS_OLD
 // requires: HAS_REF, M_COV_SELECTED_FRAC, M_ENTROPY_MASK_FRAC, M_ENTROPY_MEAN
 // requires: M_INVALID_INPUT_ROW, M_INVALID_INPUT_ROWS, M_INVALID_INPUT_TENSOR
 // requires: M_INVALID_INPUT_VALUE, M_INVALID_TARGET_ID, M_INVALID_TARGET_ROW, M_KL
 // requires: M_LOSS, M_MASK_SUM, M_NONFINITE_ROWS, M_PG_CLIPFRAC, M_PG_CLIPFRAC_LOWER
 // requires: M_PPO_KL, M_ROLLOUT_IS_CLIPFRAC, M_ROLLOUT_IS_MAX, M_ROLLOUT_IS_MEAN
 // requires: M_ROLLOUT_IS_MIN, M_ROLLOUT_LOGP_DIFF_MAX, OUT_BAD_ID, OUT_ENTROPY
-// requires: OUT_FLAGS, OUT_KL, OUT_LOGP, OUT_LOSS, OUT_LSE, Params, ROWOUT_FLOATS
-// requires: ROW_BAD_ID, ROW_CLIPPED, ROW_DUAL, ROW_NONFINITE, WG_SIZE, WRITE_ENTROPY
-// requires: WRITE_LOGP, WRITE_LSE
+// requires: OUT_FLAGS, OUT_KL, OUT_LOGP, OUT_LOSS, OUT_LSE, OUT_TAU, Params, ROWOUT_FLOATS
+// requires: ROW_BAD_ID, ROW_BAD_TAU, ROW_CLIPPED, ROW_DUAL, ROW_NONFINITE, WG_SIZE
+// requires: WRITE_ENTROPY, WRITE_LOGP, WRITE_LSE
 // requires: M_OFF_POLICY_MASK_FRAC, M_VESPO_PHI_SEQ_MEAN, VESPO_NONE, VESPO_TOKEN
 // requires: is_finite, mask_bad, mask_in
 
@@ -77,6 +78,11 @@ fn bad_input(r: u32) -> BadInput {
         // the off-policy mask
         if (params.reads_rollout != 0u && !is_finite(rowaux[2u * r].x)) {
             return BadInput(BAD_ROLLOUT, rowaux[2u * r].x);
+        }
+        // a per-row temperature the row kernel could not take (sampler/on.wgsl)
+        let o = rowout[r];
+        if ((u32(o[OUT_FLAGS]) & ROW_BAD_TAU) != 0u) {
+            return BadInput(BAD_TEMPERATURES, o[OUT_TAU]);
         }
     }
     return BadInput(BAD_NONE, 0.0);

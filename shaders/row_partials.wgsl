@@ -7,8 +7,8 @@
 // The sweep and the tree are the row kernel's, so a shard's partial has the same bits
 // whichever other rows or shards there are.
 //
-// requires: Lanes, Params, WG_SIZE, grid_index, lane_id, load_logit, reduce_row
-// requires: row_start, stats_sweep
+// requires: Lanes, Params, WG_SIZE, cap1, grid_index, lane_id, load_logit, reduce_row
+// requires: row_start, sampler_inv_tau, stats_sweep
 
 // Params, the uniform block: declared in src/shader/abi/row_partials.rs
 
@@ -27,13 +27,15 @@ fn row_partials(
         return;
     }
     let base = row_start(params.x, row);
-    let total = reduce_row(lanes, stats_sweep(lane_id(lanes), base, params.vocab, params.inv_tau));
+    // the row's 1/τ (sampler/*.wgsl: the call's scalar unless temperatures are given)
+    let inv_tau = sampler_inv_tau(row, params.inv_tau);
+    let total = reduce_row(lanes, stats_sweep(lane_id(lanes), base, params.vocab, inv_tau));
     if (lane_id(lanes) == 0u) {
         // wrapping: an id left of this shard becomes a large column, not owned either
         let col = targets[row_start(params.y, row)] - params.col_offset;
         var z_y = 0.0;
         if (col < params.vocab) {
-            z_y = load_logit(base + col) * params.inv_tau;
+            z_y = cap1(load_logit(base + col)) * inv_tau;
         }
         partials[params.out_offset + row] = vec4<f32>(total.m, total.s, total.t, z_y);
     }

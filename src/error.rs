@@ -50,16 +50,19 @@ pub enum RowInput {
     OldLogprobs,
     RefLogprobs,
     RolloutLogprobs,
+    /// Per-row sampling temperatures (SPEC "The sampler's distribution").
+    Temperatures,
 }
 
 impl RowInput {
     /// Every input, in the order of their codes (1, 2, …) in reduce.wgsl's metrics.
-    pub const ALL: [RowInput; 5] = [
+    pub const ALL: [RowInput; 6] = [
         RowInput::Mask,
         RowInput::Advantages,
         RowInput::OldLogprobs,
         RowInput::RefLogprobs,
         RowInput::RolloutLogprobs,
+        RowInput::Temperatures,
     ];
 
     /// The argument's name, as the API, `eval`'s tensors and PyTorch call it.
@@ -70,12 +73,16 @@ impl RowInput {
             RowInput::OldLogprobs => "old_logprobs",
             RowInput::RefLogprobs => "ref_logprobs",
             RowInput::RolloutLogprobs => "rollout_logprobs",
+            RowInput::Temperatures => "temperatures",
         }
     }
 
     fn requirement(self) -> &'static str {
         match self {
             RowInput::Mask => "a mask value must be finite and >= 0",
+            RowInput::Temperatures => {
+                "a masked-in row needs a finite temperature > 0 whose reciprocal is finite"
+            }
             _ => "a masked-in row needs a finite value",
         }
     }
@@ -95,6 +102,8 @@ impl RowInput {
     pub(crate) fn is_bad(self, value: f32) -> bool {
         match self {
             RowInput::Mask => !value.is_finite() || value < 0.0,
+            // 1/τ is what the kernels multiply by: a subnormal τ would make it ±inf
+            RowInput::Temperatures => !(value > 0.0 && (1.0 / value).is_finite()),
             _ => !value.is_finite(),
         }
     }

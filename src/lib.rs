@@ -60,11 +60,11 @@ pub use tools::demo::{Demo, DemoConfig};
 /// them all with naga; `scripts/gpu-isa.sh` compiles them offline to RDNA3 ISA.
 #[doc(hidden)]
 pub mod tooling {
-    pub use crate::shader::{shader_variants, GradOut, Kernel, PipelineKey};
+    pub use crate::shader::{shader_variants, GradOut, Kernel, PipelineKey, SamplerMap};
 }
 pub use shards::{VocabShards, PARTIAL_BYTES, PARTIAL_FLOATS};
 #[doc(hidden)]
-pub use tooling::{shader_variants, GradOut, Kernel, PipelineKey};
+pub use tooling::{shader_variants, GradOut, Kernel, PipelineKey, SamplerMap};
 pub use view::{DType, F32View, LogitsView, RowLayout, TargetsView};
 
 /// Re-exported so callers use the same wgpu (and half) versions as this crate.

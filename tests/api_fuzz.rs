@@ -1469,6 +1469,7 @@ fn run_loss_case(ctx: &Context, plan: &LossPlan) -> Result<(), String> {
         },
         old_logprobs: plan.old.map(|p| p.view(&bufs)),
         ref_logprobs: plan.refp.map(|p| p.view(&bufs)),
+        temperatures: None,
     };
     let gradient = match plan.grad {
         GradPlan::Into {
@@ -2203,6 +2204,7 @@ fn empty_batch_writes_its_metrics() {
         let host = ctx.policy_loss(
             &reinforce(),
             &wgpu_policy_loss::HostBatch {
+                temperatures: None,
                 logits: HostLogits::F32(&[]),
                 vocab: 4,
                 rows_per_seq: None,

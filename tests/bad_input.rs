@@ -111,6 +111,7 @@ fn target_out_of_range_is_found_on_the_device() {
         let r = ctx.policy_loss(
             &LossConfig::default(),
             &HostBatch {
+                temperatures: None,
                 logits: HostLogits::F32(&x),
                 vocab: V,
                 rows_per_seq: None,
@@ -188,6 +189,7 @@ fn shapes_and_lengths_that_do_not_match() {
         // host API: lengths
         let x = vec![0.0f32; 60];
         let batch = HostBatch {
+            temperatures: None,
             logits: HostLogits::F32(&x),
             vocab: V,
             rows_per_seq: None,
@@ -202,6 +204,7 @@ fn shapes_and_lengths_that_do_not_match() {
             "mask",
         );
         let batch = HostBatch {
+            temperatures: None,
             mask: &[1.0; 6],
             advantages: &[1.0, 2.0],
             ..batch
@@ -211,6 +214,7 @@ fn shapes_and_lengths_that_do_not_match() {
             "advantages",
         );
         let batch = HostBatch {
+            temperatures: None,
             advantages: &[1.0],
             vocab: 7,
             ..batch

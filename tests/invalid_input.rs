@@ -42,6 +42,8 @@ struct Data {
     old: Vec<f32>,
     refp: Vec<f32>,
     rollout: Vec<f32>,
+    /// Per-row temperatures, once a test sets one (1 on every other row).
+    temps: Option<Vec<f32>>,
 }
 
 impl Data {
@@ -57,6 +59,7 @@ impl Data {
             old: case.old.clone(),
             refp: case.refp.clone(),
             rollout: case.rollout.clone(),
+            temps: None,
         }
     }
 
@@ -73,6 +76,12 @@ impl Data {
             RowInput::OldLogprobs => self.old[row] = value,
             RowInput::RefLogprobs => self.refp[row] = value,
             RowInput::RolloutLogprobs => self.rollout[row] = value,
+            // τ = 1 elsewhere: the plain loss's numbers (a bad temperature on a read
+            // row: tests/sampler.rs, as the reference rejects it outright)
+            RowInput::Temperatures => {
+                let n = self.mask.len();
+                self.temps.get_or_insert_with(|| vec![1.0; n])[row] = value
+            }
         }
         self
     }
@@ -87,6 +96,7 @@ impl Data {
             advantages: &self.adv,
             old_logprobs: Some(&self.old),
             ref_logprobs: Some(&self.refp),
+            temperatures: self.temps.as_deref(),
         }
         .with_rollout_logprobs(&self.rollout)
     }
@@ -142,6 +152,7 @@ struct PartBufs {
     old: wgpu::Buffer,
     refp: wgpu::Buffer,
     roll: wgpu::Buffer,
+    temps: Option<wgpu::Buffer>,
     grad: (wgpu::Buffer, u64),
 }
 
@@ -179,6 +190,10 @@ impl PartBufs {
             old: f32s("old", &data.old[r0..r1]),
             refp: f32s("ref", &data.refp[r0..r1]),
             roll: f32s("rollout", &data.rollout[r0..r1]),
+            temps: data
+                .temps
+                .as_ref()
+                .map(|t| f32s("temperatures", &t[r0..r1])),
             grad: (
                 ctx.buffer("grad", g_bytes.div_ceil(4).max(1) * 4, usage),
                 g_bytes,
@@ -202,6 +217,10 @@ impl PartBufs {
         )
         .with_old_logprobs(F32View::new(&self.old))
         .with_ref_logprobs(F32View::new(&self.refp));
+        let inputs = match &self.temps {
+            Some(t) => inputs.with_temperatures(F32View::new(t)),
+            None => inputs,
+        };
         let gradient = match grad {
             Grad::Into(d) => Gradient::Into(GradView::new(&self.grad.0, d, case.vocab)),
             Grad::InPlace => Gradient::InPlace,
@@ -315,6 +334,7 @@ fn configs(input: RowInput) -> Vec<LossConfig> {
                 rollout_correction: None,
                 ..b
             }),
+            RowInput::Temperatures => {}
             RowInput::Mask | RowInput::Advantages => {
                 for loss_agg_mode in &LossAggMode::ALL[1..] {
                     out.push(LossConfig {
@@ -351,6 +371,8 @@ fn inputs() -> Vec<(RowInput, bool)> {
         .iter()
         .flat_map(|&i| match i {
             RowInput::Advantages => vec![(i, false), (i, true)],
+            // tests/sampler.rs (the reference rejects a bad temperature outright)
+            RowInput::Temperatures => vec![],
             _ => vec![(i, false)],
         })
         .collect()
@@ -510,6 +532,7 @@ fn host_api_first_row_over_parts() {
         let b = whole.batch;
         let split = |r0: usize, r1: usize| HostPart {
             batch: HostBatch {
+                temperatures: None,
                 logits: wgpu_policy_loss::HostLogits::F32(&logits.f32[r0 * v..r1 * v]),
                 targets: &b.targets[r0..r1],
                 mask: &b.mask[r0..r1],
@@ -567,6 +590,7 @@ fn host_api_shard_call() {
         let x = cols(1);
         let part = HostPart {
             batch: HostBatch {
+                temperatures: None,
                 logits: wgpu_policy_loss::HostLogits::F32(&x),
                 vocab: shards.width(1),
                 ..whole.batch

@@ -382,6 +382,7 @@ fn module(ctx: &Context, dtype: DType) -> String {
         quad: false,
         grad_quad: false,
         lane_blocks: ctx.lane_blocks(),
+        sampler: wgpu_policy_loss::SamplerMap::Off,
     }
     .source()
 }

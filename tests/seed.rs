@@ -40,6 +40,7 @@ fn step(
     let targets: Vec<u32> = answers.concat();
     let mask = vec![1.0f32; 2 * ANSWER_LEN];
     let batch = HostBatch {
+        temperatures: None,
         logits: HostLogits::F32(&logits),
         vocab: V as u32,
         rows_per_seq: Some(ANSWER_LEN as u32),

@@ -41,6 +41,10 @@ pub struct LossExtras {
     /// The sampler's log-probs `[B, R]` (vLLM's, SGLang's), for the rollout
     /// correction.
     pub rollout_logprobs: Option<Tensor<2>>,
+    /// The sampler's temperature of each predicting row `[B, R]` (SPEC "The
+    /// sampler's distribution"), in place of the configuration's `temperature` (which
+    /// must then be 1). The softcap is the configuration's `logit_softcap`.
+    pub temperatures: Option<Tensor<2>>,
     pub positions: Positions,
     /// [`policy_loss_head`]: the logits rows made at once (`None`: as many as 256 MiB
     /// of f32 logits hold).
@@ -60,6 +64,11 @@ impl LossExtras {
 
     pub fn with_rollout_logprobs(mut self, t: Tensor<2>) -> Self {
         self.rollout_logprobs = Some(t);
+        self
+    }
+
+    pub fn with_temperatures(mut self, t: Tensor<2>) -> Self {
+        self.temperatures = Some(t);
         self
     }
 
@@ -225,6 +234,13 @@ impl Call {
             extras.ref_logprobs.is_some(),
             extras.rollout_logprobs.is_some(),
         )?;
+        if extras.temperatures.is_some() && config.temperature != 1.0 {
+            let why = "must be 1 when per-token temperatures are given";
+            return Err(Error::arg(
+                "temperature",
+                format!("{why}, got {}", config.temperature),
+            ));
+        }
         let r = check_positions(extras.positions, b, s)?;
         shape(
             "targets",
@@ -258,6 +274,7 @@ impl Call {
             optional("old_logprobs", &extras.old_logprobs)?,
             optional("ref_logprobs", &extras.ref_logprobs)?,
             optional("rollout_logprobs", &extras.rollout_logprobs)?,
+            optional("temperatures", &extras.temperatures)?,
         ];
         let op = LossOp {
             config: *config,
@@ -266,12 +283,14 @@ impl Call {
             has_old: extras.old_logprobs.is_some(),
             has_ref: extras.ref_logprobs.is_some(),
             has_rollout: extras.rollout_logprobs.is_some(),
+            has_temps: extras.temperatures.is_some(),
             want_grad: true,
             chunk_rows: extras.chunk_rows,
             call: CallId::next(),
         };
         let advantages = to_f32("advantages", advantages)?;
-        let [old_logprobs, ref_logprobs, rollout_logprobs] = extra.map(Tensor::into_dispatch);
+        let [old_logprobs, ref_logprobs, rollout_logprobs, temperatures] =
+            extra.map(Tensor::into_dispatch);
         let rows = RowInputs {
             targets: ids(targets)?.into_dispatch(),
             mask: mask.into_dispatch(),
@@ -279,6 +298,7 @@ impl Call {
             old_logprobs,
             ref_logprobs,
             rollout_logprobs,
+            temperatures,
         };
         Ok(Call { rows, op })
     }

@@ -61,6 +61,7 @@ fn inner<B: Backend, C: CheckpointStrategy>(r: RowInputs<Autodiff<B, C>>) -> Row
         old_logprobs: r.old_logprobs.into_primitive(),
         ref_logprobs: r.ref_logprobs.into_primitive(),
         rollout_logprobs: r.rollout_logprobs.into_primitive(),
+        temperatures: r.temperatures.into_primitive(),
     }
 }
 

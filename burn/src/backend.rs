@@ -3,7 +3,7 @@
 //! with the `fusion` feature, by `Fusion<B>` (generated: a lazy custom operation that
 //! runs the wgpu implementation on the resolved buffers when the stream executes).
 //!
-//! Absent optional inputs (old, ref, rollout log-probs) travel as the mask tensor,
+//! Absent optional inputs (old, ref, rollout log-probs, temperatures) travel as the mask tensor,
 //! flagged absent in [`LossOp`]: Fusion's custom operations take tensors, not
 //! `Option`s, and the mask costs nothing to pass again.
 
@@ -85,6 +85,8 @@ pub struct LossOp {
     pub has_old: bool,
     pub has_ref: bool,
     pub has_rollout: bool,
+    /// The sampler's per-token temperatures are given.
+    pub has_temps: bool,
     /// Compute the gradient in the forward (set by the autodiff layer where the
     /// logits, or for a head call hidden or the weight, need one).
     pub want_grad: bool,
@@ -129,6 +131,7 @@ pub struct RowInputs<B: Backend> {
     pub old_logprobs: FloatTensor<B>,
     pub ref_logprobs: FloatTensor<B>,
     pub rollout_logprobs: FloatTensor<B>,
+    pub temperatures: FloatTensor<B>,
 }
 
 /// The policy loss as a backend operation. Call it through

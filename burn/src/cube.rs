@@ -34,7 +34,9 @@ pub(crate) fn borrow_rows(rows: RowInputs<CubeBackend>) -> Result<Vec<Borrowed>,
         "old_logprobs",
         "ref_logprobs",
     ];
-    let names = names.into_iter().chain(["rollout_logprobs"]);
+    let names = names
+        .into_iter()
+        .chain(["rollout_logprobs", "temperatures"]);
     let r = rows;
     [
         r.targets,
@@ -43,6 +45,7 @@ pub(crate) fn borrow_rows(rows: RowInputs<CubeBackend>) -> Result<Vec<Borrowed>,
         r.old_logprobs,
         r.ref_logprobs,
         r.rollout_logprobs,
+        r.temperatures,
     ]
     .into_iter()
     .zip(names)
@@ -74,6 +77,7 @@ pub(crate) struct RowViews<'a> {
     pub old: Option<F32View<'a>>,
     pub refp: Option<F32View<'a>>,
     pub rollout: Option<F32View<'a>>,
+    pub temps: Option<F32View<'a>>,
 }
 
 impl<'a> RowViews<'a> {
@@ -95,6 +99,7 @@ impl<'a> RowViews<'a> {
             old: given(op.has_old, 3),
             refp: given(op.has_ref, 4),
             rollout: given(op.has_rollout, 5),
+            temps: given(op.has_temps, 6),
         })
     }
 
@@ -102,6 +107,7 @@ impl<'a> RowViews<'a> {
         let mut inputs = LossInputs::new(logits, self.targets, self.mask, self.advantages);
         inputs.old_logprobs = self.old;
         inputs.ref_logprobs = self.refp;
+        inputs.temperatures = self.temps;
         let mut part = LossPart::new(inputs, gradient);
         part.rollout_logprobs = self.rollout;
         part

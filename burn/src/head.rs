@@ -97,6 +97,7 @@ pub(crate) fn forward(
     inputs.old_logprobs = rv.old;
     inputs.ref_logprobs = rv.refp;
     inputs.rollout_logprobs = rv.rollout;
+    inputs.temperatures = rv.temps;
     inputs.chunk_rows = op.chunk_rows;
     let size = dtype.size();
     let gh = grad_buffer(

@@ -67,6 +67,61 @@ fn every_mode_and_aggregation_matches_the_reference() {
     }
 }
 
+/// The sampler's distribution through the op: per-token temperatures (junk on
+/// masked-out rows, which are never read) and the logit softcap, alone and together.
+#[test]
+fn temperatures_and_softcap_match_the_reference() {
+    let mut i = 0;
+    for (name, device) in devices() {
+        for (mode, temps, cap) in [
+            (PolicyLossMode::PpoClip, true, None),
+            (PolicyLossMode::Gspo, false, Some(3.0)),
+            (PolicyLossMode::Cispo, true, Some(3.0)),
+        ] {
+            for dtype in [FloatDType::F32, FloatDType::BF16] {
+                i += 1;
+                let mut case = Case::new(300 + i as u64, (3, 6, 37), POSITIONS[i % 3]);
+                if temps {
+                    let t = (0..case.mask.len())
+                        .map(|k| match case.mask[k] > 0.0 {
+                            true => 0.6 + 0.07 * (k % 11) as f32,
+                            false => -1.0,
+                        })
+                        .collect();
+                    case.temps = Some(t);
+                }
+                let cfg = LossConfig {
+                    logit_softcap: cap,
+                    temperature: 1.0,
+                    ..config(mode, LossAggMode::SeqMeanTokenMean, i)
+                };
+                let what = format!("{name} {mode:?} {dtype:?} temps {temps} softcap {cap:?}");
+                let (out, read, grad) = run(&case, &cfg, device, dtype);
+                let (want, want_grad) = case.reference(&cfg, &read);
+                let tol = |w: f64| 2e-5 + 2e-5 * w.abs();
+                let loss = common::values(out.loss)[0];
+                check(&format!("{what}: loss"), &[loss], &[want.loss], tol);
+                let masked = |v: Vec<f32>, w: &[f64]| -> (Vec<f32>, Vec<f64>) {
+                    let keep = |k: &usize| case.mask[*k] > 0.0;
+                    let g = (0..v.len()).filter(keep).map(|k| v[k]).collect();
+                    (g, (0..w.len()).filter(keep).map(|k| w[k]).collect())
+                };
+                let (g, w) = masked(common::values(out.logprobs), &want.logp);
+                check(&format!("{what}: logprobs"), &g, &w, tol);
+                let (g, w) = masked(common::values(out.lse), &want.lse);
+                check(&format!("{what}: lse"), &g, &w, tol);
+                let scale = max_abs(&want_grad);
+                check(
+                    &format!("{what}: gradient"),
+                    &grad,
+                    &want_grad,
+                    grad_tol(dtype, scale),
+                );
+            }
+        }
+    }
+}
+
 /// The chain rule: a loss scaled by c before `backward` gives c times the gradient.
 #[test]
 fn the_backward_multiplies_by_the_upstream_gradient() {

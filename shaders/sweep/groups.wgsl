@@ -7,8 +7,9 @@
 // all finite numbers (GradCoefs.fast) takes the exact loop after the hot one, where a
 // gradient may be NaN; in the hot loop none can be.
 //
-// requires: GROUP, GradCoefs, Group, grad_any, grad_exact, grad_quad, item_lane
-// requires: lane_range, load_group, load_logit, load_tail, store_elem, store_group
+// requires: GROUP, GradCoefs, Group, at_target4, grad_any, grad_exact, grad_quad
+// requires: item_lane, lane_range, load_group, load_logit, load_tail, store_elem
+// requires: store_group
 
 // Logits a lane takes in one step of its loop (scripts/gpu-isa.sh counts per logit).
 const GRAD_STEP: u32 = GROUP;
@@ -59,6 +60,6 @@ fn grad_sweep(lane: u32, xbase: u32, gbase: u32, k: GradCoefs) {
         store_tail(gbase, full, Group(grad_any(x.a, k), grad_any(x.b, k)), rest);
     }
     if (holds_target) {
-        store_elem(gbase + k.y, grad_any(vec4<f32>(xy), k).x + k.at_target);
+        store_elem(gbase + k.y, grad_any(vec4<f32>(xy), k).x + at_target4(vec4<f32>(xy), k).x);
     }
 }

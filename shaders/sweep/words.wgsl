@@ -8,9 +8,9 @@
 // term is added outside the loop: the lane that holds the target's word writes it
 // again afterwards.
 //
-// requires: GROUP, GradCoefs, Group, grad_any, grad_exact, grad_quad, grad_word_store4
-// requires: grad_word_update, item_lane, lane_range, load8, load_logit, pack2_grad16
-// requires: pack_group16
+// requires: GROUP, GradCoefs, Group, at_target4, grad_any, grad_exact, grad_quad
+// requires: grad_word_store4, grad_word_update, item_lane, lane_range, load8
+// requires: load_logit, pack2_grad16, pack_group16
 
 // Logits a lane takes in one step of its loop (scripts/gpu-isa.sh counts per logit).
 const GRAD_STEP: u32 = GROUP;
@@ -25,8 +25,9 @@ fn word_grad(w: u32, xbase: u32, gbase: u32, k: GradCoefs, with_target: bool) ->
     var g = vec2<f32>(0.0);
     if (k.scale != 0.0) {
         let at = min(v, vec2<u32>(k.vocab - 1u));
-        g = grad_any(vec4<f32>(load_logit(xbase + at.x), load_logit(xbase + at.y), 0.0, 0.0), k).xy;
-        g += select(vec2<f32>(0.0), vec2<f32>(k.at_target), vec2<bool>(with_target) & (v == vec2<u32>(k.y)));
+        let x = vec4<f32>(load_logit(xbase + at.x), load_logit(xbase + at.y), 0.0, 0.0);
+        g = grad_any(x, k).xy;
+        g += select(vec2<f32>(0.0), at_target4(x, k).xy, vec2<bool>(with_target) & (v == vec2<u32>(k.y)));
     }
     let mask = select(0u, 0xffffu, inside.x) | select(0u, 0xffff0000u, inside.y);
     return vec2<u32>(pack2_grad16(g.x, g.y, false) & mask, mask);

@@ -74,6 +74,9 @@ pub struct LossConfig {
     pub off_policy_mask_threshold: Option<f32>,
     /// TRL's `use_bias_correction_kl`: the KL term times the importance ratio.
     pub use_bias_correction_kl: bool,
+    /// The sampler's logit softcap `c > 0` (Gemma 2, Grok): every logit becomes
+    /// `c·tanh(x/c)` before the temperature (SPEC "The sampler's distribution").
+    pub logit_softcap: Option<f32>,
 }
 
 impl Default for LossConfig {
@@ -111,6 +114,7 @@ impl Default for LossConfig {
             importance_sampling_level: ImportanceSamplingLevel::Token,
             off_policy_mask_threshold: None,
             use_bias_correction_kl: false,
+            logit_softcap: None,
         }
     }
 }

@@ -24,6 +24,9 @@ impl LossConfig {
     /// Checks every value; the error names the field.
     pub fn validate(&self) -> Result<()> {
         positive("temperature", self.temperature)?;
+        if let Some(c) = self.logit_softcap {
+            positive("logit_softcap", c)?;
+        }
         for (arg, v) in [
             ("clip_ratio_low", self.clip_ratio_low),
             ("clip_ratio_high", self.clip_ratio_high),

@@ -58,6 +58,7 @@ impl HostPart<'_> {
             .chain(batch.old_logprobs.map(|x| ("old_logprobs", x.len())))
             .chain(batch.ref_logprobs.map(|x| ("ref_logprobs", x.len())))
             .chain(self.rollout_logprobs.map(|x| ("rollout_logprobs", x.len())))
+            .chain(batch.temperatures.map(|x| ("temperatures", x.len())))
         {
             if len != rows {
                 return Err(Error::arg(
@@ -87,6 +88,9 @@ impl HostPart<'_> {
     /// device's reduce kernel counts them: both name the same row and tensor.
     fn check_values(&self, config: &LossConfig, shape: &Shape, first_row: usize) -> Result<()> {
         let b = &self.batch;
+        if b.temperatures.is_some() {
+            crate::loss::check_temperatures(config)?;
+        }
         let rollout = self
             .rollout_logprobs
             .filter(|_| config.reads_rollout_logp());
@@ -113,6 +117,7 @@ impl HostPart<'_> {
                 (RowInput::OldLogprobs, b.old_logprobs.map(|x| x[r])),
                 (RowInput::RefLogprobs, b.ref_logprobs.map(|x| x[r])),
                 (RowInput::RolloutLogprobs, rollout.map(|x| x[r])),
+                (RowInput::Temperatures, b.temperatures.map(|x| x[r])),
             ] {
                 if let Some(v) = value.filter(|&v| tensor.is_bad(v)) {
                     return bad(tensor, v);

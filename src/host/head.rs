@@ -29,6 +29,8 @@ pub struct HostHead<'a> {
     pub old_logprobs: Option<&'a [f32]>,
     pub ref_logprobs: Option<&'a [f32]>,
     pub rollout_logprobs: Option<&'a [f32]>,
+    /// The sampler's temperature of each row ([`HostBatch::temperatures`]).
+    pub temperatures: Option<&'a [f32]>,
     /// Rows of logits held at once ([`HeadInputs::chunk_rows`]).
     pub chunk_rows: Option<u32>,
 }
@@ -76,6 +78,7 @@ impl HostHead<'_> {
                 advantages: self.advantages,
                 old_logprobs: self.old_logprobs,
                 ref_logprobs: self.ref_logprobs,
+                temperatures: self.temperatures,
             },
             rollout_logprobs: self.rollout_logprobs,
         };
@@ -103,6 +106,7 @@ struct HeadUpload {
     old: Option<wgpu::Buffer>,
     refp: Option<wgpu::Buffer>,
     rollout: Option<wgpu::Buffer>,
+    temps: Option<wgpu::Buffer>,
 }
 
 /// The gradients' buffers: ∂L/∂h (buffer, bytes) and ∂L/∂W in vocabulary blocks
@@ -196,6 +200,7 @@ impl Context {
             old: b.old_logprobs.map(|v| f32s("old_logprobs", v)),
             refp: b.ref_logprobs.map(|v| f32s("ref_logprobs", v)),
             rollout: b.rollout_logprobs.map(|v| f32s("rollout_logprobs", v)),
+            temps: b.temperatures.map(|v| f32s("temperatures", v)),
         }
     }
 
@@ -324,6 +329,7 @@ impl Context {
         inputs.old_logprobs = up.old.as_ref().map(F32View::new);
         inputs.ref_logprobs = up.refp.as_ref().map(F32View::new);
         inputs.rollout_logprobs = up.rollout.as_ref().map(F32View::new);
+        inputs.temperatures = up.temps.as_ref().map(F32View::new);
         inputs.chunk_rows = b.chunk_rows;
         let gw: Vec<MatrixView<'_>> = g
             .iter()

@@ -26,6 +26,9 @@ pub struct HostBatch<'a> {
     pub advantages: &'a [f32],
     pub old_logprobs: Option<&'a [f32]>,
     pub ref_logprobs: Option<&'a [f32]>,
+    /// The sampler's temperature of each row, in place of the configuration's one
+    /// (which must then be 1); checked on masked-in rows (SPEC "Bad input").
+    pub temperatures: Option<&'a [f32]>,
 }
 
 /// One part of a host batch for [`Context::policy_loss_parts`]: the batch, and the
@@ -134,6 +137,7 @@ pub(super) struct Uploaded {
     old: Option<wgpu::Buffer>,
     refp: Option<wgpu::Buffer>,
     rollout: Option<wgpu::Buffer>,
+    temps: Option<wgpu::Buffer>,
     grad: Option<(wgpu::Buffer, u64)>,
 }
 
@@ -154,6 +158,7 @@ impl Uploaded {
             },
             old_logprobs: self.old.as_ref().map(F32View::new),
             ref_logprobs: self.refp.as_ref().map(F32View::new),
+            temperatures: self.temps.as_ref().map(F32View::new),
         };
         let gradient = match (&self.grad, grad_dtype) {
             (Some((buf, _)), Some(d)) => Gradient::Into(GradView::new(buf, d, vocab)),
@@ -359,6 +364,7 @@ impl Context {
             old: batch.old_logprobs.map(|v| f32s("old_logprobs", v)),
             refp: batch.ref_logprobs.map(|v| f32s("ref_logprobs", v)),
             rollout: part.rollout_logprobs.map(|v| f32s("rollout_logprobs", v)),
+            temps: batch.temperatures.map(|v| f32s("temperatures", v)),
             grad: grad_dtype.map(|_| {
                 let buffer = self.buffer(
                     "gradient",

@@ -114,6 +114,7 @@ fn key(ctx: &Context, logits: &LogitsView<'_>, op: BaselineOp) -> PipelineKey {
         quad: false,
         grad_quad: false,
         lane_blocks: false,
+        sampler: crate::shader::SamplerMap::Off,
     }
 }
 

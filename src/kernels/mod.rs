@@ -23,7 +23,7 @@ mod dispatch;
 mod rows;
 
 pub(crate) use crate::shader::abi::aggregate::*;
-pub(crate) use crate::shader::{GradOut, Kernel, PipelineKey};
+pub(crate) use crate::shader::{GradOut, Kernel, PipelineKey, SamplerMap};
 pub(crate) use dispatch::*;
 pub(crate) use rows::*;
 
@@ -45,7 +45,8 @@ pub(crate) fn agg_code(mode: crate::config::LossAggMode) -> u32 {
 /// `logits` reads it once, with the row's id from `targets`, in chunks of rows as the
 /// row kernels plan them. `params(x, y, first, end)` is a chunk's parameter block (the
 /// layouts relative to its windows, its rows), and `outputs` are bound from binding 3
-/// on in every chunk.
+/// on in every chunk. `sampler` is the module's map of the logits and, where it binds
+/// one (at 8), the per-row temperatures' window (or any read-only buffer).
 pub(crate) fn record_row_sweep<P: bytemuck::Pod>(
     ctx: &crate::Context,
     encoder: &mut wgpu::CommandEncoder,
@@ -54,6 +55,7 @@ pub(crate) fn record_row_sweep<P: bytemuck::Pod>(
     targets: &crate::view::TargetsView<'_>,
     params: impl Fn(LayoutParams, LayoutParams, u32, u32) -> P,
     outputs: &[wgpu::BufferBinding<'_>],
+    sampler: (SamplerMap, wgpu::BufferBinding<'_>),
 ) -> Result<()> {
     let rows = logits.rows;
     let limits = ctx.device().limits();
@@ -100,6 +102,7 @@ pub(crate) fn record_row_sweep<P: bytemuck::Pod>(
         quad,
         grad_quad: false,
         lane_blocks: ctx.lane_blocks(),
+        sampler: sampler.0,
     })?;
     let label = kernel.entry_point();
     let uniforms = ChunkUniforms::new(ctx, &format!("{label} params"), &blocks);
@@ -114,6 +117,9 @@ pub(crate) fn record_row_sweep<P: bytemuck::Pod>(
                     .enumerate()
                     .map(|(j, o)| entry(3 + j as u32, o.clone())),
             );
+            if sampler.0.binds_temps() {
+                entries.push(entry(8, sampler.1.clone()));
+            }
             (entries, groups)
         })
         .collect();

@@ -3,15 +3,16 @@
 //! the rows exceed the dispatch grid.
 
 use super::{
-    check_loops, dispatch_chunks, entry, grid, plan_chunks, row_lane_steps, storage_window_in,
-    whole, ChunkUniforms, GradOut, Kernel, LayoutParams, PipelineKey, RowSpan, RowTensor,
-    ScratchBufs,
+    check_loops, dispatch_chunks, entry, f32_window, grid, plan_chunks, row_lane_steps,
+    storage_window_in, whole, ChunkUniforms, GradOut, Kernel, LayoutParams, PipelineKey, RowSpan,
+    RowTensor, ScratchBufs,
 };
 use crate::config::{KlEstimator, LossConfig, PolicyLossMode};
 use crate::context::Context;
 use crate::error::Result;
 pub(crate) use crate::shader::abi::policy_loss::*;
-use crate::view::{DType, LogitsView, RowLayout, TargetsView};
+use crate::shader::abi::NO_TEMPS;
+use crate::view::{DType, F32View, LogitsView, RowLayout, TargetsView};
 
 /// Where the gradient goes, resolved to a buffer and a layout.
 pub(crate) enum GradDest<'a> {
@@ -51,9 +52,25 @@ pub(crate) struct RowCall<'a> {
     /// dense f32 rows of `logits.layout.row_stride` elements from the start of
     /// `logits.buffer` (row `first` first). `None`: every row, where the view says.
     pub chunk: Option<(u32, u32)>,
+    /// The sampler's per-row temperatures of the part's rows.
+    pub temps: Option<F32View<'a>>,
 }
 
 impl<'a> RowCall<'a> {
+    /// Whether the rows go through the sampler's map (sampler/on.wgsl).
+    fn sampler(&self) -> super::SamplerMap {
+        super::SamplerMap::of(self.config.logit_softcap.is_some(), self.temps.is_some())
+    }
+
+    /// sampler/on.wgsl's binding 8 (the temperatures' window, else rowin, never read)
+    /// and the window's index of row 0 (NO_TEMPS: none).
+    fn temps_window(&self, limits: &wgpu::Limits) -> Result<(wgpu::BufferBinding<'a>, u32)> {
+        match &self.temps {
+            Some(v) => f32_window("temperatures", v, self.logits.rows as u64, limits),
+            None => Ok((self.scratch.rowin.as_entire_buffer_binding(), NO_TEMPS)),
+        }
+    }
+
     /// The tensors bound per chunk: logits, targets and (in the loss launch) a separate
     /// gradient buffer.
     fn tensors(&self, writes_grad: bool, limits: &wgpu::Limits) -> Vec<RowTensor<'a>> {
@@ -266,11 +283,7 @@ pub(crate) fn record(
     let limits = ctx.device().limits();
     let logits = call.logits;
     let writes_grad = phase & PHASE_LOSS != 0;
-    let grad_out = match (call.grad, writes_grad) {
-        (GradDest::Separate { dtype, .. }, true) => GradOut::Separate(*dtype),
-        (GradDest::InPlace | GradDest::Beside { .. }, true) => GradOut::InPlace,
-        _ => GradOut::None,
-    };
+    let grad_out = grad_out(call.grad, writes_grad);
     let mut tensors = call.tensors(writes_grad, &limits);
     let beside = match call.chunk {
         Some(rows) => Some(head_window(call, rows, &mut tensors[0], &limits)?),
@@ -282,6 +295,7 @@ pub(crate) fn record(
         None => plan_chunks(logits.rows, &spans, &limits)?,
     };
     let mut params = Vec::with_capacity(chunks.len());
+    let (temps_bind, temps) = call.temps_window(&limits)?;
     let mut windows: Vec<ChunkWindows<'_>> = Vec::with_capacity(chunks.len());
     for &(first, end) in chunks.iter().filter(|c| c.1 > c.0) {
         let (x_bind, x_base) = match &beside {
@@ -299,7 +313,13 @@ pub(crate) fn record(
             (None, None) => (None, seq_layout(call), x_base),
         };
         let bases = [x_base, y_base, g_base];
-        params.push(chunk_params(call, phase, (first, end), bases, &g_layout)?);
+        params.push(chunk_params(
+            call,
+            (phase, temps),
+            (first, end),
+            bases,
+            &g_layout,
+        )?);
         windows.push((x_bind, y_bind, g_bind, grid(end - first, &limits)));
     }
     check_row_loops(ctx, logits.vocab, phase, grad_out)?;
@@ -311,28 +331,42 @@ pub(crate) fn record(
         quad: tensors[0].quad,
         grad_quad: tensors.get(2).is_some_and(|g| g.quad),
         lane_blocks: ctx.lane_blocks(),
+        sampler: call.sampler(),
     })?;
     let uniforms = ChunkUniforms::new(ctx, "policy_loss params", &params);
     let dispatches: Vec<_> = windows
         .into_iter()
         .enumerate()
         .map(|(i, (x, y, g, groups))| {
-            let mut entries = vec![
-                entry(0, x),
-                uniforms.entry(1, i),
-                entry(2, y),
-                whole(3, call.scratch.rowin),
-                whole(4, call.scratch.seqinfo),
-                whole(5, call.scratch.rowout),
-                whole(7, call.scratch.rowaux),
-            ];
-            if let Some(g) = g {
-                entries.push(entry(6, g));
+            let mut entries = vec![entry(0, x), uniforms.entry(1, i), entry(2, y)];
+            entries.extend(scratch_entries(&call.scratch));
+            entries.extend(g.map(|g| entry(6, g)));
+            if call.sampler().binds_temps() {
+                entries.push(entry(8, temps_bind.clone()));
             }
             (entries, groups)
         })
         .collect();
     dispatch_chunks(ctx, encoder, "policy_loss", &pipeline, &dispatches)
+}
+
+/// rowin, seqinfo, rowout and rowaux at their bindings.
+fn scratch_entries<'b>(s: &ScratchBufs<'b>) -> [wgpu::BindGroupEntry<'b>; 4] {
+    [
+        whole(3, s.rowin),
+        whole(4, s.seqinfo),
+        whole(5, s.rowout),
+        whole(7, s.rowaux),
+    ]
+}
+
+/// The module's gradient output: none where the phase writes none.
+fn grad_out(grad: &GradDest<'_>, writes_grad: bool) -> GradOut {
+    match (grad, writes_grad) {
+        (GradDest::Separate { dtype, .. }, true) => GradOut::Separate(*dtype),
+        (GradDest::InPlace | GradDest::Beside { .. }, true) => GradOut::InPlace,
+        _ => GradOut::None,
+    }
 }
 
 /// The logits' layout with the loss's sequences: the loss groups rows into sequences by
@@ -347,7 +381,7 @@ fn seq_layout(call: &RowCall<'_>) -> RowLayout {
 /// element bases in their windows, and the gradient's layout.
 fn chunk_params(
     call: &RowCall<'_>,
-    phase: u32,
+    (phase, temps): (u32, u32),
     (first, end): (u32, u32),
     [x_base, y_base, g_base]: [u64; 3],
     g_layout: &RowLayout,
@@ -377,6 +411,8 @@ fn chunk_params(
         col_offset: call.col_offset,
         vocab_total: call.vocab_total,
         dro_beta: cfg.dro_beta.unwrap_or(0.0),
+        softcap: cfg.logit_softcap.unwrap_or(0.0),
+        temps,
         vespo: vespo_of(cfg),
         ..bytemuck::Zeroable::zeroed()
     })

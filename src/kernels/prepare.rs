@@ -23,6 +23,8 @@ pub(crate) struct RowInputs<'a> {
     pub ref_logp: Option<F32View<'a>>,
     /// The sampler's log-probs, for the rollout correction.
     pub rollout_logp: Option<F32View<'a>>,
+    /// The sampler's per-row temperatures (the row kernels read them where they are).
+    pub temperatures: Option<F32View<'a>>,
 }
 
 /// One part's rows: its inputs, its shape, and where its rows and sequences start in

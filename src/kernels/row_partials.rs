@@ -1,16 +1,39 @@
 //! Host side of `shaders/row_partials.wgsl`: one shard's (or one column block's)
 //! partial row statistics, `PARTIAL_FLOATS` f32 a row.
 
-use super::{record_row_sweep, Kernel};
+use super::{f32_window, record_row_sweep, Kernel};
 use crate::context::Context;
 use crate::error::Result;
 pub(crate) use crate::shader::abi::row_partials::*;
-use crate::view::{LogitsView, TargetsView};
+use crate::shader::abi::NO_TEMPS;
+use crate::view::{F32View, LogitsView, TargetsView};
 
 /// Where partials go: a binding of vec4 (16-byte) items and the item of row 0 in it.
 pub(crate) struct PartialsOut<'a> {
     pub binding: wgpu::BufferBinding<'a>,
     pub offset: u32,
+}
+
+/// How the rows' logits map to the sampler's z (SPEC "The sampler's distribution").
+#[derive(Clone, Copy)]
+pub(crate) struct Sampler<'a> {
+    /// The call's scalar 1/τ.
+    pub inv_tau: f32,
+    /// The softcap c, 0 for none.
+    pub softcap: f32,
+    /// The rows' temperatures.
+    pub temps: Option<F32View<'a>>,
+}
+
+impl Sampler<'_> {
+    /// Every option off: the module of sampler/off.wgsl.
+    pub(crate) fn off(inv_tau: f32) -> Self {
+        Sampler {
+            inv_tau,
+            softcap: 0.0,
+            temps: None,
+        }
+    }
 }
 
 /// Records the partials of `logits` (columns `col_offset ..` of the whole vocabulary,
@@ -20,7 +43,7 @@ pub(crate) fn record(
     encoder: &mut wgpu::CommandEncoder,
     logits: &LogitsView<'_>,
     targets: &TargetsView<'_>,
-    inv_tau: f32,
+    sampler: &Sampler<'_>,
     col_offset: u32,
     out: &PartialsOut<'_>,
 ) -> Result<()> {
@@ -28,15 +51,24 @@ pub(crate) fn record(
     if rows == 0 {
         return Ok(());
     }
+    let limits = ctx.device().limits();
+    // sampler/on.wgsl's binding 8: the temperatures' window (else the ids, never read)
+    let (temps_bind, temps) = match &sampler.temps {
+        Some(v) => f32_window("temperatures", v, rows as u64, &limits)?,
+        None => (targets.buffer.as_entire_buffer_binding(), NO_TEMPS),
+    };
+    let map = super::SamplerMap::of(sampler.softcap > 0.0, sampler.temps.is_some());
     let chunk = |x, y, row_base, row_end| Params {
         x,
         y,
         row_base,
         row_end,
         vocab: logits.vocab,
-        inv_tau,
+        inv_tau: sampler.inv_tau,
         col_offset,
         out_offset: out.offset,
+        temps,
+        softcap: sampler.softcap,
         ..bytemuck::Zeroable::zeroed()
     };
     let outputs = [out.binding.clone()];
@@ -48,5 +80,6 @@ pub(crate) fn record(
         targets,
         chunk,
         &outputs,
+        (map, temps_bind),
     )
 }

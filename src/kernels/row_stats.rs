@@ -139,6 +139,10 @@ impl Context {
             targets,
             chunk,
             &outputs,
+            (
+                super::SamplerMap::Off,
+                targets.buffer.as_entire_buffer_binding(),
+            ),
         )
     }
 
@@ -179,7 +183,8 @@ impl Context {
                 binding: binding.clone(),
                 offset: j as u32 * rows,
             };
-            super::row_partials::record(self, encoder, &block, targets, inv_tau, col, &out)?;
+            let sampler = super::row_partials::Sampler::off(inv_tau);
+            super::row_partials::record(self, encoder, &block, targets, &sampler, col, &out)?;
             starts.push(col);
         }
         starts.push(logits.vocab);

@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::kernels::combine::{CombineOut, Gathered};
 use crate::kernels::policy_loss::{GradDest, RowCall, HAS_ROLLOUT, HAS_SELECTION, RENORMALIZE};
 use crate::kernels::prepare::{AllSeqs, HAS_OLD, HAS_REF};
-use crate::kernels::row_partials::PartialsOut;
+use crate::kernels::row_partials::{PartialsOut, Sampler};
 use crate::kernels::{
     combine, policy_loss, prepare, reduce, row_partials, select, seq_terms, ColumnBlock,
     ScratchBufs,
@@ -179,6 +179,15 @@ impl PolicyLoss {
         })
     }
 
+    /// The sampler's map of a part's rows: the softcap, and its per-row temperatures.
+    pub(super) fn sampler<'b>(&self, temps: Option<F32View<'b>>) -> Result<Sampler<'b>> {
+        Ok(Sampler {
+            inv_tau: crate::kernels::row_stats::check_temperature(self.config.temperature)?,
+            softcap: self.config.logit_softcap.unwrap_or(0.0),
+            temps,
+        })
+    }
+
     /// The partials of column block `(col, w)` of `logits` (columns `col_offset ..` of
     /// the whole vocabulary) into item `offset ..` of `out`.
     pub(super) fn record_block_partials(
@@ -188,15 +197,15 @@ impl PolicyLoss {
         (col, w): ColumnBlock,
         col_offset: u32,
         out: PartialsOut<'_>,
+        sampler: Sampler<'_>,
     ) -> Result<()> {
-        let inv_tau = crate::kernels::row_stats::check_temperature(self.config.temperature)?;
         let block = block_view(logits, col, w);
         row_partials::record(
             &self.ctx,
             encoder,
             &block,
             targets,
-            inv_tau,
+            &sampler,
             col_offset + col,
             &out,
         )
@@ -275,6 +284,7 @@ impl Encoding<'_> {
             col_offset: self.plan.col_offset + col,
             vocab_total: self.plan.vocab_total,
             chunk: None,
+            temps: p.rows.inputs.temperatures,
         };
         policy_loss::record(&self.loss.ctx, encoder, &call, phase)
     }
@@ -292,8 +302,9 @@ impl Encoding<'_> {
             offset: block as u32 * all.stride + p.rows.part_row,
         };
         let cols = self.plan.cols[block];
+        let sampler = self.loss.sampler(p.rows.inputs.temperatures)?;
         self.loss
-            .record_block_partials(encoder, (&p.logits, &p.targets), cols, 0, out)
+            .record_block_partials(encoder, (&p.logits, &p.targets), cols, 0, out, sampler)
     }
 
     fn combine_blocks(&self, encoder: &mut wgpu::CommandEncoder, p: &PartPlan<'_>) -> Result<()> {

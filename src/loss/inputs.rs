@@ -27,6 +27,11 @@ pub struct LossInputs<'a> {
     pub old_logprobs: Option<F32View<'a>>,
     /// Reference-policy log-probs for the KL term (required when `kl_coef != 0`).
     pub ref_logprobs: Option<F32View<'a>>,
+    /// The sampler's temperature of each row (SPEC "The sampler's distribution"), in
+    /// place of the configuration's one `temperature` (which must then be 1). A value
+    /// that is not a positive number on a masked-in row is bad input: the row's loss
+    /// and gradient are NaN and [`Metrics::check`](crate::Metrics::check) names it.
+    pub temperatures: Option<F32View<'a>>,
 }
 
 impl<'a> LossInputs<'a> {
@@ -45,6 +50,7 @@ impl<'a> LossInputs<'a> {
             advantages,
             old_logprobs: None,
             ref_logprobs: None,
+            temperatures: None,
         }
     }
 
@@ -57,6 +63,12 @@ impl<'a> LossInputs<'a> {
     /// The reference policy's log-probs (one per row), for the KL term.
     pub fn with_ref_logprobs(mut self, v: F32View<'a>) -> Self {
         self.ref_logprobs = Some(v);
+        self
+    }
+
+    /// The sampler's temperature of each row, in place of the scalar one.
+    pub fn with_temperatures(mut self, v: F32View<'a>) -> Self {
+        self.temperatures = Some(v);
         self
     }
 
@@ -73,6 +85,7 @@ impl<'a> LossInputs<'a> {
             old_logp: self.old_logprobs,
             ref_logp: self.ref_logprobs,
             rollout_logp: None,
+            temperatures: self.temperatures,
         }
     }
 }

@@ -13,6 +13,7 @@ mod metrics;
 pub(crate) mod schedule;
 mod shards;
 mod validate;
+pub(crate) use validate::check_temperatures;
 
 use std::sync::Mutex;
 

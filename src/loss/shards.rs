@@ -51,8 +51,17 @@ impl PolicyLoss {
         )?;
         let out = PartialsOut { binding, offset };
         let col_offset = shards.offset(rank);
+        let sampler = self.sampler(None)?;
         if let [whole] = cols[..] {
-            return self.record_block_partials(encoder, (logits, targets), whole, col_offset, out);
+            let at = (whole, col_offset);
+            return self.record_block_partials(
+                encoder,
+                (logits, targets),
+                at.0,
+                at.1,
+                out,
+                sampler,
+            );
         }
         // a shard row longer than one binding: its blocks merged into its partial
         let mut guard = self.scratch.lock().unwrap_or_else(|p| p.into_inner());
@@ -64,7 +73,7 @@ impl PolicyLoss {
                 binding: blocks.binding.clone(),
                 offset: j as u32 * rows,
             };
-            self.record_block_partials(encoder, (logits, targets), block, col_offset, at)?;
+            self.record_block_partials(encoder, (logits, targets), block, col_offset, at, sampler)?;
         }
         combine::record(
             &self.ctx,
@@ -107,6 +116,14 @@ impl PolicyLoss {
         shards.check_rank(rank)?;
         let part: LossPart<'a> = part.into();
         check_shard_columns(shards, rank, &part.inputs.logits)?;
+        if part.inputs.temperatures.is_some() {
+            // the partials were made under the configuration's one temperature
+            return Err(Error::arg(
+                "temperatures",
+                "per-row temperatures are not taken with vocabulary shards: the shards' \
+                 partials use the configuration's one temperature",
+            ));
+        }
         let shard = ShardCall {
             starts: shards.starts(),
             col_offset: shards.offset(rank),

@@ -154,6 +154,7 @@ fn like_first(lp: &LossPart<'_>, first: super::LossInputs<'_>) -> Result<()> {
     for (arg, here, there) in [
         ("old_logprobs", inputs.old_logprobs, first.old_logprobs),
         ("ref_logprobs", inputs.ref_logprobs, first.ref_logprobs),
+        ("temperatures", inputs.temperatures, first.temperatures),
     ] {
         if here.is_some() != there.is_some() {
             return Err(Error::arg(
@@ -290,6 +291,10 @@ fn row_inputs<'a>(
     if let Some(v) = &inputs.ref_logprobs {
         v.validate("ref_logprobs", rows)?;
     }
+    if let Some(v) = &inputs.temperatures {
+        check_temperatures(cfg)?;
+        v.validate("temperatures", rows)?;
+    }
     cfg.check_optional_inputs(
         inputs.ref_logprobs.is_some(),
         part.rollout_logprobs.is_some(),
@@ -306,6 +311,20 @@ fn row_inputs<'a>(
         rollout_logp: rollout,
         ..row_inputs
     })
+}
+
+/// Per-row temperatures replace the scalar one, which must then be left at 1.
+pub(crate) fn check_temperatures(cfg: &LossConfig) -> Result<()> {
+    if cfg.temperature != 1.0 {
+        return Err(Error::arg(
+            "temperature",
+            format!(
+                "must be 1 when per-row temperatures are given, got {}",
+                cfg.temperature
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Where the gradient goes, validated against the logits.
@@ -357,6 +376,7 @@ fn check_part_aliasing(
             .rollout_logp
             .map(|v| ("rollout_logprobs", v.buffer)),
     );
+    reads.extend(inputs.temperatures.map(|v| ("temperatures", v.buffer)));
     let mut writes = Vec::new();
     if let Some(outputs) = outputs {
         writes.push(("outputs.metrics", outputs.metrics.buffer));
@@ -426,6 +446,7 @@ fn part_spans<'a>(p: &PartPlan<'a>) -> (Vec<Span<'a>>, Vec<Span<'a>>) {
     reads.extend(i.old_logp.map(|v| vector("old_logprobs", &v, rows)));
     reads.extend(i.ref_logp.map(|v| vector("ref_logprobs", &v, rows)));
     reads.extend(i.rollout_logp.map(|v| vector("rollout_logprobs", &v, rows)));
+    reads.extend(i.temperatures.map(|v| vector("temperatures", &v, rows)));
     let writes = match &p.grad {
         GradDest::None => vec![],
         GradDest::InPlace => vec![logits],

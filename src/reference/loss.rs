@@ -24,13 +24,23 @@ pub fn policy_loss_with(
     b: &Batch<'_>,
     rollout_logp: Option<&[f64]>,
 ) -> crate::Result<LossOutput> {
+    if cfg.logit_softcap.is_some() {
+        // the configuration's softcap shapes the sampler's distribution
+        let plain = SamplerBatch {
+            sampler: Sampler::default(),
+            temperatures: None,
+            keep: None,
+        };
+        return policy_loss_sampled(cfg, b, rollout_logp, &plain);
+    }
     check_batch(cfg, b, rollout_logp)?;
     loss_over(cfg, b, rollout_logp, None)
 }
 
 /// [`policy_loss_with`] under the sampler's distribution (SPEC "The sampler's
 /// distribution"): every row's statistics, terms and gradient over its kept set, with
-/// its softcap and temperature; 0 gradient outside the set. With every option off it is
+/// its softcap and temperature; 0 gradient outside the set. The softcap is `sampler`'s,
+/// else the configuration's (`logit_softcap`). With every option off it is
 /// [`policy_loss_with`], bit for bit.
 pub fn policy_loss_sampled(
     cfg: &LossConfig,
@@ -38,6 +48,10 @@ pub fn policy_loss_sampled(
     rollout_logp: Option<&[f64]>,
     sampler: &SamplerBatch<'_>,
 ) -> crate::Result<LossOutput> {
+    let mut sampler = *sampler;
+    if sampler.sampler.softcap.is_none() {
+        sampler.sampler.softcap = cfg.logit_softcap.map(f64::from);
+    }
     let off = sampler.sampler == Sampler::default()
         && sampler.temperatures.is_none()
         && sampler.keep.is_none();

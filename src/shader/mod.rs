@@ -15,7 +15,10 @@ macro_rules! shader {
 }
 
 pub(crate) mod abi;
+mod sampler;
 mod snippets;
+
+pub use sampler::SamplerMap;
 
 pub use snippets::Snippet;
 
@@ -312,6 +315,10 @@ pub struct PipelineKey {
     pub grad_quad: bool,
     /// Each lane sweeps one contiguous block of a row (CPU adapters), not a stride.
     pub lane_blocks: bool,
+    /// The row kernels' (policy_loss, row_partials) map of the logits to the
+    /// sampler's z (`shaders/sampler/`); off, every module is the one it was before
+    /// the sampler's options existed.
+    pub sampler: SamplerMap,
 }
 
 impl PipelineKey {
@@ -328,6 +335,7 @@ impl PipelineKey {
             quad: false,
             grad_quad: false,
             lane_blocks: false,
+            sampler: SamplerMap::Off,
         }
     }
 
@@ -346,8 +354,9 @@ impl PipelineKey {
             GradOut::InPlace => "/in-place".to_string(),
         };
         if self.kernel.reads_logits() {
+            let sampler = self.sampler.suffix();
             format!(
-                "{:?}/{}{grad}/{}/{}",
+                "{:?}/{}{grad}/{}/{}{sampler}",
                 self.kernel,
                 self.logits,
                 self.paths.describe(),
@@ -526,7 +535,14 @@ pub fn shader_variants() -> Vec<(String, PipelineKey)> {
                 for grad in grads {
                     // every alignment of logits and gradient, on both lane layouts (the
                     // names merge what builds the same module)
-                    for i in 0..8u8 {
+                    // with each sampler's map where the kernel takes one
+                    let sampled = matches!(kernel, Kernel::PolicyLoss | Kernel::RowPartials);
+                    let maps = if sampled {
+                        &SamplerMap::ALL[..]
+                    } else {
+                        &[SamplerMap::Off]
+                    };
+                    for (i, &sampler) in (0..8u8).flat_map(|i| maps.iter().map(move |m| (i, m))) {
                         let (quad, grad_quad, lane_blocks) = (i & 1 != 0, i & 2 != 0, i & 4 != 0);
                         push(PipelineKey {
                             kernel,
@@ -536,6 +552,7 @@ pub fn shader_variants() -> Vec<(String, PipelineKey)> {
                             quad,
                             grad_quad,
                             lane_blocks,
+                            sampler,
                         });
                     }
                 }

@@ -5,7 +5,7 @@
 //! for every variant, that each file's `requires` is exactly what it uses of the
 //! others and that every name is defined once.
 
-use super::{GradOut, Kernel, PipelineKey};
+use super::{GradOut, Kernel, PipelineKey, SamplerMap};
 use crate::view::DType;
 
 /// One WGSL file: its path under `shaders/` and its text.
@@ -122,6 +122,25 @@ impl PipelineKey {
         }
     }
 
+    /// The sampler's map of the logits: its temperatures (the call's one, or each
+    /// row's) and its softcap (none, or tanh).
+    fn sampler_map(&self) -> [Snippet; 2] {
+        match self.sampler {
+            SamplerMap::Off => [
+                shader!("sampler/tau_scalar.wgsl"),
+                shader!("sampler/cap_none.wgsl"),
+            ],
+            SamplerMap::Temperatures => [
+                shader!("sampler/tau_rows.wgsl"),
+                shader!("sampler/cap_none.wgsl"),
+            ],
+            SamplerMap::Softcap => [
+                shader!("sampler/tau_rows.wgsl"),
+                shader!("sampler/cap_tanh.wgsl"),
+            ],
+        }
+    }
+
     /// The files its module is joined from, in order: `enable_f16.wgsl` where the
     /// module reads or writes f16 natively, then how logits are bound, loaded and
     /// stored, the gradient's binding and stores, the sweeps, the prelude, the
@@ -163,6 +182,7 @@ impl PipelineKey {
                 parts.push(grad.grad_binding());
                 parts.push(grad.stores());
             }
+            parts.extend(self.sampler_map());
             parts.push(shader!("stats/groups.wgsl"));
             if self.kernel == Kernel::PolicyLoss {
                 parts.push(match self.sweep() {

@@ -204,6 +204,7 @@ async fn run_one(
         Stored::Bf16(x) => HostLogits::Bf16(x),
     };
     let batch = HostBatch {
+        temperatures: None,
         logits,
         vocab,
         rows_per_seq: Some(rps),

@@ -301,6 +301,8 @@ pub struct LossCase {
     /// The sampler's log-probs: near the old ones where the mask is > 0, junk (NaN,
     /// ±inf, huge) where it is 0.
     pub rollout: Vec<f32>,
+    /// The sampler's per-token temperatures, where a test gives them (none by default).
+    pub temps: Option<Vec<f32>>,
 }
 
 impl LossCase {
@@ -381,6 +383,7 @@ impl LossCase {
             old,
             refp,
             rollout,
+            temps: None,
         }
     }
 
@@ -411,14 +414,24 @@ impl LossCase {
         using: Use,
         rollout: bool,
     ) -> wgpu_policy_loss::reference::LossOutput {
+        let temps: Option<Vec<f64>> = self
+            .temps
+            .as_ref()
+            .map(|t| t.iter().map(|&v| v as f64).collect());
         self.on_reference(x, using, rollout, |b, roll| {
-            wgpu_policy_loss::reference::policy_loss_with(cfg, b, roll)
+            let sampler = wgpu_policy_loss::reference::sampler::SamplerBatch {
+                sampler: Default::default(),
+                temperatures: temps.as_deref(),
+                keep: None,
+            };
+            wgpu_policy_loss::reference::policy_loss_sampled(cfg, b, roll, &sampler)
         })
         .unwrap()
     }
 
     /// [`Self::reference`]'s gradient's sensitivity to the log-prob's f32 error
-    /// (`reference::compare::grad_sensitivity`).
+    /// (`reference::compare::grad_sensitivity`; none where the case has per-token
+    /// temperatures, which it does not take).
     pub fn sensitivity(
         &self,
         cfg: &wgpu_policy_loss::LossConfig,
@@ -426,6 +439,9 @@ impl LossCase {
         using: Use,
         rollout: bool,
     ) -> Vec<f64> {
+        if self.temps.is_some() {
+            return vec![0.0; x.len()];
+        }
         self.on_reference(x, using, rollout, |b, roll| {
             wgpu_policy_loss::reference::compare::grad_sensitivity(cfg, b, roll)
         })
@@ -476,6 +492,7 @@ impl LossCase {
         using: Use,
     ) -> wgpu_policy_loss::HostBatch<'a> {
         wgpu_policy_loss::HostBatch {
+            temperatures: self.temps.as_deref(),
             logits,
             vocab: self.vocab,
             rows_per_seq: Some(self.rows_per_seq),
@@ -693,6 +710,10 @@ fn cached_sensitivity(
         v.iter().for_each(|x| x.to_bits().hash(&mut h));
     }
     case.targets.hash(&mut h);
+    case.temps
+        .iter()
+        .flatten()
+        .for_each(|x| x.to_bits().hash(&mut h));
     let key = h.finish();
     let cache = CACHE.get_or_init(Default::default);
     if let Some(s) = cache.lock().unwrap().get(&key) {

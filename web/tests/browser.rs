@@ -151,6 +151,7 @@ async fn policy_loss_in_every_mode_aggregation_and_dtype() {
                     ..LossConfig::default()
                 };
                 let batch = HostBatch {
+                    temperatures: None,
                     logits: l.host(),
                     vocab,
                     rows_per_seq: Some(rps as u32),
@@ -236,6 +237,7 @@ async fn bad_input_is_an_error() {
     let ctx = gpu().await;
     let x = vec![0.5f32; 4 * 10];
     let batch = |targets: &'static [u32]| HostBatch {
+        temperatures: None,
         logits: HostLogits::F32(Box::leak(x.clone().into_boxed_slice())),
         vocab: 10,
         rows_per_seq: None,
@@ -297,6 +299,7 @@ async fn nan_inputs_are_named_or_propagate() {
     let (targets, mask, adv) = ([1u32, 2, 3, 4], [1.0f32, 1.0, 0.0, 1.0], [0.7f32]);
     let old = [-2.0f32, f32::NAN, -2.5, -1.5];
     let batch = HostBatch {
+        temperatures: None,
         logits: x.host(),
         vocab,
         rows_per_seq: None,
@@ -375,6 +378,7 @@ async fn the_head_runs_where_the_logits_exceed_the_largest_buffer() {
         ..LossConfig::default()
     };
     let batch = wgpu_policy_loss::HostHead {
+        temperatures: None,
         hidden: HostLogits::F32(&hidden),
         lm_head: HostLogits::F32(&w),
         hidden_dim: h as u32,

@@ -50,6 +50,8 @@ pub struct Case {
     pub per_token: bool,
     pub old: Option<Vec<f32>>,
     pub refp: Option<Vec<f32>>,
+    /// The sampler's per-token temperatures `[B, R]`, where a test gives them.
+    pub temps: Option<Vec<f32>>,
 }
 
 impl Case {
@@ -90,6 +92,7 @@ impl Case {
             per_token: false,
             old,
             refp,
+            temps: None,
         }
     }
 
@@ -159,6 +162,9 @@ impl Case {
         if let Some(r) = &self.refp {
             e = e.with_ref_logprobs(self.rows(r, device));
         }
+        if let Some(t) = &self.temps {
+            e = e.with_temperatures(self.rows(t, device));
+        }
         e
     }
 
@@ -199,7 +205,14 @@ impl Case {
             old_logp: old.as_deref(),
             ref_logp: refp.as_deref(),
         };
-        let want = reference::policy_loss(cfg, &batch).expect("the reference accepts the case");
+        let temps = self.temps.as_deref().map(f64s);
+        let sampler = reference::sampler::SamplerBatch {
+            sampler: Default::default(),
+            temperatures: temps.as_deref(),
+            keep: None,
+        };
+        let want = reference::policy_loss_sampled(cfg, &batch, None, &sampler)
+            .expect("the reference accepts the case");
         let mut grad = vec![0.0; self.b * self.s * v];
         for b in 0..self.b {
             for j in 0..r {

@@ -174,6 +174,7 @@ fn shard_loss(
         &shards,
         rank,
         HostBatch {
+            temperatures: None,
             logits: HostLogits::F32(&mine),
             vocab: width,
             rows_per_seq: Some(ROWS_PER_SEQ as u32),

@@ -35,6 +35,8 @@ pub(super) struct Input {
     pub old: Option<Vec<f32>>,
     pub refp: Option<Vec<f32>>,
     pub rollout: Option<Vec<f32>>,
+    /// The sampler's per-token temperatures.
+    pub temps: Option<Vec<f32>>,
 }
 
 /// `[T, W]` or `[B, S, W]`: the leading dimensions, W and the rows of a sequence.
@@ -156,6 +158,7 @@ impl Input {
             old: optional("old_logprobs")?,
             refp: optional("ref_logprobs")?,
             rollout: optional("rollout_logprobs")?,
+            temps: optional("temperatures")?,
             shape,
             lead,
             vocab,
@@ -177,6 +180,7 @@ impl Input {
             return None;
         };
         Some(HostHead {
+            temperatures: self.temps.as_deref(),
             hidden: hidden.host(),
             lm_head: lm_head.host(),
             hidden_dim: *h as u32,
@@ -201,6 +205,7 @@ impl Input {
         };
         HostPart {
             batch: HostBatch {
+                temperatures: self.temps.as_deref(),
                 logits,
                 vocab,
                 rows_per_seq: self.rows_per_seq,

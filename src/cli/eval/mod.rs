@@ -87,8 +87,14 @@ pub struct LossArgs {
     /// seq-mean-token-sum-norm's L_norm (default: the sequence length).
     #[arg(long)]
     l_norm: Option<f32>,
-    #[arg(long, default_value_t = 1.0)]
-    temperature: f32,
+    /// τ, the one temperature of every row (default 1); not with a `temperatures`
+    /// tensor in the input.
+    #[arg(long)]
+    temperature: Option<f32>,
+    /// The sampler's logit softcap c > 0: every logit becomes c·tanh(x/c) before the
+    /// temperature. Off when absent.
+    #[arg(long, allow_negative_numbers = true)]
+    logit_softcap: Option<f32>,
     /// sapo's gate temperature for positive advantages.
     #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     tau_pos: f32,
@@ -188,7 +194,7 @@ impl LossArgs {
             loss_agg_mode: self.loss_agg_mode,
             global_normalizer: self.global_normalizer,
             l_norm: self.l_norm,
-            temperature: self.temperature,
+            temperature: self.temperature.unwrap_or(1.0),
             tau_pos: self.tau_pos,
             tau_neg: self.tau_neg,
             clip_cov_ratio: self.clip_cov_ratio,
@@ -210,6 +216,7 @@ impl LossArgs {
             importance_sampling_level: self.importance_sampling_level.unwrap_or_default(),
             off_policy_mask_threshold: self.off_policy_mask_threshold,
             use_bias_correction_kl: self.bias_correction_kl,
+            logit_softcap: self.logit_softcap,
         };
         if let Some(t) = self.loss_type {
             if t == TrlLossType::Luspo
@@ -279,6 +286,7 @@ fn flag(e: Error) -> Error {
                 "max_completion_length" => "--max-completion-length",
                 "loss_type" => "--loss-type",
                 "temperature" => "--temperature",
+                "logit_softcap" => "--logit-softcap",
                 "clip_ratio_low" => "--clip-ratio-low",
                 "clip_ratio_high" => "--clip-ratio-high",
                 "clip_ratio_c" => "--clip-ratio-c",
@@ -336,6 +344,14 @@ pub fn run(args: &EvalArgs) -> CliResult {
         return Err(bad(
             "--rollout-is",
             "needs the sampler's log-probs: a `rollout_logprobs` tensor in the input",
+        )
+        .into());
+    }
+    if input.temps.is_some() && args.loss.temperature.is_some() {
+        return Err(bad(
+            "--temperature",
+            "cannot be given with a `temperatures` tensor in the input: the tensor holds \
+             every row's temperature",
         )
         .into());
     }

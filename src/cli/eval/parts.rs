@@ -49,6 +49,7 @@ pub(super) fn split<'a>(
                     },
                     old_logprobs: batch.old_logprobs.map(|x| &x[r0..r1]),
                     ref_logprobs: batch.ref_logprobs.map(|x| &x[r0..r1]),
+                    temperatures: batch.temperatures.map(|x| &x[r0..r1]),
                     ..*batch
                 },
                 rollout_logprobs: part.rollout_logprobs.map(|x| &x[r0..r1]),

@@ -215,6 +215,7 @@ impl HeadCall<'_> {
             col_offset: 0,
             vocab_total: plan.vocab_total,
             chunk: Some(self.head.shape.chunks[c]),
+            temps: p.rows.inputs.temperatures,
         };
         policy_loss::record(&loss.ctx, encoder, &call, phase)
     }

@@ -197,6 +197,7 @@ impl PolicyLoss {
                 advantages: inputs.advantages,
                 old_logprobs: inputs.old_logprobs,
                 ref_logprobs: inputs.ref_logprobs,
+                temperatures: inputs.temperatures,
             },
             gradient: if wants {
                 Gradient::InPlace

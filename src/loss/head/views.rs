@@ -133,6 +133,8 @@ pub struct HeadInputs<'a> {
     pub ref_logprobs: Option<F32View<'a>>,
     /// The sampler's log-probs, for the rollout correction.
     pub rollout_logprobs: Option<F32View<'a>>,
+    /// The sampler's temperature of each row (see [`LossInputs`](crate::LossInputs)).
+    pub temperatures: Option<F32View<'a>>,
     /// Rows of logits held at once (≥ 1); `None`: as many as 256 MiB of f32 logits
     /// (or one binding, if smaller) hold, in whole matmul tiles. More than the rows is
     /// one chunk; more than one binding holds is cut to what it does.
@@ -157,6 +159,7 @@ impl<'a> HeadInputs<'a> {
             old_logprobs: None,
             ref_logprobs: None,
             rollout_logprobs: None,
+            temperatures: None,
             chunk_rows: None,
         }
     }
@@ -173,6 +176,11 @@ impl<'a> HeadInputs<'a> {
 
     pub fn with_rollout_logprobs(mut self, v: F32View<'a>) -> Self {
         self.rollout_logprobs = Some(v);
+        self
+    }
+
+    pub fn with_temperatures(mut self, v: F32View<'a>) -> Self {
+        self.temperatures = Some(v);
         self
     }
 
@@ -373,8 +381,14 @@ fn check_grads(
             ));
         }
     }
+    crate::view::check_aliasing(&reads_of(inputs), &writes)?;
+    Ok(g_blocks)
+}
+
+/// Every buffer a head call reads, by its argument's name.
+fn reads_of<'a>(inputs: &HeadInputs<'a>) -> Vec<(&'static str, &'a wgpu::Buffer)> {
     let mut reads = vec![
-        ("hidden", h.buffer),
+        ("hidden", inputs.hidden.buffer),
         ("targets", inputs.targets.buffer),
         ("mask", inputs.mask.buffer),
     ];
@@ -385,13 +399,13 @@ fn check_grads(
             .iter()
             .map(|w| ("lm_head", w.buffer)),
     );
-    reads.extend(inputs.old_logprobs.map(|v| ("old_logprobs", v.buffer)));
-    reads.extend(inputs.ref_logprobs.map(|v| ("ref_logprobs", v.buffer)));
-    reads.extend(
-        inputs
-            .rollout_logprobs
-            .map(|v| ("rollout_logprobs", v.buffer)),
-    );
-    crate::view::check_aliasing(&reads, &writes)?;
-    Ok(g_blocks)
+    for (arg, v) in [
+        ("old_logprobs", inputs.old_logprobs),
+        ("ref_logprobs", inputs.ref_logprobs),
+        ("rollout_logprobs", inputs.rollout_logprobs),
+        ("temperatures", inputs.temperatures),
+    ] {
+        reads.extend(v.map(|v| (arg, v.buffer)));
+    }
+    reads
 }

@@ -203,7 +203,7 @@ wgsl_consts! {
     /// reduce, select, seq_terms): the low bits of every kernel's `flags`.
     pub(crate) HAS_OLD: u32 = 1;
     pub(crate) HAS_REF: u32 = 2;
-    /// f32s per row of `rowout`: logp, entropy, lse, w·L, kl, flags, bad id, -.
+    /// f32s per row of `rowout`: logp, entropy, lse, w·L, kl, flags, bad id, τ.
     pub(crate) ROWOUT_FLOATS: u32 = 8;
     /// The slots of a `rowout` row.
     pub(crate) OUT_LOGP: u32 = 0;
@@ -213,13 +213,19 @@ wgsl_consts! {
     pub(crate) OUT_KL: u32 = 4;
     pub(crate) OUT_FLAGS: u32 = 5;
     pub(crate) OUT_BAD_ID: u32 = 6;
+    /// the row's temperature where it is bad (ROW_BAD_TAU)
+    pub(crate) OUT_TAU: u32 = 7;
     /// The row flags in OUT_FLAGS (policy_loss.wgsl writes them, reduce.wgsl counts
     /// them): clipped, dual-clipped, a non-finite loss term, a masked-in token id
-    /// outside the vocabulary (the id in OUT_BAD_ID, as u32 bits).
+    /// outside the vocabulary (the id in OUT_BAD_ID, as u32 bits), a masked-in row
+    /// whose per-row temperature is not a positive number (the value in OUT_TAU).
     pub(crate) ROW_CLIPPED: u32 = 1;
     pub(crate) ROW_DUAL: u32 = 2;
     pub(crate) ROW_NONFINITE: u32 = 4;
     pub(crate) ROW_BAD_ID: u32 = 8;
+    pub(crate) ROW_BAD_TAU: u32 = 16;
+    /// The row kernels' `temps` where the call gives no per-row temperatures.
+    pub(crate) NO_TEMPS: u32 = 0xffffffff;
 }
 
 /// Every declaration shared by all modules.

@@ -57,8 +57,10 @@ wgsl_struct! {
         pub(crate) vocab_total: u32,
         /// DRO's β_D
         pub(crate) dro_beta: f32,
-        pub(crate) _pad0: u32,
-        pub(crate) _pad1: u32,
+        /// the sampler (sampler/on.wgsl): the softcap c where > 0; row r's temperature
+        /// at temperatures[temps + r] (NO_TEMPS: none)
+        pub(crate) softcap: f32,
+        pub(crate) temps: u32,
         pub(crate) vespo: Vespo,
     }
 }

@@ -62,6 +62,7 @@ wgsl_consts! {
     pub(crate) BAD_OLD: u32 = RowInput::OldLogprobs.code();
     pub(crate) BAD_REF: u32 = RowInput::RefLogprobs.code();
     pub(crate) BAD_ROLLOUT: u32 = RowInput::RolloutLogprobs.code();
+    pub(crate) BAD_TEMPERATURES: u32 = RowInput::Temperatures.code();
     /// Flags of `write_rows`: which per-row outputs the caller asked for.
     pub(crate) WRITE_LOGP: u32 = 1;
     pub(crate) WRITE_ENTROPY: u32 = 2;

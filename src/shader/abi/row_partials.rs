@@ -17,8 +17,10 @@ wgsl_struct! {
         pub(crate) col_offset: u32,
         /// partial of row r at out[out_offset + r], relative to the bound window
         pub(crate) out_offset: u32,
-        pub(crate) _pad0: u32,
-        pub(crate) _pad1: u32,
+        /// the sampler (sampler/on.wgsl): row r's temperature at temperatures[temps + r]
+        /// (NO_TEMPS: none); the softcap c where > 0
+        pub(crate) temps: u32,
+        pub(crate) softcap: f32,
     }
 }
 

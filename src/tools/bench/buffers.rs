@@ -20,6 +20,8 @@ pub(super) struct Part {
     /// Old and sampler log-probs, for the families that read them (`--families`).
     pub(super) old: wgpu::Buffer,
     pub(super) rollout: wgpu::Buffer,
+    /// Per-row sampling temperatures in [0.7, 1.3] (`--sampler`).
+    pub(super) temps: wgpu::Buffer,
 }
 
 /// The baseline's buffers for `rows` rows of one part, from its row `first`.
@@ -150,7 +152,11 @@ impl Part {
         }
         let rows = first..first + n;
         let targets: Vec<u32> = rows.clone().map(|r| (r * 7919) % shape.vocab).collect();
-        let advantages: Vec<f32> = rows.map(|r| if r % 3 == 0 { -0.5 } else { 1.0 }).collect();
+        let advantages: Vec<f32> = rows
+            .clone()
+            .map(|r| if r % 3 == 0 { -0.5 } else { 1.0 })
+            .collect();
+        let temps: Vec<f32> = rows.map(|r| 0.7 + 0.1 * (r % 7) as f32).collect();
         let f32s = |label, v: f32| ctx.upload(label, bytemuck::cast_slice(&vec![v; n as usize]));
         Part {
             rows: n,
@@ -162,6 +168,7 @@ impl Part {
             grad: ctx.buffer("bench gradient", bytes, STORAGE),
             old: f32s("bench old", -12.0),
             rollout: f32s("bench rollout", -12.3),
+            temps: ctx.upload("bench temperatures", bytemuck::cast_slice(&temps)),
         }
     }
 }

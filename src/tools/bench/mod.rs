@@ -8,11 +8,13 @@
 
 mod buffers;
 mod head;
+mod sampler;
 mod tables;
 mod timing;
 mod workload;
 
 pub use head::{measure_head, HeadBenchShape, HeadRow};
+pub use sampler::{measure_sampler, SamplerRow};
 pub use tables::*;
 pub use timing::{time, Timing};
 pub use workload::{agree, GradAgreement, Workload};

@@ -104,6 +104,16 @@ impl Workload {
     /// correction, the sampler's) log-probs: the gradient in the logits' dtype into its
     /// own buffer.
     pub fn record_loss(&self, loss: &PolicyLoss, encoder: &mut wgpu::CommandEncoder) -> Result<()> {
+        self.record_loss_with(loss, false, encoder)
+    }
+
+    /// [`Workload::record_loss`], with each row's sampling temperature where `temps`.
+    pub fn record_loss_with(
+        &self,
+        loss: &PolicyLoss,
+        temps: bool,
+        encoder: &mut wgpu::CommandEncoder,
+    ) -> Result<()> {
         let (dtype, vocab) = (self.shape.dtype, self.shape.vocab);
         let rollout = loss.config().rollout_correction.is_some();
         let parts: Vec<LossPart<'_>> = self
@@ -111,7 +121,9 @@ impl Workload {
             .iter()
             .zip(self.parts_inputs(|p| Gradient::Into(GradView::new(&p.grad, dtype, vocab))))
             .map(|(p, (inputs, gradient))| {
-                let part = LossPart::new(inputs.with_old_logprobs(F32View::new(&p.old)), gradient);
+                let mut inputs = inputs.with_old_logprobs(F32View::new(&p.old));
+                inputs.temperatures = temps.then(|| F32View::new(&p.temps));
+                let part = LossPart::new(inputs, gradient);
                 match rollout {
                     true => part.with_rollout_logprobs(F32View::new(&p.rollout)),
                     false => part,

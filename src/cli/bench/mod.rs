@@ -1,6 +1,8 @@
 //! `bench`: the fused loss against the unfused baseline and the copy roofline, one
 //! table per adapter, measured side by side.
 
+mod sampler;
+
 use std::time::Duration;
 
 use clap::Args;
@@ -63,6 +65,10 @@ pub struct BenchArgs {
     /// With --head: the memory columns alone (no allocation, no timing).
     #[arg(long)]
     memory_only: bool,
+    /// Time the loss under the sampler's distribution (per-token temperatures, the
+    /// logit softcap, both) against the plain loss, forward + backward, side by side.
+    #[arg(long)]
+    sampler: bool,
 }
 
 fn parse_head_shape(s: &str) -> Result<bench::HeadBenchShape, String> {
@@ -520,6 +526,13 @@ pub fn run(args: &BenchArgs) -> CliResult {
         };
         if args.head {
             all.extend(run_head(&ctx, args, budget));
+        } else if args.sampler {
+            all.extend(sampler::run(
+                &ctx,
+                &shapes,
+                (args.samples, budget),
+                args.json,
+            ));
         } else if let Some(k) = args.vocab_shards {
             let rows = outcomes(&shapes, |s| {
                 bench::measure_shards(&ctx, s, k, args.samples, budget)

@@ -1,0 +1,21 @@
+// The call's one temperature on every row (no per-row temperatures): the scalar 1/τ,
+// no row flag. The functions are the identity on what they are given, so a module
+// joined from this file and cap_none.wgsl computes what it did before the sampler's
+// options existed.
+
+fn sampler_inv_tau(row: u32, scalar: f32) -> f32 {
+    return scalar;
+}
+
+fn sampler_flags(flags: f32, row: u32, read: bool) -> f32 {
+    return flags;
+}
+
+fn sampler_tau_slot(row: u32) -> f32 {
+    return 0.0;
+}
+
+// the gradient's w/τ
+fn row_scale(w: f32, inv_tau: f32) -> f32 {
+    return w * inv_tau;
+}

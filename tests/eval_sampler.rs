@@ -1,0 +1,237 @@
+#![cfg(feature = "cli")]
+//! `eval` under the sampler's distribution (SPEC "The CLI contract of `eval` (the
+//! sampler's distribution and the primitive)"): a `temperatures` tensor and
+//! `--logit-softcap` against the f64 reference, through `--parts` with the same bits,
+//! and each bad input an error naming its flag or tensor (an exit status other than 0
+//! and 101).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{bin, eval};
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use wgpu_policy_loss::reference::sampler::{Sampler, SamplerBatch};
+use wgpu_policy_loss::reference::{compare, policy_loss_sampled, Batch};
+use wgpu_policy_loss::LossConfig;
+
+const B: usize = 3;
+const S: usize = 4;
+const V: usize = 13;
+const MASKED: usize = 5;
+
+fn tmp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("wgpu-policy-loss-smp-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+struct Data {
+    logits: Vec<f32>,
+    targets: Vec<i64>,
+    mask: Vec<f32>,
+    adv: Vec<f32>,
+    old: Vec<f32>,
+    temps: Vec<f32>,
+}
+
+/// A 3 × 4 batch, V = 13; row 5 masked out with a junk temperature there (ignored).
+fn data() -> Data {
+    let n = B * S;
+    Data {
+        logits: (0..n * V)
+            .map(|i| ((i * 37 % 101) as f32 / 20.0) - 2.5)
+            .collect(),
+        targets: (0..n).map(|r| (r * 7 % V) as i64).collect(),
+        mask: (0..n)
+            .map(|r| if r == MASKED { 0.0 } else { 1.0 })
+            .collect(),
+        adv: vec![1.0, -0.5, 0.8],
+        old: (0..n).map(|r| -2.5 + 0.05 * r as f32).collect(),
+        temps: (0..n)
+            .map(|r| match r {
+                MASKED => -3.0,
+                _ => 0.6 + 0.1 * r as f32,
+            })
+            .collect(),
+    }
+}
+
+/// The input file of `d`, with `temps` as the `temperatures` tensor where given.
+fn input(name: &str, d: &Data, temps: Option<(&[f32], Vec<usize>)>) -> PathBuf {
+    let path = tmp(name);
+    let bytes = |v: &[f32]| bytemuck::cast_slice::<f32, u8>(v).to_vec();
+    let mut owned = vec![
+        ("logits", Dtype::F32, vec![B, S, V], bytes(&d.logits)),
+        (
+            "targets",
+            Dtype::I64,
+            vec![B, S],
+            bytemuck::cast_slice(&d.targets).to_vec(),
+        ),
+        ("mask", Dtype::F32, vec![B, S], bytes(&d.mask)),
+        ("advantages", Dtype::F32, vec![B], bytes(&d.adv)),
+        ("old_logprobs", Dtype::F32, vec![B, S], bytes(&d.old)),
+    ];
+    if let Some((t, shape)) = temps {
+        owned.push(("temperatures", Dtype::F32, shape, bytes(t)));
+    }
+    let views: Vec<(String, TensorView<'_>)> = owned
+        .iter()
+        .map(|(n, d, s, b)| (n.to_string(), TensorView::new(*d, s.clone(), b).unwrap()))
+        .collect();
+    safetensors::tensor::serialize_to_file(views, None, &path).unwrap();
+    path
+}
+
+fn f32s(st: &SafeTensors<'_>, name: &str) -> Vec<f32> {
+    let t = st
+        .tensor(name)
+        .unwrap_or_else(|e| panic!("no {name} in the output: {e}"));
+    assert_eq!(t.dtype(), Dtype::F32, "{name}");
+    bytemuck::pod_collect_to_vec(t.data())
+}
+
+fn run_ok(input: &Path, output: &Path, flags: &[&str]) -> Vec<u8> {
+    let out = eval(input, output, flags);
+    assert!(
+        out.status.success(),
+        "eval {flags:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::read(output).unwrap()
+}
+
+/// Temperatures and a softcap, alone and together, and split into parts: every output
+/// against the reference, and the parts' bits those of the whole.
+#[test]
+fn temperatures_and_softcap_against_the_reference() {
+    let d = data();
+    let with_temps = input("temps.safetensors", &d, Some((&d.temps, vec![B, S])));
+    let plain = input("plain.safetensors", &d, None);
+    let output = tmp("out.safetensors");
+    let runs: [(&Path, Option<f32>, bool); 3] = [
+        (&with_temps, None, true),
+        (&plain, Some(2.0), false),
+        (&with_temps, Some(2.0), true),
+    ];
+    for (path, cap, temps) in runs {
+        let cap_s = cap.map(|c| c.to_string());
+        let mut flags = vec!["--entropy-coeff", "0.01"];
+        if let Some(c) = &cap_s {
+            flags.extend(["--logit-softcap", c]);
+        }
+        let file = run_ok(path, &output, &flags);
+        let st = SafeTensors::deserialize(&file).unwrap();
+        let cfg = LossConfig {
+            entropy_coeff: 0.01,
+            logit_softcap: cap,
+            ..LossConfig::default()
+        };
+        let want = reference(&d, &cfg, temps);
+        let what = format!("{flags:?} temps {temps}");
+        let loss = f32s(&st, "loss")[0];
+        assert!(
+            (loss as f64 - want.loss).abs() <= 1e-5 + 1e-5 * want.loss.abs(),
+            "{what}: loss {loss} vs {}",
+            want.loss
+        );
+        for (name, w) in [
+            ("logprobs", &want.logp),
+            ("entropy", &want.entropy),
+            ("lse", &want.lse),
+        ] {
+            let g = f32s(&st, name);
+            for r in (0..B * S).filter(|&r| r != MASKED) {
+                let tol = 1e-5 * (w[r].abs() + 1.0);
+                assert!(
+                    (g[r] as f64 - w[r]).abs() <= tol,
+                    "{what}: {name}[{r}] {} vs {}",
+                    g[r],
+                    w[r]
+                );
+            }
+        }
+        let grad = f32s(&st, "grad_logits");
+        compare::logits_grad(&grad, &want.grad, compare::Format::F32)
+            .unwrap_or_else(|e| panic!("{what}: grad_logits {e}"));
+        // three parts of one sequence each: the same bits
+        let mut split = flags.clone();
+        split.extend(["--parts", "3"]);
+        let parts = run_ok(path, &tmp("parts.safetensors"), &split);
+        assert_eq!(parts, file, "{what}: --parts 3 against one part");
+    }
+}
+
+fn reference(d: &Data, cfg: &LossConfig, temps: bool) -> wgpu_policy_loss::reference::LossOutput {
+    let f = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<_>>();
+    let (x, mask, adv, old, t) = (f(&d.logits), f(&d.mask), f(&d.adv), f(&d.old), f(&d.temps));
+    let targets: Vec<u32> = d.targets.iter().map(|&t| t as u32).collect();
+    let b = Batch {
+        logits: &x,
+        vocab: V,
+        rows_per_seq: S,
+        targets: &targets,
+        mask: &mask,
+        advantages: &adv,
+        old_logp: Some(&old),
+        ref_logp: None,
+    };
+    let sampler = SamplerBatch {
+        sampler: Sampler::default(),
+        temperatures: temps.then_some(&t[..]),
+        keep: None,
+    };
+    policy_loss_sampled(cfg, &b, None, &sampler).unwrap()
+}
+
+/// `eval` on `input` with `flags` fails naming `named`: not 0, not 101, no panic.
+fn fails_naming(input: &Path, flags: &[&str], named: &str) {
+    let out = eval(input, &tmp("never.safetensors"), flags);
+    let err = String::from_utf8_lossy(&out.stderr);
+    match out.status.code() {
+        Some(0) => panic!("eval {flags:?} was accepted"),
+        Some(101) => panic!("eval {flags:?} exited 101 (a panic): {err}"),
+        None => panic!("eval {flags:?} died of a signal: {err}"),
+        Some(_) => {}
+    }
+    assert!(!err.contains("panicked"), "{flags:?}: {err}");
+    assert!(err.contains(named), "{flags:?} should name {named}: {err}");
+}
+
+/// SPEC's bad inputs of this section that temperatures and the softcap can meet.
+#[test]
+fn bad_temperatures_and_softcaps_name_their_flag_or_tensor() {
+    let d = data();
+    let good = input("good.safetensors", &d, Some((&d.temps, vec![B, S])));
+    for c in ["0", "-1", "nan", "inf"] {
+        fails_naming(&good, &["--logit-softcap", c], "--logit-softcap");
+    }
+    // --temperature beside the tensor, even at 1
+    fails_naming(&good, &["--temperature", "1"], "--temperature");
+    fails_naming(&good, &["--temperature", "0.7"], "--temperature");
+    // a bad value on a read row names the tensor and the row
+    for (i, bad) in [0.0f32, -1.0, f32::NAN, f32::INFINITY]
+        .into_iter()
+        .enumerate()
+    {
+        let mut t = d.temps.clone();
+        t[7] = bad;
+        let path = input(&format!("bad{i}.safetensors"), &d, Some((&t, vec![B, S])));
+        fails_naming(&path, &[], "temperatures");
+        fails_naming(&path, &[], "row 7");
+    }
+    // the wrong shape
+    let short = input("short.safetensors", &d, Some((&d.temps[..B], vec![B])));
+    fails_naming(&short, &[], "temperatures");
+    // vocabulary shards take no per-row temperatures
+    fails_naming(&good, &["--vocab-shards", "2"], "temperatures");
+}
+
+/// `eval --help` lists the new flag.
+#[test]
+fn help_lists_the_softcap() {
+    let out = bin().args(["eval", "--help"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("--logit-softcap"), "{text}");
+}
