@@ -1,7 +1,7 @@
 // The call's one temperature on every row (no per-row temperatures): the scalar 1/τ,
 // no row flag. The functions are the identity on what they are given, so a module
-// joined from this file and cap_none.wgsl computes what it did before the sampler's
-// options existed.
+// joined from this file and cap_none.wgsl compiles to the loops of one without the
+// sampler's options (scripts/gpu-isa.sh) and gives the plain softmax's bits.
 
 fn sampler_inv_tau(row: u32, scalar: f32) -> f32 {
     return scalar;
