@@ -414,6 +414,5 @@ fn chunk_params(
         softcap: cfg.logit_softcap.unwrap_or(0.0),
         temps,
         vespo: vespo_of(cfg),
-        ..bytemuck::Zeroable::zeroed()
     })
 }

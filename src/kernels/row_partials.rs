@@ -69,15 +69,13 @@ pub(crate) fn record(
         out_offset: out.offset,
         temps,
         softcap: sampler.softcap,
-        ..bytemuck::Zeroable::zeroed()
     };
     let outputs = [out.binding.clone()];
     record_row_sweep(
         ctx,
         encoder,
         Kernel::RowPartials,
-        logits,
-        targets,
+        (logits, targets),
         chunk,
         &outputs,
         (map, temps_bind),

@@ -135,8 +135,7 @@ impl Context {
             self,
             encoder,
             Kernel::RowStats,
-            logits,
-            targets,
+            (logits, targets),
             chunk,
             &outputs,
             (
