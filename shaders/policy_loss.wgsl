@@ -16,7 +16,8 @@
 // requires: LOWEST, Lanes, MODE_CISPO, MODE_CLIP_COV, MODE_DPPO_KL, MODE_DPPO_TV
 // requires: MODE_DRO, MODE_GEO_MEAN, MODE_GSPO, MODE_KL_COV, MODE_PPO, MODE_SAPO
 // requires: MODE_VESPO, OFF_POLICY, OUT_ENTROPY, OUT_LOGP, OUT_LSE, PHASE_LOSS
-// requires: PHASE_STATS, POLICY_VIA_SEQ, Params, RENORMALIZE, ROWOUT_FLOATS, ROW_BAD_ID
+// requires: PHASE_STATS, POLICY_VIA_SEQ, PRIMITIVE, Params, RENORMALIZE, ROWOUT_FLOATS
+// requires: ROW_BAD_ID
 // requires: ROW_CLIPPED, ROW_DUAL, ROW_NONFINITE, SEQ_ADDEND, SEQ_RATIO, Term, WG_SIZE
 // requires: acc_entropy, acc_logp, acc_lse, cap1, cap4, cap_chain4, clamp_keep_nan
 // requires: clipped_term, grad_sweep, grid_index, is_finite, is_nan, kl_term, lane_id
@@ -68,10 +69,11 @@ struct GradCoefs {
     fast: bool,
 }
 
-fn grad_coefs(vocab: u32, y: u32, scale: f32, big_g: f32, lse: f32, mu: f32, inv_tau: f32) -> GradCoefs {
-    let gamma = params.entropy_coeff;
+// `gamma` is the entropy's coefficient γ (−b for the primitive) and `c` the primitive's
+// ∂L/∂lse, which adds c·p_v (0 in a loss: the term then is not there at all)
+fn grad_coefs(vocab: u32, y: u32, scale: f32, big_g: f32, lse: f32, mu: f32, inv_tau: f32, gamma: f32, c: f32) -> GradCoefs {
     let c1x = scale * gamma * inv_tau;
-    let c0 = scale * (-big_g - gamma * mu);
+    let c0 = select(scale * (-big_g - gamma * mu), scale * (-big_g - gamma * mu + c), c != 0.0);
     let lse2 = lse * LOG2E;
     return GradCoefs(
         vocab,
@@ -284,6 +286,50 @@ fn reads_nan(inputs: vec4<f32>, at: u32, seq: u32) -> bool {
     return nan;
 }
 
+// A token's loss L_t, its G = ∂L_t/∂logp, its KL term, flags and entropy coefficient γ;
+// for the primitive also its ∂L/∂lse, and whether its log-prob is read at all.
+struct TokenLoss {
+    l: f32,
+    g: f32,
+    kl: f32,
+    flags: f32,
+    gamma: f32,
+    c: f32,
+    reads_logp: bool,
+}
+
+fn token_loss(inputs: vec4<f32>, st: Stats, at: u32, seq: u32) -> TokenLoss {
+    if ((params.flags & PRIMITIVE) != 0u) {
+        return primitive_loss(inputs, st);
+    }
+    let term = policy_term(inputs, st.logp, at, seq);
+    let factor = term_factor(at, seq);
+    var kl = vec2<f32>(0.0, 0.0);
+    if ((params.flags & HAS_REF) != 0u) {
+        kl = kl_of(inputs, st.logp, seq);
+    }
+    let gamma = params.entropy_coeff;
+    var big_g = factor * term.g + params.kl_coef * kl.y;
+    if ((params.flags & SEQ_ADDEND) != 0u) {
+        // the sequence ratio's gradient through the mean, per unit of w (seq_terms.wgsl)
+        big_g += seqinfo[seq].w;
+    }
+    let l = factor * term.l + params.kl_coef * kl.x - gamma * st.entropy;
+    return TokenLoss(l, big_g, kl.x, term.flags, gamma, 0.0, true);
+}
+
+// The log-prob primitive (SPEC "The log-prob primitive"): rowin holds (read, −a, b, c)
+// (prepare.wgsl), the caller's upstream ∂L/∂logp, ∂L/∂H, ∂L/∂lse. Its "loss" is the
+// linearisation a·logp + b·H + c·lse, whose gradient is the vector-Jacobian product:
+// G = a, γ = −b, and c·p_v. The log-prob is read only where a ≠ 0 (elsewhere the
+// target may be padding).
+fn primitive_loss(inputs: vec4<f32>, st: Stats) -> TokenLoss {
+    let a = -inputs.y;
+    let reads_logp = a != 0.0;
+    let l = a * select(0.0, st.logp, reads_logp) + inputs.z * st.entropy + inputs.w * st.lse;
+    return TokenLoss(l, a, 0.0, 0.0, -inputs.z, inputs.w, reads_logp);
+}
+
 // A row's log-prob, entropy and lse: swept here (PHASE_STATS), or read from rowout
 // where an earlier launch (statistics first, or combine) wrote them.
 struct Stats {
@@ -364,25 +410,17 @@ fn policy_loss(
         return;
     }
 
-    // the token's policy term and its G = ∂L/∂logp
-    let term = policy_term(inputs, logp, at, seq);
-    let factor = term_factor(at, seq);
-    var kl = vec2<f32>(0.0, 0.0);
-    if ((params.flags & HAS_REF) != 0u) {
-        kl = kl_of(inputs, logp, seq);
-    }
-    var loss_t = factor * term.l + params.kl_coef * kl.x - params.entropy_coeff * entropy;
+    // the token's loss and its G = ∂L/∂logp
+    let t = token_loss(inputs, st, at, seq);
+    var loss_t = t.l;
+    var big_g = t.g;
     let masked_in = mask_in(m);
     let bad_mask = mask_bad(m);
     // a masked-in id outside the vocabulary has no log-prob, a NaN input no value, and a
     // bad mask no weight: the row's loss and gradient are NaN (the reduce kernel
     // reports the row), never a plausible number
-    var big_g = factor * term.g + params.kl_coef * kl.y;
-    if ((params.flags & SEQ_ADDEND) != 0u) {
-        // the sequence ratio's gradient through the mean, per unit of w (seq_terms.wgsl)
-        big_g += seqinfo[seq].w;
-    }
-    if (y >= params.vocab_total || bad_mask || (masked_in && reads_nan(inputs, at, seq))) {
+    let bad_y = y >= params.vocab_total && t.reads_logp;
+    if (bad_y || bad_mask || (masked_in && reads_nan(inputs, at, seq))) {
         loss_t = quiet_nan();
         big_g = loss_t;
     }
@@ -390,8 +428,8 @@ fn policy_loss(
     // NaN there and into its gradient
     let w = select(select(0.0, m * seqinfo[seq].x, masked_in), 1.0, bad_mask);
     let nonfinite = masked_in && !(is_finite(lse) && !is_nan(entropy));
-    let bad_id = masked_in && y >= params.vocab_total;
-    let flags = sampler_flags(term.flags + select(0.0, f32(ROW_NONFINITE), nonfinite) + select(0.0, f32(ROW_BAD_ID), bad_id), row, masked_in);
+    let bad_id = masked_in && bad_y;
+    let flags = sampler_flags(t.flags + select(0.0, f32(ROW_NONFINITE), nonfinite) + select(0.0, f32(ROW_BAD_ID), bad_id), row, masked_in);
 
     if (lane == 0u) {
         // in the order of the OUT_* slots (src/shader/abi/mod.rs)
@@ -400,7 +438,7 @@ fn policy_loss(
             entropy,
             lse,
             select(0.0, w * loss_t, masked_in || bad_mask),
-            select(0.0, kl.x, masked_in),
+            select(0.0, t.kl, masked_in),
             select(0.0, flags, masked_in),
             bitcast<f32>(y),
             sampler_tau_slot(row),
@@ -410,6 +448,6 @@ fn policy_loss(
     let gbase = row_start(params.g, row);
     // the target's column in this launch's columns (wrapping: a target of another
     // shard is never matched)
-    let k = grad_coefs(params.vocab, y - params.col_offset, row_scale(w, inv_tau), big_g, lse, lse - entropy, inv_tau);
+    let k = grad_coefs(params.vocab, y - params.col_offset, row_scale(w, inv_tau), big_g, lse, lse - entropy, inv_tau, t.gamma, t.c);
     grad_sweep(lane, xbase, gbase, k);
 }

@@ -5,8 +5,9 @@
 // lanes per sequence, workgroup/sum.wgsl); sums run in a fixed order, so weights are
 // bitwise reproducible.
 //
-// requires: ADV_PER_TOKEN, COUNT_EMPTY, GATHER, HAS_OLD, HAS_REF, HAS_ROLLOUT, Params
-// requires: WEIGHTS, WG_SIZE, mask_in, team_rows, team_sum, write_weights
+// requires: ADV_PER_TOKEN, COUNT_EMPTY, GATHER, HAS_OLD, HAS_REF, HAS_ROLLOUT
+// requires: PRIMITIVE, PRIM_HAS_A, Params, WEIGHTS, WG_SIZE, mask_in, team_rows
+// requires: team_sum, write_weights
 
 // Params, the uniform block: declared in src/shader/abi/prepare.rs
 
@@ -47,6 +48,9 @@ fn gather(lane: u32) {
         if ((params.flags & HAS_REF) != 0u) {
             v.w = ref_logp[params.ref_offset + r];
         }
+        if ((params.flags & PRIMITIVE) != 0u) {
+            v = primitive_row(v);
+        }
         rowin[params.part.part_row + r] = v;
         if ((params.flags & HAS_ROLLOUT) != 0u) {
             rowaux[2u * (params.part.part_row + r)].x = rollout_logp[params.rollout_offset + r];
@@ -69,6 +73,16 @@ fn gather(lane: u32) {
             seqinfo[params.part.part_seq + tr.seq] = vec4<f32>(n, 1.0, 0.0, 0.0);
         }
     }
+}
+
+// The log-prob primitive (SPEC "The log-prob primitive"): the advantage's, old's and
+// ref's bindings hold its upstream a = ∂L/∂logp (where PRIM_HAS_A), b = ∂L/∂H and
+// c = ∂L/∂lse. A row is read where any is not 0 (a NaN is not 0: bad input, reported);
+// a comes as reinforce's advantage −a, so that the row kernel's G is a.
+fn primitive_row(v: vec4<f32>) -> vec4<f32> {
+    let a = select(0.0, v.y, (params.flags & PRIM_HAS_A) != 0u);
+    let read = a != 0.0 || v.z != 0.0 || v.w != 0.0;
+    return vec4<f32>(select(0.0, 1.0, read), -a, v.z, v.w);
 }
 
 fn weights(lane: u32) {

@@ -52,17 +52,24 @@ pub enum RowInput {
     RolloutLogprobs,
     /// Per-row sampling temperatures (SPEC "The sampler's distribution").
     Temperatures,
+    /// The log-prob primitive's upstream gradients `∂L/∂logp`, `∂L/∂H`, `∂L/∂lse`.
+    UpstreamLogprobs,
+    UpstreamEntropy,
+    UpstreamLse,
 }
 
 impl RowInput {
     /// Every input, in the order of their codes (1, 2, …) in reduce.wgsl's metrics.
-    pub const ALL: [RowInput; 6] = [
+    pub const ALL: [RowInput; 9] = [
         RowInput::Mask,
         RowInput::Advantages,
         RowInput::OldLogprobs,
         RowInput::RefLogprobs,
         RowInput::RolloutLogprobs,
         RowInput::Temperatures,
+        RowInput::UpstreamLogprobs,
+        RowInput::UpstreamEntropy,
+        RowInput::UpstreamLse,
     ];
 
     /// The argument's name, as the API, `eval`'s tensors and PyTorch call it.
@@ -74,6 +81,9 @@ impl RowInput {
             RowInput::RefLogprobs => "ref_logprobs",
             RowInput::RolloutLogprobs => "rollout_logprobs",
             RowInput::Temperatures => "temperatures",
+            RowInput::UpstreamLogprobs => "upstream_logprobs",
+            RowInput::UpstreamEntropy => "upstream_entropy",
+            RowInput::UpstreamLse => "upstream_lse",
         }
     }
 
@@ -81,7 +91,7 @@ impl RowInput {
         match self {
             RowInput::Mask => "a mask value must be finite and >= 0",
             RowInput::Temperatures => {
-                "a masked-in row needs a finite temperature > 0 whose reciprocal is finite"
+                "a row the call reads needs a finite temperature > 0 whose reciprocal is finite"
             }
             _ => "a masked-in row needs a finite value",
         }

@@ -32,14 +32,15 @@ pub use context::{
 };
 pub use error::{Error, Result, RowInput};
 pub use host::{
-    check_targets, HostBatch, HostGrad, HostHead, HostHeadLoss, HostLogits, HostLoss, HostPart,
-    RowStatsHost,
+    check_targets, HostBatch, HostGrad, HostHead, HostHeadLoss, HostLogProbs, HostLogits, HostLoss,
+    HostPart, RowStatsHost,
 };
 pub use kernels::advantages::check_groups;
 pub use kernels::row_stats::{RowStatsBuffers, RowStatsOutputs};
 pub use loss::{
-    Advantages, GradView, Gradient, HeadGradients, HeadInputs, InvalidInput, LossBuffers,
-    LossInputs, LossOutputs, LossPart, MatrixView, Metrics, PolicyLoss, VocabBlocks,
+    Advantages, GradView, Gradient, HeadGradients, HeadInputs, InvalidInput, LogProbConfig,
+    LogProbInputs, LogProbs, LossBuffers, LossInputs, LossOutputs, LossPart, MatrixView, Metrics,
+    PolicyLoss, Upstream, VocabBlocks,
 };
 #[cfg(feature = "tools")]
 #[doc(hidden)]

@@ -235,3 +235,182 @@ fn help_lists_the_softcap() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("--logit-softcap"), "{text}");
 }
+
+/// The primitive's input: logits, targets (padding on row 4, whose upstream values are
+/// all 0, and on row 9, which reads only H), temperatures and the upstream vectors,
+/// with `extra` tensors beside them.
+fn primitive_input(
+    name: &str,
+    d: &Data,
+    up: &[Vec<f32>; 3],
+    extra: &[(&str, Vec<f32>)],
+) -> PathBuf {
+    let path = tmp(name);
+    let bytes = |v: &[f32]| bytemuck::cast_slice::<f32, u8>(v).to_vec();
+    let mut targets = d.targets.clone();
+    targets[4] = -100;
+    targets[9] = -100;
+    let mut owned = vec![
+        (
+            "logits".to_string(),
+            Dtype::F32,
+            vec![B, S, V],
+            bytes(&d.logits),
+        ),
+        (
+            "targets".to_string(),
+            Dtype::I64,
+            vec![B, S],
+            bytemuck::cast_slice(&targets).to_vec(),
+        ),
+        (
+            "temperatures".to_string(),
+            Dtype::F32,
+            vec![B, S],
+            bytes(&d.temps),
+        ),
+    ];
+    for (k, n) in ["upstream_logprobs", "upstream_entropy", "upstream_lse"]
+        .iter()
+        .enumerate()
+    {
+        owned.push((n.to_string(), Dtype::F32, vec![B, S], bytes(&up[k])));
+    }
+    for (n, v) in extra {
+        owned.push((n.to_string(), Dtype::F32, vec![B, S], bytes(v)));
+    }
+    let views: Vec<(String, TensorView<'_>)> = owned
+        .iter()
+        .map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
+        .collect();
+    safetensors::tensor::serialize_to_file(views, None, &path).unwrap();
+    path
+}
+
+fn upstream() -> [Vec<f32>; 3] {
+    let n = B * S;
+    let mut up = [0usize, 1, 2].map(|k| {
+        (0..n)
+            .map(|r| ((r * 5 + k * 3) % 7) as f32 / 3.0 - 1.0)
+            .collect::<Vec<f32>>()
+    });
+    // rows 4 and 5 unread: padding's target, a junk temperature
+    for u in &mut up {
+        u[4] = 0.0;
+        u[MASKED] = 0.0;
+    }
+    up[0][9] = 0.0;
+    up[1][9] = 0.5;
+    up
+}
+
+/// `eval` with upstream tensors runs the primitive: logprobs, entropy, lse and
+/// grad_logits against the reference's vector-Jacobian product, with the softcap and
+/// per-token temperatures, and the same bits in three parts.
+#[test]
+fn the_primitive_against_the_reference() {
+    use wgpu_policy_loss::reference::sampler::sampled_row;
+    let (d, up) = (data(), upstream());
+    let input = primitive_input("prim.safetensors", &d, &up, &[]);
+    let output = tmp("prim-out.safetensors");
+    let file = run_ok(&input, &output, &["--logit-softcap", "2"]);
+    let st = SafeTensors::deserialize(&file).unwrap();
+    let (lp, ent, lse, grad) = (
+        f32s(&st, "logprobs"),
+        f32s(&st, "entropy"),
+        f32s(&st, "lse"),
+        f32s(&st, "grad_logits"),
+    );
+    let sampler = Sampler {
+        softcap: Some(2.0),
+        ..Sampler::default()
+    };
+    let mut want = vec![0.0; B * S * V];
+    for r in 0..B * S {
+        let (a, b, c) = (up[0][r] as f64, up[1][r] as f64, up[2][r] as f64);
+        if a == 0.0 && b == 0.0 && c == 0.0 {
+            assert!(
+                grad[r * V..(r + 1) * V].iter().all(|&g| g == 0.0),
+                "row {r}"
+            );
+            continue;
+        }
+        let x: Vec<f64> = d.logits[r * V..(r + 1) * V]
+            .iter()
+            .map(|&v| v as f64)
+            .collect();
+        let row = sampled_row(&x, d.temps[r] as f64, &sampler, None).unwrap();
+        let y = (a != 0.0).then_some(d.targets[r] as usize);
+        want[r * V..(r + 1) * V].copy_from_slice(&row.vjp(y, a, b, c));
+        let tol = |w: f64| 1e-5 * (w.abs() + 1.0);
+        if let Some(y) = y {
+            let w = row.logp(y).unwrap();
+            assert!(
+                (lp[r] as f64 - w).abs() <= tol(w),
+                "logprobs[{r}] {} vs {w}",
+                lp[r]
+            );
+        }
+        assert!(
+            (ent[r] as f64 - row.entropy).abs() <= tol(10.0),
+            "entropy[{r}]"
+        );
+        assert!((lse[r] as f64 - row.lse).abs() <= tol(row.lse), "lse[{r}]");
+    }
+    compare::logits_grad(&grad, &want, compare::Format::F32)
+        .unwrap_or_else(|e| panic!("grad_logits {e}"));
+    let parts = run_ok(
+        &input,
+        &tmp("prim-parts.safetensors"),
+        &["--logit-softcap", "2", "--parts", "3"],
+    );
+    assert_eq!(parts, file, "--parts 3 against one part");
+}
+
+/// The primitive's bad inputs: a loss tensor or flag beside the upstream tensors, a
+/// NaN upstream value on a read row, a padding target where upstream_logprobs is not
+/// 0, `--temperature` beside the temperatures, and the head's tensors (not yet).
+#[test]
+fn the_primitive_names_its_bad_input() {
+    let (d, up) = (data(), upstream());
+    let good = primitive_input("prim-good.safetensors", &d, &up, &[]);
+    let with_mask = primitive_input(
+        "prim-mask.safetensors",
+        &d,
+        &up,
+        &[("mask", d.mask.clone())],
+    );
+    fails_naming(&with_mask, &[], "mask");
+    let with_adv = primitive_input(
+        "prim-adv.safetensors",
+        &d,
+        &up,
+        &[("advantages", d.mask.clone())],
+    );
+    fails_naming(&with_adv, &[], "advantages");
+    for flags in [
+        &["--mode", "ppo_clip"][..],
+        &["--kl-coef", "0.1"],
+        &["--entropy-coeff", "0"],
+    ] {
+        fails_naming(&good, flags, flags[0]);
+    }
+    fails_naming(&good, &["--temperature", "1"], "--temperature");
+    fails_naming(&good, &["--logit-softcap", "0"], "--logit-softcap");
+    let mut nan = up.clone();
+    nan[1][7] = f32::NAN;
+    let path = primitive_input("prim-nan.safetensors", &d, &nan, &[]);
+    fails_naming(&path, &[], "upstream_entropy");
+    fails_naming(&path, &[], "row 7");
+    let mut pad = up.clone();
+    pad[0][4] = 0.5; // row 4's target is padding
+    let path = primitive_input("prim-pad.safetensors", &d, &pad, &[]);
+    fails_naming(&path, &[], "targets");
+    let head = primitive_input(
+        "prim-head.safetensors",
+        &d,
+        &up,
+        &[("hidden", d.mask.clone())],
+    );
+    fails_naming(&head, &[], "hidden");
+}

@@ -82,6 +82,10 @@ impl Data {
                 let n = self.mask.len();
                 self.temps.get_or_insert_with(|| vec![1.0; n])[row] = value
             }
+            // the log-prob primitive's (tests/logprobs.rs)
+            RowInput::UpstreamLogprobs | RowInput::UpstreamEntropy | RowInput::UpstreamLse => {
+                panic!("{input:?} is not an input of the loss")
+            }
         }
         self
     }
@@ -334,7 +338,10 @@ fn configs(input: RowInput) -> Vec<LossConfig> {
                 rollout_correction: None,
                 ..b
             }),
-            RowInput::Temperatures => {}
+            RowInput::Temperatures
+            | RowInput::UpstreamLogprobs
+            | RowInput::UpstreamEntropy
+            | RowInput::UpstreamLse => {}
             RowInput::Mask | RowInput::Advantages => {
                 for loss_agg_mode in &LossAggMode::ALL[1..] {
                     out.push(LossConfig {
@@ -371,8 +378,12 @@ fn inputs() -> Vec<(RowInput, bool)> {
         .iter()
         .flat_map(|&i| match i {
             RowInput::Advantages => vec![(i, false), (i, true)],
-            // tests/sampler.rs (the reference rejects a bad temperature outright)
-            RowInput::Temperatures => vec![],
+            // tests/sampler.rs (the reference rejects a bad temperature outright), and
+            // the primitive's inputs (tests/logprobs.rs)
+            RowInput::Temperatures
+            | RowInput::UpstreamLogprobs
+            | RowInput::UpstreamEntropy
+            | RowInput::UpstreamLse => vec![],
             _ => vec![(i, false)],
         })
         .collect()
@@ -732,7 +743,7 @@ fn device_api_parts_and_masked_out_junk() {
                     &[],
                 );
                 assert_eq!(want.metrics.invalid_input_rows, 0.0, "{what}");
-                for input in &RowInput::ALL[1..] {
+                for input in &RowInput::ALL[1..6] {
                     for value in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 1e30] {
                         let junk = clean.clone().with(*input, MASKED_OUT, value, rps);
                         let got = device(

@@ -50,8 +50,26 @@ fn open_adapters(adapter: Option<&str>) -> Result<OpenAdapters, Error> {
     }
 }
 
+/// The ids of `sub`'s arguments given on the command line (not their groups).
+fn given_flags(matches: &clap::ArgMatches, sub: &str) -> Vec<String> {
+    use clap::CommandFactory;
+    let cmd = Cli::command();
+    let (Some(m), Some(cmd)) = (matches.subcommand_matches(sub), cmd.find_subcommand(sub)) else {
+        return Vec::new();
+    };
+    let from_line = |id: &str| m.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
+    cmd.get_arguments()
+        .map(|a| a.get_id().as_str().to_string())
+        .filter(|id| from_line(id))
+        .collect()
+}
+
 pub fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    // the flags given on `eval`'s command line (the log-prob primitive takes few)
+    let given = given_flags(&matches, "eval");
     let command = match cli.command {
         Some(c) => c,
         None => match Cli::parse_from(["wgpu-policy-loss", "demo"]).command {
@@ -62,7 +80,7 @@ pub fn main() -> std::process::ExitCode {
     let result = match command {
         Command::Demo(args) => demo::run(&args),
         Command::Info => info::run().map_err(Into::into),
-        Command::Eval(args) => eval::run(&args),
+        Command::Eval(args) => eval::run(&args, &given),
         Command::Bench(args) => bench::run(&args),
         Command::Check(args) => check::run(&args),
     };

@@ -12,11 +12,13 @@ use crate::view::DType;
 mod advantages;
 mod check;
 mod head;
+mod logprobs;
 mod loss;
 mod row_stats;
 mod shards;
 
 pub use head::{HostHead, HostHeadLoss};
+pub use logprobs::HostLogProbs;
 pub use loss::{HostBatch, HostGrad, HostLoss, HostPart};
 pub use row_stats::RowStatsHost;
 

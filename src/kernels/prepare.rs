@@ -25,6 +25,9 @@ pub(crate) struct RowInputs<'a> {
     pub rollout_logp: Option<F32View<'a>>,
     /// The sampler's per-row temperatures (the row kernels read them where they are).
     pub temperatures: Option<F32View<'a>>,
+    /// The log-prob primitive's call: the advantages, old and ref log-probs are its
+    /// upstream a, b and c (`Some(false)`: no a, the advantages' view a stand-in).
+    pub primitive: Option<bool>,
 }
 
 /// One part's rows: its inputs, its shape, and where its rows and sequences start in
@@ -149,6 +152,11 @@ fn input_flags(config: &LossConfig, inputs: &RowInputs<'_>) -> u32 {
     }
     if inputs.rollout_logp.is_some() {
         flags |= HAS_ROLLOUT;
+    }
+    match inputs.primitive {
+        Some(true) => flags |= PRIMITIVE | PRIM_HAS_A,
+        Some(false) => flags |= PRIMITIVE,
+        None => {}
     }
     flags
 }

@@ -9,7 +9,9 @@ use super::{LossOutputs, PolicyLoss};
 use crate::config::PolicyLossMode;
 use crate::error::{Error, Result};
 use crate::kernels::combine::{CombineOut, Gathered};
-use crate::kernels::policy_loss::{GradDest, RowCall, HAS_ROLLOUT, HAS_SELECTION, RENORMALIZE};
+use crate::kernels::policy_loss::{
+    GradDest, RowCall, HAS_ROLLOUT, HAS_SELECTION, PRIMITIVE, RENORMALIZE,
+};
 use crate::kernels::prepare::{AllSeqs, HAS_OLD, HAS_REF};
 use crate::kernels::row_partials::{PartialsOut, Sampler};
 use crate::kernels::{
@@ -402,6 +404,9 @@ fn row_flags(loss: &PolicyLoss, selects: bool) -> u32 {
     }
     if cfg.top_entropy_renormalize {
         flags |= RENORMALIZE;
+    }
+    if loss.primitive {
+        flags |= PRIMITIVE;
     }
     flags
 }

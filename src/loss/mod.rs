@@ -10,6 +10,7 @@ mod encode;
 mod head;
 mod inputs;
 mod metrics;
+mod primitive;
 pub(crate) mod schedule;
 mod shards;
 mod validate;
@@ -20,6 +21,7 @@ use std::sync::Mutex;
 pub use head::{HeadGradients, HeadInputs, MatrixView, VocabBlocks};
 pub use inputs::{Advantages, GradView, Gradient, LossBuffers, LossInputs, LossOutputs, LossPart};
 pub use metrics::{InvalidInput, Metrics};
+pub use primitive::{LogProbConfig, LogProbInputs, LogProbs, Upstream};
 
 use crate::config::LossConfig;
 use crate::context::Context;
@@ -34,6 +36,8 @@ pub struct PolicyLoss {
     ctx: Context,
     config: LossConfig,
     scratch: Mutex<Scratch>,
+    /// The log-prob primitive's calls ([`LogProbs`]) rather than a loss's.
+    primitive: bool,
 }
 
 impl std::fmt::Debug for PolicyLoss {
@@ -52,6 +56,7 @@ impl PolicyLoss {
             ctx: ctx.clone(),
             config,
             scratch: Mutex::new(Scratch::default()),
+            primitive: false,
         })
     }
 

@@ -40,7 +40,7 @@ pub(super) struct Input {
 }
 
 /// `[T, W]` or `[B, S, W]`: the leading dimensions, W and the rows of a sequence.
-fn rows_of(
+pub(super) fn rows_of(
     name: &'static str,
     shape: &[usize],
     w: &str,
@@ -220,7 +220,10 @@ impl Input {
     }
 }
 
-fn tensor<'a>(st: &SafeTensors<'a>, name: &'static str) -> Result<Option<TensorView<'a>>, Error> {
+pub(super) fn tensor<'a>(
+    st: &SafeTensors<'a>,
+    name: &'static str,
+) -> Result<Option<TensorView<'a>>, Error> {
     match st.tensor(name) {
         Ok(t) => Ok(Some(t)),
         Err(safetensors::SafeTensorError::TensorNotFound(_)) => Ok(None),
@@ -232,7 +235,11 @@ fn required<'a>(st: &SafeTensors<'a>, name: &'static str) -> Result<TensorView<'
     tensor(st, name)?.ok_or_else(|| bad(name, "missing from the input file"))
 }
 
-fn expect_shape(name: &'static str, t: &TensorView<'_>, shape: &[usize]) -> Result<(), Error> {
+pub(super) fn expect_shape(
+    name: &'static str,
+    t: &TensorView<'_>,
+    shape: &[usize],
+) -> Result<(), Error> {
     if t.shape() != shape {
         return Err(bad(
             name,
@@ -242,7 +249,7 @@ fn expect_shape(name: &'static str, t: &TensorView<'_>, shape: &[usize]) -> Resu
     Ok(())
 }
 
-fn f32s(name: &'static str, t: &TensorView<'_>) -> Result<Vec<f32>, Error> {
+pub(super) fn f32s(name: &'static str, t: &TensorView<'_>) -> Result<Vec<f32>, Error> {
     match t.dtype() {
         Dtype::F32 => Ok(bytemuck::pod_collect_to_vec(t.data())),
         d => Err(bad(name, format!("has dtype {d:?}, expected F32"))),
@@ -261,7 +268,11 @@ fn mask_values(t: &TensorView<'_>) -> Result<Vec<f32>, Error> {
 }
 
 /// Token ids as u32; an id is only checked (and must lie in [0, V)) where the mask is > 0.
-fn target_ids(t: &TensorView<'_>, mask: &[f32], vocab: usize) -> Result<Vec<u32>, Error> {
+pub(super) fn target_ids(
+    t: &TensorView<'_>,
+    mask: &[f32],
+    vocab: usize,
+) -> Result<Vec<u32>, Error> {
     let ids: Vec<i64> = match t.dtype() {
         Dtype::I64 => bytemuck::pod_collect_to_vec(t.data()),
         Dtype::I32 => bytemuck::pod_collect_to_vec::<u8, i32>(t.data())
@@ -319,7 +330,7 @@ impl Columns {
     }
 
     /// A tensor's values (F32, F16 or BF16).
-    fn read(name: &'static str, t: &TensorView<'_>) -> Result<Self, Error> {
+    pub(super) fn read(name: &'static str, t: &TensorView<'_>) -> Result<Self, Error> {
         Ok(match t.dtype() {
             Dtype::F32 => Columns::F32(bytemuck::pod_collect_to_vec(t.data())),
             Dtype::F16 => Columns::F16(bytemuck::pod_collect_to_vec(t.data())),

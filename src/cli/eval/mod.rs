@@ -15,6 +15,7 @@ use super::CliResult;
 mod input;
 mod output;
 mod parts;
+mod primitive;
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
@@ -266,7 +267,7 @@ impl LossArgs {
 }
 
 /// A configuration error named by its field, renamed to the flag that sets it.
-fn flag(e: Error) -> Error {
+pub(super) fn flag(e: Error) -> Error {
     match e {
         Error::InvalidArgument { arg, reason } => {
             let name = match arg {
@@ -330,13 +331,17 @@ pub fn context(adapter: Option<&str>) -> Result<Context, Error> {
     }
 }
 
-pub fn run(args: &EvalArgs) -> CliResult {
+/// `eval`; `given` are the ids of the flags given on the command line.
+pub fn run(args: &EvalArgs, given: &[String]) -> CliResult {
     // the file's bytes go once its tensors are read (a model's lm_head is a gigabyte)
     let input = {
         let bytes = std::fs::read(&args.input)
             .map_err(|e| format!("cannot read {}: {e}", args.input.display()))?;
         let st = SafeTensors::deserialize(&bytes)
             .map_err(|e| format!("{} is not a safetensors file: {e}", args.input.display()))?;
+        if primitive::wanted(&st) {
+            return primitive::run(args, given, &st);
+        }
         input::Input::read(&st)?
     };
     let config = args.loss.config()?;

@@ -16,6 +16,26 @@ pub(super) fn write(
     grads: &[(&str, Vec<usize>, &HostGrad)],
     path: &Path,
 ) -> CliResult {
+    write_with(out, lead, grads, path, true)
+}
+
+/// [`write`] without the loss's scalars: the log-prob primitive's outputs are per row.
+pub(super) fn write_rows(
+    out: &HostLoss,
+    lead: &[usize],
+    grads: &[(&str, Vec<usize>, &HostGrad)],
+    path: &Path,
+) -> CliResult {
+    write_with(out, lead, grads, path, false)
+}
+
+fn write_with(
+    out: &HostLoss,
+    lead: &[usize],
+    grads: &[(&str, Vec<usize>, &HostGrad)],
+    path: &Path,
+    with_scalars: bool,
+) -> CliResult {
     let m = out.metrics;
     let scalars = [
         ("loss", m.loss),
@@ -57,11 +77,18 @@ pub(super) fn write(
         let t = TensorView::new(dtype(g.dtype), shape.clone(), &g.bytes)?;
         tensors.push((name.to_string(), t));
     }
-    for (name, b) in &scalar_bytes {
+    for (name, b) in scalar_bytes.iter().filter(|_| with_scalars) {
         tensors.push((name.to_string(), TensorView::new(Dtype::F32, vec![], b)?));
     }
     safetensors::tensor::serialize_to_file(tensors, None, path)
         .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    if !with_scalars {
+        println!(
+            "logprobs, entropy, lse and the gradient -> {}",
+            path.display()
+        );
+        return Ok(());
+    }
     println!(
         "loss {:.6}  entropy_mean {:.4}  pg_clipfrac {:.4}  nonfinite_rows {}  -> {}",
         m.loss,

@@ -88,6 +88,8 @@ wgsl_consts! {
     pub(crate) KL_STRAIGHT: u32 = 1024;
     pub(crate) BIAS_KL: u32 = 2048;
     pub(crate) OFF_POLICY: u32 = 4096;
+    /// the log-prob primitive: rowin holds (read, −a, b, c), the upstream gradients
+    pub(crate) PRIMITIVE: u32 = 8192;
     /// the modes; gpg's loss is reinforce's
     pub(crate) MODE_REINFORCE: u32 = 0;
     pub(crate) MODE_PPO: u32 = 1;

@@ -1,0 +1,221 @@
+//! `eval` of the log-prob primitive (SPEC "The CLI contract of `eval` (the sampler's
+//! distribution and the primitive)"): an input with any `upstream_*` tensor holds only
+//! the logits, the targets, the temperatures and those; the output has `logprobs`,
+//! `entropy`, `lse` and `grad_logits`.
+
+use safetensors::SafeTensors;
+use wgpu_policy_loss::{Context, Error, HostGrad, HostLogProbs, HostLoss, LogProbConfig, Metrics};
+
+use super::input::{expect_shape, f32s, rows_of, target_ids, tensor, Columns};
+use super::{bad, context, flag, output, EvalArgs};
+use crate::cli::CliResult;
+
+/// The upstream tensors, in the order of `HostLogProbs`.
+const UPSTREAM: [&str; 3] = ["upstream_logprobs", "upstream_entropy", "upstream_lse"];
+
+/// The flags that apply to the primitive (clap's ids); any other given is an error.
+const FLAGS: [&str; 9] = [
+    "input",
+    "output",
+    "grad_dtype",
+    "temperature",
+    "logit_softcap",
+    "head_chunk",
+    "adapter",
+    "parts",
+    "vocab_shards",
+];
+
+/// Whether the input asks for the primitive: any upstream tensor.
+pub(super) fn wanted(st: &SafeTensors<'_>) -> bool {
+    let names = st.names();
+    UPSTREAM.iter().any(|u| names.iter().any(|n| n == u))
+}
+
+/// The primitive's run; `given` are the ids of the flags on the command line.
+pub(super) fn run(args: &EvalArgs, given: &[String], st: &SafeTensors<'_>) -> CliResult {
+    if let Some(id) = given.iter().find(|id| !FLAGS.contains(&id.as_str())) {
+        let name = id.replace('_', "-");
+        return Err(format!(
+            "invalid argument `--{name}`: is a loss flag; with upstream_* tensors `eval` runs \
+             the log-prob primitive, which takes none"
+        )
+        .into());
+    }
+    for name in st.names() {
+        let name: &str = name;
+        let known =
+            ["logits", "targets", "temperatures"].contains(&name) || UPSTREAM.contains(&name);
+        let not_yet = ["hidden", "lm_head", "keep_offsets", "keep_ids"].contains(&name);
+        if not_yet {
+            let why = "is not taken by the log-prob primitive yet";
+            return Err(format!("invalid argument `{name}`: {why}").into());
+        }
+        if !known {
+            let why =
+                "is not an input of the log-prob primitive (upstream_* tensors are in the input)";
+            return Err(format!("invalid argument `{name}`: {why}").into());
+        }
+    }
+    for (given, name) in [
+        (args.head_chunk.is_some(), "--head-chunk"),
+        (args.vocab_shards.is_some(), "--vocab-shards"),
+    ] {
+        if given {
+            return Err(bad(name, "is not taken by the log-prob primitive yet").into());
+        }
+    }
+    let batch = Batch::read(st)?;
+    if batch.temps.is_some() && args.loss.temperature.is_some() {
+        return Err(bad(
+            "--temperature",
+            "cannot be given with a `temperatures` tensor in the input",
+        )
+        .into());
+    }
+    let config = LogProbConfig {
+        temperature: args.loss.temperature.unwrap_or(1.0),
+        logit_softcap: args.loss.logit_softcap,
+    };
+    let ctx = context(args.adapter.as_deref())?;
+    let out = batch.run(&ctx, &config, args)?;
+    let mut shape = batch.lead.clone();
+    shape.push(batch.vocab);
+    let grad = out.grad.as_ref().ok_or("no gradient came back")?;
+    output::write_rows(
+        &out,
+        &batch.lead,
+        &[("grad_logits", shape, grad)],
+        &args.output,
+    )
+}
+
+/// The input's tensors, read and checked against one another.
+struct Batch {
+    lead: Vec<usize>,
+    vocab: usize,
+    seqs: usize,
+    logits: Columns,
+    targets: Vec<u32>,
+    temps: Option<Vec<f32>>,
+    up: [Option<Vec<f32>>; 3],
+}
+
+impl Batch {
+    fn read(st: &SafeTensors<'_>) -> Result<Self, Error> {
+        let x =
+            tensor(st, "logits")?.ok_or_else(|| bad("logits", "missing from the input file"))?;
+        let (lead, vocab, _) = rows_of("logits", x.shape(), "V")?;
+        let seqs = if lead.len() == 2 { lead[0] } else { 1 };
+        let per_row = |name: &'static str| -> Result<Option<Vec<f32>>, Error> {
+            match tensor(st, name)? {
+                Some(t) => {
+                    expect_shape(name, &t, &lead)?;
+                    Ok(Some(f32s(name, &t)?))
+                }
+                None => Ok(None),
+            }
+        };
+        let up = [
+            per_row(UPSTREAM[0])?,
+            per_row(UPSTREAM[1])?,
+            per_row(UPSTREAM[2])?,
+        ];
+        let y =
+            tensor(st, "targets")?.ok_or_else(|| bad("targets", "missing from the input file"))?;
+        expect_shape("targets", &y, &lead)?;
+        // an id is read (and checked) where upstream_logprobs is not 0
+        let rows: usize = lead.iter().product();
+        let reads: Vec<f32> = match &up[0] {
+            Some(a) => a
+                .iter()
+                .map(|&a| if a != 0.0 { 1.0 } else { 0.0 })
+                .collect(),
+            None => vec![0.0; rows],
+        };
+        Ok(Batch {
+            targets: target_ids(&y, &reads, vocab)?,
+            temps: per_row("temperatures")?,
+            logits: Columns::read("logits", &x)?,
+            lead,
+            vocab,
+            seqs,
+            up,
+        })
+    }
+
+    /// The primitive over `--parts` parts of whole sequences, joined.
+    fn run(
+        &self,
+        ctx: &Context,
+        config: &LogProbConfig,
+        args: &EvalArgs,
+    ) -> Result<HostLoss, Error> {
+        let k = args.parts;
+        if k == 0 || k > self.seqs {
+            let why = format!(
+                "{k} parts of {} sequence(s): give 1 to {}",
+                self.seqs, self.seqs
+            );
+            return Err(bad("--parts", why));
+        }
+        let rows: usize = self.lead.iter().product();
+        let whole = self.host(0..rows);
+        // every row checked once, numbered over the whole batch
+        whole.check(config).map_err(flag)?;
+        let rps = rows / self.seqs;
+        let mut out = HostLoss {
+            metrics: Metrics::from_slice(&[0.0; Metrics::LEN]),
+            logprobs: Vec::new(),
+            entropy: Vec::new(),
+            lse: Vec::new(),
+            grad: Some(HostGrad {
+                dtype: args.grad_dtype,
+                bytes: Vec::new(),
+            }),
+        };
+        for i in 0..k {
+            let (r0, r1) = (i * self.seqs / k * rps, (i + 1) * self.seqs / k * rps);
+            let got = ctx
+                .logprobs(config, &self.host(r0..r1), Some(args.grad_dtype))
+                .map_err(flag)?;
+            out.metrics.loss += got.metrics.loss;
+            out.metrics.invalid_input_rows += got.metrics.invalid_input_rows;
+            out.logprobs.extend(got.logprobs);
+            out.entropy.extend(got.entropy);
+            out.lse.extend(got.lse);
+            if let (Some(g), Some(part)) = (out.grad.as_mut(), got.grad) {
+                g.bytes.extend(part.bytes);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Rows `range` as the host API takes them.
+    fn host(&self, range: std::ops::Range<usize>) -> HostLogProbs<'_> {
+        let v = self.vocab;
+        let x = match self.logits.host() {
+            wgpu_policy_loss::HostLogits::F32(x) => {
+                wgpu_policy_loss::HostLogits::F32(&x[range.start * v..range.end * v])
+            }
+            wgpu_policy_loss::HostLogits::F16(x) => {
+                wgpu_policy_loss::HostLogits::F16(&x[range.start * v..range.end * v])
+            }
+            wgpu_policy_loss::HostLogits::Bf16(x) => {
+                wgpu_policy_loss::HostLogits::Bf16(&x[range.start * v..range.end * v])
+            }
+        };
+        fn part<'b>(t: &'b Option<Vec<f32>>, r: &std::ops::Range<usize>) -> Option<&'b [f32]> {
+            t.as_deref().map(|t| &t[r.clone()])
+        }
+        HostLogProbs {
+            logits: x,
+            vocab: v as u32,
+            targets: &self.targets[range.clone()],
+            temperatures: part(&self.temps, &range),
+            upstream_logprobs: part(&self.up[0], &range),
+            upstream_entropy: part(&self.up[1], &range),
+            upstream_lse: part(&self.up[2], &range),
+        }
+    }
+}

@@ -1,0 +1,208 @@
+//! The log-prob primitive from host slices ([`Context::logprobs`]): checked on the
+//! host, uploaded, recorded with [`LogProbs`], read back.
+
+use super::{HostGrad, HostLogits, HostLoss};
+use crate::context::Context;
+use crate::error::{Error, Result, RowInput};
+use crate::loss::{
+    GradView, Gradient, LogProbConfig, LogProbInputs, LogProbs, LossBuffers, Metrics, Upstream,
+};
+use crate::view::{DType, F32View, LogitsView, TargetsView};
+
+/// A batch for the log-prob primitive: logits `[rows, vocab]`, one target per row, and
+/// the caller's upstream gradients (at least one of the three), one per row each.
+#[derive(Clone, Copy, Debug)]
+pub struct HostLogProbs<'a> {
+    pub logits: HostLogits<'a>,
+    pub vocab: u32,
+    /// Read where `upstream_logprobs` is not 0; anything elsewhere (padding included).
+    pub targets: &'a [u32],
+    /// The sampler's temperature of each row, in place of the configuration's one.
+    pub temperatures: Option<&'a [f32]>,
+    /// `a = ∂L/∂logp`.
+    pub upstream_logprobs: Option<&'a [f32]>,
+    /// `b = ∂L/∂H`.
+    pub upstream_entropy: Option<&'a [f32]>,
+    /// `c = ∂L/∂lse`.
+    pub upstream_lse: Option<&'a [f32]>,
+}
+
+impl HostLogProbs<'_> {
+    /// Checks this batch as [`Context::logprobs`] would, without a device: its shapes,
+    /// `config`, then its values (the first bad row; a target only where
+    /// `upstream_logprobs` is not 0).
+    pub fn check(&self, config: &LogProbConfig) -> Result<()> {
+        let cfg = crate::LossConfig {
+            temperature: config.temperature,
+            logit_softcap: config.logit_softcap,
+            ..Default::default()
+        };
+        cfg.validate()?;
+        self.rows()?;
+        if self.temperatures.is_some() {
+            crate::loss::check_temperatures(&cfg)?;
+        }
+        self.check_values()
+    }
+
+    /// The rows; every shape checked, each error naming its argument.
+    fn rows(&self) -> Result<usize> {
+        if self.vocab == 0 {
+            return Err(Error::arg("vocab", "must be at least 1"));
+        }
+        let (n, v) = (self.logits.len(), self.vocab as usize);
+        if !n.is_multiple_of(v) {
+            let why = format!("length {n} is not a multiple of vocab {v}");
+            return Err(Error::arg("logits", why));
+        }
+        let rows = n / v;
+        u32::try_from(rows).map_err(|_| Error::arg("logits", "too many rows"))?;
+        let given = [
+            ("upstream_logprobs", self.upstream_logprobs),
+            ("upstream_entropy", self.upstream_entropy),
+            ("upstream_lse", self.upstream_lse),
+            ("temperatures", self.temperatures),
+        ];
+        let lens = given.iter().filter_map(|(a, x)| x.map(|x| (*a, x.len())));
+        for (arg, len) in [("targets", self.targets.len())].into_iter().chain(lens) {
+            if len != rows {
+                let why = format!("has {len} values for {rows} logits rows");
+                return Err(Error::arg(arg, why));
+            }
+        }
+        if given[..3].iter().all(|(_, x)| x.is_none()) {
+            return Err(Error::arg(
+                "upstream",
+                "give at least one of upstream_logprobs, upstream_entropy and upstream_lse",
+            ));
+        }
+        Ok(rows)
+    }
+
+    /// The first bad row (SPEC "The log-prob primitive"): a read row's upstream value
+    /// that is NaN or ±inf, its bad temperature, or (where `a ≠ 0`) its target outside
+    /// `[0, vocab)`.
+    fn check_values(&self) -> Result<()> {
+        let at = |x: Option<&[f32]>, r: usize| x.map_or(0.0, |x| x[r]);
+        for r in 0..self.targets.len() {
+            let up = [
+                (RowInput::UpstreamLogprobs, at(self.upstream_logprobs, r)),
+                (RowInput::UpstreamEntropy, at(self.upstream_entropy, r)),
+                (RowInput::UpstreamLse, at(self.upstream_lse, r)),
+            ];
+            // NaN is not 0: a row with a NaN upstream value is read, and bad
+            if up.iter().all(|(_, v)| *v == 0.0) {
+                continue;
+            }
+            let tau = self.temperatures.map(|t| (RowInput::Temperatures, t[r]));
+            for (tensor, value) in up.into_iter().chain(tau) {
+                if tensor.is_bad(value) {
+                    return Err(Error::InvalidInput {
+                        tensor,
+                        row: r,
+                        value,
+                    });
+                }
+            }
+            let y = self.targets[r];
+            if up[0].1 != 0.0 && y >= self.vocab {
+                let id = y as i32 as i64;
+                return Err(Error::TargetOutOfRange {
+                    row: r,
+                    id,
+                    vocab: self.vocab,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Context {
+    /// The log-prob primitive of a host batch: each read row's `logp`, `H` and `lse`
+    /// under the sampler's distribution, and, with `grad_dtype`, `∂L/∂logits` for the
+    /// upstream gradients given (SPEC "The log-prob primitive"). Bad input is an `Err`
+    /// naming the tensor and the first bad row, before anything is uploaded.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn logprobs(
+        &self,
+        config: &LogProbConfig,
+        batch: &HostLogProbs<'_>,
+        grad_dtype: Option<DType>,
+    ) -> Result<HostLoss> {
+        pollster::block_on(self.logprobs_async(config, batch, grad_dtype))
+    }
+
+    /// [`Context::logprobs`] without blocking (the browser's form).
+    pub async fn logprobs_async(
+        &self,
+        config: &LogProbConfig,
+        batch: &HostLogProbs<'_>,
+        grad_dtype: Option<DType>,
+    ) -> Result<HostLoss> {
+        batch.check(config)?;
+        let prim = LogProbs::new(self, *config)?;
+        let rows = batch.rows()?;
+        let (vocab, dtype) = (batch.vocab, batch.logits.dtype());
+        let elems = rows as u64 * vocab as u64;
+        let what = format!("the logits [{rows}, {vocab}] {dtype}");
+        self.fits_buffer("logits", &what, elems * dtype.size())?;
+        let grad_bytes = elems * grad_dtype.map_or(0, DType::size);
+        let what = format!("the gradient [{rows}, {vocab}]");
+        self.fits_buffer("gradient", &what, grad_bytes)?;
+        let f32s =
+            |label, v: Option<&[f32]>| v.map(|v| self.upload(label, bytemuck::cast_slice(v)));
+        let x = self.upload("logits", batch.logits.bytes());
+        let y = self.upload("targets", bytemuck::cast_slice(batch.targets));
+        let (a, b) = (
+            f32s("upstream_logprobs", batch.upstream_logprobs),
+            f32s("upstream_entropy", batch.upstream_entropy),
+        );
+        let (c, t) = (
+            f32s("upstream_lse", batch.upstream_lse),
+            f32s("temperatures", batch.temperatures),
+        );
+        let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC;
+        let g =
+            grad_dtype.map(|_| self.buffer("gradient", grad_bytes.div_ceil(4).max(1) * 4, usage));
+        let inputs = LogProbInputs {
+            logits: LogitsView::new(&x, dtype, rows as u32, vocab),
+            targets: TargetsView::new(&y),
+            temperatures: t.as_ref().map(F32View::new),
+            upstream: Upstream {
+                logprobs: a.as_ref().map(F32View::new),
+                entropy: b.as_ref().map(F32View::new),
+                lse: c.as_ref().map(F32View::new),
+            },
+        };
+        let gradient = match (&g, grad_dtype) {
+            (Some(g), Some(d)) => Gradient::Into(GradView::new(g, d, vocab)),
+            _ => Gradient::None,
+        };
+        let out = LossBuffers::new(self, rows as u32);
+        let mut encoder = self.device().create_command_encoder(&Default::default());
+        prim.record(&mut encoder, &inputs, gradient, &out.outputs())?;
+        let n = rows as u64 * 4;
+        let mut list = vec![
+            (&out.metrics, Metrics::LEN as u64 * 4),
+            (&out.logprobs, n),
+            (&out.entropy, n),
+            (&out.lse, n),
+        ];
+        list.extend(g.as_ref().map(|g| (g, grad_bytes)));
+        let groups: Vec<&[(&wgpu::Buffer, u64)]> = list.iter().map(std::slice::from_ref).collect();
+        let got = self.read_back_groups(encoder, &groups).await?;
+        let metrics = Metrics::from_slice(&bytemuck::pod_collect_to_vec::<u8, f32>(&got[0]));
+        LogProbs::check(&metrics, vocab)?;
+        Ok(HostLoss {
+            metrics,
+            logprobs: bytemuck::pod_collect_to_vec(&got[1]),
+            entropy: bytemuck::pod_collect_to_vec(&got[2]),
+            lse: bytemuck::pod_collect_to_vec(&got[3]),
+            grad: grad_dtype.map(|dtype| HostGrad {
+                dtype,
+                bytes: got.get(4).cloned().unwrap_or_default(),
+            }),
+        })
+    }
+}
