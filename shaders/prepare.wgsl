@@ -6,7 +6,7 @@
 // bitwise reproducible.
 //
 // requires: ADV_PER_TOKEN, COUNT_EMPTY, GATHER, HAS_OLD, HAS_REF, HAS_ROLLOUT
-// requires: PRIMITIVE, PRIM_HAS_A, Params, WEIGHTS, WG_SIZE, mask_in, team_rows
+// requires: PRIMITIVE, Params, WEIGHTS, WG_SIZE, mask_in, team_rows
 // requires: team_sum, write_weights
 
 // Params, the uniform block: declared in src/shader/abi/prepare.rs
@@ -76,13 +76,12 @@ fn gather(lane: u32) {
 }
 
 // The log-prob primitive (SPEC "The log-prob primitive"): the advantage's, old's and
-// ref's bindings hold its upstream a = ∂L/∂logp (where PRIM_HAS_A), b = ∂L/∂H and
-// c = ∂L/∂lse. A row is read where any is not 0 (a NaN is not 0: bad input, reported);
-// a comes as reinforce's advantage −a, so that the row kernel's G is a.
+// ref's bindings hold its upstream a = ∂L/∂logp, b = ∂L/∂H and c = ∂L/∂lse. A row is
+// read where any is not 0 (a NaN is not 0: bad input, reported); a comes as
+// reinforce's advantage −a, so that the row kernel's G is a.
 fn primitive_row(v: vec4<f32>) -> vec4<f32> {
-    let a = select(0.0, v.y, (params.flags & PRIM_HAS_A) != 0u);
-    let read = a != 0.0 || v.z != 0.0 || v.w != 0.0;
-    return vec4<f32>(select(0.0, 1.0, read), -a, v.z, v.w);
+    let read = v.y != 0.0 || v.z != 0.0 || v.w != 0.0;
+    return vec4<f32>(select(0.0, 1.0, read), -v.y, v.z, v.w);
 }
 
 fn weights(lane: u32) {

@@ -32,15 +32,15 @@ pub use context::{
 };
 pub use error::{Error, Result, RowInput};
 pub use host::{
-    check_targets, HostBatch, HostGrad, HostHead, HostHeadLoss, HostLogProbs, HostLogits, HostLoss,
-    HostPart, RowStatsHost,
+    check_targets, HostBatch, HostGrad, HostHead, HostHeadLoss, HostLogProbs, HostLogProbsHead,
+    HostLogits, HostLoss, HostPart, RowStatsHost,
 };
 pub use kernels::advantages::check_groups;
 pub use kernels::row_stats::{RowStatsBuffers, RowStatsOutputs};
 pub use loss::{
     Advantages, GradView, Gradient, HeadGradients, HeadInputs, InvalidInput, LogProbConfig,
-    LogProbInputs, LogProbs, LossBuffers, LossInputs, LossOutputs, LossPart, MatrixView, Metrics,
-    PolicyLoss, Upstream, VocabBlocks,
+    LogProbHeadInputs, LogProbInputs, LogProbs, LossBuffers, LossInputs, LossOutputs, LossPart,
+    MatrixView, Metrics, PolicyLoss, Upstream, VocabBlocks,
 };
 #[cfg(feature = "tools")]
 #[doc(hidden)]

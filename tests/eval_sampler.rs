@@ -414,3 +414,98 @@ fn the_primitive_names_its_bad_input() {
     );
     fails_naming(&head, &[], "hidden");
 }
+
+/// The primitive from `hidden` and `lm_head`: grad_hidden and grad_lm_head against the
+/// reference's chain rule through the VJP, with `--head-chunk`.
+#[test]
+fn the_primitive_from_hidden_states() {
+    use wgpu_policy_loss::reference::sampler::sampled_row;
+    use wgpu_policy_loss::reference::{head_grads, head_logits, head_magnitudes};
+    const H: usize = 8;
+    let (d, up) = (data(), upstream());
+    let hidden: Vec<f32> = (0..B * S * H)
+        .map(|i| ((i * 29 % 17) as f32 / 8.0) - 1.0)
+        .collect();
+    let w: Vec<f32> = (0..V * H)
+        .map(|i| ((i * 13 % 23) as f32 / 11.0) - 1.0)
+        .collect();
+    let path = tmp("prim-head.safetensors");
+    let bytes = |v: &[f32]| bytemuck::cast_slice::<f32, u8>(v).to_vec();
+    let mut targets = d.targets.clone();
+    targets[4] = -100;
+    targets[9] = -100;
+    let mut owned = vec![
+        ("hidden".to_string(), vec![B, S, H], bytes(&hidden)),
+        ("lm_head".to_string(), vec![V, H], bytes(&w)),
+        ("temperatures".to_string(), vec![B, S], bytes(&d.temps)),
+    ];
+    for (k, n) in ["upstream_logprobs", "upstream_entropy", "upstream_lse"]
+        .iter()
+        .enumerate()
+    {
+        owned.push((n.to_string(), vec![B, S], bytes(&up[k])));
+    }
+    let mut views: Vec<(String, TensorView<'_>)> = owned
+        .iter()
+        .map(|(n, s, b)| {
+            (
+                n.clone(),
+                TensorView::new(Dtype::F32, s.clone(), b).unwrap(),
+            )
+        })
+        .collect();
+    let ids = bytemuck::cast_slice::<i64, u8>(&targets).to_vec();
+    views.push((
+        "targets".into(),
+        TensorView::new(Dtype::I64, vec![B, S], &ids).unwrap(),
+    ));
+    safetensors::tensor::serialize_to_file(views, None, &path).unwrap();
+    let file = run_ok(
+        &path,
+        &tmp("prim-head-out.safetensors"),
+        &["--head-chunk", "5"],
+    );
+    let st = SafeTensors::deserialize(&file).unwrap();
+    let f64s = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<_>>();
+    let x = head_logits(&f64s(&hidden), &f64s(&w), H);
+    let mut gz = vec![0.0; B * S * V];
+    let mut read = vec![0.0; B * S];
+    for r in 0..B * S {
+        let (a, b, c) = (up[0][r] as f64, up[1][r] as f64, up[2][r] as f64);
+        if a == 0.0 && b == 0.0 && c == 0.0 {
+            continue;
+        }
+        read[r] = 1.0;
+        let row = sampled_row(
+            &x[r * V..(r + 1) * V],
+            d.temps[r] as f64,
+            &Sampler::default(),
+            None,
+        )
+        .unwrap();
+        let y = (a != 0.0).then_some(d.targets[r] as usize);
+        gz[r * V..(r + 1) * V].copy_from_slice(&row.vjp(y, a, b, c));
+    }
+    let (dh, dw) = head_grads(&gz, &f64s(&hidden), &f64s(&w), H, &read);
+    let (sh, sw) = head_magnitudes(&gz, &f64s(&hidden), &f64s(&w), H, &read);
+    let gz_max = compare::largest_finite(&gz);
+    compare::head_grad(
+        &f32s(&st, "grad_hidden"),
+        &dh,
+        compare::Format::F32,
+        V,
+        gz_max,
+        &sh,
+    )
+    .unwrap_or_else(|e| panic!("grad_hidden {e}"));
+    compare::head_grad(
+        &f32s(&st, "grad_lm_head"),
+        &dw,
+        compare::Format::F32,
+        B * S,
+        gz_max,
+        &sw,
+    )
+    .unwrap_or_else(|e| panic!("grad_lm_head {e}"));
+    fails_naming(&path, &["--parts", "2"], "--parts");
+}

@@ -470,3 +470,88 @@ fn the_device_form_counts_and_names_bad_upstream_values() {
     }
     tally.finish();
 }
+
+/// The primitive from hidden states and the lm-head weight: logp, H, lse, ∂L/∂h and
+/// ∂L/∂W against the reference (its logits `h·Wᵀ`, its VJP, and the head's chain
+/// rule), bf16 and f32, with chunks that do not divide the rows.
+#[test]
+fn the_head_form_matches_the_reference() {
+    use common::head::{check_grad, HeadCase};
+    use wgpu_policy_loss::reference::{head_grads, head_logits, head_magnitudes};
+    use wgpu_policy_loss::HostLogProbsHead;
+    let given = Given {
+        a: true,
+        b: true,
+        c: true,
+    };
+    let mut tally = Tally::new("primitive head calls against the reference");
+    for ctx in contexts() {
+        for (k, dtype) in [DType::Bf16, DType::F32].into_iter().enumerate() {
+            let hc = HeadCase::new(71 + k as u64, (3, 4, V, 24), dtype);
+            let b = batch(72 + k as u64, given);
+            let cfg = LogProbConfig {
+                temperature: 1.0,
+                logit_softcap: (k == 0).then_some(4.0),
+            };
+            let batch = HostLogProbsHead {
+                hidden: hc.hidden.host(),
+                lm_head: hc.lm_head.host(),
+                hidden_dim: hc.h,
+                targets: &b.targets,
+                temperatures: Some(&b.temps),
+                upstream_logprobs: Some(&b.up[0]),
+                upstream_entropy: Some(&b.up[1]),
+                upstream_lse: Some(&b.up[2]),
+                chunk_rows: Some(5),
+            };
+            let what = format!("{} {dtype} {cfg:?}", name(ctx));
+            let got = ctx
+                .logprobs_head(&cfg, &batch, Some(dtype))
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            let (hidden, w) = (hc.hidden.values(), hc.lm_head.values());
+            let x = head_logits(&hidden, &w, hc.h as usize);
+            let sampler = Sampler {
+                softcap: cfg.logit_softcap.map(f64::from),
+                ..Sampler::default()
+            };
+            let v = V as usize;
+            let mut gz = vec![0.0; ROWS * v];
+            let mut read = vec![0.0; ROWS];
+            for r in 0..ROWS {
+                let (a, bb, c) = (b.up[0][r] as f64, b.up[1][r] as f64, b.up[2][r] as f64);
+                if a == 0.0 && bb == 0.0 && c == 0.0 {
+                    continue;
+                }
+                read[r] = 1.0;
+                let row =
+                    sampled_row(&x[r * v..(r + 1) * v], b.temps[r] as f64, &sampler, None).unwrap();
+                let y = (a != 0.0).then_some(b.targets[r] as usize);
+                gz[r * v..(r + 1) * v].copy_from_slice(&row.vjp(y, a, bb, c));
+                if let Some(y) = y {
+                    let logp = row.logp(y).unwrap();
+                    close(got.loss.logprobs[r], logp, tolerance(logp.abs() + 10.0))
+                        .unwrap_or_else(|e| panic!("{what}: logp[{r}] {e}"));
+                }
+                close(got.loss.lse[r], row.lse, tolerance(row.lse.abs() + 10.0))
+                    .unwrap_or_else(|e| panic!("{what}: lse[{r}] {e}"));
+            }
+            let (dh, dw) = head_grads(&gz, &hidden, &w, hc.h as usize, &read);
+            let (sh, sw) = head_magnitudes(&gz, &hidden, &w, hc.h as usize, &read);
+            let gz_max = compare::largest_finite(&gz);
+            check_grad(
+                &format!("{what}: grad_hidden"),
+                got.grad_hidden.as_ref().unwrap(),
+                &dh,
+                (v, gz_max, &sh),
+            );
+            check_grad(
+                &format!("{what}: grad_lm_head"),
+                got.grad_lm_head.as_ref().unwrap(),
+                &dw,
+                (ROWS, gz_max, &sw),
+            );
+            tally.count(ctx, 1);
+        }
+    }
+    tally.finish();
+}

@@ -298,6 +298,17 @@ impl Context {
         grad_dtype: Option<DType>,
     ) -> Result<HostHeadLoss> {
         let loss = PolicyLoss::new(self, *config)?;
+        self.head_with_async(&loss, b, grad_dtype).await
+    }
+
+    /// [`Context::policy_loss_head_async`] with `loss` (the log-prob primitive's, say).
+    pub(super) async fn head_with_async(
+        &self,
+        loss: &PolicyLoss,
+        b: &HostHead<'_>,
+        grad_dtype: Option<DType>,
+    ) -> Result<HostHeadLoss> {
+        let config = loss.config();
         let (rows, rps, vocab, per_token) = b.check(config)?;
         let h = b.hidden_dim;
         let dtype = b.hidden.dtype();

@@ -1,7 +1,7 @@
 //! The log-prob primitive from host slices ([`Context::logprobs`]): checked on the
 //! host, uploaded, recorded with [`LogProbs`], read back.
 
-use super::{HostGrad, HostLogits, HostLoss};
+use super::{HostGrad, HostHead, HostHeadLoss, HostLogits, HostLoss};
 use crate::context::Context;
 use crate::error::{Error, Result, RowInput};
 use crate::loss::{
@@ -32,13 +32,19 @@ impl HostLogProbs<'_> {
     /// `config`, then its values (the first bad row; a target only where
     /// `upstream_logprobs` is not 0).
     pub fn check(&self, config: &LogProbConfig) -> Result<()> {
+        let rows = self.rows()?;
+        self.check_rows(config, rows)
+    }
+
+    /// [`HostLogProbs::check`] of `rows` rows (of logits held elsewhere).
+    fn check_rows(&self, config: &LogProbConfig, rows: usize) -> Result<()> {
         let cfg = crate::LossConfig {
             temperature: config.temperature,
             logit_softcap: config.logit_softcap,
             ..Default::default()
         };
         cfg.validate()?;
-        self.rows()?;
+        self.row_inputs(rows)?;
         if self.temperatures.is_some() {
             crate::loss::check_temperatures(&cfg)?;
         }
@@ -57,6 +63,12 @@ impl HostLogProbs<'_> {
         }
         let rows = n / v;
         u32::try_from(rows).map_err(|_| Error::arg("logits", "too many rows"))?;
+        self.row_inputs(rows)?;
+        Ok(rows)
+    }
+
+    /// The per-row inputs against `rows`, and at least one upstream vector.
+    fn row_inputs(&self, rows: usize) -> Result<()> {
         let given = [
             ("upstream_logprobs", self.upstream_logprobs),
             ("upstream_entropy", self.upstream_entropy),
@@ -76,7 +88,7 @@ impl HostLogProbs<'_> {
                 "give at least one of upstream_logprobs, upstream_entropy and upstream_lse",
             ));
         }
-        Ok(rows)
+        Ok(())
     }
 
     /// The first bad row (SPEC "The log-prob primitive"): a read row's upstream value
@@ -204,5 +216,87 @@ impl Context {
                 bytes: got.get(4).cloned().unwrap_or_default(),
             }),
         })
+    }
+}
+
+/// The log-prob primitive's batch from hidden states `[rows, H]` and the lm-head weight
+/// `[V, H]` ([`HostHead`]'s), the logits never held whole.
+#[derive(Clone, Copy, Debug)]
+pub struct HostLogProbsHead<'a> {
+    pub hidden: HostLogits<'a>,
+    pub lm_head: HostLogits<'a>,
+    pub hidden_dim: u32,
+    pub targets: &'a [u32],
+    pub temperatures: Option<&'a [f32]>,
+    pub upstream_logprobs: Option<&'a [f32]>,
+    pub upstream_entropy: Option<&'a [f32]>,
+    pub upstream_lse: Option<&'a [f32]>,
+    /// Rows of logits held at once ([`crate::HeadInputs::chunk_rows`]).
+    pub chunk_rows: Option<u32>,
+}
+
+impl Context {
+    /// [`Context::logprobs`] from hidden states and the lm-head weight: with
+    /// `grad_dtype`, `∂L/∂h` and `∂L/∂W` of the caller's loss in that dtype.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn logprobs_head(
+        &self,
+        config: &LogProbConfig,
+        batch: &HostLogProbsHead<'_>,
+        grad_dtype: Option<DType>,
+    ) -> Result<HostHeadLoss> {
+        pollster::block_on(self.logprobs_head_async(config, batch, grad_dtype))
+    }
+
+    /// [`Context::logprobs_head`] without blocking (the browser's form).
+    pub async fn logprobs_head_async(
+        &self,
+        config: &LogProbConfig,
+        b: &HostLogProbsHead<'_>,
+        grad_dtype: Option<DType>,
+    ) -> Result<HostHeadLoss> {
+        let h = b.hidden_dim.max(1) as usize;
+        let vocab = u32::try_from(b.lm_head.len() / h)
+            .map_err(|_| Error::arg("lm_head", "too many rows"))?;
+        // the rows' checks are those of logits [rows, V]: the hidden rows stand in for
+        // them (the shapes are the head's to check)
+        let rows = b.hidden.len() / h;
+        let stand_in = HostLogProbs {
+            logits: HostLogits::F32(&[]),
+            vocab: vocab.max(1),
+            targets: b.targets,
+            temperatures: b.temperatures,
+            upstream_logprobs: b.upstream_logprobs,
+            upstream_entropy: b.upstream_entropy,
+            upstream_lse: b.upstream_lse,
+        };
+        stand_in.check_rows(config, rows)?;
+        let prim = LogProbs::new(self, *config)?;
+        // the loss's head call on the primitive's rows: a (or zeros) as the advantages,
+        // b and c as old and ref, the rows read as the mask (prepare computes them too)
+        let zeros = vec![0.0f32; b.targets.len()];
+        let a = b.upstream_logprobs.unwrap_or(&zeros);
+        let at = |x: Option<&[f32]>, r: usize| x.map_or(0.0, |x| x[r]);
+        let read: Vec<f32> = (0..b.targets.len())
+            .map(|r| {
+                let up = [a[r], at(b.upstream_entropy, r), at(b.upstream_lse, r)];
+                f32::from(u8::from(up.iter().any(|&v| v != 0.0)))
+            })
+            .collect();
+        let head = HostHead {
+            hidden: b.hidden,
+            lm_head: b.lm_head,
+            hidden_dim: b.hidden_dim,
+            rows_per_seq: None,
+            targets: b.targets,
+            mask: &read,
+            advantages: a,
+            old_logprobs: b.upstream_entropy,
+            ref_logprobs: b.upstream_lse,
+            rollout_logprobs: None,
+            temperatures: b.temperatures,
+            chunk_rows: b.chunk_rows,
+        };
+        self.head_with_async(&prim.loss, &head, grad_dtype).await
     }
 }

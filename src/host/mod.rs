@@ -18,7 +18,7 @@ mod row_stats;
 mod shards;
 
 pub use head::{HostHead, HostHeadLoss};
-pub use logprobs::HostLogProbs;
+pub use logprobs::{HostLogProbs, HostLogProbsHead};
 pub use loss::{HostBatch, HostGrad, HostLoss, HostPart};
 pub use row_stats::RowStatsHost;
 

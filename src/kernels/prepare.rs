@@ -26,8 +26,8 @@ pub(crate) struct RowInputs<'a> {
     /// The sampler's per-row temperatures (the row kernels read them where they are).
     pub temperatures: Option<F32View<'a>>,
     /// The log-prob primitive's call: the advantages, old and ref log-probs are its
-    /// upstream a, b and c (`Some(false)`: no a, the advantages' view a stand-in).
-    pub primitive: Option<bool>,
+    /// upstream a, b and c.
+    pub primitive: bool,
 }
 
 /// One part's rows: its inputs, its shape, and where its rows and sequences start in
@@ -153,10 +153,8 @@ fn input_flags(config: &LossConfig, inputs: &RowInputs<'_>) -> u32 {
     if inputs.rollout_logp.is_some() {
         flags |= HAS_ROLLOUT;
     }
-    match inputs.primitive {
-        Some(true) => flags |= PRIMITIVE | PRIM_HAS_A,
-        Some(false) => flags |= PRIMITIVE,
-        None => {}
+    if inputs.primitive {
+        flags |= PRIMITIVE;
     }
     flags
 }

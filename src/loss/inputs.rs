@@ -86,7 +86,7 @@ impl<'a> LossInputs<'a> {
             ref_logp: self.ref_logprobs,
             rollout_logp: None,
             temperatures: self.temperatures,
-            primitive: None,
+            primitive: false,
         }
     }
 }

@@ -21,7 +21,7 @@ use std::sync::Mutex;
 pub use head::{HeadGradients, HeadInputs, MatrixView, VocabBlocks};
 pub use inputs::{Advantages, GradView, Gradient, LossBuffers, LossInputs, LossOutputs, LossPart};
 pub use metrics::{InvalidInput, Metrics};
-pub use primitive::{LogProbConfig, LogProbInputs, LogProbs, Upstream};
+pub use primitive::{LogProbConfig, LogProbHeadInputs, LogProbInputs, LogProbs, Upstream};
 
 use crate::config::LossConfig;
 use crate::context::Context;

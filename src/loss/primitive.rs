@@ -5,7 +5,12 @@
 //! not 0), the row kernel's "loss" is the linearisation `a·logp + b·H + c·lse`, whose
 //! gradient is the vector-Jacobian product, and `reduce` writes the per-row outputs.
 
-use super::{Advantages, Gradient, LossInputs, LossOutputs, LossPart, Metrics, PolicyLoss};
+use std::sync::Mutex;
+
+use super::{
+    Advantages, Gradient, HeadGradients, HeadInputs, LossInputs, LossOutputs, MatrixView, Metrics,
+    PolicyLoss, VocabBlocks,
+};
 use crate::config::{LossAggMode, LossConfig, PolicyLossMode};
 use crate::context::Context;
 use crate::error::{Error, Result, RowInput};
@@ -50,10 +55,26 @@ pub struct LogProbInputs<'a> {
     pub upstream: Upstream<'a>,
 }
 
+/// The primitive's device inputs from hidden states `[rows, H]` and the lm-head
+/// weight `[V, H]` (the fused head: the logits are never held whole), as
+/// [`HeadInputs`] holds them.
+#[derive(Clone, Copy, Debug)]
+pub struct LogProbHeadInputs<'a> {
+    pub hidden: MatrixView<'a>,
+    pub lm_head: VocabBlocks<'a>,
+    pub targets: TargetsView<'a>,
+    pub temperatures: Option<F32View<'a>>,
+    pub upstream: Upstream<'a>,
+    /// Rows of logits held at once ([`HeadInputs::chunk_rows`]).
+    pub chunk_rows: Option<u32>,
+}
+
 /// The log-prob primitive, its pipelines built once per device.
 #[derive(Debug)]
 pub struct LogProbs {
-    loss: PolicyLoss,
+    pub(crate) loss: PolicyLoss,
+    /// Zeros in place of an absent `a` (O(rows), grown as calls need).
+    zeros: Mutex<Option<wgpu::Buffer>>,
 }
 
 impl LogProbs {
@@ -67,7 +88,10 @@ impl LogProbs {
         };
         let mut loss = PolicyLoss::new(ctx, loss)?;
         loss.primitive = true;
-        Ok(LogProbs { loss })
+        Ok(LogProbs {
+            loss,
+            zeros: Mutex::new(None),
+        })
     }
 
     pub fn config(&self) -> LogProbConfig {
@@ -90,53 +114,93 @@ impl LogProbs {
         gradient: Gradient<'_>,
         outputs: &LossOutputs<'_>,
     ) -> Result<()> {
-        let (part, has_a) = self.part(inputs, gradient)?;
-        let mut plan = self.loss.plan(&[part], Some(outputs), None)?;
-        for p in &mut plan.parts {
-            p.rows.inputs.primitive = Some(has_a);
-        }
-        self.loss.encode(encoder, &plan, outputs, None, None)
+        let rows = inputs.logits.rows;
+        let writes: Vec<(&'static str, &wgpu::Buffer)> = match gradient {
+            Gradient::Into(g) => vec![("gradient", g.buffer)],
+            _ => vec![],
+        };
+        let temps = inputs.temperatures;
+        self.check_upstream(rows, &inputs.upstream, (inputs.targets, temps), &writes)?;
+        let zeros = self.zeros(rows);
+        let (mask, advantages, old, refp) = rows_of(&inputs.upstream, &zeros);
+        let mut part = LossInputs::new(inputs.logits, inputs.targets, mask, advantages);
+        (part.old_logprobs, part.ref_logprobs) = (old, refp);
+        part.temperatures = inputs.temperatures;
+        self.loss.record(encoder, &part, gradient, outputs)
     }
 
-    /// The primitive's call as a part of the loss's kernels: a as the advantages (or,
-    /// without it, any upstream view in its place, never read), b and c as the old and
-    /// ref log-probs; a's view also stands in for the mask, which prepare computes.
-    fn part<'a>(
+    /// [`LogProbs::record`] from hidden states and the lm-head weight: `grads` get
+    /// `∂L/∂h` and `∂L/∂W` of the caller's loss (as [`PolicyLoss::record_head`]).
+    pub fn record_head(
         &self,
-        inputs: &LogProbInputs<'a>,
-        gradient: Gradient<'a>,
-    ) -> Result<(LossPart<'a>, bool)> {
-        let rows = inputs.logits.rows;
-        let up = &inputs.upstream;
+        encoder: &mut wgpu::CommandEncoder,
+        inputs: &LogProbHeadInputs<'_>,
+        grads: &HeadGradients<'_>,
+        outputs: &LossOutputs<'_>,
+    ) -> Result<()> {
+        let rows = inputs.hidden.rows;
+        let mut writes: Vec<(&'static str, &wgpu::Buffer)> = Vec::new();
+        writes.extend(grads.hidden.map(|g| ("grad_hidden", g.buffer)));
+        let temps = inputs.temperatures;
+        self.check_upstream(rows, &inputs.upstream, (inputs.targets, temps), &writes)?;
+        let zeros = self.zeros(rows);
+        let (mask, advantages, old, refp) = rows_of(&inputs.upstream, &zeros);
+        let mut head = HeadInputs::new(
+            inputs.hidden,
+            inputs.lm_head,
+            inputs.targets,
+            mask,
+            advantages,
+        );
+        (head.old_logprobs, head.ref_logprobs) = (old, refp);
+        head.temperatures = temps;
+        head.chunk_rows = inputs.chunk_rows;
+        self.loss.record_head(encoder, &head, grads, outputs)
+    }
+
+    /// The upstream views against `rows`, at least one given, and no input sharing a
+    /// buffer with an output, each named as the primitive names it.
+    fn check_upstream(
+        &self,
+        rows: u32,
+        up: &Upstream<'_>,
+        (targets, temps): (TargetsView<'_>, Option<F32View<'_>>),
+        writes: &[(&'static str, &wgpu::Buffer)],
+    ) -> Result<()> {
         let given = [
             ("upstream.logprobs", up.logprobs),
             ("upstream.entropy", up.entropy),
             ("upstream.lse", up.lse),
         ];
-        let mut first = None;
-        for (arg, v) in given {
+        let mut reads = vec![("targets", targets.buffer)];
+        for (arg, v) in given.iter().chain(&[("temperatures", temps)]) {
             if let Some(v) = v {
                 v.validate(arg, rows)?;
-                first = first.or(Some(v));
+                reads.push((arg, v.buffer));
             }
         }
-        let Some(stand_in) = up.logprobs.or(first) else {
+        if given.iter().all(|(_, v)| v.is_none()) {
             return Err(Error::arg(
                 "upstream",
                 "give at least one of logprobs, entropy and lse",
             ));
-        };
-        check_aliasing(inputs, &gradient)?;
-        let mut part = LossInputs::new(
-            inputs.logits,
-            inputs.targets,
-            stand_in,
-            Advantages::PerToken(stand_in),
-        );
-        part.old_logprobs = up.entropy;
-        part.ref_logprobs = up.lse;
-        part.temperatures = inputs.temperatures;
-        Ok((LossPart::new(part, gradient), up.logprobs.is_some()))
+        }
+        crate::view::check_aliasing(&reads, writes)
+    }
+
+    /// A zero f32 for each of `rows` rows (`a` where the caller gives none).
+    fn zeros(&self, rows: u32) -> wgpu::Buffer {
+        let mut z = self.zeros.lock().unwrap_or_else(|p| p.into_inner());
+        let bytes = (rows.max(1) as u64) * 4;
+        match z.as_ref() {
+            Some(b) if b.size() >= bytes => b.clone(),
+            _ => {
+                let usage = wgpu::BufferUsages::STORAGE;
+                let b = self.loss.context().buffer("primitive zeros", bytes, usage);
+                *z = Some(b.clone());
+                b
+            }
+        }
     }
 
     /// `Err` naming the first bad row a recorded call's metrics name: an upstream value
@@ -161,21 +225,18 @@ impl LogProbs {
     }
 }
 
-/// No input shares a buffer with an output, each named as the primitive names it.
-fn check_aliasing(inputs: &LogProbInputs<'_>, gradient: &Gradient<'_>) -> Result<()> {
-    let up = &inputs.upstream;
-    let mut reads = vec![("targets", inputs.targets.buffer)];
-    for (arg, v) in [
-        ("upstream.logprobs", up.logprobs),
-        ("upstream.entropy", up.entropy),
-        ("upstream.lse", up.lse),
-        ("temperatures", inputs.temperatures),
-    ] {
-        reads.extend(v.map(|v| (arg, v.buffer)));
-    }
-    let writes: Vec<(&'static str, &wgpu::Buffer)> = match gradient {
-        Gradient::Into(g) => vec![("gradient", g.buffer)],
-        _ => vec![],
-    };
-    crate::view::check_aliasing(&reads, &writes)
+/// The loss's per-row views of the primitive's upstream vectors: a (or `zeros`) as the
+/// advantages and the mask (prepare computes which rows are read), b and c as the old
+/// and ref log-probs.
+fn rows_of<'a>(
+    up: &Upstream<'a>,
+    zeros: &'a wgpu::Buffer,
+) -> (
+    F32View<'a>,
+    Advantages<'a>,
+    Option<F32View<'a>>,
+    Option<F32View<'a>>,
+) {
+    let a = up.logprobs.unwrap_or_else(|| F32View::new(zeros));
+    (a, Advantages::PerToken(a), up.entropy, up.lse)
 }

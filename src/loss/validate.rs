@@ -117,6 +117,9 @@ impl PolicyLoss {
             plan.parts.push(part);
         }
         plan.l_norm = self.config.l_norm.unwrap_or(longest as f32);
+        for p in &mut plan.parts {
+            p.rows.inputs.primitive = self.primitive;
+        }
         if let Some(outputs) = outputs {
             check_outputs(outputs, plan.rows)?;
         }

@@ -60,7 +60,7 @@ pub(super) fn rows_of(
 type Read = (Vec<usize>, Vec<usize>, usize, Option<u32>, Source);
 
 /// The logits, or hidden and lm_head (never both, never one without the other).
-fn source(st: &SafeTensors<'_>) -> Result<Read, Error> {
+pub(super) fn source(st: &SafeTensors<'_>) -> Result<Read, Error> {
     let (logits, hidden, lm_head) = (
         tensor(st, "logits")?,
         tensor(st, "hidden")?,

@@ -4,9 +4,11 @@
 //! `entropy`, `lse` and `grad_logits`.
 
 use safetensors::SafeTensors;
-use wgpu_policy_loss::{Context, Error, HostGrad, HostLogProbs, HostLoss, LogProbConfig, Metrics};
+use wgpu_policy_loss::{
+    Context, Error, HostGrad, HostLogProbs, HostLogProbsHead, HostLoss, LogProbConfig, Metrics,
+};
 
-use super::input::{expect_shape, f32s, rows_of, target_ids, tensor, Columns};
+use super::input::{expect_shape, f32s, source, target_ids, tensor, Source};
 use super::{bad, context, flag, output, EvalArgs};
 use crate::cli::CliResult;
 
@@ -44,9 +46,9 @@ pub(super) fn run(args: &EvalArgs, given: &[String], st: &SafeTensors<'_>) -> Cl
     }
     for name in st.names() {
         let name: &str = name;
-        let known =
-            ["logits", "targets", "temperatures"].contains(&name) || UPSTREAM.contains(&name);
-        let not_yet = ["hidden", "lm_head", "keep_offsets", "keep_ids"].contains(&name);
+        let known = ["logits", "hidden", "lm_head", "targets", "temperatures"].contains(&name)
+            || UPSTREAM.contains(&name);
+        let not_yet = ["keep_offsets", "keep_ids"].contains(&name);
         if not_yet {
             let why = "is not taken by the log-prob primitive yet";
             return Err(format!("invalid argument `{name}`: {why}").into());
@@ -57,15 +59,27 @@ pub(super) fn run(args: &EvalArgs, given: &[String], st: &SafeTensors<'_>) -> Cl
             return Err(format!("invalid argument `{name}`: {why}").into());
         }
     }
-    for (given, name) in [
-        (args.head_chunk.is_some(), "--head-chunk"),
-        (args.vocab_shards.is_some(), "--vocab-shards"),
-    ] {
-        if given {
-            return Err(bad(name, "is not taken by the log-prob primitive yet").into());
-        }
+    if args.vocab_shards.is_some() {
+        return Err(bad(
+            "--vocab-shards",
+            "is not taken by the log-prob primitive yet",
+        )
+        .into());
     }
     let batch = Batch::read(st)?;
+    let head = matches!(batch.source, Source::Head { .. });
+    for (given, name) in [
+        (args.head_chunk.is_some() && !head, "--head-chunk"),
+        (args.parts != 1 && head, "--parts"),
+    ] {
+        if given {
+            let why = "applies to logits, or to hidden and lm_head, not to this input";
+            return Err(bad(name, why).into());
+        }
+    }
+    if args.head_chunk == Some(0) {
+        return Err(bad("--head-chunk", "must be at least 1").into());
+    }
     if batch.temps.is_some() && args.loss.temperature.is_some() {
         return Err(bad(
             "--temperature",
@@ -78,6 +92,34 @@ pub(super) fn run(args: &EvalArgs, given: &[String], st: &SafeTensors<'_>) -> Cl
         logit_softcap: args.loss.logit_softcap,
     };
     let ctx = context(args.adapter.as_deref())?;
+    if let Source::Head {
+        hidden,
+        lm_head,
+        shape,
+        h,
+    } = &batch.source
+    {
+        let b = HostLogProbsHead {
+            hidden: hidden.host(),
+            lm_head: lm_head.host(),
+            hidden_dim: *h as u32,
+            chunk_rows: args.head_chunk,
+            ..batch.host_rows()
+        };
+        let out = ctx
+            .logprobs_head(&config, &b, Some(args.grad_dtype))
+            .map_err(flag)?;
+        let gh = out.grad_hidden.as_ref().ok_or("no grad_hidden came back")?;
+        let gw = out
+            .grad_lm_head
+            .as_ref()
+            .ok_or("no grad_lm_head came back")?;
+        let grads = [
+            ("grad_hidden", shape.clone(), gh),
+            ("grad_lm_head", vec![batch.vocab, *h], gw),
+        ];
+        return output::write_rows(&out.loss, &batch.lead, &grads, &args.output);
+    }
     let out = batch.run(&ctx, &config, args)?;
     let mut shape = batch.lead.clone();
     shape.push(batch.vocab);
@@ -95,7 +137,7 @@ struct Batch {
     lead: Vec<usize>,
     vocab: usize,
     seqs: usize,
-    logits: Columns,
+    source: Source,
     targets: Vec<u32>,
     temps: Option<Vec<f32>>,
     up: [Option<Vec<f32>>; 3],
@@ -103,9 +145,7 @@ struct Batch {
 
 impl Batch {
     fn read(st: &SafeTensors<'_>) -> Result<Self, Error> {
-        let x =
-            tensor(st, "logits")?.ok_or_else(|| bad("logits", "missing from the input file"))?;
-        let (lead, vocab, _) = rows_of("logits", x.shape(), "V")?;
+        let (_, lead, vocab, _, source) = source(st)?;
         let seqs = if lead.len() == 2 { lead[0] } else { 1 };
         let per_row = |name: &'static str| -> Result<Option<Vec<f32>>, Error> {
             match tensor(st, name)? {
@@ -136,7 +176,7 @@ impl Batch {
         Ok(Batch {
             targets: target_ids(&y, &reads, vocab)?,
             temps: per_row("temperatures")?,
-            logits: Columns::read("logits", &x)?,
+            source,
             lead,
             vocab,
             seqs,
@@ -191,10 +231,30 @@ impl Batch {
         Ok(out)
     }
 
-    /// Rows `range` as the host API takes them.
+    /// The per-row tensors of every row, for the head's batch.
+    fn host_rows(&self) -> HostLogProbsHead<'_> {
+        let none = wgpu_policy_loss::HostLogits::F32(&[]);
+        HostLogProbsHead {
+            hidden: none,
+            lm_head: none,
+            hidden_dim: 1,
+            targets: &self.targets,
+            temperatures: self.temps.as_deref(),
+            upstream_logprobs: self.up[0].as_deref(),
+            upstream_entropy: self.up[1].as_deref(),
+            upstream_lse: self.up[2].as_deref(),
+            chunk_rows: None,
+        }
+    }
+
+    /// Rows `range` as the host API takes them (logits: empty for a head input).
     fn host(&self, range: std::ops::Range<usize>) -> HostLogProbs<'_> {
         let v = self.vocab;
-        let x = match self.logits.host() {
+        let logits = match &self.source {
+            Source::Logits(x) => x.host(),
+            Source::Head { .. } => wgpu_policy_loss::HostLogits::F32(&[]),
+        };
+        let x = match logits {
             wgpu_policy_loss::HostLogits::F32(x) => {
                 wgpu_policy_loss::HostLogits::F32(&x[range.start * v..range.end * v])
             }

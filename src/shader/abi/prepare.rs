@@ -39,10 +39,8 @@ wgsl_consts! {
     pub(crate) COUNT_EMPTY: u32 = 16;
     /// the sampler's log-probs, for the rollout correction (select.wgsl)
     pub(crate) HAS_ROLLOUT: u32 = 32;
-    /// the log-prob primitive: its upstream gradients in place of the loss's inputs,
-    /// and whether ∂L/∂logp is given (else 0)
+    /// the log-prob primitive: its upstream gradients in place of the loss's inputs
     pub(crate) PRIMITIVE: u32 = 64;
-    pub(crate) PRIM_HAS_A: u32 = 128;
     /// phases: the part's per-row inputs and token counts n_b; the weights c_b of every
     /// sequence (which need every n_b)
     pub(crate) GATHER: u32 = 1;
