@@ -36,29 +36,7 @@ pub(super) fn wanted(st: &SafeTensors<'_>) -> bool {
 
 /// The primitive's run; `given` are the ids of the flags on the command line.
 pub(super) fn run(args: &EvalArgs, given: &[String], st: &SafeTensors<'_>) -> CliResult {
-    if let Some(id) = given.iter().find(|id| !FLAGS.contains(&id.as_str())) {
-        let name = id.replace('_', "-");
-        return Err(format!(
-            "invalid argument `--{name}`: is a loss flag; with upstream_* tensors `eval` runs \
-             the log-prob primitive, which takes none"
-        )
-        .into());
-    }
-    for name in st.names() {
-        let name: &str = name;
-        let known = ["logits", "hidden", "lm_head", "targets", "temperatures"].contains(&name)
-            || UPSTREAM.contains(&name);
-        let not_yet = ["keep_offsets", "keep_ids"].contains(&name);
-        if not_yet {
-            let why = "is not taken by the log-prob primitive yet";
-            return Err(format!("invalid argument `{name}`: {why}").into());
-        }
-        if !known {
-            let why =
-                "is not an input of the log-prob primitive (upstream_* tensors are in the input)";
-            return Err(format!("invalid argument `{name}`: {why}").into());
-        }
-    }
+    check_names(given, st)?;
     if args.vocab_shards.is_some() {
         return Err(bad(
             "--vocab-shards",
@@ -130,6 +108,35 @@ pub(super) fn run(args: &EvalArgs, given: &[String], st: &SafeTensors<'_>) -> Cl
         &[("grad_logits", shape, grad)],
         &args.output,
     )
+}
+
+/// `Err` naming the first loss flag on the command line, or the first tensor of the
+/// input the primitive does not take.
+fn check_names(given: &[String], st: &SafeTensors<'_>) -> CliResult {
+    if let Some(id) = given.iter().find(|id| !FLAGS.contains(&id.as_str())) {
+        let name = id.replace('_', "-");
+        return Err(format!(
+            "invalid argument `--{name}`: is a loss flag; with upstream_* tensors `eval` runs \
+             the log-prob primitive, which takes none"
+        )
+        .into());
+    }
+    for name in st.names() {
+        let name: &str = name;
+        let known = ["logits", "hidden", "lm_head", "targets", "temperatures"].contains(&name)
+            || UPSTREAM.contains(&name);
+        let not_yet = ["keep_offsets", "keep_ids"].contains(&name);
+        if not_yet {
+            let why = "is not taken by the log-prob primitive yet";
+            return Err(format!("invalid argument `{name}`: {why}").into());
+        }
+        if !known {
+            let why =
+                "is not an input of the log-prob primitive (upstream_* tensors are in the input)";
+            return Err(format!("invalid argument `{name}`: {why}").into());
+        }
+    }
+    Ok(())
 }
 
 /// The input's tensors, read and checked against one another.
