@@ -7,7 +7,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{bin, eval};
+use common::{bin, eval, eval_fails_naming};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
 const B: usize = 3;
@@ -153,21 +153,6 @@ fn help_lists_every_new_flag_and_value() {
     }
 }
 
-/// `eval` with `flags` on a valid input fails as SPEC's table says: not 0, not 101
-/// (a panic), no panic message, and the error names `named`.
-fn fails_naming(input: &Path, flags: &[&str], named: &str) {
-    let out = eval(input, &tmp("never.safetensors"), flags);
-    let err = String::from_utf8_lossy(&out.stderr);
-    match out.status.code() {
-        Some(0) => panic!("eval {flags:?} was accepted"),
-        Some(101) => panic!("eval {flags:?} exited 101 (a panic): {err}"),
-        None => panic!("eval {flags:?} died of a signal: {err}"),
-        Some(_) => {}
-    }
-    assert!(!err.contains("panicked"), "{flags:?}: {err}");
-    assert!(err.contains(named), "{flags:?} should name {named}: {err}");
-}
-
 /// SPEC's eval error table (2026): flags on a valid input, and the flag the error names.
 const ERROR_TABLE: &[(&[&str], &str)] = &[
     // --mode dro without --dro-beta, or --dro-beta ≤ 0
@@ -283,7 +268,7 @@ const ERROR_TABLE: &[(&[&str], &str)] = &[
 fn every_row_of_the_error_table_names_its_flag() {
     let input = input("errors.safetensors");
     for (flags, named) in ERROR_TABLE {
-        fails_naming(&input, flags, named);
+        eval_fails_naming(&input, flags, named);
     }
 }
 

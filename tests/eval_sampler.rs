@@ -9,7 +9,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{bin, eval};
+use common::{bin, eval, eval_fails_naming};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use wgpu_policy_loss::reference::sampler::{Sampler, SamplerBatch};
 use wgpu_policy_loss::reference::{compare, policy_loss_sampled, Batch};
@@ -185,31 +185,17 @@ fn reference(d: &Data, cfg: &LossConfig, temps: bool) -> wgpu_policy_loss::refer
     policy_loss_sampled(cfg, &b, None, &sampler).unwrap()
 }
 
-/// `eval` on `input` with `flags` fails naming `named`: not 0, not 101, no panic.
-fn fails_naming(input: &Path, flags: &[&str], named: &str) {
-    let out = eval(input, &tmp("never.safetensors"), flags);
-    let err = String::from_utf8_lossy(&out.stderr);
-    match out.status.code() {
-        Some(0) => panic!("eval {flags:?} was accepted"),
-        Some(101) => panic!("eval {flags:?} exited 101 (a panic): {err}"),
-        None => panic!("eval {flags:?} died of a signal: {err}"),
-        Some(_) => {}
-    }
-    assert!(!err.contains("panicked"), "{flags:?}: {err}");
-    assert!(err.contains(named), "{flags:?} should name {named}: {err}");
-}
-
 /// SPEC's bad inputs of this section that temperatures and the softcap can meet.
 #[test]
 fn bad_temperatures_and_softcaps_name_their_flag_or_tensor() {
     let d = data();
     let good = input("good.safetensors", &d, Some((&d.temps, vec![B, S])));
     for c in ["0", "-1", "nan", "inf"] {
-        fails_naming(&good, &["--logit-softcap", c], "--logit-softcap");
+        eval_fails_naming(&good, &["--logit-softcap", c], "--logit-softcap");
     }
     // --temperature beside the tensor, even at 1
-    fails_naming(&good, &["--temperature", "1"], "--temperature");
-    fails_naming(&good, &["--temperature", "0.7"], "--temperature");
+    eval_fails_naming(&good, &["--temperature", "1"], "--temperature");
+    eval_fails_naming(&good, &["--temperature", "0.7"], "--temperature");
     // a bad value on a read row names the tensor and the row
     for (i, bad) in [0.0f32, -1.0, f32::NAN, f32::INFINITY]
         .into_iter()
@@ -218,14 +204,14 @@ fn bad_temperatures_and_softcaps_name_their_flag_or_tensor() {
         let mut t = d.temps.clone();
         t[7] = bad;
         let path = input(&format!("bad{i}.safetensors"), &d, Some((&t, vec![B, S])));
-        fails_naming(&path, &[], "temperatures");
-        fails_naming(&path, &[], "row 7");
+        eval_fails_naming(&path, &[], "temperatures");
+        eval_fails_naming(&path, &[], "row 7");
     }
     // the wrong shape
     let short = input("short.safetensors", &d, Some((&d.temps[..B], vec![B])));
-    fails_naming(&short, &[], "temperatures");
+    eval_fails_naming(&short, &[], "temperatures");
     // vocabulary shards take no per-row temperatures
-    fails_naming(&good, &["--vocab-shards", "2"], "temperatures");
+    eval_fails_naming(&good, &["--vocab-shards", "2"], "temperatures");
 }
 
 /// `eval --help` lists the new flag.
@@ -380,39 +366,39 @@ fn the_primitive_names_its_bad_input() {
         &up,
         &[("mask", d.mask.clone())],
     );
-    fails_naming(&with_mask, &[], "mask");
+    eval_fails_naming(&with_mask, &[], "mask");
     let with_adv = primitive_input(
         "prim-adv.safetensors",
         &d,
         &up,
         &[("advantages", d.mask.clone())],
     );
-    fails_naming(&with_adv, &[], "advantages");
+    eval_fails_naming(&with_adv, &[], "advantages");
     for flags in [
         &["--mode", "ppo_clip"][..],
         &["--kl-coef", "0.1"],
         &["--entropy-coeff", "0"],
     ] {
-        fails_naming(&good, flags, flags[0]);
+        eval_fails_naming(&good, flags, flags[0]);
     }
-    fails_naming(&good, &["--temperature", "1"], "--temperature");
-    fails_naming(&good, &["--logit-softcap", "0"], "--logit-softcap");
+    eval_fails_naming(&good, &["--temperature", "1"], "--temperature");
+    eval_fails_naming(&good, &["--logit-softcap", "0"], "--logit-softcap");
     let mut nan = up.clone();
     nan[1][7] = f32::NAN;
     let path = primitive_input("prim-nan.safetensors", &d, &nan, &[]);
-    fails_naming(&path, &[], "upstream_entropy");
-    fails_naming(&path, &[], "row 7");
+    eval_fails_naming(&path, &[], "upstream_entropy");
+    eval_fails_naming(&path, &[], "row 7");
     let mut pad = up.clone();
     pad[0][4] = 0.5; // row 4's target is padding
     let path = primitive_input("prim-pad.safetensors", &d, &pad, &[]);
-    fails_naming(&path, &[], "targets");
+    eval_fails_naming(&path, &[], "targets");
     let head = primitive_input(
         "prim-head.safetensors",
         &d,
         &up,
         &[("hidden", d.mask.clone())],
     );
-    fails_naming(&head, &[], "hidden");
+    eval_fails_naming(&head, &[], "hidden");
 }
 
 /// The primitive from `hidden` and `lm_head`: grad_hidden and grad_lm_head against the
@@ -507,5 +493,42 @@ fn the_primitive_from_hidden_states() {
         &sw,
     )
     .unwrap_or_else(|e| panic!("grad_lm_head {e}"));
-    fails_naming(&path, &["--parts", "2"], "--parts");
+    eval_fails_naming(&path, &["--parts", "2"], "--parts");
+}
+
+/// Vocabulary shards take the softcap (each shard's partials through the same map):
+/// `--vocab-shards 3` gives the unsharded outputs within f32 rounding.
+#[test]
+fn shards_take_the_softcap() {
+    let d = data();
+    let plain = input("shards.safetensors", &d, None);
+    let one = run_ok(
+        &plain,
+        &tmp("shards-1.safetensors"),
+        &["--logit-softcap", "1.5"],
+    );
+    let three = run_ok(
+        &plain,
+        &tmp("shards-3.safetensors"),
+        &["--logit-softcap", "1.5", "--vocab-shards", "3"],
+    );
+    let (a, b) = (
+        SafeTensors::deserialize(&one).unwrap(),
+        SafeTensors::deserialize(&three).unwrap(),
+    );
+    for name in ["loss", "logprobs", "entropy", "lse", "grad_logits"] {
+        let (x, y) = (f32s(&a, name), f32s(&b, name));
+        for (i, (p, q)) in x.iter().zip(&y).enumerate() {
+            if d.mask.get(i % (B * S)).is_some_and(|&m| m == 0.0)
+                && name != "grad_logits"
+                && name != "loss"
+            {
+                continue;
+            }
+            assert!(
+                (p - q).abs() <= 1e-5 * (1.0 + p.abs()),
+                "{name}[{i}]: {p} vs {q}"
+            );
+        }
+    }
 }

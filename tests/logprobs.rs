@@ -17,6 +17,12 @@ use wgpu_policy_loss::{
 };
 
 const V: u32 = 173;
+/// The upstream vectors, in the order of `Batch::up`.
+const UPSTREAM: [RowInput; 3] = [
+    RowInput::UpstreamLogprobs,
+    RowInput::UpstreamEntropy,
+    RowInput::UpstreamLse,
+];
 const ROWS: usize = 12;
 /// Padding's −100 as the u32 a target buffer holds.
 const PAD: u32 = -100i32 as u32;
@@ -281,14 +287,7 @@ fn bad_input_is_named() {
     let cfg = LogProbConfig::default();
     let mut tally = Tally::new("bad inputs named");
     for ctx in contexts() {
-        for (k, tensor) in [
-            RowInput::UpstreamLogprobs,
-            RowInput::UpstreamEntropy,
-            RowInput::UpstreamLse,
-        ]
-        .into_iter()
-        .enumerate()
-        {
+        for (k, tensor) in UPSTREAM.into_iter().enumerate() {
             for bad in [f32::NAN, f32::INFINITY] {
                 let mut up = b.up.clone();
                 up[k][6] = bad;
@@ -421,14 +420,7 @@ fn the_device_form_counts_and_names_bad_upstream_values() {
     };
     let mut tally = Tally::new("bad upstream values counted on the device");
     for ctx in contexts() {
-        for (k, tensor) in [
-            RowInput::UpstreamLogprobs,
-            RowInput::UpstreamEntropy,
-            RowInput::UpstreamLse,
-        ]
-        .into_iter()
-        .enumerate()
-        {
+        for (k, tensor) in UPSTREAM.into_iter().enumerate() {
             let mut b = batch(61, given);
             b.up[k][6] = f32::NEG_INFINITY;
             let up = |i: usize| ctx.upload("upstream", bytemuck::cast_slice(&b.up[i]));

@@ -831,6 +831,25 @@ pub fn eval(input: &Path, output: &Path, flags: &[&str]) -> Output {
         .unwrap()
 }
 
+/// `eval` with `flags` on `input` fails as SPEC's tables say: not 0, not 101 (a panic),
+/// no panic message, and the error names `named`.
+pub fn eval_fails_naming(input: &Path, flags: &[&str], named: &str) {
+    let never = std::env::temp_dir().join(format!(
+        "wgpu-policy-loss-never-{}.safetensors",
+        std::process::id()
+    ));
+    let out = eval(input, &never, flags);
+    let err = String::from_utf8_lossy(&out.stderr);
+    match out.status.code() {
+        Some(0) => panic!("eval {flags:?} was accepted"),
+        Some(101) => panic!("eval {flags:?} exited 101 (a panic): {err}"),
+        None => panic!("eval {flags:?} died of a signal: {err}"),
+        Some(_) => {}
+    }
+    assert!(!err.contains("panicked"), "{flags:?}: {err}");
+    assert!(err.contains(named), "{flags:?} should name {named}: {err}");
+}
+
 /// A configuration on which the 2026 options are tried: KL and entropy terms, an
 /// asymmetric clip, DRO's β_D, a temperature.
 pub fn base_2026(mode: PolicyLossMode) -> LossConfig {
