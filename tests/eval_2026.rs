@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use common::{bin, eval, eval_fails_naming};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
