@@ -326,7 +326,7 @@ fn check_positions(p: Positions, b: usize, s: usize) -> Result<usize> {
     Ok(r)
 }
 
-fn shape(
+pub(crate) fn shape(
     arg: &'static str,
     dims: &[usize],
     want: &[usize],
@@ -352,7 +352,7 @@ fn same_device(arg: &'static str, device: &Device, on: &Device) -> Result<()> {
     Ok(())
 }
 
-fn float_dtype(arg: &'static str, d: DType) -> Result<()> {
+pub(crate) fn float_dtype(arg: &'static str, d: DType) -> Result<()> {
     match d {
         DType::F32 | DType::F16 | DType::BF16 => Ok(()),
         other => Err(Error::arg(arg, format!("is {other:?}: f32, f16 or bf16"))),
@@ -360,7 +360,7 @@ fn float_dtype(arg: &'static str, d: DType) -> Result<()> {
 }
 
 /// A per-token tensor in f32 (an O(rows) cast where it is f16 or bf16).
-fn to_f32<const D: usize>(arg: &'static str, t: Tensor<D>) -> Result<Tensor<D>> {
+pub(crate) fn to_f32<const D: usize>(arg: &'static str, t: Tensor<D>) -> Result<Tensor<D>> {
     float_dtype(arg, t.dtype())?;
     Ok(match t.dtype() {
         DType::F32 => t,
@@ -371,7 +371,7 @@ fn to_f32<const D: usize>(arg: &'static str, t: Tensor<D>) -> Result<Tensor<D>> 
 /// The ids as 32 bits the kernels read as u32. Wider ids are clamped into
 /// `[-1, i32::MAX]` first: one that does not fit stays outside every vocabulary (an
 /// `Err` naming its row), never wrapping onto a valid id.
-fn ids(t: Tensor<2, Int>) -> Result<Tensor<2, Int>> {
+pub(crate) fn ids(t: Tensor<2, Int>) -> Result<Tensor<2, Int>> {
     Ok(match t.dtype() {
         DType::I32 | DType::U32 => t,
         _ => t.clamp(-1, i32::MAX).cast(IntDType::I32),

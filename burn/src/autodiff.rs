@@ -17,8 +17,11 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{AutodiffBackend, Backend, TensorMetadata};
 use burn::tensor::{DType, Shape};
 
+use burn::backend::tensor::IntTensor;
+
 use crate::backend::{
-    AdvantagesOp, HeadResults, LossOp, LossResults, PolicyLossBackend, RowInputs,
+    AdvantagesOp, HeadResults, LossOp, LossResults, PolicyLossBackend, ProbOp, ProbResults,
+    ProbRows, RowInputs,
 };
 
 /// `upstream · g`, the upstream gradient of the loss (shape `[1]`, f32) broadcast over
@@ -101,6 +104,29 @@ impl<B: Backend> Backward<B, 2> for HeadBackward {
     }
 }
 
+/// The log-prob primitive's backward: its vector-Jacobian product for the upstream
+/// gradients of its statistics `[3, B, R]`, run when they are known.
+#[derive(Debug)]
+struct ProbBackward;
+
+impl<B: PolicyLossBackend> Backward<B, 1> for ProbBackward {
+    /// The logits, the ids, the temperatures and the call.
+    type State = (FloatTensor<B>, IntTensor<B>, FloatTensor<B>, ProbOp);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [logits] = ops.parents;
+        let upstream = grads.consume::<B>(&ops.node);
+        let (x, targets, temperatures, op) = ops.state;
+        if let Some(node) = logits {
+            let rows = ProbRows {
+                targets,
+                temperatures,
+            };
+            grads.register::<B>(node.id, B::logprobs_grad(x, rows, upstream, op));
+        }
+    }
+}
+
 impl<B: PolicyLossBackend, C: CheckpointStrategy> PolicyLossBackend for Autodiff<B, C> {
     fn policy_loss(
         logits: FloatTensor<Self>,
@@ -160,6 +186,52 @@ impl<B: PolicyLossBackend, C: CheckpointStrategy> PolicyLossBackend for Autodiff
             grad_hidden: c(r.grad_hidden),
             grad_weight: c(r.grad_weight),
         }
+    }
+
+    fn logprobs(
+        logits: FloatTensor<Self>,
+        rows: ProbRows<Self>,
+        upstream: FloatTensor<Self>,
+        op: ProbOp,
+    ) -> ProbResults<Self> {
+        let prep = ProbBackward
+            .prepare::<C>([logits.node()])
+            .compute_bound()
+            .stateful();
+        let x = logits.into_primitive();
+        let (targets, temps) = (rows.targets, rows.temperatures.into_primitive());
+        let inner = ProbRows {
+            targets: targets.clone(),
+            temperatures: temps.clone(),
+        };
+        let r = B::logprobs(x.clone(), inner, upstream.into_primitive(), op.clone());
+        let stats = match prep {
+            OpsKind::Tracked(prep) => prep.finish((x, targets, temps, op), r.stats),
+            OpsKind::UnTracked(prep) => prep.finish(r.stats),
+        };
+        ProbResults {
+            stats,
+            metrics: constant::<B, C>(r.metrics),
+        }
+    }
+
+    fn logprobs_grad(
+        logits: FloatTensor<Self>,
+        rows: ProbRows<Self>,
+        upstream: FloatTensor<Self>,
+        op: ProbOp,
+    ) -> FloatTensor<Self> {
+        let inner = ProbRows {
+            targets: rows.targets,
+            temperatures: rows.temperatures.into_primitive(),
+        };
+        let g = B::logprobs_grad(
+            logits.into_primitive(),
+            inner,
+            upstream.into_primitive(),
+            op,
+        );
+        constant::<B, C>(g)
     }
 
     fn advantages(rewards: FloatTensor<Self>, op: AdvantagesOp) -> FloatTensor<Self> {

@@ -9,7 +9,7 @@
 
 use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::{backend_extension, Backend, ExtensionType};
-use wgpu_policy_loss::{AdvantageEstimator, LossConfig};
+use wgpu_policy_loss::{AdvantageEstimator, LogProbConfig, LossConfig};
 
 /// The results of a loss call: the loss `[1]`, the per-token log-probs and entropies
 /// `[B, R]`, the raw metrics `[Metrics::LEN]` (all f32) and the gradient of the loss
@@ -39,6 +39,34 @@ pub struct HeadResults<B: Backend> {
     pub metrics: FloatTensor<B>,
     pub grad_hidden: FloatTensor<B>,
     pub grad_weight: FloatTensor<B>,
+}
+
+/// The log-prob primitive's results: `stats` `[3, B, R]` f32 (each predicting row's
+/// `logp`, `H`, `lse`, one after the other) and the raw metrics `[Metrics::LEN]`.
+#[derive(ExtensionType)]
+#[extension_type(fusion: cfg(feature = "fusion"))]
+pub struct ProbResults<B: Backend> {
+    pub stats: FloatTensor<B>,
+    pub metrics: FloatTensor<B>,
+}
+
+/// The log-prob primitive's per-row inputs: the ids `[B, S]` (32 bits) and the
+/// temperatures `[B, R]` (any f32 tensor where [`ProbOp::has_temps`] is off).
+#[derive(ExtensionType)]
+#[extension_type(fusion: cfg(feature = "fusion"))]
+pub struct ProbRows<B: Backend> {
+    pub targets: IntTensor<B>,
+    pub temperatures: FloatTensor<B>,
+}
+
+/// Everything a log-prob primitive call needs besides its tensors.
+#[derive(Clone, Debug)]
+pub struct ProbOp {
+    pub config: LogProbConfig,
+    pub positions: Positions,
+    pub has_temps: bool,
+    /// Which checked call an execution's error goes back to.
+    pub call: CallId,
 }
 
 /// Which logits rows predict which ids, for logits `[B, S, V]` and ids `[B, S]`. The
@@ -156,6 +184,26 @@ pub trait PolicyLossBackend: Backend {
         #[extension_type] rows: RowInputs<Self>,
         op: LossOp,
     ) -> HeadResults<Self>;
+
+    /// The log-prob primitive's statistics of logits `[B, S, V]` for the upstream
+    /// gradients `upstream` `[3, B, R]` (`a`, `b`, `c`; which rows are read).
+    #[fusion(meta = crate::meta::logprobs)]
+    fn logprobs(
+        logits: FloatTensor<Self>,
+        #[extension_type] rows: ProbRows<Self>,
+        upstream: FloatTensor<Self>,
+        op: ProbOp,
+    ) -> ProbResults<Self>;
+
+    /// The primitive's vector-Jacobian product: `∂L/∂logits` `[B, S, V]` for the
+    /// upstream gradients `[3, B, R]` of its three outputs.
+    #[fusion(meta = crate::meta::logprobs_grad)]
+    fn logprobs_grad(
+        logits: FloatTensor<Self>,
+        #[extension_type] rows: ProbRows<Self>,
+        upstream: FloatTensor<Self>,
+        op: ProbOp,
+    ) -> FloatTensor<Self>;
 
     /// Advantages `[N]` from rewards `[N]` (f32).
     #[fusion(meta = crate::meta::advantages)]

@@ -15,7 +15,8 @@ use wgpu_policy_loss::{
 };
 
 use crate::backend::{
-    AdvantagesOp, CallId, HeadResults, LossOp, LossResults, PolicyLossBackend, RowInputs,
+    AdvantagesOp, CallId, HeadResults, LossOp, LossResults, PolicyLossBackend, ProbOp, ProbResults,
+    ProbRows, RowInputs,
 };
 use crate::borrow::{self, copy_out, Borrowed, Staged};
 use crate::device;
@@ -56,9 +57,18 @@ pub(crate) fn borrow_rows(rows: RowInputs<CubeBackend>) -> Result<Vec<Borrowed>,
 /// The row layout of `[B, S, ·]` rows with strides `[sb, ss, 1]` (elements), for
 /// `positions`: the rows that predict, grouped per sequence.
 pub(crate) fn rows_layout(b_s: (usize, usize), strides: &[usize], op: &LossOp) -> (u32, RowLayout) {
+    rows_layout_of(b_s, strides, op.positions)
+}
+
+/// [`rows_layout`] for `positions`.
+pub(crate) fn rows_layout_of(
+    b_s: (usize, usize),
+    strides: &[usize],
+    positions: crate::Positions,
+) -> (u32, RowLayout) {
     let (b, s) = b_s;
-    let p = op.positions.prompt_len();
-    let r = op.positions.rows_per_seq(s);
+    let p = positions.prompt_len();
+    let r = positions.rows_per_seq(s);
     let layout = RowLayout {
         offset: (p.saturating_sub(1) * strides[1]) as u64,
         row_stride: strides[1] as u64,
@@ -337,6 +347,34 @@ impl PolicyLossBackend for CubeBackend {
             grad_hidden,
             grad_weight,
         }
+    }
+
+    fn logprobs(
+        logits: CubeTensor,
+        rows: ProbRows<Self>,
+        upstream: CubeTensor,
+        op: ProbOp,
+    ) -> ProbResults<Self> {
+        let specs = meta::prob_results(logits.meta.shape(), op.positions);
+        let like = logits.clone();
+        let [stats, metrics] =
+            crate::primitive::run(logits, rows, upstream, &op, Ok(specs.clone()))
+                .map(|v| [v[0].clone(), v[1].clone()])
+                .unwrap_or_else(|err| failed(&like, specs, (op.call, err)));
+        ProbResults { stats, metrics }
+    }
+
+    fn logprobs_grad(
+        logits: CubeTensor,
+        rows: ProbRows<Self>,
+        upstream: CubeTensor,
+        op: ProbOp,
+    ) -> CubeTensor {
+        let spec = (logits.meta.shape().clone(), logits.dtype);
+        let like = logits.clone();
+        crate::primitive::run(logits, rows, upstream, &op, Err(spec.clone()))
+            .map(|mut v| v.remove(0))
+            .unwrap_or_else(|err| failed(&like, [spec], (op.call, err))[0].clone())
     }
 
     fn advantages(rewards: CubeTensor, op: AdvantagesOp) -> CubeTensor {

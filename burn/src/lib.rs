@@ -29,18 +29,22 @@ mod cube;
 mod device;
 mod error;
 mod head;
+mod logprobs;
 mod meta;
 mod pool;
+mod primitive;
 
 pub use api::{
     advantages, policy_loss, policy_loss_head, Advantages, LossExtras, PolicyLossOutput,
 };
 pub use backend::{
-    AdvantagesOp, CallId, HeadResults, LossOp, LossResults, PolicyLossBackend, Positions, RowInputs,
+    AdvantagesOp, CallId, HeadResults, LossOp, LossResults, PolicyLossBackend, Positions, ProbOp,
+    ProbResults, ProbRows, RowInputs,
 };
 pub use device::{from_adapter, init, init_with, register};
 pub use error::{Error, Result};
+pub use logprobs::{logprobs, LogProbExtras, LogProbsOutput};
 pub use wgpu_policy_loss::{
-    AdvantageEstimator, ImportanceSamplingLevel, KlEstimator, LossAggMode, LossConfig, Metrics,
-    PolicyLossMode, RolloutCorrection, RolloutLevel, RolloutMode, TrlLossType,
+    AdvantageEstimator, ImportanceSamplingLevel, KlEstimator, LogProbConfig, LossAggMode,
+    LossConfig, Metrics, PolicyLossMode, RolloutCorrection, RolloutLevel, RolloutMode, TrlLossType,
 };

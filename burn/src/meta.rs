@@ -42,6 +42,15 @@ pub(crate) fn head_results(hidden: &Shape, weight: &Shape, dtype: DType, op: &Lo
     [loss, logp, ent, lse, metrics, grad(hidden), grad(weight)]
 }
 
+/// The log-prob primitive's: its statistics `[3, B, R]` and the metrics.
+pub(crate) fn prob_results(logits: &Shape, positions: crate::Positions) -> [Spec; 2] {
+    let (b, s) = (logits[0], logits[1]);
+    [
+        (Shape::new([3, b, positions.rows_per_seq(s)]), DType::F32),
+        (Shape::new([Metrics::LEN]), DType::F32),
+    ]
+}
+
 /// What stands for a gradient nobody asked for.
 pub(crate) fn placeholder() -> Spec {
     (Shape::new([1]), DType::F32)
@@ -53,7 +62,8 @@ mod fusion {
 
     use super::Spec;
     use crate::backend::{
-        AdvantagesOp, HeadResultsMetadata, LossOp, LossResultsMetadata, RowInputsMetadata,
+        AdvantagesOp, HeadResultsMetadata, LossOp, LossResultsMetadata, ProbOp,
+        ProbResultsMetadata, ProbRowsMetadata, RowInputsMetadata,
     };
 
     fn spec((shape, dtype): Spec) -> TensorSpec {
@@ -96,9 +106,28 @@ mod fusion {
         }
     }
 
+    pub(crate) fn logprobs(
+        logits: &TensorSpec,
+        _rows: &ProbRowsMetadata,
+        _upstream: &TensorSpec,
+        op: &ProbOp,
+    ) -> ProbResultsMetadata {
+        let [stats, metrics] = super::prob_results(&logits.shape, op.positions).map(spec);
+        ProbResultsMetadata { stats, metrics }
+    }
+
+    pub(crate) fn logprobs_grad(
+        logits: &TensorSpec,
+        _rows: &ProbRowsMetadata,
+        _upstream: &TensorSpec,
+        _op: &ProbOp,
+    ) -> TensorSpec {
+        logits.clone()
+    }
+
     pub(crate) fn advantages(rewards: &TensorSpec, _op: &AdvantagesOp) -> TensorSpec {
         rewards.clone()
     }
 }
 #[cfg(feature = "fusion")]
-pub(crate) use fusion::{advantages, head, loss};
+pub(crate) use fusion::{advantages, head, logprobs, logprobs_grad, loss};

@@ -7,7 +7,7 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
-use wgpu_policy_loss::{wgpu, Context, LossConfig, PolicyLoss};
+use wgpu_policy_loss::{wgpu, Context, LogProbConfig, LogProbs, LossConfig, PolicyLoss};
 
 /// Configurations kept per device (the oldest goes first).
 const LOSSES: usize = 16;
@@ -15,6 +15,7 @@ const LOSSES: usize = 16;
 #[derive(Default)]
 pub(crate) struct Pool {
     losses: Mutex<Vec<(LossConfig, Arc<PolicyLoss>)>>,
+    logprobs: Mutex<Vec<(LogProbConfig, Arc<LogProbs>)>>,
     buffers: Mutex<Vec<(&'static str, wgpu::Buffer)>>,
 }
 
@@ -34,6 +35,24 @@ impl Pool {
             losses.remove(0);
         }
         losses.push((*config, l.clone()));
+        Ok(l)
+    }
+
+    /// The log-prob primitive of `config` (validated when first made).
+    pub fn logprobs(
+        &self,
+        ctx: &Context,
+        config: &LogProbConfig,
+    ) -> wgpu_policy_loss::Result<Arc<LogProbs>> {
+        let mut all = self.logprobs.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, l)) = all.iter().find(|(c, _)| c == config) {
+            return Ok(l.clone());
+        }
+        let l = Arc::new(LogProbs::new(ctx, *config)?);
+        if all.len() == LOSSES {
+            all.remove(0);
+        }
+        all.push((*config, l.clone()));
         Ok(l)
     }
 

@@ -1,0 +1,114 @@
+//! The log-prob primitive as a differentiable Burn op (SPEC "The log-prob primitive"):
+//! `logp`, `H` and `lse` of each predicting row under the sampler's distribution, whose
+//! backward takes Burn's upstream gradients of all three and runs the fused
+//! vector-Jacobian product. Any loss written in Burn's tensor ops on the three is then
+//! a loss of the fused kernels.
+
+use burn::backend::Dispatch;
+use burn::tensor::{Int, Tensor};
+use wgpu_policy_loss::{LogProbConfig, LogProbs, Metrics};
+
+use crate::api::{float_dtype, ids, shape, to_f32};
+use crate::backend::{CallId, PolicyLossBackend, Positions, ProbOp, ProbRows};
+use crate::device;
+use crate::error::{Error, Result};
+
+/// The primitive's optional inputs.
+#[derive(Clone, Debug, Default)]
+pub struct LogProbExtras {
+    /// The sampler's temperature of each predicting row `[B, R]`, in place of the
+    /// configuration's (which must then be 1).
+    pub temperatures: Option<Tensor<2>>,
+    pub positions: Positions,
+}
+
+/// What [`logprobs`] returns: `[B, R]` f32 each, tracked: a loss written on them
+/// reaches the logits through the primitive's backward. `logprobs` is NaN on a row
+/// whose target lies outside the vocabulary (padding), and no gradient may reach it
+/// there.
+#[derive(Clone, Debug)]
+pub struct LogProbsOutput {
+    pub logprobs: Tensor<2>,
+    pub entropy: Tensor<2>,
+    pub lse: Tensor<2>,
+}
+
+/// The log-prob primitive of logits `[B, S, V]` (f32, f16 or bf16) for ids `[B, S]`.
+pub fn logprobs(
+    logits: Tensor<3>,
+    targets: Tensor<2, Int>,
+    extras: LogProbExtras,
+    config: &LogProbConfig,
+) -> Result<LogProbsOutput> {
+    let [b, s, v] = logits.dims();
+    float_dtype("logits", logits.dtype())?;
+    let device = logits.device();
+    let (ctx, pool) = device::context_of("logits", &device)?;
+    pool.logprobs(&ctx, config)?;
+    if extras.temperatures.is_some() && config.temperature != 1.0 {
+        let why = format!(
+            "must be 1 when per-token temperatures are given, got {}",
+            config.temperature
+        );
+        return Err(Error::arg("temperature", why));
+    }
+    let p = extras.positions.prompt_len();
+    let r = extras.positions.rows_per_seq(s);
+    if b == 0 || r == 0 {
+        return Err(Error::arg(
+            "logits",
+            format!("is [{b}, {s}, ·]: no row predicts an id"),
+        ));
+    }
+    shape(
+        "targets",
+        &targets.dims(),
+        &[b, s],
+        &targets.device(),
+        &device,
+    )?;
+    let ids = ids(targets)?;
+    // the forward reads every row: logp where the id is in the vocabulary, H and lse
+    let predicted = ids.clone().narrow(1, p, r);
+    let valid = predicted
+        .clone()
+        .greater_equal_elem(0)
+        .bool_and(predicted.lower_elem(v as i64));
+    let a = valid.float();
+    let upstream = Tensor::stack::<3>(vec![a.clone(), a.ones_like(), a.zeros_like()], 0);
+    let temps = match &extras.temperatures {
+        Some(t) => {
+            shape("temperatures", &t.dims(), &[b, r], &t.device(), &device)?;
+            to_f32("temperatures", t.clone())?
+        }
+        None => a,
+    };
+    let op = ProbOp {
+        config: *config,
+        positions: extras.positions,
+        has_temps: extras.temperatures.is_some(),
+        call: CallId::next(),
+    };
+    let rows = ProbRows {
+        targets: ids.into_dispatch(),
+        temperatures: temps.into_dispatch(),
+    };
+    let call = op.call;
+    let res = Dispatch::logprobs(logits.into_dispatch(), rows, upstream.into_dispatch(), op);
+    let raw: Tensor<1> = Tensor::from_dispatch(res.metrics);
+    let values = raw
+        .into_data()
+        .try_into_vec::<f32>()
+        .map_err(|e| Error::Burn(format!("the metrics did not read back: {e:?}")))?;
+    if let Some(e) = device::take_error(call) {
+        return Err(e.into());
+    }
+    LogProbs::check(&Metrics::from_slice(&values), v as u32)?;
+    let stats: Tensor<3> = Tensor::from_dispatch(res.stats);
+    let take = |k: usize| stats.clone().narrow(0, k, 1).squeeze_dim::<2>(0);
+    Ok(LogProbsOutput {
+        logprobs: take(0),
+        entropy: take(1),
+        lse: take(2),
+    })
+}
