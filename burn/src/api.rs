@@ -379,11 +379,11 @@ pub(crate) fn ids(t: Tensor<2, Int>) -> Result<Tensor<2, Int>> {
 }
 
 /// Wraps the results and checks the metrics.
-fn finish(
+/// A call's metrics, read back, or the error its execution met.
+pub(crate) fn read_metrics(
     call: CallId,
-    vocab: usize,
-    [loss, logp, ent, lse, metrics]: [burn::backend::DispatchTensor; 5],
-) -> Result<PolicyLossOutput> {
+    metrics: burn::backend::DispatchTensor,
+) -> Result<Metrics> {
     let raw: Tensor<1> = Tensor::from_dispatch(metrics);
     let values = raw
         .into_data()
@@ -392,7 +392,15 @@ fn finish(
     if let Some(e) = device::take_error(call) {
         return Err(e.into());
     }
-    let metrics = Metrics::from_slice(&values);
+    Ok(Metrics::from_slice(&values))
+}
+
+fn finish(
+    call: CallId,
+    vocab: usize,
+    [loss, logp, ent, lse, metrics]: [burn::backend::DispatchTensor; 5],
+) -> Result<PolicyLossOutput> {
+    let metrics = read_metrics(call, metrics)?;
     metrics.check(vocab as u32)?;
     Ok(PolicyLossOutput {
         loss: Tensor::from_dispatch(loss),

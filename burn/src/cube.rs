@@ -244,6 +244,21 @@ pub(crate) fn context(like: &CubeTensor) -> Result<(Context, Arc<Pool>), Error> 
         .ok_or_else(|| Error::Wgpu(format!("{:?} is not registered for the loss", like.device)))
 }
 
+/// Logits `[B, S, V]` as the kernels take them (contiguous columns), their dtype and
+/// dimensions, or an error naming them.
+pub(crate) fn logits_in(
+    logits: CubeTensor,
+) -> Result<(CubeTensor, wgpu_policy_loss::DType, [usize; 3]), Error> {
+    let shape = logits.meta.shape().clone();
+    let dims = [shape[0], shape[1], shape[2]];
+    let logits = borrow::columns_contiguous(logits);
+    let dtype = borrow::dtype(logits.dtype).ok_or_else(|| Error::InvalidArgument {
+        arg: "logits",
+        reason: format!("is {:?}: f32, f16 or bf16", logits.dtype),
+    })?;
+    Ok((logits, dtype, dims))
+}
+
 fn loss_forward(
     logits: CubeTensor,
     rows: RowInputs<CubeBackend>,
@@ -252,13 +267,7 @@ fn loss_forward(
 ) -> Result<[CubeTensor; 6], Error> {
     let (ctx, pool) = context(&logits)?;
     let loss_fn = pool.loss(&ctx, &op.config)?;
-    let shape = logits.meta.shape().clone();
-    let (b, s, v) = (shape[0], shape[1], shape[2]);
-    let logits = borrow::columns_contiguous(logits);
-    let dtype = borrow::dtype(logits.dtype).ok_or_else(|| Error::InvalidArgument {
-        arg: "logits",
-        reason: format!("is {:?}: f32, f16 or bf16", logits.dtype),
-    })?;
+    let (logits, dtype, [b, s, v]) = logits_in(logits)?;
     let out = outputs(&logits, specs);
     let x = Borrowed::new("logits", logits)?;
     let Call {

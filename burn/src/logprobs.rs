@@ -6,9 +6,9 @@
 
 use burn::backend::Dispatch;
 use burn::tensor::{Int, Tensor};
-use wgpu_policy_loss::{LogProbConfig, LogProbs, Metrics};
+use wgpu_policy_loss::{LogProbConfig, LogProbs};
 
-use crate::api::{float_dtype, ids, shape, to_f32};
+use crate::api::{float_dtype, ids, read_metrics, shape, to_f32};
 use crate::backend::{CallId, PolicyLossBackend, Positions, ProbOp, ProbRows};
 use crate::device;
 use crate::error::{Error, Result};
@@ -95,15 +95,7 @@ pub fn logprobs(
     };
     let call = op.call;
     let res = Dispatch::logprobs(logits.into_dispatch(), rows, upstream.into_dispatch(), op);
-    let raw: Tensor<1> = Tensor::from_dispatch(res.metrics);
-    let values = raw
-        .into_data()
-        .try_into_vec::<f32>()
-        .map_err(|e| Error::Burn(format!("the metrics did not read back: {e:?}")))?;
-    if let Some(e) = device::take_error(call) {
-        return Err(e.into());
-    }
-    LogProbs::check(&Metrics::from_slice(&values), v as u32)?;
+    LogProbs::check(&read_metrics(call, res.metrics)?, v as u32)?;
     let stats: Tensor<3> = Tensor::from_dispatch(res.stats);
     let take = |k: usize| stats.clone().narrow(0, k, 1).squeeze_dim::<2>(0);
     Ok(LogProbsOutput {

@@ -9,7 +9,7 @@ use wgpu_policy_loss::{
 
 use crate::backend::{ProbOp, ProbRows};
 use crate::borrow::{self, Borrowed, Staged};
-use crate::cube::{context, encoder, rows_layout_of, submit, ResultBuffers};
+use crate::cube::{context, encoder, logits_in, rows_layout_of, submit, ResultBuffers};
 use crate::meta::Spec;
 
 type Error = wgpu_policy_loss::Error;
@@ -26,13 +26,7 @@ pub(crate) fn run(
 ) -> Result<Vec<CubeTensor>, Error> {
     let (ctx, pool) = context(&logits)?;
     let prim = pool.logprobs(&ctx, &op.config)?;
-    let shape = logits.meta.shape().clone();
-    let (b, s, v) = (shape[0], shape[1], shape[2]);
-    let logits = borrow::columns_contiguous(logits);
-    let dtype = borrow::dtype(logits.dtype).ok_or_else(|| Error::InvalidArgument {
-        arg: "logits",
-        reason: format!("is {:?}: f32, f16 or bf16", logits.dtype),
-    })?;
+    let (logits, dtype, [b, s, v]) = logits_in(logits)?;
     let outs: Vec<CubeTensor> = match &want {
         Ok(specs) => crate::cube::outputs(&logits, specs.clone()).to_vec(),
         Err(grad) => crate::cube::outputs(&logits, [grad.clone()]).to_vec(),
