@@ -9,6 +9,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
+use common::primitive::primitive_ref;
 use common::{bin, eval, eval_fails_naming};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use wgpu_policy_loss::reference::sampler::{Sampler, SamplerBatch};
@@ -295,7 +296,6 @@ fn upstream() -> [Vec<f32>; 3] {
 /// per-token temperatures, and the same bits in three parts.
 #[test]
 fn the_primitive_against_the_reference() {
-    use wgpu_policy_loss::reference::sampler::sampled_row;
     let (d, up) = (data(), upstream());
     let input = primitive_input("prim.safetensors", &d, &up, &[]);
     let output = tmp("prim-out.safetensors");
@@ -307,29 +307,21 @@ fn the_primitive_against_the_reference() {
         f32s(&st, "lse"),
         f32s(&st, "grad_logits"),
     );
-    let sampler = Sampler {
-        softcap: Some(2.0),
-        ..Sampler::default()
-    };
-    let mut want = vec![0.0; B * S * V];
-    for r in 0..B * S {
-        let (a, b, c) = (up[0][r] as f64, up[1][r] as f64, up[2][r] as f64);
-        if a == 0.0 && b == 0.0 && c == 0.0 {
+    let x: Vec<f64> = d.logits.iter().map(|&v| v as f64).collect();
+    let ids: Vec<u32> = d.targets.iter().map(|&t| t as u32).collect();
+    let tau = |r: usize| d.temps[r] as f64;
+    let reference = primitive_ref(&x, V, &ids, (&tau, Some(2.0)), [&up[0], &up[1], &up[2]]);
+    let want = &reference.grad;
+    for (r, row) in reference.rows.iter().enumerate() {
+        let Some((row, y)) = row else {
             assert!(
                 grad[r * V..(r + 1) * V].iter().all(|&g| g == 0.0),
                 "row {r}"
             );
             continue;
-        }
-        let x: Vec<f64> = d.logits[r * V..(r + 1) * V]
-            .iter()
-            .map(|&v| v as f64)
-            .collect();
-        let row = sampled_row(&x, d.temps[r] as f64, &sampler, None).unwrap();
-        let y = (a != 0.0).then_some(d.targets[r] as usize);
-        want[r * V..(r + 1) * V].copy_from_slice(&row.vjp(y, a, b, c));
+        };
         let tol = |w: f64| 1e-5 * (w.abs() + 1.0);
-        if let Some(y) = y {
+        if let Some(y) = *y {
             let w = row.logp(y).unwrap();
             assert!(
                 (lp[r] as f64 - w).abs() <= tol(w),
@@ -343,7 +335,7 @@ fn the_primitive_against_the_reference() {
         );
         assert!((lse[r] as f64 - row.lse).abs() <= tol(row.lse), "lse[{r}]");
     }
-    compare::logits_grad(&grad, &want, compare::Format::F32)
+    compare::logits_grad(&grad, want, compare::Format::F32)
         .unwrap_or_else(|e| panic!("grad_logits {e}"));
     let parts = run_ok(
         &input,
@@ -401,28 +393,23 @@ fn the_primitive_names_its_bad_input() {
     eval_fails_naming(&head, &[], "hidden");
 }
 
-/// The primitive from `hidden` and `lm_head`: grad_hidden and grad_lm_head against the
-/// reference's chain rule through the VJP, with `--head-chunk`.
-#[test]
-fn the_primitive_from_hidden_states() {
-    use wgpu_policy_loss::reference::sampler::sampled_row;
-    use wgpu_policy_loss::reference::{head_grads, head_logits, head_magnitudes};
-    const H: usize = 8;
-    let (d, up) = (data(), upstream());
-    let hidden: Vec<f32> = (0..B * S * H)
-        .map(|i| ((i * 29 % 17) as f32 / 8.0) - 1.0)
-        .collect();
-    let w: Vec<f32> = (0..V * H)
-        .map(|i| ((i * 13 % 23) as f32 / 11.0) - 1.0)
-        .collect();
-    let path = tmp("prim-head.safetensors");
+/// The primitive's input from `hidden` `[B, S, H]` and `lm_head` `[V, H]` (targets as
+/// `primitive_input`'s, padding on rows 4 and 9).
+fn head_primitive_input(
+    name: &str,
+    d: &Data,
+    up: &[Vec<f32>; 3],
+    (hidden, w): (&[f32], &[f32]),
+    h: usize,
+) -> PathBuf {
+    let path = tmp(name);
     let bytes = |v: &[f32]| bytemuck::cast_slice::<f32, u8>(v).to_vec();
     let mut targets = d.targets.clone();
     targets[4] = -100;
     targets[9] = -100;
     let mut owned = vec![
-        ("hidden".to_string(), vec![B, S, H], bytes(&hidden)),
-        ("lm_head".to_string(), vec![V, H], bytes(&w)),
+        ("hidden".to_string(), vec![B, S, h], bytes(hidden)),
+        ("lm_head".to_string(), vec![V, h], bytes(w)),
         ("temperatures".to_string(), vec![B, S], bytes(&d.temps)),
     ];
     for (k, n) in ["upstream_logprobs", "upstream_entropy", "upstream_lse"]
@@ -446,6 +433,23 @@ fn the_primitive_from_hidden_states() {
         TensorView::new(Dtype::I64, vec![B, S], &ids).unwrap(),
     ));
     safetensors::tensor::serialize_to_file(views, None, &path).unwrap();
+    path
+}
+
+/// The primitive from `hidden` and `lm_head`: grad_hidden and grad_lm_head against the
+/// reference's chain rule through the VJP, with `--head-chunk`.
+#[test]
+fn the_primitive_from_hidden_states() {
+    use wgpu_policy_loss::reference::{head_grads, head_logits, head_magnitudes};
+    const H: usize = 8;
+    let (d, up) = (data(), upstream());
+    let hidden: Vec<f32> = (0..B * S * H)
+        .map(|i| ((i * 29 % 17) as f32 / 8.0) - 1.0)
+        .collect();
+    let w: Vec<f32> = (0..V * H)
+        .map(|i| ((i * 13 % 23) as f32 / 11.0) - 1.0)
+        .collect();
+    let path = head_primitive_input("prim-head.safetensors", &d, &up, (&hidden, &w), H);
     let file = run_ok(
         &path,
         &tmp("prim-head-out.safetensors"),
@@ -454,27 +458,13 @@ fn the_primitive_from_hidden_states() {
     let st = SafeTensors::deserialize(&file).unwrap();
     let f64s = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<_>>();
     let x = head_logits(&f64s(&hidden), &f64s(&w), H);
-    let mut gz = vec![0.0; B * S * V];
-    let mut read = vec![0.0; B * S];
-    for r in 0..B * S {
-        let (a, b, c) = (up[0][r] as f64, up[1][r] as f64, up[2][r] as f64);
-        if a == 0.0 && b == 0.0 && c == 0.0 {
-            continue;
-        }
-        read[r] = 1.0;
-        let row = sampled_row(
-            &x[r * V..(r + 1) * V],
-            d.temps[r] as f64,
-            &Sampler::default(),
-            None,
-        )
-        .unwrap();
-        let y = (a != 0.0).then_some(d.targets[r] as usize);
-        gz[r * V..(r + 1) * V].copy_from_slice(&row.vjp(y, a, b, c));
-    }
-    let (dh, dw) = head_grads(&gz, &f64s(&hidden), &f64s(&w), H, &read);
-    let (sh, sw) = head_magnitudes(&gz, &f64s(&hidden), &f64s(&w), H, &read);
-    let gz_max = compare::largest_finite(&gz);
+    let ids: Vec<u32> = d.targets.iter().map(|&t| t as u32).collect();
+    let tau = |r: usize| d.temps[r] as f64;
+    let want = primitive_ref(&x, V, &ids, (&tau, None), [&up[0], &up[1], &up[2]]);
+    let (gz, read) = (&want.grad, &want.read);
+    let (dh, dw) = head_grads(gz, &f64s(&hidden), &f64s(&w), H, read);
+    let (sh, sw) = head_magnitudes(gz, &f64s(&hidden), &f64s(&w), H, read);
+    let gz_max = compare::largest_finite(gz);
     compare::head_grad(
         &f32s(&st, "grad_hidden"),
         &dh,

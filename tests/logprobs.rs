@@ -7,10 +7,10 @@
 
 mod common;
 
+use common::primitive::primitive_ref;
 use common::tally::Tally;
 use common::*;
 use wgpu_policy_loss::reference::compare;
-use wgpu_policy_loss::reference::sampler::{sampled_row, Sampler};
 use wgpu_policy_loss::{
     Context, DType, Error, HostLogProbs, HostLoss, LogProbConfig, LossAggMode, LossConfig,
     PolicyLossMode, RowInput,
@@ -106,26 +106,22 @@ fn check(
     let x = l.values();
     let g = got.grad.as_ref().expect("a gradient").to_f32();
     let (v, mut n) = (V as usize, 0);
-    let mut want_grad = vec![0.0; ROWS * v];
     let mut want_loss = 0.0;
-    let sampler = Sampler {
-        softcap: cfg.logit_softcap.map(f64::from),
-        ..Sampler::default()
-    };
-    for r in 0..ROWS {
-        let (a, bb, c) = (b.up[0][r] as f64, b.up[1][r] as f64, b.up[2][r] as f64);
-        if a == 0.0 && bb == 0.0 && c == 0.0 {
+    let tau = |r: usize| if temps { b.temps[r] } else { cfg.temperature } as f64;
+    let up = [&b.up[0][..], &b.up[1][..], &b.up[2][..]];
+    let softcap = cfg.logit_softcap.map(f64::from);
+    let want = primitive_ref(&x, v, &b.targets, (&tau, softcap), up);
+    for (r, row) in want.rows.iter().enumerate() {
+        let Some((row, y)) = row else {
             let row = &g[r * v..(r + 1) * v];
             assert!(
                 row.iter().all(|&e| e == 0.0),
                 "{what}: unread row {r} has a gradient"
             );
             continue;
-        }
-        let tau = if temps { b.temps[r] } else { cfg.temperature } as f64;
-        let row = sampled_row(&x[r * v..(r + 1) * v], tau, &sampler, None).unwrap();
-        let y = (a != 0.0).then_some(b.targets[r] as usize);
-        want_grad[r * v..(r + 1) * v].copy_from_slice(&row.vjp(y, a, bb, c));
+        };
+        let (a, bb, c) = (b.up[0][r] as f64, b.up[1][r] as f64, b.up[2][r] as f64);
+        let y = *y;
         let tol = |w: f64| tolerance(w.abs() + 10.0);
         if let Some(y) = y {
             let logp = row.logp(y).unwrap();
@@ -145,7 +141,7 @@ fn check(
     close(loss, want_loss, 2e-5 + 2e-5 * want_loss.abs())
         .unwrap_or_else(|e| panic!("{what}: loss {e}"));
     assert_eq!(got.metrics.invalid_input_rows, 0.0, "{what}");
-    compare::logits_grad(&g, &want_grad, grad.into())
+    compare::logits_grad(&g, &want.grad, grad.into())
         .unwrap_or_else(|e| panic!("{what}: grad {e}"));
     n + 1 + g.len()
 }
@@ -502,24 +498,15 @@ fn the_head_form_matches_the_reference() {
                 .unwrap_or_else(|e| panic!("{what}: {e}"));
             let (hidden, w) = (hc.hidden.values(), hc.lm_head.values());
             let x = head_logits(&hidden, &w, hc.h as usize);
-            let sampler = Sampler {
-                softcap: cfg.logit_softcap.map(f64::from),
-                ..Sampler::default()
-            };
             let v = V as usize;
-            let mut gz = vec![0.0; ROWS * v];
-            let mut read = vec![0.0; ROWS];
-            for r in 0..ROWS {
-                let (a, bb, c) = (b.up[0][r] as f64, b.up[1][r] as f64, b.up[2][r] as f64);
-                if a == 0.0 && bb == 0.0 && c == 0.0 {
-                    continue;
-                }
-                read[r] = 1.0;
-                let row =
-                    sampled_row(&x[r * v..(r + 1) * v], b.temps[r] as f64, &sampler, None).unwrap();
-                let y = (a != 0.0).then_some(b.targets[r] as usize);
-                gz[r * v..(r + 1) * v].copy_from_slice(&row.vjp(y, a, bb, c));
-                if let Some(y) = y {
+            let tau = |r: usize| b.temps[r] as f64;
+            let up = [&b.up[0][..], &b.up[1][..], &b.up[2][..]];
+            let softcap = cfg.logit_softcap.map(f64::from);
+            let want = primitive_ref(&x, v, &b.targets, (&tau, softcap), up);
+            let (gz, read) = (&want.grad, &want.read);
+            for (r, row) in want.rows.iter().enumerate() {
+                let Some((row, y)) = row else { continue };
+                if let Some(y) = *y {
                     let logp = row.logp(y).unwrap();
                     close(got.loss.logprobs[r], logp, tolerance(logp.abs() + 10.0))
                         .unwrap_or_else(|e| panic!("{what}: logp[{r}] {e}"));
@@ -527,9 +514,9 @@ fn the_head_form_matches_the_reference() {
                 close(got.loss.lse[r], row.lse, tolerance(row.lse.abs() + 10.0))
                     .unwrap_or_else(|e| panic!("{what}: lse[{r}] {e}"));
             }
-            let (dh, dw) = head_grads(&gz, &hidden, &w, hc.h as usize, &read);
-            let (sh, sw) = head_magnitudes(&gz, &hidden, &w, hc.h as usize, &read);
-            let gz_max = compare::largest_finite(&gz);
+            let (dh, dw) = head_grads(gz, &hidden, &w, hc.h as usize, read);
+            let (sh, sw) = head_magnitudes(gz, &hidden, &w, hc.h as usize, read);
+            let gz_max = compare::largest_finite(gz);
             check_grad(
                 &format!("{what}: grad_hidden"),
                 got.grad_hidden.as_ref().unwrap(),

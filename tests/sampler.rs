@@ -10,8 +10,6 @@ mod common;
 use common::tally::Tally;
 use common::*;
 use wgpu_policy_loss::reference::compare;
-use wgpu_policy_loss::reference::sampler::{Sampler, SamplerBatch};
-use wgpu_policy_loss::reference::{policy_loss_sampled, Batch};
 use wgpu_policy_loss::{
     Context, DType, Error, HostLoss, HostPart, KlEstimator, LossAggMode, LossConfig,
     PolicyLossMode, RowInput,
@@ -75,7 +73,10 @@ fn check_sampled(
     let got = ctx
         .policy_loss_parts(cfg, &[HostPart::from(batch)], Some(grad))
         .unwrap_or_else(|e| panic!("{what}: {e}"));
-    let want = reference(cfg, case, &logits.values(), using, temps);
+    // the case's own reference, under these temperatures
+    let mut with_temps = case.clone();
+    with_temps.temps = temps.map(<[f32]>::to_vec);
+    let want = with_temps.reference(cfg, &logits.values(), using, false);
     let tol = |w: f64| 2e-5 + 2e-5 * w.abs();
     let m = &got.metrics;
     for (label, g, w) in [
@@ -122,39 +123,6 @@ fn check_sampled(
         );
     }
     n + g.len()
-}
-
-fn reference(
-    cfg: &LossConfig,
-    case: &LossCase,
-    x: &[f64],
-    using: Use,
-    temps: Option<&[f32]>,
-) -> wgpu_policy_loss::reference::LossOutput {
-    let f64s = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<_>>();
-    let adv = f64s(if using.per_token_adv {
-        &case.adv_tok
-    } else {
-        &case.adv_seq
-    });
-    let (mask, old, refp) = (f64s(&case.mask), f64s(&case.old), f64s(&case.refp));
-    let temps = temps.map(f64s);
-    let b = Batch {
-        logits: x,
-        vocab: case.vocab as usize,
-        rows_per_seq: case.rows_per_seq as usize,
-        targets: &case.targets,
-        mask: &mask,
-        advantages: &adv,
-        old_logp: using.old.then_some(&old[..]),
-        ref_logp: using.refp.then_some(&refp[..]),
-    };
-    let sampler = SamplerBatch {
-        sampler: Sampler::default(),
-        temperatures: temps.as_deref(),
-        keep: None,
-    };
-    policy_loss_sampled(cfg, &b, None, &sampler).expect("the reference takes the case")
 }
 
 /// Every mode with each option (the dtypes, gradient dtypes and advantages cycled), and

@@ -10,6 +10,7 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 pub mod head;
+pub mod primitive;
 pub mod tally;
 
 #[allow(unused_imports)] // not every test file counts
@@ -287,6 +288,7 @@ impl RowBuffers {
 /// A batch for the loss tests: `seqs` sequences of `rows_per_seq` rows, vocab `vocab`.
 /// Sequence 1 is entirely masked out (an empty sequence), a few other rows too, and
 /// every masked-out row has a token id outside the vocabulary (allowed there).
+#[derive(Clone)]
 pub struct LossCase {
     pub vocab: u32,
     pub rows_per_seq: u32,
