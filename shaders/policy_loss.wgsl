@@ -17,10 +17,11 @@
 // requires: MODE_DRO, MODE_GEO_MEAN, MODE_GSPO, MODE_KL_COV, MODE_PPO, MODE_SAPO
 // requires: MODE_VESPO, OFF_POLICY, OUT_ENTROPY, OUT_LOGP, OUT_LSE, PHASE_LOSS
 // requires: PHASE_STATS, POLICY_VIA_SEQ, PRIMITIVE, Params, RENORMALIZE, ROWOUT_FLOATS
-// requires: ROW_BAD_ID
+// requires: ROW_BAD_ID, ROW_NOT_KEPT, kept_count, kept_pair, kept_target, store_elem
 // requires: ROW_CLIPPED, ROW_DUAL, ROW_NONFINITE, SEQ_ADDEND, SEQ_RATIO, Term, WG_SIZE
 // requires: acc_entropy, acc_logp, acc_lse, cap1, cap4, cap_chain4, clamp_keep_nan
 // requires: clipped_term, grad_sweep, grid_index, is_finite, is_nan, kl_term, lane_id
+// requires: lane_range
 // requires: load_logit, mask_bad, mask_in, quiet_nan, reduce_row, row_scale, row_start
 // requires: sampler_flags, sampler_inv_tau, sampler_tau_slot, sapo_gate, stats_sweep
 // requires: vespo_phi_a
@@ -420,7 +421,9 @@ fn policy_loss(
     // bad mask no weight: the row's loss and gradient are NaN (the reduce kernel
     // reports the row), never a plausible number
     let bad_y = y >= params.vocab_total && t.reads_logp;
-    if (bad_y || bad_mask || (masked_in && reads_nan(inputs, at, seq))) {
+    // a target the sampler could not have drawn (outside its given kept set)
+    let not_kept = !bad_y && t.reads_logp && !kept_target(row);
+    if (bad_y || not_kept || bad_mask || (masked_in && reads_nan(inputs, at, seq))) {
         loss_t = quiet_nan();
         big_g = loss_t;
     }
@@ -429,7 +432,8 @@ fn policy_loss(
     let w = select(select(0.0, m * seqinfo[seq].x, masked_in), 1.0, bad_mask);
     let nonfinite = masked_in && !(is_finite(lse) && !is_nan(entropy));
     let bad_id = masked_in && bad_y;
-    let flags = sampler_flags(t.flags + select(0.0, f32(ROW_NONFINITE), nonfinite) + select(0.0, f32(ROW_BAD_ID), bad_id), row, masked_in);
+    let row_flags = t.flags + select(0.0, f32(ROW_NONFINITE), nonfinite) + select(0.0, f32(ROW_BAD_ID), bad_id) + select(0.0, f32(ROW_NOT_KEPT), masked_in && not_kept);
+    let flags = sampler_flags(row_flags, row, masked_in);
 
     if (lane == 0u) {
         // in the order of the OUT_* slots (src/shader/abi/mod.rs)
@@ -449,5 +453,40 @@ fn policy_loss(
     // the target's column in this launch's columns (wrapping: a target of another
     // shard is never matched)
     let k = grad_coefs(params.vocab, y - params.col_offset, row_scale(w, inv_tau), big_g, lse, lse - entropy, inv_tau, t.gamma, t.c);
-    grad_sweep(lane, xbase, gbase, k);
+    let kept_n = kept_count(lane, row);
+    if (kept_n == 0u) {
+        grad_sweep(lane, xbase, gbase, k);
+    } else {
+        kept_gradient(lane, row, kept_n, xbase, gbase, k, t.c);
+    }
+}
+
+// The gradient of a row with a given kept set (sampler/kept.wgsl): zeros over the
+// row's columns, then each kept id of these columns from its pair. The two passes
+// write even and then odd columns: a 16-bit value shares its 32-bit word with its
+// neighbour, and two lanes must never rewrite one word at the same time.
+//
+// A set of one token has p = 1 exactly: the policy and entropy terms cancel
+// analytically, and only the primitive's ∂L/∂lse (`c`) is left, σ'·(w/τ)·c. Computed
+// term by term, p = 2^(z·log2 e − lse·log2 e) would leave their rounding instead.
+fn kept_gradient(lane: u32, row: u32, n: u32, xbase: u32, gbase: u32, k: GradCoefs, c: f32) {
+    var zeros = k;
+    zeros.scale = 0.0;
+    grad_sweep(lane, xbase, gbase, zeros);
+    // a row outside the loss keeps its zeros
+    let r = lane_range(lane, select(n, 0u, k.scale == 0.0));
+    for (var half = 0u; half < 2u; half++) {
+        storageBarrier();
+        for (var i = r.begin; i < r.end; i += r.step) {
+            let p = kept_pair(row, i);
+            // wrapping: an id of other columns is never matched
+            let col = p.x - params.col_offset;
+            if (col < k.vocab && ((gbase + col) & 1u) == half) {
+                let x = vec4<f32>(bitcast<f32>(p.y));
+                let at_y = select(0.0, at_target4(x, k).x, col == k.y);
+                let alone = cap_chain4(cap4(x), vec4<f32>(k.scale * c)).x;
+                store_elem(gbase + col, select(grad_any(x, k).x + at_y, alone, n == 1u));
+            }
+        }
+    }
 }

@@ -13,7 +13,7 @@
 // src/shader/abi/reduce.rs, with the slots Metrics::from_slice reads.
 //
 // requires: BAD_ADVANTAGES, BAD_MASK, BAD_NONE, BAD_OLD, BAD_REF, BAD_ROLLOUT
-// requires: BAD_TEMPERATURES, HAS_OLD
+// requires: BAD_TARGETS, BAD_TEMPERATURES, HAS_OLD
 // requires: HAS_REF, M_COV_SELECTED_FRAC, M_ENTROPY_MASK_FRAC, M_ENTROPY_MEAN
 // requires: M_INVALID_INPUT_ROW, M_INVALID_INPUT_ROWS, M_INVALID_INPUT_TENSOR
 // requires: M_INVALID_INPUT_VALUE, M_INVALID_TARGET_ID, M_INVALID_TARGET_ROW, M_KL
@@ -21,7 +21,7 @@
 // requires: M_PPO_KL, M_ROLLOUT_IS_CLIPFRAC, M_ROLLOUT_IS_MAX, M_ROLLOUT_IS_MEAN
 // requires: M_ROLLOUT_IS_MIN, M_ROLLOUT_LOGP_DIFF_MAX, OUT_BAD_ID, OUT_ENTROPY
 // requires: OUT_FLAGS, OUT_KL, OUT_LOGP, OUT_LOSS, OUT_LSE, OUT_TAU, Params, ROWOUT_FLOATS
-// requires: ROW_BAD_ID, ROW_BAD_TAU, ROW_CLIPPED, ROW_DUAL, ROW_NONFINITE, WG_SIZE
+// requires: ROW_BAD_ID, ROW_BAD_TAU, ROW_CLIPPED, ROW_NOT_KEPT, ROW_DUAL, ROW_NONFINITE, WG_SIZE
 // requires: WRITE_ENTROPY, WRITE_LOGP, WRITE_LSE
 // requires: M_OFF_POLICY_MASK_FRAC, M_VESPO_PHI_SEQ_MEAN, VESPO_NONE, VESPO_TOKEN
 // requires: is_finite, mask_bad, mask_in
@@ -83,6 +83,10 @@ fn bad_input(r: u32) -> BadInput {
         let o = rowout[r];
         if ((u32(o[OUT_FLAGS]) & ROW_BAD_TAU) != 0u) {
             return BadInput(BAD_TEMPERATURES, o[OUT_TAU]);
+        }
+        // a target outside the row's given kept set (sampler/kept.wgsl), by its id
+        if ((u32(o[OUT_FLAGS]) & ROW_NOT_KEPT) != 0u) {
+            return BadInput(BAD_TARGETS, f32(bitcast<u32>(o[OUT_BAD_ID])));
         }
     }
     return BadInput(BAD_NONE, 0.0);

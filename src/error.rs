@@ -56,11 +56,14 @@ pub enum RowInput {
     UpstreamLogprobs,
     UpstreamEntropy,
     UpstreamLse,
+    /// A read row's target outside its given kept set (SPEC "The sampler's
+    /// distribution"); the value is the id.
+    Targets,
 }
 
 impl RowInput {
     /// Every input, in the order of their codes (1, 2, …) in reduce.wgsl's metrics.
-    pub const ALL: [RowInput; 9] = [
+    pub const ALL: [RowInput; 10] = [
         RowInput::Mask,
         RowInput::Advantages,
         RowInput::OldLogprobs,
@@ -70,6 +73,7 @@ impl RowInput {
         RowInput::UpstreamLogprobs,
         RowInput::UpstreamEntropy,
         RowInput::UpstreamLse,
+        RowInput::Targets,
     ];
 
     /// The argument's name, as the API, `eval`'s tensors and PyTorch call it.
@@ -84,6 +88,7 @@ impl RowInput {
             RowInput::UpstreamLogprobs => "upstream_logprobs",
             RowInput::UpstreamEntropy => "upstream_entropy",
             RowInput::UpstreamLse => "upstream_lse",
+            RowInput::Targets => "targets",
         }
     }
 
@@ -93,6 +98,7 @@ impl RowInput {
             RowInput::Temperatures => {
                 "a row the call reads needs a finite temperature > 0 whose reciprocal is finite"
             }
+            RowInput::Targets => "a row the call reads needs its target in its kept set",
             _ => "a masked-in row needs a finite value",
         }
     }
@@ -114,6 +120,8 @@ impl RowInput {
             RowInput::Mask => !value.is_finite() || value < 0.0,
             // 1/τ is what the kernels multiply by: a subnormal τ would make it ±inf
             RowInput::Temperatures => !(value > 0.0 && (1.0 / value).is_finite()),
+            // membership is not a property of the value: the kept set decides
+            RowInput::Targets => false,
             _ => !value.is_finite(),
         }
     }

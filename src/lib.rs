@@ -66,7 +66,7 @@ pub mod tooling {
 pub use shards::{VocabShards, PARTIAL_BYTES, PARTIAL_FLOATS};
 #[doc(hidden)]
 pub use tooling::{shader_variants, GradOut, Kernel, PipelineKey, SamplerMap};
-pub use view::{DType, F32View, LogitsView, RowLayout, TargetsView};
+pub use view::{DType, F32View, KeptView, LogitsView, RowLayout, TargetsView};
 
 /// Re-exported so callers use the same wgpu (and half) versions as this crate.
 pub use half;

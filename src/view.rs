@@ -377,6 +377,53 @@ impl<'a> TargetsView<'a> {
     }
 }
 
+/// The sampler's kept sets of a call's rows, as CSR (vLLM's `SamplingMask`; SPEC "The
+/// sampler's distribution"): row r keeps the token ids `ids[offsets[r] ..
+/// offsets[r + 1]]`, u32 each, in any order, none twice. An empty range keeps every
+/// token. Ids are of the whole vocabulary (with shards too). On the device path the
+/// caller vouches for the offsets' shape: a kernel clamps them into `ids` and never
+/// reads or writes out of bounds, and a read row whose target is not among its ids is
+/// bad input ([`crate::RowInput::Targets`]).
+#[derive(Clone, Copy, Debug)]
+pub struct KeptView<'a> {
+    /// rows + 1 u32 offsets, from byte `offsets_at`.
+    pub offsets: &'a wgpu::Buffer,
+    pub offsets_at: u64,
+    /// `len` u32 ids, from byte `ids_at`.
+    pub ids: &'a wgpu::Buffer,
+    pub ids_at: u64,
+    pub len: u32,
+}
+
+impl<'a> KeptView<'a> {
+    /// Offsets and `len` ids, each from the start of its buffer.
+    pub fn new(offsets: &'a wgpu::Buffer, ids: &'a wgpu::Buffer, len: u32) -> Self {
+        KeptView {
+            offsets,
+            offsets_at: 0,
+            ids,
+            ids_at: 0,
+            len,
+        }
+    }
+
+    /// The same with the offsets and the ids from these byte offsets of their buffers.
+    pub fn with_byte_offsets(mut self, offsets_at: u64, ids_at: u64) -> Self {
+        self.offsets_at = offsets_at;
+        self.ids_at = ids_at;
+        self
+    }
+
+    /// Both buffers hold what the view names for `rows` rows; the first elements.
+    pub(crate) fn validate(&self, rows: u32) -> Result<(u64, u64)> {
+        let first = byte_offset_to_elements("keep_offsets", self.offsets_at, 4)?;
+        check_buffer("keep_offsets", self.offsets, first + rows as u64 + 1, 4)?;
+        let ids = byte_offset_to_elements("keep_ids", self.ids_at, 4)?;
+        check_buffer("keep_ids", self.ids, ids + self.len as u64, 4)?;
+        Ok((first, ids))
+    }
+}
+
 /// A contiguous run of f32 values in a caller's buffer (per-row outputs).
 #[derive(Clone, Copy, Debug)]
 pub struct F32View<'a> {

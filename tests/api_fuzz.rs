@@ -1470,6 +1470,7 @@ fn run_loss_case(ctx: &Context, plan: &LossPlan) -> Result<(), String> {
         old_logprobs: plan.old.map(|p| p.view(&bufs)),
         ref_logprobs: plan.refp.map(|p| p.view(&bufs)),
         temperatures: None,
+        kept: None,
     };
     let gradient = match plan.grad {
         GradPlan::Into {
@@ -2204,6 +2205,7 @@ fn empty_batch_writes_its_metrics() {
         let host = ctx.policy_loss(
             &reinforce(),
             &wgpu_policy_loss::HostBatch {
+                kept: None,
                 temperatures: None,
                 logits: HostLogits::F32(&[]),
                 vocab: 4,

@@ -111,6 +111,7 @@ fn target_out_of_range_is_found_on_the_device() {
         let r = ctx.policy_loss(
             &LossConfig::default(),
             &HostBatch {
+                kept: None,
                 temperatures: None,
                 logits: HostLogits::F32(&x),
                 vocab: V,
@@ -189,6 +190,7 @@ fn shapes_and_lengths_that_do_not_match() {
         // host API: lengths
         let x = vec![0.0f32; 60];
         let batch = HostBatch {
+            kept: None,
             temperatures: None,
             logits: HostLogits::F32(&x),
             vocab: V,
@@ -204,6 +206,7 @@ fn shapes_and_lengths_that_do_not_match() {
             "mask",
         );
         let batch = HostBatch {
+            kept: None,
             temperatures: None,
             mask: &[1.0; 6],
             advantages: &[1.0, 2.0],
@@ -214,6 +217,7 @@ fn shapes_and_lengths_that_do_not_match() {
             "advantages",
         );
         let batch = HostBatch {
+            kept: None,
             temperatures: None,
             advantages: &[1.0],
             vocab: 7,

@@ -86,12 +86,15 @@ impl Data {
             RowInput::UpstreamLogprobs | RowInput::UpstreamEntropy | RowInput::UpstreamLse => {
                 panic!("{input:?} is not an input of the loss")
             }
+            // membership in a kept set, not a value (tests/kept.rs)
+            RowInput::Targets => panic!("{input:?} is tested with kept sets"),
         }
         self
     }
 
     fn host<'a>(&'a self, case: &'a LossCase, logits: &'a Logits) -> HostPart<'a> {
         HostBatch {
+            kept: None,
             logits: logits.host(),
             vocab: case.vocab,
             rows_per_seq: Some(case.rows_per_seq),
@@ -341,7 +344,8 @@ fn configs(input: RowInput) -> Vec<LossConfig> {
             RowInput::Temperatures
             | RowInput::UpstreamLogprobs
             | RowInput::UpstreamEntropy
-            | RowInput::UpstreamLse => {}
+            | RowInput::UpstreamLse
+            | RowInput::Targets => {}
             RowInput::Mask | RowInput::Advantages => {
                 for loss_agg_mode in &LossAggMode::ALL[1..] {
                     out.push(LossConfig {
@@ -383,7 +387,8 @@ fn inputs() -> Vec<(RowInput, bool)> {
             RowInput::Temperatures
             | RowInput::UpstreamLogprobs
             | RowInput::UpstreamEntropy
-            | RowInput::UpstreamLse => vec![],
+            | RowInput::UpstreamLse
+            | RowInput::Targets => vec![],
             _ => vec![(i, false)],
         })
         .collect()
@@ -543,6 +548,7 @@ fn host_api_first_row_over_parts() {
         let b = whole.batch;
         let split = |r0: usize, r1: usize| HostPart {
             batch: HostBatch {
+                kept: None,
                 temperatures: None,
                 logits: wgpu_policy_loss::HostLogits::F32(&logits.f32[r0 * v..r1 * v]),
                 targets: &b.targets[r0..r1],
@@ -601,6 +607,7 @@ fn host_api_shard_call() {
         let x = cols(1);
         let part = HostPart {
             batch: HostBatch {
+                kept: None,
                 temperatures: None,
                 logits: wgpu_policy_loss::HostLogits::F32(&x),
                 vocab: shards.width(1),

@@ -316,6 +316,7 @@ fn more_rows_than_one_grid_dimension() {
             .policy_loss(
                 &c,
                 &wgpu_policy_loss::HostBatch {
+                    kept: None,
                     temperatures: None,
                     logits: HostLogits::F32(&x),
                     vocab,

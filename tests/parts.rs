@@ -43,6 +43,7 @@ fn part<'a>(
         DType::Bf16 => wgpu_policy_loss::HostLogits::Bf16(&logits.bf16[r0 * v..r1 * v]),
     };
     HostBatch {
+        kept: None,
         temperatures: None,
         logits: host,
         vocab: case.vocab,

@@ -460,6 +460,7 @@ fn nonfinite_rows_are_counted_and_confined() {
             .policy_loss(
                 &c,
                 &wgpu_policy_loss::HostBatch {
+                    kept: None,
                     temperatures: None,
                     logits: wgpu_policy_loss::HostLogits::F32(&case.logits),
                     ..batch

@@ -40,6 +40,7 @@ fn step(
     let targets: Vec<u32> = answers.concat();
     let mask = vec![1.0f32; 2 * ANSWER_LEN];
     let batch = HostBatch {
+        kept: None,
         temperatures: None,
         logits: HostLogits::F32(&logits),
         vocab: V as u32,

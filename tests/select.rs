@@ -434,6 +434,7 @@ fn choices_are_chunk_and_part_invariant() {
         let (r0, r1) = (s0 * 50, s1 * 50);
         let v = 4099;
         HostBatch {
+            kept: None,
             temperatures: None,
             logits: HostLogits::Bf16(&logits.bf16[r0 * v..r1 * v]),
             vocab: 4099,

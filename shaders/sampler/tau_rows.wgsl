@@ -47,3 +47,16 @@ fn sampler_tau_slot(row: u32) -> f32 {
 fn row_scale(w: f32, inv_tau: f32) -> f32 {
     return select(w * inv_tau, 0.0, w == 0.0);
 }
+
+// No kept set: every token is kept (sampler/kept.wgsl has the given one's).
+fn kept_target(row: u32) -> bool {
+    return true;
+}
+
+fn kept_count(lane: u32, row: u32) -> u32 {
+    return 0u;
+}
+
+fn kept_pair(row: u32, i: u32) -> vec2<u32> {
+    return vec2<u32>(0u);
+}

@@ -5,7 +5,7 @@
 // the neighbour's half is never disturbed. Through the binding snippet's out_store,
 // out_and and out_or.
 //
-// requires: out_and, out_or, out_store
+// requires: encode_grad16, out_and, out_or, out_store
 fn grad_word_update(w: u32, bits: u32, mask: u32) {
     if (mask == 0xffffffffu) {
         out_store(w, bits);
@@ -21,4 +21,11 @@ fn grad_word_store4(w: u32, v: vec4<u32>) {
     out_store(w + 1u, v.y);
     out_store(w + 2u, v.z);
     out_store(w + 3u, v.w);
+}
+
+// One element, in its half of the word: the other half may be another lane's (a kept
+// set's scatter) or another row's.
+fn store_elem(i: u32, g: f32) {
+    let shift = (i & 1u) * 16u;
+    grad_word_update(i >> 1u, encode_grad16(g) << shift, 0xffffu << shift);
 }

@@ -77,6 +77,15 @@ pub struct LossConfig {
     /// The sampler's logit softcap `c > 0` (Gemma 2, Grok): every logit becomes
     /// `c·tanh(x/c)` before the temperature (SPEC "The sampler's distribution").
     pub logit_softcap: Option<f32>,
+    /// The sampler's top-k: keep the tokens with fewer than `k` larger values (every
+    /// token tied with the k-th kept); 0 or −1: off.
+    pub top_k: i32,
+    /// The sampler's top-p in (0, 1]: keep the most probable tokens whose mass before
+    /// them is below p (ties stand or fall together); 1: off.
+    pub top_p: f32,
+    /// The sampler's min-p in [0, 1]: keep the tokens at least `min_p` times as
+    /// probable as the most probable; 0: off.
+    pub min_p: f32,
 }
 
 impl Default for LossConfig {
@@ -115,6 +124,9 @@ impl Default for LossConfig {
             off_policy_mask_threshold: None,
             use_bias_correction_kl: false,
             logit_softcap: None,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.0,
         }
     }
 }

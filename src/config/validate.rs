@@ -27,6 +27,7 @@ impl LossConfig {
         if let Some(c) = self.logit_softcap {
             positive("logit_softcap", c)?;
         }
+        self.validate_kept_options()?;
         for (arg, v) in [
             ("clip_ratio_low", self.clip_ratio_low),
             ("clip_ratio_high", self.clip_ratio_high),
@@ -209,5 +210,46 @@ fn share(arg: &'static str, v: f32) -> Result<()> {
         Ok(())
     } else {
         Err(Error::arg(arg, format!("must lie in (0, 1], got {v}")))
+    }
+}
+
+impl LossConfig {
+    /// SPEC's ranges of the sampler's computed kept set (an error naming the option).
+    fn validate_kept_options(&self) -> Result<()> {
+        if self.top_k < -1 {
+            return Err(Error::arg(
+                "top_k",
+                format!("must be ≥ −1 (0 or −1: off), got {}", self.top_k),
+            ));
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return Err(Error::arg(
+                "top_p",
+                format!("must lie in (0, 1] (1: off), got {}", self.top_p),
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.min_p) {
+            return Err(Error::arg(
+                "min_p",
+                format!("must lie in [0, 1] (0: off), got {}", self.min_p),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether top-k, top-p or min-p is on: the kept set is computed from the row.
+    pub fn computes_kept_set(&self) -> bool {
+        self.top_k > 0 || self.top_p < 1.0 || self.min_p > 0.0
+    }
+
+    /// The first computed-set option that is on, by its name.
+    pub(crate) fn kept_option(&self) -> Option<&'static str> {
+        [
+            ("top_k", self.top_k > 0),
+            ("top_p", self.top_p < 1.0),
+            ("min_p", self.min_p > 0.0),
+        ]
+        .into_iter()
+        .find_map(|(n, on)| on.then_some(n))
     }
 }

@@ -67,6 +67,9 @@ impl HostPart<'_> {
                 ));
             }
         }
+        if let Some(k) = &batch.kept {
+            k.validate(rows, vocab as usize)?;
+        }
         let per_token = match batch.advantages.len() {
             n if n == seqs => false,
             n if n == rows => true,
@@ -90,6 +93,9 @@ impl HostPart<'_> {
         let b = &self.batch;
         if b.temperatures.is_some() {
             crate::loss::check_temperatures(config)?;
+        }
+        if b.kept.is_some() {
+            crate::loss::check_kept(config)?;
         }
         let rollout = self
             .rollout_logprobs
@@ -122,6 +128,12 @@ impl HostPart<'_> {
                 if let Some(v) = value.filter(|&v| tensor.is_bad(v)) {
                     return bad(tensor, v);
                 }
+            }
+            // a target the sampler could not have drawn (ids outside the vocabulary
+            // are the device's to report, as without a kept set)
+            let y = b.targets[r];
+            if b.kept.is_some_and(|k| !k.keeps(r, y)) && y < b.vocab {
+                return bad(RowInput::Targets, y as f32);
             }
         }
         Ok(())

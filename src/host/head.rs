@@ -70,6 +70,7 @@ impl HostHead<'_> {
             .map_err(|_| Error::arg("lm_head", "too many rows"))?;
         let part = HostPart {
             batch: HostBatch {
+                kept: None,
                 logits: self.hidden,
                 vocab: h,
                 rows_per_seq: self.rows_per_seq,

@@ -1,5 +1,6 @@
 //! The policy loss of host batches: upload, record, read back.
 
+use crate::reference::sampler::KeptSets;
 use half::{bf16, f16};
 
 use super::check::Shape;
@@ -10,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::loss::{
     Advantages, GradView, Gradient, LossBuffers, LossInputs, LossPart, Metrics, PolicyLoss,
 };
-use crate::view::{DType, F32View, LogitsView, TargetsView};
+use crate::view::{DType, F32View, KeptView, LogitsView, TargetsView};
 
 /// One batch on the host for [`Context::policy_loss`].
 #[derive(Clone, Copy, Debug)]
@@ -29,6 +30,10 @@ pub struct HostBatch<'a> {
     /// The sampler's temperature of each row, in place of the configuration's one
     /// (which must then be 1); checked on masked-in rows (SPEC "Bad input").
     pub temperatures: Option<&'a [f32]>,
+    /// The sampler's given kept set of each row (CSR: `offsets` of rows + 1, `ids`);
+    /// every row's ids are checked, and a masked-in row's target must be among them
+    /// (SPEC "Bad input").
+    pub kept: Option<KeptSets<'a>>,
 }
 
 /// One part of a host batch for [`Context::policy_loss_parts`]: the batch, and the
@@ -138,6 +143,8 @@ pub(super) struct Uploaded {
     refp: Option<wgpu::Buffer>,
     rollout: Option<wgpu::Buffer>,
     temps: Option<wgpu::Buffer>,
+    /// The kept sets' offsets and ids, and how many ids.
+    kept: Option<(wgpu::Buffer, wgpu::Buffer, u32)>,
     grad: Option<(wgpu::Buffer, u64)>,
 }
 
@@ -159,6 +166,10 @@ impl Uploaded {
             old_logprobs: self.old.as_ref().map(F32View::new),
             ref_logprobs: self.refp.as_ref().map(F32View::new),
             temperatures: self.temps.as_ref().map(F32View::new),
+            kept: self
+                .kept
+                .as_ref()
+                .map(|(offsets, ids, len)| KeptView::new(offsets, ids, *len)),
         };
         let gradient = match (&self.grad, grad_dtype) {
             (Some((buf, _)), Some(d)) => Gradient::Into(GradView::new(buf, d, vocab)),
@@ -365,6 +376,11 @@ impl Context {
             refp: batch.ref_logprobs.map(|v| f32s("ref_logprobs", v)),
             rollout: part.rollout_logprobs.map(|v| f32s("rollout_logprobs", v)),
             temps: batch.temperatures.map(|v| f32s("temperatures", v)),
+            kept: batch.kept.map(|k| {
+                let u32s = |label, v: &[u32]| self.upload(label, bytemuck::cast_slice(v));
+                let len = k.ids.len() as u32;
+                (u32s("keep_offsets", k.offsets), u32s("keep_ids", k.ids), len)
+            }),
             grad: grad_dtype.map(|_| {
                 let buffer = self.buffer(
                     "gradient",

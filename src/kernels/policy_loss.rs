@@ -54,17 +54,30 @@ pub(crate) struct RowCall<'a> {
     pub chunk: Option<(u32, u32)>,
     /// The sampler's per-row temperatures of the part's rows.
     pub temps: Option<F32View<'a>>,
+    /// The call's kept scratch where kept sets are given (kept_partials.wgsl wrote the
+    /// rows' headers and pairs; sampler/kept.wgsl reads them in place of the
+    /// temperatures).
+    pub kept: Option<&'a wgpu::Buffer>,
 }
 
 impl<'a> RowCall<'a> {
     /// Whether the rows go through the sampler's map (sampler/on.wgsl).
     fn sampler(&self) -> super::SamplerMap {
-        super::SamplerMap::of(self.config.logit_softcap.is_some(), self.temps.is_some())
+        let map = super::SamplerMap::of(self.config.logit_softcap.is_some(), self.temps.is_some());
+        match self.kept {
+            Some(_) => map.kept(),
+            None => map,
+        }
     }
 
     /// sampler/on.wgsl's binding 8 (the temperatures' window, else rowin, never read)
     /// and the window's index of row 0 (NO_TEMPS: none).
     fn temps_window(&self, limits: &wgpu::Limits) -> Result<(wgpu::BufferBinding<'a>, u32)> {
+        if let Some(kept) = self.kept {
+            // the headers hold each row's temperature: `temps` only says there are any
+            let temps = if self.temps.is_some() { 0 } else { NO_TEMPS };
+            return Ok((kept.as_entire_buffer_binding(), temps));
+        }
         match &self.temps {
             Some(v) => f32_window("temperatures", v, self.logits.rows as u64, limits),
             None => Ok((self.scratch.rowin.as_entire_buffer_binding(), NO_TEMPS)),

@@ -25,6 +25,8 @@ pub(crate) struct RowInputs<'a> {
     pub rollout_logp: Option<F32View<'a>>,
     /// The sampler's per-row temperatures (the row kernels read them where they are).
     pub temperatures: Option<F32View<'a>>,
+    /// The sampler's given kept sets (kept_partials.wgsl reads them).
+    pub kept: Option<crate::view::KeptView<'a>>,
     /// The log-prob primitive's call: the advantages, old and ref log-probs are its
     /// upstream a, b and c.
     pub primitive: bool,

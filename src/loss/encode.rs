@@ -2,7 +2,9 @@
 //! launch of its schedule in order. Nothing here decides what runs; the schedule did.
 
 use super::head::HeadCall;
-use super::schedule::{Step, ROWAUX_BYTES, ROWIN_BYTES, ROWOUT_BYTES, SEQINFO_BYTES, SPARE_BYTES};
+use super::schedule::{
+    Step, KEPT_ITEM_BYTES, ROWAUX_BYTES, ROWIN_BYTES, ROWOUT_BYTES, SEQINFO_BYTES, SPARE_BYTES,
+};
 use super::shards::ShardCall;
 use super::validate::{PartPlan, Plan};
 use super::{LossOutputs, PolicyLoss};
@@ -13,6 +15,7 @@ use crate::kernels::policy_loss::{
     GradDest, RowCall, HAS_ROLLOUT, HAS_SELECTION, PRIMITIVE, RENORMALIZE,
 };
 use crate::kernels::prepare::{AllSeqs, HAS_OLD, HAS_REF};
+use crate::kernels::kept_partials::{self, KeptCall};
 use crate::kernels::row_partials::{PartialsOut, Sampler};
 use crate::kernels::{
     combine, policy_loss, prepare, reduce, row_partials, select, seq_terms, ColumnBlock,
@@ -33,6 +36,8 @@ pub(super) struct Scratch {
     spare: Option<(u32, wgpu::Buffer)>,
     /// Partial statistics of column blocks, for rows longer than one binding.
     pub(super) partials: Option<(u32, wgpu::Buffer)>,
+    /// Given kept sets' row headers and kept pairs (kept_partials.wgsl).
+    kept: Option<(u32, wgpu::Buffer)>,
     /// The fused head's chunk buffers.
     pub(super) head: super::head::HeadScratch,
 }
@@ -48,6 +53,8 @@ struct Encoding<'e> {
     head: Option<&'e HeadCall<'e>>,
     /// Row flags beside each part's own: which of select's results to read.
     flags: u32,
+    /// The kept scratch, where kept sets are given.
+    kept: Option<&'e wgpu::Buffer>,
 }
 
 impl PolicyLoss {
@@ -78,7 +85,17 @@ impl PolicyLoss {
             false => spare,
             true => grow(self, &mut scratch.rowaux, "rowaux", rows, ROWAUX_BYTES),
         };
+        let kept = match layout.kept {
+            0 => None,
+            n => {
+                let n = u32::try_from(n).map_err(|_| {
+                    Error::arg("keep_ids", format!("{n} kept ids and row headers are too many"))
+                })?;
+                Some(&*grow(self, &mut scratch.kept, "kept", n, KEPT_ITEM_BYTES))
+            }
+        };
         let e = Encoding {
+            kept,
             loss: self,
             plan,
             bufs: ScratchBufs {
@@ -151,6 +168,7 @@ impl PolicyLoss {
             ("rows", rows, if layout.rowaux { ROWAUX_BYTES } else { 0 }),
             ("sequences", seqs, SEQINFO_BYTES),
             ("column-block partials", layout.partials, PARTIAL_BYTES),
+            ("kept ids and row headers", layout.kept, KEPT_ITEM_BYTES),
         ] {
             let what = format!("the scratch of {n} {what} ({bytes} bytes each)");
             self.ctx.fits_buffer("logits", &what, n * bytes)?;
@@ -287,6 +305,7 @@ impl Encoding<'_> {
             vocab_total: self.plan.vocab_total,
             chunk: None,
             temps: p.rows.inputs.temperatures,
+            kept: self.kept.filter(|_| p.rows.inputs.kept.is_some()),
         };
         policy_loss::record(&self.loss.ctx, encoder, &call, phase)
     }
@@ -303,10 +322,28 @@ impl Encoding<'_> {
             binding: all.binding.clone(),
             offset: block as u32 * all.stride + p.rows.part_row,
         };
-        let cols = self.plan.cols[block];
+        let (col, w) = self.plan.cols[block];
         let sampler = self.loss.sampler(p.rows.inputs.temperatures)?;
-        self.loss
-            .record_block_partials(encoder, (&p.logits, &p.targets), cols, 0, out, sampler)
+        let (Some(view), Some(scratch)) = (p.rows.inputs.kept, self.kept) else {
+            return self.loss.record_block_partials(
+                encoder,
+                (&p.logits, &p.targets),
+                (col, w),
+                0,
+                out,
+                sampler,
+            );
+        };
+        let kept = KeptCall {
+            view,
+            scratch,
+            part_row: p.rows.part_row,
+            pairs: self.plan.kept_pairs(part) as u32,
+        };
+        let block = block_view(&p.logits, col, w);
+        let col_offset = self.plan.col_offset + col;
+        let x = (&block, &p.targets);
+        kept_partials::record(&self.loss.ctx, encoder, x, &sampler, col_offset, &out, &kept)
     }
 
     fn combine_blocks(&self, encoder: &mut wgpu::CommandEncoder, p: &PartPlan<'_>) -> Result<()> {

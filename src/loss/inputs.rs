@@ -3,7 +3,7 @@
 use crate::context::Context;
 use crate::kernels::prepare::RowInputs;
 use crate::kernels::reduce::METRICS;
-use crate::view::{DType, F32View, LogitsView, RowLayout, TargetsView};
+use crate::view::{DType, F32View, KeptView, LogitsView, RowLayout, TargetsView};
 
 /// Advantages, per sequence (`[B]`, broadcast over its rows) or per row.
 #[derive(Clone, Copy, Debug)]
@@ -32,6 +32,10 @@ pub struct LossInputs<'a> {
     /// that is not a positive number on a masked-in row is bad input: the row's loss
     /// and gradient are NaN and [`Metrics::check`](crate::Metrics::check) names it.
     pub temperatures: Option<F32View<'a>>,
+    /// The sampler's given kept set of each row (SPEC "The sampler's distribution"):
+    /// the loss and its gradient are taken over the kept tokens alone. A masked-in row
+    /// whose target is not kept is bad input ([`crate::RowInput::Targets`]).
+    pub kept: Option<KeptView<'a>>,
 }
 
 impl<'a> LossInputs<'a> {
@@ -51,6 +55,7 @@ impl<'a> LossInputs<'a> {
             old_logprobs: None,
             ref_logprobs: None,
             temperatures: None,
+            kept: None,
         }
     }
 
@@ -72,6 +77,12 @@ impl<'a> LossInputs<'a> {
         self
     }
 
+    /// The sampler's given kept set of each row.
+    pub fn with_kept(mut self, v: KeptView<'a>) -> Self {
+        self.kept = Some(v);
+        self
+    }
+
     /// The per-row inputs `prepare` gathers.
     pub(super) fn row_inputs(&self) -> RowInputs<'a> {
         let (advantages, per_token_advantages) = match self.advantages {
@@ -86,6 +97,7 @@ impl<'a> LossInputs<'a> {
             ref_logp: self.ref_logprobs,
             rollout_logp: None,
             temperatures: self.temperatures,
+            kept: self.kept,
             primitive: false,
         }
     }

@@ -14,7 +14,7 @@ mod primitive;
 pub(crate) mod schedule;
 mod shards;
 mod validate;
-pub(crate) use validate::check_temperatures;
+pub(crate) use validate::{check_kept, check_temperatures};
 
 use std::sync::Mutex;
 
@@ -149,6 +149,7 @@ impl PolicyLoss {
             has_old: parts.first().is_some_and(|p| p.has_old),
             shards: None,
             head,
+            kept: None,
         };
         schedule(&self.config, &call, &caps)
     }

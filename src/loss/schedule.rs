@@ -37,6 +37,8 @@ pub(crate) const ROWIN_BYTES: u64 = 16;
 pub(crate) const ROWOUT_BYTES: u64 = crate::shader::abi::ROWOUT_FLOATS as u64 * 4;
 pub(crate) const SEQINFO_BYTES: u64 = 16;
 pub(crate) const ROWAUX_BYTES: u64 = 32;
+/// An item of the kept scratch: a row's header is two, a kept id's pair one.
+pub(crate) const KEPT_ITEM_BYTES: u64 = 8;
 /// The stand-in for per-row outputs the caller does not want.
 pub(crate) const SPARE_BYTES: u64 = 16;
 /// Upper bound of one launch's (or one chunk's) uniform block: parameter blocks are at
@@ -100,6 +102,8 @@ pub(crate) struct ScratchLayout {
     /// The fused head's buffers: the chunk's logits, its hidden rows and ∂L/∂h in f32,
     /// and ∂L/∂W's f32 sum where it cannot go straight to the caller's buffer.
     pub head: u64,
+    /// 8-byte items of the kept scratch (headers and pairs of given kept sets).
+    pub kept: u64,
 }
 
 impl ScratchLayout {
@@ -110,6 +114,7 @@ impl ScratchLayout {
             + SPARE_BYTES
             + self.partials * PARTIAL_BYTES
             + self.head
+            + self.kept * KEPT_ITEM_BYTES
     }
 }
 
@@ -186,6 +191,10 @@ pub(crate) struct CallShape<'s> {
     pub shards: Option<usize>,
     /// A call of the fused head: its logits are made chunk by chunk.
     pub head: Option<&'s HeadShape>,
+    /// Given kept sets, with this many ids in all: every row's statistics come from
+    /// kept_partials (a partial per column block, merged by combine), and the loss
+    /// launch scatters the gradient of the kept ids.
+    pub kept: Option<u64>,
 }
 
 /// The fused head's part of a schedule: its chunks of rows, the matmul launches of one
@@ -225,6 +234,9 @@ pub(crate) fn schedule(cfg: &LossConfig, call: &CallShape<'_>, caps: &Caps) -> R
         .filter(|&i| call.parts[i].rows > 0)
         .collect();
     s.scratch.head = call.head.map_or(0, |h| h.bytes);
+    s.scratch.kept = call.kept.map_or(0, |ids| {
+        crate::kernels::kept_partials::scratch_items(s.scratch.rows, ids)
+    });
     if !live.is_empty() {
         let mut b = Builder {
             s: &mut s,
@@ -356,10 +368,17 @@ impl Builder<'_, '_> {
         let starts = |k: usize| 4 * (k as u64 + 1) + 16;
         if let Some(k) = self.call.shards {
             for &part in live {
+                if self.call.kept.is_some() {
+                    // this shard's kept pairs for its loss launch (its partial is the
+                    // gathered one: the scratch copy is not read)
+                    self.s.scratch.partials = self.s.scratch.rows.max(1) as u64;
+                    let n = self.chunks(part, &self.block_spans(part, 0, true))?;
+                    self.push(Step::BlockPartials { part, block: 0 }, n, 0);
+                }
                 let n = self.chunks(part, &self.call.parts[part].per_row)?;
                 self.push(Step::CombineShards { part }, n, starts(k));
             }
-        } else if blocks > 1 {
+        } else if blocks > 1 || self.call.kept.is_some() {
             self.s.scratch.partials = blocks as u64 * self.s.scratch.rows.max(1) as u64;
             for &part in live {
                 for block in 0..blocks {
@@ -456,7 +475,8 @@ impl Builder<'_, '_> {
             self.head_chunks(h, phase, true, two);
             return Ok(());
         }
-        let split = self.call.cols.len() > 1 || self.call.shards.is_some();
+        let split =
+            self.call.cols.len() > 1 || self.call.shards.is_some() || self.call.kept.is_some();
         let phase = if split || cfg.needs_stats_first(self.call.has_old) {
             PHASE_LOSS
         } else {

@@ -31,6 +31,21 @@ pub(super) struct Plan<'a> {
     pub schedule: Schedule,
 }
 
+impl Plan<'_> {
+    /// The given kept ids of every part.
+    pub(super) fn kept_ids(&self) -> u64 {
+        let ids = |p: &PartPlan<'_>| p.rows.inputs.kept.map_or(0, |k| k.len as u64);
+        self.parts.iter().map(ids).sum()
+    }
+
+    /// Where part `i`'s kept pairs start in the kept scratch: after every row's header
+    /// and the earlier parts' pairs.
+    pub(super) fn kept_pairs(&self, i: usize) -> u64 {
+        let ids = |p: &PartPlan<'_>| p.rows.inputs.kept.map_or(0, |k| k.len as u64);
+        2 * self.rows as u64 + self.parts[..i].iter().map(ids).sum::<u64>()
+    }
+}
+
 /// One validated part.
 pub(super) struct PartPlan<'a> {
     pub logits: LogitsView<'a>,
@@ -91,6 +106,13 @@ impl PolicyLoss {
                 "is empty: a call needs at least one part",
             ));
         };
+        if let Some(option) = self.config.kept_option() {
+            return Err(Error::arg(
+                option,
+                "a kept set computed by the kernels (top-k, top-p, min-p) is not available \
+                 yet; give the sampler's kept set (keep_offsets, keep_ids) instead",
+            ));
+        }
         let mut plan = Plan {
             parts: Vec::with_capacity(parts.len()),
             rows: 0,
@@ -136,6 +158,7 @@ impl PolicyLoss {
             has_old: plan.has_old,
             shards: shard.map(|s| s.starts.len() - 1),
             head,
+            kept: first.kept.map(|_| plan.kept_ids()),
         };
         plan.schedule = schedule(&self.config, &call, &caps)?;
         Ok(plan)
@@ -155,11 +178,12 @@ fn like_first(lp: &LossPart<'_>, first: super::LossInputs<'_>) -> Result<()> {
         ));
     }
     for (arg, here, there) in [
-        ("old_logprobs", inputs.old_logprobs, first.old_logprobs),
-        ("ref_logprobs", inputs.ref_logprobs, first.ref_logprobs),
-        ("temperatures", inputs.temperatures, first.temperatures),
+        ("old_logprobs", inputs.old_logprobs.is_some(), first.old_logprobs.is_some()),
+        ("ref_logprobs", inputs.ref_logprobs.is_some(), first.ref_logprobs.is_some()),
+        ("temperatures", inputs.temperatures.is_some(), first.temperatures.is_some()),
+        ("keep_offsets", inputs.kept.is_some(), first.kept.is_some()),
     ] {
-        if here.is_some() != there.is_some() {
+        if here != there {
             return Err(Error::arg(
                 arg,
                 "given for some parts and not others: give them for every part or none",
@@ -298,6 +322,10 @@ fn row_inputs<'a>(
         check_temperatures(cfg)?;
         v.validate("temperatures", rows)?;
     }
+    if let Some(k) = &inputs.kept {
+        check_kept(cfg)?;
+        k.validate(rows)?;
+    }
     cfg.check_optional_inputs(
         inputs.ref_logprobs.is_some(),
         part.rollout_logprobs.is_some(),
@@ -314,6 +342,17 @@ fn row_inputs<'a>(
         rollout_logp: rollout,
         ..row_inputs
     })
+}
+
+/// A given kept set replays the sampler's choice: computing one too is a contradiction.
+pub(crate) fn check_kept(cfg: &LossConfig) -> Result<()> {
+    if cfg.computes_kept_set() {
+        return Err(Error::arg(
+            "keep_offsets",
+            "a given kept set together with top_k, top_p or min_p: give one or the other",
+        ));
+    }
+    Ok(())
 }
 
 /// Per-row temperatures replace the scalar one, which must then be left at 1.
@@ -380,6 +419,10 @@ fn check_part_aliasing(
             .map(|v| ("rollout_logprobs", v.buffer)),
     );
     reads.extend(inputs.temperatures.map(|v| ("temperatures", v.buffer)));
+    if let Some(k) = &inputs.kept {
+        reads.push(("keep_offsets", k.offsets));
+        reads.push(("keep_ids", k.ids));
+    }
     let mut writes = Vec::new();
     if let Some(outputs) = outputs {
         writes.push(("outputs.metrics", outputs.metrics.buffer));
@@ -450,6 +493,11 @@ fn part_spans<'a>(p: &PartPlan<'a>) -> (Vec<Span<'a>>, Vec<Span<'a>>) {
     reads.extend(i.ref_logp.map(|v| vector("ref_logprobs", &v, rows)));
     reads.extend(i.rollout_logp.map(|v| vector("rollout_logprobs", &v, rows)));
     reads.extend(i.temperatures.map(|v| vector("temperatures", &v, rows)));
+    if let Some(k) = &i.kept {
+        let (o, d) = (k.offsets_at, k.ids_at);
+        reads.push(("keep_offsets", k.offsets, o, o + (rows + 1) * 4));
+        reads.push(("keep_ids", k.ids, d, d + k.len as u64 * 4));
+    }
     let writes = match &p.grad {
         GradDest::None => vec![],
         GradDest::InPlace => vec![logits],

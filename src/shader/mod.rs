@@ -79,6 +79,9 @@ pub enum Kernel {
     RowStats,
     /// Per row: one shard's (or column block's) partial statistics.
     RowPartials,
+    /// The same over a given kept set, with the kept (id, logit) pairs the loss
+    /// launch scatters its gradient from.
+    KeptPartials,
     /// The partials of every shard merged into row statistics.
     Combine,
     /// Per row inputs gathered, per sequence aggregation weights.
@@ -150,9 +153,10 @@ const MATMULS: [Kernel; 36] = {
 };
 
 impl Kernel {
-    pub const ALL: [Kernel; 57] = [
+    pub const ALL: [Kernel; 58] = [
         Kernel::RowStats,
         Kernel::RowPartials,
+        Kernel::KeptPartials,
         Kernel::Combine,
         Kernel::Prepare,
         Kernel::PolicyLoss,
@@ -233,6 +237,7 @@ impl Kernel {
         match self {
             Kernel::RowStats => shader!("row_stats.wgsl"),
             Kernel::RowPartials => shader!("row_partials.wgsl"),
+            Kernel::KeptPartials => shader!("kept_partials.wgsl"),
             Kernel::Combine => shader!("combine.wgsl"),
             Kernel::Prepare => shader!("prepare.wgsl"),
             Kernel::PolicyLoss => shader!("policy_loss.wgsl"),
@@ -253,6 +258,7 @@ impl Kernel {
         match self {
             Kernel::RowStats => row_stats::ABI,
             Kernel::RowPartials => row_partials::ABI,
+            Kernel::KeptPartials => kept_partials::ABI,
             Kernel::Combine => combine::ABI,
             Kernel::Prepare => prepare::ABI,
             Kernel::PolicyLoss => policy_loss::ABI,
@@ -271,6 +277,7 @@ impl Kernel {
         match self {
             Kernel::RowStats => "row_stats",
             Kernel::RowPartials => "row_partials",
+            Kernel::KeptPartials => "kept_partials",
             Kernel::Combine => "combine",
             Kernel::Prepare => "prepare",
             Kernel::PolicyLoss => "policy_loss",
@@ -294,7 +301,11 @@ impl Kernel {
     fn reads_logits(self) -> bool {
         matches!(
             self,
-            Kernel::RowStats | Kernel::RowPartials | Kernel::PolicyLoss | Kernel::Baseline(_)
+            Kernel::RowStats
+                | Kernel::RowPartials
+                | Kernel::KeptPartials
+                | Kernel::PolicyLoss
+                | Kernel::Baseline(_)
         )
     }
 }
@@ -536,11 +547,10 @@ pub fn shader_variants() -> Vec<(String, PipelineKey)> {
                     // every alignment of logits and gradient, on both lane layouts (the
                     // names merge what builds the same module)
                     // with each sampler's map where the kernel takes one
-                    let sampled = matches!(kernel, Kernel::PolicyLoss | Kernel::RowPartials);
-                    let maps = if sampled {
-                        &SamplerMap::ALL[..]
-                    } else {
-                        &[SamplerMap::Off]
+                    let maps = match kernel {
+                        Kernel::PolicyLoss => &SamplerMap::ALL[..],
+                        Kernel::RowPartials | Kernel::KeptPartials => &SamplerMap::UNKEPT[..],
+                        _ => &[SamplerMap::Off],
                     };
                     for (i, &sampler) in (0..8u8).flat_map(|i| maps.iter().map(move |m| (i, m))) {
                         let (quad, grad_quad, lane_blocks) = (i & 1 != 0, i & 2 != 0, i & 4 != 0);

@@ -13,10 +13,24 @@ pub enum SamplerMap {
     /// The logit softcap, with or without per-row temperatures (`sampler/cap_tanh.wgsl`
     /// beside `tau_rows.wgsl`).
     Softcap,
+    /// A given kept set in the loss launch, with or without per-row temperatures
+    /// (`sampler/kept.wgsl`: what `kept_partials.wgsl` left for it).
+    Kept,
+    /// A given kept set and the softcap.
+    KeptSoftcap,
 }
 
 impl SamplerMap {
-    pub const ALL: [SamplerMap; 3] = [
+    pub const ALL: [SamplerMap; 5] = [
+        SamplerMap::Off,
+        SamplerMap::Temperatures,
+        SamplerMap::Softcap,
+        SamplerMap::Kept,
+        SamplerMap::KeptSoftcap,
+    ];
+
+    /// The maps of a kernel that reads the logits themselves (not the kept pairs).
+    pub const UNKEPT: [SamplerMap; 3] = [
         SamplerMap::Off,
         SamplerMap::Temperatures,
         SamplerMap::Softcap,
@@ -31,7 +45,15 @@ impl SamplerMap {
         }
     }
 
-    /// The module binds the per-row temperatures (binding 8).
+    /// The loss launch's map where a kept set was given.
+    pub(crate) fn kept(self) -> Self {
+        match self {
+            SamplerMap::Softcap | SamplerMap::KeptSoftcap => SamplerMap::KeptSoftcap,
+            _ => SamplerMap::Kept,
+        }
+    }
+
+    /// The module binds the per-row temperatures, or the kept pairs (binding 8).
     pub(crate) fn binds_temps(self) -> bool {
         self != SamplerMap::Off
     }
@@ -41,6 +63,8 @@ impl SamplerMap {
             SamplerMap::Off => "",
             SamplerMap::Temperatures => "/temps",
             SamplerMap::Softcap => "/softcap",
+            SamplerMap::Kept => "/kept",
+            SamplerMap::KeptSoftcap => "/kept+softcap",
         }
     }
 }

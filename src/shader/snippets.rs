@@ -138,6 +138,14 @@ impl PipelineKey {
                 shader!("sampler/tau_rows.wgsl"),
                 shader!("sampler/cap_tanh.wgsl"),
             ],
+            SamplerMap::Kept => [
+                shader!("sampler/kept.wgsl"),
+                shader!("sampler/cap_none.wgsl"),
+            ],
+            SamplerMap::KeptSoftcap => [
+                shader!("sampler/kept.wgsl"),
+                shader!("sampler/cap_tanh.wgsl"),
+            ],
         }
     }
 

@@ -204,6 +204,7 @@ async fn run_one(
         Stored::Bf16(x) => HostLogits::Bf16(x),
     };
     let batch = HostBatch {
+        kept: None,
         temperatures: None,
         logits,
         vocab,

@@ -305,6 +305,8 @@ pub struct LossCase {
     pub rollout: Vec<f32>,
     /// The sampler's per-token temperatures, where a test gives them (none by default).
     pub temps: Option<Vec<f32>>,
+    /// The sampler's given kept sets (CSR offsets, ids), where a test gives them.
+    pub keep: Option<(Vec<u32>, Vec<u32>)>,
 }
 
 impl LossCase {
@@ -386,6 +388,7 @@ impl LossCase {
             refp,
             rollout,
             temps: None,
+            keep: None,
         }
     }
 
@@ -406,6 +409,13 @@ impl LossCase {
         self.targets.len()
     }
 
+    /// The given kept sets as the API takes them.
+    pub fn kept(&self) -> Option<wgpu_policy_loss::reference::sampler::KeptSets<'_>> {
+        self.keep
+            .as_ref()
+            .map(|(offsets, ids)| wgpu_policy_loss::reference::sampler::KeptSets { offsets, ids })
+    }
+
     /// The f64 reference of this case over the stored logits `x` (exact values of the
     /// dtype the GPU read), with the inputs `using` selects and, when `rollout`, the
     /// sampler's log-probs.
@@ -424,7 +434,7 @@ impl LossCase {
             let sampler = wgpu_policy_loss::reference::sampler::SamplerBatch {
                 sampler: Default::default(),
                 temperatures: temps.as_deref(),
-                keep: None,
+                keep: self.kept(),
             };
             wgpu_policy_loss::reference::policy_loss_sampled(cfg, b, roll, &sampler)
         })
@@ -494,6 +504,7 @@ impl LossCase {
         using: Use,
     ) -> wgpu_policy_loss::HostBatch<'a> {
         wgpu_policy_loss::HostBatch {
+            kept: self.kept(),
             temperatures: self.temps.as_deref(),
             logits,
             vocab: self.vocab,

@@ -151,6 +151,7 @@ async fn policy_loss_in_every_mode_aggregation_and_dtype() {
                     ..LossConfig::default()
                 };
                 let batch = HostBatch {
+                    kept: None,
                     temperatures: None,
                     logits: l.host(),
                     vocab,
@@ -237,6 +238,7 @@ async fn bad_input_is_an_error() {
     let ctx = gpu().await;
     let x = vec![0.5f32; 4 * 10];
     let batch = |targets: &'static [u32]| HostBatch {
+        kept: None,
         temperatures: None,
         logits: HostLogits::F32(Box::leak(x.clone().into_boxed_slice())),
         vocab: 10,
@@ -299,6 +301,7 @@ async fn nan_inputs_are_named_or_propagate() {
     let (targets, mask, adv) = ([1u32, 2, 3, 4], [1.0f32, 1.0, 0.0, 1.0], [0.7f32]);
     let old = [-2.0f32, f32::NAN, -2.5, -1.5];
     let batch = HostBatch {
+        kept: None,
         temperatures: None,
         logits: x.host(),
         vocab,

@@ -174,6 +174,7 @@ fn shard_loss(
         &shards,
         rank,
         HostBatch {
+            kept: None,
             temperatures: None,
             logits: HostLogits::F32(&mine),
             vocab: width,

@@ -205,6 +205,7 @@ impl Input {
         };
         HostPart {
             batch: HostBatch {
+                kept: None,
                 temperatures: self.temps.as_deref(),
                 logits,
                 vocab,

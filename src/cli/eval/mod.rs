@@ -96,6 +96,16 @@ pub struct LossArgs {
     /// temperature. Off when absent.
     #[arg(long, allow_negative_numbers = true)]
     logit_softcap: Option<f32>,
+    /// The sampler's top-k: keep the tokens with fewer than k larger values; 0 or −1:
+    /// off.
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    top_k: i32,
+    /// The sampler's top-p in (0, 1]; 1: off.
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    top_p: f32,
+    /// The sampler's min-p in [0, 1]; 0: off.
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    min_p: f32,
     /// sapo's gate temperature for positive advantages.
     #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     tau_pos: f32,
@@ -218,6 +228,9 @@ impl LossArgs {
             off_policy_mask_threshold: self.off_policy_mask_threshold,
             use_bias_correction_kl: self.bias_correction_kl,
             logit_softcap: self.logit_softcap,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            min_p: self.min_p,
         };
         if let Some(t) = self.loss_type {
             if t == TrlLossType::Luspo
@@ -288,6 +301,9 @@ pub(super) fn flag(e: Error) -> Error {
                 "loss_type" => "--loss-type",
                 "temperature" => "--temperature",
                 "logit_softcap" => "--logit-softcap",
+                "top_k" => "--top-k",
+                "top_p" => "--top-p",
+                "min_p" => "--min-p",
                 "clip_ratio_low" => "--clip-ratio-low",
                 "clip_ratio_high" => "--clip-ratio-high",
                 "clip_ratio_c" => "--clip-ratio-c",

@@ -39,6 +39,7 @@ pub(super) fn split<'a>(
             };
             HostPart {
                 batch: HostBatch {
+                    kept: None,
                     logits,
                     targets: &batch.targets[r0..r1],
                     mask: &batch.mask[r0..r1],
@@ -115,6 +116,7 @@ pub(super) fn sharded(
     for (k, piece) in pieces.iter().enumerate() {
         let part = HostPart {
             batch: HostBatch {
+                kept: None,
                 logits: piece.host(),
                 vocab: shards.width(k),
                 ..*batch

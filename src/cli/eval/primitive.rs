@@ -16,12 +16,15 @@ use crate::cli::CliResult;
 const UPSTREAM: [&str; 3] = ["upstream_logprobs", "upstream_entropy", "upstream_lse"];
 
 /// The flags that apply to the primitive (clap's ids); any other given is an error.
-const FLAGS: [&str; 9] = [
+const FLAGS: [&str; 12] = [
     "input",
     "output",
     "grad_dtype",
     "temperature",
     "logit_softcap",
+    "top_k",
+    "top_p",
+    "min_p",
     "head_chunk",
     "adapter",
     "parts",

@@ -216,6 +216,7 @@ impl HeadCall<'_> {
             vocab_total: plan.vocab_total,
             chunk: Some(self.head.shape.chunks[c]),
             temps: p.rows.inputs.temperatures,
+            kept: None,
         };
         policy_loss::record(&loss.ctx, encoder, &call, phase)
     }

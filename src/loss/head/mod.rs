@@ -198,6 +198,7 @@ impl PolicyLoss {
                 old_logprobs: inputs.old_logprobs,
                 ref_logprobs: inputs.ref_logprobs,
                 temperatures: inputs.temperatures,
+                kept: None,
             },
             gradient: if wants {
                 Gradient::InPlace

@@ -83,6 +83,7 @@ fn run(
         has_old,
         shards,
         head: None,
+        kept: None,
     };
     schedule(cfg, &call, &caps()).expect("the test shapes fit")
 }
@@ -314,6 +315,7 @@ fn rows_beyond_one_binding_are_chunked() {
         has_old: true,
         shards: None,
         head: None,
+        kept: None,
     };
     let s = schedule(&LossConfig::default(), &call, &caps).expect("chunks fit");
     let rows = s
@@ -373,6 +375,7 @@ fn the_head_makes_each_chunks_logits_before_its_row_launches() {
                     has_old,
                     shards: None,
                     head: Some(&head),
+                    kept: None,
                 };
                 let s = schedule(&cfg, &call, &caps()).unwrap();
                 let steps: Vec<Step> = s.steps().collect();

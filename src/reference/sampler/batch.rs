@@ -49,7 +49,34 @@ impl KeptSets<'_> {
         Ok(())
     }
 
-    fn row(&self, r: usize) -> &[u32] {
+    /// SPEC's checks of a given set, as the host API and `eval` make them: the
+    /// offsets' shape (an `Err` naming `keep_offsets`), then every row's ids, read or
+    /// not, in `[0, vocab)` and none twice (naming `keep_ids` and the row). O(rows +
+    /// ids), with one mark per vocabulary entry reused across rows.
+    pub fn validate(&self, rows: usize, vocab: usize) -> Result<()> {
+        self.check_shape(rows)?;
+        let mut seen = vec![u32::MAX; vocab];
+        for r in 0..rows {
+            for &id in self.row(r) {
+                let bad = |why: String| Err(Error::arg("keep_ids", format!("row {r}: {why}")));
+                match seen.get_mut(id as usize) {
+                    None => return bad(format!("id {id} outside the vocabulary [0, {vocab})")),
+                    Some(s) if *s == r as u32 => return bad(format!("id {id} twice")),
+                    Some(s) => *s = r as u32,
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether row `r` keeps token `y` (an empty range keeps every token).
+    pub fn keeps(&self, r: usize, y: u32) -> bool {
+        let ids = self.row(r);
+        ids.is_empty() || ids.contains(&y)
+    }
+
+    /// Row `r`'s kept ids (empty: every token).
+    pub fn row(&self, r: usize) -> &[u32] {
         &self.ids[self.offsets[r] as usize..self.offsets[r + 1] as usize]
     }
 }

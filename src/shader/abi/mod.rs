@@ -150,6 +150,7 @@ pub(crate) mod aggregate;
 pub(crate) mod baseline;
 pub(crate) mod combine;
 pub(crate) mod head_rows;
+pub(crate) mod kept_partials;
 pub(crate) mod matmul;
 pub(crate) mod policy_loss;
 pub(crate) mod prepare;
@@ -224,6 +225,8 @@ wgsl_consts! {
     pub(crate) ROW_NONFINITE: u32 = 4;
     pub(crate) ROW_BAD_ID: u32 = 8;
     pub(crate) ROW_BAD_TAU: u32 = 16;
+    /// a masked-in row whose target is outside its given kept set (its id in OUT_BAD_ID)
+    pub(crate) ROW_NOT_KEPT: u32 = 32;
     /// The row kernels' `temps` where the call gives no per-row temperatures.
     pub(crate) NO_TEMPS: u32 = 0xffffffff;
 }

@@ -63,6 +63,7 @@ wgsl_consts! {
     pub(crate) BAD_REF: u32 = RowInput::RefLogprobs.code();
     pub(crate) BAD_ROLLOUT: u32 = RowInput::RolloutLogprobs.code();
     pub(crate) BAD_TEMPERATURES: u32 = RowInput::Temperatures.code();
+    pub(crate) BAD_TARGETS: u32 = RowInput::Targets.code();
     /// Flags of `write_rows`: which per-row outputs the caller asked for.
     pub(crate) WRITE_LOGP: u32 = 1;
     pub(crate) WRITE_ENTROPY: u32 = 2;
