@@ -82,6 +82,8 @@ fn kept_partials(
     let inv_tau = sampler_inv_tau(row, params.inv_tau);
     if (lane == 0u) {
         wg_range = kept_range(row);
+        // workgroup memory is not zeroed for us (shader/mod.rs): the last row's mark
+        atomicStore(&wg_found, 0u);
     }
     let range = workgroupUniformLoad(&wg_range);
     var acc = acc_empty();
