@@ -289,6 +289,7 @@ fn head_names_bad_arguments() {
     assert!(err.contains("hidden") || err.contains("lm_head"), "{err}");
     let f16 = Logits::from_f32(DType::F16, &hc.lm_head.f32);
     let mixed = HostHead {
+        kept: None,
         temperatures: None,
         lm_head: f16.host(),
         ..hc.host(ALL_INPUTS, false, None)
@@ -302,6 +303,7 @@ fn head_names_bad_arguments() {
     let row = (0..ids.len()).find(|&r| hc.case.mask[r] > 0.0).unwrap();
     ids[row] = 40;
     let bad = HostHead {
+        kept: None,
         temperatures: None,
         targets: &ids,
         ..hc.host(ALL_INPUTS, false, None)

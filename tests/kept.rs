@@ -322,3 +322,33 @@ fn bad_kept_sets_are_named() {
     }
     tally.finish();
 }
+
+/// The fused head over given kept sets: the chunk's statistics over the kept ids, and
+/// ∂h and ∂W through them; chunks that do not divide the rows; a mode whose statistics
+/// come first (GSPO).
+#[test]
+fn the_head_over_a_given_set() {
+    use common::head::{check_head, ppo, HeadCase};
+    let mut tally = Tally::new("head calls over given kept sets");
+    for ctx in contexts() {
+        for (k, dtype) in [DType::F32, DType::Bf16].into_iter().enumerate() {
+            let mut hc = HeadCase::new(99 + k as u64, (3, 5, 143, 24), dtype);
+            hc.case.keep = Some(kept_sets(&hc.case, 11, 100));
+            if k == 1 {
+                hc.case.temps = Some((0..hc.case.rows()).map(|r| 0.8 + 0.03 * r as f32).collect());
+            }
+            for mode in [PolicyLossMode::PpoClip, PolicyLossMode::Gspo] {
+                let cfg = LossConfig {
+                    mode,
+                    logit_softcap: (k == 0).then_some(4.0),
+                    ..ppo()
+                };
+                for chunk in [None, Some(4)] {
+                    check_head(ctx, &cfg, &hc, Some(dtype), chunk, (ALL_INPUTS, false));
+                    tally.count(ctx, 1);
+                }
+            }
+        }
+    }
+    tally.finish();
+}

@@ -129,13 +129,35 @@ impl HostPart<'_> {
                     return bad(tensor, v);
                 }
             }
-            // a target the sampler could not have drawn (ids outside the vocabulary
-            // are the device's to report, as without a kept set)
-            let y = b.targets[r];
-            if b.kept.is_some_and(|k| !k.keeps(r, y)) && y < b.vocab {
-                return bad(RowInput::Targets, y as f32);
+            if let Some(k) = &b.kept {
+                let rows = (b.targets, b.mask);
+                check_kept_targets(k, rows, b.vocab, r..r + 1, first_row)?;
             }
         }
         Ok(())
     }
+}
+
+/// A read row's target must be in its kept set (SPEC "Bad input": an
+/// [`Error::InvalidInput`] naming `targets` and the row, numbered from `first_row`):
+/// the part's rows `rows`. Ids outside the vocabulary are the device's to report, as
+/// without a kept set.
+pub(super) fn check_kept_targets(
+    kept: &crate::reference::sampler::KeptSets<'_>,
+    (targets, mask): (&[u32], &[f32]),
+    vocab: u32,
+    rows: std::ops::Range<usize>,
+    first_row: usize,
+) -> Result<()> {
+    for r in rows {
+        let y = targets[r];
+        if mask[r] != 0.0 && y < vocab && !kept.keeps(r, y) {
+            return Err(Error::InvalidInput {
+                tensor: RowInput::Targets,
+                row: first_row + r,
+                value: y as f32,
+            });
+        }
+    }
+    Ok(())
 }

@@ -1,5 +1,6 @@
 //! The fused linear head on host slices: upload, record, read back.
 
+use crate::reference::sampler::KeptSets;
 use super::{HostGrad, HostLogits, HostLoss, HostPart};
 use crate::config::LossConfig;
 use crate::context::Context;
@@ -31,6 +32,8 @@ pub struct HostHead<'a> {
     pub rollout_logprobs: Option<&'a [f32]>,
     /// The sampler's temperature of each row ([`HostBatch::temperatures`]).
     pub temperatures: Option<&'a [f32]>,
+    /// The sampler's given kept set of each row ([`HostBatch::kept`]): ids of W's rows.
+    pub kept: Option<KeptSets<'a>>,
     /// Rows of logits held at once ([`HeadInputs::chunk_rows`]).
     pub chunk_rows: Option<u32>,
 }
@@ -93,6 +96,13 @@ impl HostHead<'_> {
             },
             other => other,
         })?;
+        if let Some(k) = &self.kept {
+            // the kept ids are W's rows, not hidden's columns
+            crate::loss::check_kept(config)?;
+            k.validate(shape.rows as usize, vocab as usize)?;
+            let rows = (self.targets, self.mask);
+            super::check::check_kept_targets(k, rows, vocab, 0..self.targets.len(), 0)?;
+        }
         Ok((shape.rows, shape.rows_per_seq, vocab, shape.per_token))
     }
 }
@@ -108,6 +118,8 @@ struct HeadUpload {
     refp: Option<wgpu::Buffer>,
     rollout: Option<wgpu::Buffer>,
     temps: Option<wgpu::Buffer>,
+    /// The kept sets' offsets and ids, and how many ids.
+    kept: Option<(wgpu::Buffer, wgpu::Buffer, u32)>,
 }
 
 /// The gradients' buffers: ∂L/∂h (buffer, bytes) and ∂L/∂W in vocabulary blocks
@@ -202,6 +214,11 @@ impl Context {
             refp: b.ref_logprobs.map(|v| f32s("ref_logprobs", v)),
             rollout: b.rollout_logprobs.map(|v| f32s("rollout_logprobs", v)),
             temps: b.temperatures.map(|v| f32s("temperatures", v)),
+            kept: b.kept.map(|k| {
+                let u32s = |label, v: &[u32]| self.upload(label, bytemuck::cast_slice(v));
+                let len = k.ids.len() as u32;
+                (u32s("keep_offsets", k.offsets), u32s("keep_ids", k.ids), len)
+            }),
         }
     }
 
@@ -342,6 +359,10 @@ impl Context {
         inputs.ref_logprobs = up.refp.as_ref().map(F32View::new);
         inputs.rollout_logprobs = up.rollout.as_ref().map(F32View::new);
         inputs.temperatures = up.temps.as_ref().map(F32View::new);
+        inputs.kept = up
+            .kept
+            .as_ref()
+            .map(|(offsets, ids, len)| crate::KeptView::new(offsets, ids, *len));
         inputs.chunk_rows = b.chunk_rows;
         let gw: Vec<MatrixView<'_>> = g
             .iter()

@@ -284,6 +284,7 @@ impl Context {
             })
             .collect();
         let head = HostHead {
+            kept: None,
             hidden: b.hidden,
             lm_head: b.lm_head,
             hidden_dim: b.hidden_dim,

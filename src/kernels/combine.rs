@@ -87,7 +87,20 @@ pub(crate) fn record(
     input: &Gathered<'_>,
     out: &CombineOut<'_>,
 ) -> Result<()> {
-    if rows == 0 {
+    record_rows(ctx, encoder, (rows, (0, rows)), targets, starts, input, out)
+}
+
+/// [`record`] of rows `[first, end)` of the `rows` alone (the fused head's chunk).
+pub(crate) fn record_rows(
+    ctx: &Context,
+    encoder: &mut wgpu::CommandEncoder,
+    (rows, (lo, hi)): (u32, (u32, u32)),
+    targets: &TargetsView<'_>,
+    starts: &[u32],
+    input: &Gathered<'_>,
+    out: &CombineOut<'_>,
+) -> Result<()> {
+    if rows == 0 || hi <= lo {
         return Ok(());
     }
     let limits = ctx.device().limits();
@@ -100,7 +113,11 @@ pub(crate) fn record(
     };
     // a workgroup takes ROW_WORKGROUP rows: chunks of rows as the row kernels plan
     // them, each at most a grid of workgroups
-    let chunks = plan_chunks(rows, &[ids.span], &limits)?;
+    let chunks: Vec<(u32, u32)> = plan_chunks(rows, &[ids.span], &limits)?
+        .into_iter()
+        .map(|(a, b)| (a.max(lo), b.min(hi)))
+        .filter(|(a, b)| a < b)
+        .collect();
     let starts_buf = ctx.buffer_init(
         "combine starts",
         bytemuck::cast_slice(starts),

@@ -3,7 +3,7 @@
 //! pairs that the loss launch takes its gradient from (`shaders/sampler/kept.wgsl`).
 
 use super::row_partials::{PartialsOut, Sampler};
-use super::{f32_window, record_row_sweep, storage_window, Kernel};
+use super::{f32_window, record_row_sweep_in, storage_window, ChunkRows, Kernel};
 use crate::context::Context;
 use crate::error::Result;
 pub(crate) use crate::shader::abi::kept_partials::*;
@@ -29,11 +29,14 @@ pub(crate) struct KeptCall<'a> {
 }
 
 /// Records the kept partials of `logits` (columns `col_offset ..` of the whole
-/// vocabulary) for every row into `out`, and the part's headers and pairs.
+/// vocabulary) for every row (or the head's `chunk` of rows) into `out`, and the
+/// part's headers and pairs.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn record(
     ctx: &Context,
     encoder: &mut wgpu::CommandEncoder,
     (logits, targets): (&LogitsView<'_>, &TargetsView<'_>),
+    chunk: Option<ChunkRows<'_>>,
     sampler: &Sampler<'_>,
     col_offset: u32,
     out: &PartialsOut<'_>,
@@ -59,7 +62,7 @@ pub(crate) fn record(
         n => storage_window("keep_ids", k.ids, first_id, first_id + n as u64, 4, &limits)?,
     };
     let map = super::SamplerMap::of(sampler.softcap > 0.0, sampler.temps.is_some());
-    let chunk = |x, y, row_base, row_end| Params {
+    let params = |x, y, row_base, row_end| Params {
         x,
         y,
         row_base,
@@ -83,12 +86,13 @@ pub(crate) fn record(
         ids,
         kept.scratch.as_entire_buffer_binding(),
     ];
-    record_row_sweep(
+    record_row_sweep_in(
         ctx,
         encoder,
         Kernel::KeptPartials,
         (logits, targets),
         chunk,
+        params,
         &outputs,
         (map, temps_bind),
     )

@@ -57,11 +57,40 @@ pub(crate) fn record_row_sweep<P: bytemuck::Pod>(
     outputs: &[wgpu::BufferBinding<'_>],
     sampler: (SamplerMap, wgpu::BufferBinding<'_>),
 ) -> Result<()> {
+    let x = (logits, targets);
+    record_row_sweep_in(ctx, encoder, kernel, x, None, params, outputs, sampler)
+}
+
+/// The fused head's chunk of rows `[first, end)` in its own buffer (its row `first`
+/// at element `base` of the binding's virtual numbering, as policy_loss.rs's
+/// head_window binds it), in place of the logits view's windows.
+pub(crate) struct ChunkRows<'a> {
+    pub rows: (u32, u32),
+    pub x: wgpu::BufferBinding<'a>,
+    pub base: u64,
+    pub quad: bool,
+}
+
+/// [`record_row_sweep`], over the head's `chunk` of rows alone where one is given.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn record_row_sweep_in<P: bytemuck::Pod>(
+    ctx: &crate::Context,
+    encoder: &mut wgpu::CommandEncoder,
+    kernel: Kernel,
+    (logits, targets): (&crate::view::LogitsView<'_>, &crate::view::TargetsView<'_>),
+    chunk: Option<ChunkRows<'_>>,
+    params: impl Fn(LayoutParams, LayoutParams, u32, u32) -> P,
+    outputs: &[wgpu::BufferBinding<'_>],
+    sampler: (SamplerMap, wgpu::BufferBinding<'_>),
+) -> Result<()> {
     let rows = logits.rows;
     let limits = ctx.device().limits();
-    let quad = logits
-        .span()
-        .quad_aligned(rows, logits.buffer.size(), &limits);
+    let quad = match &chunk {
+        Some(c) => c.quad,
+        None => logits
+            .span()
+            .quad_aligned(rows, logits.buffer.size(), &limits),
+    };
     let tensors = [
         RowTensor {
             span: logits.span(),
@@ -74,11 +103,17 @@ pub(crate) fn record_row_sweep<P: bytemuck::Pod>(
             quad: false,
         },
     ];
-    let chunks = plan_chunks(rows, &[tensors[0].span, tensors[1].span], &limits)?;
+    let chunks = match &chunk {
+        Some(c) => vec![c.rows],
+        None => plan_chunks(rows, &[tensors[0].span, tensors[1].span], &limits)?,
+    };
     let mut blocks = Vec::with_capacity(chunks.len());
     let mut windows = Vec::with_capacity(chunks.len());
-    for &(first, end) in &chunks {
-        let (x_bind, x_base) = tensors[0].window(first, end, &limits)?;
+    for &(first, end) in chunks.iter().filter(|c| c.1 > c.0) {
+        let (x_bind, x_base) = match &chunk {
+            Some(c) => (c.x.clone(), c.base),
+            None => tensors[0].window(first, end, &limits)?,
+        };
         let (y_bind, y_base) = tensors[1].window(first, end, &limits)?;
         blocks.push(params(
             LayoutParams::new("logits", &logits.layout, x_base, rows)?,

@@ -244,19 +244,34 @@ fn beside_window<'a>(
 /// device's binding alignment keeps 32-byte groups.
 fn head_window<'a>(
     call: &RowCall<'a>,
-    (first, end): (u32, u32),
+    rows: (u32, u32),
     x: &mut RowTensor<'a>,
     limits: &wgpu::Limits,
 ) -> Result<(wgpu::BufferBinding<'a>, u64, RowLayout)> {
-    let layout = seq_layout(call);
-    let stride = layout.row_stride;
-    x.quad = stride.is_multiple_of(8)
+    let c = head_chunk(call.logits, rows, limits)?;
+    x.quad = c.quad;
+    Ok((c.x, c.base, seq_layout(call)))
+}
+
+/// The head's chunk `(first, end)` of `logits` (the chunk buffer's dense f32 rows),
+/// bound whole, as [`head_window`] binds it for the row kernels.
+pub(crate) fn head_chunk<'a>(
+    logits: &LogitsView<'a>,
+    (first, end): (u32, u32),
+    limits: &wgpu::Limits,
+) -> Result<super::ChunkRows<'a>> {
+    let stride = logits.layout.row_stride;
+    let quad = stride.is_multiple_of(8)
         && (limits.min_storage_buffer_offset_alignment as u64).is_multiple_of(32);
-    let quantum = if x.quad { x.span.quad_bytes() } else { 4 };
+    let quantum = if quad { 16 } else { 4 };
     let len = (end - first).max(1) as u64 * stride;
-    let buffer = call.logits.buffer;
-    let (bind, _) = storage_window_in("logits", buffer, 0, len, 4, quantum, limits)?;
-    Ok((bind, first as u64 * stride, layout))
+    let (x, _) = storage_window_in("logits", logits.buffer, 0, len, 4, quantum, limits)?;
+    Ok(super::ChunkRows {
+        rows: (first, end),
+        x,
+        base: first as u64 * stride,
+        quad,
+    })
 }
 
 /// `Err` where a lane's loops of the row kernel pass the adapter's loop limit: sweep 1

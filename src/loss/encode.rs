@@ -269,9 +269,10 @@ impl Encoding<'_> {
             Step::Reduce => self.reduce(encoder, outputs),
             Step::HeadLogits { chunk } => self.head().logits(self.loss, encoder, &self.bufs, chunk),
             Step::HeadRow { chunk, phase } => {
-                let call = (plan, self.bufs, self.flags);
+                let call = (plan, self.bufs, self.flags, self.kept);
                 self.head().row(self.loss, encoder, call, chunk, phase)
             }
+            Step::HeadKept { chunk } => self.head_kept(encoder, chunk),
             Step::HeadGrad { chunk } => self.head().grads(self.loss, encoder, &self.bufs, chunk),
             Step::HeadFinish => self.head().finish(self.loss, encoder, &self.bufs),
         }
@@ -343,7 +344,49 @@ impl Encoding<'_> {
         let block = block_view(&p.logits, col, w);
         let col_offset = self.plan.col_offset + col;
         let x = (&block, &p.targets);
-        kept_partials::record(&self.loss.ctx, encoder, x, &sampler, col_offset, &out, &kept)
+        let ctx = &self.loss.ctx;
+        kept_partials::record(ctx, encoder, x, None, &sampler, col_offset, &out, &kept)
+    }
+
+    /// The kept partials of the head's chunk `c` (its rows in the chunk buffer), then
+    /// the chunk's rows' statistics merged from them.
+    fn head_kept(&self, encoder: &mut wgpu::CommandEncoder, c: usize) -> Result<()> {
+        let p = &self.plan.parts[0];
+        let (view, scratch) = (p.rows.inputs.kept, self.kept);
+        let (Some(view), Some(scratch)) = (view, scratch) else {
+            return Err(Error::arg("keep_offsets", "the schedule has kept steps only with kept sets"));
+        };
+        let all = self.partials.as_ref().expect("the schedule has partials");
+        let rows = self.head().head.shape.chunks[c];
+        let limits = self.loss.ctx.device().limits();
+        let chunk = policy_loss::head_chunk(&p.logits, rows, &limits)?;
+        let out = PartialsOut {
+            binding: all.binding.clone(),
+            offset: p.rows.part_row,
+        };
+        let kept = KeptCall {
+            view,
+            scratch,
+            part_row: p.rows.part_row,
+            pairs: self.plan.kept_pairs(0) as u32,
+        };
+        let sampler = self.loss.sampler(p.rows.inputs.temperatures)?;
+        let x = (&p.logits, &p.targets);
+        let ctx = &self.loss.ctx;
+        kept_partials::record(ctx, encoder, x, Some(chunk), &sampler, 0, &out, &kept)?;
+        // the chunk's rows alone: the others' rowout may hold their loss already
+        let input = Gathered {
+            binding: all.binding.clone(),
+            offset: p.rows.part_row,
+            stride: all.stride,
+        };
+        let starts = block_starts(&self.plan.cols, 0);
+        let out = CombineOut::Stats {
+            rowout: self.bufs.rowout,
+            part_row: p.rows.part_row,
+        };
+        let rows = (p.rows.rows, rows);
+        combine::record_rows(ctx, encoder, rows, &p.targets, &starts, &input, &out)
     }
 
     fn combine_blocks(&self, encoder: &mut wgpu::CommandEncoder, p: &PartPlan<'_>) -> Result<()> {

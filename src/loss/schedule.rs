@@ -74,6 +74,9 @@ pub(crate) enum Step {
     HeadLogits { chunk: usize },
     /// `policy_loss` over the head's chunk buffer, with its phase bits.
     HeadRow { chunk: usize, phase: u32 },
+    /// Given kept sets: `kept_partials` over the head's chunk buffer, then `combine`
+    /// into the row statistics (of every row: the chunk's are then current).
+    HeadKept { chunk: usize },
     /// The head's gradients of a chunk: `Gz·W` scattered into ∂L/∂h, `Gzᵀ·h` added to
     /// ∂L/∂W (the chunks in order).
     HeadGrad { chunk: usize },
@@ -453,10 +456,24 @@ impl Builder<'_, '_> {
     /// With `again` (the statistics pass made them first), one chunk's logits are
     /// still in its buffer: only several chunks are made again.
     fn head_chunks(&mut self, h: &HeadShape, phase: u32, grads: bool, again: bool) {
+        let kept = self.call.kept.is_some();
+        if kept {
+            self.s.scratch.partials = self.s.scratch.rows.max(1) as u64;
+        }
         for chunk in 0..h.chunks.len() {
             if !(again && h.chunks.len() == 1) {
                 self.push(Step::HeadLogits { chunk }, 1 + h.vocab_blocks, 0);
             }
+            // a given set's statistics come from its partials (once: the pairs stay
+            // in the kept scratch), and its loss launch reads them
+            if kept && !again {
+                // kept_partials, and combine with its column starts
+                self.push(Step::HeadKept { chunk }, 2, 4 * 2 + 16);
+            }
+            if kept && phase == PHASE_STATS {
+                continue;
+            }
+            let phase = if kept { PHASE_LOSS } else { phase };
             self.push(Step::HeadRow { chunk, phase }, 1, 0);
             if grads && (h.grad_hidden || h.grad_lm_head) {
                 self.s.launches.push(head_grad(h, chunk));

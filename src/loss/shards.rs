@@ -124,6 +124,12 @@ impl PolicyLoss {
                  partials use the configuration's one temperature",
             ));
         }
+        if part.inputs.kept.is_some() {
+            return Err(Error::arg(
+                "keep_offsets",
+                "given kept sets are not yet taken with vocabulary shards",
+            ));
+        }
         let shard = ShardCall {
             starts: shards.starts(),
             col_offset: shards.offset(rank),

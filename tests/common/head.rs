@@ -71,6 +71,7 @@ impl HeadCase {
     pub fn host(&self, using: Use, rollout: bool, chunk: Option<u32>) -> HostHead<'_> {
         let c = &self.case;
         HostHead {
+            kept: c.kept(),
             temperatures: c.temps.as_deref(),
             hidden: self.hidden.host(),
             lm_head: self.lm_head.host(),

@@ -381,6 +381,7 @@ async fn the_head_runs_where_the_logits_exceed_the_largest_buffer() {
         ..LossConfig::default()
     };
     let batch = wgpu_policy_loss::HostHead {
+        kept: None,
         temperatures: None,
         hidden: HostLogits::F32(&hidden),
         lm_head: HostLogits::F32(&w),

@@ -3,6 +3,7 @@
 
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use wgpu_policy_loss::half::{bf16, f16};
+use wgpu_policy_loss::reference::sampler::KeptSets;
 use wgpu_policy_loss::{Error, HostBatch, HostHead, HostLogits, HostPart};
 
 use super::bad;
@@ -37,6 +38,8 @@ pub(super) struct Input {
     pub rollout: Option<Vec<f32>>,
     /// The sampler's per-token temperatures.
     pub temps: Option<Vec<f32>>,
+    /// The sampler's given kept sets: offsets (rows + 1) and ids.
+    pub keep: Option<(Vec<u32>, Vec<u32>)>,
 }
 
 /// `[T, W]` or `[B, S, W]`: the leading dimensions, W and the rows of a sequence.
@@ -159,6 +162,7 @@ impl Input {
             refp: optional("ref_logprobs")?,
             rollout: optional("rollout_logprobs")?,
             temps: optional("temperatures")?,
+            keep: kept_sets(st, lead.iter().product())?,
             shape,
             lead,
             vocab,
@@ -171,6 +175,13 @@ impl Input {
         })
     }
 
+    /// The given kept sets, as the host API takes them.
+    pub fn kept(&self) -> Option<KeptSets<'_>> {
+        self.keep
+            .as_ref()
+            .map(|(offsets, ids)| KeptSets { offsets, ids })
+    }
+
     /// The head's batch, as the host API takes it (`None` for logits).
     pub fn head(&self, chunk_rows: Option<u32>) -> Option<HostHead<'_>> {
         let Source::Head {
@@ -180,6 +191,7 @@ impl Input {
             return None;
         };
         Some(HostHead {
+            kept: None,
             temperatures: self.temps.as_deref(),
             hidden: hidden.host(),
             lm_head: lm_head.host(),
@@ -269,6 +281,45 @@ fn mask_values(t: &TensorView<'_>) -> Result<Vec<f32>, Error> {
 }
 
 /// Token ids as u32; an id is only checked (and must lie in [0, V)) where the mask is > 0.
+/// `keep_offsets` `[rows + 1]` and `keep_ids` `[nnz]`, I32 or I64, both or neither; a
+/// negative value or one past u32 is an error naming the tensor (the rest of SPEC's
+/// checks are the library's).
+pub(super) fn kept_sets(
+    st: &SafeTensors<'_>,
+    rows: usize,
+) -> Result<Option<(Vec<u32>, Vec<u32>)>, Error> {
+    let (offsets, ids) = match (tensor(st, "keep_offsets")?, tensor(st, "keep_ids")?) {
+        (None, None) => return Ok(None),
+        (Some(_), None) => return Err(bad("keep_ids", "missing: keep_offsets needs keep_ids")),
+        (None, Some(_)) => return Err(bad("keep_offsets", "missing: keep_ids needs keep_offsets")),
+        (Some(o), Some(i)) => (o, i),
+    };
+    let ints = |name: &'static str, t: &TensorView<'_>, len: Option<usize>| {
+        if t.shape().len() != 1 || len.is_some_and(|n| t.shape() != [n]) {
+            let want = len.map_or("[nnz]".to_string(), |n| format!("[{n}] (rows + 1)"));
+            return Err(bad(name, format!("has shape {:?}, expected {want}", t.shape())));
+        }
+        let v: Vec<i64> = match t.dtype() {
+            Dtype::I64 => bytemuck::pod_collect_to_vec(t.data()),
+            Dtype::I32 => bytemuck::pod_collect_to_vec::<u8, i32>(t.data())
+                .into_iter()
+                .map(i64::from)
+                .collect(),
+            d => return Err(bad(name, format!("has dtype {d:?}, expected I32 or I64"))),
+        };
+        v.iter()
+            .enumerate()
+            .map(|(i, &x)| {
+                u32::try_from(x).map_err(|_| bad(name, format!("element {i} is {x}, outside [0, 2^32)")))
+            })
+            .collect::<Result<Vec<u32>, Error>>()
+    };
+    Ok(Some((
+        ints("keep_offsets", &offsets, Some(rows + 1))?,
+        ints("keep_ids", &ids, None)?,
+    )))
+}
+
 pub(super) fn target_ids(
     t: &TensorView<'_>,
     mask: &[f32],

@@ -389,7 +389,9 @@ pub fn run(args: &EvalArgs, given: &[String]) -> CliResult {
         )
         .into());
     }
-    let parts = parts::split(&whole, input.seqs, args.parts)?;
+    let shape = (input.targets.len(), input.vocab);
+    let kept = parts::split_kept(input.kept(), shape, input.seqs, args.parts)?;
+    let parts = parts::split(&whole, input.seqs, args.parts, &kept)?;
     let ctx = context(args.adapter.as_deref())?;
     let out = match args.vocab_shards {
         None => ctx.policy_loss_parts(&config, &parts, Some(args.grad_dtype))?,

@@ -1,6 +1,7 @@
 //! The batch split as the tests of the split paths want it: into parts of whole
 //! sequences, or over vocabulary shards whose partials are gathered in rank order.
 
+use wgpu_policy_loss::reference::sampler::KeptSets;
 use wgpu_policy_loss::{
     Context, DType, Error, HostBatch, HostLogits, HostPart, LossConfig, VocabShards,
 };
@@ -8,11 +9,43 @@ use wgpu_policy_loss::{
 use super::bad;
 use super::input::Columns;
 
-/// `batch` of `seqs` sequences in `k` parts of whole sequences, as even as they come.
+/// The rows `[r0, r1)` of each of `k` parts of whole sequences, as even as they come.
+fn part_rows(rows: usize, seqs: usize, k: usize) -> Vec<(usize, usize)> {
+    let rps = rows / seqs.max(1);
+    (0..k)
+        .map(|i| (i * seqs / k * rps, (i + 1) * seqs / k * rps))
+        .collect()
+}
+
+/// Each part's kept sets, its offsets from 0 (a part's CSR is its own), for [`split`].
+pub(super) fn split_kept(
+    kept: Option<KeptSets<'_>>,
+    (rows, vocab): (usize, usize),
+    seqs: usize,
+    k: usize,
+) -> Result<Vec<(Vec<u32>, Vec<u32>)>, Error> {
+    let Some(kept) = kept.filter(|_| k > 0 && k <= seqs) else {
+        return Ok(Vec::new());
+    };
+    // SPEC's checks of the whole CSR first (the parts' are then sound)
+    kept.validate(rows, vocab)?;
+    Ok(part_rows(rows, seqs, k)
+        .into_iter()
+        .map(|(r0, r1)| {
+            let (a, b) = (kept.offsets[r0], kept.offsets[r1]);
+            let offsets = kept.offsets[r0..=r1].iter().map(|&o| o - a).collect();
+            (offsets, kept.ids[a as usize..b as usize].to_vec())
+        })
+        .collect())
+}
+
+/// `batch` of `seqs` sequences in `k` parts of whole sequences, as even as they come;
+/// `kept`, the parts' kept sets where the batch has them ([`split_kept`]).
 pub(super) fn split<'a>(
     part: &HostPart<'a>,
     seqs: usize,
     k: usize,
+    kept: &'a [(Vec<u32>, Vec<u32>)],
 ) -> Result<Vec<HostPart<'a>>, Error> {
     let batch = &part.batch;
     if k == 0 || k > seqs {
@@ -39,7 +72,7 @@ pub(super) fn split<'a>(
             };
             HostPart {
                 batch: HostBatch {
-                    kept: None,
+                    kept: kept.get(i).map(|(offsets, ids)| KeptSets { offsets, ids }),
                     logits,
                     targets: &batch.targets[r0..r1],
                     mask: &batch.mask[r0..r1],

@@ -197,7 +197,7 @@ impl HeadCall<'_> {
         &self,
         loss: &PolicyLoss,
         encoder: &mut wgpu::CommandEncoder,
-        (plan, scratch, flags): (&Plan<'_>, ScratchBufs<'_>, u32),
+        (plan, scratch, flags, kept): (&Plan<'_>, ScratchBufs<'_>, u32, Option<&wgpu::Buffer>),
         c: usize,
         phase: u32,
     ) -> Result<()> {
@@ -216,7 +216,7 @@ impl HeadCall<'_> {
             vocab_total: plan.vocab_total,
             chunk: Some(self.head.shape.chunks[c]),
             temps: p.rows.inputs.temperatures,
-            kept: None,
+            kept,
         };
         policy_loss::record(&loss.ctx, encoder, &call, phase)
     }

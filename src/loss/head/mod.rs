@@ -198,7 +198,7 @@ impl PolicyLoss {
                 old_logprobs: inputs.old_logprobs,
                 ref_logprobs: inputs.ref_logprobs,
                 temperatures: inputs.temperatures,
-                kept: None,
+                kept: inputs.kept,
             },
             gradient: if wants {
                 Gradient::InPlace

@@ -135,6 +135,9 @@ pub struct HeadInputs<'a> {
     pub rollout_logprobs: Option<F32View<'a>>,
     /// The sampler's temperature of each row (see [`LossInputs`](crate::LossInputs)).
     pub temperatures: Option<F32View<'a>>,
+    /// The sampler's given kept set of each row (see [`LossInputs`](crate::LossInputs)):
+    /// ids of the whole vocabulary, W's rows.
+    pub kept: Option<crate::view::KeptView<'a>>,
     /// Rows of logits held at once (≥ 1); `None`: as many as 256 MiB of f32 logits
     /// (or one binding, if smaller) hold, in whole matmul tiles. More than the rows is
     /// one chunk; more than one binding holds is cut to what it does.
@@ -160,6 +163,7 @@ impl<'a> HeadInputs<'a> {
             ref_logprobs: None,
             rollout_logprobs: None,
             temperatures: None,
+            kept: None,
             chunk_rows: None,
         }
     }
@@ -181,6 +185,11 @@ impl<'a> HeadInputs<'a> {
 
     pub fn with_temperatures(mut self, v: F32View<'a>) -> Self {
         self.temperatures = Some(v);
+        self
+    }
+
+    pub fn with_kept(mut self, v: crate::view::KeptView<'a>) -> Self {
+        self.kept = Some(v);
         self
     }
 

@@ -124,7 +124,10 @@ fn check(
         Step::SeqTerms { .. } => 3,
         Step::Row { .. } => 4,
         Step::Reduce => 5,
-        Step::HeadLogits { .. } | Step::HeadRow { .. } | Step::HeadGrad { .. } => 4,
+        Step::HeadLogits { .. }
+        | Step::HeadKept { .. }
+        | Step::HeadRow { .. }
+        | Step::HeadGrad { .. } => 4,
         Step::HeadFinish => 6,
     };
     assert!(
