@@ -12,8 +12,7 @@ use common::tally::Tally;
 use common::*;
 use wgpu_policy_loss::reference::compare;
 use wgpu_policy_loss::{
-    Context, DType, Error, HostPart, KlEstimator, LossAggMode, LossConfig, PolicyLossMode,
-    RowInput,
+    Context, DType, Error, HostPart, KlEstimator, LossAggMode, LossConfig, PolicyLossMode, RowInput,
 };
 
 /// Kept sets for `case`: `k` distinct ids a row in a random order, the target among
@@ -47,7 +46,13 @@ fn kept_sets(case: &LossCase, k: usize, seed: u64) -> (Vec<u32>, Vec<u32>) {
 
 /// The host API on `case` (its kept sets and temperatures) against the f64 reference;
 /// a read row's gradient is exactly 0 outside its set. Returns the entries compared.
-fn check_kept(ctx: &Context, cfg: &LossConfig, case: &LossCase, dtype: DType, grad: DType) -> usize {
+fn check_kept(
+    ctx: &Context,
+    cfg: &LossConfig,
+    case: &LossCase,
+    dtype: DType,
+    grad: DType,
+) -> usize {
     let logits = Logits::from_f32(dtype, &case.logits);
     let batch = case.batch(logits.host(), ALL_INPUTS);
     let what = format!("{} {dtype}→{grad} {cfg:?}", name(ctx));
@@ -80,14 +85,18 @@ fn check_kept(ctx: &Context, cfg: &LossConfig, case: &LossCase, dtype: DType, gr
         assert!(got.logprobs[r] <= 0.0, "{what}: logprobs[{r}] > 0");
     }
     let g = got.grad.as_ref().expect("a gradient").to_f32();
-    compare::logits_grad(&g, &want.grad, grad.into()).unwrap_or_else(|e| panic!("{what}: grad {e}"));
+    compare::logits_grad(&g, &want.grad, grad.into())
+        .unwrap_or_else(|e| panic!("{what}: grad {e}"));
     let kept = case.kept().expect("the case has kept sets");
     let v = case.vocab as usize;
     for r in 0..case.rows() {
         let ids = kept.row(r);
         for (c, &x) in g[r * v..(r + 1) * v].iter().enumerate() {
             let inside = case.mask[r] > 0.0 && (ids.is_empty() || ids.contains(&(c as u32)));
-            assert!(inside || x == 0.0, "{what}: row {r} column {c} outside its set: {x}");
+            assert!(
+                inside || x == 0.0,
+                "{what}: row {r} column {c} outside its set: {x}"
+            );
         }
     }
     n + g.len()
@@ -105,7 +114,9 @@ fn config(mode: PolicyLossMode) -> LossConfig {
 fn every_mode_and_aggregation_over_a_given_set() {
     let mut case = LossCase::new(91, 4, 5, 203);
     case.keep = Some(kept_sets(&case, 13, 92));
-    let temps: Vec<f32> = (0..case.rows()).map(|r| 0.6 + 0.07 * (r % 9) as f32).collect();
+    let temps: Vec<f32> = (0..case.rows())
+        .map(|r| 0.6 + 0.07 * (r % 9) as f32)
+        .collect();
     let mut tally = Tally::new("entries over given kept sets against the reference");
     for ctx in contexts() {
         let mut n = 0;
@@ -167,7 +178,11 @@ fn the_same_bits_in_parts_and_run_to_run() {
                 .unwrap_or_else(|e| panic!("{}: {e}", name(ctx)))
         };
         let one = run(&[whole.into()]);
-        assert!(same_bits(&one, &run(&[whole.into()])), "{}: run to run", name(ctx));
+        assert!(
+            same_bits(&one, &run(&[whole.into()])),
+            "{}: run to run",
+            name(ctx)
+        );
         let split = |h: usize, r0: usize, r1: usize, s0: usize, s1: usize| {
             let mut b = whole;
             b.logits = halves[h].host();
@@ -184,7 +199,11 @@ fn the_same_bits_in_parts_and_run_to_run() {
             HostPart::from(b)
         };
         let parts = run(&[split(0, 0, rows, 0, 2), split(1, rows, 2 * rows, 2, 4)]);
-        assert!(same_bits(&one, &parts), "{}: one part against two", name(ctx));
+        assert!(
+            same_bits(&one, &parts),
+            "{}: one part against two",
+            name(ctx)
+        );
         tally.count(ctx, 3);
     }
     tally.finish();
@@ -211,7 +230,14 @@ fn rows_longer_than_one_binding() {
                 logit_softcap: Some(3.0),
                 ..config(mode)
             };
-            check_loss(&small, &cfg, &case, DType::F32, Some(DType::F32), ALL_INPUTS);
+            check_loss(
+                &small,
+                &cfg,
+                &case,
+                DType::F32,
+                Some(DType::F32),
+                ALL_INPUTS,
+            );
             tally.count(&small, 1);
         }
     }
@@ -300,15 +326,24 @@ fn bad_kept_sets_are_named() {
         // host-side shape and id checks
         let mut b = case.batch(logits.host(), ALL_INPUTS);
         let short = &offsets[..offsets.len() - 1];
-        b.kept = Some(wgpu_policy_loss::reference::sampler::KeptSets { offsets: short, ids: &ids });
+        b.kept = Some(wgpu_policy_loss::reference::sampler::KeptSets {
+            offsets: short,
+            ids: &ids,
+        });
         assert_arg(ctx.policy_loss(&cfg, &b, None), "keep_offsets");
         let mut twice = ids.clone();
         twice[1] = twice[0];
-        b.kept = Some(wgpu_policy_loss::reference::sampler::KeptSets { offsets: &offsets, ids: &twice });
+        b.kept = Some(wgpu_policy_loss::reference::sampler::KeptSets {
+            offsets: &offsets,
+            ids: &twice,
+        });
         assert_arg(ctx.policy_loss(&cfg, &b, None), "keep_ids");
         let mut outside = ids.clone();
         outside[0] = case.vocab;
-        b.kept = Some(wgpu_policy_loss::reference::sampler::KeptSets { offsets: &offsets, ids: &outside });
+        b.kept = Some(wgpu_policy_loss::reference::sampler::KeptSets {
+            offsets: &offsets,
+            ids: &outside,
+        });
         assert_arg(ctx.policy_loss(&cfg, &b, None), "keep_ids");
         let b = case.batch(logits.host(), ALL_INPUTS);
         for top in [

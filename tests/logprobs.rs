@@ -77,6 +77,7 @@ fn batch(seed: u64, given: Given) -> Batch {
 
 fn host<'a>(b: &'a Batch, l: &'a Logits, given: Given, temps: bool) -> HostLogProbs<'a> {
     HostLogProbs {
+        kept: None,
         logits: l.host(),
         vocab: V,
         targets: &b.targets,
@@ -232,6 +233,7 @@ fn ppo_clip_written_on_the_primitive_matches_the_fused_loss() {
         let ids: Vec<u32> = case.targets.iter().map(|&t| t.min(V - 1)).collect();
         let prim = |a: &[f32], b: &[f32]| -> HostLoss {
             let batch = HostLogProbs {
+                kept: None,
                 logits: l.host(),
                 vocab: V,
                 targets: &ids,
@@ -424,6 +426,7 @@ fn the_device_form_counts_and_names_bad_upstream_values() {
             let x = ctx.upload("logits", bytemuck::cast_slice(&b.logits));
             let y = ctx.upload("targets", bytemuck::cast_slice(&b.targets));
             let inputs = LogProbInputs {
+                kept: None,
                 logits: LogitsView::new(&x, DType::F32, ROWS as u32, V),
                 targets: TargetsView::new(&y),
                 temperatures: None,
@@ -482,6 +485,7 @@ fn the_head_form_matches_the_reference() {
                 logit_softcap: (k == 0).then_some(4.0),
             };
             let batch = HostLogProbsHead {
+                kept: None,
                 hidden: hc.hidden.host(),
                 lm_head: hc.lm_head.host(),
                 hidden_dim: hc.h,

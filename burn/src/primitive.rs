@@ -59,6 +59,7 @@ pub(crate) fn run(
     let up =
         |k: u64| wgpu_policy_loss::F32View::at(&staged.buffer, staged.offset(2) + k * n as u64 * 4);
     let call = LogProbInputs {
+        kept: None,
         logits: view,
         targets,
         temperatures: op.has_temps.then(|| staged.view(1)),

@@ -1,6 +1,5 @@
 //! The fused linear head on host slices: upload, record, read back.
 
-use crate::reference::sampler::KeptSets;
 use super::{HostGrad, HostLogits, HostLoss, HostPart};
 use crate::config::LossConfig;
 use crate::context::Context;
@@ -9,6 +8,7 @@ use crate::loss::{
     Advantages, HeadGradients, HeadInputs, LossBuffers, MatrixView, Metrics, PolicyLoss,
     VocabBlocks,
 };
+use crate::reference::sampler::KeptSets;
 use crate::view::{DType, F32View, TargetsView};
 use crate::HostBatch;
 
@@ -50,7 +50,9 @@ pub struct HostHeadLoss {
 
 impl HostHead<'_> {
     /// The shape checks of a host batch, and its per-row values ([`HostPart::check`]).
-    fn check(&self, config: &LossConfig) -> Result<(u32, u32, u32, bool)> {
+    /// `primitive`: the log-prob primitive's rows, whose target is read where its
+    /// upstream `a` (here the advantages) is not 0, not where it is read at all.
+    fn check(&self, config: &LossConfig, primitive: bool) -> Result<(u32, u32, u32, bool)> {
         let h = self.hidden_dim;
         if h == 0 {
             return Err(Error::arg("hidden_dim", "must be at least 1"));
@@ -100,7 +102,12 @@ impl HostHead<'_> {
             // the kept ids are W's rows, not hidden's columns
             crate::loss::check_kept(config)?;
             k.validate(shape.rows as usize, vocab as usize)?;
-            let rows = (self.targets, self.mask);
+            let reads = if primitive {
+                self.advantages
+            } else {
+                self.mask
+            };
+            let rows = (self.targets, reads);
             super::check::check_kept_targets(k, rows, vocab, 0..self.targets.len(), 0)?;
         }
         Ok((shape.rows, shape.rows_per_seq, vocab, shape.per_token))
@@ -217,7 +224,11 @@ impl Context {
             kept: b.kept.map(|k| {
                 let u32s = |label, v: &[u32]| self.upload(label, bytemuck::cast_slice(v));
                 let len = k.ids.len() as u32;
-                (u32s("keep_offsets", k.offsets), u32s("keep_ids", k.ids), len)
+                (
+                    u32s("keep_offsets", k.offsets),
+                    u32s("keep_ids", k.ids),
+                    len,
+                )
             }),
         }
     }
@@ -327,7 +338,7 @@ impl Context {
         grad_dtype: Option<DType>,
     ) -> Result<HostHeadLoss> {
         let config = loss.config();
-        let (rows, rps, vocab, per_token) = b.check(config)?;
+        let (rows, rps, vocab, per_token) = b.check(config, loss.primitive)?;
         let h = b.hidden_dim;
         let dtype = b.hidden.dtype();
         // the plan's own checks (a row of logits against a binding, say) before any

@@ -7,6 +7,7 @@ use crate::error::{Error, Result, RowInput};
 use crate::loss::{
     GradView, Gradient, LogProbConfig, LogProbInputs, LogProbs, LossBuffers, Metrics, Upstream,
 };
+use crate::reference::sampler::KeptSets;
 use crate::view::{DType, F32View, LogitsView, TargetsView};
 
 /// A batch for the log-prob primitive: logits `[rows, vocab]`, one target per row, and
@@ -19,6 +20,9 @@ pub struct HostLogProbs<'a> {
     pub targets: &'a [u32],
     /// The sampler's temperature of each row, in place of the configuration's one.
     pub temperatures: Option<&'a [f32]>,
+    /// The sampler's given kept set of each row ([`crate::HostBatch::kept`]); a target
+    /// is checked against it where `upstream_logprobs` is not 0.
+    pub kept: Option<KeptSets<'a>>,
     /// `a = ∂L/∂logp`.
     pub upstream_logprobs: Option<&'a [f32]>,
     /// `b = ∂L/∂H`.
@@ -47,6 +51,9 @@ impl HostLogProbs<'_> {
         self.row_inputs(rows)?;
         if self.temperatures.is_some() {
             crate::loss::check_temperatures(&cfg)?;
+        }
+        if let Some(k) = &self.kept {
+            k.validate(rows, self.vocab as usize)?;
         }
         self.check_values()
     }
@@ -125,6 +132,13 @@ impl HostLogProbs<'_> {
                     vocab: self.vocab,
                 });
             }
+            if up[0].1 != 0.0 && self.kept.is_some_and(|k| !k.keeps(r, y)) {
+                return Err(Error::InvalidInput {
+                    tensor: RowInput::Targets,
+                    row: r,
+                    value: y as f32,
+                });
+            }
         }
         Ok(())
     }
@@ -177,10 +191,22 @@ impl Context {
         let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC;
         let g =
             grad_dtype.map(|_| self.buffer("gradient", grad_bytes.div_ceil(4).max(1) * 4, usage));
+        let kept = batch.kept.map(|k| {
+            let u32s = |label, v: &[u32]| self.upload(label, bytemuck::cast_slice(v));
+            let len = k.ids.len() as u32;
+            (
+                u32s("keep_offsets", k.offsets),
+                u32s("keep_ids", k.ids),
+                len,
+            )
+        });
         let inputs = LogProbInputs {
             logits: LogitsView::new(&x, dtype, rows as u32, vocab),
             targets: TargetsView::new(&y),
             temperatures: t.as_ref().map(F32View::new),
+            kept: kept
+                .as_ref()
+                .map(|(offsets, ids, len)| crate::KeptView::new(offsets, ids, *len)),
             upstream: Upstream {
                 logprobs: a.as_ref().map(F32View::new),
                 entropy: b.as_ref().map(F32View::new),
@@ -228,6 +254,8 @@ pub struct HostLogProbsHead<'a> {
     pub hidden_dim: u32,
     pub targets: &'a [u32],
     pub temperatures: Option<&'a [f32]>,
+    /// The sampler's given kept set of each row: ids of W's rows.
+    pub kept: Option<KeptSets<'a>>,
     pub upstream_logprobs: Option<&'a [f32]>,
     pub upstream_entropy: Option<&'a [f32]>,
     pub upstream_lse: Option<&'a [f32]>,
@@ -266,6 +294,7 @@ impl Context {
             vocab: vocab.max(1),
             targets: b.targets,
             temperatures: b.temperatures,
+            kept: b.kept,
             upstream_logprobs: b.upstream_logprobs,
             upstream_entropy: b.upstream_entropy,
             upstream_lse: b.upstream_lse,
@@ -284,7 +313,7 @@ impl Context {
             })
             .collect();
         let head = HostHead {
-            kept: None,
+            kept: b.kept,
             hidden: b.hidden,
             lm_head: b.lm_head,
             hidden_dim: b.hidden_dim,

@@ -379,7 +379,11 @@ impl Context {
             kept: batch.kept.map(|k| {
                 let u32s = |label, v: &[u32]| self.upload(label, bytemuck::cast_slice(v));
                 let len = k.ids.len() as u32;
-                (u32s("keep_offsets", k.offsets), u32s("keep_ids", k.ids), len)
+                (
+                    u32s("keep_offsets", k.offsets),
+                    u32s("keep_ids", k.ids),
+                    len,
+                )
             }),
             grad: grad_dtype.map(|_| {
                 let buffer = self.buffer(

@@ -11,11 +11,11 @@ use super::{LossOutputs, PolicyLoss};
 use crate::config::PolicyLossMode;
 use crate::error::{Error, Result};
 use crate::kernels::combine::{CombineOut, Gathered};
+use crate::kernels::kept_partials::{self, KeptCall};
 use crate::kernels::policy_loss::{
     GradDest, RowCall, HAS_ROLLOUT, HAS_SELECTION, PRIMITIVE, RENORMALIZE,
 };
 use crate::kernels::prepare::{AllSeqs, HAS_OLD, HAS_REF};
-use crate::kernels::kept_partials::{self, KeptCall};
 use crate::kernels::row_partials::{PartialsOut, Sampler};
 use crate::kernels::{
     combine, policy_loss, prepare, reduce, row_partials, select, seq_terms, ColumnBlock,
@@ -89,9 +89,12 @@ impl PolicyLoss {
             0 => None,
             n => {
                 let n = u32::try_from(n).map_err(|_| {
-                    Error::arg("keep_ids", format!("{n} kept ids and row headers are too many"))
+                    Error::arg(
+                        "keep_ids",
+                        format!("{n} kept ids and row headers are too many"),
+                    )
                 })?;
-                Some(&*grow(self, &mut scratch.kept, "kept", n, KEPT_ITEM_BYTES))
+                Some(grow(self, &mut scratch.kept, "kept", n, KEPT_ITEM_BYTES))
             }
         };
         let e = Encoding {
@@ -354,7 +357,10 @@ impl Encoding<'_> {
         let p = &self.plan.parts[0];
         let (view, scratch) = (p.rows.inputs.kept, self.kept);
         let (Some(view), Some(scratch)) = (view, scratch) else {
-            return Err(Error::arg("keep_offsets", "the schedule has kept steps only with kept sets"));
+            return Err(Error::arg(
+                "keep_offsets",
+                "the schedule has kept steps only with kept sets",
+            ));
         };
         let all = self.partials.as_ref().expect("the schedule has partials");
         let rows = self.head().head.shape.chunks[c];

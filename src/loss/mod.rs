@@ -37,7 +37,7 @@ pub struct PolicyLoss {
     config: LossConfig,
     scratch: Mutex<Scratch>,
     /// The log-prob primitive's calls ([`LogProbs`]) rather than a loss's.
-    primitive: bool,
+    pub(crate) primitive: bool,
 }
 
 impl std::fmt::Debug for PolicyLoss {

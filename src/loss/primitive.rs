@@ -52,6 +52,9 @@ pub struct LogProbInputs<'a> {
     pub logits: LogitsView<'a>,
     pub targets: TargetsView<'a>,
     pub temperatures: Option<F32View<'a>>,
+    /// The sampler's given kept set of each row (see [`LossInputs`]): `logp`, `H` and
+    /// `lse` over the kept tokens, a gradient of 0 outside them.
+    pub kept: Option<crate::view::KeptView<'a>>,
     pub upstream: Upstream<'a>,
 }
 
@@ -64,6 +67,8 @@ pub struct LogProbHeadInputs<'a> {
     pub lm_head: VocabBlocks<'a>,
     pub targets: TargetsView<'a>,
     pub temperatures: Option<F32View<'a>>,
+    /// The sampler's given kept set of each row: ids of W's rows.
+    pub kept: Option<crate::view::KeptView<'a>>,
     pub upstream: Upstream<'a>,
     /// Rows of logits held at once ([`HeadInputs::chunk_rows`]).
     pub chunk_rows: Option<u32>,
@@ -126,6 +131,7 @@ impl LogProbs {
         let mut part = LossInputs::new(inputs.logits, inputs.targets, mask, advantages);
         (part.old_logprobs, part.ref_logprobs) = (old, refp);
         part.temperatures = inputs.temperatures;
+        part.kept = inputs.kept;
         self.loss.record(encoder, &part, gradient, outputs)
     }
 
@@ -154,6 +160,7 @@ impl LogProbs {
         );
         (head.old_logprobs, head.ref_logprobs) = (old, refp);
         head.temperatures = temps;
+        head.kept = inputs.kept;
         head.chunk_rows = inputs.chunk_rows;
         self.loss.record_head(encoder, &head, grads, outputs)
     }

@@ -178,9 +178,21 @@ fn like_first(lp: &LossPart<'_>, first: super::LossInputs<'_>) -> Result<()> {
         ));
     }
     for (arg, here, there) in [
-        ("old_logprobs", inputs.old_logprobs.is_some(), first.old_logprobs.is_some()),
-        ("ref_logprobs", inputs.ref_logprobs.is_some(), first.ref_logprobs.is_some()),
-        ("temperatures", inputs.temperatures.is_some(), first.temperatures.is_some()),
+        (
+            "old_logprobs",
+            inputs.old_logprobs.is_some(),
+            first.old_logprobs.is_some(),
+        ),
+        (
+            "ref_logprobs",
+            inputs.ref_logprobs.is_some(),
+            first.ref_logprobs.is_some(),
+        ),
+        (
+            "temperatures",
+            inputs.temperatures.is_some(),
+            first.temperatures.is_some(),
+        ),
         ("keep_offsets", inputs.kept.is_some(), first.kept.is_some()),
     ] {
         if here != there {

@@ -39,7 +39,7 @@ pub(super) struct Input {
     /// The sampler's per-token temperatures.
     pub temps: Option<Vec<f32>>,
     /// The sampler's given kept sets: offsets (rows + 1) and ids.
-    pub keep: Option<(Vec<u32>, Vec<u32>)>,
+    pub keep: Option<OwnedKept>,
 }
 
 /// `[T, W]` or `[B, S, W]`: the leading dimensions, W and the rows of a sequence.
@@ -191,7 +191,7 @@ impl Input {
             return None;
         };
         Some(HostHead {
-            kept: None,
+            kept: self.kept(),
             temperatures: self.temps.as_deref(),
             hidden: hidden.host(),
             lm_head: lm_head.host(),
@@ -217,7 +217,11 @@ impl Input {
         };
         HostPart {
             batch: HostBatch {
-                kept: None,
+                // the head's ids are W's rows, checked with the head (not hidden's columns)
+                kept: match &self.source {
+                    Source::Logits(_) => self.kept(),
+                    Source::Head { .. } => None,
+                },
                 temperatures: self.temps.as_deref(),
                 logits,
                 vocab,
@@ -281,13 +285,13 @@ fn mask_values(t: &TensorView<'_>) -> Result<Vec<f32>, Error> {
 }
 
 /// Token ids as u32; an id is only checked (and must lie in [0, V)) where the mask is > 0.
+/// A kept set's CSR, read: offsets (rows + 1) and ids.
+pub(super) type OwnedKept = (Vec<u32>, Vec<u32>);
+
 /// `keep_offsets` `[rows + 1]` and `keep_ids` `[nnz]`, I32 or I64, both or neither; a
 /// negative value or one past u32 is an error naming the tensor (the rest of SPEC's
 /// checks are the library's).
-pub(super) fn kept_sets(
-    st: &SafeTensors<'_>,
-    rows: usize,
-) -> Result<Option<(Vec<u32>, Vec<u32>)>, Error> {
+pub(super) fn kept_sets(st: &SafeTensors<'_>, rows: usize) -> Result<Option<OwnedKept>, Error> {
     let (offsets, ids) = match (tensor(st, "keep_offsets")?, tensor(st, "keep_ids")?) {
         (None, None) => return Ok(None),
         (Some(_), None) => return Err(bad("keep_ids", "missing: keep_offsets needs keep_ids")),
@@ -297,7 +301,10 @@ pub(super) fn kept_sets(
     let ints = |name: &'static str, t: &TensorView<'_>, len: Option<usize>| {
         if t.shape().len() != 1 || len.is_some_and(|n| t.shape() != [n]) {
             let want = len.map_or("[nnz]".to_string(), |n| format!("[{n}] (rows + 1)"));
-            return Err(bad(name, format!("has shape {:?}, expected {want}", t.shape())));
+            return Err(bad(
+                name,
+                format!("has shape {:?}, expected {want}", t.shape()),
+            ));
         }
         let v: Vec<i64> = match t.dtype() {
             Dtype::I64 => bytemuck::pod_collect_to_vec(t.data()),
@@ -310,7 +317,8 @@ pub(super) fn kept_sets(
         v.iter()
             .enumerate()
             .map(|(i, &x)| {
-                u32::try_from(x).map_err(|_| bad(name, format!("element {i} is {x}, outside [0, 2^32)")))
+                u32::try_from(x)
+                    .map_err(|_| bad(name, format!("element {i} is {x}, outside [0, 2^32)")))
             })
             .collect::<Result<Vec<u32>, Error>>()
     };

@@ -7,7 +7,7 @@ use wgpu_policy_loss::{
 };
 
 use super::bad;
-use super::input::Columns;
+use super::input::{Columns, OwnedKept};
 
 /// The rows `[r0, r1)` of each of `k` parts of whole sequences, as even as they come.
 fn part_rows(rows: usize, seqs: usize, k: usize) -> Vec<(usize, usize)> {
@@ -23,7 +23,7 @@ pub(super) fn split_kept(
     (rows, vocab): (usize, usize),
     seqs: usize,
     k: usize,
-) -> Result<Vec<(Vec<u32>, Vec<u32>)>, Error> {
+) -> Result<Vec<OwnedKept>, Error> {
     let Some(kept) = kept.filter(|_| k > 0 && k <= seqs) else {
         return Ok(Vec::new());
     };
@@ -45,7 +45,7 @@ pub(super) fn split<'a>(
     part: &HostPart<'a>,
     seqs: usize,
     k: usize,
-    kept: &'a [(Vec<u32>, Vec<u32>)],
+    kept: &'a [OwnedKept],
 ) -> Result<Vec<HostPart<'a>>, Error> {
     let batch = &part.batch;
     if k == 0 || k > seqs {

@@ -4,6 +4,7 @@
 //! `entropy`, `lse` and `grad_logits`.
 
 use safetensors::SafeTensors;
+use wgpu_policy_loss::reference::sampler::KeptSets;
 use wgpu_policy_loss::{
     Context, Error, HostGrad, HostLogProbs, HostLogProbsHead, HostLoss, LogProbConfig, Metrics,
 };
@@ -126,13 +127,17 @@ fn check_names(given: &[String], st: &SafeTensors<'_>) -> CliResult {
     }
     for name in st.names() {
         let name: &str = name;
-        let known = ["logits", "hidden", "lm_head", "targets", "temperatures"].contains(&name)
+        let known = [
+            "logits",
+            "hidden",
+            "lm_head",
+            "targets",
+            "temperatures",
+            "keep_offsets",
+            "keep_ids",
+        ]
+        .contains(&name)
             || UPSTREAM.contains(&name);
-        let not_yet = ["keep_offsets", "keep_ids"].contains(&name);
-        if not_yet {
-            let why = "is not taken by the log-prob primitive yet";
-            return Err(format!("invalid argument `{name}`: {why}").into());
-        }
         if !known {
             let why =
                 "is not an input of the log-prob primitive (upstream_* tensors are in the input)";
@@ -150,6 +155,7 @@ struct Batch {
     source: Source,
     targets: Vec<u32>,
     temps: Option<Vec<f32>>,
+    keep: Option<super::input::OwnedKept>,
     up: [Option<Vec<f32>>; 3],
 }
 
@@ -186,6 +192,7 @@ impl Batch {
         Ok(Batch {
             targets: target_ids(&y, &reads, vocab)?,
             temps: per_row("temperatures")?,
+            keep: super::input::kept_sets(st, rows)?,
             source,
             lead,
             vocab,
@@ -210,9 +217,10 @@ impl Batch {
             return Err(bad("--parts", why));
         }
         let rows: usize = self.lead.iter().product();
-        let whole = self.host(0..rows);
+        let whole = self.host(0..rows, self.kept());
         // every row checked once, numbered over the whole batch
         whole.check(config).map_err(flag)?;
+        let kept = super::parts::split_kept(self.kept(), (rows, self.vocab), self.seqs, k)?;
         let rps = rows / self.seqs;
         let mut out = HostLoss {
             metrics: Metrics::from_slice(&[0.0; Metrics::LEN]),
@@ -226,8 +234,9 @@ impl Batch {
         };
         for i in 0..k {
             let (r0, r1) = (i * self.seqs / k * rps, (i + 1) * self.seqs / k * rps);
+            let part = kept.get(i).map(|(offsets, ids)| KeptSets { offsets, ids });
             let got = ctx
-                .logprobs(config, &self.host(r0..r1), Some(args.grad_dtype))
+                .logprobs(config, &self.host(r0..r1, part), Some(args.grad_dtype))
                 .map_err(flag)?;
             out.metrics.loss += got.metrics.loss;
             out.metrics.invalid_input_rows += got.metrics.invalid_input_rows;
@@ -250,6 +259,7 @@ impl Batch {
             hidden_dim: 1,
             targets: &self.targets,
             temperatures: self.temps.as_deref(),
+            kept: self.kept(),
             upstream_logprobs: self.up[0].as_deref(),
             upstream_entropy: self.up[1].as_deref(),
             upstream_lse: self.up[2].as_deref(),
@@ -257,8 +267,19 @@ impl Batch {
         }
     }
 
-    /// Rows `range` as the host API takes them (logits: empty for a head input).
-    fn host(&self, range: std::ops::Range<usize>) -> HostLogProbs<'_> {
+    fn kept(&self) -> Option<KeptSets<'_>> {
+        self.keep
+            .as_ref()
+            .map(|(offsets, ids)| KeptSets { offsets, ids })
+    }
+
+    /// Rows `range` as the host API takes them (logits: empty for a head input), with
+    /// their kept sets (a CSR of these rows alone).
+    fn host<'s>(
+        &'s self,
+        range: std::ops::Range<usize>,
+        kept: Option<KeptSets<'s>>,
+    ) -> HostLogProbs<'s> {
         let v = self.vocab;
         let logits = match &self.source {
             Source::Logits(x) => x.host(),
@@ -283,6 +304,7 @@ impl Batch {
             vocab: v as u32,
             targets: &self.targets[range.clone()],
             temperatures: part(&self.temps, &range),
+            kept,
             upstream_logprobs: part(&self.up[0], &range),
             upstream_entropy: part(&self.up[1], &range),
             upstream_lse: part(&self.up[2], &range),
