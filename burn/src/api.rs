@@ -30,6 +30,47 @@ impl From<Tensor<2>> for Advantages {
     }
 }
 
+/// The sampler's given kept sets as CSR (vLLM's `SamplingMask`): predicting row `i`
+/// (of the `B·R`, sequence by sequence) keeps the token ids `ids[offsets[i] ..
+/// offsets[i + 1]]`, any order, none twice; an empty range keeps every token. The
+/// tensors are the caller's word (the kernels never read out of bounds); a row whose
+/// target is not among its ids is bad input, named `targets`.
+#[derive(Clone, Debug)]
+pub struct KeptTensors {
+    pub offsets: Tensor<1, Int>,
+    pub ids: Tensor<1, Int>,
+}
+
+impl KeptTensors {
+    /// The two tensors checked against `rows` predicting rows on `device`, as 32-bit
+    /// ids; `like` (any 32-bit id tensor) twice where there are none.
+    pub(crate) fn checked(
+        kept: &Option<KeptTensors>,
+        rows: usize,
+        device: &Device,
+        like: &Tensor<2, Int>,
+    ) -> Result<[Tensor<1, Int>; 2]> {
+        let Some(k) = kept else {
+            let flat = like.clone().flatten::<1>(0, 1);
+            return Ok([flat.clone(), flat]);
+        };
+        shape(
+            "keep_offsets",
+            &k.offsets.dims(),
+            &[rows + 1],
+            &k.offsets.device(),
+            device,
+        )?;
+        let n = k.ids.dims()[0];
+        shape("keep_ids", &k.ids.dims(), &[n], &k.ids.device(), device)?;
+        let as_i32 = |t: Tensor<1, Int>| match t.dtype() {
+            DType::I32 | DType::U32 => t,
+            _ => t.clamp(-1, i32::MAX).cast(IntDType::I32),
+        };
+        Ok([as_i32(k.offsets.clone()), as_i32(k.ids.clone())])
+    }
+}
+
 /// The optional inputs of a call, and which logits rows predict which ids.
 #[derive(Clone, Debug, Default)]
 pub struct LossExtras {
@@ -45,6 +86,9 @@ pub struct LossExtras {
     /// sampler's distribution"), in place of the configuration's `temperature` (which
     /// must then be 1). The softcap is the configuration's `logit_softcap`.
     pub temperatures: Option<Tensor<2>>,
+    /// The sampler's given kept set of each predicting row (SPEC "The sampler's
+    /// distribution"): the loss over the kept tokens alone.
+    pub kept: Option<KeptTensors>,
     pub positions: Positions,
     /// [`policy_loss_head`]: the logits rows made at once (`None`: as many as 256 MiB
     /// of f32 logits hold).
@@ -69,6 +113,12 @@ impl LossExtras {
 
     pub fn with_temperatures(mut self, t: Tensor<2>) -> Self {
         self.temperatures = Some(t);
+        self
+    }
+
+    /// The sampler's kept sets: `offsets` `[B·R + 1]`, `ids` `[nnz]`.
+    pub fn with_kept(mut self, offsets: Tensor<1, Int>, ids: Tensor<1, Int>) -> Self {
+        self.kept = Some(KeptTensors { offsets, ids });
         self
     }
 
@@ -284,6 +334,7 @@ impl Call {
             has_ref: extras.ref_logprobs.is_some(),
             has_rollout: extras.rollout_logprobs.is_some(),
             has_temps: extras.temperatures.is_some(),
+            has_kept: extras.kept.is_some(),
             want_grad: true,
             chunk_rows: extras.chunk_rows,
             call: CallId::next(),
@@ -291,8 +342,12 @@ impl Call {
         let advantages = to_f32("advantages", advantages)?;
         let [old_logprobs, ref_logprobs, rollout_logprobs, temperatures] =
             extra.map(Tensor::into_dispatch);
+        let targets = ids(targets)?;
+        let [keep_offsets, keep_ids] = KeptTensors::checked(&extras.kept, b * r, device, &targets)?;
         let rows = RowInputs {
-            targets: ids(targets)?.into_dispatch(),
+            keep_offsets: keep_offsets.into_dispatch(),
+            keep_ids: keep_ids.into_dispatch(),
+            targets: targets.into_dispatch(),
             mask: mask.into_dispatch(),
             advantages: advantages.into_dispatch(),
             old_logprobs,

@@ -65,6 +65,8 @@ fn inner<B: Backend, C: CheckpointStrategy>(r: RowInputs<Autodiff<B, C>>) -> Row
         ref_logprobs: r.ref_logprobs.into_primitive(),
         rollout_logprobs: r.rollout_logprobs.into_primitive(),
         temperatures: r.temperatures.into_primitive(),
+        keep_offsets: r.keep_offsets,
+        keep_ids: r.keep_ids,
     }
 }
 
@@ -109,18 +111,23 @@ impl<B: Backend> Backward<B, 2> for HeadBackward {
 #[derive(Debug)]
 struct ProbBackward;
 
+/// The primitive's per-row inputs kept for its backward: ids, temperatures, kept sets.
+type ProbState<B> = (IntTensor<B>, FloatTensor<B>, IntTensor<B>, IntTensor<B>);
+
 impl<B: PolicyLossBackend> Backward<B, 1> for ProbBackward {
-    /// The logits, the ids, the temperatures and the call.
-    type State = (FloatTensor<B>, IntTensor<B>, FloatTensor<B>, ProbOp);
+    /// The logits, the per-row inputs and the call.
+    type State = (FloatTensor<B>, ProbState<B>, ProbOp);
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [logits] = ops.parents;
         let upstream = grads.consume::<B>(&ops.node);
-        let (x, targets, temperatures, op) = ops.state;
+        let (x, (targets, temperatures, keep_offsets, keep_ids), op) = ops.state;
         if let Some(node) = logits {
             let rows = ProbRows {
                 targets,
                 temperatures,
+                keep_offsets,
+                keep_ids,
             };
             grads.register::<B>(node.id, B::logprobs_grad(x, rows, upstream, op));
         }
@@ -200,13 +207,17 @@ impl<B: PolicyLossBackend, C: CheckpointStrategy> PolicyLossBackend for Autodiff
             .stateful();
         let x = logits.into_primitive();
         let (targets, temps) = (rows.targets, rows.temperatures.into_primitive());
+        let (offsets, ids) = (rows.keep_offsets, rows.keep_ids);
         let inner = ProbRows {
             targets: targets.clone(),
             temperatures: temps.clone(),
+            keep_offsets: offsets.clone(),
+            keep_ids: ids.clone(),
         };
         let r = B::logprobs(x.clone(), inner, upstream.into_primitive(), op.clone());
+        let state = (targets, temps, offsets, ids);
         let stats = match prep {
-            OpsKind::Tracked(prep) => prep.finish((x, targets, temps, op), r.stats),
+            OpsKind::Tracked(prep) => prep.finish((x, state, op), r.stats),
             OpsKind::UnTracked(prep) => prep.finish(r.stats),
         };
         ProbResults {
@@ -224,6 +235,8 @@ impl<B: PolicyLossBackend, C: CheckpointStrategy> PolicyLossBackend for Autodiff
         let inner = ProbRows {
             targets: rows.targets,
             temperatures: rows.temperatures.into_primitive(),
+            keep_offsets: rows.keep_offsets,
+            keep_ids: rows.keep_ids,
         };
         let g = B::logprobs_grad(
             logits.into_primitive(),

@@ -50,13 +50,17 @@ pub struct ProbResults<B: Backend> {
     pub metrics: FloatTensor<B>,
 }
 
-/// The log-prob primitive's per-row inputs: the ids `[B, S]` (32 bits) and the
-/// temperatures `[B, R]` (any f32 tensor where [`ProbOp::has_temps`] is off).
+/// The log-prob primitive's per-row inputs: the ids `[B, S]` (32 bits), the
+/// temperatures `[B, R]` (any f32 tensor where [`ProbOp::has_temps`] is off) and the
+/// kept sets' offsets `[B·R + 1]` and ids (the ids tensor twice where
+/// [`ProbOp::has_kept`] is off).
 #[derive(ExtensionType)]
 #[extension_type(fusion: cfg(feature = "fusion"))]
 pub struct ProbRows<B: Backend> {
     pub targets: IntTensor<B>,
     pub temperatures: FloatTensor<B>,
+    pub keep_offsets: IntTensor<B>,
+    pub keep_ids: IntTensor<B>,
 }
 
 /// Everything a log-prob primitive call needs besides its tensors.
@@ -65,6 +69,8 @@ pub struct ProbOp {
     pub config: LogProbConfig,
     pub positions: Positions,
     pub has_temps: bool,
+    /// The sampler's given kept sets are given.
+    pub has_kept: bool,
     /// Which checked call an execution's error goes back to.
     pub call: CallId,
 }
@@ -115,6 +121,8 @@ pub struct LossOp {
     pub has_rollout: bool,
     /// The sampler's per-token temperatures are given.
     pub has_temps: bool,
+    /// The sampler's given kept sets are given.
+    pub has_kept: bool,
     /// Compute the gradient in the forward (set by the autodiff layer where the
     /// logits, or for a head call hidden or the weight, need one).
     pub want_grad: bool,
@@ -160,6 +168,10 @@ pub struct RowInputs<B: Backend> {
     pub ref_logprobs: FloatTensor<B>,
     pub rollout_logprobs: FloatTensor<B>,
     pub temperatures: FloatTensor<B>,
+    /// The kept sets' CSR, `[B·R + 1]` and `[nnz]` (32 bits; the ids tensor twice
+    /// where [`LossOp::has_kept`] is off).
+    pub keep_offsets: IntTensor<B>,
+    pub keep_ids: IntTensor<B>,
 }
 
 /// The policy loss as a backend operation. Call it through

@@ -93,6 +93,8 @@ pub(crate) fn empty(like: &CubeTensor, shape: Shape, dtype: BurnDType) -> CubeTe
 pub(crate) struct Staged {
     pub buffer: wgpu::Buffer,
     offsets: Vec<u64>,
+    /// Each input's bytes (its elements' bytes, rounded up to 4).
+    bytes: Vec<u64>,
 }
 
 impl Staged {
@@ -103,17 +105,33 @@ impl Staged {
         inputs: &[&Borrowed],
     ) -> Self {
         let mut offsets = Vec::with_capacity(inputs.len());
+        let bytes: Vec<u64> = inputs.iter().map(|b| b.copy_bytes()).collect();
         let mut end = 0;
-        for b in inputs {
+        for n in &bytes {
             offsets.push(end);
-            end += b.copy_bytes();
+            end += n;
         }
         let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST;
         let buffer = pool.buffer(ctx, "burn per-row inputs", end, usage);
         for (b, &at) in inputs.iter().zip(&offsets) {
             encoder.copy_buffer_to_buffer(b.buffer(), b.offset(), &buffer, at, b.copy_bytes());
         }
-        Staged { buffer, offsets }
+        Staged {
+            buffer,
+            offsets,
+            bytes,
+        }
+    }
+
+    /// The `i`-th input's 32-bit elements.
+    pub fn len(&self, i: usize) -> u32 {
+        (self.bytes[i] / 4) as u32
+    }
+
+    /// The kept sets staged as inputs `i` (offsets) and `i + 1` (ids).
+    pub fn kept(&self, i: usize) -> wgpu_policy_loss::KeptView<'_> {
+        wgpu_policy_loss::KeptView::new(&self.buffer, &self.buffer, self.len(i + 1))
+            .with_byte_offsets(self.offsets[i], self.offsets[i + 1])
     }
 
     /// The `i`-th input's copy.

@@ -35,9 +35,12 @@ pub(crate) fn borrow_rows(rows: RowInputs<CubeBackend>) -> Result<Vec<Borrowed>,
         "old_logprobs",
         "ref_logprobs",
     ];
-    let names = names
-        .into_iter()
-        .chain(["rollout_logprobs", "temperatures"]);
+    let names = names.into_iter().chain([
+        "rollout_logprobs",
+        "temperatures",
+        "keep_offsets",
+        "keep_ids",
+    ]);
     let r = rows;
     [
         r.targets,
@@ -47,6 +50,8 @@ pub(crate) fn borrow_rows(rows: RowInputs<CubeBackend>) -> Result<Vec<Borrowed>,
         r.ref_logprobs,
         r.rollout_logprobs,
         r.temperatures,
+        r.keep_offsets,
+        r.keep_ids,
     ]
     .into_iter()
     .zip(names)
@@ -88,6 +93,7 @@ pub(crate) struct RowViews<'a> {
     pub refp: Option<F32View<'a>>,
     pub rollout: Option<F32View<'a>>,
     pub temps: Option<F32View<'a>>,
+    pub kept: Option<wgpu_policy_loss::KeptView<'a>>,
 }
 
 impl<'a> RowViews<'a> {
@@ -110,6 +116,7 @@ impl<'a> RowViews<'a> {
             refp: given(op.has_ref, 4),
             rollout: given(op.has_rollout, 5),
             temps: given(op.has_temps, 6),
+            kept: op.has_kept.then(|| staged.kept(7)),
         })
     }
 
@@ -118,6 +125,7 @@ impl<'a> RowViews<'a> {
         inputs.old_logprobs = self.old;
         inputs.ref_logprobs = self.refp;
         inputs.temperatures = self.temps;
+        inputs.kept = self.kept;
         let mut part = LossPart::new(inputs, gradient);
         part.rollout_logprobs = self.rollout;
         part

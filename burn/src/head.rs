@@ -98,6 +98,7 @@ pub(crate) fn forward(
     inputs.ref_logprobs = rv.refp;
     inputs.rollout_logprobs = rv.rollout;
     inputs.temperatures = rv.temps;
+    inputs.kept = rv.kept;
     inputs.chunk_rows = op.chunk_rows;
     let size = dtype.size();
     let gh = grad_buffer(

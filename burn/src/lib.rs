@@ -35,7 +35,8 @@ mod pool;
 mod primitive;
 
 pub use api::{
-    advantages, policy_loss, policy_loss_head, Advantages, LossExtras, PolicyLossOutput,
+    advantages, policy_loss, policy_loss_head, Advantages, KeptTensors, LossExtras,
+    PolicyLossOutput,
 };
 pub use backend::{
     AdvantagesOp, CallId, HeadResults, LossOp, LossResults, PolicyLossBackend, Positions, ProbOp,

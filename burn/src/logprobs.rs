@@ -8,7 +8,7 @@ use burn::backend::Dispatch;
 use burn::tensor::{Int, Tensor};
 use wgpu_policy_loss::{LogProbConfig, LogProbs};
 
-use crate::api::{float_dtype, ids, read_metrics, shape, to_f32};
+use crate::api::{float_dtype, ids, read_metrics, shape, to_f32, KeptTensors};
 use crate::backend::{CallId, PolicyLossBackend, Positions, ProbOp, ProbRows};
 use crate::device;
 use crate::error::{Error, Result};
@@ -19,6 +19,9 @@ pub struct LogProbExtras {
     /// The sampler's temperature of each predicting row `[B, R]`, in place of the
     /// configuration's (which must then be 1).
     pub temperatures: Option<Tensor<2>>,
+    /// The sampler's given kept sets (see [`KeptTensors`]): every row whose target is
+    /// a token id needs it in its set (or an empty range).
+    pub kept: Option<KeptTensors>,
     pub positions: Positions,
 }
 
@@ -87,9 +90,13 @@ pub fn logprobs(
         config: *config,
         positions: extras.positions,
         has_temps: extras.temperatures.is_some(),
+        has_kept: extras.kept.is_some(),
         call: CallId::next(),
     };
+    let [keep_offsets, keep_ids] = KeptTensors::checked(&extras.kept, b * r, &device, &ids)?;
     let rows = ProbRows {
+        keep_offsets: keep_offsets.into_dispatch(),
+        keep_ids: keep_ids.into_dispatch(),
         targets: ids.into_dispatch(),
         temperatures: temps.into_dispatch(),
     };

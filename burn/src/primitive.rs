@@ -40,6 +40,8 @@ pub(crate) fn run(
         Borrowed::new("targets", into_contiguous(rows.targets))?,
         Borrowed::new("temperatures", into_contiguous(rows.temperatures))?,
         Borrowed::new("upstream", into_contiguous(upstream))?,
+        Borrowed::new("keep_offsets", into_contiguous(rows.keep_offsets))?,
+        Borrowed::new("keep_ids", into_contiguous(rows.keep_ids))?,
     ];
     let mut enc = encoder(&ctx);
     let staged = Staged::new(&ctx, &pool, &mut enc, &inputs.iter().collect::<Vec<_>>());
@@ -59,7 +61,7 @@ pub(crate) fn run(
     let up =
         |k: u64| wgpu_policy_loss::F32View::at(&staged.buffer, staged.offset(2) + k * n as u64 * 4);
     let call = LogProbInputs {
-        kept: None,
+        kept: op.has_kept.then(|| staged.kept(3)),
         logits: view,
         targets,
         temperatures: op.has_temps.then(|| staged.view(1)),

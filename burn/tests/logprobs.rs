@@ -22,6 +22,7 @@ fn ppo_on_the_primitive(
 ) -> Tensor<1> {
     let extras = LogProbExtras {
         temperatures: None,
+        kept: case.extras(device).kept,
         positions: case.positions,
     };
     let out = logprobs(logits, case.ids(device), extras, &LogProbConfig::default()).unwrap();
@@ -38,11 +39,16 @@ fn ppo_on_the_primitive(
 #[test]
 fn ppo_clip_in_burn_ops_matches_the_fused_loss() {
     for (name, device) in devices() {
-        for (i, positions) in [Positions::Aligned, Positions::Shifted]
+        // the third over given kept sets (the primitive's and the loss's)
+        for (i, positions) in [Positions::Aligned, Positions::Shifted, Positions::Shifted]
             .into_iter()
             .enumerate()
         {
-            let case = Case::new(500 + i as u64, (3, 6, 41), positions).per_token(600 + i as u64);
+            let mut case =
+                Case::new(500 + i as u64, (3, 6, 41), positions).per_token(600 + i as u64);
+            if i == 2 {
+                case.keep = Some(case.kept_sets(9));
+            }
             let cfg = LossConfig {
                 mode: PolicyLossMode::PpoClip,
                 loss_agg_mode: LossAggMode::TokenMean,
@@ -82,6 +88,7 @@ fn outputs_and_an_lse_loss_match_the_reference() {
         let logits = case.logits(device, FloatDType::F32).require_grad();
         let extras = LogProbExtras {
             temperatures: Some(case.rows(&temps, device)),
+            kept: None,
             positions: case.positions,
         };
         let out = logprobs(logits.clone(), case.ids(device), extras, &cfg).unwrap();

@@ -122,6 +122,43 @@ fn temperatures_and_softcap_match_the_reference() {
     }
 }
 
+/// Given kept sets through the op (the loss over each row's kept ids, a gradient of
+/// 0 outside them), with the softcap on one call, on each position layout.
+#[test]
+fn given_kept_sets_match_the_reference() {
+    let mut i = 0;
+    for (name, device) in devices() {
+        for (mode, cap) in [
+            (PolicyLossMode::PpoClip, None),
+            (PolicyLossMode::Gspo, Some(3.0)),
+        ] {
+            for dtype in [FloatDType::F32, FloatDType::BF16] {
+                i += 1;
+                let mut case = Case::new(400 + i as u64, (3, 6, 37), POSITIONS[i % 3]);
+                case.keep = Some(case.kept_sets(7));
+                let cfg = LossConfig {
+                    logit_softcap: cap,
+                    temperature: 1.0,
+                    ..config(mode, LossAggMode::SeqMeanTokenMean, i)
+                };
+                let what = format!("{name} {mode:?} {dtype:?} kept sets softcap {cap:?}");
+                let (out, read, grad) = run(&case, &cfg, device, dtype);
+                let (want, want_grad) = case.reference(&cfg, &read);
+                let tol = |w: f64| 2e-5 + 2e-5 * w.abs();
+                let loss = common::values(out.loss)[0];
+                check(&format!("{what}: loss"), &[loss], &[want.loss], tol);
+                let scale = max_abs(&want_grad);
+                check(
+                    &format!("{what}: gradient"),
+                    &grad,
+                    &want_grad,
+                    grad_tol(dtype, scale),
+                );
+            }
+        }
+    }
+}
+
 /// The chain rule: a loss scaled by c before `backward` gives c times the gradient.
 #[test]
 fn the_backward_multiplies_by_the_upstream_gradient() {

@@ -52,6 +52,8 @@ pub struct Case {
     pub refp: Option<Vec<f32>>,
     /// The sampler's per-token temperatures `[B, R]`, where a test gives them.
     pub temps: Option<Vec<f32>>,
+    /// The sampler's given kept sets over the `B·R` predicting rows (offsets, ids).
+    pub keep: Option<(Vec<u32>, Vec<u32>)>,
 }
 
 impl Case {
@@ -93,6 +95,7 @@ impl Case {
             old,
             refp,
             temps: None,
+            keep: None,
         }
     }
 
@@ -165,7 +168,32 @@ impl Case {
         if let Some(t) = &self.temps {
             e = e.with_temperatures(self.rows(t, device));
         }
+        if let Some((o, i)) = &self.keep {
+            let ints = |v: &[u32]| {
+                let v: Vec<i32> = v.iter().map(|&x| x as i32).collect();
+                let n = v.len();
+                Tensor::<1, Int>::from_data(TensorData::new(v, [n]), device)
+            };
+            e = e.with_kept(ints(o), ints(i));
+        }
         e
+    }
+
+    /// Kept sets of `k` ids a predicting row, the row's target among them; every
+    /// fourth row keeps every token (an empty range).
+    pub fn kept_sets(&self, k: usize) -> (Vec<u32>, Vec<u32>) {
+        let (mut offsets, mut ids) = (vec![0u32], Vec::new());
+        for b in 0..self.b {
+            for j in 0..self.r() {
+                let y = self.ids[self.source(b, j).1] as u32;
+                if (b * self.r() + j) % 4 != 3 {
+                    let v = self.v as u32;
+                    ids.extend((0..k as u32).map(|i| (y + 5 * i) % v).rev());
+                }
+                offsets.push(ids.len() as u32);
+            }
+        }
+        (offsets, ids)
     }
 
     /// The logits row of predicting row `(b, j)`, and the id it predicts.
@@ -209,7 +237,10 @@ impl Case {
         let sampler = reference::sampler::SamplerBatch {
             sampler: Default::default(),
             temperatures: temps.as_deref(),
-            keep: None,
+            keep: self
+                .keep
+                .as_ref()
+                .map(|(offsets, ids)| reference::sampler::KeptSets { offsets, ids }),
         };
         let want = reference::policy_loss_sampled(cfg, &batch, None, &sampler)
             .expect("the reference accepts the case");
