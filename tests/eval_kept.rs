@@ -225,6 +225,31 @@ fn the_loss_over_given_sets_against_the_reference() {
             file,
             "{flags:?}: --parts 3"
         );
+        // vocabulary shards: every shard the whole rows' sets, keeping its columns' ids
+        for k in ["2", "4"] {
+            let mut sharded = flags.clone();
+            sharded.extend(["--vocab-shards", k]);
+            let file = run_ok(&path, &tmp("shards.safetensors"), &sharded);
+            let st = SafeTensors::deserialize(&file).unwrap();
+            let loss = f32s(&st, "loss")[0] as f64;
+            let tol = 1e-5 + 1e-5 * want.loss.abs();
+            assert!(
+                (loss - want.loss).abs() <= tol,
+                "{sharded:?}: loss {loss} vs {}",
+                want.loss
+            );
+            let lp = f32s(&st, "logprobs");
+            for r in (0..B * S).filter(|&r| r != MASKED) {
+                let tol = 1e-5 * (want.logp[r].abs() + 1.0);
+                assert!(
+                    (lp[r] as f64 - want.logp[r]).abs() <= tol,
+                    "{sharded:?}: logprobs[{r}]"
+                );
+            }
+            let grad = f32s(&st, "grad_logits");
+            compare::logits_grad(&grad, &want.grad, compare::Format::F32)
+                .unwrap_or_else(|e| panic!("{sharded:?}: grad_logits {e}"));
+        }
     }
     // the head: the same loss from hidden and lm_head
     let path = input("head.safetensors", &d, true, false, Dtype::I64);

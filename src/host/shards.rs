@@ -6,6 +6,7 @@ use crate::config::LossConfig;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::loss::{LossBuffers, PolicyLoss};
+use crate::reference::sampler::KeptSets;
 use crate::shards::VocabShards;
 use crate::view::{DType, F32View, LogitsView, TargetsView};
 
@@ -23,7 +24,23 @@ impl Context {
         logits: HostLogits<'_>,
         targets: &[u32],
     ) -> Result<Vec<f32>> {
-        pollster::block_on(self.shard_partials_async(config, shards, rank, logits, targets))
+        let x = (logits, targets);
+        pollster::block_on(self.shard_partials_with_async(config, shards, rank, x, None))
+    }
+
+    /// [`Context::shard_partials`] over the rows' given kept sets (the whole rows'
+    /// CSR, ids of the whole vocabulary; [`PolicyLoss::record_shard_partials_with`]).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn shard_partials_with(
+        &self,
+        config: &LossConfig,
+        shards: &VocabShards,
+        rank: usize,
+        (logits, targets): (HostLogits<'_>, &[u32]),
+        kept: Option<KeptSets<'_>>,
+    ) -> Result<Vec<f32>> {
+        let x = (logits, targets);
+        pollster::block_on(self.shard_partials_with_async(config, shards, rank, x, kept))
     }
 
     /// [`Context::shard_partials`] without blocking (the browser's form).
@@ -34,6 +51,20 @@ impl Context {
         rank: usize,
         logits: HostLogits<'_>,
         targets: &[u32],
+    ) -> Result<Vec<f32>> {
+        let x = (logits, targets);
+        self.shard_partials_with_async(config, shards, rank, x, None)
+            .await
+    }
+
+    /// [`Context::shard_partials_with`] without blocking (the browser's form).
+    pub async fn shard_partials_with_async(
+        &self,
+        config: &LossConfig,
+        shards: &VocabShards,
+        rank: usize,
+        (logits, targets): (HostLogits<'_>, &[u32]),
+        kept: Option<KeptSets<'_>>,
     ) -> Result<Vec<f32>> {
         config.validate()?;
         shards.check_rank(rank)?;
@@ -65,8 +96,23 @@ impl Context {
             shards.partial_bytes(rows).max(16),
         )?;
         super::check_rows(self, rows)?;
+        if let Some(k) = &kept {
+            crate::loss::check_kept(config)?;
+            k.validate(rows as usize, shards.vocab() as usize)?;
+        }
         let x = self.upload("logits", logits.bytes());
         let y = self.upload("targets", bytemuck::cast_slice(targets));
+        let u32s = |label, v: &[u32]| self.upload(label, bytemuck::cast_slice(v));
+        let csr = kept.map(|k| {
+            (
+                u32s("keep_offsets", k.offsets),
+                u32s("keep_ids", k.ids),
+                k.ids.len(),
+            )
+        });
+        let view = csr
+            .as_ref()
+            .map(|(o, i, n)| crate::KeptView::new(o, i, *n as u32));
         let bytes = shards.partial_bytes(rows);
         let out = self.buffer(
             "partials",
@@ -76,12 +122,15 @@ impl Context {
         let mut encoder = self
             .device()
             .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
-        loss.record_shard_partials(
+        loss.record_shard_partials_with(
             &mut encoder,
             shards,
             rank,
-            &LogitsView::new(&x, logits.dtype(), rows, width),
-            &TargetsView::new(&y),
+            (
+                &LogitsView::new(&x, logits.dtype(), rows, width),
+                &TargetsView::new(&y),
+            ),
+            view.as_ref(),
             F32View::new(&out),
         )?;
         Ok(self
@@ -134,7 +183,17 @@ impl Context {
             ));
         }
         let loss = PolicyLoss::new(self, *config)?;
-        let shape = part.check_at(config, 0)?;
+        // a shard's kept ids are of the whole vocabulary, not of its columns
+        let mut columns = part;
+        columns.batch.kept = None;
+        let shape = columns.check_at(config, 0)?;
+        if let Some(k) = &part.batch.kept {
+            crate::loss::check_kept(config)?;
+            k.validate(shape.rows as usize, shards.vocab() as usize)?;
+            let rows = (part.batch.targets, part.batch.mask);
+            let all = 0..shape.rows as usize;
+            super::check::check_kept_targets(k, rows, shards.vocab(), all, 0)?;
+        }
         self.fits_batch(&part, &shape, grad_dtype)?;
         let up = self.upload_batch(&part, &shape, grad_dtype)?;
         let expect = shards.len() * up.rows as usize * crate::PARTIAL_FLOATS as usize;

@@ -37,7 +37,7 @@ pub(super) struct Scratch {
     /// Partial statistics of column blocks, for rows longer than one binding.
     pub(super) partials: Option<(u32, wgpu::Buffer)>,
     /// Given kept sets' row headers and kept pairs (kept_partials.wgsl).
-    kept: Option<(u32, wgpu::Buffer)>,
+    pub(super) kept: Option<(u32, wgpu::Buffer)>,
     /// The fused head's chunk buffers.
     pub(super) head: super::head::HeadScratch,
 }

@@ -372,11 +372,13 @@ impl Builder<'_, '_> {
         if let Some(k) = self.call.shards {
             for &part in live {
                 if self.call.kept.is_some() {
-                    // this shard's kept pairs for its loss launch (its partial is the
-                    // gathered one: the scratch copy is not read)
-                    self.s.scratch.partials = self.s.scratch.rows.max(1) as u64;
-                    let n = self.chunks(part, &self.block_spans(part, 0, true))?;
-                    self.push(Step::BlockPartials { part, block: 0 }, n, 0);
+                    // this shard's kept pairs for its loss launches, a column block at
+                    // a time (its partials are the gathered ones: these are not read)
+                    self.s.scratch.partials = blocks as u64 * self.s.scratch.rows.max(1) as u64;
+                    for block in 0..blocks {
+                        let n = self.chunks(part, &self.block_spans(part, block, true))?;
+                        self.push(Step::BlockPartials { part, block }, n, 0);
+                    }
                 }
                 let n = self.chunks(part, &self.call.parts[part].per_row)?;
                 self.push(Step::CombineShards { part }, n, starts(k));

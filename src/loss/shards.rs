@@ -3,13 +3,17 @@
 //! caller's all-gather, the loss of the whole vocabulary and the gradient of the rank's
 //! columns.
 
-use super::encode::{block_starts, vec4_window};
+use super::encode::{block_starts, block_view, grow, vec4_window};
+use super::schedule::KEPT_ITEM_BYTES;
+use super::validate::check_kept;
 use super::{LossOutputs, LossPart, PolicyLoss};
 use crate::error::{Error, Result};
 use crate::kernels::combine::{self, CombineOut};
+use crate::kernels::kept_partials::{self, KeptCall};
 use crate::kernels::row_partials::PartialsOut;
 use crate::kernels::{column_blocks, Caps, PartSpans};
 use crate::shards::VocabShards;
+use crate::view::KeptView;
 use crate::view::{F32View, LogitsView, TargetsView};
 
 impl PolicyLoss {
@@ -29,15 +33,36 @@ impl PolicyLoss {
         targets: &TargetsView<'_>,
         partials: F32View<'_>,
     ) -> Result<()> {
+        let x = (logits, targets);
+        self.record_shard_partials_with(encoder, shards, rank, x, None, partials)
+    }
+
+    /// [`PolicyLoss::record_shard_partials`] over the rows' given kept sets (SPEC "The
+    /// sampler's distribution"): every shard is given the whole row's CSR, in ids of
+    /// the whole vocabulary, and keeps those in its columns; a row with an empty range
+    /// keeps every token. The same `kept` goes to [`PolicyLoss::record_shard_loss`]
+    /// (in the part's [`LossInputs::kept`](crate::LossInputs)).
+    pub fn record_shard_partials_with(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        shards: &VocabShards,
+        rank: usize,
+        (logits, targets): (&LogitsView<'_>, &TargetsView<'_>),
+        kept: Option<&KeptView<'_>>,
+        partials: F32View<'_>,
+    ) -> Result<()> {
         shards.check_rank(rank)?;
         check_shard_columns(shards, rank, logits)?;
         logits.validate()?;
         let rows = logits.rows;
         targets.validate(rows)?;
-        crate::view::check_aliasing(
-            &[("logits", logits.buffer), ("targets", targets.buffer)],
-            &[("partials", partials.buffer)],
-        )?;
+        let mut reads = vec![("logits", logits.buffer), ("targets", targets.buffer)];
+        if let Some(k) = kept {
+            check_kept(&self.config)?;
+            k.validate(rows)?;
+            reads.extend([("keep_offsets", k.offsets), ("keep_ids", k.ids)]);
+        }
+        crate::view::check_aliasing(&reads, &[("partials", partials.buffer)])?;
         let limits = self.ctx.device().limits();
         let (binding, offset) = vec4_window("partials", &partials, rows as u64, &limits)?;
         let cols = column_blocks(
@@ -52,6 +77,15 @@ impl PolicyLoss {
         let out = PartialsOut { binding, offset };
         let col_offset = shards.offset(rank);
         let sampler = self.sampler(None)?;
+        if let Some(k) = kept {
+            return self.shard_kept_partials(
+                encoder,
+                (logits, targets),
+                (&cols, col_offset),
+                k,
+                out,
+            );
+        }
         if let [whole] = cols[..] {
             let at = (whole, col_offset);
             return self.record_block_partials(
@@ -124,12 +158,6 @@ impl PolicyLoss {
                  partials use the configuration's one temperature",
             ));
         }
-        if part.inputs.kept.is_some() {
-            return Err(Error::arg(
-                "keep_offsets",
-                "given kept sets are not yet taken with vocabulary shards",
-            ));
-        }
         let shard = ShardCall {
             starts: shards.starts(),
             col_offset: shards.offset(rank),
@@ -138,6 +166,70 @@ impl PolicyLoss {
         };
         let plan = self.plan(&[part], Some(outputs), Some(&shard))?;
         self.encode(encoder, &plan, outputs, Some(&shard), None)
+    }
+}
+
+impl PolicyLoss {
+    /// A shard's partials over its rows' kept sets: kept_partials per column block
+    /// (the pairs it writes are this call's, not read), merged into the shard's
+    /// partial where its rows are split.
+    fn shard_kept_partials(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        (logits, targets): (&LogitsView<'_>, &TargetsView<'_>),
+        (cols, col_offset): (&[crate::kernels::ColumnBlock], u32),
+        kept: &KeptView<'_>,
+        out: PartialsOut<'_>,
+    ) -> Result<()> {
+        let rows = logits.rows;
+        let sampler = self.sampler(None)?;
+        let mut guard = self.scratch.lock().unwrap_or_else(|p| p.into_inner());
+        let scratch = &mut *guard;
+        let items = kept_partials::scratch_items(rows, kept.len as u64);
+        let items = u32::try_from(items).map_err(|_| {
+            Error::arg(
+                "keep_ids",
+                format!("{items} kept ids and row headers are too many"),
+            )
+        })?;
+        let pairs = grow(self, &mut scratch.kept, "kept", items, KEPT_ITEM_BYTES).clone();
+        let call = KeptCall {
+            view: *kept,
+            scratch: &pairs,
+            part_row: 0,
+            pairs: 2 * rows,
+        };
+        let split = cols.len() > 1;
+        let blocks = match split {
+            true => Some(self.partials_binding(
+                &mut scratch.partials,
+                cols.len() as u64 * rows as u64,
+                rows,
+            )?),
+            false => None,
+        };
+        for (j, &(col, w)) in cols.iter().enumerate() {
+            let at = match &blocks {
+                Some(b) => PartialsOut {
+                    binding: b.binding.clone(),
+                    offset: j as u32 * rows,
+                },
+                None => PartialsOut {
+                    binding: out.binding.clone(),
+                    offset: out.offset,
+                },
+            };
+            let block = block_view(logits, col, w);
+            let x = (&block, targets);
+            let c = col_offset + col;
+            kept_partials::record(&self.ctx, encoder, x, None, &sampler, c, &at, &call)?;
+        }
+        let Some(blocks) = blocks else {
+            return Ok(());
+        };
+        let starts = block_starts(cols, col_offset);
+        let merged = CombineOut::Partial(out);
+        combine::record(&self.ctx, encoder, rows, targets, &starts, &blocks, &merged)
     }
 }
 

@@ -141,7 +141,8 @@ pub(super) fn sharded(
         .collect();
     let mut gathered = Vec::with_capacity(shards.gathered_bytes(rows as u32) as usize / 4);
     for (k, piece) in pieces.iter().enumerate() {
-        gathered.extend(ctx.shard_partials(config, &shards, k, piece.host(), batch.targets)?);
+        let x = (piece.host(), batch.targets);
+        gathered.extend(ctx.shard_partials_with(config, &shards, k, x, batch.kept)?);
     }
     let elem = grad_dtype.size() as usize;
     let mut grad = vec![0u8; rows * vocab * elem];
@@ -149,7 +150,6 @@ pub(super) fn sharded(
     for (k, piece) in pieces.iter().enumerate() {
         let part = HostPart {
             batch: HostBatch {
-                kept: None,
                 logits: piece.host(),
                 vocab: shards.width(k),
                 ..*batch
