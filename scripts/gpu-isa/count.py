@@ -60,8 +60,17 @@ SHAPES = (151936, 32000, 50257)
 # modules) the compiler unrolls it, and it is not there
 STATS_ROLES = (r"(e)(e)", ("hot", "exact"))
 GRAD_ROLES = (r"(n)(n?)(e)(e)(e?)(n?)", ("zero", "ztail", "hot", "exact", "edge", "tail"))
+# kept_partials.wgsl: its loop over a row's kept ids loads, exps and stores (the pairs),
+# one id a step, after the statistics sweep of the rows that keep every token
+KEPT_ROLES = (r"(e)", ("kept",))
+# the loss launch over a given set (sampler/kept.wgsl): the gradient sweep as above
+# for rows that keep every token, then a kept row's zeros (kzero, GRAD_STEP a step, and
+# ktail, its last group or edge words) and the scatter of its kept ids, one id a step
+KEPT_GRAD_ROLES = (r"(n)(n?)(e)(e)(e?)(n??)(n)(n?)(e)",
+                   ("zero", "ztail", "hot", "exact", "edge", "tail", "kzero", "ktail",
+                    "scatter"))
 # logits a lane takes per iteration where it is not the sweep's STATS_STEP / GRAD_STEP
-ROLE_STEP = {"ztail": 1, "tail": 1, "edge": 2}
+ROLE_STEP = {"ztail": 1, "tail": 1, "edge": 2, "kept": 1, "ktail": 1, "scatter": 1}
 GROUP = 8
 
 
@@ -152,10 +161,15 @@ def sweep_loops(labels, instrs, name):
                      f"not as the sweeps' {pattern}")
         return [(r, n) for r, (n, _) in zip(present, got)]
 
+    grad_roles = GRAD_ROLES
+    if name.startswith("KeptPartials/"):
+        grad_roles = KEPT_ROLES
+    elif name.endswith("/kept") or name.endswith("/kept+softcap"):
+        grad_roles = KEPT_GRAD_ROLES
     out = {s: named(inner[s], *roles) if inner[s] else []
-           for s, roles in (("stats", STATS_ROLES), ("grad", GRAD_ROLES))}
+           for s, roles in (("stats", STATS_ROLES), ("grad", grad_roles))}
     out["sweep"] = None
-    if out["grad"]:
+    if out["grad"] and not name.startswith("KeptPartials/"):
         out["sweep"] = "words" if "edge" in dict(out["grad"]) else "groups"
     return out
 

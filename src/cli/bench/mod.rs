@@ -66,7 +66,8 @@ pub struct BenchArgs {
     #[arg(long)]
     memory_only: bool,
     /// Time the loss under the sampler's distribution (per-token temperatures, the
-    /// logit softcap, both) against the plain loss, forward + backward, side by side.
+    /// logit softcap, both, a given kept set of 50 ids a row) against the plain loss,
+    /// forward + backward, side by side.
     #[arg(long)]
     sampler: bool,
 }

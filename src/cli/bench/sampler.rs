@@ -38,7 +38,7 @@ fn print(ctx: &Context, rows: &[Outcome<Vec<SamplerRow>>]) {
         "; ppo_clip forward + backward, old log-probs given",
     );
     println!(
-        "{:<20} {:<28} {:>12} {:>10}",
+        "{:<20} {:<36} {:>12} {:>10}",
         "shape", "sampler", "fwd+bwd ms", "vs plain"
     );
     for r in rows {
@@ -46,7 +46,7 @@ fn print(ctx: &Context, rows: &[Outcome<Vec<SamplerRow>>]) {
             Outcome::Done(variants) => {
                 for v in variants {
                     println!(
-                        "{:<20} {:<28} {:>12.3} {:>9.2}x",
+                        "{:<20} {:<36} {:>12.3} {:>9.2}x",
                         v.shape.to_string(),
                         v.variant,
                         v.fused.median_ms,

@@ -22,7 +22,14 @@ pub(super) struct Part {
     pub(super) rollout: wgpu::Buffer,
     /// Per-row sampling temperatures in [0.7, 1.3] (`--sampler`).
     pub(super) temps: wgpu::Buffer,
+    /// A given kept set of [`KEPT_IDS`] ids a row, the target among them, scattered
+    /// over the vocabulary (`--sampler`): CSR offsets and ids.
+    pub(super) keep_offsets: wgpu::Buffer,
+    pub(super) keep_ids: wgpu::Buffer,
 }
+
+/// Ids a row of the benchmark's given kept sets (a top-k of 50 replayed).
+pub const KEPT_IDS: u32 = 50;
 
 /// The baseline's buffers for `rows` rows of one part, from its row `first`.
 pub(super) struct UnfusedChunk {
@@ -156,7 +163,16 @@ impl Part {
             .clone()
             .map(|r| if r % 3 == 0 { -0.5 } else { 1.0 })
             .collect();
-        let temps: Vec<f32> = rows.map(|r| 0.7 + 0.1 * (r % 7) as f32).collect();
+        let temps: Vec<f32> = rows.clone().map(|r| 0.7 + 0.1 * (r % 7) as f32).collect();
+        // the target and 49 others, a prime stride apart (reads scattered over the row)
+        let k = KEPT_IDS.min(shape.vocab);
+        let ids: Vec<u32> = targets
+            .iter()
+            .flat_map(|&y| {
+                (0..k).map(move |i| ((y as u64 + i as u64 * 2999) % shape.vocab as u64) as u32)
+            })
+            .collect();
+        let offsets: Vec<u32> = (0..=n).map(|r| r * k).collect();
         let f32s = |label, v: f32| ctx.upload(label, bytemuck::cast_slice(&vec![v; n as usize]));
         Part {
             rows: n,
@@ -169,6 +185,8 @@ impl Part {
             old: f32s("bench old", -12.0),
             rollout: f32s("bench rollout", -12.3),
             temps: ctx.upload("bench temperatures", bytemuck::cast_slice(&temps)),
+            keep_offsets: ctx.upload("bench keep_offsets", bytemuck::cast_slice(&offsets)),
+            keep_ids: ctx.upload("bench keep_ids", bytemuck::cast_slice(&ids)),
         }
     }
 }

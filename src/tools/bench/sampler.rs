@@ -19,12 +19,14 @@ pub struct SamplerRow {
     pub ratio: f64,
 }
 
-/// The variants: (name, the softcap, per-row temperatures).
-const VARIANTS: [(&str, Option<f32>, bool); 4] = [
-    ("plain", None, false),
-    ("per-token temperatures", None, true),
-    ("softcap 30", Some(30.0), false),
-    ("softcap 30 + temperatures", Some(30.0), true),
+/// The variants: (name, the softcap, per-row temperatures, a given kept set).
+const VARIANTS: [(&str, Option<f32>, bool, bool); 6] = [
+    ("plain", None, false, false),
+    ("per-token temperatures", None, true, false),
+    ("softcap 30", Some(30.0), false, false),
+    ("softcap 30 + temperatures", Some(30.0), true, false),
+    ("given set, 50 ids", None, false, true),
+    ("given set + softcap + temperatures", Some(30.0), true, true),
 ];
 
 /// Times every variant on one shape, the plain loss first.
@@ -36,14 +38,14 @@ pub fn measure_sampler(
 ) -> Result<Vec<SamplerRow>> {
     let w = Workload::new(ctx, shape)?;
     let mut rows: Vec<SamplerRow> = Vec::new();
-    for (variant, softcap, temps) in VARIANTS {
+    for (variant, softcap, temps, kept) in VARIANTS {
         let cfg = LossConfig {
             logit_softcap: softcap,
             ..LossConfig::default()
         };
         let loss = PolicyLoss::new(ctx, cfg)?;
         let fused = time(ctx, samples, budget, |e| {
-            w.record_loss_with(&loss, temps, e)
+            w.record_loss_with(&loss, (temps, kept), e)
         })?;
         let plain = rows.first().map_or(fused.median_ms, |r| r.fused.median_ms);
         rows.push(SamplerRow {

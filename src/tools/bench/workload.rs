@@ -104,14 +104,15 @@ impl Workload {
     /// correction, the sampler's) log-probs: the gradient in the logits' dtype into its
     /// own buffer.
     pub fn record_loss(&self, loss: &PolicyLoss, encoder: &mut wgpu::CommandEncoder) -> Result<()> {
-        self.record_loss_with(loss, false, encoder)
+        self.record_loss_with(loss, (false, false), encoder)
     }
 
-    /// [`Workload::record_loss`], with each row's sampling temperature where `temps`.
+    /// [`Workload::record_loss`], with each row's sampling temperature where `temps`,
+    /// and a given kept set of 50 ids a row where `kept`.
     pub fn record_loss_with(
         &self,
         loss: &PolicyLoss,
-        temps: bool,
+        (temps, kept): (bool, bool),
         encoder: &mut wgpu::CommandEncoder,
     ) -> Result<()> {
         let (dtype, vocab) = (self.shape.dtype, self.shape.vocab);
@@ -123,6 +124,9 @@ impl Workload {
             .map(|(p, (inputs, gradient))| {
                 let mut inputs = inputs.with_old_logprobs(F32View::new(&p.old));
                 inputs.temperatures = temps.then(|| F32View::new(&p.temps));
+                let len = p.rows * super::buffers::KEPT_IDS.min(vocab);
+                let csr = crate::KeptView::new(&p.keep_offsets, &p.keep_ids, len);
+                inputs.kept = kept.then_some(csr);
                 let part = LossPart::new(inputs, gradient);
                 match rollout {
                     true => part.with_rollout_logprobs(F32View::new(&p.rollout)),
