@@ -28,9 +28,20 @@ pub(crate) enum CombineOut<'a> {
 type Window<'a> = (wgpu::BufferBinding<'a>, u32);
 
 impl<'a> CombineOut<'a> {
-    /// The output bindings (the spare where the mode writes none).
-    fn bindings<'s>(&'s self, spare: &'s wgpu::Buffer) -> OutBindings<'s> {
-        let none = || (spare.as_entire_buffer_binding(), 0);
+    /// The output bindings (a window of the spare of its own where the mode writes
+    /// none: WebGPU refuses two writable bindings of one range in a dispatch).
+    fn bindings<'s>(&'s self, spare: &'s wgpu::Buffer, align: u64) -> OutBindings<'s> {
+        let slot = std::cell::Cell::new(0u64);
+        let none = || {
+            let at = slot.get();
+            slot.set(at + 1);
+            let window = wgpu::BufferBinding {
+                buffer: spare,
+                offset: at * align,
+                size: std::num::NonZeroU64::new(16),
+            };
+            (window, 0)
+        };
         let (mode, part_row, out_offset, out, rows) = match self {
             CombineOut::Stats { rowout, part_row } => (
                 MODE_STATS,
@@ -124,14 +135,15 @@ pub(crate) fn record_rows(
         wgpu::BufferUsages::STORAGE,
     );
     // the bindings a mode does not write get a small spare buffer
-    let spare = ctx.buffer("combine spare", 16, wgpu::BufferUsages::STORAGE);
+    let align = (limits.min_storage_buffer_offset_alignment as u64).max(16);
+    let spare = ctx.buffer("combine spare", 3 * align + 16, wgpu::BufferUsages::STORAGE);
     let OutBindings {
         mode,
         part_row,
         out_offset,
         out: out_bind,
         rows: [lse, logp, entropy],
-    } = out.bindings(&spare);
+    } = out.bindings(&spare, align);
     let mut params = Vec::with_capacity(chunks.len());
     let mut windows = Vec::with_capacity(chunks.len());
     for &(first, end) in &chunks {

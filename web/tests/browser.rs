@@ -464,3 +464,109 @@ async fn the_head_runs_where_the_logits_exceed_the_largest_buffer() {
         assert!(r.is_err(), "{name}: a NaN at {at} passed");
     }
 }
+
+/// The sampler's distribution on the head in the browser: a given kept set a row (the
+/// engine's top-p replayed; an empty range on every fourth row keeps every token) with
+/// per-token temperatures and the softcap, chunks that do not divide the rows: the
+/// loss, log-probs, ∂L/∂h and ∂L/∂W against the f64 reference.
+#[wasm_bindgen_test]
+async fn the_head_under_the_sampler_with_a_kept_set() {
+    use wgpu_policy_loss::reference::sampler::{KeptSets, Sampler, SamplerBatch};
+    let ctx = gpu().await;
+    let (rows, h, vocab) = (24usize, 16usize, 301usize);
+    let mut r = Lcg(41);
+    let mut uni =
+        |n: usize| -> Vec<f32> { (0..n).map(|_| (r.uniform() as f32 - 0.5) * 2.0).collect() };
+    let (hidden, w) = (uni(rows * h), uni(vocab * h));
+    let targets: Vec<u32> = (0..rows).map(|i| (i * 97 % vocab) as u32).collect();
+    let mask: Vec<f32> = (0..rows)
+        .map(|i| if i % 7 == 5 { 0.0 } else { 1.0 })
+        .collect();
+    let temps: Vec<f32> = (0..rows).map(|i| 0.6 + 0.05 * i as f32).collect();
+    let (mut offsets, mut ids) = (vec![0u32], Vec::new());
+    for (i, &y) in targets.iter().enumerate() {
+        if i % 4 != 3 {
+            ids.extend((0..12u32).map(|k| (y + 23 * k) % vocab as u32).rev());
+        }
+        offsets.push(ids.len() as u32);
+    }
+    let adv = vec![0.7f32, -0.4];
+    let cfg = LossConfig {
+        logit_softcap: Some(4.0),
+        ..LossConfig::default()
+    };
+    let kept = KeptSets {
+        offsets: &offsets,
+        ids: &ids,
+    };
+    let batch = wgpu_policy_loss::HostHead {
+        kept: Some(kept),
+        temperatures: Some(&temps),
+        hidden: HostLogits::F32(&hidden),
+        lm_head: HostLogits::F32(&w),
+        hidden_dim: h as u32,
+        rows_per_seq: Some(12),
+        targets: &targets,
+        mask: &mask,
+        advantages: &adv,
+        old_logprobs: None,
+        ref_logprobs: None,
+        rollout_logprobs: None,
+        chunk_rows: Some(5),
+    };
+    let got = ctx
+        .policy_loss_head_async(&cfg, &batch, Some(DType::F32))
+        .await
+        .unwrap();
+    let f64s = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<_>>();
+    let (hd, wd, md) = (f64s(&hidden), f64s(&w), f64s(&mask));
+    let x = reference::head_logits(&hd, &wd, h);
+    let b = Batch {
+        logits: &x,
+        vocab,
+        rows_per_seq: 12,
+        targets: &targets,
+        mask: &md,
+        advantages: &f64s(&adv),
+        old_logp: None,
+        ref_logp: None,
+    };
+    let t = f64s(&temps);
+    let sampler = SamplerBatch {
+        sampler: Sampler {
+            softcap: Some(4.0),
+            ..Sampler::default()
+        },
+        temperatures: Some(&t),
+        keep: Some(kept),
+    };
+    let want = reference::policy_loss_sampled(&cfg, &b, None, &sampler).unwrap();
+    let loss = got.loss.metrics.loss as f64;
+    console_log!("head under the sampler: loss {loss} vs {}", want.loss);
+    assert!((loss - want.loss).abs() <= 1e-4 * (1.0 + want.loss.abs()));
+    for row in (0..rows).filter(|&i| mask[i] > 0.0) {
+        let (g, w) = (got.loss.logprobs[row] as f64, want.logp[row]);
+        assert!(
+            (g - w).abs() <= 1e-4 * (1.0 + w.abs()),
+            "logprobs[{row}] {g} vs {w}"
+        );
+    }
+    let gz_max = want
+        .grad
+        .iter()
+        .fold(0f64, |m, g| compare::max_err(m, g.abs()));
+    let (dh, dw) = reference::head_grads(&want.grad, &hd, &wd, h, &md);
+    let (sh, sw) = reference::head_magnitudes(&want.grad, &hd, &wd, h, &md);
+    for (name, g, want, n, sums) in [
+        ("grad_hidden", &got.grad_hidden, &dh, vocab, &sh),
+        ("grad_lm_head", &got.grad_lm_head, &dw, rows, &sw),
+    ] {
+        let g = g.as_ref().unwrap();
+        let c = compare::head_grad(&g.to_f32(), want, g.dtype.into(), n, gz_max, sums)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        console_log!(
+            "head under the sampler: {name} largest error {:.2} of its bound",
+            c.share()
+        );
+    }
+}
