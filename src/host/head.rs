@@ -126,7 +126,7 @@ struct HeadUpload {
     rollout: Option<wgpu::Buffer>,
     temps: Option<wgpu::Buffer>,
     /// The kept sets' offsets and ids, and how many ids.
-    kept: Option<(wgpu::Buffer, wgpu::Buffer, u32)>,
+    kept: Option<super::UploadedKept>,
 }
 
 /// The gradients' buffers: ∂L/∂h (buffer, bytes) and ∂L/∂W in vocabulary blocks
@@ -221,15 +221,7 @@ impl Context {
             refp: b.ref_logprobs.map(|v| f32s("ref_logprobs", v)),
             rollout: b.rollout_logprobs.map(|v| f32s("rollout_logprobs", v)),
             temps: b.temperatures.map(|v| f32s("temperatures", v)),
-            kept: b.kept.map(|k| {
-                let u32s = |label, v: &[u32]| self.upload(label, bytemuck::cast_slice(v));
-                let len = k.ids.len() as u32;
-                (
-                    u32s("keep_offsets", k.offsets),
-                    u32s("keep_ids", k.ids),
-                    len,
-                )
-            }),
+            kept: b.kept.map(|k| super::UploadedKept::new(self, &k)),
         }
     }
 
@@ -370,10 +362,7 @@ impl Context {
         inputs.ref_logprobs = up.refp.as_ref().map(F32View::new);
         inputs.rollout_logprobs = up.rollout.as_ref().map(F32View::new);
         inputs.temperatures = up.temps.as_ref().map(F32View::new);
-        inputs.kept = up
-            .kept
-            .as_ref()
-            .map(|(offsets, ids, len)| crate::KeptView::new(offsets, ids, *len));
+        inputs.kept = up.kept.as_ref().map(super::UploadedKept::view);
         inputs.chunk_rows = b.chunk_rows;
         let gw: Vec<MatrixView<'_>> = g
             .iter()

@@ -191,22 +191,12 @@ impl Context {
         let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC;
         let g =
             grad_dtype.map(|_| self.buffer("gradient", grad_bytes.div_ceil(4).max(1) * 4, usage));
-        let kept = batch.kept.map(|k| {
-            let u32s = |label, v: &[u32]| self.upload(label, bytemuck::cast_slice(v));
-            let len = k.ids.len() as u32;
-            (
-                u32s("keep_offsets", k.offsets),
-                u32s("keep_ids", k.ids),
-                len,
-            )
-        });
+        let kept = batch.kept.map(|k| super::UploadedKept::new(self, &k));
         let inputs = LogProbInputs {
             logits: LogitsView::new(&x, dtype, rows as u32, vocab),
             targets: TargetsView::new(&y),
             temperatures: t.as_ref().map(F32View::new),
-            kept: kept
-                .as_ref()
-                .map(|(offsets, ids, len)| crate::KeptView::new(offsets, ids, *len)),
+            kept: kept.as_ref().map(super::UploadedKept::view),
             upstream: Upstream {
                 logprobs: a.as_ref().map(F32View::new),
                 entropy: b.as_ref().map(F32View::new),

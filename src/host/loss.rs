@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::loss::{
     Advantages, GradView, Gradient, LossBuffers, LossInputs, LossPart, Metrics, PolicyLoss,
 };
-use crate::view::{DType, F32View, KeptView, LogitsView, TargetsView};
+use crate::view::{DType, F32View, LogitsView, TargetsView};
 
 /// One batch on the host for [`Context::policy_loss`].
 #[derive(Clone, Copy, Debug)]
@@ -144,7 +144,7 @@ pub(super) struct Uploaded {
     rollout: Option<wgpu::Buffer>,
     temps: Option<wgpu::Buffer>,
     /// The kept sets' offsets and ids, and how many ids.
-    kept: Option<(wgpu::Buffer, wgpu::Buffer, u32)>,
+    kept: Option<super::UploadedKept>,
     grad: Option<(wgpu::Buffer, u64)>,
 }
 
@@ -166,10 +166,7 @@ impl Uploaded {
             old_logprobs: self.old.as_ref().map(F32View::new),
             ref_logprobs: self.refp.as_ref().map(F32View::new),
             temperatures: self.temps.as_ref().map(F32View::new),
-            kept: self
-                .kept
-                .as_ref()
-                .map(|(offsets, ids, len)| KeptView::new(offsets, ids, *len)),
+            kept: self.kept.as_ref().map(super::UploadedKept::view),
         };
         let gradient = match (&self.grad, grad_dtype) {
             (Some((buf, _)), Some(d)) => Gradient::Into(GradView::new(buf, d, vocab)),
@@ -376,15 +373,7 @@ impl Context {
             refp: batch.ref_logprobs.map(|v| f32s("ref_logprobs", v)),
             rollout: part.rollout_logprobs.map(|v| f32s("rollout_logprobs", v)),
             temps: batch.temperatures.map(|v| f32s("temperatures", v)),
-            kept: batch.kept.map(|k| {
-                let u32s = |label, v: &[u32]| self.upload(label, bytemuck::cast_slice(v));
-                let len = k.ids.len() as u32;
-                (
-                    u32s("keep_offsets", k.offsets),
-                    u32s("keep_ids", k.ids),
-                    len,
-                )
-            }),
+            kept: batch.kept.map(|k| super::UploadedKept::new(self, &k)),
             grad: grad_dtype.map(|_| {
                 let buffer = self.buffer(
                     "gradient",

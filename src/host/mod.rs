@@ -71,6 +71,28 @@ impl HostLogits<'_> {
 
 /// `Err` where `rows` per-row values (f32 or u32: targets, mask, log-probs, the
 /// per-row outputs) need a buffer larger than the device's largest.
+/// A host batch's given kept sets on the device: the offsets, the ids and how many.
+pub(crate) struct UploadedKept {
+    offsets: wgpu::Buffer,
+    ids: wgpu::Buffer,
+    len: u32,
+}
+
+impl UploadedKept {
+    pub(crate) fn new(ctx: &Context, k: &crate::reference::sampler::KeptSets<'_>) -> Self {
+        let u32s = |label, v: &[u32]| ctx.upload(label, bytemuck::cast_slice(v));
+        UploadedKept {
+            offsets: u32s("keep_offsets", k.offsets),
+            ids: u32s("keep_ids", k.ids),
+            len: k.ids.len() as u32,
+        }
+    }
+
+    pub(crate) fn view(&self) -> crate::KeptView<'_> {
+        crate::KeptView::new(&self.offsets, &self.ids, self.len)
+    }
+}
+
 pub(crate) fn check_rows(ctx: &Context, rows: u32) -> Result<()> {
     ctx.fits_buffer(
         "targets",

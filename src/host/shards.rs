@@ -102,17 +102,8 @@ impl Context {
         }
         let x = self.upload("logits", logits.bytes());
         let y = self.upload("targets", bytemuck::cast_slice(targets));
-        let u32s = |label, v: &[u32]| self.upload(label, bytemuck::cast_slice(v));
-        let csr = kept.map(|k| {
-            (
-                u32s("keep_offsets", k.offsets),
-                u32s("keep_ids", k.ids),
-                k.ids.len(),
-            )
-        });
-        let view = csr
-            .as_ref()
-            .map(|(o, i, n)| crate::KeptView::new(o, i, *n as u32));
+        let csr = kept.map(|k| super::UploadedKept::new(self, &k));
+        let view = csr.as_ref().map(super::UploadedKept::view);
         let bytes = shards.partial_bytes(rows);
         let out = self.buffer(
             "partials",

@@ -101,6 +101,21 @@ pub(crate) fn record(
     record_rows(ctx, encoder, (rows, (0, rows)), targets, starts, input, out)
 }
 
+/// The chunks of rows `[lo, hi)` of `rows`: a workgroup takes ROW_WORKGROUP rows, in
+/// chunks of rows as the row kernels plan them, each at most a grid of workgroups.
+fn row_chunks(
+    rows: u32,
+    (lo, hi): (u32, u32),
+    ids: &RowTensor<'_>,
+    limits: &wgpu::Limits,
+) -> Result<Vec<(u32, u32)>> {
+    Ok(plan_chunks(rows, &[ids.span], limits)?
+        .into_iter()
+        .map(|(a, b)| (a.max(lo), b.min(hi)))
+        .filter(|(a, b)| a < b)
+        .collect())
+}
+
 /// [`record`] of rows `[first, end)` of the `rows` alone (the fused head's chunk).
 pub(crate) fn record_rows(
     ctx: &Context,
@@ -122,13 +137,7 @@ pub(crate) fn record_rows(
         buffer: targets.buffer,
         quad: false,
     };
-    // a workgroup takes ROW_WORKGROUP rows: chunks of rows as the row kernels plan
-    // them, each at most a grid of workgroups
-    let chunks: Vec<(u32, u32)> = plan_chunks(rows, &[ids.span], &limits)?
-        .into_iter()
-        .map(|(a, b)| (a.max(lo), b.min(hi)))
-        .filter(|(a, b)| a < b)
-        .collect();
+    let chunks = row_chunks(rows, (lo, hi), &ids, &limits)?;
     let starts_buf = ctx.buffer_init(
         "combine starts",
         bytemuck::cast_slice(starts),

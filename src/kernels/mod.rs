@@ -141,7 +141,20 @@ pub(crate) fn record_row_sweep_in<P: bytemuck::Pod>(
     })?;
     let label = kernel.entry_point();
     let uniforms = ChunkUniforms::new(ctx, &format!("{label} params"), &blocks);
-    let dispatches: Vec<_> = windows
+    let dispatches = sweep_dispatches(windows, &uniforms, outputs, &sampler);
+    dispatch_chunks(ctx, encoder, label, &pipeline, &dispatches)
+}
+
+/// A one-sweep row kernel's bind groups per chunk: logits, uniforms, ids, the outputs
+/// from binding 3 on, and the sampler's binding 8 where its map has one.
+#[allow(clippy::type_complexity)]
+fn sweep_dispatches<'a>(
+    windows: Vec<(wgpu::BufferBinding<'a>, wgpu::BufferBinding<'a>, (u32, u32))>,
+    uniforms: &'a ChunkUniforms,
+    outputs: &[wgpu::BufferBinding<'a>],
+    sampler: &(SamplerMap, wgpu::BufferBinding<'a>),
+) -> Vec<(Vec<wgpu::BindGroupEntry<'a>>, (u32, u32))> {
+    windows
         .into_iter()
         .enumerate()
         .map(|(i, (x, y, groups))| {
@@ -157,8 +170,7 @@ pub(crate) fn record_row_sweep_in<P: bytemuck::Pod>(
             }
             (entries, groups)
         })
-        .collect();
-    dispatch_chunks(ctx, encoder, label, &pipeline, &dispatches)
+        .collect()
 }
 
 /// The loss's O(rows) scratch buffers, as its kernels bind them (the records of

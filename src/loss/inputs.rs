@@ -265,3 +265,28 @@ impl LossBuffers {
         }
     }
 }
+
+/// A given kept set replays the sampler's choice: computing one too is a contradiction.
+pub(crate) fn check_kept(cfg: &crate::LossConfig) -> crate::error::Result<()> {
+    if cfg.computes_kept_set() {
+        return Err(crate::error::Error::arg(
+            "keep_offsets",
+            "a given kept set together with top_k, top_p or min_p: give one or the other",
+        ));
+    }
+    Ok(())
+}
+
+/// Per-row temperatures replace the scalar one, which must then be left at 1.
+pub(crate) fn check_temperatures(cfg: &crate::LossConfig) -> crate::error::Result<()> {
+    if cfg.temperature != 1.0 {
+        return Err(crate::error::Error::arg(
+            "temperature",
+            format!(
+                "must be 1 when per-row temperatures are given, got {}",
+                cfg.temperature
+            ),
+        ));
+    }
+    Ok(())
+}

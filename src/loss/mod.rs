@@ -14,7 +14,7 @@ mod primitive;
 pub(crate) mod schedule;
 mod shards;
 mod validate;
-pub(crate) use validate::{check_kept, check_temperatures};
+pub(crate) use inputs::{check_kept, check_temperatures};
 
 use std::sync::Mutex;
 

@@ -4,8 +4,8 @@
 //! columns.
 
 use super::encode::{block_starts, block_view, grow, vec4_window};
+use super::inputs::check_kept;
 use super::schedule::KEPT_ITEM_BYTES;
-use super::validate::check_kept;
 use super::{LossOutputs, LossPart, PolicyLoss};
 use crate::error::{Error, Result};
 use crate::kernels::combine::{self, CombineOut};

@@ -3,6 +3,7 @@
 //! outputs, and each part laid out in the scratch buffers after the parts before it.
 //! The result, a [`Plan`], holds the call's schedule. Planning records nothing.
 
+use super::inputs::{check_kept, check_temperatures};
 use super::schedule::{schedule, CallShape, HeadShape, Schedule};
 use super::shards::ShardCall;
 use super::{GradView, Gradient, LossOutputs, LossPart, PolicyLoss};
@@ -354,31 +355,6 @@ fn row_inputs<'a>(
         rollout_logp: rollout,
         ..row_inputs
     })
-}
-
-/// A given kept set replays the sampler's choice: computing one too is a contradiction.
-pub(crate) fn check_kept(cfg: &LossConfig) -> Result<()> {
-    if cfg.computes_kept_set() {
-        return Err(Error::arg(
-            "keep_offsets",
-            "a given kept set together with top_k, top_p or min_p: give one or the other",
-        ));
-    }
-    Ok(())
-}
-
-/// Per-row temperatures replace the scalar one, which must then be left at 1.
-pub(crate) fn check_temperatures(cfg: &LossConfig) -> Result<()> {
-    if cfg.temperature != 1.0 {
-        return Err(Error::arg(
-            "temperature",
-            format!(
-                "must be 1 when per-row temperatures are given, got {}",
-                cfg.temperature
-            ),
-        ));
-    }
-    Ok(())
 }
 
 /// Where the gradient goes, validated against the logits.
