@@ -300,6 +300,25 @@ fn the_primitive_over_given_sets() {
             "head {head}: a set of one token has log-prob 0, got {}",
             got[9]
         );
+        // vocabulary shards: the same outputs within f32 rounding (logits only)
+        if !head {
+            let sharded = run_ok(
+                &path,
+                &tmp("prim-shards.safetensors"),
+                &["--vocab-shards", "3"],
+            );
+            let st3 = SafeTensors::deserialize(&sharded).unwrap();
+            for name in ["logprobs", "entropy", "lse", "grad_logits"] {
+                let (x, y) = (f32s(&st, name), f32s(&st3, name));
+                for (i, (p, q)) in x.iter().zip(&y).enumerate() {
+                    let unread = name != "grad_logits" && i == MASKED;
+                    assert!(
+                        unread || (p - q).abs() <= 1e-5 * (1.0 + p.abs()),
+                        "--vocab-shards 3: {name}[{i}]: {p} vs {q}"
+                    );
+                }
+            }
+        }
     }
 }
 

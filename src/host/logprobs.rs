@@ -169,6 +169,80 @@ impl Context {
         batch.check(config)?;
         let prim = LogProbs::new(self, *config)?;
         let rows = batch.rows()?;
+        self.run_logprobs(batch, rows, grad_dtype, |enc, inputs, gradient, out| {
+            prim.record(enc, inputs, gradient, out)
+        })
+        .await
+    }
+
+    /// The primitive of shard `rank`'s columns of a split vocabulary ([`LogProbs::record_shard`]):
+    /// `batch.logits` are its columns (`vocab` = `shards.width(rank)`), its targets and
+    /// kept ids of the whole vocabulary, `gathered` every shard's partials in rank
+    /// order ([`Context::shard_partials_with`] under the same temperature and softcap).
+    /// `logprobs`, `entropy` and `lse` are the whole vocabulary's; the gradient is of
+    /// this shard's columns.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn logprobs_shard(
+        &self,
+        config: &LogProbConfig,
+        (shards, rank): (&crate::VocabShards, usize),
+        batch: &HostLogProbs<'_>,
+        gathered: &[f32],
+        grad_dtype: Option<DType>,
+    ) -> Result<HostLoss> {
+        shards.check_rank(rank)?;
+        if batch.vocab != shards.width(rank) {
+            let why = format!(
+                "is {}, but shard {rank} holds {}",
+                batch.vocab,
+                shards.width(rank)
+            );
+            return Err(Error::arg("vocab", why));
+        }
+        let rows = batch.rows()?;
+        // targets and kept ids are of the whole vocabulary
+        let whole = HostLogProbs {
+            vocab: shards.vocab(),
+            ..*batch
+        };
+        whole.check_rows(config, rows)?;
+        let prim = LogProbs::new(self, *config)?;
+        let expect = shards.len() * rows * crate::PARTIAL_FLOATS as usize;
+        if gathered.len() != expect {
+            let why = format!(
+                "has {} values; {} shards × {rows} rows × 4 are {expect}",
+                gathered.len(),
+                shards.len()
+            );
+            return Err(Error::arg("gathered", why));
+        }
+        self.fits_buffer(
+            "gathered",
+            "every shard's partials",
+            (gathered.len() as u64 * 4).max(4),
+        )?;
+        let g = self.upload("gathered", bytemuck::cast_slice(gathered));
+        let run = self.run_logprobs(batch, rows, grad_dtype, |enc, inputs, gradient, out| {
+            let p = F32View::new(&g);
+            prim.record_shard(enc, shards, rank, inputs, gradient, p, out)
+        });
+        pollster::block_on(run)
+    }
+
+    /// Uploads a checked batch of `rows` rows, records the primitive with `record`,
+    /// and reads every output back (the metrics checked).
+    async fn run_logprobs(
+        &self,
+        batch: &HostLogProbs<'_>,
+        rows: usize,
+        grad_dtype: Option<DType>,
+        record: impl FnOnce(
+            &mut wgpu::CommandEncoder,
+            &LogProbInputs<'_>,
+            Gradient<'_>,
+            &crate::LossOutputs<'_>,
+        ) -> Result<()>,
+    ) -> Result<HostLoss> {
         let (vocab, dtype) = (batch.vocab, batch.logits.dtype());
         let elems = rows as u64 * vocab as u64;
         let what = format!("the logits [{rows}, {vocab}] {dtype}");
@@ -176,40 +250,22 @@ impl Context {
         let grad_bytes = elems * grad_dtype.map_or(0, DType::size);
         let what = format!("the gradient [{rows}, {vocab}]");
         self.fits_buffer("gradient", &what, grad_bytes)?;
-        let f32s =
-            |label, v: Option<&[f32]>| v.map(|v| self.upload(label, bytemuck::cast_slice(v)));
-        let x = self.upload("logits", batch.logits.bytes());
-        let y = self.upload("targets", bytemuck::cast_slice(batch.targets));
-        let (a, b) = (
-            f32s("upstream_logprobs", batch.upstream_logprobs),
-            f32s("upstream_entropy", batch.upstream_entropy),
-        );
-        let (c, t) = (
-            f32s("upstream_lse", batch.upstream_lse),
-            f32s("temperatures", batch.temperatures),
-        );
+        let up = ProbUpload::new(self, batch);
         let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC;
         let g =
             grad_dtype.map(|_| self.buffer("gradient", grad_bytes.div_ceil(4).max(1) * 4, usage));
-        let kept = batch.kept.map(|k| super::UploadedKept::new(self, &k));
-        let inputs = LogProbInputs {
-            logits: LogitsView::new(&x, dtype, rows as u32, vocab),
-            targets: TargetsView::new(&y),
-            temperatures: t.as_ref().map(F32View::new),
-            kept: kept.as_ref().map(super::UploadedKept::view),
-            upstream: Upstream {
-                logprobs: a.as_ref().map(F32View::new),
-                entropy: b.as_ref().map(F32View::new),
-                lse: c.as_ref().map(F32View::new),
-            },
-        };
         let gradient = match (&g, grad_dtype) {
             (Some(g), Some(d)) => Gradient::Into(GradView::new(g, d, vocab)),
             _ => Gradient::None,
         };
         let out = LossBuffers::new(self, rows as u32);
         let mut encoder = self.device().create_command_encoder(&Default::default());
-        prim.record(&mut encoder, &inputs, gradient, &out.outputs())?;
+        record(
+            &mut encoder,
+            &up.inputs(dtype, (rows as u32, vocab)),
+            gradient,
+            &out.outputs(),
+        )?;
         let n = rows as u64 * 4;
         let mut list = vec![
             (&out.metrics, Metrics::LEN as u64 * 4),
@@ -232,6 +288,49 @@ impl Context {
                 bytes: got.get(4).cloned().unwrap_or_default(),
             }),
         })
+    }
+}
+
+/// A primitive's host batch on the device.
+struct ProbUpload {
+    x: wgpu::Buffer,
+    y: wgpu::Buffer,
+    up: [Option<wgpu::Buffer>; 3],
+    temps: Option<wgpu::Buffer>,
+    kept: Option<super::UploadedKept>,
+}
+
+impl ProbUpload {
+    fn new(ctx: &Context, b: &HostLogProbs<'_>) -> Self {
+        let f32s = |label, v: Option<&[f32]>| v.map(|v| ctx.upload(label, bytemuck::cast_slice(v)));
+        ProbUpload {
+            x: ctx.upload("logits", b.logits.bytes()),
+            y: ctx.upload("targets", bytemuck::cast_slice(b.targets)),
+            up: [
+                f32s("upstream_logprobs", b.upstream_logprobs),
+                f32s("upstream_entropy", b.upstream_entropy),
+                f32s("upstream_lse", b.upstream_lse),
+            ],
+            temps: f32s("temperatures", b.temperatures),
+            kept: b.kept.map(|k| super::UploadedKept::new(ctx, &k)),
+        }
+    }
+
+    fn inputs(&self, dtype: DType, (rows, vocab): (u32, u32)) -> LogProbInputs<'_> {
+        fn view(b: &Option<wgpu::Buffer>) -> Option<F32View<'_>> {
+            b.as_ref().map(F32View::new)
+        }
+        LogProbInputs {
+            logits: LogitsView::new(&self.x, dtype, rows, vocab),
+            targets: TargetsView::new(&self.y),
+            temperatures: view(&self.temps),
+            kept: self.kept.as_ref().map(super::UploadedKept::view),
+            upstream: Upstream {
+                logprobs: view(&self.up[0]),
+                entropy: view(&self.up[1]),
+                lse: view(&self.up[2]),
+            },
+        }
     }
 }
 

@@ -135,6 +135,57 @@ impl LogProbs {
         self.loss.record(encoder, &part, gradient, outputs)
     }
 
+    /// The first step of the primitive over a vocabulary split into shards: shard
+    /// `rank`'s partial statistics, as [`PolicyLoss::record_shard_partials_with`] (the
+    /// primitive's temperature and softcap; the rows' kept sets where given).
+    pub fn record_shard_partials(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        shards: &crate::VocabShards,
+        rank: usize,
+        (logits, targets): (&LogitsView<'_>, &TargetsView<'_>),
+        kept: Option<&crate::view::KeptView<'_>>,
+        partials: F32View<'_>,
+    ) -> Result<()> {
+        let x = (logits, targets);
+        self.loss
+            .record_shard_partials_with(encoder, shards, rank, x, kept, partials)
+    }
+
+    /// [`LogProbs::record`] over shard `rank`'s columns (`inputs.logits`; targets and
+    /// kept ids of the whole vocabulary), with `gathered` every shard's partials in
+    /// rank order: each read row's `logp`, `H` and `lse` of the whole vocabulary, and
+    /// the gradient of this shard's columns, as [`PolicyLoss::record_shard_loss`].
+    /// Per-row temperatures are not taken (an error naming `temperatures`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn record_shard(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        shards: &crate::VocabShards,
+        rank: usize,
+        inputs: &LogProbInputs<'_>,
+        gradient: Gradient<'_>,
+        gathered: F32View<'_>,
+        outputs: &LossOutputs<'_>,
+    ) -> Result<()> {
+        let rows = inputs.logits.rows;
+        let writes: Vec<(&'static str, &wgpu::Buffer)> = match gradient {
+            Gradient::Into(g) => vec![("gradient", g.buffer)],
+            _ => vec![],
+        };
+        let temps = inputs.temperatures;
+        self.check_upstream(rows, &inputs.upstream, (inputs.targets, temps), &writes)?;
+        let zeros = self.zeros(rows);
+        let (mask, advantages, old, refp) = rows_of(&inputs.upstream, &zeros);
+        let mut part = LossInputs::new(inputs.logits, inputs.targets, mask, advantages);
+        (part.old_logprobs, part.ref_logprobs) = (old, refp);
+        part.temperatures = temps;
+        part.kept = inputs.kept;
+        let part = crate::LossPart::new(part, gradient);
+        self.loss
+            .record_shard_loss(encoder, shards, rank, part, gathered, outputs)
+    }
+
     /// [`LogProbs::record`] from hidden states and the lm-head weight: `grads` get
     /// `∂L/∂h` and `∂L/∂W` of the caller's loss (as [`PolicyLoss::record_head`]).
     pub fn record_head(

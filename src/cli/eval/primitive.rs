@@ -9,7 +9,7 @@ use wgpu_policy_loss::{
     Context, Error, HostGrad, HostLogProbs, HostLogProbsHead, HostLoss, LogProbConfig, Metrics,
 };
 
-use super::input::{expect_shape, f32s, source, target_ids, tensor, Source};
+use super::input::{expect_shape, f32s, source, target_ids, tensor, Columns, Source};
 use super::{bad, context, flag, output, EvalArgs};
 use crate::cli::CliResult;
 
@@ -41,18 +41,12 @@ pub(super) fn wanted(st: &SafeTensors<'_>) -> bool {
 /// The primitive's run; `given` are the ids of the flags on the command line.
 pub(super) fn run(args: &EvalArgs, given: &[String], st: &SafeTensors<'_>) -> CliResult {
     check_names(given, st)?;
-    if args.vocab_shards.is_some() {
-        return Err(bad(
-            "--vocab-shards",
-            "is not taken by the log-prob primitive yet",
-        )
-        .into());
-    }
     let batch = Batch::read(st)?;
     let head = matches!(batch.source, Source::Head { .. });
     for (given, name) in [
         (args.head_chunk.is_some() && !head, "--head-chunk"),
         (args.parts != 1 && head, "--parts"),
+        (args.vocab_shards.is_some() && head, "--vocab-shards"),
     ] {
         if given {
             let why = "applies to logits, or to hidden and lm_head, not to this input";
@@ -102,7 +96,14 @@ pub(super) fn run(args: &EvalArgs, given: &[String], st: &SafeTensors<'_>) -> Cl
         ];
         return output::write_rows(&out.loss, &batch.lead, &grads, &args.output);
     }
-    let out = batch.run(&ctx, &config, args)?;
+    let out = match args.vocab_shards {
+        None => batch.run(&ctx, &config, args)?,
+        Some(_) if args.parts != 1 => {
+            let why = "cannot be combined with --parts: give one of them";
+            return Err(bad("--vocab-shards", why).into());
+        }
+        Some(k) => batch.sharded(&ctx, &config, k, args.grad_dtype)?,
+    };
     let mut shape = batch.lead.clone();
     shape.push(batch.vocab);
     let grad = out.grad.as_ref().ok_or("no gradient came back")?;
@@ -246,6 +247,75 @@ impl Batch {
             if let (Some(g), Some(part)) = (out.grad.as_mut(), got.grad) {
                 g.bytes.extend(part.bytes);
             }
+        }
+        Ok(out)
+    }
+
+    /// The primitive over `k` vocabulary shards (widths 1 : 2 : … : k): every shard's
+    /// partials gathered, then each shard's outputs and the gradient of its columns,
+    /// joined into the whole vocabulary's.
+    fn sharded(
+        &self,
+        ctx: &Context,
+        config: &LogProbConfig,
+        k: u32,
+        grad_dtype: wgpu_policy_loss::DType,
+    ) -> Result<HostLoss, Error> {
+        let Source::Logits(x) = &self.source else {
+            return Err(bad(
+                "--vocab-shards",
+                "splits logits: not hidden and lm_head",
+            ));
+        };
+        let shards = super::parts::uneven_shards(self.vocab as u32, k)?;
+        let rows: usize = self.lead.iter().product();
+        let whole = self.host(0..rows, self.kept());
+        whole.check(config).map_err(flag)?;
+        let cfg = wgpu_policy_loss::LossConfig {
+            temperature: config.temperature,
+            logit_softcap: config.logit_softcap,
+            ..Default::default()
+        };
+        let logits = x.host();
+        let pieces: Vec<Columns> = (0..shards.len())
+            .map(|r| Columns::of(&logits, self.vocab, shards.range(r)))
+            .collect();
+        let mut gathered = Vec::new();
+        for (r, piece) in pieces.iter().enumerate() {
+            let ids = (piece.host(), whole.targets);
+            gathered.extend(
+                ctx.shard_partials_with(&cfg, &shards, r, ids, whole.kept)
+                    .map_err(flag)?,
+            );
+        }
+        let elem = grad_dtype.size() as usize;
+        let mut grad = vec![0u8; rows * self.vocab * elem];
+        let mut first = None;
+        for (r, piece) in pieces.iter().enumerate() {
+            let part = HostLogProbs {
+                logits: piece.host(),
+                vocab: shards.width(r),
+                ..whole
+            };
+            let out = ctx
+                .logprobs_shard(config, (&shards, r), &part, &gathered, Some(grad_dtype))
+                .map_err(flag)?;
+            let g = out
+                .grad
+                .as_ref()
+                .ok_or_else(|| bad("gradient", "none came back"))?;
+            let (o, w) = (
+                shards.offset(r) as usize * elem,
+                shards.width(r) as usize * elem,
+            );
+            for (row, src) in g.bytes.chunks(w).enumerate() {
+                grad[row * self.vocab * elem + o..][..w].copy_from_slice(src);
+            }
+            first.get_or_insert(out);
+        }
+        let mut out = first.ok_or_else(|| bad("--vocab-shards", "no shard"))?;
+        if let Some(g) = out.grad.as_mut() {
+            g.bytes = grad;
         }
         Ok(out)
     }
