@@ -273,13 +273,6 @@ fn device_metrics(
     record_and_read(ctx, *cfg, &inputs, Gradient::InPlace, &[]).0
 }
 
-fn assert_arg<T: std::fmt::Debug>(r: wgpu_policy_loss::Result<T>, want: &str) {
-    match r {
-        Err(Error::InvalidArgument { arg, .. }) if arg == want => {}
-        other => panic!("expected an error naming `{want}`, got {other:?}"),
-    }
-}
-
 /// SPEC's bad input: a read row's target outside its set names `targets` and the row
 /// on the host path, and is made NaN and counted on the device path (where offsets
 /// past the ids are clamped, never read out of bounds); the CSR's shape names

@@ -300,13 +300,6 @@ fn bad_temperatures_and_softcaps_are_named() {
     tally.finish();
 }
 
-fn assert_arg<T: std::fmt::Debug>(r: wgpu_policy_loss::Result<T>, want: &str) {
-    match r {
-        Err(Error::InvalidArgument { arg, .. }) if arg == want => {}
-        other => panic!("expected an error naming `{want}`, got {other:?}"),
-    }
-}
-
 /// The metrics of the device path (no host check) with `temps`.
 fn device_metrics(
     ctx: &Context,

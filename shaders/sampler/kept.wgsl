@@ -12,7 +12,7 @@
 // kept ids' values from the pairs (the logits themselves may be gone: in place, the
 // zeros went over them).
 //
-// requires: NO_TEMPS, ROW_BAD_TAU, is_finite, params, quiet_nan
+// requires: params
 
 @group(0) @binding(8) var<storage, read> kept: array<vec2<u32>>;
 
@@ -23,39 +23,9 @@ fn kept_header(row: u32) -> vec4<u32> {
     return vec4<u32>(kept[i], kept[i + 1u]);
 }
 
+// the row's temperature for sampler/tau_read.wgsl
 fn row_tau(row: u32) -> f32 {
     return bitcast<f32>(kept_header(row).z);
-}
-
-fn tau_ok(t: f32) -> bool {
-    return t > 0.0 && is_finite(t) && is_finite(1.0 / t);
-}
-
-// 1/τ_r, as sampler/tau_rows.wgsl's (NaN for a bad temperature)
-fn sampler_inv_tau(row: u32, scalar: f32) -> f32 {
-    if (params.temps == NO_TEMPS) {
-        return scalar;
-    }
-    let t = row_tau(row);
-    return select(quiet_nan(), 1.0 / t, tau_ok(t));
-}
-
-fn sampler_flags(flags: f32, row: u32, read: bool) -> f32 {
-    if (params.temps == NO_TEMPS || !read || tau_ok(row_tau(row))) {
-        return flags;
-    }
-    return flags + f32(ROW_BAD_TAU);
-}
-
-fn sampler_tau_slot(row: u32) -> f32 {
-    if (params.temps == NO_TEMPS) {
-        return 0.0;
-    }
-    return row_tau(row);
-}
-
-fn row_scale(w: f32, inv_tau: f32) -> f32 {
-    return select(w * inv_tau, 0.0, w == 0.0);
 }
 
 // Whether the row's target is in its kept set (a set of every token: always).

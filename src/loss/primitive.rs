@@ -119,20 +119,32 @@ impl LogProbs {
         gradient: Gradient<'_>,
         outputs: &LossOutputs<'_>,
     ) -> Result<()> {
-        let rows = inputs.logits.rows;
+        let zeros = self.zeros(inputs.logits.rows);
+        let part = self.loss_inputs(inputs, &gradient, &zeros)?;
+        self.loss.record(encoder, &part, gradient, outputs)
+    }
+
+    /// The loss's inputs of a primitive call, its upstream views checked first: `a`
+    /// (or `zeros`) as the advantages and the mask, `b` and `c` as the old and ref
+    /// log-probs.
+    fn loss_inputs<'a>(
+        &self,
+        inputs: &LogProbInputs<'a>,
+        gradient: &Gradient<'_>,
+        zeros: &'a wgpu::Buffer,
+    ) -> Result<LossInputs<'a>> {
         let writes: Vec<(&'static str, &wgpu::Buffer)> = match gradient {
             Gradient::Into(g) => vec![("gradient", g.buffer)],
             _ => vec![],
         };
-        let temps = inputs.temperatures;
+        let (rows, temps) = (inputs.logits.rows, inputs.temperatures);
         self.check_upstream(rows, &inputs.upstream, (inputs.targets, temps), &writes)?;
-        let zeros = self.zeros(rows);
-        let (mask, advantages, old, refp) = rows_of(&inputs.upstream, &zeros);
+        let (mask, advantages, old, refp) = rows_of(&inputs.upstream, zeros);
         let mut part = LossInputs::new(inputs.logits, inputs.targets, mask, advantages);
         (part.old_logprobs, part.ref_logprobs) = (old, refp);
-        part.temperatures = inputs.temperatures;
+        part.temperatures = temps;
         part.kept = inputs.kept;
-        self.loss.record(encoder, &part, gradient, outputs)
+        Ok(part)
     }
 
     /// The first step of the primitive over a vocabulary split into shards: shard
@@ -168,19 +180,8 @@ impl LogProbs {
         gathered: F32View<'_>,
         outputs: &LossOutputs<'_>,
     ) -> Result<()> {
-        let rows = inputs.logits.rows;
-        let writes: Vec<(&'static str, &wgpu::Buffer)> = match gradient {
-            Gradient::Into(g) => vec![("gradient", g.buffer)],
-            _ => vec![],
-        };
-        let temps = inputs.temperatures;
-        self.check_upstream(rows, &inputs.upstream, (inputs.targets, temps), &writes)?;
-        let zeros = self.zeros(rows);
-        let (mask, advantages, old, refp) = rows_of(&inputs.upstream, &zeros);
-        let mut part = LossInputs::new(inputs.logits, inputs.targets, mask, advantages);
-        (part.old_logprobs, part.ref_logprobs) = (old, refp);
-        part.temperatures = temps;
-        part.kept = inputs.kept;
+        let zeros = self.zeros(inputs.logits.rows);
+        let part = self.loss_inputs(inputs, &gradient, &zeros)?;
         let part = crate::LossPart::new(part, gradient);
         self.loss
             .record_shard_loss(encoder, shards, rank, part, gathered, outputs)

@@ -124,29 +124,32 @@ impl PipelineKey {
 
     /// The sampler's map of the logits: its temperatures (the call's one, or each
     /// row's) and its softcap (none, or tanh).
-    fn sampler_map(&self) -> [Snippet; 2] {
-        match self.sampler {
-            SamplerMap::Off => [
+    fn sampler_map(&self) -> Vec<Snippet> {
+        let (tau, cap) = match self.sampler {
+            SamplerMap::Off => (
                 shader!("sampler/tau_scalar.wgsl"),
                 shader!("sampler/cap_none.wgsl"),
-            ],
-            SamplerMap::Temperatures => [
+            ),
+            SamplerMap::Temperatures => (
                 shader!("sampler/tau_rows.wgsl"),
                 shader!("sampler/cap_none.wgsl"),
-            ],
-            SamplerMap::Softcap => [
+            ),
+            SamplerMap::Softcap => (
                 shader!("sampler/tau_rows.wgsl"),
                 shader!("sampler/cap_tanh.wgsl"),
-            ],
-            SamplerMap::Kept => [
+            ),
+            SamplerMap::Kept => (
                 shader!("sampler/kept.wgsl"),
                 shader!("sampler/cap_none.wgsl"),
-            ],
-            SamplerMap::KeptSoftcap => [
+            ),
+            SamplerMap::KeptSoftcap => (
                 shader!("sampler/kept.wgsl"),
                 shader!("sampler/cap_tanh.wgsl"),
-            ],
-        }
+            ),
+        };
+        // every map but the scalar reads each row's temperature where it has one
+        let read = (self.sampler != SamplerMap::Off).then_some(shader!("sampler/tau_read.wgsl"));
+        [tau].into_iter().chain(read).chain([cap]).collect()
     }
 
     /// The files its module is joined from, in order: `enable_f16.wgsl` where the

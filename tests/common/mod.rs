@@ -1004,3 +1004,11 @@ pub fn options_2026() -> Vec<(String, LossConfig)> {
     }
     out
 }
+
+/// `Err` naming `want` (an invalid argument), or a panic saying what came instead.
+pub fn assert_arg<T: std::fmt::Debug>(r: wgpu_policy_loss::Result<T>, want: &str) {
+    match r {
+        Err(wgpu_policy_loss::Error::InvalidArgument { arg, .. }) if arg == want => {}
+        other => panic!("expected an error naming `{want}`, got {other:?}"),
+    }
+}
