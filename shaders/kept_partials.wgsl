@@ -14,9 +14,9 @@
 // or write leaves the part's ids and pairs, whatever they hold. Ids outside [0, V)
 // are never matched (the target check counts them as not kept).
 //
-// requires: Lanes, Params, RowAcc, WG_SIZE, acc_empty, acc_push, cap1, grid_index
+// requires: KEPT_HEADER, Lanes, Params, RowAcc, WG_SIZE, acc_empty, acc_push, cap1, grid_index
 // requires: lane_id, lane_range, load_logit, reduce_row, row_start, sampler_inv_tau
-// requires: sampler_tau_slot, stats_sweep
+// requires: neg_inf, sampler_tau_slot, stats_sweep
 
 // Params, the uniform block: declared in src/shader/abi/kept_partials.rs
 
@@ -102,8 +102,9 @@ fn kept_partials(
             z_y = cap1(load_logit(base + col)) * inv_tau;
         }
         partials[params.out_offset + row] = vec4<f32>(total.m, total.s, total.t, z_y);
-        let h = 2u * (params.part_row + row);
+        let h = KEPT_HEADER * (params.part_row + row);
         kept_out[h] = vec2<u32>(params.pairs + range.x, range.y);
         kept_out[h + 1u] = vec2<u32>(bitcast<u32>(sampler_tau_slot(row)), select(0u, 1u, found || range.y == 0u));
+        kept_out[h + 2u] = vec2<u32>(bitcast<u32>(neg_inf()), 0u);
     }
 }

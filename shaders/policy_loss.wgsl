@@ -17,7 +17,8 @@
 // requires: MODE_DRO, MODE_GEO_MEAN, MODE_GSPO, MODE_KL_COV, MODE_PPO, MODE_SAPO
 // requires: MODE_VESPO, OFF_POLICY, OUT_ENTROPY, OUT_LOGP, OUT_LSE, PHASE_LOSS
 // requires: PHASE_STATS, POLICY_VIA_SEQ, PRIMITIVE, Params, RENORMALIZE, ROWOUT_FLOATS
-// requires: ROW_BAD_ID, ROW_NOT_KEPT, kept_count, kept_pair, kept_target, store_elem
+// requires: ROW_BAD_ID, ROW_NOT_KEPT, kept_count, kept_pair, kept_target, sampler_row
+// requires: store_elem
 // requires: ROW_CLIPPED, ROW_DUAL, ROW_NONFINITE, SEQ_ADDEND, SEQ_RATIO, Term, WG_SIZE
 // requires: acc_entropy, acc_logp, acc_lse, cap1, cap4, cap_chain4, clamp_keep_nan
 // requires: clipped_term, grad_sweep, grid_index, is_finite, is_nan, kl_term, lane_id
@@ -398,6 +399,8 @@ fn policy_loss(
     let m = inputs.x;
     // the row's 1/τ (sampler/*.wgsl: the call's scalar unless temperatures are given)
     let inv_tau = sampler_inv_tau(row, params.inv_tau);
+    // a computed kept set's θ (sampler/kept.wgsl)
+    sampler_row(row, inv_tau);
 
     let st = row_statistics(lanes, lane, at, xbase, y, inv_tau);
     let logp = st.logp;

@@ -90,6 +90,19 @@ fn is_finite(x: f32) -> bool {
     return (bitcast<u32>(x) & 0x7f800000u) != 0x7f800000u;
 }
 
+// f32 → u32 with the same order (−inf smallest); NaN largest.
+fn order_key(v: f32) -> u32 {
+    if (is_nan(v)) {
+        return 0xffffffffu;
+    }
+    let u = bitcast<u32>(v);
+    return select(u | 0x80000000u, ~u, (u >> 31u) == 1u);
+}
+
+fn key_value(k: u32) -> f32 {
+    return bitcast<f32>(select(~k, k & 0x7fffffffu, (k & 0x80000000u) != 0u));
+}
+
 // SPEC "Bad input": mask values >= 0 weight linearly, and a mask that is negative, NaN
 // or ±inf is bad input on any row. A row is in the loss when its mask is finite and
 // > 0 (finiteness tested on the bits: a driver's compare may take a NaN as > 0, and

@@ -19,7 +19,8 @@
 // requires: COV_CLIP, COV_NONE, ENTROPY_QUANTILE, ENTROPY_TOP_K, LEVEL_SEQUENCE
 // requires: LEVEL_TOKEN, MODE_TRUNCATE, OUT_ENTROPY, OUT_LOGP, Params, RENORM_GATHER
 // requires: RENORM_WEIGHTS, ROLLOUT, ROWOUT_FLOATS, SELECT, WG_SIZE, clamp_keep_nan
-// requires: is_finite, is_nan, mask_in, team_rows, team_sum, write_weights
+// requires: is_finite, is_nan, key_value, mask_in, order_key, team_rows, team_sum
+// requires: write_weights
 
 // Params, the uniform block: declared in src/shader/abi/select.rs
 // and its phases (ROLLOUT, SELECT, RENORM_*) and codes (COV_*, ENTROPY_*, LEVEL_*,
@@ -129,19 +130,6 @@ fn rollout_weights(lane: u32) {
 }
 
 // ---- order-preserving keys and the radix select ------------------------------------
-
-// f32 → u32 with the same order (−inf smallest); NaN largest.
-fn order_key(v: f32) -> u32 {
-    if (is_nan(v)) {
-        return 0xffffffffu;
-    }
-    let u = bitcast<u32>(v);
-    return select(u | 0x80000000u, ~u, (u >> 31u) == 1u);
-}
-
-fn key_value(k: u32) -> f32 {
-    return bitcast<f32>(select(~k, k & 0x7fffffffu, (k & 0x80000000u) != 0u));
-}
 
 const KEY_ENTROPY_ASC: u32 = 0u;
 const KEY_ENTROPY_DESC: u32 = 1u;

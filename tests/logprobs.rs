@@ -7,10 +7,11 @@
 
 mod common;
 
-use common::primitive::primitive_ref;
+use common::primitive::{primitive_ref, primitive_ref_with};
 use common::tally::Tally;
 use common::*;
 use wgpu_policy_loss::reference::compare;
+use wgpu_policy_loss::reference::sampler::{sampled_row, Sampler};
 use wgpu_policy_loss::{
     Context, DType, Error, HostLogProbs, HostLoss, LogProbConfig, LossAggMode, LossConfig,
     PolicyLossMode, RowInput,
@@ -110,8 +111,13 @@ fn check(
     let mut want_loss = 0.0;
     let tau = |r: usize| if temps { b.temps[r] } else { cfg.temperature } as f64;
     let up = [&b.up[0][..], &b.up[1][..], &b.up[2][..]];
-    let softcap = cfg.logit_softcap.map(f64::from);
-    let want = primitive_ref(&x, v, &b.targets, (&tau, softcap), up);
+    let sampler = Sampler {
+        softcap: cfg.logit_softcap.map(f64::from),
+        top_k: cfg.top_k as i64,
+        top_p: cfg.top_p as f64,
+        min_p: cfg.min_p as f64,
+    };
+    let want = primitive_ref_with(&x, v, &b.targets, (&tau, sampler), up);
     for (r, row) in want.rows.iter().enumerate() {
         let Some((row, y)) = row else {
             let row = &g[r * v..(r + 1) * v];
@@ -190,6 +196,7 @@ fn the_vjp_and_the_outputs_match_the_reference() {
                 let cfg = LogProbConfig {
                     temperature: if j == 1 { 1.0 } else { 0.8 },
                     logit_softcap: (j == 2).then_some(3.0),
+                    ..LogProbConfig::default()
                 };
                 let temps = j == 1 || (j == 2 && i % 2 == 0);
                 let cfg = LogProbConfig {
@@ -198,6 +205,62 @@ fn the_vjp_and_the_outputs_match_the_reference() {
                 };
                 n += check(ctx, &cfg, (&b, &l), given, (temps, DType::ALL[(k + 1) % 3]));
             }
+        }
+        tally.count(ctx, n);
+    }
+    tally.finish();
+}
+
+/// Each kept-set rule computed in the kernels (top-k; top-p with per-row temperatures;
+/// min-p with the softcap, and all three), every upstream given, read rows' targets
+/// among their kept tokens: the outputs and the VJP against the reference.
+#[test]
+fn computed_kept_sets_match_the_reference() {
+    let rules = [
+        LogProbConfig {
+            top_k: 7,
+            ..LogProbConfig::default()
+        },
+        LogProbConfig {
+            top_p: 0.8,
+            ..LogProbConfig::default()
+        },
+        LogProbConfig {
+            min_p: 0.05,
+            logit_softcap: Some(3.0),
+            ..LogProbConfig::default()
+        },
+        LogProbConfig {
+            top_k: 20,
+            top_p: 0.9,
+            min_p: 0.01,
+            ..LogProbConfig::default()
+        },
+    ];
+    let mut tally = Tally::new("primitive entries over computed kept sets");
+    for ctx in contexts() {
+        let mut n = 0;
+        for (i, cfg) in rules.iter().enumerate() {
+            let given = GIVEN[GIVEN.len() - 1];
+            let mut b = batch(41 + i as u64, given);
+            let temps = i % 2 == 1;
+            let l = Logits::from_f32(DType::ALL[i % 3], &b.logits);
+            let x = l.values();
+            let sampler = Sampler {
+                softcap: cfg.logit_softcap.map(f64::from),
+                top_k: cfg.top_k as i64,
+                top_p: cfg.top_p as f64,
+                min_p: cfg.min_p as f64,
+            };
+            let v = V as usize;
+            for r in (0..ROWS).filter(|&r| b.up[0][r] != 0.0) {
+                let tau = if temps { b.temps[r] as f64 } else { 1.0 };
+                let row = sampled_row(&x[r * v..(r + 1) * v], tau, &sampler, None).unwrap();
+                let kept: Vec<usize> = (0..v).filter(|&c| row.keep[c]).collect();
+                assert!(kept.len() < v, "{cfg:?}: row {r} keeps every token");
+                b.targets[r] = kept[r % kept.len()] as u32;
+            }
+            n += check(ctx, cfg, (&b, &l), given, (temps, DType::ALL[(i + 1) % 3]));
         }
         tally.count(ctx, n);
     }
@@ -354,6 +417,7 @@ fn the_same_bits_whatever_the_batch() {
     let cfg = LogProbConfig {
         temperature: 1.0,
         logit_softcap: Some(5.0),
+        ..LogProbConfig::default()
     };
     let mut tally = Tally::new("primitive runs bitwise equal");
     for ctx in contexts() {
@@ -483,6 +547,7 @@ fn the_head_form_matches_the_reference() {
             let cfg = LogProbConfig {
                 temperature: 1.0,
                 logit_softcap: (k == 0).then_some(4.0),
+                ..LogProbConfig::default()
             };
             let batch = HostLogProbsHead {
                 kept: None,

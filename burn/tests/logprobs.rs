@@ -84,6 +84,7 @@ fn outputs_and_an_lse_loss_match_the_reference() {
         let cfg = LogProbConfig {
             temperature: 1.0,
             logit_softcap: Some(3.0),
+            ..LogProbConfig::default()
         };
         let logits = case.logits(device, FloatDType::F32).require_grad();
         let extras = LogProbExtras {

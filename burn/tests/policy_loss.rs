@@ -159,6 +159,52 @@ fn given_kept_sets_match_the_reference() {
     }
 }
 
+/// Kept sets computed in the kernels (top-k; top-p with the softcap) through the op,
+/// each predicting row's target its row's largest logit (kept by any rule).
+#[test]
+fn computed_kept_sets_match_the_reference() {
+    let mut i = 0;
+    for (name, device) in devices() {
+        for (mode, top_k, top_p, cap) in [
+            (PolicyLossMode::PpoClip, 5, 1.0, None),
+            (PolicyLossMode::Gspo, 0, 0.8, Some(3.0)),
+        ] {
+            for dtype in [FloatDType::F32, FloatDType::BF16] {
+                i += 1;
+                let mut case = Case::new(500 + i as u64, (3, 6, 37), POSITIONS[i % 3]);
+                for b in 0..case.b {
+                    for j in 0..case.r() {
+                        let (row, id) = case.source(b, j);
+                        let x = &case.logits[row * case.v..(row + 1) * case.v];
+                        let top = (0..case.v).max_by(|&a, &c| x[a].total_cmp(&x[c]));
+                        case.ids[id] = top.expect("a column") as i32;
+                    }
+                }
+                let cfg = LossConfig {
+                    logit_softcap: cap,
+                    top_k,
+                    top_p,
+                    temperature: 1.0,
+                    ..config(mode, LossAggMode::SeqMeanTokenMean, i)
+                };
+                let what = format!("{name} {mode:?} {dtype:?} top_k {top_k} top_p {top_p}");
+                let (out, read, grad) = run(&case, &cfg, device, dtype);
+                let (want, want_grad) = case.reference(&cfg, &read);
+                let tol = |w: f64| 2e-5 + 2e-5 * w.abs();
+                let loss = common::values(out.loss)[0];
+                check(&format!("{what}: loss"), &[loss], &[want.loss], tol);
+                let scale = max_abs(&want_grad);
+                check(
+                    &format!("{what}: gradient"),
+                    &grad,
+                    &want_grad,
+                    grad_tol(dtype, scale),
+                );
+            }
+        }
+    }
+}
+
 /// The chain rule: a loss scaled by c before `backward` gives c times the gradient.
 #[test]
 fn the_backward_multiplies_by_the_upstream_gradient() {

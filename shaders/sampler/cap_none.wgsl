@@ -1,17 +1,18 @@
-// No logit softcap: the logits as they are.
+// No logit softcap: the logits as they are, then the kept set's keep4 (the identity
+// without one).
 //
-// requires: Group
-
-fn cap1(x: f32) -> f32 {
-    return x;
-}
+// requires: Group, keep4
 
 fn cap4(x: vec4<f32>) -> vec4<f32> {
-    return x;
+    return keep4(x);
+}
+
+fn cap1(x: f32) -> f32 {
+    return cap4(vec4<f32>(x)).x;
 }
 
 fn cap_group(g: Group) -> Group {
-    return g;
+    return Group(cap4(g.a), cap4(g.b));
 }
 
 // g times ∂s/∂x at s: 1 without a softcap

@@ -7,7 +7,9 @@
 // absolute error is a few ulp of c (the cancellation in 1 − e near 0), which is the
 // error z already carries from rounding c·tanh to f32.
 //
-// requires: Group, params
+// The kept set's keep4 (the identity without one) follows.
+//
+// requires: Group, keep4, params
 
 fn tanh_safe4(u: vec4<f32>) -> vec4<f32> {
     // tanh(u) = sign(u)·(1 − e)/(1 + e), e = exp(−2|u|) ∈ [0, 1]: no overflow
@@ -18,7 +20,7 @@ fn tanh_safe4(u: vec4<f32>) -> vec4<f32> {
 
 fn cap4(x: vec4<f32>) -> vec4<f32> {
     let c = params.softcap;
-    return c * tanh_safe4(x / c);
+    return keep4(c * tanh_safe4(x / c));
 }
 
 fn cap1(x: f32) -> f32 {

@@ -20,7 +20,13 @@ fn row_scale(w: f32, inv_tau: f32) -> f32 {
     return w * inv_tau;
 }
 
-// No kept set: every token is kept (sampler/kept.wgsl has the given one's).
+// No kept set: every token is kept (sampler/kept.wgsl has the kept set's).
+fn sampler_row(row: u32, inv_tau: f32) {}
+
+fn keep4(s: vec4<f32>) -> vec4<f32> {
+    return s;
+}
+
 fn kept_target(row: u32) -> bool {
     return true;
 }

@@ -7,13 +7,13 @@ use super::{f32_window, record_row_sweep_in, storage_window, ChunkRows, Kernel};
 use crate::context::Context;
 use crate::error::Result;
 pub(crate) use crate::shader::abi::kept_partials::*;
-use crate::shader::abi::NO_TEMPS;
+use crate::shader::abi::{KEPT_HEADER, NO_TEMPS};
 use crate::view::{KeptView, LogitsView, TargetsView};
 
-/// Items (`vec2<u32>`) of the kept scratch of a call: two a row (its header), one a
-/// kept id (its pair).
+/// Items (`vec2<u32>`) of the kept scratch of a call: a header a row, one item a kept
+/// id (its pair).
 pub(crate) fn scratch_items(rows: u32, ids: u64) -> u64 {
-    2 * rows as u64 + ids
+    KEPT_HEADER as u64 * rows as u64 + ids
 }
 
 /// A part's kept sets and where its rows' headers and its pairs lie in the call's kept

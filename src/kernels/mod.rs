@@ -11,6 +11,7 @@ pub(crate) mod baseline;
 pub(crate) mod combine;
 pub(crate) mod head_rows;
 pub(crate) mod kept_partials;
+pub(crate) mod kept_select;
 pub(crate) mod matmul;
 pub(crate) mod policy_loss;
 pub(crate) mod prepare;

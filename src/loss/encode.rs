@@ -12,6 +12,7 @@ use crate::config::PolicyLossMode;
 use crate::error::{Error, Result};
 use crate::kernels::combine::{CombineOut, Gathered};
 use crate::kernels::kept_partials::{self, KeptCall};
+use crate::kernels::kept_select;
 use crate::kernels::policy_loss::{
     GradDest, RowCall, HAS_ROLLOUT, HAS_SELECTION, PRIMITIVE, RENORMALIZE,
 };
@@ -276,6 +277,14 @@ impl Encoding<'_> {
                 self.head().row(self.loss, encoder, call, chunk, phase)
             }
             Step::HeadKept { chunk } => self.head_kept(encoder, chunk),
+            Step::KeptSelect { part: i } => self.kept_select(encoder, part(i), None),
+            Step::HeadKeptSelect { chunk } => {
+                let p = part(0);
+                let rows = self.head().head.shape.chunks[chunk];
+                let limits = ctx.device().limits();
+                let chunk = policy_loss::head_chunk(&p.logits, rows, &limits)?;
+                self.kept_select(encoder, p, Some(chunk))
+            }
             Step::HeadGrad { chunk } => self.head().grads(self.loss, encoder, &self.bufs, chunk),
             Step::HeadFinish => self.head().finish(self.loss, encoder, &self.bufs),
         }
@@ -309,9 +318,31 @@ impl Encoding<'_> {
             vocab_total: self.plan.vocab_total,
             chunk: None,
             temps: p.rows.inputs.temperatures,
-            kept: self.kept.filter(|_| p.rows.inputs.kept.is_some()),
+            kept: self.kept,
         };
         policy_loss::record(&self.loss.ctx, encoder, &call, phase)
+    }
+
+    /// The thresholds of the computed kept sets of part `p`'s rows (or of the head's
+    /// chunk of them), into the kept scratch.
+    fn kept_select(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        p: &PartPlan<'_>,
+        chunk: Option<crate::kernels::ChunkRows<'_>>,
+    ) -> Result<()> {
+        let (Some(rules), Some(scratch)) = (kept_select::Rules::of(&self.loss.config), self.kept)
+        else {
+            return Err(Error::arg(
+                "top_k",
+                "the schedule selects kept sets only where top-k, top-p or min-p is on",
+            ));
+        };
+        let sampler = self.loss.sampler(p.rows.inputs.temperatures)?;
+        let x = (&p.logits, &p.targets);
+        let part_row = p.rows.part_row;
+        let ctx = &self.loss.ctx;
+        kept_select::record(ctx, encoder, x, chunk, &sampler, rules, scratch, part_row)
     }
 
     fn block_partials(

@@ -150,6 +150,7 @@ impl PolicyLoss {
             shards: None,
             head,
             kept: None,
+            computed: self.config.computes_kept_set(),
         };
         schedule(&self.config, &call, &caps)
     }

@@ -17,11 +17,18 @@ use crate::error::{Error, Result, RowInput};
 use crate::view::{F32View, LogitsView, TargetsView};
 
 /// The sampler's distribution the primitive scores under: its temperature (the call's
-/// one; per-row ones are an input) and its logit softcap.
+/// one; per-row ones are an input), its logit softcap, and the kept set it computes
+/// from each row (top-k, top-p, min-p, as [`LossConfig`]'s; a given set is an input).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct LogProbConfig {
     pub temperature: f32,
     pub logit_softcap: Option<f32>,
+    /// Keep the tokens with fewer than `top_k` larger values (ties kept); 0 or −1: off.
+    pub top_k: i32,
+    /// Keep the most probable tokens while the mass above them is below `top_p`; 1: off.
+    pub top_p: f32,
+    /// Keep the tokens at least `min_p` times as probable as the most probable; 0: off.
+    pub min_p: f32,
 }
 
 impl Default for LogProbConfig {
@@ -29,6 +36,9 @@ impl Default for LogProbConfig {
         LogProbConfig {
             temperature: 1.0,
             logit_softcap: None,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.0,
         }
     }
 }
@@ -89,6 +99,9 @@ impl LogProbs {
             loss_agg_mode: LossAggMode::TokenSum,
             temperature: config.temperature,
             logit_softcap: config.logit_softcap,
+            top_k: config.top_k,
+            top_p: config.top_p,
+            min_p: config.min_p,
             ..LossConfig::default()
         };
         let mut loss = PolicyLoss::new(ctx, loss)?;
@@ -104,6 +117,9 @@ impl LogProbs {
         LogProbConfig {
             temperature: c.temperature,
             logit_softcap: c.logit_softcap,
+            top_k: c.top_k,
+            top_p: c.top_p,
+            min_p: c.min_p,
         }
     }
 

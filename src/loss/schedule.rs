@@ -77,6 +77,11 @@ pub(crate) enum Step {
     /// Given kept sets: `kept_partials` over the head's chunk buffer, then `combine`
     /// into the row statistics (of every row: the chunk's are then current).
     HeadKept { chunk: usize },
+    /// A computed kept set: `kept_select` over a part's rows (whole), each row's
+    /// threshold into the kept scratch.
+    KeptSelect { part: usize },
+    /// The same over the head's chunk buffer.
+    HeadKeptSelect { chunk: usize },
     /// The head's gradients of a chunk: `Gz·W` scattered into ∂L/∂h, `Gzᵀ·h` added to
     /// ∂L/∂W (the chunks in order).
     HeadGrad { chunk: usize },
@@ -198,6 +203,9 @@ pub(crate) struct CallShape<'s> {
     /// kept_partials (a partial per column block, merged by combine), and the loss
     /// launch scatters the gradient of the kept ids.
     pub kept: Option<u64>,
+    /// A kept set computed by top-k, top-p or min-p: `kept_select` finds each row's
+    /// threshold before any row launch (whole rows, no shards).
+    pub computed: bool,
 }
 
 /// The fused head's part of a schedule: its chunks of rows, the matmul launches of one
@@ -240,6 +248,9 @@ pub(crate) fn schedule(cfg: &LossConfig, call: &CallShape<'_>, caps: &Caps) -> R
     s.scratch.kept = call.kept.map_or(0, |ids| {
         crate::kernels::kept_partials::scratch_items(s.scratch.rows, ids)
     });
+    if call.computed {
+        s.scratch.kept = crate::kernels::kept_partials::scratch_items(s.scratch.rows, 0);
+    }
     if !live.is_empty() {
         let mut b = Builder {
             s: &mut s,
@@ -360,6 +371,12 @@ impl Builder<'_, '_> {
     /// Every row's statistics before any gradient, where a batch-wide term needs them
     /// all, or where no launch sees a whole row (column blocks, shards).
     fn statistics(&mut self, cfg: &LossConfig, live: &[usize]) -> Result<()> {
+        if self.call.computed && self.call.head.is_none() {
+            for &part in live {
+                let n = self.chunks(part, &self.block_spans(part, 0, true))?;
+                self.push(Step::KeptSelect { part }, n, 0);
+            }
+        }
         if let Some(h) = self.call.head {
             if cfg.needs_stats_first(self.call.has_old) {
                 self.head_chunks(h, PHASE_STATS, false, false);
@@ -471,6 +488,10 @@ impl Builder<'_, '_> {
             if kept && !again {
                 // kept_partials, and combine with its column starts
                 self.push(Step::HeadKept { chunk }, 2, 4 * 2 + 16);
+            }
+            if self.call.computed && !again {
+                // the thresholds stay in the kept scratch for a second pass
+                self.push(Step::HeadKeptSelect { chunk }, 1, 0);
             }
             if kept && phase == PHASE_STATS {
                 continue;

@@ -43,7 +43,8 @@ impl Plan<'_> {
     /// and the earlier parts' pairs.
     pub(super) fn kept_pairs(&self, i: usize) -> u64 {
         let ids = |p: &PartPlan<'_>| p.rows.inputs.kept.map_or(0, |k| k.len as u64);
-        2 * self.rows as u64 + self.parts[..i].iter().map(ids).sum::<u64>()
+        crate::kernels::kept_partials::scratch_items(self.rows, 0)
+            + self.parts[..i].iter().map(ids).sum::<u64>()
     }
 }
 
@@ -107,12 +108,8 @@ impl PolicyLoss {
                 "is empty: a call needs at least one part",
             ));
         };
-        if let Some(option) = self.config.kept_option() {
-            return Err(Error::arg(
-                option,
-                "a kept set computed by the kernels (top-k, top-p, min-p) is not available \
-                 yet; give the sampler's kept set (keep_offsets, keep_ids) instead",
-            ));
+        if shard.is_some() && first.kept.is_none() {
+            computed_on_whole_rows(&self.config)?;
         }
         let mut plan = Plan {
             parts: Vec::with_capacity(parts.len()),
@@ -153,6 +150,18 @@ impl PolicyLoss {
         let caps = Caps::of(&self.ctx);
         let spans: Vec<PartSpans> = plan.parts.iter().map(PartPlan::spans).collect();
         plan.cols = column_blocks(&caps, first.logits.vocab, &spans)?;
+        if let (Some(option), true) = (self.config.kept_option(), plan.cols.len() > 1) {
+            return Err(Error::arg(
+                option,
+                format!(
+                    "a kept set computed by the kernels (top-k, top-p, min-p) needs each row \
+                     in one binding; rows of {} columns take {} on this device: give the \
+                     sampler's kept set (keep_offsets, keep_ids)",
+                    first.logits.vocab,
+                    plan.cols.len()
+                ),
+            ));
+        }
         let call = CallShape {
             parts: &spans,
             cols: &plan.cols,
@@ -160,9 +169,23 @@ impl PolicyLoss {
             shards: shard.map(|s| s.starts.len() - 1),
             head,
             kept: first.kept.map(|_| plan.kept_ids()),
+            computed: self.config.computes_kept_set(),
         };
         plan.schedule = schedule(&self.config, &call, &caps)?;
         Ok(plan)
+    }
+}
+
+/// `Err` naming the option where a kept set is computed (top-k, top-p, min-p): its
+/// rules need each row whole, which a vocabulary shard is not (SPEC allows this).
+pub(super) fn computed_on_whole_rows(cfg: &crate::LossConfig) -> Result<()> {
+    match cfg.kept_option() {
+        Some(option) => Err(Error::arg(
+            option,
+            "a kept set computed by the kernels (top-k, top-p, min-p) needs whole rows: \
+             with vocabulary shards, give the sampler's kept set (keep_offsets, keep_ids)",
+        )),
+        None => Ok(()),
     }
 }
 

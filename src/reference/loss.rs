@@ -24,8 +24,8 @@ pub fn policy_loss_with(
     b: &Batch<'_>,
     rollout_logp: Option<&[f64]>,
 ) -> crate::Result<LossOutput> {
-    if cfg.logit_softcap.is_some() {
-        // the configuration's softcap shapes the sampler's distribution
+    if cfg.logit_softcap.is_some() || cfg.computes_kept_set() {
+        // the configuration's softcap and kept-set rules shape the sampler's distribution
         let plain = SamplerBatch {
             sampler: Sampler::default(),
             temperatures: None,
@@ -40,7 +40,8 @@ pub fn policy_loss_with(
 /// [`policy_loss_with`] under the sampler's distribution (SPEC "The sampler's
 /// distribution"): every row's statistics, terms and gradient over its kept set, with
 /// its softcap and temperature; 0 gradient outside the set. The softcap is `sampler`'s,
-/// else the configuration's (`logit_softcap`). With every option off it is
+/// else the configuration's (`logit_softcap`), and so are top-k, top-p and min-p
+/// (where `sampler` computes no set). With every option off it is
 /// [`policy_loss_with`], bit for bit.
 pub fn policy_loss_sampled(
     cfg: &LossConfig,
@@ -51,6 +52,11 @@ pub fn policy_loss_sampled(
     let mut sampler = *sampler;
     if sampler.sampler.softcap.is_none() {
         sampler.sampler.softcap = cfg.logit_softcap.map(f64::from);
+    }
+    if !sampler.sampler.computes_set() {
+        sampler.sampler.top_k = cfg.top_k as i64;
+        sampler.sampler.top_p = cfg.top_p as f64;
+        sampler.sampler.min_p = cfg.min_p as f64;
     }
     let off = sampler.sampler == Sampler::default()
         && sampler.temperatures.is_none()

@@ -82,6 +82,8 @@ pub enum Kernel {
     /// The same over a given kept set, with the kept (id, logit) pairs the loss
     /// launch scatters its gradient from.
     KeptPartials,
+    /// Per row: the threshold of a kept set computed by top-k, top-p and min-p.
+    KeptSelect,
     /// The partials of every shard merged into row statistics.
     Combine,
     /// Per row inputs gathered, per sequence aggregation weights.
@@ -153,10 +155,11 @@ const MATMULS: [Kernel; 36] = {
 };
 
 impl Kernel {
-    pub const ALL: [Kernel; 58] = [
+    pub const ALL: [Kernel; 59] = [
         Kernel::RowStats,
         Kernel::RowPartials,
         Kernel::KeptPartials,
+        Kernel::KeptSelect,
         Kernel::Combine,
         Kernel::Prepare,
         Kernel::PolicyLoss,
@@ -238,6 +241,7 @@ impl Kernel {
             Kernel::RowStats => shader!("row_stats.wgsl"),
             Kernel::RowPartials => shader!("row_partials.wgsl"),
             Kernel::KeptPartials => shader!("kept_partials.wgsl"),
+            Kernel::KeptSelect => shader!("kept_select.wgsl"),
             Kernel::Combine => shader!("combine.wgsl"),
             Kernel::Prepare => shader!("prepare.wgsl"),
             Kernel::PolicyLoss => shader!("policy_loss.wgsl"),
@@ -259,6 +263,7 @@ impl Kernel {
             Kernel::RowStats => row_stats::ABI,
             Kernel::RowPartials => row_partials::ABI,
             Kernel::KeptPartials => kept_partials::ABI,
+            Kernel::KeptSelect => kept_select::ABI,
             Kernel::Combine => combine::ABI,
             Kernel::Prepare => prepare::ABI,
             Kernel::PolicyLoss => policy_loss::ABI,
@@ -278,6 +283,7 @@ impl Kernel {
             Kernel::RowStats => "row_stats",
             Kernel::RowPartials => "row_partials",
             Kernel::KeptPartials => "kept_partials",
+            Kernel::KeptSelect => "kept_select",
             Kernel::Combine => "combine",
             Kernel::Prepare => "prepare",
             Kernel::PolicyLoss => "policy_loss",
@@ -304,6 +310,7 @@ impl Kernel {
             Kernel::RowStats
                 | Kernel::RowPartials
                 | Kernel::KeptPartials
+                | Kernel::KeptSelect
                 | Kernel::PolicyLoss
                 | Kernel::Baseline(_)
         )
@@ -429,7 +436,7 @@ impl PipelineKey {
     /// Lanes a workgroup: the row kernels with lane blocks (CPU adapters) take fewer.
     pub fn workgroup(&self) -> u32 {
         match self.kernel {
-            Kernel::RowStats | Kernel::RowPartials | Kernel::PolicyLoss => {
+            Kernel::RowStats | Kernel::RowPartials | Kernel::KeptSelect | Kernel::PolicyLoss => {
                 row_workgroup(self.lane_blocks)
             }
             Kernel::Matmul { .. } => (self.matmul_tile() / self.matmul_block()).pow(2),
@@ -549,7 +556,9 @@ pub fn shader_variants() -> Vec<(String, PipelineKey)> {
                     // with each sampler's map where the kernel takes one
                     let maps = match kernel {
                         Kernel::PolicyLoss => &SamplerMap::ALL[..],
-                        Kernel::RowPartials | Kernel::KeptPartials => &SamplerMap::UNKEPT[..],
+                        Kernel::RowPartials | Kernel::KeptPartials | Kernel::KeptSelect => {
+                            &SamplerMap::UNKEPT[..]
+                        }
                         _ => &[SamplerMap::Off],
                     };
                     for (i, &sampler) in (0..8u8).flat_map(|i| maps.iter().map(move |m| (i, m))) {

@@ -21,12 +21,23 @@ pub fn primitive_ref(
     vocab: usize,
     targets: &[u32],
     (tau, softcap): (&dyn Fn(usize) -> f64, Option<f64>),
-    [a, b, c]: [&[f32]; 3],
+    up: [&[f32]; 3],
 ) -> PrimitiveRef {
     let sampler = Sampler {
         softcap,
         ..Sampler::default()
     };
+    primitive_ref_with(x, vocab, targets, (tau, sampler), up)
+}
+
+/// [`primitive_ref`] under any sampler (its kept-set rules too).
+pub fn primitive_ref_with(
+    x: &[f64],
+    vocab: usize,
+    targets: &[u32],
+    (tau, sampler): (&dyn Fn(usize) -> f64, Sampler),
+    [a, b, c]: [&[f32]; 3],
+) -> PrimitiveRef {
     let n = targets.len();
     let mut out = PrimitiveRef {
         grad: vec![0.0; n * vocab],

@@ -465,6 +465,119 @@ async fn the_head_runs_where_the_logits_exceed_the_largest_buffer() {
     }
 }
 
+/// The sampler's distribution on the head in the browser: top-p computed in the
+/// kernels over each chunk's rows, with per-token temperatures and the softcap, chunks
+/// that do not divide the rows, each read row's target one of its kept tokens: the
+/// loss, log-probs, ∂L/∂h and ∂L/∂W against the f64 reference.
+#[wasm_bindgen_test]
+async fn the_head_under_the_sampler_with_top_p() {
+    use wgpu_policy_loss::reference::sampler::{sampled_row, Sampler, SamplerBatch};
+    let ctx = gpu().await;
+    let (rows, h, vocab) = (24usize, 16usize, 301usize);
+    let mut r = Lcg(41);
+    let mut uni =
+        |n: usize| -> Vec<f32> { (0..n).map(|_| (r.uniform() as f32 - 0.5) * 2.0).collect() };
+    let (hidden, w) = (uni(rows * h), uni(vocab * h));
+    let mask: Vec<f32> = (0..rows)
+        .map(|i| if i % 7 == 5 { 0.0 } else { 1.0 })
+        .collect();
+    let temps: Vec<f32> = (0..rows).map(|i| 0.3 + 0.02 * i as f32).collect();
+    let f64s = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<_>>();
+    let (hd, wd, md) = (f64s(&hidden), f64s(&w), f64s(&mask));
+    let x = reference::head_logits(&hd, &wd, h);
+    let sampler = Sampler {
+        softcap: Some(4.0),
+        top_p: 0.8f32 as f64,
+        ..Sampler::default()
+    };
+    // each row's target: the middle one of its kept tokens
+    let targets: Vec<u32> = (0..rows)
+        .map(|i| {
+            let row = &x[i * vocab..(i + 1) * vocab];
+            let keep = sampled_row(row, temps[i] as f64, &sampler, None)
+                .unwrap()
+                .keep;
+            let kept: Vec<u32> = (0..vocab as u32).filter(|&v| keep[v as usize]).collect();
+            assert!(
+                kept.len() > 1 && kept.len() < vocab,
+                "row {i} keeps {}",
+                kept.len()
+            );
+            kept[kept.len() / 2]
+        })
+        .collect();
+    let adv = vec![0.7f32, -0.4];
+    let cfg = LossConfig {
+        logit_softcap: Some(4.0),
+        top_p: 0.8,
+        ..LossConfig::default()
+    };
+    let batch = wgpu_policy_loss::HostHead {
+        kept: None,
+        temperatures: Some(&temps),
+        hidden: HostLogits::F32(&hidden),
+        lm_head: HostLogits::F32(&w),
+        hidden_dim: h as u32,
+        rows_per_seq: Some(12),
+        targets: &targets,
+        mask: &mask,
+        advantages: &adv,
+        old_logprobs: None,
+        ref_logprobs: None,
+        rollout_logprobs: None,
+        chunk_rows: Some(5),
+    };
+    let got = ctx
+        .policy_loss_head_async(&cfg, &batch, Some(DType::F32))
+        .await
+        .unwrap();
+    let b = Batch {
+        logits: &x,
+        vocab,
+        rows_per_seq: 12,
+        targets: &targets,
+        mask: &md,
+        advantages: &f64s(&adv),
+        old_logp: None,
+        ref_logp: None,
+    };
+    let t = f64s(&temps);
+    let sampler = SamplerBatch {
+        sampler,
+        temperatures: Some(&t),
+        keep: None,
+    };
+    let want = reference::policy_loss_sampled(&cfg, &b, None, &sampler).unwrap();
+    let loss = got.loss.metrics.loss as f64;
+    console_log!("head under the sampler: loss {loss} vs {}", want.loss);
+    assert!((loss - want.loss).abs() <= 1e-4 * (1.0 + want.loss.abs()));
+    for row in (0..rows).filter(|&i| mask[i] > 0.0) {
+        let (g, w) = (got.loss.logprobs[row] as f64, want.logp[row]);
+        assert!(
+            (g - w).abs() <= 1e-4 * (1.0 + w.abs()),
+            "logprobs[{row}] {g} vs {w}"
+        );
+    }
+    let gz_max = want
+        .grad
+        .iter()
+        .fold(0f64, |m, g| compare::max_err(m, g.abs()));
+    let (dh, dw) = reference::head_grads(&want.grad, &hd, &wd, h, &md);
+    let (sh, sw) = reference::head_magnitudes(&want.grad, &hd, &wd, h, &md);
+    for (name, g, want, n, sums) in [
+        ("grad_hidden", &got.grad_hidden, &dh, vocab, &sh),
+        ("grad_lm_head", &got.grad_lm_head, &dw, rows, &sw),
+    ] {
+        let g = g.as_ref().unwrap();
+        let c = compare::head_grad(&g.to_f32(), want, g.dtype.into(), n, gz_max, sums)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        console_log!(
+            "head under the sampler: {name} largest error {:.2} of its bound",
+            c.share()
+        );
+    }
+}
+
 /// The sampler's distribution on the head in the browser: a given kept set a row (the
 /// engine's top-p replayed; an empty range on every fourth row keeps every token) with
 /// per-token temperatures and the softcap, chunks that do not divide the rows: the

@@ -142,7 +142,8 @@ pub(super) fn sharded(
     let mut gathered = Vec::with_capacity(shards.gathered_bytes(rows as u32) as usize / 4);
     for (k, piece) in pieces.iter().enumerate() {
         let x = (piece.host(), batch.targets);
-        gathered.extend(ctx.shard_partials_with(config, &shards, k, x, batch.kept)?);
+        let partials = ctx.shard_partials_with(config, &shards, k, x, batch.kept);
+        gathered.extend(partials.map_err(super::flag)?);
     }
     let elem = grad_dtype.size() as usize;
     let mut grad = vec![0u8; rows * vocab * elem];
@@ -156,7 +157,8 @@ pub(super) fn sharded(
             },
             rollout_logprobs: whole.rollout_logprobs,
         };
-        let out = ctx.policy_loss_shard(config, &shards, k, part, &gathered, Some(grad_dtype))?;
+        let out = ctx.policy_loss_shard(config, &shards, k, part, &gathered, Some(grad_dtype));
+        let out = out.map_err(super::flag)?;
         let g = out.grad.as_ref().ok_or("no gradient came back")?;
         let (o, w) = (
             shards.offset(k) as usize * elem,

@@ -66,6 +66,9 @@ pub(super) fn run(args: &EvalArgs, given: &[String], st: &SafeTensors<'_>) -> Cl
     let config = LogProbConfig {
         temperature: args.loss.temperature.unwrap_or(1.0),
         logit_softcap: args.loss.logit_softcap,
+        top_k: args.loss.top_k,
+        top_p: args.loss.top_p,
+        min_p: args.loss.min_p,
     };
     let ctx = context(args.adapter.as_deref())?;
     if let Source::Head {

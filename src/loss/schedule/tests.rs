@@ -84,6 +84,7 @@ fn run(
         shards,
         head: None,
         kept: None,
+        computed: false,
     };
     schedule(cfg, &call, &caps()).expect("the test shapes fit")
 }
@@ -319,6 +320,7 @@ fn rows_beyond_one_binding_are_chunked() {
         shards: None,
         head: None,
         kept: None,
+        computed: false,
     };
     let s = schedule(&LossConfig::default(), &call, &caps).expect("chunks fit");
     let rows = s
@@ -379,6 +381,7 @@ fn the_head_makes_each_chunks_logits_before_its_row_launches() {
                     shards: None,
                     head: Some(&head),
                     kept: None,
+                    computed: false,
                 };
                 let s = schedule(&cfg, &call, &caps()).unwrap();
                 let steps: Vec<Step> = s.steps().collect();

@@ -151,6 +151,7 @@ pub(crate) mod baseline;
 pub(crate) mod combine;
 pub(crate) mod head_rows;
 pub(crate) mod kept_partials;
+pub(crate) mod kept_select;
 pub(crate) mod matmul;
 pub(crate) mod policy_loss;
 pub(crate) mod prepare;
@@ -227,6 +228,8 @@ wgsl_consts! {
     pub(crate) ROW_BAD_TAU: u32 = 16;
     /// a masked-in row whose target is outside its given kept set (its id in OUT_BAD_ID)
     pub(crate) ROW_NOT_KEPT: u32 = 32;
+    /// Items (`vec2<u32>`) of a row's header in the kept scratch (sampler/kept.wgsl).
+    pub(crate) KEPT_HEADER: u32 = 4;
     /// The row kernels' `temps` where the call gives no per-row temperatures.
     pub(crate) NO_TEMPS: u32 = 0xffffffff;
 }
