@@ -18,7 +18,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 family=gfx1100
-match='^[0-9]+	(RowStats|RowPartials|KeptPartials|PolicyLoss)/[^	]*/f16\+subgroups/[^	]*/strided	'
+match='^[0-9]+	(RowStats|RowPartials|KeptPartials|KeptSelect|PolicyLoss)/[^	]*/f16\+subgroups/[^	]*/strided	'
 checks=()
 out=target/gpu-isa
 while [ $# -gt 0 ]; do

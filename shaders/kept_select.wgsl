@@ -30,7 +30,7 @@
 //   kept[h + 2]  (θ's bits, 0)
 //   kept[h + 3]  (column, logit bits) of the row's largest logit: the one token
 //
-// requires: KEPT_HEADER, Lanes, Params, WG_SIZE, cap1, cap_group, grid_index, key_value
+// requires: Group, KEPT_HEADER, Lanes, Params, WG_SIZE, cap1, cap_group, grid_index, key_value
 // requires: lane_id, lane_range, load_group, load_logit, load_tail, neg_inf, order_key
 // requires: pos_inf, row_start, sampler_inv_tau, sampler_tau_slot
 
@@ -46,7 +46,6 @@ const TRIALS: u32 = 16u;
 // passes that narrow one band: a key range shrinks 16-fold a pass, so 2^32 is one key
 // after 8 (and the first top-p pass, by distance from the maximum, may not shrink it)
 const MAX_PASSES: u32 = 12u;
-const KEY_TOP: u32 = 0xffffffffu;
 
 var<workgroup> wg_list: array<u32, CAP>;
 var<workgroup> wg_scan: array<f32, WG_SIZE>;
@@ -90,72 +89,66 @@ fn uniform_u32(lane: u32, v: u32) -> u32 {
 
 // ---- 1. the top of the row -----------------------------------------------------------
 
-// The largest key, the next (equal to it where the largest is tied), and the column
-// of the largest.
-struct Top {
-    k1: u32,
-    k2: u32,
-    col: u32,
+// The keys' range: below −inf's key no number lies (those keys compare as −inf), and
+// NaN's lie above KEY_TOP, the band's open top. The passes compare floats, not keys,
+// so a logit's key is computed only where it is gathered.
+const KEY_NINF: u32 = 0x007fffffu;
+const KEY_TOP: u32 = 0xff800001u;
+
+// The float a key ≤ KEY_TOP − 1 stands for.
+fn key_float(k: u32) -> f32 {
+    return select(key_value(k), neg_inf(), k <= KEY_NINF);
 }
 
-fn top_push(t: Top, k: u32, col: u32) -> Top {
-    let up = k > t.k1;
-    return Top(select(t.k1, k, up), max(t.k2, min(t.k1, k)), select(t.col, col, up));
+fn nan4(v: vec4<f32>) -> vec4<bool> {
+    return (bitcast<vec4<u32>>(v) & vec4<u32>(0x7fffffffu)) > vec4<u32>(0x7f800000u);
 }
 
-// The first n logits of a group (n < 8 for a row's last: its padding, −inf, is not the
-// row's, and the softcap would have made it −c).
-fn top_group(t0: Top, q: u32, g: array<f32, 8>, n: u32) -> Top {
-    var t = t0;
-    for (var j = 0u; j < n; j++) {
-        t = top_push(t, s_key(g[j]), q * 8u + j);
-    }
-    return t;
+// Logit j of a group. The passes below take a group's eight logits in straight-line
+// code, so that no logit is indexed by a variable; a row's last group has n < 8 of
+// the row's (its padding, −inf, would be −c under the softcap).
+fn group_at(g: Group, j: u32) -> f32 {
+    return select(g.a[j & 3u], g.b[j & 3u], j >= 4u);
 }
 
-fn group_array(a: vec4<f32>, b: vec4<f32>) -> array<f32, 8> {
-    return array<f32, 8>(a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w);
-}
-
-fn lane_top(lane: u32, base: u32) -> Top {
+// A lane's largest s (KEY_TOP where it met a NaN, tested on the bits: max() may drop
+// one), four at a time. The padding of the last group is below the row's largest.
+fn lane_max_key(lane: u32, base: u32) -> u32 {
     let full = params.vocab / 8u;
     let rest = params.vocab % 8u;
-    var t = Top(0u, 0u, 0u);
+    var m = vec4<f32>(neg_inf());
+    var nan = vec4<bool>(false);
     let r = lane_range(lane, full);
     for (var q = r.begin; q < r.end; q += r.step) {
         let g = cap_group(load_group(base, q));
-        t = top_group(t, q, group_array(g.a, g.b), 8u);
+        m = max(m, max(g.a, g.b));
+        nan = nan | nan4(g.a) | nan4(g.b);
     }
     if (rest != 0u && lane == 0u) {
         let g = cap_group(load_tail(base, full, rest));
-        t = top_group(t, full, group_array(g.a, g.b), rest);
+        m = max(m, max(g.a, g.b));
+        nan = nan | nan4(g.a) | nan4(g.b);
     }
-    return t;
+    if (any(nan)) {
+        return 0xffffffffu;
+    }
+    return s_key(max(max(m.x, m.y), max(m.z, m.w)));
 }
 
-// The row's Top, every lane's largest key left in wg_list[3·WG_SIZE + lane].
-fn row_top(lane: u32, base: u32) -> Top {
-    var t = lane_top(lane, base);
-    wg_list[3u * WG_SIZE + lane] = t.k1;
-    wg_list[3u * lane] = t.k1;
-    wg_list[3u * lane + 1u] = t.k2;
-    wg_list[3u * lane + 2u] = t.col;
+// The row's largest key (0xffffffff where it holds a NaN), every lane's left in
+// wg_list[WG_SIZE + lane] for lane_bound.
+fn row_max_key(lane: u32, base: u32) -> u32 {
+    let k = lane_max_key(lane, base);
+    wg_list[WG_SIZE + lane] = k;
+    wg_list[lane] = k;
     workgroupBarrier();
     for (var s = WG_SIZE / 2u; s > 0u; s >>= 1u) {
         if (lane < s) {
-            let o = 3u * (lane + s);
-            let b = Top(wg_list[o], wg_list[o + 1u], wg_list[o + 2u]);
-            let k2 = max(min(t.k1, b.k1), max(t.k2, b.k2));
-            t = Top(max(t.k1, b.k1), k2, select(t.col, b.col, b.k1 > t.k1));
-            wg_list[3u * lane] = t.k1;
-            wg_list[3u * lane + 1u] = t.k2;
-            wg_list[3u * lane + 2u] = t.col;
+            wg_list[lane] = max(wg_list[lane], wg_list[lane + s]);
         }
         workgroupBarrier();
     }
-    let total = Top(wg_list[0], wg_list[1], wg_list[2]);
-    workgroupBarrier();
-    return total;
+    return uniform_u32(lane, wg_list[0]);
 }
 
 // ---- sorting and gathering in workgroup memory ---------------------------------------
@@ -200,13 +193,12 @@ fn gather(lane: u32, sel: RowSel) -> u32 {
     let full = params.vocab / 8u;
     let rest = params.vocab % 8u;
     let r = lane_range(lane, full);
+    let band = band_floats(sel.band);
     for (var q = r.begin; q < r.end; q += r.step) {
-        let g = cap_group(load_group(sel.base, q));
-        gather_group(group_array(g.a, g.b), 8u, sel.band.lo, sel.band.hi);
+        gather_group(cap_group(load_group(sel.base, q)), 8u, band);
     }
     if (rest != 0u && lane == 0u) {
-        let g = cap_group(load_tail(sel.base, full, rest));
-        gather_group(group_array(g.a, g.b), rest, sel.band.lo, sel.band.hi);
+        gather_group(cap_group(load_tail(sel.base, full, rest)), rest, band);
     }
     let n = workgroupUniformLoad(&wg_n);
     if (n <= CAP) {
@@ -220,13 +212,32 @@ fn gather(lane: u32, sel: RowSel) -> u32 {
     return n;
 }
 
-fn gather_group(g: array<f32, 8>, n: u32, lo: u32, hi: u32) {
-    for (var j = 0u; j < n; j++) {
-        let k = s_key(g[j]);
-        if (k >= lo && k < hi) {
+// A band as floats: [lo, hi), or [lo, +inf] where hi is the open top.
+struct BandF {
+    lo: f32,
+    hi: f32,
+    open: bool,
+}
+
+fn band_floats(b: Band) -> BandF {
+    return BandF(key_float(b.lo), key_float(min(b.hi, KEY_TOP - 1u)), b.hi == KEY_TOP);
+}
+
+fn in_band(x: vec4<f32>, b: BandF) -> vec4<bool> {
+    let below = select(x < vec4<f32>(b.hi), x <= vec4<f32>(pos_inf()), b.open);
+    return x >= vec4<f32>(b.lo) & below;
+}
+
+fn gather_group(g: Group, n: u32, band: BandF) {
+    let inside = array<vec4<bool>, 2>(in_band(g.a, band), in_band(g.b, band));
+    if (!any(inside[0] | inside[1])) {
+        return;
+    }
+    for (var j = 0u; j < 8u; j++) {
+        if (j < n && inside[j / 4u][j % 4u]) {
             let i = atomicAdd(&wg_n, 1u);
             if (i < CAP) {
-                wg_list[i] = k;
+                wg_list[i] = s_key(group_at(g, j));
             }
         }
     }
@@ -259,30 +270,47 @@ fn distance_trials(sel: RowSel) -> array<u32, TRIALS> {
     let d = array<f32, 15>(0.125, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 12.0, 18.0);
     var t: array<u32, TRIALS>;
     for (var j = 0u; j < TRIALS - 1u; j++) {
-        t[j] = clamp(s_key(sel.s_max - d[j] / sel.inv_tau), sel.band.lo, sel.band.hi);
+        t[j] = clamp(s_key(sel.s_max - d[j] / sel.inv_tau), sel.band.lo, sel.band.hi - 1u);
     }
     t[TRIALS - 1u] = sel.band.lo;
     return t;
+}
+
+// A lane's sums in a trial pass, four trials a vector.
+struct TrialAcc {
+    at: array<vec4<f32>, 4>,
+    count: array<vec4<u32>, 4>,
+    mass: array<vec4<f32>, 4>,
 }
 
 // One pass over the row: each trial's count (and, with `mass`, the mass) of the
 // band's logits at or above it. Lanes sum their own logits in order, then the lanes
 // are summed by a fixed tree: the bits depend on the row alone.
 fn trial_pass(lane: u32, sel: RowSel, key: array<u32, TRIALS>, mass: bool) -> Trials {
-    var out = Trials(key, array<u32, TRIALS>(), array<f32, TRIALS>());
+    var acc: TrialAcc;
+    for (var q = 0u; q < 4u; q++) {
+        let k = 4u * q;
+        acc.at[q] = vec4<f32>(key_float(key[k]), key_float(key[k + 1u]), key_float(key[k + 2u]), key_float(key[k + 3u]));
+        acc.count[q] = vec4<u32>(0u);
+        acc.mass[q] = vec4<f32>(0.0);
+    }
     if (lane < TRIALS) {
         atomicStore(&wg_counts[lane], 0u);
     }
     let full = params.vocab / 8u;
     let rest = params.vocab % 8u;
     let r = lane_range(lane, full);
+    let band = band_floats(sel.band);
     for (var q = r.begin; q < r.end; q += r.step) {
-        let g = cap_group(load_group(sel.base, q));
-        out = trial_group(out, group_array(g.a, g.b), 8u, sel, mass);
+        acc = trial_group(acc, cap_group(load_group(sel.base, q)), 8u, sel, band, mass);
     }
     if (rest != 0u && lane == 0u) {
-        let g = cap_group(load_tail(sel.base, full, rest));
-        out = trial_group(out, group_array(g.a, g.b), rest, sel, mass);
+        acc = trial_group(acc, cap_group(load_tail(sel.base, full, rest)), rest, sel, band, mass);
+    }
+    var out = Trials(key, array<u32, TRIALS>(), array<f32, TRIALS>());
+    for (var j = 0u; j < TRIALS; j++) {
+        out.count[j] = acc.count[j / 4u][j % 4u];
+        out.mass[j] = acc.mass[j / 4u][j % 4u];
     }
     workgroupBarrier();
     for (var j = 0u; j < TRIALS; j++) {
@@ -299,23 +327,28 @@ fn trial_pass(lane: u32, sel: RowSel, key: array<u32, TRIALS>, mass: bool) -> Tr
     return out;
 }
 
-fn trial_group(t0: Trials, g: array<f32, 8>, n: u32, sel: RowSel, mass: bool) -> Trials {
-    var t = t0;
-    for (var i = 0u; i < n; i++) {
-        let k = s_key(g[i]);
-        if (k >= sel.band.lo && k < sel.band.hi) {
+fn trial_group(a0: TrialAcc, g: Group, n: u32, sel: RowSel, band: BandF, mass: bool) -> TrialAcc {
+    var a = a0;
+    let inside = array<vec4<bool>, 2>(in_band(g.a, band), in_band(g.b, band));
+    if (!any(inside[0] | inside[1])) {
+        return a;
+    }
+    for (var j = 0u; j < 8u; j++) {
+        let x = group_at(g, j);
+        if (j < n && inside[j / 4u][j % 4u]) {
             var e = 0.0;
             if (mass) {
-                e = exp((g[i] - sel.s_max) * sel.inv_tau);
+                e = exp((x - sel.s_max) * sel.inv_tau);
             }
-            for (var j = 0u; j < TRIALS; j++) {
-                let on = k >= t.key[j];
-                t.count[j] += select(0u, 1u, on);
-                t.mass[j] += select(0.0, e, on);
+            let xv = vec4<f32>(x);
+            for (var q = 0u; q < 4u; q++) {
+                let on = xv >= a.at[q];
+                a.count[q] += select(vec4<u32>(0u), vec4<u32>(1u), on);
+                a.mass[q] += select(vec4<f32>(0.0), vec4<f32>(e), on);
             }
         }
     }
-    return t;
+    return a;
 }
 
 // Every lane's TRIALS sums added over the lanes by a fixed tree, half a pass at a time
@@ -375,9 +408,10 @@ fn key_mass(k: u32, sel: RowSel) -> f32 {
 
 // ---- 2–4. the rules --------------------------------------------------------------------
 
-// The k-th largest key among those ≥ the band's bottom (0 where fewer than k are), and
-// the length of the gathered list where it holds every such key, sorted (else 0).
-fn top_k_key(lane: u32, sel: RowSel, k: u32, gather_first: bool) -> vec2<u32> {
+// The k-th largest key among those ≥ the band's bottom (0 where fewer than k are);
+// the length of the gathered list where it holds every such key, sorted (else 0); and
+// how many keys are ≥ the k-th (0 where not counted).
+fn top_k_key(lane: u32, sel: RowSel, k: u32, gather_first: bool) -> vec3<u32> {
     var s = sel;
     var try_gather = gather_first;
     for (var round = 0u; round < MAX_PASSES; round++) {
@@ -387,19 +421,20 @@ fn top_k_key(lane: u32, sel: RowSel, k: u32, gather_first: bool) -> vec2<u32> {
                 let whole = select(0u, n, s.band.hi == KEY_TOP);
                 let i = k - s.band.n_above;
                 if (n < i) {
-                    return vec2<u32>(0u, whole);
+                    return vec3<u32>(0u, whole, 0u);
                 }
-                return vec2<u32>(uniform_u32(lane, wg_list[i - 1u]), whole);
+                let key = uniform_u32(lane, wg_list[i - 1u]);
+                return vec3<u32>(key, whole, s.band.n_above + list_count(lane, n, key));
             }
         }
         if (s.band.hi - s.band.lo <= 1u) {
-            return vec2<u32>(s.band.lo, 0u);
+            return vec3<u32>(s.band.lo, 0u, 0u);
         }
         let t = trial_pass(lane, s, even_trials(s.band.lo, s.band.hi), false);
         s.band = narrow(lane, t, s.band, false, 0.0, k);
         try_gather = s.band.count <= CAP;
     }
-    return vec2<u32>(s.band.lo, 0u);
+    return vec3<u32>(s.band.lo, 0u, 0u);
 }
 
 // The masses of the sorted list's first n keys: each lane sums a run of them in order,
@@ -467,13 +502,15 @@ fn list_count(lane: u32, n: u32, lo: u32) -> u32 {
     return workgroupUniformLoad(&wg_n);
 }
 
-// Top-p's key over the keys ≥ the band's bottom: from the gathered list where it holds
-// all of them (`listed` keys), else by narrowing passes.
-fn top_p_key(lane: u32, sel: RowSel, p: f32, listed: u32) -> u32 {
+// Top-p's key over the keys ≥ the band's bottom, from the gathered list where it holds
+// all of them (`listed` keys), else by narrowing passes; and how many keys are ≥ it
+// (0 where not counted).
+fn top_p_key(lane: u32, sel: RowSel, p: f32, listed: u32) -> vec2<u32> {
     if (listed > 0u) {
         let n = list_count(lane, listed, sel.band.lo);
         let total = list_masses(lane, n, sel);
-        return list_edge(lane, n, sel, p * total);
+        let key = list_edge(lane, n, sel, p * total);
+        return vec2<u32>(key, list_count(lane, n, key));
     }
     var s = sel;
     var t = trial_pass(lane, s, distance_trials(s), true);
@@ -487,23 +524,26 @@ fn top_p_key(lane: u32, sel: RowSel, p: f32, listed: u32) -> u32 {
         if (s.band.count <= CAP) {
             let n = gather(lane, s);
             list_masses(lane, n, s);
-            return list_edge(lane, n, s, edge_mass);
+            let key = list_edge(lane, n, s, edge_mass);
+            return vec2<u32>(key, s.band.n_above + list_count(lane, n, key));
         }
         t = trial_pass(lane, s, even_trials(s.band.lo, s.band.hi), true);
     }
-    return s.band.lo;
+    return vec2<u32>(s.band.lo, 0u);
 }
 
-// The k-th largest of the lanes' largest keys (row_top left them in wg_list).
+// The k-th largest of the lanes' largest keys (row_max_key left them in wg_list).
 fn lane_bound(lane: u32, k: u32) -> u32 {
-    sort_desc(lane, 3u * WG_SIZE, WG_SIZE);
-    return uniform_u32(lane, wg_list[3u * WG_SIZE + k - 1u]);
+    sort_desc(lane, WG_SIZE, WG_SIZE);
+    return uniform_u32(lane, wg_list[WG_SIZE + k - 1u]);
 }
 
-// θ's key for the row: the largest of the rules' (0: every token kept).
-fn threshold_key(lane: u32, sel0: RowSel) -> u32 {
+// θ's key for the row, the largest of the rules' (0: every token kept), and how many
+// keys are ≥ it (0 where not counted).
+fn threshold_key(lane: u32, sel0: RowSel) -> vec2<u32> {
     var sel = sel0;
     var theta = 0u;
+    var kept = 0u;
     if (params.min_p > 0.0) {
         theta = s_key(sel.s_max + log(params.min_p) / sel.inv_tau);
     }
@@ -516,14 +556,59 @@ fn threshold_key(lane: u32, sel0: RowSel) -> u32 {
         }
         sel.band.lo = lo;
         let r = top_k_key(lane, sel, k, k <= WG_SIZE || params.vocab <= CAP);
-        theta = max(theta, r.x);
+        if (r.x >= theta) {
+            theta = r.x;
+            kept = r.z;
+        }
         listed = r.y;
     }
     if (params.top_p < 1.0) {
         sel.band = Band(theta, KEY_TOP, 0u, 0.0, 0u);
-        theta = max(theta, top_p_key(lane, sel, params.top_p, listed));
+        let r = top_p_key(lane, sel, params.top_p, listed);
+        theta = max(theta, r.x);
+        kept = r.y;
     }
-    return theta;
+    return vec2<u32>(theta, kept);
+}
+
+// How many of the row's s are ≥ θ, and the first column of one: the census of a set
+// whose size the rules did not count, or of a set of one.
+fn census(lane: u32, base: u32, theta: f32) -> vec2<u32> {
+    if (lane == 0u) {
+        atomicStore(&wg_n, 0u);
+        atomicStore(&wg_pick, 0xffffffffu);
+    }
+    workgroupBarrier();
+    let full = params.vocab / 8u;
+    let rest = params.vocab % 8u;
+    let r = lane_range(lane, full);
+    var n = 0u;
+    var col = 0xffffffffu;
+    let band = BandF(theta, pos_inf(), true);
+    for (var q = r.begin; q < r.end; q += r.step) {
+        let g = cap_group(load_group(base, q));
+        let inside = array<vec4<bool>, 2>(in_band(g.a, band), in_band(g.b, band));
+        for (var j = 0u; j < 8u; j++) {
+            if (inside[j / 4u][j % 4u]) {
+                n += 1u;
+                col = min(col, 8u * q + j);
+            }
+        }
+    }
+    if (rest != 0u && lane == 0u) {
+        let g = cap_group(load_tail(base, full, rest));
+        let inside = array<vec4<bool>, 2>(in_band(g.a, band), in_band(g.b, band));
+        for (var j = 0u; j < rest; j++) {
+            if (inside[j / 4u][j % 4u]) {
+                n += 1u;
+                col = min(col, 8u * full + j);
+            }
+        }
+    }
+    atomicAdd(&wg_n, n);
+    atomicMin(&wg_pick, col);
+    workgroupBarrier();
+    return vec2<u32>(uniform_u32(lane, atomicLoad(&wg_n)), atomicLoad(&wg_pick));
 }
 
 @compute @workgroup_size(WG_SIZE)
@@ -541,29 +626,34 @@ fn kept_select(
     // every decision below steers barriers: values read from storage go through
     // workgroup memory, which compilers can see as uniform
     let inv_tau = bitcast<f32>(uniform_u32(lane, bitcast<u32>(sampler_inv_tau(row, params.inv_tau))));
-    let top = row_top(lane, base);
-    let k1 = uniform_u32(lane, top.k1);
-    let s_max = key_value(k1);
+    let k1 = row_max_key(lane, base);
     // a NaN logit or a bad temperature makes the row NaN whatever it keeps: it keeps
     // every token
-    var theta = 0u;
-    let valid = k1 != KEY_TOP && inv_tau > 0.0 && inv_tau < pos_inf();
+    var theta = vec2<u32>(0u, 0u);
+    let valid = k1 <= KEY_TOP - 1u && inv_tau > 0.0 && inv_tau < pos_inf();
     if (uniform_u32(lane, select(0u, 1u, valid)) != 0u) {
-        let sel = RowSel(base, inv_tau, s_max, Band(0u, KEY_TOP, 0u, 0.0, 0u));
+        let sel = RowSel(base, inv_tau, key_value(k1), Band(0u, KEY_TOP, 0u, 0.0, 0u));
         theta = threshold_key(lane, sel);
+    }
+    let t = key_float(min(theta.x, KEY_TOP - 1u));
+    // a set of one token is listed with its column (its gradient is taken apart)
+    var one = vec2<u32>(theta.y, 0xffffffffu);
+    if (theta.x > 0u && theta.y <= 1u) {
+        one = census(lane, base, t);
     }
     if (lane == 0u) {
         let y = targets[row_start(params.y, row)];
         var y_kept = true;
         if (y < params.vocab) {
-            y_kept = s_key(cap1(load_logit(base + y))) >= theta;
+            // the loss launch's own test (sampler/kept.wgsl): a NaN stays in
+            y_kept = !(cap1(load_logit(base + y)) < t);
         }
-        // key 0 lies below −inf's: no bound
-        let t = select(key_value(theta), neg_inf(), theta <= s_key(neg_inf()));
+        let single = one.x == 1u && one.y < params.vocab;
+        let col = select(0u, one.y, single);
         let h = KEPT_HEADER * (params.part_row + row);
-        kept_out[h] = vec2<u32>(h + 3u, select(0u, 1u, top.k2 < theta));
+        kept_out[h] = vec2<u32>(h + 3u, select(0u, 1u, single));
         kept_out[h + 1u] = vec2<u32>(bitcast<u32>(sampler_tau_slot(row)), select(0u, 1u, y_kept));
         kept_out[h + 2u] = vec2<u32>(bitcast<u32>(t), 0u);
-        kept_out[h + 3u] = vec2<u32>(top.col, bitcast<u32>(load_logit(base + top.col)));
+        kept_out[h + 3u] = vec2<u32>(col, bitcast<u32>(load_logit(base + col)));
     }
 }

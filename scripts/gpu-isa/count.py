@@ -237,6 +237,32 @@ def measure(name, lines, s_step, g_step):
     return row
 
 
+def select_passes(name, lines):
+    """kept_select.wgsl: its passes over the row, in program order: each loop that
+    loads logits (a group of GROUP a step) and holds no smaller such loop, with its
+    instructions per logit, tagged by what it does: the row's maximum, the gathering
+    into workgroup memory (an atomic), the trials by count, the trials by mass (an
+    exp), the census. Which passes a row takes depends on its rules (the shader's
+    header comment); the table lists what each costs when taken."""
+    labels, instrs = disassembly(lines)
+    st = stats(lines)
+    found = [(a, b) for a, b in loops(labels, instrs)
+             if any(x.split()[0].startswith(LOADS) for x in instrs[a:b + 1])]
+    passes = []
+    for a, b in sorted(found):
+        if any((c, d) != (a, b) and a <= c and d <= b for c, d in found):
+            continue
+        body = [x for x in instrs[a:b + 1] if not x.startswith(SKIP)]
+        exp = any(x.startswith("v_exp") for x in body)
+        atomic = any(x.startswith(("ds_add", "ds_min", "ds_max")) for x in body)
+        passes.append((("mass" if exp else "gather" if atomic else "pass"),
+                       round(len(body) / GROUP, 1)))
+    if not passes:
+        sys.exit(f"count.py: {name}: no pass over the row was found")
+    return {"variant": name, "vgprs": st.get("VGPRs", 0),
+            "waves": st.get("Subgroups per SIMD", 0), "passes": passes}
+
+
 def cell(loops_):
     return ", ".join(f"{r} {v:.1f}" for r, v in loops_.items()) or "–"
 
@@ -251,10 +277,13 @@ def main():
     manifest, driver = args
     rows = [line.rstrip("\n").split("\t") for line in open(manifest) if line.strip()]
     by_name = sections(open(driver, errors="replace").read())
-    table = []
+    table, selects = [], []
     for idx, name, _entry, _file, s_step, g_step in rows:
         if idx not in by_name:
             sys.exit(f"count.py: no driver output for {name}")
+        if name.startswith("KeptSelect/"):
+            selects.append(select_passes(name, by_name[idx]))
+            continue
         table.append(measure(name, by_name[idx], int(s_step), int(g_step)))
     shapes = " | ".join(f"ordinary row, V = {v}" for v in SHAPES)
     print(f"| variant | VGPRs | waves/SIMD | statistics sweep | gradient sweep | total "
@@ -266,8 +295,16 @@ def main():
         print(f"| {r['variant']} | {r['vgprs']} | {r['waves']} | {r['stats_per_logit']:.1f} | {g} "
               f"| **{r['total_per_logit']:.1f}** | {cell(r['stats_loops'])} "
               f"| {cell(r['grad_loops'])} | {o} |")
+    if selects:
+        print()
+        print("| kept_select variant | VGPRs | waves/SIMD | passes over the row, instructions "
+              "per logit, in program order |")
+        print("|---|---|---|---|")
+        for r in selects:
+            p = ", ".join(f"{k} {v:.1f}" for k, v in r["passes"])
+            print(f"| {r['variant']} | {r['vgprs']} | {r['waves']} | {p} |")
     if json_out:
-        json.dump(table, open(json_out, "w"), indent=1)
+        json.dump(table + selects, open(json_out, "w"), indent=1)
 
 
 if __name__ == "__main__":

@@ -119,6 +119,7 @@ fn check(
     // stage of each step, which must not decrease
     let stage = |s: &Step| match s {
         Step::Prepare { .. } => 0,
+        Step::KeptSelect { .. } => 1,
         Step::Row { phase, .. } if *phase == PHASE_STATS => 1,
         Step::BlockPartials { .. } | Step::CombineBlocks { .. } | Step::CombineShards { .. } => 1,
         Step::Select { .. } => 2,
@@ -127,6 +128,7 @@ fn check(
         Step::Reduce => 5,
         Step::HeadLogits { .. }
         | Step::HeadKept { .. }
+        | Step::HeadKeptSelect { .. }
         | Step::HeadRow { .. }
         | Step::HeadGrad { .. } => 4,
         Step::HeadFinish => 6,

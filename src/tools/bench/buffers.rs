@@ -14,6 +14,9 @@ pub(super) struct Part {
     pub(super) first: u32,
     pub(super) logits: wgpu::Buffer,
     pub(super) targets: wgpu::Buffer,
+    /// Each row's column of its largest logit: a target that every computed kept set
+    /// keeps (`--sampler`'s top-k and top-p).
+    pub(super) top_targets: wgpu::Buffer,
     pub(super) mask: wgpu::Buffer,
     pub(super) advantages: wgpu::Buffer,
     pub(super) grad: wgpu::Buffer,
@@ -86,13 +89,65 @@ const PERIOD: u64 = 1 << 18;
 fn pattern(dtype: DType) -> Vec<u8> {
     (0..2 * PERIOD as u32)
         .flat_map(|i: u32| {
-            let i = i % PERIOD as u32;
-            let v = ((i.wrapping_mul(2654435761) >> 16) as f32 / 65536.0 - 0.5) * 8.0;
+            let v = pattern_value(i % PERIOD as u32);
             match dtype {
                 DType::F32 => v.to_le_bytes().to_vec(),
                 DType::F16 => half::f16::from_f32(v).to_le_bytes().to_vec(),
                 DType::Bf16 => half::bf16::from_f32(v).to_le_bytes().to_vec(),
             }
+        })
+        .collect()
+}
+
+/// The pattern's element i (< PERIOD), in [−4, 4).
+fn pattern_value(i: u32) -> f32 {
+    ((i.wrapping_mul(2654435761) >> 16) as f32 / 65536.0 - 0.5) * 8.0
+}
+
+/// Each of rows `first .. first + n`'s column of its largest logit (the first of them),
+/// as stored in `dtype`: the largest of each block of the period first, so that a row
+/// costs a few blocks, not its width.
+fn row_tops(dtype: DType, vocab: u64, first: u32, n: u32) -> Vec<u32> {
+    const BLOCK: u64 = 1024;
+    let stored = |i: u64| {
+        let v = pattern_value((i % PERIOD) as u32);
+        match dtype {
+            DType::F32 => v,
+            DType::F16 => half::f16::from_f32(v).to_f32(),
+            DType::Bf16 => half::bf16::from_f32(v).to_f32(),
+        }
+    };
+    let first_max = |from: u64, to: u64| -> (f32, u64) {
+        (from..to).fold((f32::NEG_INFINITY, from), |(m, at), i| {
+            let v = stored(i);
+            if v > m {
+                (v, i)
+            } else {
+                (m, at)
+            }
+        })
+    };
+    // blocks over two periods, so that a window that wraps needs no second pass
+    let blocks: Vec<(f32, u64)> = (0..2 * PERIOD / BLOCK)
+        .map(|b| first_max(b * BLOCK, (b + 1) * BLOCK))
+        .collect();
+    (first..first + n)
+        .map(|r| {
+            let start = r as u64 * vocab % PERIOD;
+            let end = start + vocab.min(PERIOD);
+            let mut best = first_max(start, end.min(start.div_ceil(BLOCK) * BLOCK));
+            let mut b = start.div_ceil(BLOCK);
+            while (b + 1) * BLOCK <= end {
+                if blocks[b as usize].0 > best.0 {
+                    best = blocks[b as usize];
+                }
+                b += 1;
+            }
+            let tail = first_max((b * BLOCK).max(start), end);
+            if tail.0 > best.0 {
+                best = tail;
+            }
+            (best.1 - start) as u32
         })
         .collect()
 }
@@ -159,6 +214,7 @@ impl Part {
         }
         let rows = first..first + n;
         let targets: Vec<u32> = rows.clone().map(|r| (r * 7919) % shape.vocab).collect();
+        let tops = row_tops(shape.dtype, vocab, first, n);
         let advantages: Vec<f32> = rows
             .clone()
             .map(|r| if r % 3 == 0 { -0.5 } else { 1.0 })
@@ -179,6 +235,7 @@ impl Part {
             first,
             logits,
             targets: ctx.upload("bench targets", bytemuck::cast_slice(&targets)),
+            top_targets: ctx.upload("bench top targets", bytemuck::cast_slice(&tops)),
             mask: f32s("bench mask", 1.0),
             advantages: ctx.upload("bench advantages", bytemuck::cast_slice(&advantages)),
             grad: ctx.buffer("bench gradient", bytes, STORAGE),

@@ -19,14 +19,48 @@ pub struct SamplerRow {
     pub ratio: f64,
 }
 
-/// The variants: (name, the softcap, per-row temperatures, a given kept set).
-const VARIANTS: [(&str, Option<f32>, bool, bool); 6] = [
-    ("plain", None, false, false),
-    ("per-token temperatures", None, true, false),
-    ("softcap 30", Some(30.0), false, false),
-    ("softcap 30 + temperatures", Some(30.0), true, false),
-    ("given set, 50 ids", None, false, true),
-    ("given set + softcap + temperatures", Some(30.0), true, true),
+/// One variant: its name, the softcap, per-row temperatures, a given kept set, and
+/// the computed set's top-k and top-p.
+struct Variant {
+    name: &'static str,
+    softcap: Option<f32>,
+    temps: bool,
+    kept: bool,
+    top_k: i32,
+    top_p: f32,
+}
+
+const fn variant(name: &'static str, softcap: Option<f32>, temps: bool, kept: bool) -> Variant {
+    Variant {
+        name,
+        softcap,
+        temps,
+        kept,
+        top_k: 0,
+        top_p: 1.0,
+    }
+}
+
+const VARIANTS: [Variant; 9] = [
+    variant("plain", None, false, false),
+    variant("per-token temperatures", None, true, false),
+    variant("softcap 30", Some(30.0), false, false),
+    variant("softcap 30 + temperatures", Some(30.0), true, false),
+    variant("given set, 50 ids", None, false, true),
+    variant("given set + softcap + temperatures", Some(30.0), true, true),
+    Variant {
+        top_k: 50,
+        ..variant("top-k 50", None, false, false)
+    },
+    Variant {
+        top_p: 0.9,
+        ..variant("top-p 0.9 + temperatures", None, true, false)
+    },
+    Variant {
+        top_k: 50,
+        top_p: 0.9,
+        ..variant("top-k 50 + top-p 0.9 + softcap", Some(30.0), false, false)
+    },
 ];
 
 /// Times every variant on one shape, the plain loss first.
@@ -38,20 +72,22 @@ pub fn measure_sampler(
 ) -> Result<Vec<SamplerRow>> {
     let w = Workload::new(ctx, shape)?;
     let mut rows: Vec<SamplerRow> = Vec::new();
-    for (variant, softcap, temps, kept) in VARIANTS {
+    for v in VARIANTS {
         let cfg = LossConfig {
-            logit_softcap: softcap,
+            logit_softcap: v.softcap,
+            top_k: v.top_k,
+            top_p: v.top_p,
             ..LossConfig::default()
         };
         let loss = PolicyLoss::new(ctx, cfg)?;
         let fused = time(ctx, samples, budget, |e| {
-            w.record_loss_with(&loss, (temps, kept), e)
+            w.record_loss_with(&loss, (v.temps, v.kept), e)
         })?;
         let plain = rows.first().map_or(fused.median_ms, |r| r.fused.median_ms);
         rows.push(SamplerRow {
             adapter: ctx.describe(),
             shape,
-            variant,
+            variant: v.name,
             fused,
             ratio: fused.median_ms / plain,
         });

@@ -108,7 +108,8 @@ impl Workload {
     }
 
     /// [`Workload::record_loss`], with each row's sampling temperature where `temps`,
-    /// and a given kept set of 50 ids a row where `kept`.
+    /// and a given kept set of 50 ids a row where `kept`. Where `loss` computes a kept
+    /// set, each row's target is its largest logit (kept by any rule).
     pub fn record_loss_with(
         &self,
         loss: &PolicyLoss,
@@ -123,6 +124,9 @@ impl Workload {
             .zip(self.parts_inputs(|p| Gradient::Into(GradView::new(&p.grad, dtype, vocab))))
             .map(|(p, (inputs, gradient))| {
                 let mut inputs = inputs.with_old_logprobs(F32View::new(&p.old));
+                if loss.config().computes_kept_set() {
+                    inputs.targets = TargetsView::new(&p.top_targets);
+                }
                 inputs.temperatures = temps.then(|| F32View::new(&p.temps));
                 let len = p.rows * super::buffers::KEPT_IDS.min(vocab);
                 let csr = crate::KeptView::new(&p.keep_offsets, &p.keep_ids, len);
