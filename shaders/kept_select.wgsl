@@ -138,20 +138,53 @@ fn lane_max_key(lane: u32, base: u32) -> u32 {
 // The row's largest key (0xffffffff where it holds a NaN), every lane's left in
 // wg_list[WG_SIZE + lane] for lane_bound.
 fn row_max_key(lane: u32, base: u32) -> u32 {
-    let k = lane_max_key(lane, base);
-    wg_list[WG_SIZE + lane] = k;
-    wg_list[lane] = k;
+    wg_list[WG_SIZE + lane] = lane_max_key(lane, base);
     workgroupBarrier();
-    for (var s = WG_SIZE / 2u; s > 0u; s >>= 1u) {
-        if (lane < s) {
-            wg_list[lane] = max(wg_list[lane], wg_list[lane + s]);
+    var most = 0u;
+    if (lane == 0u) {
+        for (var l = 0u; l < WG_SIZE; l++) {
+            most = max(most, wg_list[WG_SIZE + l]);
         }
-        workgroupBarrier();
     }
-    return uniform_u32(lane, wg_list[0]);
+    return uniform_u32(lane, most);
 }
 
 // ---- sorting and gathering in workgroup memory ---------------------------------------
+
+// Barriers are few here: a CPU adapter pays microseconds for each (it switches between
+// the SIMD batches of the workgroup's lanes), more than a lane pays for a loop over
+// every lane's value. So reductions are one barrier and one lane's loop, and lists
+// are sorted by rank.
+
+// wg_list[0 .. n) in descending order: each key's rank (the keys above it, and the
+// equal ones before it) is its place, in the upper half of wg_list, then copied back:
+// n² / WG_SIZE compares a lane, so only short lists (n ≤ 4·WG_SIZE); longer ones
+// take sort_desc's network.
+fn sort_by_rank(lane: u32, n: u32) {
+    if (n > 4u * WG_SIZE) {
+        let p = pow2_at_least(n);
+        for (var i = n + lane; i < p; i += WG_SIZE) {
+            wg_list[i] = 0u;
+        }
+        workgroupBarrier();
+        sort_desc(lane, 0u, p);
+        return;
+    }
+    for (var i = lane; i < n; i += WG_SIZE) {
+        let k = wg_list[i];
+        var rank = 0u;
+        for (var j = 0u; j < n; j++) {
+            let o = wg_list[j];
+            rank += select(0u, 1u, o > k || (o == k && j < i));
+        }
+        wg_list[CAP / 2u + rank] = k;
+    }
+    workgroupBarrier();
+    for (var i = lane; i < n; i += WG_SIZE) {
+        wg_list[i] = wg_list[CAP / 2u + i];
+    }
+    workgroupBarrier();
+}
 
 // wg_list[first .. first + n) in descending order (n a power of two), by a bitonic
 // network: the same compare-exchanges whatever the keys.
@@ -183,8 +216,8 @@ fn pow2_at_least(n: u32) -> u32 {
     return p;
 }
 
-// Keys of the band [lo, hi) into wg_list, in any order; the count (more than CAP:
-// only the first CAP are there). The list is then sorted, descending, padded with 0.
+// Keys of the band [lo, hi) into wg_list, sorted, descending; the count (more than
+// CAP: only the first CAP are there, unsorted).
 fn gather(lane: u32, sel: RowSel) -> u32 {
     if (lane == 0u) {
         atomicStore(&wg_n, 0u);
@@ -202,30 +235,29 @@ fn gather(lane: u32, sel: RowSel) -> u32 {
     }
     let n = workgroupUniformLoad(&wg_n);
     if (n <= CAP) {
-        let p = pow2_at_least(n);
-        for (var i = n + lane; i < p; i += WG_SIZE) {
-            wg_list[i] = 0u;
-        }
-        workgroupBarrier();
-        sort_desc(lane, 0u, p);
+        sort_by_rank(lane, n);
     }
     return n;
 }
 
-// A band as floats: [lo, hi), or [lo, +inf] where hi is the open top.
+// A band as floats: the keys [lo, hi) are the numbers [lo, hi_incl] (hi_incl the float
+// of key hi − 1: +inf where hi is the open top; the key below +0's is −0's, which
+// compares equal to +0, so the one below it stands in).
 struct BandF {
     lo: f32,
-    hi: f32,
-    open: bool,
+    hi_incl: f32,
 }
 
 fn band_floats(b: Band) -> BandF {
-    return BandF(key_float(b.lo), key_float(min(b.hi, KEY_TOP - 1u)), b.hi == KEY_TOP);
+    var top = min(b.hi, KEY_TOP) - 1u;
+    if (top == 0x7fffffffu) {
+        top -= 1u;
+    }
+    return BandF(key_float(b.lo), key_float(top));
 }
 
 fn in_band(x: vec4<f32>, b: BandF) -> vec4<bool> {
-    let below = select(x < vec4<f32>(b.hi), x <= vec4<f32>(pos_inf()), b.open);
-    return x >= vec4<f32>(b.lo) & below;
+    return x >= vec4<f32>(b.lo) & x <= vec4<f32>(b.hi_incl);
 }
 
 fn gather_group(g: Group, n: u32, band: BandF) {
@@ -351,28 +383,25 @@ fn trial_group(a0: TrialAcc, g: Group, n: u32, sel: RowSel, band: BandF, mass: b
     return a;
 }
 
-// Every lane's TRIALS sums added over the lanes by a fixed tree, half a pass at a time
-// through wg_list (WG_SIZE·8 ≤ CAP words).
+// Every lane's TRIALS sums added over the lanes in lane order, one lane a trial, eight
+// trials at a time through wg_list (WG_SIZE·8 ≤ CAP words).
 fn sum_lanes(lane: u32, mine: array<f32, TRIALS>) -> array<f32, TRIALS> {
     var out: array<f32, TRIALS>;
     for (var h = 0u; h < TRIALS; h += 8u) {
-        var v: array<f32, 8>;
         for (var j = 0u; j < 8u; j++) {
-            v[j] = mine[h + j];
-            wg_list[8u * lane + j] = bitcast<u32>(v[j]);
+            wg_list[8u * lane + j] = bitcast<u32>(mine[h + j]);
         }
         workgroupBarrier();
-        for (var s = WG_SIZE / 2u; s > 0u; s >>= 1u) {
-            if (lane < s) {
-                for (var j = 0u; j < 8u; j++) {
-                    v[j] += bitcast<f32>(wg_list[8u * (lane + s) + j]);
-                    wg_list[8u * lane + j] = bitcast<u32>(v[j]);
-                }
+        if (lane < 8u) {
+            var sum = 0.0;
+            for (var l = 0u; l < WG_SIZE; l++) {
+                sum += bitcast<f32>(wg_list[8u * l + lane]);
             }
-            workgroupBarrier();
+            wg_scan[lane] = sum;
         }
+        workgroupBarrier();
         for (var j = 0u; j < 8u; j++) {
-            out[h + j] = bitcast<f32>(wg_list[j]);
+            out[h + j] = wg_scan[j];
         }
         workgroupBarrier();
     }
@@ -438,7 +467,7 @@ fn top_k_key(lane: u32, sel: RowSel, k: u32, gather_first: bool) -> vec3<u32> {
 }
 
 // The masses of the sorted list's first n keys: each lane sums a run of them in order,
-// then a scan over the lanes (wg_scan[l]: the lanes up to l). Returns the total.
+// then each lane the runs up to its own (wg_scan[l]). Returns the total.
 fn list_masses(lane: u32, n: u32, sel: RowSel) -> f32 {
     let per = (n + WG_SIZE - 1u) / WG_SIZE;
     let b = min(lane * per, n);
@@ -449,15 +478,14 @@ fn list_masses(lane: u32, n: u32, sel: RowSel) -> f32 {
     }
     wg_scan[lane] = sum;
     workgroupBarrier();
-    for (var s = 1u; s < WG_SIZE; s <<= 1u) {
-        var add = 0.0;
-        if (lane >= s) {
-            add = wg_scan[lane - s];
-        }
-        workgroupBarrier();
-        wg_scan[lane] += add;
-        workgroupBarrier();
+    // each lane its inclusive prefix, summed in lane order
+    var prefix = 0.0;
+    for (var l = 0u; l <= lane; l++) {
+        prefix += wg_scan[l];
     }
+    workgroupBarrier();
+    wg_scan[lane] = prefix;
+    workgroupBarrier();
     return wg_scan[WG_SIZE - 1u];
 }
 
@@ -534,8 +562,21 @@ fn top_p_key(lane: u32, sel: RowSel, p: f32, listed: u32) -> vec2<u32> {
 
 // The k-th largest of the lanes' largest keys (row_max_key left them in wg_list).
 fn lane_bound(lane: u32, k: u32) -> u32 {
-    sort_desc(lane, WG_SIZE, WG_SIZE);
-    return uniform_u32(lane, wg_list[WG_SIZE + k - 1u]);
+    // the smallest of the keys with fewer than k keys above them
+    if (lane == 0u) {
+        atomicStore(&wg_pick, 0xffffffffu);
+    }
+    workgroupBarrier();
+    let mine = wg_list[WG_SIZE + lane];
+    var above = 0u;
+    for (var l = 0u; l < WG_SIZE; l++) {
+        above += select(0u, 1u, wg_list[WG_SIZE + l] > mine);
+    }
+    if (above < k) {
+        atomicMin(&wg_pick, mine);
+    }
+    workgroupBarrier();
+    return uniform_u32(lane, atomicLoad(&wg_pick));
 }
 
 // θ's key for the row, the largest of the rules' (0: every token kept), and how many
@@ -584,7 +625,7 @@ fn census(lane: u32, base: u32, theta: f32) -> vec2<u32> {
     let r = lane_range(lane, full);
     var n = 0u;
     var col = 0xffffffffu;
-    let band = BandF(theta, pos_inf(), true);
+    let band = BandF(theta, pos_inf());
     for (var q = r.begin; q < r.end; q += r.step) {
         let g = cap_group(load_group(base, q));
         let inside = array<vec4<bool>, 2>(in_band(g.a, band), in_band(g.b, band));
