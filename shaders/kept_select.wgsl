@@ -7,8 +7,7 @@
 //
 // One workgroup per row, without sorting the row and without an atomic per logit (a
 // CPU adapter runs a workgroup's atomics one lane at a time):
-//   1. one pass: the row's largest s, the next largest (ties counted), and each lane's
-//      largest;
+//   1. one pass: the row's largest s, and each lane's largest;
 //   2. min-p: θ₁ = s_max + τ·ln(min_p);
 //   3. top-k: every s at or above the k-th largest lane maximum (a lower bound of the
 //      k-th largest s: those k lanes hold k distinct logits at least as large) is
@@ -19,20 +18,26 @@
 //      crosses p·S until its logits fit workgroup memory; they are then gathered,
 //      sorted, and the edge found with tied tokens standing together.
 // A band that does not fit (top-k with k beyond a lane a token, or a crowded row) is
-// narrowed by the same passes, counting. Counts are exact and every sum is taken in
-// an order fixed by the row alone, so θ has the same bits whatever the batch, the
-// chunking or the scheduling.
+// narrowed by the same passes, counting. Where the rules did not count the kept
+// tokens (min-p alone), or kept one, a last pass counts them and finds the one's
+// column. Counts are exact and every sum is taken in an order fixed by the row alone,
+// so θ has the same bits whatever the batch, the chunking or the scheduling. The
+// pieces: kept/band.wgsl (keys, bands), kept/list.wgsl (workgroup lists),
+// kept/trials.wgsl (passes over trial values).
 //
 // Per row, its header in the kept scratch (sampler/kept.wgsl reads it), h its first
 // item:
 //   kept[h]      (h + 3, 1 if a single token is kept, else 0)
 //   kept[h + 1]  (τ's bits, 0 for the scalar; 1 if the target is kept)
 //   kept[h + 2]  (θ's bits, 0)
-//   kept[h + 3]  (column, logit bits) of the row's largest logit: the one token
+//   kept[h + 3]  (column, logit bits) of the one token of a set of one
 //
-// requires: Group, KEPT_HEADER, Lanes, Params, WG_SIZE, cap1, cap_group, grid_index, key_value
-// requires: lane_id, lane_range, load_group, load_logit, load_tail, neg_inf, order_key
-// requires: pos_inf, row_start, sampler_inv_tau, sampler_tau_slot
+// requires: Band, BandF, CAP, KEPT_HEADER, KEY_TOP, Lanes, MAX_PASSES, Params, RowSel
+// requires: TRIALS, WG_SIZE, cap1, cap_group, distance_trials, even_trials, gather
+// requires: grid_index, in_band, key_float, key_value, lane_id, lane_range, list_count
+// requires: list_edge, list_masses, load_group, load_logit, load_tail, nan4, narrow
+// requires: neg_inf, pos_inf, row_start, s_key, sampler_inv_tau, sampler_tau_slot
+// requires: trial_pass, uniform_u32, wg_list, wg_n, wg_pick
 
 // Params, the uniform block: declared in src/shader/abi/kept_select.rs
 
@@ -40,76 +45,7 @@
 @group(0) @binding(2) var<storage, read> targets: array<u32>;
 @group(0) @binding(3) var<storage, read_write> kept_out: array<vec2<u32>>;
 
-// keys gathered at once (8 KiB of workgroup memory), and the trial values of a pass
-const CAP: u32 = 2048u;
-const TRIALS: u32 = 16u;
-// passes that narrow one band: a key range shrinks 16-fold a pass, so 2^32 is one key
-// after 8 (and the first top-p pass, by distance from the maximum, may not shrink it)
-const MAX_PASSES: u32 = 12u;
-
-var<workgroup> wg_list: array<u32, CAP>;
-var<workgroup> wg_scan: array<f32, WG_SIZE>;
-var<workgroup> wg_n: atomic<u32>;
-var<workgroup> wg_counts: array<atomic<u32>, TRIALS>;
-var<workgroup> wg_pick: atomic<u32>;
-
-// The order key of s, −0 as +0 (one value: the rules tie them); NaN the largest.
-fn s_key(s: f32) -> u32 {
-    return order_key(select(s, 0.0, s == 0.0));
-}
-
-// The keys still undecided, [lo, hi), `count` of them, and the count and mass of the
-// row's keys at or above hi (the mass e^((s − s_max)/τ) a logit).
-struct Band {
-    lo: u32,
-    hi: u32,
-    n_above: u32,
-    m_above: f32,
-    count: u32,
-}
-
-// A row and its band.
-struct RowSel {
-    base: u32,
-    inv_tau: f32,
-    s_max: f32,
-    band: Band,
-}
-
-var<workgroup> wg_band: Band;
-var<workgroup> wg_one: u32;
-
-// lane 0's value, as a value every lane knows to be uniform
-fn uniform_u32(lane: u32, v: u32) -> u32 {
-    if (lane == 0u) {
-        wg_one = v;
-    }
-    return workgroupUniformLoad(&wg_one);
-}
-
 // ---- 1. the top of the row -----------------------------------------------------------
-
-// The keys' range: below −inf's key no number lies (those keys compare as −inf), and
-// NaN's lie above KEY_TOP, the band's open top. The passes compare floats, not keys,
-// so a logit's key is computed only where it is gathered.
-const KEY_NINF: u32 = 0x007fffffu;
-const KEY_TOP: u32 = 0xff800001u;
-
-// The float a key ≤ KEY_TOP − 1 stands for.
-fn key_float(k: u32) -> f32 {
-    return select(key_value(k), neg_inf(), k <= KEY_NINF);
-}
-
-fn nan4(v: vec4<f32>) -> vec4<bool> {
-    return (bitcast<vec4<u32>>(v) & vec4<u32>(0x7fffffffu)) > vec4<u32>(0x7f800000u);
-}
-
-// Logit j of a group. The passes below take a group's eight logits in straight-line
-// code, so that no logit is indexed by a variable; a row's last group has n < 8 of
-// the row's (its padding, −inf, would be −c under the softcap).
-fn group_at(g: Group, j: u32) -> f32 {
-    return select(g.a[j & 3u], g.b[j & 3u], j >= 4u);
-}
 
 // A lane's largest s (KEY_TOP where it met a NaN, tested on the bits: max() may drop
 // one), four at a time. The padding of the last group is below the row's largest.
@@ -149,292 +85,6 @@ fn row_max_key(lane: u32, base: u32) -> u32 {
     return uniform_u32(lane, most);
 }
 
-// ---- sorting and gathering in workgroup memory ---------------------------------------
-
-// Barriers are few here: a CPU adapter pays microseconds for each (it switches between
-// the SIMD batches of the workgroup's lanes), more than a lane pays for a loop over
-// every lane's value. So reductions are one barrier and one lane's loop, and lists
-// are sorted by rank.
-
-// wg_list[0 .. n) in descending order: each key's rank (the keys above it, and the
-// equal ones before it) is its place, in the upper half of wg_list, then copied back:
-// n² / WG_SIZE compares a lane, so only short lists (n ≤ 4·WG_SIZE); longer ones
-// take sort_desc's network.
-fn sort_by_rank(lane: u32, n: u32) {
-    if (n > 4u * WG_SIZE) {
-        let p = pow2_at_least(n);
-        for (var i = n + lane; i < p; i += WG_SIZE) {
-            wg_list[i] = 0u;
-        }
-        workgroupBarrier();
-        sort_desc(lane, 0u, p);
-        return;
-    }
-    for (var i = lane; i < n; i += WG_SIZE) {
-        let k = wg_list[i];
-        var rank = 0u;
-        for (var j = 0u; j < n; j++) {
-            let o = wg_list[j];
-            rank += select(0u, 1u, o > k || (o == k && j < i));
-        }
-        wg_list[CAP / 2u + rank] = k;
-    }
-    workgroupBarrier();
-    for (var i = lane; i < n; i += WG_SIZE) {
-        wg_list[i] = wg_list[CAP / 2u + i];
-    }
-    workgroupBarrier();
-}
-
-// wg_list[first .. first + n) in descending order (n a power of two), by a bitonic
-// network: the same compare-exchanges whatever the keys.
-fn sort_desc(lane: u32, first: u32, n: u32) {
-    for (var size = 2u; size <= n; size <<= 1u) {
-        for (var stride = size >> 1u; stride > 0u; stride >>= 1u) {
-            for (var i = lane; i < n / 2u; i += WG_SIZE) {
-                let lo = 2u * i - (i & (stride - 1u));
-                let hi = lo + stride;
-                let a = wg_list[first + lo];
-                let b = wg_list[first + hi];
-                // descending within blocks of `size` whose index bit is clear
-                let desc = (lo & size) == 0u;
-                if ((a < b) == desc) {
-                    wg_list[first + lo] = b;
-                    wg_list[first + hi] = a;
-                }
-            }
-            workgroupBarrier();
-        }
-    }
-}
-
-fn pow2_at_least(n: u32) -> u32 {
-    var p = 1u;
-    while (p < n) {
-        p <<= 1u;
-    }
-    return p;
-}
-
-// Keys of the band [lo, hi) into wg_list, sorted, descending; the count (more than
-// CAP: only the first CAP are there, unsorted).
-fn gather(lane: u32, sel: RowSel) -> u32 {
-    if (lane == 0u) {
-        atomicStore(&wg_n, 0u);
-    }
-    workgroupBarrier();
-    let full = params.vocab / 8u;
-    let rest = params.vocab % 8u;
-    let r = lane_range(lane, full);
-    let band = band_floats(sel.band);
-    for (var q = r.begin; q < r.end; q += r.step) {
-        gather_group(cap_group(load_group(sel.base, q)), 8u, band);
-    }
-    if (rest != 0u && lane == 0u) {
-        gather_group(cap_group(load_tail(sel.base, full, rest)), rest, band);
-    }
-    let n = workgroupUniformLoad(&wg_n);
-    if (n <= CAP) {
-        sort_by_rank(lane, n);
-    }
-    return n;
-}
-
-// A band as floats: the keys [lo, hi) are the numbers [lo, hi_incl] (hi_incl the float
-// of key hi − 1: +inf where hi is the open top; the key below +0's is −0's, which
-// compares equal to +0, so the one below it stands in).
-struct BandF {
-    lo: f32,
-    hi_incl: f32,
-}
-
-fn band_floats(b: Band) -> BandF {
-    var top = min(b.hi, KEY_TOP) - 1u;
-    if (top == 0x7fffffffu) {
-        top -= 1u;
-    }
-    return BandF(key_float(b.lo), key_float(top));
-}
-
-fn in_band(x: vec4<f32>, b: BandF) -> vec4<bool> {
-    return x >= vec4<f32>(b.lo) & x <= vec4<f32>(b.hi_incl);
-}
-
-fn gather_group(g: Group, n: u32, band: BandF) {
-    let inside = array<vec4<bool>, 2>(in_band(g.a, band), in_band(g.b, band));
-    if (!any(inside[0] | inside[1])) {
-        return;
-    }
-    for (var j = 0u; j < 8u; j++) {
-        if (j < n && inside[j / 4u][j % 4u]) {
-            let i = atomicAdd(&wg_n, 1u);
-            if (i < CAP) {
-                wg_list[i] = s_key(group_at(g, j));
-            }
-        }
-    }
-}
-
-// ---- passes over trial values --------------------------------------------------------
-
-// What a pass found: for trial j < TRIALS − 1, the count and mass of the band's keys
-// at or above trial[j]; at TRIALS − 1, the whole band's.
-struct Trials {
-    key: array<u32, TRIALS>,
-    count: array<u32, TRIALS>,
-    mass: array<f32, TRIALS>,
-}
-
-// Trial keys spread evenly over the band, descending, the last the band's bottom.
-fn even_trials(lo: u32, hi: u32) -> array<u32, TRIALS> {
-    var t: array<u32, TRIALS>;
-    let width = hi - lo;
-    for (var j = 0u; j < TRIALS; j++) {
-        let steps = TRIALS - 1u - j;
-        // width/16·steps without overflow, and every key of a narrow band
-        t[j] = lo + select((width / TRIALS) * steps, min(steps, width - 1u), width <= TRIALS);
-    }
-    return t;
-}
-
-// The first top-p pass: trials at distances from the row's largest z (mass e^-d).
-fn distance_trials(sel: RowSel) -> array<u32, TRIALS> {
-    let d = array<f32, 15>(0.125, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 12.0, 18.0);
-    var t: array<u32, TRIALS>;
-    for (var j = 0u; j < TRIALS - 1u; j++) {
-        t[j] = clamp(s_key(sel.s_max - d[j] / sel.inv_tau), sel.band.lo, sel.band.hi - 1u);
-    }
-    t[TRIALS - 1u] = sel.band.lo;
-    return t;
-}
-
-// A lane's sums in a trial pass, four trials a vector.
-struct TrialAcc {
-    at: array<vec4<f32>, 4>,
-    count: array<vec4<u32>, 4>,
-    mass: array<vec4<f32>, 4>,
-}
-
-// One pass over the row: each trial's count (and, with `mass`, the mass) of the
-// band's logits at or above it. Lanes sum their own logits in order, then the lanes
-// are summed by a fixed tree: the bits depend on the row alone.
-fn trial_pass(lane: u32, sel: RowSel, key: array<u32, TRIALS>, mass: bool) -> Trials {
-    var acc: TrialAcc;
-    for (var q = 0u; q < 4u; q++) {
-        let k = 4u * q;
-        acc.at[q] = vec4<f32>(key_float(key[k]), key_float(key[k + 1u]), key_float(key[k + 2u]), key_float(key[k + 3u]));
-        acc.count[q] = vec4<u32>(0u);
-        acc.mass[q] = vec4<f32>(0.0);
-    }
-    if (lane < TRIALS) {
-        atomicStore(&wg_counts[lane], 0u);
-    }
-    let full = params.vocab / 8u;
-    let rest = params.vocab % 8u;
-    let r = lane_range(lane, full);
-    let band = band_floats(sel.band);
-    for (var q = r.begin; q < r.end; q += r.step) {
-        acc = trial_group(acc, cap_group(load_group(sel.base, q)), 8u, sel, band, mass);
-    }
-    if (rest != 0u && lane == 0u) {
-        acc = trial_group(acc, cap_group(load_tail(sel.base, full, rest)), rest, sel, band, mass);
-    }
-    var out = Trials(key, array<u32, TRIALS>(), array<f32, TRIALS>());
-    for (var j = 0u; j < TRIALS; j++) {
-        out.count[j] = acc.count[j / 4u][j % 4u];
-        out.mass[j] = acc.mass[j / 4u][j % 4u];
-    }
-    workgroupBarrier();
-    for (var j = 0u; j < TRIALS; j++) {
-        atomicAdd(&wg_counts[j], out.count[j]);
-    }
-    if (mass) {
-        out.mass = sum_lanes(lane, out.mass);
-    }
-    workgroupBarrier();
-    for (var j = 0u; j < TRIALS; j++) {
-        out.count[j] = atomicLoad(&wg_counts[j]);
-    }
-    workgroupBarrier();
-    return out;
-}
-
-fn trial_group(a0: TrialAcc, g: Group, n: u32, sel: RowSel, band: BandF, mass: bool) -> TrialAcc {
-    var a = a0;
-    let inside = array<vec4<bool>, 2>(in_band(g.a, band), in_band(g.b, band));
-    if (!any(inside[0] | inside[1])) {
-        return a;
-    }
-    for (var j = 0u; j < 8u; j++) {
-        let x = group_at(g, j);
-        if (j < n && inside[j / 4u][j % 4u]) {
-            var e = 0.0;
-            if (mass) {
-                e = exp((x - sel.s_max) * sel.inv_tau);
-            }
-            let xv = vec4<f32>(x);
-            for (var q = 0u; q < 4u; q++) {
-                let on = xv >= a.at[q];
-                a.count[q] += select(vec4<u32>(0u), vec4<u32>(1u), on);
-                a.mass[q] += select(vec4<f32>(0.0), vec4<f32>(e), on);
-            }
-        }
-    }
-    return a;
-}
-
-// Every lane's TRIALS sums added over the lanes in lane order, one lane a trial, eight
-// trials at a time through wg_list (WG_SIZE·8 ≤ CAP words).
-fn sum_lanes(lane: u32, mine: array<f32, TRIALS>) -> array<f32, TRIALS> {
-    var out: array<f32, TRIALS>;
-    for (var h = 0u; h < TRIALS; h += 8u) {
-        for (var j = 0u; j < 8u; j++) {
-            wg_list[8u * lane + j] = bitcast<u32>(mine[h + j]);
-        }
-        workgroupBarrier();
-        if (lane < 8u) {
-            var sum = 0.0;
-            for (var l = 0u; l < WG_SIZE; l++) {
-                sum += bitcast<f32>(wg_list[8u * l + lane]);
-            }
-            wg_scan[lane] = sum;
-        }
-        workgroupBarrier();
-        for (var j = 0u; j < 8u; j++) {
-            out[h + j] = wg_scan[j];
-        }
-        workgroupBarrier();
-    }
-    return out;
-}
-
-// The band narrowed to the trials' interval that holds the edge: the first trial whose
-// mass from the top reaches `mass` (top-p), or whose count reaches `want` (top-k).
-fn narrow(lane: u32, t: Trials, b: Band, by_mass: bool, mass: f32, want: u32) -> Band {
-    var j = TRIALS - 1u;
-    for (var i = TRIALS; i > 0u; i--) {
-        let reach = select(b.n_above + t.count[i - 1u] >= want, b.m_above + t.mass[i - 1u] >= mass, by_mass);
-        j = select(j, i - 1u, reach);
-    }
-    var nb = b;
-    nb.lo = t.key[j];
-    nb.count = t.count[j];
-    if (j > 0u) {
-        nb.hi = t.key[j - 1u];
-        nb.n_above = b.n_above + t.count[j - 1u];
-        nb.m_above = b.m_above + t.mass[j - 1u];
-        nb.count = t.count[j] - t.count[j - 1u];
-    }
-    if (lane == 0u) {
-        wg_band = nb;
-    }
-    return workgroupUniformLoad(&wg_band);
-}
-
-fn key_mass(k: u32, sel: RowSel) -> f32 {
-    return exp((key_value(k) - sel.s_max) * sel.inv_tau);
-}
-
 // ---- 2–4. the rules --------------------------------------------------------------------
 
 // The k-th largest key among those ≥ the band's bottom (0 where fewer than k are);
@@ -464,70 +114,6 @@ fn top_k_key(lane: u32, sel: RowSel, k: u32, gather_first: bool) -> vec3<u32> {
         try_gather = s.band.count <= CAP;
     }
     return vec3<u32>(s.band.lo, 0u, 0u);
-}
-
-// The masses of the sorted list's first n keys: each lane sums a run of them in order,
-// then each lane the runs up to its own (wg_scan[l]). Returns the total.
-fn list_masses(lane: u32, n: u32, sel: RowSel) -> f32 {
-    let per = (n + WG_SIZE - 1u) / WG_SIZE;
-    let b = min(lane * per, n);
-    let e = min(b + per, n);
-    var sum = 0.0;
-    for (var i = b; i < e; i++) {
-        sum += key_mass(wg_list[i], sel);
-    }
-    wg_scan[lane] = sum;
-    workgroupBarrier();
-    // each lane its inclusive prefix, summed in lane order
-    var prefix = 0.0;
-    for (var l = 0u; l <= lane; l++) {
-        prefix += wg_scan[l];
-    }
-    workgroupBarrier();
-    wg_scan[lane] = prefix;
-    workgroupBarrier();
-    return wg_scan[WG_SIZE - 1u];
-}
-
-// Top-p's edge in the sorted list (list_masses ran): the smallest key whose tokens
-// have less than `edge_mass` of mass strictly above them (m_above, from keys above the
-// list, and the list's larger keys). Tied keys share the mass above their first.
-fn list_edge(lane: u32, n: u32, sel: RowSel, edge_mass: f32) -> u32 {
-    if (lane == 0u) {
-        atomicStore(&wg_pick, KEY_TOP);
-    }
-    let per = (n + WG_SIZE - 1u) / WG_SIZE;
-    let b = min(lane * per, n);
-    let e = min(b + per, n);
-    var above = sel.band.m_above;
-    if (lane > 0u) {
-        above += wg_scan[lane - 1u];
-    }
-    workgroupBarrier();
-    for (var i = b; i < e; i++) {
-        let k = wg_list[i];
-        let first = i == 0u || wg_list[i - 1u] != k;
-        if (first && above < edge_mass) {
-            atomicMin(&wg_pick, k);
-        }
-        above += key_mass(k, sel);
-    }
-    workgroupBarrier();
-    return uniform_u32(lane, atomicLoad(&wg_pick));
-}
-
-// How many of the sorted list's first n keys are ≥ lo.
-fn list_count(lane: u32, n: u32, lo: u32) -> u32 {
-    if (lane == 0u) {
-        atomicStore(&wg_n, 0u);
-    }
-    workgroupBarrier();
-    for (var i = lane; i < n; i += WG_SIZE) {
-        if (wg_list[i] >= lo) {
-            atomicMax(&wg_n, i + 1u);
-        }
-    }
-    return workgroupUniformLoad(&wg_n);
 }
 
 // Top-p's key over the keys ≥ the band's bottom, from the gathered list where it holds

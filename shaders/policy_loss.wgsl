@@ -397,16 +397,14 @@ fn policy_loss(
     let y = targets[row_start(params.y, row)];
     let inputs = rowin[at];
     let m = inputs.x;
-    // the row's 1/τ (sampler/*.wgsl: the call's scalar unless temperatures are given)
+    // the row's 1/τ (sampler/*.wgsl: the call's scalar unless temperatures are given),
+    // and a computed kept set's θ (sampler/kept.wgsl)
     let inv_tau = sampler_inv_tau(row, params.inv_tau);
-    // a computed kept set's θ (sampler/kept.wgsl)
     sampler_row(row, inv_tau);
-
     let st = row_statistics(lanes, lane, at, xbase, y, inv_tau);
     let logp = st.logp;
     let entropy = st.entropy;
     let lse = st.lse;
-
     if ((params.phase & PHASE_LOSS) == 0u) {
         if (lane == 0u) {
             rowout[at] = array<f32, ROWOUT_FLOATS>(logp, entropy, lse, 0.0, 0.0, 0.0, 0.0, 0.0);
@@ -424,7 +422,7 @@ fn policy_loss(
     // bad mask no weight: the row's loss and gradient are NaN (the reduce kernel
     // reports the row), never a plausible number
     let bad_y = y >= params.vocab_total && t.reads_logp;
-    // a target the sampler could not have drawn (outside its given kept set)
+    // a target the sampler could not have drawn (outside its kept set)
     let not_kept = !bad_y && t.reads_logp && !kept_target(row);
     if (bad_y || not_kept || bad_mask || (masked_in && reads_nan(inputs, at, seq))) {
         loss_t = quiet_nan();

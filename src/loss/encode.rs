@@ -12,7 +12,6 @@ use crate::config::PolicyLossMode;
 use crate::error::{Error, Result};
 use crate::kernels::combine::{CombineOut, Gathered};
 use crate::kernels::kept_partials::{self, KeptCall};
-use crate::kernels::kept_select;
 use crate::kernels::policy_loss::{
     GradDest, RowCall, HAS_ROLLOUT, HAS_SELECTION, PRIMITIVE, RENORMALIZE,
 };
@@ -44,18 +43,18 @@ pub(super) struct Scratch {
 }
 
 /// What every launch of one call shares.
-struct Encoding<'e> {
-    loss: &'e PolicyLoss,
-    plan: &'e Plan<'e>,
-    bufs: ScratchBufs<'e>,
+pub(super) struct Encoding<'e> {
+    pub(super) loss: &'e PolicyLoss,
+    pub(super) plan: &'e Plan<'e>,
+    pub(super) bufs: ScratchBufs<'e>,
     /// The column-block partials, where the rows are split.
-    partials: Option<Gathered<'e>>,
-    shard: Option<&'e ShardCall<'e>>,
-    head: Option<&'e HeadCall<'e>>,
+    pub(super) partials: Option<Gathered<'e>>,
+    pub(super) shard: Option<&'e ShardCall<'e>>,
+    pub(super) head: Option<&'e HeadCall<'e>>,
     /// Row flags beside each part's own: which of select's results to read.
-    flags: u32,
+    pub(super) flags: u32,
     /// The kept scratch, where kept sets are given.
-    kept: Option<&'e wgpu::Buffer>,
+    pub(super) kept: Option<&'e wgpu::Buffer>,
 }
 
 impl PolicyLoss {
@@ -290,7 +289,7 @@ impl Encoding<'_> {
         }
     }
 
-    fn head(&self) -> &HeadCall<'_> {
+    pub(super) fn head(&self) -> &HeadCall<'_> {
         self.head
             .expect("the schedule has head steps only in a head call")
     }
@@ -321,28 +320,6 @@ impl Encoding<'_> {
             kept: self.kept,
         };
         policy_loss::record(&self.loss.ctx, encoder, &call, phase)
-    }
-
-    /// The thresholds of the computed kept sets of part `p`'s rows (or of the head's
-    /// chunk of them), into the kept scratch.
-    fn kept_select(
-        &self,
-        encoder: &mut wgpu::CommandEncoder,
-        p: &PartPlan<'_>,
-        chunk: Option<crate::kernels::ChunkRows<'_>>,
-    ) -> Result<()> {
-        let (Some(rules), Some(scratch)) = (kept_select::Rules::of(&self.loss.config), self.kept)
-        else {
-            return Err(Error::arg(
-                "top_k",
-                "the schedule selects kept sets only where top-k, top-p or min-p is on",
-            ));
-        };
-        let sampler = self.loss.sampler(p.rows.inputs.temperatures)?;
-        let x = (&p.logits, &p.targets);
-        let part_row = p.rows.part_row;
-        let ctx = &self.loss.ctx;
-        kept_select::record(ctx, encoder, x, chunk, &sampler, rules, scratch, part_row)
     }
 
     fn block_partials(
@@ -380,50 +357,6 @@ impl Encoding<'_> {
         let x = (&block, &p.targets);
         let ctx = &self.loss.ctx;
         kept_partials::record(ctx, encoder, x, None, &sampler, col_offset, &out, &kept)
-    }
-
-    /// The kept partials of the head's chunk `c` (its rows in the chunk buffer), then
-    /// the chunk's rows' statistics merged from them.
-    fn head_kept(&self, encoder: &mut wgpu::CommandEncoder, c: usize) -> Result<()> {
-        let p = &self.plan.parts[0];
-        let (view, scratch) = (p.rows.inputs.kept, self.kept);
-        let (Some(view), Some(scratch)) = (view, scratch) else {
-            return Err(Error::arg(
-                "keep_offsets",
-                "the schedule has kept steps only with kept sets",
-            ));
-        };
-        let all = self.partials.as_ref().expect("the schedule has partials");
-        let rows = self.head().head.shape.chunks[c];
-        let limits = self.loss.ctx.device().limits();
-        let chunk = policy_loss::head_chunk(&p.logits, rows, &limits)?;
-        let out = PartialsOut {
-            binding: all.binding.clone(),
-            offset: p.rows.part_row,
-        };
-        let kept = KeptCall {
-            view,
-            scratch,
-            part_row: p.rows.part_row,
-            pairs: self.plan.kept_pairs(0) as u32,
-        };
-        let sampler = self.loss.sampler(p.rows.inputs.temperatures)?;
-        let x = (&p.logits, &p.targets);
-        let ctx = &self.loss.ctx;
-        kept_partials::record(ctx, encoder, x, Some(chunk), &sampler, 0, &out, &kept)?;
-        // the chunk's rows alone: the others' rowout may hold their loss already
-        let input = Gathered {
-            binding: all.binding.clone(),
-            offset: p.rows.part_row,
-            stride: all.stride,
-        };
-        let starts = block_starts(&self.plan.cols, 0);
-        let out = CombineOut::Stats {
-            rowout: self.bufs.rowout,
-            part_row: p.rows.part_row,
-        };
-        let rows = (p.rows.rows, rows);
-        combine::record_rows(ctx, encoder, rows, &p.targets, &starts, &input, &out)
     }
 
     fn combine_blocks(&self, encoder: &mut wgpu::CommandEncoder, p: &PartPlan<'_>) -> Result<()> {

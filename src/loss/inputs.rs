@@ -277,6 +277,19 @@ pub(crate) fn check_kept(cfg: &crate::LossConfig) -> crate::error::Result<()> {
     Ok(())
 }
 
+/// `Err` naming the option where a kept set is computed (top-k, top-p, min-p): its
+/// rules need each row whole, which a vocabulary shard is not (SPEC allows this).
+pub(crate) fn computed_on_whole_rows(cfg: &crate::LossConfig) -> crate::error::Result<()> {
+    match cfg.kept_option() {
+        Some(option) => Err(crate::error::Error::arg(
+            option,
+            "a kept set computed by the kernels (top-k, top-p, min-p) needs whole rows: \
+             with vocabulary shards, give the sampler's kept set (keep_offsets, keep_ids)",
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Per-row temperatures replace the scalar one, which must then be left at 1.
 pub(crate) fn check_temperatures(cfg: &crate::LossConfig) -> crate::error::Result<()> {
     if cfg.temperature != 1.0 {

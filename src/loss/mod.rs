@@ -9,6 +9,7 @@
 mod encode;
 mod head;
 mod inputs;
+mod kept;
 mod metrics;
 mod primitive;
 pub(crate) mod schedule;

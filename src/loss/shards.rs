@@ -62,7 +62,7 @@ impl PolicyLoss {
             k.validate(rows)?;
             reads.extend([("keep_offsets", k.offsets), ("keep_ids", k.ids)]);
         } else {
-            super::validate::computed_on_whole_rows(&self.config)?;
+            super::inputs::computed_on_whole_rows(&self.config)?;
         }
         crate::view::check_aliasing(&reads, &[("partials", partials.buffer)])?;
         let limits = self.ctx.device().limits();

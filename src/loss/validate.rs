@@ -109,7 +109,7 @@ impl PolicyLoss {
             ));
         };
         if shard.is_some() && first.kept.is_none() {
-            computed_on_whole_rows(&self.config)?;
+            super::inputs::computed_on_whole_rows(&self.config)?;
         }
         let mut plan = Plan {
             parts: Vec::with_capacity(parts.len()),
@@ -173,19 +173,6 @@ impl PolicyLoss {
         };
         plan.schedule = schedule(&self.config, &call, &caps)?;
         Ok(plan)
-    }
-}
-
-/// `Err` naming the option where a kept set is computed (top-k, top-p, min-p): its
-/// rules need each row whole, which a vocabulary shard is not (SPEC allows this).
-pub(super) fn computed_on_whole_rows(cfg: &crate::LossConfig) -> Result<()> {
-    match cfg.kept_option() {
-        Some(option) => Err(Error::arg(
-            option,
-            "a kept set computed by the kernels (top-k, top-p, min-p) needs whole rows: \
-             with vocabulary shards, give the sampler's kept set (keep_offsets, keep_ids)",
-        )),
-        None => Ok(()),
     }
 }
 

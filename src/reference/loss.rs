@@ -41,7 +41,7 @@ pub fn policy_loss_with(
 /// distribution"): every row's statistics, terms and gradient over its kept set, with
 /// its softcap and temperature; 0 gradient outside the set. The softcap is `sampler`'s,
 /// else the configuration's (`logit_softcap`), and so are top-k, top-p and min-p
-/// (where `sampler` computes no set). With every option off it is
+/// (where `sampler` leaves them at their defaults). With every option off it is
 /// [`policy_loss_with`], bit for bit.
 pub fn policy_loss_sampled(
     cfg: &LossConfig,
@@ -53,7 +53,12 @@ pub fn policy_loss_sampled(
     if sampler.sampler.softcap.is_none() {
         sampler.sampler.softcap = cfg.logit_softcap.map(f64::from);
     }
-    if !sampler.sampler.computes_set() {
+    let (k, p, m) = (
+        sampler.sampler.top_k,
+        sampler.sampler.top_p,
+        sampler.sampler.min_p,
+    );
+    if (k, p, m) == (0, 1.0, 0.0) {
         sampler.sampler.top_k = cfg.top_k as i64;
         sampler.sampler.top_p = cfg.top_p as f64;
         sampler.sampler.min_p = cfg.min_p as f64;

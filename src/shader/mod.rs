@@ -554,13 +554,7 @@ pub fn shader_variants() -> Vec<(String, PipelineKey)> {
                     // every alignment of logits and gradient, on both lane layouts (the
                     // names merge what builds the same module)
                     // with each sampler's map where the kernel takes one
-                    let maps = match kernel {
-                        Kernel::PolicyLoss => &SamplerMap::ALL[..],
-                        Kernel::RowPartials | Kernel::KeptPartials | Kernel::KeptSelect => {
-                            &SamplerMap::UNKEPT[..]
-                        }
-                        _ => &[SamplerMap::Off],
-                    };
+                    let maps = SamplerMap::of_kernel(kernel);
                     for (i, &sampler) in (0..8u8).flat_map(|i| maps.iter().map(move |m| (i, m))) {
                         let (quad, grad_quad, lane_blocks) = (i & 1 != 0, i & 2 != 0, i & 4 != 0);
                         push(PipelineKey {

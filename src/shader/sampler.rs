@@ -36,6 +36,17 @@ impl SamplerMap {
         SamplerMap::Softcap,
     ];
 
+    /// The maps a kernel's modules are built with: the loss launch takes a kept set's
+    /// (the pairs or the threshold), the other row kernels read the logits themselves.
+    pub(super) fn of_kernel(kernel: super::Kernel) -> &'static [SamplerMap] {
+        use super::Kernel;
+        match kernel {
+            Kernel::PolicyLoss => &SamplerMap::ALL,
+            Kernel::RowPartials | Kernel::KeptPartials | Kernel::KeptSelect => &SamplerMap::UNKEPT,
+            _ => &[SamplerMap::Off],
+        }
+    }
+
     /// The map of a call with (or without) a softcap and per-row temperatures.
     pub(crate) fn of(softcap: bool, temps: bool) -> Self {
         match (softcap, temps) {

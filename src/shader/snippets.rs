@@ -152,6 +152,35 @@ impl PipelineKey {
         [tau].into_iter().chain(read).chain([cap]).collect()
     }
 
+    /// The helpers the kernel's own file uses beyond the prelude: team sums and the
+    /// aggregation for the one-workgroup kernels, the policy terms, the computed kept
+    /// set's pieces.
+    fn kernel_helpers(&self) -> Vec<Snippet> {
+        let mut parts = Vec::new();
+        if matches!(
+            self.kernel,
+            Kernel::Advantages
+                | Kernel::Baseline(_)
+                | Kernel::Prepare
+                | Kernel::SeqTerms
+                | Kernel::Select
+        ) {
+            parts.push(shader!("workgroup/sum.wgsl"));
+        }
+        if matches!(self.kernel, Kernel::Prepare | Kernel::Select) {
+            parts.push(shader!("aggregate.wgsl"));
+        }
+        if matches!(self.kernel, Kernel::PolicyLoss | Kernel::SeqTerms) {
+            parts.push(shader!("terms.wgsl"));
+        }
+        if self.kernel == Kernel::KeptSelect {
+            parts.push(shader!("kept/band.wgsl"));
+            parts.push(shader!("kept/list.wgsl"));
+            parts.push(shader!("kept/trials.wgsl"));
+        }
+        parts
+    }
+
     /// The files its module is joined from, in order: `enable_f16.wgsl` where the
     /// module reads or writes f16 natively, then how logits are bound, loaded and
     /// stored, the gradient's binding and stores, the sweeps, the prelude, the
@@ -207,22 +236,7 @@ impl PipelineKey {
             parts.push(shader!("codec.wgsl"));
         }
         parts.push(shader!("prelude.wgsl"));
-        if matches!(
-            self.kernel,
-            Kernel::Advantages
-                | Kernel::Baseline(_)
-                | Kernel::Prepare
-                | Kernel::SeqTerms
-                | Kernel::Select
-        ) {
-            parts.push(shader!("workgroup/sum.wgsl"));
-        }
-        if matches!(self.kernel, Kernel::Prepare | Kernel::Select) {
-            parts.push(shader!("aggregate.wgsl"));
-        }
-        if matches!(self.kernel, Kernel::PolicyLoss | Kernel::SeqTerms) {
-            parts.push(shader!("terms.wgsl"));
-        }
+        parts.extend(self.kernel_helpers());
         if self.kernel.reads_logits() {
             parts.push(if self.paths.subgroups {
                 shader!("workgroup/subgroup.wgsl")
