@@ -90,7 +90,7 @@ fn band_floats(b: Band) -> BandF {
 }
 
 fn in_band(x: vec4<f32>, b: BandF) -> vec4<bool> {
-    return x >= vec4<f32>(b.lo) & x <= vec4<f32>(b.hi_incl);
+    return (x >= vec4<f32>(b.lo)) & (x <= vec4<f32>(b.hi_incl));
 }
 
 fn key_mass(k: u32, sel: RowSel) -> f32 {
