@@ -6,9 +6,9 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use common::{eval, eval_fails_naming};
+use common::{eval_fails_naming, eval_ok, pod_bytes, tensor_f32s, tmp_path};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use wgpu_policy_loss::reference::sampler::{KeptSets, Sampler, SamplerBatch};
 use wgpu_policy_loss::reference::{compare, head_logits, policy_loss_sampled, Batch};
@@ -19,12 +19,6 @@ const S: usize = 4;
 const V: usize = 13;
 const H: usize = 5;
 const MASKED: usize = 5;
-
-fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("wgpu-policy-loss-kept-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
-}
 
 struct Data {
     hidden: Vec<f32>,
@@ -78,21 +72,17 @@ fn data() -> Data {
     }
 }
 
-fn bytes<T: bytemuck::Pod>(v: &[T]) -> Vec<u8> {
-    bytemuck::cast_slice::<T, u8>(v).to_vec()
-}
-
 /// The input file: logits (or hidden and lm_head), the loss's tensors (or the
 /// primitive's upstream ones), and the kept sets as `ints` (I64 or I32).
 fn input(name: &str, d: &Data, head: bool, primitive: bool, ints: Dtype) -> PathBuf {
-    let path = tmp(name);
+    let path = tmp_path("kept", name);
     let n = B * S;
-    let mut owned = vec![("targets", Dtype::I64, vec![B, S], bytes(&d.targets))];
+    let mut owned = vec![("targets", Dtype::I64, vec![B, S], pod_bytes(&d.targets))];
     if head {
-        owned.push(("hidden", Dtype::F32, vec![B, S, H], bytes(&d.hidden)));
-        owned.push(("lm_head", Dtype::F32, vec![V, H], bytes(&d.lm_head)));
+        owned.push(("hidden", Dtype::F32, vec![B, S, H], pod_bytes(&d.hidden)));
+        owned.push(("lm_head", Dtype::F32, vec![V, H], pod_bytes(&d.lm_head)));
     } else {
-        owned.push(("logits", Dtype::F32, vec![B, S, V], bytes(&d.logits)));
+        owned.push(("logits", Dtype::F32, vec![B, S, V], pod_bytes(&d.logits)));
     }
     if primitive {
         let a: Vec<f32> = (0..n)
@@ -107,19 +97,19 @@ fn input(name: &str, d: &Data, head: bool, primitive: bool, ints: Dtype) -> Path
         let c: Vec<f32> = (0..n)
             .map(|r| if r == MASKED { 0.0 } else { 0.2 })
             .collect();
-        owned.push(("upstream_logprobs", Dtype::F32, vec![B, S], bytes(&a)));
-        owned.push(("upstream_lse", Dtype::F32, vec![B, S], bytes(&c)));
+        owned.push(("upstream_logprobs", Dtype::F32, vec![B, S], pod_bytes(&a)));
+        owned.push(("upstream_lse", Dtype::F32, vec![B, S], pod_bytes(&c)));
     } else {
-        owned.push(("mask", Dtype::F32, vec![B, S], bytes(&d.mask)));
-        owned.push(("advantages", Dtype::F32, vec![B], bytes(&d.adv)));
+        owned.push(("mask", Dtype::F32, vec![B, S], pod_bytes(&d.mask)));
+        owned.push(("advantages", Dtype::F32, vec![B], pod_bytes(&d.adv)));
     }
     let (o, i) = match ints {
         Dtype::I32 => {
             let o: Vec<i32> = d.offsets.iter().map(|&x| x as i32).collect();
             let i: Vec<i32> = d.ids.iter().map(|&x| x as i32).collect();
-            (bytes(&o), bytes(&i))
+            (pod_bytes(&o), pod_bytes(&i))
         }
-        _ => (bytes(&d.offsets), bytes(&d.ids)),
+        _ => (pod_bytes(&d.offsets), pod_bytes(&d.ids)),
     };
     owned.push(("keep_offsets", ints, vec![d.offsets.len()], o));
     owned.push(("keep_ids", ints, vec![d.ids.len()], i));
@@ -129,21 +119,6 @@ fn input(name: &str, d: &Data, head: bool, primitive: bool, ints: Dtype) -> Path
         .collect();
     safetensors::tensor::serialize_to_file(views, None, &path).unwrap();
     path
-}
-
-fn f32s(st: &SafeTensors<'_>, name: &str) -> Vec<f32> {
-    let t = st.tensor(name).unwrap_or_else(|e| panic!("no {name}: {e}"));
-    bytemuck::pod_collect_to_vec(t.data())
-}
-
-fn run_ok(input: &Path, output: &Path, flags: &[&str]) -> Vec<u8> {
-    let out = eval(input, output, flags);
-    assert!(
-        out.status.success(),
-        "eval {flags:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    std::fs::read(output).unwrap()
 }
 
 fn reference(d: &Data, cfg: &LossConfig) -> wgpu_policy_loss::reference::LossOutput {
@@ -186,7 +161,7 @@ fn the_loss_over_given_sets_against_the_reference() {
         if let Some(c) = &cap_s {
             flags.extend(["--logit-softcap", c]);
         }
-        let file = run_ok(&path, &tmp("out.safetensors"), &flags);
+        let file = eval_ok(&path, &tmp_path("kept", "out.safetensors"), &flags);
         let st = SafeTensors::deserialize(&file).unwrap();
         let cfg = LossConfig {
             entropy_coeff: 0.01,
@@ -194,7 +169,7 @@ fn the_loss_over_given_sets_against_the_reference() {
             ..LossConfig::default()
         };
         let want = reference(&d, &cfg);
-        let loss = f32s(&st, "loss")[0] as f64;
+        let loss = tensor_f32s(&st, "loss")[0] as f64;
         assert!(
             (loss - want.loss).abs() <= 1e-5 + 1e-5 * want.loss.abs(),
             "{flags:?}: loss {loss} vs {}",
@@ -205,7 +180,7 @@ fn the_loss_over_given_sets_against_the_reference() {
             ("entropy", &want.entropy),
             ("lse", &want.lse),
         ] {
-            let g = f32s(&st, name);
+            let g = tensor_f32s(&st, name);
             for r in (0..B * S).filter(|&r| r != MASKED) {
                 assert!(
                     (g[r] as f64 - w[r]).abs() <= 1e-5 * (w[r].abs() + 1.0),
@@ -215,13 +190,13 @@ fn the_loss_over_given_sets_against_the_reference() {
                 );
             }
         }
-        let grad = f32s(&st, "grad_logits");
+        let grad = tensor_f32s(&st, "grad_logits");
         compare::logits_grad(&grad, &want.grad, compare::Format::F32)
             .unwrap_or_else(|e| panic!("{flags:?}: grad_logits {e}"));
         let mut split = flags.clone();
         split.extend(["--parts", "3"]);
         assert_eq!(
-            run_ok(&path, &tmp("parts.safetensors"), &split),
+            eval_ok(&path, &tmp_path("kept", "parts.safetensors"), &split),
             file,
             "{flags:?}: --parts 3"
         );
@@ -229,16 +204,16 @@ fn the_loss_over_given_sets_against_the_reference() {
         for k in ["2", "4"] {
             let mut sharded = flags.clone();
             sharded.extend(["--vocab-shards", k]);
-            let file = run_ok(&path, &tmp("shards.safetensors"), &sharded);
+            let file = eval_ok(&path, &tmp_path("kept", "shards.safetensors"), &sharded);
             let st = SafeTensors::deserialize(&file).unwrap();
-            let loss = f32s(&st, "loss")[0] as f64;
+            let loss = tensor_f32s(&st, "loss")[0] as f64;
             let tol = 1e-5 + 1e-5 * want.loss.abs();
             assert!(
                 (loss - want.loss).abs() <= tol,
                 "{sharded:?}: loss {loss} vs {}",
                 want.loss
             );
-            let lp = f32s(&st, "logprobs");
+            let lp = tensor_f32s(&st, "logprobs");
             for r in (0..B * S).filter(|&r| r != MASKED) {
                 let tol = 1e-5 * (want.logp[r].abs() + 1.0);
                 assert!(
@@ -246,17 +221,21 @@ fn the_loss_over_given_sets_against_the_reference() {
                     "{sharded:?}: logprobs[{r}]"
                 );
             }
-            let grad = f32s(&st, "grad_logits");
+            let grad = tensor_f32s(&st, "grad_logits");
             compare::logits_grad(&grad, &want.grad, compare::Format::F32)
                 .unwrap_or_else(|e| panic!("{sharded:?}: grad_logits {e}"));
         }
     }
     // the head: the same loss from hidden and lm_head
     let path = input("head.safetensors", &d, true, false, Dtype::I64);
-    let file = run_ok(&path, &tmp("head-out.safetensors"), &["--head-chunk", "5"]);
+    let file = eval_ok(
+        &path,
+        &tmp_path("kept", "head-out.safetensors"),
+        &["--head-chunk", "5"],
+    );
     let st = SafeTensors::deserialize(&file).unwrap();
     let want = reference(&d, &LossConfig::default());
-    let loss = f32s(&st, "loss")[0] as f64;
+    let loss = tensor_f32s(&st, "loss")[0] as f64;
     assert!(
         (loss - want.loss).abs() <= 1e-4 * (1.0 + want.loss.abs()),
         "head: loss {loss} vs {}",
@@ -277,11 +256,11 @@ fn the_primitive_over_given_sets() {
             true,
             Dtype::I64,
         );
-        let file = run_ok(&path, &tmp("prim-out.safetensors"), &[]);
+        let file = eval_ok(&path, &tmp_path("kept", "prim-out.safetensors"), &[]);
         let st = SafeTensors::deserialize(&file).unwrap();
         let want = reference(&d, &LossConfig::default());
-        let got = f32s(&st, "logprobs");
-        let lse = f32s(&st, "lse");
+        let got = tensor_f32s(&st, "logprobs");
+        let lse = tensor_f32s(&st, "lse");
         for r in (0..B * S).filter(|&r| r != MASKED) {
             let tol = 1e-4 * (want.logp[r].abs() + 1.0);
             assert!(
@@ -302,14 +281,14 @@ fn the_primitive_over_given_sets() {
         );
         // vocabulary shards: the same outputs within f32 rounding (logits only)
         if !head {
-            let sharded = run_ok(
+            let sharded = eval_ok(
                 &path,
-                &tmp("prim-shards.safetensors"),
+                &tmp_path("kept", "prim-shards.safetensors"),
                 &["--vocab-shards", "3"],
             );
             let st3 = SafeTensors::deserialize(&sharded).unwrap();
             for name in ["logprobs", "entropy", "lse", "grad_logits"] {
-                let (x, y) = (f32s(&st, name), f32s(&st3, name));
+                let (x, y) = (tensor_f32s(&st, name), tensor_f32s(&st3, name));
                 for (i, (p, q)) in x.iter().zip(&y).enumerate() {
                     let unread = name != "grad_logits" && i == MASKED;
                     assert!(

@@ -10,7 +10,7 @@ mod common;
 use std::path::PathBuf;
 
 use common::primitive::primitive_ref_with;
-use common::{eval, eval_fails_naming};
+use common::{eval_fails_naming, eval_ok, pod_bytes, tensor_f32s, tmp_path};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use wgpu_policy_loss::reference::sampler::{Sampler, SamplerBatch};
 use wgpu_policy_loss::reference::{compare, policy_loss_sampled, Batch};
@@ -20,12 +20,6 @@ const B: usize = 3;
 const S: usize = 4;
 const V: usize = 29;
 const MASKED: usize = 5;
-
-fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("wgpu-policy-loss-select-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
-}
 
 /// Row r's logits: a permutation of 0..29 over 7, shifted by the row (no two within a
 /// row closer than 1/7); each row's target its largest (kept by every rule).
@@ -43,34 +37,30 @@ fn argmax(x: &[f32], r: usize) -> i64 {
     (0..V).max_by(|&a, &b| row[a].total_cmp(&row[b])).unwrap() as i64
 }
 
-fn bytes<T: bytemuck::Pod>(v: &[T]) -> Vec<u8> {
-    bytemuck::cast_slice::<T, u8>(v).to_vec()
-}
-
 /// The input: logits (or hidden and an identity lm_head, whose product is the same
 /// logits exactly), targets, and the loss's tensors or the primitive's upstream ones.
 fn input(name: &str, targets: &[i64], head: bool, primitive: bool) -> PathBuf {
-    let path = tmp(name);
+    let path = tmp_path("select", name);
     let x = logits();
-    let mut owned = vec![("targets", Dtype::I64, vec![B, S], bytes(targets))];
+    let mut owned = vec![("targets", Dtype::I64, vec![B, S], pod_bytes(targets))];
     if head {
         let eye: Vec<f32> = (0..V * V).map(|i| (i / V == i % V) as u32 as f32).collect();
-        owned.push(("hidden", Dtype::F32, vec![B, S, V], bytes(&x)));
-        owned.push(("lm_head", Dtype::F32, vec![V, V], bytes(&eye)));
+        owned.push(("hidden", Dtype::F32, vec![B, S, V], pod_bytes(&x)));
+        owned.push(("lm_head", Dtype::F32, vec![V, V], pod_bytes(&eye)));
     } else {
-        owned.push(("logits", Dtype::F32, vec![B, S, V], bytes(&x)));
+        owned.push(("logits", Dtype::F32, vec![B, S, V], pod_bytes(&x)));
     }
     let (a, c) = upstream();
     if primitive {
-        owned.push(("upstream_logprobs", Dtype::F32, vec![B, S], bytes(&a)));
-        owned.push(("upstream_lse", Dtype::F32, vec![B, S], bytes(&c)));
+        owned.push(("upstream_logprobs", Dtype::F32, vec![B, S], pod_bytes(&a)));
+        owned.push(("upstream_lse", Dtype::F32, vec![B, S], pod_bytes(&c)));
     } else {
-        owned.push(("mask", Dtype::F32, vec![B, S], bytes(&mask())));
+        owned.push(("mask", Dtype::F32, vec![B, S], pod_bytes(&mask())));
         owned.push((
             "advantages",
             Dtype::F32,
             vec![B],
-            bytes(&[1.0f32, -0.5, 0.8]),
+            pod_bytes(&[1.0f32, -0.5, 0.8]),
         ));
     }
     let views: Vec<(String, TensorView<'_>)> = owned
@@ -95,21 +85,6 @@ fn upstream() -> (Vec<f32>, Vec<f32>) {
 fn targets() -> Vec<i64> {
     let x = logits();
     (0..B * S).map(|r| argmax(&x, r)).collect()
-}
-
-fn f32s(st: &SafeTensors<'_>, name: &str) -> Vec<f32> {
-    let t = st.tensor(name).unwrap_or_else(|e| panic!("no {name}: {e}"));
-    bytemuck::pod_collect_to_vec(t.data())
-}
-
-fn run_ok(input: &std::path::Path, output: &std::path::Path, flags: &[&str]) -> Vec<u8> {
-    let out = eval(input, output, flags);
-    assert!(
-        out.status.success(),
-        "eval {flags:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    std::fs::read(output).unwrap()
 }
 
 fn near(what: &str, got: f32, want: f64) {
@@ -179,38 +154,46 @@ fn the_loss_over_computed_sets_against_the_reference() {
             keep: None,
         };
         let want = policy_loss_sampled(&cfg, &b, None, &plain).unwrap();
-        let file = run_ok(&path, &tmp("out.safetensors"), &flags);
+        let file = eval_ok(&path, &tmp_path("select", "out.safetensors"), &flags);
         let st = SafeTensors::deserialize(&file).unwrap();
-        near(&format!("{flags:?}: loss"), f32s(&st, "loss")[0], want.loss);
+        near(
+            &format!("{flags:?}: loss"),
+            tensor_f32s(&st, "loss")[0],
+            want.loss,
+        );
         for (name, w) in [
             ("logprobs", &want.logp),
             ("entropy", &want.entropy),
             ("lse", &want.lse),
         ] {
-            let g = f32s(&st, name);
+            let g = tensor_f32s(&st, name);
             for r in (0..B * S).filter(|&r| r != MASKED) {
                 near(&format!("{flags:?}: {name}[{r}]"), g[r], w[r]);
             }
         }
-        compare::logits_grad(&f32s(&st, "grad_logits"), &want.grad, compare::Format::F32)
-            .unwrap_or_else(|e| panic!("{flags:?}: grad_logits {e}"));
+        compare::logits_grad(
+            &tensor_f32s(&st, "grad_logits"),
+            &want.grad,
+            compare::Format::F32,
+        )
+        .unwrap_or_else(|e| panic!("{flags:?}: grad_logits {e}"));
         let mut split = flags.clone();
         split.extend(["--parts", "3"]);
         assert_eq!(
-            run_ok(&path, &tmp("parts.safetensors"), &split),
+            eval_ok(&path, &tmp_path("select", "parts.safetensors"), &split),
             file,
             "{flags:?}: --parts 3"
         );
         let mut chunked = flags.clone();
         chunked.extend(["--head-chunk", "5"]);
-        let st_file = run_ok(&head, &tmp("head-out.safetensors"), &chunked);
+        let st_file = eval_ok(&head, &tmp_path("select", "head-out.safetensors"), &chunked);
         let st = SafeTensors::deserialize(&st_file).unwrap();
         near(
             &format!("{chunked:?}: loss"),
-            f32s(&st, "loss")[0],
+            tensor_f32s(&st, "loss")[0],
             want.loss,
         );
-        let lp = f32s(&st, "logprobs");
+        let lp = tensor_f32s(&st, "logprobs");
         for r in (0..B * S).filter(|&r| r != MASKED) {
             near(&format!("{chunked:?}: logprobs[{r}]"), lp[r], want.logp[r]);
         }
@@ -236,9 +219,9 @@ fn the_primitive_over_computed_sets_against_the_reference() {
         };
         let tau = |_: usize| cfg.temperature as f64;
         let want = primitive_ref_with(&x, V, &ids, (&tau, sampler), [&a, &zeros, &c]);
-        let file = run_ok(&path, &tmp("prim-out.safetensors"), &flags);
+        let file = eval_ok(&path, &tmp_path("select", "prim-out.safetensors"), &flags);
         let st = SafeTensors::deserialize(&file).unwrap();
-        let (lp, lse) = (f32s(&st, "logprobs"), f32s(&st, "lse"));
+        let (lp, lse) = (tensor_f32s(&st, "logprobs"), tensor_f32s(&st, "lse"));
         for (r, row) in want.rows.iter().enumerate() {
             let Some((row, _)) = row else { continue };
             near(
@@ -248,8 +231,12 @@ fn the_primitive_over_computed_sets_against_the_reference() {
             );
             near(&format!("{flags:?}: lse[{r}]"), lse[r], row.lse);
         }
-        compare::logits_grad(&f32s(&st, "grad_logits"), &want.grad, compare::Format::F32)
-            .unwrap_or_else(|e| panic!("{flags:?}: grad_logits {e}"));
+        compare::logits_grad(
+            &tensor_f32s(&st, "grad_logits"),
+            &want.grad,
+            compare::Format::F32,
+        )
+        .unwrap_or_else(|e| panic!("{flags:?}: grad_logits {e}"));
     }
 }
 

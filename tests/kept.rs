@@ -184,14 +184,7 @@ fn the_same_bits_in_parts_and_run_to_run() {
             name(ctx)
         );
         let split = |h: usize, r0: usize, r1: usize, s0: usize, s1: usize| {
-            let mut b = whole;
-            b.logits = halves[h].host();
-            b.targets = &case.targets[r0..r1];
-            b.mask = &case.mask[r0..r1];
-            b.advantages = &case.adv_seq[s0..s1];
-            b.old_logprobs = Some(&case.old[r0..r1]);
-            b.ref_logprobs = Some(&case.refp[r0..r1]);
-            b.temperatures = Some(&temps[r0..r1]);
+            let mut b = case.rows_of(whole, halves[h].host(), (r0, r1, s0, s1), Some(&temps));
             b.kept = Some(wgpu_policy_loss::reference::sampler::KeptSets {
                 offsets: &csr[h].0,
                 ids: &csr[h].1,

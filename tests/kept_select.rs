@@ -399,14 +399,7 @@ fn the_same_bits_in_parts_and_run_to_run() {
             name(ctx)
         );
         let split = |h: usize, r0: usize, r1: usize, s0: usize, s1: usize| {
-            let mut b = whole;
-            b.logits = halves[h].host();
-            b.targets = &case.targets[r0..r1];
-            b.mask = &case.mask[r0..r1];
-            b.advantages = &case.adv_seq[s0..s1];
-            b.old_logprobs = Some(&case.old[r0..r1]);
-            b.ref_logprobs = Some(&case.refp[r0..r1]);
-            b.temperatures = Some(&temps[r0..r1]);
+            let b = case.rows_of(whole, halves[h].host(), (r0, r1, s0, s1), Some(&temps));
             HostPart::from(b)
         };
         let parts = run(&[split(0, 0, rows, 0, 2), split(1, rows, 2 * rows, 2, 4)]);
@@ -469,8 +462,27 @@ fn the_head_selects_per_chunk() {
     tally.finish();
 }
 
+/// The metrics of the device path (no host check) on `case`, f32 logits.
+fn device_metrics(ctx: &Context, cfg: &LossConfig, case: &LossCase) -> wgpu_policy_loss::Metrics {
+    use wgpu_policy_loss::{Advantages, F32View, Gradient, LogitsView, LossInputs, TargetsView};
+    let x = ctx.upload("logits", bytemuck::cast_slice(&case.logits));
+    let b = case.upload_rows(ctx);
+    let logits = LogitsView::new(&x, DType::F32, case.rows() as u32, case.vocab)
+        .with_sequences(case.rows_per_seq, (case.rows_per_seq * case.vocab) as u64);
+    let inputs = LossInputs::new(
+        logits,
+        TargetsView::new(&b.targets),
+        F32View::new(&b.mask),
+        Advantages::PerSequence(F32View::new(&b.adv_seq)),
+    )
+    .with_old_logprobs(F32View::new(&b.old))
+    .with_ref_logprobs(F32View::new(&b.refp));
+    record_and_read(ctx, *cfg, &inputs, Gradient::InPlace, &[]).0
+}
+
 /// A read row's target outside its computed set names `targets` and the row on the
-/// host path (from the device's count), and is NaN and counted on the device path;
+/// host path (from the device's count), and is NaN, counted and named on the device
+/// path;
 /// unread rows are not checked. Vocabulary shards and rows wider than one binding are
 /// an error naming the option.
 #[test]
@@ -500,6 +512,17 @@ fn bad_targets_and_unsupported_calls_are_named() {
             }
             other => panic!("{}: want targets' row {row}, got {other:?}", name(ctx)),
         }
+        // the device path: the row made NaN and counted, named with its id
+        let m = device_metrics(ctx, &cfg, &c);
+        assert!(m.loss.is_nan(), "{}: the loss is {}", name(ctx), m.loss);
+        assert_eq!(m.invalid_input_rows, 1.0, "{}", name(ctx));
+        let bad = m.invalid_input.expect("a bad row named");
+        assert_eq!(
+            (bad.tensor, bad.row),
+            (RowInput::Targets, row as u32),
+            "{}",
+            name(ctx)
+        );
         // masked out, the same row is no error
         let mut unread = c.clone();
         unread.mask[row] = 0.0;

@@ -219,14 +219,7 @@ fn the_same_bits_in_parts_and_run_to_run() {
         assert!(same_bits(&one, &again), "{}: run to run", name(ctx));
         // two parts of two sequences each
         let split = |h: usize, r0: usize, r1: usize, s0: usize, s1: usize| {
-            let mut b = whole;
-            b.logits = halves[h].host();
-            b.targets = &case.targets[r0..r1];
-            b.mask = &case.mask[r0..r1];
-            b.advantages = &case.adv_seq[s0..s1];
-            b.old_logprobs = Some(&case.old[r0..r1]);
-            b.ref_logprobs = Some(&case.refp[r0..r1]);
-            b.temperatures = Some(&temps[r0..r1]);
+            let b = case.rows_of(whole, halves[h].host(), (r0, r1, s0, s1), Some(&temps));
             HostPart::from(b)
         };
         let parts = run(&[split(0, 0, rows, 0, 2), split(1, rows, 2 * rows, 2, 4)]);

@@ -4,7 +4,7 @@
 
 mod common;
 
-use burn::tensor::FloatDType;
+use burn::tensor::{Device, FloatDType};
 use common::{check, devices, grad_tol, max_abs, run, Case};
 use wgpu_policy_loss_burn::{KlEstimator, LossAggMode, LossConfig, PolicyLossMode, Positions};
 
@@ -142,18 +142,7 @@ fn given_kept_sets_match_the_reference() {
                     ..config(mode, LossAggMode::SeqMeanTokenMean, i)
                 };
                 let what = format!("{name} {mode:?} {dtype:?} kept sets softcap {cap:?}");
-                let (out, read, grad) = run(&case, &cfg, device, dtype);
-                let (want, want_grad) = case.reference(&cfg, &read);
-                let tol = |w: f64| 2e-5 + 2e-5 * w.abs();
-                let loss = common::values(out.loss)[0];
-                check(&format!("{what}: loss"), &[loss], &[want.loss], tol);
-                let scale = max_abs(&want_grad);
-                check(
-                    &format!("{what}: gradient"),
-                    &grad,
-                    &want_grad,
-                    grad_tol(dtype, scale),
-                );
+                loss_and_gradient(&what, &case, &cfg, device, dtype);
             }
         }
     }
@@ -188,21 +177,32 @@ fn computed_kept_sets_match_the_reference() {
                     ..config(mode, LossAggMode::SeqMeanTokenMean, i)
                 };
                 let what = format!("{name} {mode:?} {dtype:?} top_k {top_k} top_p {top_p}");
-                let (out, read, grad) = run(&case, &cfg, device, dtype);
-                let (want, want_grad) = case.reference(&cfg, &read);
-                let tol = |w: f64| 2e-5 + 2e-5 * w.abs();
-                let loss = common::values(out.loss)[0];
-                check(&format!("{what}: loss"), &[loss], &[want.loss], tol);
-                let scale = max_abs(&want_grad);
-                check(
-                    &format!("{what}: gradient"),
-                    &grad,
-                    &want_grad,
-                    grad_tol(dtype, scale),
-                );
+                loss_and_gradient(&what, &case, &cfg, device, dtype);
             }
         }
     }
+}
+
+/// The op's loss and gradient on `case` against the reference.
+fn loss_and_gradient(
+    what: &str,
+    case: &Case,
+    cfg: &LossConfig,
+    device: &Device,
+    dtype: FloatDType,
+) {
+    let (out, read, grad) = run(case, cfg, device, dtype);
+    let (want, want_grad) = case.reference(cfg, &read);
+    let tol = |w: f64| 2e-5 + 2e-5 * w.abs();
+    let loss = common::values(out.loss)[0];
+    check(&format!("{what}: loss"), &[loss], &[want.loss], tol);
+    let scale = max_abs(&want_grad);
+    check(
+        &format!("{what}: gradient"),
+        &grad,
+        &want_grad,
+        grad_tol(dtype, scale),
+    );
 }
 
 /// The chain rule: a loss scaled by c before `backward` gives c times the gradient.

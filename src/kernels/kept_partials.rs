@@ -3,11 +3,11 @@
 //! pairs that the loss launch takes its gradient from (`shaders/sampler/kept.wgsl`).
 
 use super::row_partials::{PartialsOut, Sampler};
-use super::{f32_window, record_row_sweep_in, storage_window, ChunkRows, Kernel};
+use super::{record_row_sweep_in, storage_window, ChunkRows, Kernel};
 use crate::context::Context;
 use crate::error::Result;
 pub(crate) use crate::shader::abi::kept_partials::*;
-use crate::shader::abi::{KEPT_HEADER, NO_TEMPS};
+use crate::shader::abi::KEPT_HEADER;
 use crate::view::{KeptView, LogitsView, TargetsView};
 
 /// Items (`vec2<u32>`) of the kept scratch of a call: a header a row, one item a kept
@@ -47,10 +47,7 @@ pub(crate) fn record(
         return Ok(());
     }
     let limits = ctx.device().limits();
-    let (temps_bind, temps) = match &sampler.temps {
-        Some(v) => f32_window("temperatures", v, rows as u64, &limits)?,
-        None => (targets.buffer.as_entire_buffer_binding(), NO_TEMPS),
-    };
+    let (map, temps_bind, temps) = sampler.binding(targets.buffer, rows, &limits)?;
     let k = &kept.view;
     let (first_offset, first_id) = k.validate(rows)?;
     let end = first_offset + rows as u64 + 1;
@@ -61,7 +58,6 @@ pub(crate) fn record(
         0 => (offsets.clone(), 0),
         n => storage_window("keep_ids", k.ids, first_id, first_id + n as u64, 4, &limits)?,
     };
-    let map = super::SamplerMap::of(sampler.softcap > 0.0, sampler.temps.is_some());
     let params = |x, y, row_base, row_end| Params {
         x,
         y,

@@ -4,12 +4,11 @@
 //! (`shaders/sampler/kept.wgsl`).
 
 use super::row_partials::Sampler;
-use super::{f32_window, record_row_sweep_in, ChunkRows, Kernel};
+use super::{record_row_sweep_in, ChunkRows, Kernel};
 use crate::config::LossConfig;
 use crate::context::Context;
 use crate::error::Result;
 pub(crate) use crate::shader::abi::kept_select::*;
-use crate::shader::abi::NO_TEMPS;
 use crate::view::{LogitsView, TargetsView};
 
 /// The rules of a computed kept set, as the kernel takes them (off: top_k 0, top_p 1,
@@ -50,11 +49,7 @@ pub(crate) fn record(
         return Ok(());
     }
     let limits = ctx.device().limits();
-    let (temps_bind, temps) = match &sampler.temps {
-        Some(v) => f32_window("temperatures", v, rows as u64, &limits)?,
-        None => (targets.buffer.as_entire_buffer_binding(), NO_TEMPS),
-    };
-    let map = super::SamplerMap::of(sampler.softcap > 0.0, sampler.temps.is_some());
+    let (map, temps_bind, temps) = sampler.binding(targets.buffer, rows, &limits)?;
     let params = |x, y, row_base, row_end| Params {
         x,
         y,

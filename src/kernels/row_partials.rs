@@ -25,7 +25,24 @@ pub(crate) struct Sampler<'a> {
     pub temps: Option<F32View<'a>>,
 }
 
-impl Sampler<'_> {
+impl<'a> Sampler<'a> {
+    /// The map of `rows` rows' logits and what the row kernels bind at 8: the
+    /// temperatures' window and the index of row 0 in it, else `spare` (any read-only
+    /// buffer, never read) and NO_TEMPS.
+    pub(crate) fn binding(
+        &self,
+        spare: &'a wgpu::Buffer,
+        rows: u32,
+        limits: &wgpu::Limits,
+    ) -> Result<(super::SamplerMap, wgpu::BufferBinding<'a>, u32)> {
+        let map = super::SamplerMap::of(self.softcap > 0.0, self.temps.is_some());
+        let (binding, temps) = match &self.temps {
+            Some(v) => f32_window("temperatures", v, rows as u64, limits)?,
+            None => (spare.as_entire_buffer_binding(), NO_TEMPS),
+        };
+        Ok((map, binding, temps))
+    }
+
     /// Every option off: the module of sampler/off.wgsl.
     pub(crate) fn off(inv_tau: f32) -> Self {
         Sampler {
@@ -52,12 +69,7 @@ pub(crate) fn record(
         return Ok(());
     }
     let limits = ctx.device().limits();
-    // sampler/on.wgsl's binding 8: the temperatures' window (else the ids, never read)
-    let (temps_bind, temps) = match &sampler.temps {
-        Some(v) => f32_window("temperatures", v, rows as u64, &limits)?,
-        None => (targets.buffer.as_entire_buffer_binding(), NO_TEMPS),
-    };
-    let map = super::SamplerMap::of(sampler.softcap > 0.0, sampler.temps.is_some());
+    let (map, temps_bind, temps) = sampler.binding(targets.buffer, rows, &limits)?;
     let chunk = |x, y, row_base, row_end| Params {
         x,
         y,

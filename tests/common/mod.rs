@@ -409,6 +409,27 @@ impl LossCase {
         self.targets.len()
     }
 
+    /// Rows `r0..r1` (sequences `s0..s1`) of `whole` as a batch of their own over
+    /// `logits` (those rows' values): the case's per-row inputs and `temps` cut to them.
+    pub fn rows_of<'a>(
+        &'a self,
+        whole: wgpu_policy_loss::HostBatch<'a>,
+        logits: wgpu_policy_loss::HostLogits<'a>,
+        (r0, r1, s0, s1): (usize, usize, usize, usize),
+        temps: Option<&'a [f32]>,
+    ) -> wgpu_policy_loss::HostBatch<'a> {
+        wgpu_policy_loss::HostBatch {
+            logits,
+            targets: &self.targets[r0..r1],
+            mask: &self.mask[r0..r1],
+            advantages: &self.adv_seq[s0..s1],
+            old_logprobs: Some(&self.old[r0..r1]),
+            ref_logprobs: Some(&self.refp[r0..r1]),
+            temperatures: temps.map(|t| &t[r0..r1]),
+            ..whole
+        }
+    }
+
     /// The given kept sets as the API takes them.
     pub fn kept(&self) -> Option<wgpu_policy_loss::reference::sampler::KeptSets<'_>> {
         self.keep
@@ -842,6 +863,35 @@ pub fn eval(input: &Path, output: &Path, flags: &[&str]) -> Output {
         .args(flags)
         .output()
         .unwrap()
+}
+
+/// A path in this test process's own temporary folder for `tag`'s files.
+pub fn tmp_path(tag: &str, name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("wgpu-policy-loss-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+/// A slice's bytes, as a tensor file holds them.
+pub fn pod_bytes<T: bytemuck::Pod>(v: &[T]) -> Vec<u8> {
+    bytemuck::cast_slice::<T, u8>(v).to_vec()
+}
+
+/// An output file's f32 tensor `name`.
+pub fn tensor_f32s(st: &safetensors::SafeTensors<'_>, name: &str) -> Vec<f32> {
+    let t = st.tensor(name).unwrap_or_else(|e| panic!("no {name}: {e}"));
+    bytemuck::pod_collect_to_vec(t.data())
+}
+
+/// `eval` with `flags` on `input`, which must succeed: the output file's bytes.
+pub fn eval_ok(input: &Path, output: &Path, flags: &[&str]) -> Vec<u8> {
+    let out = eval(input, output, flags);
+    assert!(
+        out.status.success(),
+        "eval {flags:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::read(output).unwrap()
 }
 
 /// `eval` with `flags` on `input` fails as SPEC's tables say: not 0, not 101 (a panic),

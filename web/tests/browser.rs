@@ -548,34 +548,7 @@ async fn the_head_under_the_sampler_with_top_p() {
         keep: None,
     };
     let want = reference::policy_loss_sampled(&cfg, &b, None, &sampler).unwrap();
-    let loss = got.loss.metrics.loss as f64;
-    console_log!("head under the sampler: loss {loss} vs {}", want.loss);
-    assert!((loss - want.loss).abs() <= 1e-4 * (1.0 + want.loss.abs()));
-    for row in (0..rows).filter(|&i| mask[i] > 0.0) {
-        let (g, w) = (got.loss.logprobs[row] as f64, want.logp[row]);
-        assert!(
-            (g - w).abs() <= 1e-4 * (1.0 + w.abs()),
-            "logprobs[{row}] {g} vs {w}"
-        );
-    }
-    let gz_max = want
-        .grad
-        .iter()
-        .fold(0f64, |m, g| compare::max_err(m, g.abs()));
-    let (dh, dw) = reference::head_grads(&want.grad, &hd, &wd, h, &md);
-    let (sh, sw) = reference::head_magnitudes(&want.grad, &hd, &wd, h, &md);
-    for (name, g, want, n, sums) in [
-        ("grad_hidden", &got.grad_hidden, &dh, vocab, &sh),
-        ("grad_lm_head", &got.grad_lm_head, &dw, rows, &sw),
-    ] {
-        let g = g.as_ref().unwrap();
-        let c = compare::head_grad(&g.to_f32(), want, g.dtype.into(), n, gz_max, sums)
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
-        console_log!(
-            "head under the sampler: {name} largest error {:.2} of its bound",
-            c.share()
-        );
-    }
+    check_sampled_head(&got, &want, (&hd, &wd, &md), (h, vocab));
 }
 
 /// The sampler's distribution on the head in the browser: a given kept set a row (the
@@ -654,10 +627,22 @@ async fn the_head_under_the_sampler_with_a_kept_set() {
         keep: Some(kept),
     };
     let want = reference::policy_loss_sampled(&cfg, &b, None, &sampler).unwrap();
+    check_sampled_head(&got, &want, (&hd, &wd, &md), (h, vocab));
+}
+
+/// A head call under the sampler against its reference: the loss, the read rows'
+/// log-probs, and ∂L/∂h and ∂L/∂W within `compare::head_grad`'s bounds.
+fn check_sampled_head(
+    got: &wgpu_policy_loss::HostHeadLoss,
+    want: &reference::LossOutput,
+    (hd, wd, md): (&[f64], &[f64], &[f64]),
+    (h, vocab): (usize, usize),
+) {
+    let rows = md.len();
     let loss = got.loss.metrics.loss as f64;
     console_log!("head under the sampler: loss {loss} vs {}", want.loss);
     assert!((loss - want.loss).abs() <= 1e-4 * (1.0 + want.loss.abs()));
-    for row in (0..rows).filter(|&i| mask[i] > 0.0) {
+    for row in (0..rows).filter(|&i| md[i] > 0.0) {
         let (g, w) = (got.loss.logprobs[row] as f64, want.logp[row]);
         assert!(
             (g - w).abs() <= 1e-4 * (1.0 + w.abs()),
@@ -668,8 +653,8 @@ async fn the_head_under_the_sampler_with_a_kept_set() {
         .grad
         .iter()
         .fold(0f64, |m, g| compare::max_err(m, g.abs()));
-    let (dh, dw) = reference::head_grads(&want.grad, &hd, &wd, h, &md);
-    let (sh, sw) = reference::head_magnitudes(&want.grad, &hd, &wd, h, &md);
+    let (dh, dw) = reference::head_grads(&want.grad, hd, wd, h, md);
+    let (sh, sw) = reference::head_magnitudes(&want.grad, hd, wd, h, md);
     for (name, g, want, n, sums) in [
         ("grad_hidden", &got.grad_hidden, &dh, vocab, &sh),
         ("grad_lm_head", &got.grad_lm_head, &dw, rows, &sw),
