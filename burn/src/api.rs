@@ -203,6 +203,25 @@ pub fn policy_loss_head(
     extras: LossExtras,
     config: &LossConfig,
 ) -> Result<PolicyLossOutput> {
+    let ([b, s, _], v) = head_dims(&hidden, &weight)?;
+    let call = Call::new(
+        ("hidden", &hidden.device()),
+        [b, s],
+        targets,
+        mask,
+        advantages.into(),
+        extras,
+        config,
+    )?;
+    let (h, w) = (hidden.into_dispatch(), weight.into_dispatch());
+    let id = call.op.call;
+    let r = Dispatch::policy_loss_head(h, w, call.rows, call.op);
+    finish(id, v, [r.loss, r.logprobs, r.entropy, r.lse, r.metrics])
+}
+
+/// Hidden `[B, S, H]` and the weight `[V, H]` checked against each other: `[B, S, H]`
+/// and `V`.
+pub(crate) fn head_dims(hidden: &Tensor<3>, weight: &Tensor<2>) -> Result<([usize; 3], usize)> {
     let [b, s, h] = hidden.dims();
     let [v, wh] = weight.dims();
     float_dtype("hidden", hidden.dtype())?;
@@ -221,19 +240,7 @@ pub fn policy_loss_head(
         ));
     }
     same_device("weight", &hidden.device(), &weight.device())?;
-    let call = Call::new(
-        ("hidden", &hidden.device()),
-        [b, s],
-        targets,
-        mask,
-        advantages.into(),
-        extras,
-        config,
-    )?;
-    let (h, w) = (hidden.into_dispatch(), weight.into_dispatch());
-    let id = call.op.call;
-    let r = Dispatch::policy_loss_head(h, w, call.rows, call.op);
-    finish(id, v, [r.loss, r.logprobs, r.entropy, r.lse, r.metrics])
+    Ok(([b, s, h], v))
 }
 
 /// Advantages `[N]` from rewards `[N]`, one per sequence, in groups of `group_size`

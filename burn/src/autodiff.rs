@@ -20,8 +20,8 @@ use burn::tensor::{DType, Shape};
 use burn::backend::tensor::IntTensor;
 
 use crate::backend::{
-    AdvantagesOp, HeadResults, LossOp, LossResults, PolicyLossBackend, ProbOp, ProbResults,
-    ProbRows, RowInputs,
+    AdvantagesOp, HeadResults, LossOp, LossResults, PolicyLossBackend, ProbHeadGrads, ProbOp,
+    ProbResults, ProbRows, RowInputs,
 };
 
 /// `upstream · g`, the upstream gradient of the loss (shape `[1]`, f32) broadcast over
@@ -134,6 +134,54 @@ impl<B: PolicyLossBackend> Backward<B, 1> for ProbBackward {
     }
 }
 
+/// The head form's backward: ∂L/∂hidden and ∂L/∂W for the upstream gradients of
+/// its statistics, run when they are known.
+#[derive(Debug)]
+struct ProbHeadBackward;
+
+impl<B: PolicyLossBackend> Backward<B, 2> for ProbHeadBackward {
+    /// Hidden, the weight, the per-row inputs and the call.
+    type State = (FloatTensor<B>, FloatTensor<B>, ProbState<B>, ProbOp);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [hidden, weight] = ops.parents;
+        let upstream = grads.consume::<B>(&ops.node);
+        let (h, w, (targets, temperatures, keep_offsets, keep_ids), op) = ops.state;
+        if hidden.is_none() && weight.is_none() {
+            return;
+        }
+        let rows = ProbRows {
+            targets,
+            temperatures,
+            keep_offsets,
+            keep_ids,
+        };
+        let g = B::logprobs_head_grad(h, w, rows, upstream, op);
+        if let Some(node) = hidden {
+            grads.register::<B>(node.id, g.grad_hidden);
+        }
+        if let Some(node) = weight {
+            grads.register::<B>(node.id, g.grad_weight);
+        }
+    }
+}
+
+/// The primitive's per-row inputs as the inner backend's, and a copy kept for the
+/// backward.
+fn prob_rows<B: Backend, C: CheckpointStrategy>(
+    rows: ProbRows<Autodiff<B, C>>,
+) -> (ProbRows<B>, ProbState<B>) {
+    let (targets, temps) = (rows.targets, rows.temperatures.into_primitive());
+    let (offsets, ids) = (rows.keep_offsets, rows.keep_ids);
+    let inner = ProbRows {
+        targets: targets.clone(),
+        temperatures: temps.clone(),
+        keep_offsets: offsets.clone(),
+        keep_ids: ids.clone(),
+    };
+    (inner, (targets, temps, offsets, ids))
+}
+
 impl<B: PolicyLossBackend, C: CheckpointStrategy> PolicyLossBackend for Autodiff<B, C> {
     fn policy_loss(
         logits: FloatTensor<Self>,
@@ -206,16 +254,8 @@ impl<B: PolicyLossBackend, C: CheckpointStrategy> PolicyLossBackend for Autodiff
             .compute_bound()
             .stateful();
         let x = logits.into_primitive();
-        let (targets, temps) = (rows.targets, rows.temperatures.into_primitive());
-        let (offsets, ids) = (rows.keep_offsets, rows.keep_ids);
-        let inner = ProbRows {
-            targets: targets.clone(),
-            temperatures: temps.clone(),
-            keep_offsets: offsets.clone(),
-            keep_ids: ids.clone(),
-        };
+        let (inner, state) = prob_rows(rows);
         let r = B::logprobs(x.clone(), inner, upstream.into_primitive(), op.clone());
-        let state = (targets, temps, offsets, ids);
         let stats = match prep {
             OpsKind::Tracked(prep) => prep.finish((x, state, op), r.stats),
             OpsKind::UnTracked(prep) => prep.finish(r.stats),
@@ -245,6 +285,57 @@ impl<B: PolicyLossBackend, C: CheckpointStrategy> PolicyLossBackend for Autodiff
             op,
         );
         constant::<B, C>(g)
+    }
+
+    fn logprobs_head(
+        hidden: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        rows: ProbRows<Self>,
+        upstream: FloatTensor<Self>,
+        op: ProbOp,
+    ) -> ProbResults<Self> {
+        let prep = ProbHeadBackward
+            .prepare::<C>([hidden.node(), weight.node()])
+            .compute_bound()
+            .stateful();
+        let (h, w) = (hidden.into_primitive(), weight.into_primitive());
+        let (inner, state) = prob_rows(rows);
+        let r = B::logprobs_head(
+            h.clone(),
+            w.clone(),
+            inner,
+            upstream.into_primitive(),
+            op.clone(),
+        );
+        let stats = match prep {
+            OpsKind::Tracked(prep) => prep.finish((h, w, state, op), r.stats),
+            OpsKind::UnTracked(prep) => prep.finish(r.stats),
+        };
+        ProbResults {
+            stats,
+            metrics: constant::<B, C>(r.metrics),
+        }
+    }
+
+    fn logprobs_head_grad(
+        hidden: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        rows: ProbRows<Self>,
+        upstream: FloatTensor<Self>,
+        op: ProbOp,
+    ) -> ProbHeadGrads<Self> {
+        let (inner, _) = prob_rows(rows);
+        let g = B::logprobs_head_grad(
+            hidden.into_primitive(),
+            weight.into_primitive(),
+            inner,
+            upstream.into_primitive(),
+            op,
+        );
+        ProbHeadGrads {
+            grad_hidden: constant::<B, C>(g.grad_hidden),
+            grad_weight: constant::<B, C>(g.grad_weight),
+        }
     }
 
     fn advantages(rewards: FloatTensor<Self>, op: AdvantagesOp) -> FloatTensor<Self> {

@@ -63,6 +63,15 @@ pub struct ProbRows<B: Backend> {
     pub keep_ids: IntTensor<B>,
 }
 
+/// The head form of the primitive's vector-Jacobian product: ∂L/∂hidden `[B, S, H]`
+/// and ∂L/∂W `[V, H]`, in their dtype.
+#[derive(ExtensionType)]
+#[extension_type(fusion: cfg(feature = "fusion"))]
+pub struct ProbHeadGrads<B: Backend> {
+    pub grad_hidden: FloatTensor<B>,
+    pub grad_weight: FloatTensor<B>,
+}
+
 /// Everything a log-prob primitive call needs besides its tensors.
 #[derive(Clone, Debug)]
 pub struct ProbOp {
@@ -71,6 +80,8 @@ pub struct ProbOp {
     pub has_temps: bool,
     /// The sampler's given kept sets are given.
     pub has_kept: bool,
+    /// Head calls: the logits rows made at once (`None`: the library's default).
+    pub chunk_rows: Option<u32>,
     /// Which checked call an execution's error goes back to.
     pub call: CallId,
 }
@@ -216,6 +227,28 @@ pub trait PolicyLossBackend: Backend {
         upstream: FloatTensor<Self>,
         op: ProbOp,
     ) -> FloatTensor<Self>;
+
+    /// The log-prob primitive's statistics from hidden states `[B, S, H]` and the
+    /// lm-head weight `[V, H]` (the logits never held whole), as [`Self::logprobs`].
+    #[fusion(meta = crate::meta::logprobs_head)]
+    fn logprobs_head(
+        hidden: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        #[extension_type] rows: ProbRows<Self>,
+        upstream: FloatTensor<Self>,
+        op: ProbOp,
+    ) -> ProbResults<Self>;
+
+    /// The head form's vector-Jacobian product: ∂L/∂hidden and ∂L/∂W for the
+    /// upstream gradients `[3, B, R]` of its three outputs.
+    #[fusion(meta = crate::meta::logprobs_head_grad)]
+    fn logprobs_head_grad(
+        hidden: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        #[extension_type] rows: ProbRows<Self>,
+        upstream: FloatTensor<Self>,
+        op: ProbOp,
+    ) -> ProbHeadGrads<Self>;
 
     /// Advantages `[N]` from rewards `[N]` (f32).
     #[fusion(meta = crate::meta::advantages)]

@@ -15,8 +15,8 @@ use wgpu_policy_loss::{
 };
 
 use crate::backend::{
-    AdvantagesOp, CallId, HeadResults, LossOp, LossResults, PolicyLossBackend, ProbOp, ProbResults,
-    ProbRows, RowInputs,
+    AdvantagesOp, CallId, HeadResults, LossOp, LossResults, PolicyLossBackend, ProbHeadGrads,
+    ProbOp, ProbResults, ProbRows, RowInputs,
 };
 use crate::borrow::{self, copy_out, Borrowed, Staged};
 use crate::device;
@@ -392,6 +392,41 @@ impl PolicyLossBackend for CubeBackend {
         crate::primitive::run(logits, rows, upstream, &op, Err(spec.clone()))
             .map(|mut v| v.remove(0))
             .unwrap_or_else(|err| failed(&like, [spec], (op.call, err))[0].clone())
+    }
+
+    fn logprobs_head(
+        hidden: CubeTensor,
+        weight: CubeTensor,
+        rows: ProbRows<Self>,
+        upstream: CubeTensor,
+        op: ProbOp,
+    ) -> ProbResults<Self> {
+        let specs = meta::prob_head_results(hidden.meta.shape(), op.positions);
+        let like = hidden.clone();
+        let [stats, metrics] =
+            crate::primitive::run_head(hidden, weight, rows, upstream, &op, Ok(specs.clone()))
+                .map(|v| [v[0].clone(), v[1].clone()])
+                .unwrap_or_else(|err| failed(&like, specs, (op.call, err)));
+        ProbResults { stats, metrics }
+    }
+
+    fn logprobs_head_grad(
+        hidden: CubeTensor,
+        weight: CubeTensor,
+        rows: ProbRows<Self>,
+        upstream: CubeTensor,
+        op: ProbOp,
+    ) -> ProbHeadGrads<Self> {
+        let specs = meta::prob_head_grads(hidden.meta.shape(), weight.meta.shape(), hidden.dtype);
+        let like = hidden.clone();
+        let [grad_hidden, grad_weight] =
+            crate::primitive::run_head(hidden, weight, rows, upstream, &op, Err(specs.clone()))
+                .map(|v| [v[0].clone(), v[1].clone()])
+                .unwrap_or_else(|err| failed(&like, specs, (op.call, err)));
+        ProbHeadGrads {
+            grad_hidden,
+            grad_weight,
+        }
     }
 
     fn advantages(rewards: CubeTensor, op: AdvantagesOp) -> CubeTensor {

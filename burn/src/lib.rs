@@ -39,12 +39,12 @@ pub use api::{
     PolicyLossOutput,
 };
 pub use backend::{
-    AdvantagesOp, CallId, HeadResults, LossOp, LossResults, PolicyLossBackend, Positions, ProbOp,
-    ProbResults, ProbRows, RowInputs,
+    AdvantagesOp, CallId, HeadResults, LossOp, LossResults, PolicyLossBackend, Positions,
+    ProbHeadGrads, ProbOp, ProbResults, ProbRows, RowInputs,
 };
 pub use device::{from_adapter, init, init_with, register};
 pub use error::{Error, Result};
-pub use logprobs::{logprobs, LogProbExtras, LogProbsOutput};
+pub use logprobs::{logprobs, logprobs_head, LogProbExtras, LogProbsOutput};
 pub use wgpu_policy_loss::{
     AdvantageEstimator, ImportanceSamplingLevel, KlEstimator, LogProbConfig, LossAggMode,
     LossConfig, Metrics, PolicyLossMode, RolloutCorrection, RolloutLevel, RolloutMode, TrlLossType,

@@ -51,6 +51,16 @@ pub(crate) fn prob_results(logits: &Shape, positions: crate::Positions) -> [Spec
     ]
 }
 
+/// The head form's: its statistics `[3, B, R]` for hidden `[B, S, H]`, and the metrics.
+pub(crate) fn prob_head_results(hidden: &Shape, positions: crate::Positions) -> [Spec; 2] {
+    prob_results(hidden, positions)
+}
+
+/// The head form's gradients: hidden's and the weight's shapes, in their dtype.
+pub(crate) fn prob_head_grads(hidden: &Shape, weight: &Shape, dtype: DType) -> [Spec; 2] {
+    [(hidden.clone(), dtype), (weight.clone(), dtype)]
+}
+
 /// What stands for a gradient nobody asked for.
 pub(crate) fn placeholder() -> Spec {
     (Shape::new([1]), DType::F32)
@@ -62,8 +72,8 @@ mod fusion {
 
     use super::Spec;
     use crate::backend::{
-        AdvantagesOp, HeadResultsMetadata, LossOp, LossResultsMetadata, ProbOp,
-        ProbResultsMetadata, ProbRowsMetadata, RowInputsMetadata,
+        AdvantagesOp, HeadResultsMetadata, LossOp, LossResultsMetadata, ProbHeadGradsMetadata,
+        ProbOp, ProbResultsMetadata, ProbRowsMetadata, RowInputsMetadata,
     };
 
     fn spec((shape, dtype): Spec) -> TensorSpec {
@@ -125,9 +135,37 @@ mod fusion {
         logits.clone()
     }
 
+    pub(crate) fn logprobs_head(
+        hidden: &TensorSpec,
+        _weight: &TensorSpec,
+        _rows: &ProbRowsMetadata,
+        _upstream: &TensorSpec,
+        op: &ProbOp,
+    ) -> ProbResultsMetadata {
+        let [stats, metrics] = super::prob_head_results(&hidden.shape, op.positions).map(spec);
+        ProbResultsMetadata { stats, metrics }
+    }
+
+    pub(crate) fn logprobs_head_grad(
+        hidden: &TensorSpec,
+        weight: &TensorSpec,
+        _rows: &ProbRowsMetadata,
+        _upstream: &TensorSpec,
+        _op: &ProbOp,
+    ) -> ProbHeadGradsMetadata {
+        let [grad_hidden, grad_weight] =
+            super::prob_head_grads(&hidden.shape, &weight.shape, hidden.dtype).map(spec);
+        ProbHeadGradsMetadata {
+            grad_hidden,
+            grad_weight,
+        }
+    }
+
     pub(crate) fn advantages(rewards: &TensorSpec, _op: &AdvantagesOp) -> TensorSpec {
         rewards.clone()
     }
 }
 #[cfg(feature = "fusion")]
-pub(crate) use fusion::{advantages, head, logprobs, logprobs_grad, loss};
+pub(crate) use fusion::{
+    advantages, head, logprobs, logprobs_grad, logprobs_head, logprobs_head_grad, loss,
+};

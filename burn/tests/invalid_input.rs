@@ -250,3 +250,57 @@ fn head_with_no_chunk_rows(d: &burn::tensor::Device) -> String {
         Err(e) => e.to_string(),
     }
 }
+
+/// The primitive's head form names its bad arguments: a weight of another width, a
+/// target outside its given kept set (and the row), and chunks of 0 rows (found where
+/// the op executes).
+#[test]
+fn the_primitive_head_names_its_bad_arguments() {
+    use wgpu_policy_loss_burn::{logprobs_head, LogProbConfig, LogProbExtras};
+    for (_, d) in devices() {
+        let case = Case::new(9, (2, 5, 11), Positions::Aligned);
+        let hidden = || Tensor::<3>::ones([2, 5, 4], d);
+        let call = |weight: Tensor<2>, extras: LogProbExtras| match logprobs_head(
+            hidden(),
+            weight,
+            case.ids(d),
+            extras,
+            &LogProbConfig::default(),
+        ) {
+            Ok(_) => panic!("the call succeeded"),
+            Err(e) => e.to_string(),
+        };
+        let weight = || Tensor::<2>::ones([11, 4], d);
+        expect(
+            call(Tensor::ones([11, 3], d), LogProbExtras::default()),
+            "weight",
+        );
+        // row 3 keeps one id that is not its target
+        let (mut offsets, mut ids) = (vec![0i32], Vec::new());
+        for k in 0..10 {
+            if k == 3 {
+                ids.push((case.ids[3] + 1) % 11);
+            }
+            offsets.push(ids.len() as i32);
+        }
+        let ints = |v: Vec<i32>| {
+            let n = v.len();
+            Tensor::<1, Int>::from_data(TensorData::new(v, [n]), d)
+        };
+        let extras = LogProbExtras {
+            kept: Some(wgpu_policy_loss_burn::KeptTensors {
+                offsets: ints(offsets),
+                ids: ints(ids),
+            }),
+            ..LogProbExtras::default()
+        };
+        let e = call(weight(), extras);
+        expect(e.clone(), "targets");
+        assert!(e.contains("row 3"), "the error does not name row 3: {e}");
+        let zero = LogProbExtras {
+            chunk_rows: Some(0),
+            ..LogProbExtras::default()
+        };
+        expect(call(weight(), zero), "chunk_rows");
+    }
+}

@@ -24,6 +24,7 @@ fn ppo_on_the_primitive(
         temperatures: None,
         kept: case.extras(device).kept,
         positions: case.positions,
+        ..LogProbExtras::default()
     };
     let out = logprobs(logits, case.ids(device), extras, &LogProbConfig::default()).unwrap();
     let mask = case.mask(device);
@@ -91,6 +92,7 @@ fn outputs_and_an_lse_loss_match_the_reference() {
             temperatures: Some(case.rows(&temps, device)),
             kept: None,
             positions: case.positions,
+            ..LogProbExtras::default()
         };
         let out = logprobs(logits.clone(), case.ids(device), extras, &cfg).unwrap();
         let c: Vec<f32> = (0..2 * r).map(|k| (k % 3) as f32 - 1.0).collect();
