@@ -72,7 +72,21 @@ pub use view::{DType, F32View, KeptView, LogitsView, RowLayout, TargetsView};
 pub use half;
 pub use wgpu;
 
-/// The README's examples run as doctests, so they cannot rot.
-#[doc = include_str!("../README.md")]
+/// The README's and the documents' examples run as doctests, so they cannot rot.
 #[cfg(doctest)]
-pub struct ReadmeDoctests;
+mod doc_examples {
+    #[doc = include_str!("../README.md")]
+    pub struct Readme;
+    #[doc = include_str!("../docs/API.md")]
+    pub struct Api;
+    #[doc = include_str!("../docs/LOSSES.md")]
+    pub struct Losses;
+    #[doc = include_str!("../docs/SAMPLER.md")]
+    pub struct Sampler;
+    #[doc = include_str!("../docs/HEAD.md")]
+    pub struct Head;
+    #[doc = include_str!("../docs/SHARDS.md")]
+    pub struct Shards;
+    #[doc = include_str!("../docs/BURN.md")]
+    pub struct Burn;
+}
