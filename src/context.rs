@@ -173,21 +173,55 @@ impl Context {
         Self::from_adapter_async(&adapter, adapter.limits()).await
     }
 
-    /// The first adapter whose "name (Backend)" contains `name` (case-insensitive), e.g.
-    /// `"llvmpipe"`, `"vulkan"` or `"nvidia"`.
+    /// The adapter `name` picks, as `--adapter` and `WGPU_ADAPTER_NAME` take it
+    /// (case-insensitive, surrounding spaces ignored):
+    /// - a backend: `vulkan`, `gl` (or `gles`, `opengl`), `metal`, `dx12`, `webgpu` (the
+    ///   browser's): the adapters of exactly that backend;
+    /// - `lavapipe`: Mesa's software Vulkan adapter (named `llvmpipe …` on Vulkan);
+    /// - otherwise part of the adapter's "name (Backend)" ([`describe_info`]), e.g.
+    ///   `llvmpipe` or `nvidia`.
+    ///
+    /// Where several adapters match, the first in wgpu's enumeration order ([`adapters`],
+    /// the order `info` lists them) is taken. None: [`Error::NoAdapter`] naming the
+    /// adapters present.
     #[cfg(not(target_arch = "wasm32"))]
     pub fn adapter_named(name: &str) -> Result<wgpu::Adapter> {
-        let want = name.to_lowercase();
+        use wgpu::Backend;
+        let want = name.trim().to_lowercase();
+        // a backend's name is its own rule: `gl` as a substring would also pick any
+        // adapter whose name holds those letters
+        let backend = match want.as_str() {
+            "vulkan" => Some(Backend::Vulkan),
+            "gl" | "gles" | "opengl" => Some(Backend::Gl),
+            "metal" => Some(Backend::Metal),
+            "dx12" => Some(Backend::Dx12),
+            "webgpu" => Some(Backend::BrowserWebGpu),
+            _ => None,
+        };
+        let label = |info: &wgpu::AdapterInfo| describe_info(info).to_lowercase();
+        let fits = |info: &wgpu::AdapterInfo| match backend {
+            Some(b) => info.backend == b,
+            // lavapipe calls itself llvmpipe, as Mesa's GL rasteriser does
+            None if want == "lavapipe" => {
+                info.backend == Backend::Vulkan
+                    && ["llvmpipe", "lavapipe"]
+                        .iter()
+                        .any(|n| label(info).contains(n))
+            }
+            None => label(info).contains(&want),
+        };
         let all = adapters();
-        // "name (Backend)": a substring of either picks an adapter (llvmpipe has one on
-        // Vulkan and one on GL, both named llvmpipe)
-        let label = |a: &wgpu::Adapter| describe_info(&a.get_info());
-        let names: Vec<String> = all.iter().map(label).collect();
+        let names: Vec<String> = all.iter().map(|a| describe_info(&a.get_info())).collect();
         all.into_iter()
-            .find(|a| label(a).to_lowercase().contains(&want))
+            .find(|a| fits(&a.get_info()))
             .ok_or_else(|| {
+                let rule = match backend {
+                    Some(b) => format!("the {b:?} backend; "),
+                    None if want == "lavapipe" => "Mesa's Vulkan llvmpipe; ".to_string(),
+                    None => String::new(),
+                };
                 Error::NoAdapter(format!(
-                    " matching `{name}` (adapters present: {})",
+                    " matching `{name}` ({rule}adapters present: {})",
                     if names.is_empty() {
                         "none".to_string()
                     } else {

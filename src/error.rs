@@ -1,11 +1,31 @@
 //! One error type for the whole crate. Every variant that concerns a caller's
 //! input names the argument, so a trainer's log says what to fix.
 
+/// What to do when no adapter is found, on the platform built for: where the GPU
+/// driver comes from differs, and so does the software adapter that stands in for one.
+const NO_ADAPTER_HINT: &str = if cfg!(target_arch = "wasm32") {
+    "the page needs a browser with WebGPU enabled (a recent Chrome or Edge; Firefox and \
+     Safari in their recent releases, on some systems only), served over https or from \
+     localhost"
+} else if cfg!(target_os = "macos") {
+    "Metal ships with macOS, so no driver is to be installed: check that the macOS version \
+     is one wgpu supports, and that this is not a virtual machine without access to a GPU"
+} else if cfg!(target_os = "windows") {
+    "install or update the GPU's driver (DX12 or Vulkan); without a GPU, Windows' WARP \
+     adapter (DX12, part of Windows) or Mesa's lavapipe (Vulkan) runs on the CPU"
+} else if cfg!(target_os = "linux") {
+    "on a machine without a GPU install Mesa's software drivers (`apt-get install \
+     mesa-vulkan-drivers libvulkan1`)"
+} else {
+    "install the GPU's Vulkan or OpenGL ES driver, or, without a GPU, Mesa's software \
+     drivers (lavapipe for Vulkan, llvmpipe for GL)"
+};
+
 /// Everything that can go wrong in this crate.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// No adapter matched (none present, or `WGPU_BACKEND` / `WGPU_ADAPTER_NAME` excluded all).
-    #[error("no GPU adapter found{0}; on a machine without a GPU install Mesa's software drivers (`apt-get install mesa-vulkan-drivers libvulkan1`)")]
+    #[error("no GPU adapter found{0}; {hint}", hint = NO_ADAPTER_HINT)]
     NoAdapter(String),
 
     /// The adapter refused to open a device.

@@ -12,8 +12,7 @@ use super::CliResult;
 
 #[derive(Args, Debug)]
 pub struct CheckArgs {
-    /// Only the adapter whose "name (Backend)" contains this (case-insensitive).
-    #[arg(long)]
+    #[arg(long, help = super::ADAPTER_HELP)]
     adapter: Option<String>,
 }
 

@@ -1,5 +1,5 @@
 //! `demo` (the default): GRPO on "a+b=" entirely on the device (the library's
-//! [`Demo`](wgpu_policy_loss::tools::demo::Demo)), with a progress bar and the reward curve as SVG.
+//! [`Demo`](wgpu_policy_loss::tools::demo::Demo)), with progress on stderr and the reward curve as SVG.
 
 use std::path::PathBuf;
 
@@ -7,6 +7,7 @@ use clap::Args;
 use wgpu_policy_loss::tools::demo::{Demo, DemoConfig};
 use wgpu_policy_loss::{Context, Error, PolicyLossMode};
 
+use super::progress::Progress;
 use super::CliResult;
 
 #[derive(Args, Debug, Clone)]
@@ -33,10 +34,9 @@ pub struct DemoArgs {
     /// Where to write the reward curve (SVG).
     #[arg(long, default_value = "demo_reward.svg")]
     plot: PathBuf,
-    /// Run on the first adapter whose "name (Backend)" contains this.
-    #[arg(long)]
+    #[arg(long, help = super::ADAPTER_HELP)]
     adapter: Option<String>,
-    /// No progress bar (for logs and tests).
+    /// No progress on stderr (by default a bar on a terminal, else a line every 5 s).
     #[arg(long)]
     quiet: bool,
 }
@@ -85,11 +85,18 @@ pub fn train(
     Ok(curve)
 }
 
-fn plot(path: &std::path::Path, curve: &[f32]) -> Result<(), Box<dyn std::error::Error>> {
+/// The reward curve as SVG, titled with what produced it (the loss mode, the group
+/// size, the seed and the adapter), so that a saved plot explains itself.
+fn plot(
+    path: &std::path::Path,
+    curve: &[f32],
+    caption: &str,
+) -> Result<(), Box<dyn std::error::Error>> {
     use plotters::prelude::*;
-    let root = SVGBackend::new(path, (720, 420)).into_drawing_area();
+    let root = SVGBackend::new(path, (800, 420)).into_drawing_area();
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&root)
+        .caption(caption, ("sans-serif", 16))
         .margin(20)
         .x_label_area_size(30)
         .y_label_area_size(40)
@@ -107,6 +114,16 @@ fn plot(path: &std::path::Path, curve: &[f32]) -> Result<(), Box<dyn std::error:
     Ok(())
 }
 
+/// The plot's title.
+fn caption(args: &DemoArgs, adapter: &str) -> String {
+    format!(
+        "GRPO on a+b=, mean reward: {}, group size {}, seed {}, on {adapter}",
+        args.mode.name(),
+        args.group_size,
+        args.seed
+    )
+}
+
 pub fn run(args: &DemoArgs) -> CliResult {
     args.validate()?;
     let ctx = super::eval::context(args.adapter.as_deref())?;
@@ -118,20 +135,13 @@ pub fn run(args: &DemoArgs) -> CliResult {
         ctx.describe()
     );
     let start = std::time::Instant::now();
-    let bar = if args.quiet {
-        indicatif::ProgressBar::hidden()
-    } else {
-        indicatif::ProgressBar::new(args.steps as u64)
-    };
-    bar.set_style(indicatif::ProgressStyle::with_template(
-        "{bar:40} {pos}/{len} {msg}",
-    )?);
+    let progress = Progress::new("demo:", args.steps as u64, "steps", args.quiet);
     let curve = train(&ctx, args, |_, mean| {
-        bar.set_message(format!("mean reward {mean:+.3}"));
-        bar.inc(1);
+        progress.set_message(format!("mean reward {mean:+.3}"));
+        progress.inc();
     })?;
-    bar.finish();
-    plot(&args.plot, &curve)?;
+    progress.finish();
+    plot(&args.plot, &curve, &caption(args, &ctx.describe()))?;
     let first = curve.first().copied().unwrap_or(0.0);
     let last = curve.last().copied().unwrap_or(0.0);
     println!(

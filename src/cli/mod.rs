@@ -5,6 +5,7 @@ mod check;
 mod demo;
 mod eval;
 mod info;
+mod progress;
 
 use clap::{Parser, Subcommand};
 use wgpu_policy_loss::{Context, Error, OpenAdapters};
@@ -35,6 +36,29 @@ enum Command {
     Check(check::CheckArgs),
 }
 
+/// The help of every subcommand's `--adapter`; [`command`] sets it on each, so that
+/// none says otherwise. The rule is [`Context::adapter_named`]'s.
+const ADAPTER_HELP: &str = "The adapter to run on: a backend (vulkan, gl, metal, dx12, \
+    webgpu), lavapipe (Mesa's software Vulkan), or part of an adapter's \"name (Backend)\" \
+    (case-insensitive). Where several match, the first in the order `info` lists them";
+
+/// The command line, every `--adapter` with [`ADAPTER_HELP`].
+fn command() -> clap::Command {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    let with_adapter: Vec<String> = cmd
+        .get_subcommands()
+        .filter(|s| s.get_arguments().any(|a| a.get_id() == "adapter"))
+        .map(|s| s.get_name().to_string())
+        .collect();
+    for name in with_adapter {
+        cmd = cmd.mut_subcommand(name, |s| {
+            s.mut_arg("adapter", |a| a.help(ADAPTER_HELP).long_help(None::<&str>))
+        });
+    }
+    cmd
+}
+
 /// What a subcommand returns: any error is printed and gives a non-zero exit.
 pub type CliResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -52,8 +76,7 @@ fn open_adapters(adapter: Option<&str>) -> Result<OpenAdapters, Error> {
 
 /// The ids of `sub`'s arguments given on the command line (not their groups).
 fn given_flags(matches: &clap::ArgMatches, sub: &str) -> Vec<String> {
-    use clap::CommandFactory;
-    let cmd = Cli::command();
+    let cmd = command();
     let (Some(m), Some(cmd)) = (matches.subcommand_matches(sub), cmd.find_subcommand(sub)) else {
         return Vec::new();
     };
@@ -65,8 +88,8 @@ fn given_flags(matches: &clap::ArgMatches, sub: &str) -> Vec<String> {
 }
 
 pub fn main() -> std::process::ExitCode {
-    use clap::{CommandFactory, FromArgMatches};
-    let matches = Cli::command().get_matches();
+    use clap::FromArgMatches;
+    let matches = command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     // the flags given on `eval`'s command line (the log-prob primitive takes few)
     let given = given_flags(&matches, "eval");

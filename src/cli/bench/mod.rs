@@ -1,23 +1,38 @@
 //! `bench`: the fused loss against the unfused baseline and the copy roofline, one
-//! table per adapter, measured side by side.
+//! table per adapter, measured side by side. Each other mode (`--stages`,
+//! `--families`, `--vocab-shards`, `--sampler`, `--head`) times something else in its
+//! place; they exclude one another.
 
+mod head;
+mod json;
 mod sampler;
+mod tables;
 
 use std::time::Duration;
 
 use clap::Args;
-use wgpu_policy_loss::tools::bench::{self, BenchRow, BenchShape, FamilyRow, StageRow};
+use serde_json::Value;
+use wgpu_policy_loss::tools::bench::{self, BenchShape, HeadBenchShape};
 use wgpu_policy_loss::{Context, Error};
 
+use super::progress::Progress;
 use super::CliResult;
 
+/// The modes other than `--head`. The head's own flags conflict with them by name: clap
+/// waives a requirement (`requires = "head"`) that conflicts with a flag given, so
+/// `--stages --memory-only` would otherwise pass with `--memory-only` ignored.
+const OTHER_MODES: [&str; 4] = ["stages", "families", "vocab_shards", "sampler"];
+
 #[derive(Args, Debug)]
+#[command(group(
+    // one table per run: a second mode would silently lose to the first
+    clap::ArgGroup::new("mode").args(["stages", "families", "vocab_shards", "head", "sampler"])
+))]
 pub struct BenchArgs {
     /// Add the long-context shape T = 16384, V = 151936, bf16 (for real GPUs).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "head")]
     large: bool,
-    /// Only the adapter whose name contains this (case-insensitive).
-    #[arg(long)]
+    #[arg(long, help = super::ADAPTER_HELP)]
     adapter: Option<String>,
     /// Print JSON instead of tables.
     #[arg(long)]
@@ -33,11 +48,14 @@ pub struct BenchArgs {
     seconds: f64,
     /// Shapes to run instead of the defaults, as ROWSxVOCAB or ROWSxVOCAB:DTYPE
     /// (repeatable), e.g. `--shape 4096x151936:bf16`.
-    #[arg(long = "shape", value_parser = parse_shape)]
+    #[arg(long = "shape", value_parser = parse_shape, conflicts_with = "head")]
     shapes: Vec<BenchShape>,
     /// Force the portable fallback (no f16 loads, no subgroups) to compare paths.
     #[arg(long)]
     fallback: bool,
+    /// No progress on stderr (by default a bar on a terminal, else a line every 5 s).
+    #[arg(long)]
+    quiet: bool,
     /// Time the loss's stages alone instead: `prepare` (the O(rows) pre-pass), the row
     /// kernel alone, the loss forward only, and forward + backward.
     #[arg(long)]
@@ -58,115 +76,23 @@ pub struct BenchArgs {
     /// matmuls back), forward + backward, with the extra memory of each and GFLOP/s.
     #[arg(long)]
     head: bool,
-    /// The head's shapes instead of the defaults, as ROWSxHIDDENxVOCAB[:DTYPE]
+    /// With --head: its shapes instead of the defaults, as ROWSxHIDDENxVOCAB[:DTYPE]
     /// (repeatable), e.g. `--head-shape 4096x896x151936:bf16`.
-    #[arg(long = "head-shape", value_parser = parse_head_shape)]
-    head_shapes: Vec<bench::HeadBenchShape>,
+    #[arg(
+        long = "head-shape",
+        value_parser = head::parse_head_shape,
+        requires = "head",
+        conflicts_with_all = OTHER_MODES
+    )]
+    head_shapes: Vec<HeadBenchShape>,
     /// With --head: the memory columns alone (no allocation, no timing).
-    #[arg(long)]
+    #[arg(long, requires = "head", conflicts_with_all = OTHER_MODES)]
     memory_only: bool,
     /// Time the loss under the sampler's distribution (per-token temperatures, the
     /// logit softcap, both, a given kept set of 50 ids a row) against the plain loss,
     /// forward + backward, side by side.
     #[arg(long)]
     sampler: bool,
-}
-
-fn parse_head_shape(s: &str) -> Result<bench::HeadBenchShape, String> {
-    let (dims, dtype) = s.split_once(':').unwrap_or((s, "bf16"));
-    let num = |v: &str| v.parse::<u32>().map_err(|e| format!("`{v}` in `{s}`: {e}"));
-    let d: Vec<&str> = dims.split('x').collect();
-    let [t, h, v] = d[..] else {
-        return Err(format!("`{s}` is not ROWSxHIDDENxVOCAB[:DTYPE]"));
-    };
-    let shape = bench::HeadBenchShape {
-        rows: num(t)?,
-        hidden: num(h)?,
-        vocab: num(v)?,
-        dtype: dtype.parse().map_err(|e: Error| e.to_string())?,
-    };
-    if shape.rows == 0 || shape.hidden == 0 || shape.vocab == 0 {
-        return Err(format!("`{s}` has an empty dimension"));
-    }
-    Ok(shape)
-}
-
-fn mb(bytes: u64) -> f64 {
-    bytes as f64 / 1e6
-}
-
-fn print_head(ctx: &Context, rows: &[bench::HeadRow]) {
-    let gpu = rows.iter().any(|r| r.fused.is_some_and(|t| t.gpu_time));
-    title(ctx, clock(gpu), "; forward + backward, both gradients f32");
-    println!(
-        "{:<24} {:>6} {:>10} {:>11} {:>7} {:>10} {:>11} {:>7} {:>10} {:>7} {:>11} {:>12}",
-        "shape",
-        "chunk",
-        "fused MB",
-        "unfused MB",
-        "mem",
-        "fused ms",
-        "unfused ms",
-        "time",
-        "GSPO ms",
-        "time",
-        "mm GFLOP/s",
-        "head GFLOP/s"
-    );
-    let opt = |v: Option<f64>, p: usize| v.map_or("-".to_string(), |v| format!("{v:.p$}"));
-    for r in rows {
-        let ratio = r.unfused_bytes as f64 / r.fused_bytes as f64;
-        let ratio_of = |f: Option<bench::Timing>, u: Option<bench::Timing>| match (f, u) {
-            (Some(f), Some(u)) => format!("{:.2}x", f.median_ms / u.median_ms),
-            _ => "-".to_string(),
-        };
-        let time = ratio_of(r.fused, r.unfused);
-        println!(
-            "{:<24} {:>6} {:>10.1} {:>11.1} {:>6.1}x {:>10} {:>11} {:>7} {:>10} {:>7} {:>11} {:>12}",
-            r.shape.to_string(),
-            r.chunk,
-            mb(r.fused_bytes),
-            mb(r.unfused_bytes),
-            ratio,
-            opt(r.fused.map(|t| t.median_ms), 1),
-            opt(r.unfused.map(|t| t.median_ms), 1),
-            time,
-            opt(r.fused_gspo.map(|t| t.median_ms), 1),
-            ratio_of(r.fused_gspo, r.unfused_gspo),
-            opt(r.matmul_gflops(), 1),
-            opt(r.fused_gflops(), 1),
-        );
-        if let Some(why) = &r.skipped {
-            println!("{:<24} ({why})", "");
-        }
-    }
-    println!(
-        "mem: unfused MB / fused MB; time: fused ms / unfused ms, ppo_clip (one pass) and \
-         GSPO (statistics first: each chunk's logits made twice where there are several)"
-    );
-}
-
-fn json_head(r: &bench::HeadRow) -> serde_json::Value {
-    let ms = |t: Option<bench::Timing>| t.map(|t| t.median_ms);
-    serde_json::json!({
-        "kind": "head",
-        "adapter": r.adapter,
-        "rows": r.shape.rows,
-        "hidden": r.shape.hidden,
-        "vocab": r.shape.vocab,
-        "dtype": r.shape.dtype.to_string(),
-        "chunk": r.chunk,
-        "fused_bytes": r.fused_bytes,
-        "unfused_bytes": r.unfused_bytes,
-        "fused_ms": ms(r.fused),
-        "unfused_ms": ms(r.unfused),
-        "fused_gspo_ms": ms(r.fused_gspo),
-        "unfused_gspo_ms": ms(r.unfused_gspo),
-        "logits_matmul_ms": ms(r.logits_matmul),
-        "matmul_gflops": r.matmul_gflops(),
-        "fused_gflops": r.fused_gflops(),
-        "skipped": r.skipped,
-    })
 }
 
 fn parse_shape(s: &str) -> Result<BenchShape, String> {
@@ -186,324 +112,106 @@ fn parse_shape(s: &str) -> Result<BenchShape, String> {
     Ok(shape)
 }
 
-/// What a table's times are.
-fn clock(gpu_time: bool) -> &'static str {
-    if gpu_time {
-        "GPU time (timestamps)"
-    } else {
-        "wall time"
-    }
-}
-
 /// One shape on one adapter: measured, or why not.
-enum Outcome<T> {
-    Done(T),
-    Skipped(BenchShape, String),
+struct Outcome<T, S = BenchShape> {
+    shape: S,
+    result: Result<T, String>,
 }
 
-/// The table's title line for `ctx`.
-fn title(ctx: &Context, clock: &str, extra: &str) {
-    println!(
-        "\n{}  [{}; {clock}, median{extra}]",
-        ctx.describe(),
-        ctx.paths().describe()
-    );
-}
-
-/// A shape that did not run, as a line of its table.
-fn print_skipped(shape: &BenchShape, why: &str) {
-    println!("{:<20} skipped: {why}", shape.to_string());
-}
-
-fn print_table(ctx: &Context, rows: &[Outcome<BenchRow>]) {
-    let gpu = rows
-        .iter()
-        .any(|r| matches!(r, Outcome::Done(r) if r.fused.gpu_time));
-    title(ctx, clock(gpu), "");
-    println!(
-        "{:<20} {:>10} {:>9} {:>8} {:>12} {:>9} {:>13} {:>13}",
-        "shape",
-        "fused ms",
-        "GB/s",
-        "% copy",
-        "unfused ms",
-        "speed-up",
-        "copy buf ms",
-        "copy krn ms"
-    );
-    let mut notes = Vec::new();
-    for r in rows {
-        let r = match r {
-            Outcome::Done(r) => r,
-            Outcome::Skipped(shape, why) => {
-                print_skipped(shape, why);
-                continue;
-            }
-        };
-        let (unfused, speedup) = match (r.unfused, r.speedup()) {
-            (Some(u), Some(s)) => (format!("{:.3}", u.median_ms), format!("{s:.2}x")),
-            _ => ("-".to_string(), "-".to_string()),
-        };
-        let shape = match r.parts {
-            1 => r.shape.to_string(),
-            n => format!("{} /{n}", r.shape),
-        };
-        println!(
-            "{:<20} {:>10.3} {:>9.1} {:>7.1}% {:>12} {:>9} {:>13.3} {:>13.3}",
-            shape,
-            r.fused.median_ms,
-            r.fused_gbs(),
-            r.pct_of_copy(),
-            unfused,
-            speedup,
-            r.copy_buffer.median_ms,
-            r.copy_kernel.median_ms
-        );
-        if r.parts > 1 {
-            notes.push(format!(
-                "{}: logits in {} buffers (larger than the largest), one loss over them",
-                r.shape, r.parts
-            ));
-        }
-        if let Some(why) = &r.unfused_skipped {
-            notes.push(format!("{}: no unfused baseline: {why}", r.shape));
-        }
-    }
-    for n in notes {
-        println!("  {n}");
+impl<T, S> Outcome<T, S> {
+    /// Why the shape did not run.
+    fn why(&self) -> Option<&str> {
+        self.result.as_ref().err().map(String::as_str)
     }
 }
 
-fn print_stages(ctx: &Context, rows: &[Outcome<StageRow>]) {
-    let gpu = rows
-        .iter()
-        .any(|r| matches!(r, Outcome::Done(r) if r.fused.gpu_time));
-    title(ctx, clock(gpu), "; one sequence a buffer");
-    println!(
-        "{:<20} {:>12} {:>14} {:>13} {:>14}",
-        "shape", "prepare ms", "row kernel ms", "forward ms", "fwd+bwd ms"
-    );
-    for r in rows {
-        match r {
-            Outcome::Done(r) => println!(
-                "{:<20} {:>12.4} {:>14.4} {:>13.4} {:>14.4}",
-                match r.parts {
-                    1 => r.shape.to_string(),
-                    n => format!("{} /{n}", r.shape),
-                },
-                r.prepare.median_ms,
-                r.row_stats.median_ms,
-                r.forward.median_ms,
-                r.fused.median_ms
-            ),
-            Outcome::Skipped(shape, why) => print_skipped(shape, why),
-        }
-    }
-}
+/// A mode's table of one adapter.
+type Table<T, S> = fn(&Context, &[Outcome<T, S>]);
+/// A shape's rows in a mode's JSON.
+type JsonRows<T, S> = fn(&Context, &Outcome<T, S>) -> Vec<Value>;
 
-/// The fields every JSON row has, then `fields`.
-fn json_object(
-    adapter: &str,
-    paths: &str,
-    shape: &BenchShape,
-    gpu_time: bool,
-    fields: serde_json::Value,
-) -> serde_json::Value {
-    let mut v = serde_json::json!({
-        "adapter": adapter,
-        "paths": paths,
-        "rows": shape.rows,
-        "vocab": shape.vocab,
-        "dtype": shape.dtype.name(),
-        "gpu_time": gpu_time,
-    });
-    if let (Some(o), serde_json::Value::Object(more)) = (v.as_object_mut(), fields) {
-        o.extend(more);
-    }
-    v
-}
-
-fn json_stages(r: &StageRow) -> serde_json::Value {
-    json_object(
-        &r.adapter,
-        &r.paths,
-        &r.shape,
-        r.fused.gpu_time,
-        serde_json::json!({
-            "parts": r.parts,
-            "prepare_ms": r.prepare.median_ms,
-            "row_kernel_ms": r.row_stats.median_ms,
-            "forward_ms": r.forward.median_ms,
-            "fused_ms": r.fused.median_ms,
-        }),
-    )
-}
-
-fn json_row(r: &BenchRow) -> serde_json::Value {
-    json_object(
-        &r.adapter,
-        &r.paths,
-        &r.shape,
-        r.fused.gpu_time,
-        serde_json::json!({
-            "parts": r.parts,
-            "fused_ms": r.fused.median_ms,
-            "fused_gbs": r.fused_gbs(),
-            "copy_gbs": r.copy_gbs(),
-            "pct_of_copy": r.pct_of_copy(),
-            "unfused_ms": r.unfused.map(|u| u.median_ms),
-            "unfused_skipped": r.unfused_skipped,
-            "speedup": r.speedup(),
-            "copy_buffer_ms": r.copy_buffer.median_ms,
-            "copy_kernel_ms": r.copy_kernel.median_ms,
-            "samples": r.fused.samples,
-        }),
-    )
-}
-
-fn print_families(ctx: &Context, rows: &[Outcome<Vec<FamilyRow>>]) {
-    let gpu = rows
-        .iter()
-        .any(|r| matches!(r, Outcome::Done(r) if r.iter().any(|f| f.fused.gpu_time)));
-    title(ctx, clock(gpu), "; forward + backward, old log-probs given");
-    println!(
-        "{:<20} {:<20} {:>9} {:>12} {:>12}",
-        "shape", "loss", "launches", "fwd+bwd ms", "vs ppo_clip"
-    );
-    for r in rows {
-        match r {
-            Outcome::Done(families) => {
-                let base = families.first().map_or(f64::NAN, |f| f.fused.median_ms);
-                for f in families {
-                    println!(
-                        "{:<20} {:<20} {:>9} {:>12.3} {:>11.2}x",
-                        f.shape.to_string(),
-                        f.family,
-                        f.launches,
-                        f.fused.median_ms,
-                        f.fused.median_ms / base
-                    );
-                }
-            }
-            Outcome::Skipped(shape, why) => print_skipped(shape, why),
-        }
-    }
-}
-
-fn print_shards(ctx: &Context, rows: &[Outcome<bench::ShardRow>]) {
-    let gpu = rows
-        .iter()
-        .any(|r| matches!(r, Outcome::Done(r) if r.sharded.gpu_time));
-    title(
-        ctx,
-        clock(gpu),
-        "; forward + backward, every shard on this device",
-    );
-    println!(
-        "{:<20} {:>7} {:>14} {:>12} {:>8} {:>12} {:>11}",
-        "shape", "shards", "unsharded ms", "sharded ms", "ratio", "one rank ms", "bytes/row"
-    );
-    for r in rows {
-        match r {
-            Outcome::Done(r) => println!(
-                "{:<20} {:>7} {:>14.3} {:>12.3} {:>7.2}x {:>12.3} {:>11}",
-                r.shape.to_string(),
-                r.shards.len(),
-                r.unsharded.median_ms,
-                r.sharded.median_ms,
-                r.sharded.median_ms / r.unsharded.median_ms,
-                r.one_rank.median_ms,
-                r.gathered_bytes_per_row
-            ),
-            Outcome::Skipped(shape, why) => print_skipped(shape, why),
-        }
-    }
-}
-
-fn json_shards(r: &bench::ShardRow) -> serde_json::Value {
-    serde_json::json!({
-        "adapter": r.adapter,
-        "rows": r.shape.rows,
-        "vocab": r.shape.vocab,
-        "dtype": r.shape.dtype.name(),
-        "shards": r.shards,
-        "gpu_time": r.sharded.gpu_time,
-        "unsharded_ms": r.unsharded.median_ms,
-        "sharded_ms": r.sharded.median_ms,
-        "one_rank_ms": r.one_rank.median_ms,
-        "gathered_bytes_per_row": r.gathered_bytes_per_row,
-    })
-}
-
-fn json_family(r: &FamilyRow) -> serde_json::Value {
-    serde_json::json!({
-        "adapter": r.adapter,
-        "rows": r.shape.rows,
-        "vocab": r.shape.vocab,
-        "dtype": r.shape.dtype.name(),
-        "loss": r.family,
-        "launches": r.launches,
-        "gpu_time": r.fused.gpu_time,
-        "fused_ms": r.fused.median_ms,
-    })
-}
-
-/// A shape that did not run, in the JSON: no timings, the reason.
-fn json_skipped(ctx: &Context, shape: &BenchShape, why: &str) -> serde_json::Value {
-    serde_json::json!({
-        "adapter": ctx.describe(),
-        "paths": ctx.paths().describe(),
-        "rows": shape.rows,
-        "vocab": shape.vocab,
-        "dtype": shape.dtype.name(),
-        "skipped": why,
-    })
-}
-
-fn json_of<T>(
+/// One mode on one adapter: every shape measured (a shape's error becomes its row),
+/// with progress on stderr meanwhile; then its table (unless --json) and its JSON rows.
+fn run_mode<S: Copy + std::fmt::Display, T>(
     ctx: &Context,
-    rows: &[Outcome<T>],
-    row: impl Fn(&T) -> serde_json::Value,
-) -> Vec<serde_json::Value> {
-    rows.iter()
-        .map(|r| match r {
-            Outcome::Done(r) => row(r),
-            Outcome::Skipped(shape, why) => json_skipped(ctx, shape, why),
-        })
-        .collect()
-}
-
-/// Runs `measure` on each shape, turning a shape's error into a skipped row.
-fn outcomes<T>(
-    shapes: &[BenchShape],
-    measure: impl Fn(BenchShape) -> wgpu_policy_loss::Result<T>,
-) -> Vec<Outcome<T>> {
-    shapes
+    args: &BenchArgs,
+    shapes: &[S],
+    measure: impl Fn(S) -> wgpu_policy_loss::Result<T>,
+    (print, json): (Table<T, S>, JsonRows<T, S>),
+) -> Vec<Value> {
+    let label = format!("bench: {}", ctx.describe());
+    let progress = Progress::new(&label, shapes.len() as u64, "shapes", args.quiet);
+    let rows: Vec<Outcome<T, S>> = shapes
         .iter()
-        .map(|&shape| match measure(shape) {
-            Ok(r) => Outcome::Done(r),
-            Err(e) => Outcome::Skipped(shape, e.to_string()),
+        .map(|&shape| {
+            progress.set_message(format!("measuring {shape}"));
+            let result = measure(shape).map_err(|e| e.to_string());
+            progress.inc();
+            Outcome { shape, result }
         })
-        .collect()
+        .collect();
+    // cleared before the table, so that a terminal shows the two apart
+    progress.finish();
+    if !args.json {
+        print(ctx, &rows);
+    }
+    rows.iter().flat_map(|o| json(ctx, o)).collect()
 }
 
-/// `bench --head` on one adapter: its table (unless --json) and its JSON rows.
-fn run_head(ctx: &Context, args: &BenchArgs, budget: Duration) -> Vec<serde_json::Value> {
-    let shapes = match args.head_shapes.is_empty() {
-        true => bench::HeadBenchShape::defaults(),
-        false => args.head_shapes.clone(),
-    };
-    let mut rows = Vec::new();
-    for s in shapes {
-        match bench::measure_head(ctx, s, args.samples, budget, args.memory_only) {
-            Ok(r) => rows.push(r),
-            Err(e) => eprintln!("bench --head: {s} skipped: {e}"),
-        }
+/// Every shape on one adapter, in the mode the flags chose (clap's `mode` group lets
+/// at most one through).
+fn run_adapter(ctx: &Context, args: &BenchArgs, shapes: &[BenchShape]) -> Vec<Value> {
+    let (n, budget) = (args.samples, Duration::from_secs_f64(args.seconds));
+    if args.head {
+        let shapes = match args.head_shapes.is_empty() {
+            true => HeadBenchShape::defaults(),
+            false => args.head_shapes.clone(),
+        };
+        let measure = |s| bench::measure_head(ctx, s, n, budget, args.memory_only);
+        return run_mode(ctx, args, &shapes, measure, (head::print, head::json));
     }
-    if !args.json {
-        print_head(ctx, &rows);
+    if args.sampler {
+        let measure = |s| bench::measure_sampler(ctx, s, n, budget);
+        return run_mode(ctx, args, shapes, measure, (sampler::print, sampler::json));
     }
-    rows.iter().map(json_head).collect()
+    if let Some(k) = args.vocab_shards {
+        let measure = |s| bench::measure_shards(ctx, s, k, n, budget);
+        return run_mode(
+            ctx,
+            args,
+            shapes,
+            measure,
+            (tables::print_shards, json::shards),
+        );
+    }
+    if args.families {
+        let measure = |s| bench::measure_families(ctx, s, n, budget);
+        return run_mode(
+            ctx,
+            args,
+            shapes,
+            measure,
+            (tables::print_families, json::families),
+        );
+    }
+    if args.stages {
+        let measure = |s| bench::measure_stages(ctx, s, n, budget);
+        return run_mode(
+            ctx,
+            args,
+            shapes,
+            measure,
+            (tables::print_stages, json::stages),
+        );
+    }
+    let measure = |s| bench::measure(ctx, s, n, budget);
+    run_mode(
+        ctx,
+        args,
+        shapes,
+        measure,
+        (tables::print_table, json::loss),
+    )
 }
 
 pub fn run(args: &BenchArgs) -> CliResult {
@@ -512,7 +220,6 @@ pub fn run(args: &BenchArgs) -> CliResult {
     } else {
         args.shapes.clone()
     };
-    let budget = Duration::from_secs_f64(args.seconds);
     let mut all = Vec::new();
     let open = super::open_adapters(args.adapter.as_deref())?;
     // on stderr, so that --json stays one JSON document
@@ -525,56 +232,7 @@ pub fn run(args: &BenchArgs) -> CliResult {
         } else {
             ctx
         };
-        if args.head {
-            all.extend(run_head(&ctx, args, budget));
-        } else if args.sampler {
-            all.extend(sampler::run(
-                &ctx,
-                &shapes,
-                (args.samples, budget),
-                args.json,
-            ));
-        } else if let Some(k) = args.vocab_shards {
-            let rows = outcomes(&shapes, |s| {
-                bench::measure_shards(&ctx, s, k, args.samples, budget)
-            });
-            if !args.json {
-                print_shards(&ctx, &rows);
-            }
-            for r in &rows {
-                match r {
-                    Outcome::Done(r) => all.push(json_shards(r)),
-                    Outcome::Skipped(shape, why) => all.push(json_skipped(&ctx, shape, why)),
-                }
-            }
-        } else if args.families {
-            let rows = outcomes(&shapes, |s| {
-                bench::measure_families(&ctx, s, args.samples, budget)
-            });
-            if !args.json {
-                print_families(&ctx, &rows);
-            }
-            for r in &rows {
-                match r {
-                    Outcome::Done(rows) => all.extend(rows.iter().map(json_family)),
-                    Outcome::Skipped(shape, why) => all.push(json_skipped(&ctx, shape, why)),
-                }
-            }
-        } else if args.stages {
-            let rows = outcomes(&shapes, |s| {
-                bench::measure_stages(&ctx, s, args.samples, budget)
-            });
-            if !args.json {
-                print_stages(&ctx, &rows);
-            }
-            all.extend(json_of(&ctx, &rows, json_stages));
-        } else {
-            let rows = outcomes(&shapes, |s| bench::measure(&ctx, s, args.samples, budget));
-            if !args.json {
-                print_table(&ctx, &rows);
-            }
-            all.extend(json_of(&ctx, &rows, json_row));
-        }
+        all.extend(run_adapter(&ctx, args, &shapes));
     }
     let json = serde_json::to_string_pretty(&all)?;
     if let Some(path) = &args.json_file {

@@ -1,49 +1,24 @@
 //! `bench --sampler`: the table and the JSON rows of the sampler's variants.
 
-use std::time::Duration;
-
-use wgpu_policy_loss::tools::bench::{self, SamplerRow};
+use serde_json::{json, Value};
+use wgpu_policy_loss::tools::bench::SamplerRow;
 use wgpu_policy_loss::Context;
 
-use super::{clock, json_skipped, outcomes, print_skipped, title, Outcome};
+use super::json::row;
+use super::tables::{any_gpu, clock, print_skipped, title};
+use super::Outcome;
 
-/// Every shape on `ctx`: its table (unless `json`) and its JSON rows.
-pub(super) fn run(
-    ctx: &Context,
-    shapes: &[bench::BenchShape],
-    (samples, budget): (usize, Duration),
-    json: bool,
-) -> Vec<serde_json::Value> {
-    let rows = outcomes(shapes, |s| bench::measure_sampler(ctx, s, samples, budget));
-    if !json {
-        print(ctx, &rows);
-    }
-    let mut all = Vec::new();
-    for r in &rows {
-        match r {
-            Outcome::Done(rows) => all.extend(rows.iter().map(json_row)),
-            Outcome::Skipped(shape, why) => all.push(json_skipped(ctx, shape, why)),
-        }
-    }
-    all
-}
-
-fn print(ctx: &Context, rows: &[Outcome<Vec<SamplerRow>>]) {
-    let gpu = rows
-        .iter()
-        .any(|r| matches!(r, Outcome::Done(r) if r.iter().any(|f| f.fused.gpu_time)));
-    title(
-        ctx,
-        clock(gpu),
-        "; ppo_clip forward + backward, old log-probs given",
-    );
+pub(super) fn print(ctx: &Context, rows: &[Outcome<Vec<SamplerRow>>]) {
+    let gpu = any_gpu(rows, |r| r.iter().any(|f| f.fused.gpu_time));
+    let extra = "; ppo_clip forward + backward, old log-probs given";
+    title(ctx, clock(gpu), extra);
     println!(
         "{:<20} {:<36} {:>12} {:>10}",
         "shape", "sampler", "fwd+bwd ms", "vs plain"
     );
-    for r in rows {
-        match r {
-            Outcome::Done(variants) => {
+    for o in rows {
+        match &o.result {
+            Ok(variants) => {
                 for v in variants {
                     println!(
                         "{:<20} {:<36} {:>12.3} {:>9.2}x",
@@ -54,21 +29,30 @@ fn print(ctx: &Context, rows: &[Outcome<Vec<SamplerRow>>]) {
                     );
                 }
             }
-            Outcome::Skipped(shape, why) => print_skipped(shape, why),
+            Err(why) => print_skipped(&o.shape, why, 20),
         }
     }
 }
 
-fn json_row(r: &SamplerRow) -> serde_json::Value {
-    serde_json::json!({
-        "adapter": r.adapter,
-        "rows": r.shape.rows,
-        "vocab": r.shape.vocab,
-        "dtype": r.shape.dtype.to_string(),
-        "sampler": r.variant,
-        "fused_ms": r.fused.median_ms,
-        "samples": r.fused.samples,
-        "gpu_time": r.fused.gpu_time,
-        "vs_plain": r.ratio,
-    })
+/// A row per variant, or one row for a shape that did not run.
+pub(super) fn json(ctx: &Context, o: &Outcome<Vec<SamplerRow>>) -> Vec<Value> {
+    let one = |v: Option<&SamplerRow>| {
+        row(
+            ctx,
+            "sampler",
+            &o.shape,
+            v.map(|v| v.fused.gpu_time),
+            o.why(),
+            json!({
+                "sampler": v.map(|v| v.variant),
+                "fused_ms": v.map(|v| v.fused.median_ms),
+                "samples": v.map(|v| v.fused.samples),
+                "vs_plain": v.map(|v| v.ratio),
+            }),
+        )
+    };
+    match &o.result {
+        Ok(variants) => variants.iter().map(|v| one(Some(v))).collect(),
+        Err(_) => vec![one(None)],
+    }
 }
