@@ -157,9 +157,10 @@ tests_failed=$((tests_failed + ignored_empty))
 step check "$cli" check
 check_rc=$?
 large=$([ "${REPORT_LARGE:-1}" = 0 ] || echo --large)
-step bench "$cli" bench $large --seconds "$seconds" --json-file "$out/bench.json"
+# --quiet: the report keeps the tables, not the progress lines bench writes to stderr
+step bench "$cli" bench $large --quiet --seconds "$seconds" --json-file "$out/bench.json"
 bench_rc=$?
-step stages "$cli" bench --stages $large --seconds "$seconds" --json-file "$out/stages.json"
+step stages "$cli" bench --stages $large --quiet --seconds "$seconds" --json-file "$out/stages.json"
 stages_rc=$?
 # PyTorch beside the bench, where there is a PyTorch (its rows say why they did not run)
 anchors="n/a (no python3 with torch)"

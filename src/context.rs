@@ -140,9 +140,9 @@ fn paths_for(features: wgpu::Features, info: &wgpu::AdapterInfo) -> Paths {
 
 impl Context {
     /// Opens a device on the adapter wgpu's environment selects: `WGPU_ADAPTER_NAME`
-    /// (a case-insensitive substring of the adapter's name) if set, else the
-    /// `WGPU_POWER_PREF` preference (high performance by default), among the backends
-    /// `WGPU_BACKEND` allows.
+    /// if set (as [`Context::adapter_named`] takes it: a backend, `lavapipe`, or part
+    /// of the adapter's name), else the `WGPU_POWER_PREF` preference (high performance
+    /// by default), among the backends `WGPU_BACKEND` allows.
     #[cfg(not(target_arch = "wasm32"))]
     pub fn new() -> Result<Self> {
         let adapter = match std::env::var("WGPU_ADAPTER_NAME") {

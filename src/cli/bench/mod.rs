@@ -44,7 +44,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 7)]
     samples: usize,
     /// Time budget per measurement, in seconds (at least 3 samples are taken).
-    #[arg(long, default_value_t = 3.0)]
+    #[arg(long, default_value_t = 3.0, value_parser = parse_seconds)]
     seconds: f64,
     /// Shapes to run instead of the defaults, as ROWSxVOCAB or ROWSxVOCAB:DTYPE
     /// (repeatable), e.g. `--shape 4096x151936:bf16`.
@@ -93,6 +93,15 @@ pub struct BenchArgs {
     /// forward + backward, side by side.
     #[arg(long)]
     sampler: bool,
+}
+
+/// A finite time budget ≥ 0 (`Duration` panics on anything else).
+fn parse_seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        Ok(v) => Err(format!("{v} is not a number of seconds ≥ 0")),
+        Err(e) => Err(format!("`{s}`: {e}")),
+    }
 }
 
 fn parse_shape(s: &str) -> Result<BenchShape, String> {

@@ -37,7 +37,7 @@ pub struct EvalArgs {
     /// the device). The outputs do not depend on it beyond f32 rounding.
     #[arg(long)]
     head_chunk: Option<u32>,
-    /// Run on the first adapter whose name contains this (case-insensitive).
+    /// The adapter to run on (see `--help`: a backend, `lavapipe`, or part of a name).
     #[arg(long)]
     adapter: Option<String>,
     /// Split the rows into this many buffers, each of whole sequences ([B, S, V] logits,

@@ -45,9 +45,14 @@ impl PolicyLoss {
         let largest = limits.max_buffer_size;
         let binding = limits.max_storage_buffer_binding_size.min(largest);
         let vocab: u64 = d.w_blocks.iter().map(|&n| n as u64).sum();
-        let vocab = u32::try_from(vocab)
-            .map_err(|_| Error::arg("lm_head", format!("has {vocab} rows, more than 2^32 - 1")))?;
-        let stride = vocab.div_ceil(8) * 8;
+        // the logits' row stride is V rounded up to 8, which must fit a u32 too
+        let stride = u32::try_from(vocab.div_ceil(8) * 8).map_err(|_| {
+            Error::arg(
+                "lm_head",
+                format!("has {vocab} rows: V rounded up to 8 passes 2^32 - 1"),
+            )
+        })?;
+        let vocab = vocab as u32; // at most the stride
         let row_bytes = stride as u64 * 4;
         if row_bytes > binding {
             return Err(Error::arg(
