@@ -153,6 +153,50 @@ fn help_lists_every_new_flag_and_value() {
     }
 }
 
+/// `eval --help` groups its flags under headings, every flag (but clap's own `-h`)
+/// under one of them and with a line saying what it does.
+#[test]
+fn help_groups_every_flag_under_a_heading_with_a_line() {
+    let out = bin().args(["eval", "--help"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let lines: Vec<&str> = text.lines().collect();
+    let mut heading: Option<&str> = None;
+    let mut flags = 0;
+    for (i, line) in lines.iter().enumerate() {
+        if !line.starts_with(' ') && line.ends_with(':') {
+            heading = Some(line);
+            continue;
+        }
+        let flag = line.trim_start();
+        if line.len() - flag.len() > 6 || !flag.starts_with("--") {
+            continue;
+        }
+        flags += 1;
+        let next = lines.get(i + 1).map_or("", |l| l.trim());
+        let described = !next.is_empty() && !next.starts_with('[') && !next.starts_with('-');
+        assert!(described, "{flag} has no help line: {text}");
+        assert!(
+            heading.is_some_and(|h| h != "Options:"),
+            "{flag} is under no heading of its own: {text}"
+        );
+    }
+    assert!(flags >= 45, "{flags} flags in: {text}");
+    for h in [
+        "Input and output:",
+        "Loss mode:",
+        "Ratio and clipping:",
+        "KL and entropy:",
+        "Aggregation:",
+        "Sampler's distribution:",
+        "Rollout correction and masks:",
+        "Covariance modes (clip_cov, kl_cov):",
+        "Presets (TRL's loss_type):",
+        "Execution:",
+    ] {
+        assert!(lines.contains(&h), "no heading {h}: {text}");
+    }
+}
+
 /// SPEC's eval error table (2026): flags on a valid input, and the flag the error names.
 const ERROR_TABLE: &[(&[&str], &str)] = &[
     // --mode dro without --dro-beta, or --dro-beta ≤ 0

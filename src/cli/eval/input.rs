@@ -7,6 +7,7 @@ use wgpu_policy_loss::reference::sampler::KeptSets;
 use wgpu_policy_loss::{Error, HostBatch, HostHead, HostLogits, HostPart};
 
 use super::bad;
+use super::positions::{Positions, Shift};
 
 /// What the loss is computed from: logits, or hidden states and the lm-head weight.
 pub(super) enum Source {
@@ -40,6 +41,9 @@ pub(super) struct Input {
     pub temps: Option<Vec<f32>>,
     /// The sampler's given kept sets: offsets (rows + 1) and ids.
     pub keep: Option<OwnedKept>,
+    /// Where `--positions shifted` lined the rows up: `shape`, `lead` and the head's
+    /// `shape` stay the file's (the outputs'), every other field holds the rows read.
+    pub shift: Option<Shift>,
 }
 
 /// `[T, W]` or `[B, S, W]`: the leading dimensions, W and the rows of a sequence.
@@ -128,12 +132,16 @@ fn head_source(h: &TensorView<'_>, w: &TensorView<'_>) -> Result<Read, Error> {
 }
 
 impl Input {
-    pub fn read(st: &SafeTensors<'_>) -> Result<Self, Error> {
+    pub fn read(st: &SafeTensors<'_>, positions: Positions) -> Result<Self, Error> {
         let (shape, lead, vocab, rows_per_seq, source) = source(st)?;
+        let shift = Shift::of(positions, &lead)?;
         let seqs = if lead.len() == 2 { lead[0] } else { 1 };
         let mask_t = required(st, "mask")?;
         expect_shape("mask", &mask_t, &lead)?;
-        let mask = mask_values(&mask_t)?;
+        let mut mask = mask_values(&mask_t)?;
+        if let Some(s) = shift {
+            s.unread(&mut mask);
+        }
         let targets_t = required(st, "targets")?;
         expect_shape("targets", &targets_t, &lead)?;
         let targets = target_ids(&targets_t, &mask, vocab)?;
@@ -157,7 +165,7 @@ impl Input {
                 None => Ok(None),
             }
         };
-        Ok(Input {
+        let mut input = Input {
             old: optional("old_logprobs")?,
             refp: optional("ref_logprobs")?,
             rollout: optional("rollout_logprobs")?,
@@ -172,7 +180,34 @@ impl Input {
             mask,
             targets,
             advantages,
-        })
+            shift,
+        };
+        if let Some(s) = shift {
+            input.line_up(s)?;
+        }
+        Ok(input)
+    }
+
+    /// The rows `s` shifts read, lined up (see [`super::positions`]).
+    fn line_up(&mut self, s: Shift) -> Result<(), Error> {
+        match &mut self.source {
+            Source::Logits(x) => x.line_up(s, self.vocab),
+            Source::Head { hidden, h, .. } => hidden.line_up(s, *h),
+        }
+        s.tokens(&mut self.mask);
+        s.tokens(&mut self.targets);
+        if self.advantages.len() != self.seqs {
+            s.tokens(&mut self.advantages);
+        }
+        let per_token = [&mut self.old, &mut self.refp, &mut self.rollout];
+        for v in per_token.into_iter().chain([&mut self.temps]).flatten() {
+            s.tokens(v);
+        }
+        if let Some(k) = &self.keep {
+            self.keep = Some(s.kept(k, self.vocab)?);
+        }
+        self.rows_per_seq = Some(s.rows_per_seq() as u32);
+        Ok(())
     }
 
     /// The given kept sets, as the host API takes them.
@@ -402,6 +437,15 @@ impl Columns {
                 ))
             }
         })
+    }
+
+    /// Rows of width `w` lined up for `s`.
+    pub(super) fn line_up(&mut self, s: Shift, w: usize) {
+        match self {
+            Columns::F32(x) => s.rows(x, w),
+            Columns::F16(x) => s.rows(x, w),
+            Columns::Bf16(x) => s.rows(x, w),
+        }
     }
 
     pub fn host(&self) -> HostLogits<'_> {

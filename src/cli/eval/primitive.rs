@@ -10,6 +10,7 @@ use wgpu_policy_loss::{
 };
 
 use super::input::{expect_shape, f32s, source, target_ids, tensor, Columns, Source};
+use super::positions::{Positions, Shift};
 use super::{bad, context, flag, output, EvalArgs};
 use crate::cli::CliResult;
 
@@ -17,9 +18,10 @@ use crate::cli::CliResult;
 const UPSTREAM: [&str; 3] = ["upstream_logprobs", "upstream_entropy", "upstream_lse"];
 
 /// The flags that apply to the primitive (clap's ids); any other given is an error.
-const FLAGS: [&str; 12] = [
+const FLAGS: [&str; 13] = [
     "input",
     "output",
+    "positions",
     "grad_dtype",
     "temperature",
     "logit_softcap",
@@ -41,7 +43,12 @@ pub(super) fn wanted(st: &SafeTensors<'_>) -> bool {
 /// The primitive's run; `given` are the ids of the flags on the command line.
 pub(super) fn run(args: &EvalArgs, given: &[String], st: &SafeTensors<'_>) -> CliResult {
     check_names(given, st)?;
-    let batch = Batch::read(st)?;
+    let batch = Batch::read(st, args.positions)?;
+    run_batch(args, &batch).map_err(|e| super::positions::remap(batch.shift, e))
+}
+
+/// The primitive's run on the input read (its rows lined up where shifted).
+fn run_batch(args: &EvalArgs, batch: &Batch) -> CliResult {
     let head = matches!(batch.source, Source::Head { .. });
     for (given, name) in [
         (args.head_chunk.is_some() && !head, "--head-chunk"),
@@ -71,35 +78,10 @@ pub(super) fn run(args: &EvalArgs, given: &[String], st: &SafeTensors<'_>) -> Cl
         min_p: args.loss.min_p,
     };
     let ctx = context(args.adapter.as_deref())?;
-    if let Source::Head {
-        hidden,
-        lm_head,
-        shape,
-        h,
-    } = &batch.source
-    {
-        let b = HostLogProbsHead {
-            hidden: hidden.host(),
-            lm_head: lm_head.host(),
-            hidden_dim: *h as u32,
-            chunk_rows: args.head_chunk,
-            ..batch.host_rows()
-        };
-        let out = ctx
-            .logprobs_head(&config, &b, Some(args.grad_dtype))
-            .map_err(flag)?;
-        let gh = out.grad_hidden.as_ref().ok_or("no grad_hidden came back")?;
-        let gw = out
-            .grad_lm_head
-            .as_ref()
-            .ok_or("no grad_lm_head came back")?;
-        let grads = [
-            ("grad_hidden", shape.clone(), gh),
-            ("grad_lm_head", vec![batch.vocab, *h], gw),
-        ];
-        return output::write_rows(&out.loss, &batch.lead, &grads, &args.output);
+    if matches!(batch.source, Source::Head { .. }) {
+        return run_head(args, batch, &config, &ctx);
     }
-    let out = match args.vocab_shards {
+    let mut out = match args.vocab_shards {
         None => batch.run(&ctx, &config, args)?,
         Some(_) if args.parts != 1 => {
             let why = "cannot be combined with --parts: give one of them";
@@ -107,6 +89,9 @@ pub(super) fn run(args: &EvalArgs, given: &[String], st: &SafeTensors<'_>) -> Cl
         }
         Some(k) => batch.sharded(&ctx, &config, k, args.grad_dtype)?,
     };
+    if let Some(s) = batch.shift {
+        s.restore(&mut out, batch.vocab);
+    }
     let mut shape = batch.lead.clone();
     shape.push(batch.vocab);
     let grad = out.grad.as_ref().ok_or("no gradient came back")?;
@@ -116,6 +101,43 @@ pub(super) fn run(args: &EvalArgs, given: &[String], st: &SafeTensors<'_>) -> Cl
         &[("grad_logits", shape, grad)],
         &args.output,
     )
+}
+
+/// The primitive of hidden and lm_head: its two gradients.
+fn run_head(args: &EvalArgs, batch: &Batch, config: &LogProbConfig, ctx: &Context) -> CliResult {
+    let Source::Head {
+        hidden,
+        lm_head,
+        shape,
+        h,
+    } = &batch.source
+    else {
+        return Err("not a head input".into());
+    };
+    let b = HostLogProbsHead {
+        hidden: hidden.host(),
+        lm_head: lm_head.host(),
+        hidden_dim: *h as u32,
+        chunk_rows: args.head_chunk,
+        ..batch.host_rows()
+    };
+    let mut out = ctx
+        .logprobs_head(config, &b, Some(args.grad_dtype))
+        .map_err(flag)?;
+    let gh = out.grad_hidden.as_mut().ok_or("no grad_hidden came back")?;
+    if let Some(s) = batch.shift {
+        s.restore(&mut out.loss, batch.vocab);
+        s.restore_grad(gh, *h);
+    }
+    let gw = out
+        .grad_lm_head
+        .as_ref()
+        .ok_or("no grad_lm_head came back")?;
+    let grads = [
+        ("grad_hidden", shape.clone(), &*gh),
+        ("grad_lm_head", vec![batch.vocab, *h], gw),
+    ];
+    output::write_rows(&out.loss, &batch.lead, &grads, &args.output)
 }
 
 /// `Err` naming the first loss flag on the command line, or the first tensor of the
@@ -153,6 +175,8 @@ fn check_names(given: &[String], st: &SafeTensors<'_>) -> CliResult {
 
 /// The input's tensors, read and checked against one another.
 struct Batch {
+    /// The file's leading shape (the outputs'); the other fields hold the rows read,
+    /// lined up where `shift` is set.
     lead: Vec<usize>,
     vocab: usize,
     seqs: usize,
@@ -161,11 +185,13 @@ struct Batch {
     temps: Option<Vec<f32>>,
     keep: Option<super::input::OwnedKept>,
     up: [Option<Vec<f32>>; 3],
+    shift: Option<Shift>,
 }
 
 impl Batch {
-    fn read(st: &SafeTensors<'_>) -> Result<Self, Error> {
+    fn read(st: &SafeTensors<'_>, positions: Positions) -> Result<Self, Error> {
         let (_, lead, vocab, _, source) = source(st)?;
+        let shift = Shift::of(positions, &lead)?;
         let seqs = if lead.len() == 2 { lead[0] } else { 1 };
         let per_row = |name: &'static str| -> Result<Option<Vec<f32>>, Error> {
             match tensor(st, name)? {
@@ -186,14 +212,17 @@ impl Batch {
         expect_shape("targets", &y, &lead)?;
         // an id is read (and checked) where upstream_logprobs is not 0
         let rows: usize = lead.iter().product();
-        let reads: Vec<f32> = match &up[0] {
+        let mut reads: Vec<f32> = match &up[0] {
             Some(a) => a
                 .iter()
                 .map(|&a| if a != 0.0 { 1.0 } else { 0.0 })
                 .collect(),
             None => vec![0.0; rows],
         };
-        Ok(Batch {
+        if let Some(s) = shift {
+            s.unread(&mut reads);
+        }
+        let mut batch = Batch {
             targets: target_ids(&y, &reads, vocab)?,
             temps: per_row("temperatures")?,
             keep: super::input::kept_sets(st, rows)?,
@@ -202,7 +231,28 @@ impl Batch {
             vocab,
             seqs,
             up,
-        })
+            shift,
+        };
+        if let Some(s) = shift {
+            batch.line_up(s)?;
+        }
+        Ok(batch)
+    }
+
+    /// The rows `s` shifts read, lined up (see [`super::positions`]).
+    fn line_up(&mut self, s: Shift) -> Result<(), Error> {
+        match &mut self.source {
+            Source::Logits(x) => x.line_up(s, self.vocab),
+            Source::Head { hidden, h, .. } => hidden.line_up(s, *h),
+        }
+        s.tokens(&mut self.targets);
+        for v in self.up.iter_mut().chain([&mut self.temps]).flatten() {
+            s.tokens(v);
+        }
+        if let Some(k) = &self.keep {
+            self.keep = Some(s.kept(k, self.vocab)?);
+        }
+        Ok(())
     }
 
     /// The primitive over `--parts` parts of whole sequences, joined.
@@ -220,7 +270,7 @@ impl Batch {
             );
             return Err(bad("--parts", why));
         }
-        let rows: usize = self.lead.iter().product();
+        let rows = self.targets.len();
         let whole = self.host(0..rows, self.kept());
         // every row checked once, numbered over the whole batch
         whole.check(config).map_err(flag)?;
@@ -271,7 +321,7 @@ impl Batch {
             ));
         };
         let shards = super::parts::uneven_shards(self.vocab as u32, k)?;
-        let rows: usize = self.lead.iter().product();
+        let rows = self.targets.len();
         let whole = self.host(0..rows, self.kept());
         whole.check(config).map_err(flag)?;
         let cfg = wgpu_policy_loss::LossConfig {
