@@ -1,12 +1,13 @@
-// One workgroup: advantages from per-sequence rewards (SPEC "Advantages"). Groups of
-// G consecutive rewards answer one prompt; a team of lanes takes each group (each
-// lane a strided part in order, then a fixed tree: workgroup/sum.wgsl), and the
-// batch-wide statistics of reinforce_pp use the workgroup's tree, so the results are
-// bitwise reproducible. Means and variances are two-pass for accuracy, and
-// taken about the first reward: a group whose rewards agree (all wrong, all right)
-// sums exact zeros, so its advantages are exactly 0. Summed as they are, the f32 mean
-// of equal rewards can miss them by an ulp, which GRPO's division by (0 + 1e-6)
-// would blow up to advantages of ~1e-2 for answers that were all alike.
+// One workgroup: advantages from per-sequence rewards
+// (docs/MATH.md#advantages-from-rewards). Groups of G consecutive rewards answer one
+// prompt; a team of lanes takes each group (each lane a strided part in order, then a
+// fixed tree: workgroup/sum.wgsl), and the batch-wide statistics of reinforce_pp use
+// the workgroup's tree, so the results are bitwise reproducible. Means and variances
+// are two-pass for accuracy, and taken about the first reward: a group whose rewards
+// agree (all wrong, all right) sums exact zeros, so its advantages are exactly 0.
+// Summed as they are, the f32 mean of equal rewards can miss them by an ulp, which
+// GRPO's division by (0 + 1e-6) would blow up to advantages of ~1e-2 for answers that
+// were all alike.
 //
 // requires: GPG, GRPO, GRPO_NO_STD, Params, REINFORCE_PP, WG_SIZE, team_segment
 // requires: team_sum, workgroup_sum

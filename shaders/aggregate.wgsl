@@ -1,4 +1,5 @@
-// The aggregation weight factor c_b of a sequence (SPEC "Aggregation"): w_r = m_r·c_b.
+// The aggregation weight factor c_b of a sequence (docs/MATH.md#aggregation-and-presets):
+// w_r = m_r·c_b.
 // Shared by prepare.wgsl (the weights of m) and select.wgsl (the top-entropy mask's
 // renormalised weights of m·e); both declare `seqinfo`, a vec4 per sequence.
 //

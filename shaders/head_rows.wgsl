@@ -1,5 +1,5 @@
 // The fused linear head's row moves between the caller's strided tensors and the dense
-// f32 matrices its matmuls read and write (SPEC "Fused linear head"):
+// f32 matrices its matmuls read and write (docs/MATH.md#the-fused-linear-head):
 //
 //   gather_rows   a chunk of hidden rows (any RowLayout, f32/f16/bf16) → dense f32
 //                 [rows, cols]; the logits' matmul and ∂L/∂W's read it

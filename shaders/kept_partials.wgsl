@@ -1,4 +1,4 @@
-// row_partials.wgsl over a given kept set (SPEC "The sampler's distribution"): one
+// row_partials.wgsl over a given kept set (docs/MATH.md#given-kept-sets): one
 // workgroup per row takes the statistics of its kept ids that fall in these columns,
 // K ∩ [col_offset, col_offset + vocab), and writes them as a partial (m, s, t, z_y)
 // that combine.wgsl merges, as it merges column blocks and vocabulary shards. A row

@@ -1,4 +1,4 @@
-// The sampler's kept set computed from each row (SPEC "The sampler's distribution"):
+// The sampler's kept set computed from each row (docs/MATH.md#computed-kept-sets):
 // min-p, top-k and top-p, in that order, after the softcap and the row's temperature.
 // Each rule keeps the tokens at or above some value of the row, so the kept set is
 // K = {v : s_v ≥ θ} for one threshold θ on the capped logit s = c·tanh(x/c) (τ > 0

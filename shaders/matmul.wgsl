@@ -1,4 +1,5 @@
-// A portable tiled matrix product for the fused linear head (SPEC "Fused linear head"):
+// A portable tiled matrix product for the fused linear head
+// (docs/MATH.md#the-fused-linear-head):
 //
 //   C[m, n] (+)= Σ_k A[m, k] · B[k, n]      products and sums in f32, k in order
 //

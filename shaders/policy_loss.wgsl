@@ -1,7 +1,7 @@
 // The fused forward + backward of the policy loss, one workgroup per logits row:
 //
 //   sweep 1  read the row once: online max / sum / entropy accumulator (prelude.wgsl)
-//   scalars  log-prob, entropy, the token's loss L_t and G_t = ∂L_t/∂logp (SPEC)
+//   scalars  log-prob, entropy, the token's loss L_t and G_t = ∂L_t/∂logp (docs/MATH.md)
 //   sweep 2  read the row again (mostly from cache) and write its gradient once:
 //            ∂Loss/∂x_v = (w/τ)·[G·(1[v = y] − p_v) + γ·p_v·(z_v − Σ p z)]
 //
@@ -140,8 +140,8 @@ fn token_ratio(inputs: vec4<f32>, logp: f32) -> Ratio {
     return Ratio(d, exp(clamp_keep_nan(d, -20.0, 20.0)), abs(d) > 20.0);
 }
 
-// SPEC's policy term l_t and g_t of the row at `at` (of sequence `seq`) in the
-// configured mode.
+// The policy term l_t and g_t (docs/MATH.md#the-per-token-loss) of the row at `at` (of
+// sequence `seq`) in the configured mode.
 fn policy_term(inputs: vec4<f32>, logp: f32, at: u32, seq: u32) -> Term {
     let a = inputs.y;
     let mode = params.mode;
@@ -201,8 +201,8 @@ fn cov_term(a: f32, rt: Ratio, at: u32) -> Term {
     return t;
 }
 
-// The modes of SPEC's 2026 matrix (geo_mean, dppo_tv/kl, dro, vespo), and reinforce /
-// gpg.
+// The modes of docs/MATH.md#policy-modes-of-2026 (geo_mean, dppo_tv/kl, dro, vespo),
+// and reinforce / gpg.
 fn term_2026(a: f32, logp: f32, old: f32, rt: Ratio, seq: u32) -> Term {
     let mode = params.mode;
     let d = rt.d;
@@ -263,7 +263,7 @@ fn kl_of(inputs: vec4<f32>, logp: f32, seq: u32) -> vec2<f32> {
     return vec2<f32>(kl.x * rt.r, rt.r * kl.y + select(rt.r * kl.x, 0.0, rt.clamped));
 }
 
-// Whether a masked-in row reads a NaN (SPEC "Bad input"): its advantage, its old or
+// Whether a masked-in row reads a NaN (docs/MATH.md#bad-input): its advantage, its old or
 // ref log-prob, its rollout weight q (NaN from its own sampler log-prob or, per
 // sequence, a neighbour's) or its sequence's value (NaN from any input of the
 // sequence). Tested on the bits: the compares of the clipped objective may turn a NaN
@@ -320,11 +320,11 @@ fn token_loss(inputs: vec4<f32>, st: Stats, at: u32, seq: u32) -> TokenLoss {
     return TokenLoss(l, big_g, kl.x, term.flags, gamma, 0.0, true);
 }
 
-// The log-prob primitive (SPEC "The log-prob primitive"): rowin holds (read, −a, b, c)
-// (prepare.wgsl), the caller's upstream ∂L/∂logp, ∂L/∂H, ∂L/∂lse. Its "loss" is the
-// linearisation a·logp + b·H + c·lse, whose gradient is the vector-Jacobian product:
-// G = a, γ = −b, and c·p_v. The log-prob is read only where a ≠ 0 (elsewhere the
-// target may be padding).
+// The log-prob primitive (docs/MATH.md#the-log-prob-primitive): rowin holds (read, −a,
+// b, c) (prepare.wgsl), the caller's upstream ∂L/∂logp, ∂L/∂H, ∂L/∂lse. Its "loss" is
+// the linearisation a·logp + b·H + c·lse, whose gradient is the vector-Jacobian
+// product: G = a, γ = −b, and c·p_v. The log-prob is read only where a ≠ 0 (elsewhere
+// the target may be padding).
 fn primitive_loss(inputs: vec4<f32>, st: Stats) -> TokenLoss {
     let a = -inputs.y;
     let reads_logp = a != 0.0;

@@ -103,10 +103,10 @@ fn key_value(k: u32) -> f32 {
     return bitcast<f32>(select(~k, k & 0x7fffffffu, (k & 0x80000000u) != 0u));
 }
 
-// SPEC "Bad input": mask values >= 0 weight linearly, and a mask that is negative, NaN
-// or ±inf is bad input on any row. A row is in the loss when its mask is finite and
-// > 0 (finiteness tested on the bits: a driver's compare may take a NaN as > 0, and
-// +inf would make the weights inf · 0).
+// docs/MATH.md#bad-input: mask values >= 0 weight linearly, and a mask that is
+// negative, NaN or ±inf is bad input on any row. A row is in the loss when its mask is
+// finite and > 0 (finiteness tested on the bits: a driver's compare may take a NaN as >
+// 0, and +inf would make the weights inf · 0).
 fn mask_in(m: f32) -> bool {
     return is_finite(m) && m > 0.0;
 }
@@ -115,9 +115,9 @@ fn mask_bad(m: f32) -> bool {
     return !is_finite(m) || m < 0.0;
 }
 
-// SPEC's clamps (the ±20 of a log-ratio, the KL's ±10) keep a NaN a NaN: GPUs' min and
-// max return their non-NaN operand, which would turn a bad log-prob into a plausible
-// number. ±inf are clamped as SPEC says.
+// The clamps of docs/MATH.md (the ±20 of a log-ratio, the KL's ±10) keep a NaN a NaN:
+// GPUs' min and max return their non-NaN operand, which would turn a bad log-prob into
+// a plausible number. ±inf are clamped as the formulas say (docs/MATH.md#bad-input).
 fn clamp_keep_nan(x: f32, lo: f32, hi: f32) -> f32 {
     return select(clamp(x, lo, hi), x, is_nan(x));
 }
@@ -198,8 +198,8 @@ fn acc_logp(a: RowAcc, z: f32) -> f32 {
 // more than memory does.
 //
 // mx·c2 is rounded once per group; that shifts every d of the group by the same ε,
-// which cancels in the entropy and moves lse by ε·ln 2 ≤ |z|·2^-25 (within SPEC's
-// tolerances, which grow with |z| alike).
+// which cancels in the entropy and moves lse by ε·ln 2 ≤ |z|·2^-25 (within the
+// tolerances of docs/NUMERICS.md, which grow with |z| alike).
 //
 // The hot loop has no case for non-finite logits. Its result shows when it went
 // wrong, and the lane then takes its logits again one at a time with RowAcc

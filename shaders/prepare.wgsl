@@ -1,9 +1,9 @@
 // One workgroup, before the row kernel: gathers each row's mask, advantage and old/ref
 // log-probs into one vec4 (so the row kernel needs one binding for them), and computes
-// the aggregation weight of each sequence, w_r = m_r · c_b (SPEC "Aggregation").
-// O(rows) work, spread over every lane however the rows fall into sequences (teams of
-// lanes per sequence, workgroup/sum.wgsl); sums run in a fixed order, so weights are
-// bitwise reproducible.
+// the aggregation weight of each sequence, w_r = m_r · c_b
+// (docs/MATH.md#aggregation-and-presets). O(rows) work, spread over every lane however
+// the rows fall into sequences (teams of lanes per sequence, workgroup/sum.wgsl); sums
+// run in a fixed order, so weights are bitwise reproducible.
 //
 // requires: ADV_PER_TOKEN, COUNT_EMPTY, GATHER, HAS_OLD, HAS_REF, HAS_ROLLOUT
 // requires: PRIMITIVE, Params, WEIGHTS, WG_SIZE, mask_in, team_rows
@@ -75,9 +75,9 @@ fn gather(lane: u32) {
     }
 }
 
-// The log-prob primitive (SPEC "The log-prob primitive"): the advantage's, old's and
-// ref's bindings hold its upstream a = ∂L/∂logp, b = ∂L/∂H and c = ∂L/∂lse. A row is
-// read where any is not 0 (a NaN is not 0: bad input, reported); a comes as
+// The log-prob primitive (docs/MATH.md#the-log-prob-primitive): the advantage's, old's
+// and ref's bindings hold its upstream a = ∂L/∂logp, b = ∂L/∂H and c = ∂L/∂lse. A row
+// is read where any is not 0 (a NaN is not 0: bad input, reported); a comes as
 // reinforce's advantage −a, so that the row kernel's G is a.
 fn primitive_row(v: vec4<f32>) -> vec4<f32> {
     let read = v.y != 0.0 || v.z != 0.0 || v.w != 0.0;

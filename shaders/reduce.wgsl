@@ -1,13 +1,14 @@
-// One workgroup, after the row kernel: the loss and SPEC's metrics as masked sums over
-// rows, in a fixed order (lane i takes rows i, i + WG_SIZE, ..., then a fixed tree), so
-// the loss is bitwise reproducible; no float atomics (the minima and maxima of
-// non-negative values are integer atomics on their bits, which order as the values).
-// Also copies the per-row log-probs, entropies and lse to the caller's buffers, and finds
-// the first masked-in row whose token id lies outside the vocabulary, as the row kernel
-// flagged it (the host turns it into an error naming that row), and counts the rows
-// whose other inputs the loss cannot use (SPEC "Bad input": a bad mask on any row, a
-// non-finite advantage or log-prob on a masked-in row), with the first of them. Rows
-// are those of every part of the call, in order.
+// One workgroup, after the row kernel: the loss and the metrics of docs/MATH.md#metrics
+// as masked sums over rows, in a fixed order (lane i takes rows i, i + WG_SIZE, ...,
+// then a fixed tree), so the loss is bitwise reproducible; no float atomics (the minima
+// and maxima of non-negative values are integer atomics on their bits, which order as
+// the values). Also copies the per-row log-probs, entropies and lse to the caller's
+// buffers, and finds the first masked-in row whose token id lies outside the
+// vocabulary, as the row kernel flagged it (the host turns it into an error naming that
+// row), and counts the rows whose other inputs the loss cannot use
+// (docs/MATH.md#bad-input: a bad mask on any row, a non-finite advantage or log-prob on
+// a masked-in row), with the first of them. Rows are those of every part of the call,
+// in order.
 //
 // The metrics' slots (M_*) and the bad inputs' codes (BAD_*) are declared in
 // src/shader/abi/reduce.rs, with the slots Metrics::from_slice reads.

@@ -1,5 +1,5 @@
 // One workgroup, between the statistics of every row and the loss: the batch-wide
-// choices of SPEC over the masked-in tokens, in phases.
+// choices of docs/MATH.md over the masked-in tokens, in phases.
 //
 //   ROLLOUT         (per part)  the rollout correction's weight q of each row
 //   SELECT          (all rows)  the top-entropy mask e and the covariance selection of
@@ -70,7 +70,7 @@ fn masked_in(i: u32) -> bool {
     return mask_in(rowin[i].x);
 }
 
-// ---- rollout correction (SPEC "Rollout correction") --------------------------------
+// ---- rollout correction (docs/MATH.md#rollout-correction) ---------------------------
 
 // δ of row i: old (or current) log-prob minus the sampler's; 0 where masked out, so a
 // junk sampler log-prob there reaches nothing.
@@ -114,7 +114,7 @@ fn rollout_weights(lane: u32) {
             log_rho = seqinfo[params.part.part_seq + r / params.part.rows_per_seq].w;
         }
         // a NaN δ (a NaN log-prob) keeps q NaN in either mode: the row kernel poisons
-        // the rows it weights (SPEC "Bad input")
+        // the rows it weights (docs/MATH.md#bad-input)
         let rho = exp(clamp_keep_nan(log_rho, -20.0, 20.0));
         let cut = !is_nan(rho) && (rho < params.c_lo || rho > params.c_hi);
         var q = select(rho, 0.0, cut);
@@ -136,9 +136,10 @@ const KEY_ENTROPY_DESC: u32 = 1u;
 const KEY_COV_DESC: u32 = 2u;
 const KEY_PRIORITY: u32 = 3u;
 
-// −0 and +0 are one value: a product with an exact-zero deviation ties with every
-// other zero (SPEC: ties to the lower row), whatever the other factor's sign. Tested
-// on the bits, as is_nan: a driver's float compare must not turn a NaN into 0.
+// −0 and +0 are one value: a product with an exact-zero deviation ties with every other
+// zero (docs/MATH.md#covariance-token-selection: ties to the lower row), whatever the
+// other factor's sign. Tested on the bits, as is_nan: a driver's float compare must not
+// turn a NaN into 0.
 fn cov_of(i: u32) -> f32 {
     let c = (rowin[i].y - mean_a) * (rowout[i][OUT_LOGP] - mean_logp);
     return select(c, 0.0, (bitcast<u32>(c) & 0x7fffffffu) == 0u);

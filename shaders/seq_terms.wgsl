@@ -1,5 +1,6 @@
 // One workgroup, after select.wgsl and before the loss: what each sequence's tokens
-// share (SPEC "The 2026 loss matrix"), into seqinfo.y and .w and rowaux.
+// share (docs/MATH.md, "Policy modes of 2026", "Ratio options", "The off-policy sequence
+// mask"), into seqinfo.y and .w and rowaux.
 //
 //   RATIO   s_b = exp(clamp(Σ m·d / n_b, ±20)): GSPO's ratio and TRL's sequence level
 //   GEO     GMPO's Ā_b·ρ_b, ρ_b = exp(Σ m·κ / n_b); its weight 1/(n_b·B) (.z) and the

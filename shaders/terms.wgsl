@@ -1,8 +1,8 @@
 // The per-token terms that both the row kernel (policy_loss.wgsl) and the sequence pass
-// (seq_terms.wgsl) evaluate: SPEC's clipped objective with dual-clip or TRL's two-sided
-// δ, SAPO's gate, VESPO's gamma weight and the KL estimators. Pure functions of their
-// arguments: the sequence pass sums a sequence's gradient from the very decisions the
-// row kernel takes for its tokens.
+// (seq_terms.wgsl) evaluate: the clipped objective of docs/MATH.md with dual-clip or
+// TRL's two-sided δ, SAPO's gate, VESPO's gamma weight and the KL estimators. Pure
+// functions of their arguments: the sequence pass sums a sequence's gradient from the
+// very decisions the row kernel takes for its tokens.
 //
 // requires: Clip, HAS_DELTA, HAS_DUAL, KL_ABS, KL_K1, KL_K2, ROW_CLIPPED, ROW_DUAL
 // requires: Vespo, clamp_keep_nan, is_finite
@@ -16,9 +16,9 @@ struct Term {
     moves: bool,
 }
 
-// SPEC's clipped objective for ratio r (ppo_clip, clip_cov, gspo); `dual_clip` where the
-// dual clip may apply. With δ (TRL's two-sided clip) the unclipped term is −A·min(r, δ),
-// and it moves with r only below δ.
+// The clipped objective for ratio r (ppo_clip, clip_cov, gspo; docs/MATH.md, "Policy
+// modes of 2025" and "Ratio options"); `dual_clip` where the dual clip may apply. With δ (TRL's two-sided clip) the unclipped term is −A·min(r, δ), and
+// it moves with r only below δ.
 fn clipped_term(c: Clip, flags: u32, a: f32, r: f32, dual_clip: bool) -> Term {
     let l2 = -a * clamp(r, 1.0 - c.low, 1.0 + c.high);
     if ((flags & HAS_DELTA) != 0u) {

@@ -11,7 +11,16 @@ pub use crate::shader::Paths;
 use crate::shader::PipelineKey;
 pub(crate) use crate::shader::{CPU_ROW_WORKGROUP, ROW_WORKGROUP};
 
-/// A device and queue with the pipelines built for them.
+/// A device and queue with the pipelines built for them: where every call starts.
+///
+/// Open one on the adapter wgpu's environment picks ([`Context::new`]), on an adapter of
+/// your choosing ([`Context::from_adapter`]), or wrap the device and queue a trainer
+/// already has ([`Context::from_wgpu`]). Its methods take host slices and read the
+/// results back ([`Context::policy_loss`], [`Context::logprobs`],
+/// [`Context::row_stats`], [`Context::advantages`], …; each with an `_async` form for
+/// the browser); [`PolicyLoss`](crate::PolicyLoss) and [`LogProbs`](crate::LogProbs)
+/// record into the caller's encoder instead. Clones share the device, the pipeline cache
+/// (each pipeline is built on first use) and the allocation counts.
 #[derive(Clone)]
 pub struct Context {
     device: wgpu::Device,
@@ -42,7 +51,10 @@ struct Stats {
 /// included), for checking that a call's memory is what [`crate::PolicyLoss::scratch_bytes`] says.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Allocations {
+    /// How many buffers, since the device was opened or wrapped (none is subtracted
+    /// when a buffer is dropped).
     pub buffers: u64,
+    /// Their sizes in bytes, summed the same way.
     pub bytes: u64,
 }
 
@@ -118,7 +130,9 @@ impl std::fmt::Display for Unavailable {
 /// that refused ([`Context::open_all`]).
 #[derive(Debug, Default)]
 pub struct OpenAdapters {
+    /// A context for each adapter that opened a device, in wgpu's enumeration order.
     pub contexts: Vec<Context>,
+    /// The adapters that refused one, each with the driver's reason.
     pub unavailable: Vec<Unavailable>,
 }
 
@@ -383,14 +397,19 @@ impl Context {
         ctx
     }
 
+    /// The wgpu device: where the caller creates the buffers the views read and the
+    /// command encoders the `record` methods record into.
     pub fn device(&self) -> &wgpu::Device {
         &self.device
     }
 
+    /// The device's queue, to submit the recorded encoders (or use
+    /// [`Context::submit_and_wait`]).
     pub fn queue(&self) -> &wgpu::Queue {
         &self.queue
     }
 
+    /// The adapter's name, backend, driver and device type.
     pub fn adapter_info(&self) -> &wgpu::AdapterInfo {
         &self.info
     }

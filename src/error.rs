@@ -30,29 +30,50 @@ pub enum Error {
 
     /// The adapter refused to open a device.
     #[error("could not open a device on adapter `{adapter}`: {reason}")]
-    RequestDevice { adapter: String, reason: String },
+    RequestDevice {
+        /// The adapter's name, as wgpu reports it.
+        adapter: String,
+        /// wgpu's reason, as it gave it.
+        reason: String,
+    },
 
     /// An argument does not fit (shape, offset, stride, dtype, usage, value).
     #[error("invalid argument `{arg}`: {reason}")]
-    InvalidArgument { arg: &'static str, reason: String },
+    InvalidArgument {
+        /// The argument, config field, tensor or CLI flag at fault, as the API names it
+        /// (`logits`, `clip_ratio_low`, `keep_offsets`, …).
+        arg: &'static str,
+        /// What is wrong with it, and for a per-row value the first bad row.
+        reason: String,
+    },
 
     /// A token id on a row that is read lies outside `[0, vocab)`.
     #[error("invalid argument `targets`: row {row} has token id {id}, outside [0, {vocab})")]
-    TargetOutOfRange { row: usize, id: i64, vocab: u32 },
+    TargetOutOfRange {
+        /// The first such row, counted over every part's rows in order.
+        row: usize,
+        /// Its token id, as the caller gave it (i64, so a negative id shows as such).
+        id: i64,
+        /// The vocabulary size `V`.
+        vocab: u32,
+    },
 
-    /// A per-row input other than the logits holds a value the loss cannot use (SPEC
-    /// "Bad input"): a mask that is negative, NaN or ±inf on any row, or a NaN or ±inf
-    /// advantage, old, ref or rollout log-prob on a masked-in row that the call reads.
-    /// `row` counts every part's rows in order; for per-sequence advantages it is the
-    /// first masked-in row of the sequence.
+    /// A per-row input other than the logits holds a value the loss cannot use
+    /// (docs/MATH.md#bad-input): a mask that is negative, NaN or ±inf on any row, or a
+    /// NaN or ±inf advantage, old, ref or rollout log-prob on a masked-in row that the
+    /// call reads. `row` counts every part's rows in order; for per-sequence advantages
+    /// it is the first masked-in row of the sequence.
     #[error(
         "invalid argument `{}`: row {row} holds {value}; {}",
         tensor.name(),
         tensor.requirement()
     )]
     InvalidInput {
+        /// Which input holds it.
         tensor: RowInput,
+        /// The first bad row, counted over every part's rows in order.
         row: usize,
+        /// The bad value (for [`RowInput::Targets`], the id as an f32).
         value: f32,
     },
 
@@ -65,19 +86,29 @@ pub enum Error {
 /// they are checked on each row.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum RowInput {
+    /// The response mask `m`: bad when negative, NaN or ±inf, on any row.
     Mask,
+    /// The advantages `A`: bad when NaN or ±inf on a masked-in row.
     Advantages,
+    /// The behaviour policy's `old_logp`: bad when NaN or ±inf on a masked-in row.
     OldLogprobs,
+    /// The reference policy's `ref_logp`: bad when NaN or ±inf on a masked-in row.
     RefLogprobs,
+    /// The sampler's `rollout_logp`: bad when NaN or ±inf on a masked-in row that the
+    /// rollout correction or the off-policy mask reads.
     RolloutLogprobs,
-    /// Per-row sampling temperatures (SPEC "The sampler's distribution").
+    /// Per-row sampling temperatures (docs/MATH.md#the-samplers-distribution): bad when
+    /// not > 0, not finite, or with a reciprocal that is not finite, on a read row.
     Temperatures,
-    /// The log-prob primitive's upstream gradients `∂L/∂logp`, `∂L/∂H`, `∂L/∂lse`.
+    /// The log-prob primitive's upstream gradient `a = ∂L/∂logp`
+    /// (docs/MATH.md#the-log-prob-primitive): bad when NaN or ±inf.
     UpstreamLogprobs,
+    /// The log-prob primitive's upstream gradient `b = ∂L/∂H`: bad when NaN or ±inf.
     UpstreamEntropy,
+    /// The log-prob primitive's upstream gradient `c = ∂L/∂lse`: bad when NaN or ±inf.
     UpstreamLse,
-    /// A read row's target outside its given kept set (SPEC "The sampler's
-    /// distribution"); the value is the id.
+    /// A read row's target outside its kept set (docs/MATH.md#the-samplers-distribution);
+    /// the value is the id.
     Targets,
 }
 

@@ -1,11 +1,81 @@
 //! Reinforcement-learning policy loss of a language model, computed straight from its
-//! logits in WGSL compute kernels on any GPU wgpu reaches (Vulkan, Metal, DX12, GL).
+//! logits in WGSL compute kernels on any GPU wgpu reaches (Vulkan, Metal, DX12, GL,
+//! WebGPU).
 //!
-//! The math is `SPEC.md`'s. Kernels read the caller's device buffers through views
-//! ([`LogitsView`], [`TargetsView`]), record into the caller's command encoder and
-//! leave their results on the device; [`Context::row_stats`] and friends wrap that for
-//! host slices. [`reference`](mod@reference) is the f64 CPU reference everything is tested against.
+//! One fused pass per logits row gives the log-sum-exp, the sampled token's log-prob and
+//! the entropy (f32, f16 or bf16 logits, f32 accumulation), and from them the loss, its
+//! metrics and ∂Loss/∂logits; no `[T, V]` intermediate is ever held. The policy modes of
+//! verl and TRL ([`PolicyLossMode`]), the KL and entropy terms, the aggregations, the
+//! rollout correction and the sampler's distribution (softcap, per-row temperature,
+//! top-k / top-p / min-p or given kept sets) are all options of one [`LossConfig`]. What
+//! every call computes, formula by formula, is the repository's `docs/MATH.md` (shipped
+//! with the crate's sources); the item docs name its sections, as in
+//! `docs/MATH.md#policy-modes-of-2025`.
+//!
+//! # Where to start
+//!
+//! - **Host slices**: [`Context`] opens a device ([`Context::new`], or wraps yours with
+//!   [`Context::from_wgpu`]); [`Context::policy_loss`] takes a [`HostBatch`], checks it
+//!   (an [`Error`] naming the argument and the first bad row), runs the forward and
+//!   backward and reads everything back as a [`HostLoss`]. [`Context::policy_loss_head`]
+//!   does the same from hidden states and the lm-head weight, [`Context::advantages`]
+//!   turns rewards into advantages.
+//! - **Device buffers** (a trainer): [`PolicyLoss`] records the whole step into your
+//!   command encoder from views over your buffers ([`LossInputs`]: [`LogitsView`],
+//!   [`TargetsView`], [`F32View`]), results into device buffers ([`LossBuffers`]), the
+//!   gradient into its own buffer or over the logits ([`Gradient`]); nothing is read
+//!   back until you read the [`Metrics`]. [`HeadInputs`] is the fused linear head,
+//!   [`LossPart`] a batch in several buffers, [`VocabShards`] a vocabulary split over
+//!   devices.
+//! - **The log-prob primitive**: [`LogProbs`] (host form [`Context::logprobs`]) gives
+//!   each row's `logp`, `H` and `lse` and takes your loss's upstream gradients back to
+//!   the logits, for a loss this crate does not implement.
+//! - **The f64 reference**: [`reference`](mod@reference) is the same math on the CPU,
+//!   public, with the comparison rule the tests hold the kernels to
+//!   ([`reference::compare`]).
+//!
+//! # Example
+//!
+//! A PPO-clip loss of two responses of two tokens over a vocabulary of four, and its
+//! gradient, from host slices:
+//!
+//! ```
+//! use wgpu_policy_loss::{Context, DType, HostBatch, HostLogits, LossConfig, PolicyLossMode};
+//!
+//! let ctx = Context::new()?;
+//! let logits = [1.0f32, 2.0, 3.0, 4.0, 0.0, 0.0, 0.0, 0.0, 2.0, 1.0, 0.0, -1.0, 0.5, 0.5, 0.5, 0.5];
+//! let out = ctx.policy_loss(
+//!     &LossConfig { mode: PolicyLossMode::PpoClip, ..LossConfig::default() },
+//!     &HostBatch {
+//!         logits: HostLogits::F32(&logits),
+//!         vocab: 4,
+//!         rows_per_seq: Some(2),        // two sequences of two tokens
+//!         targets: &[3, 1, 0, 2],
+//!         mask: &[1.0, 1.0, 1.0, 0.0],  // the last token is padding
+//!         advantages: &[1.0, -0.5],     // one per sequence (or one per token)
+//!         old_logprobs: None,           // on-policy
+//!         ref_logprobs: None,
+//!         temperatures: None,           // the sampler's τ per row
+//!         kept: None,                   // the sampler's kept set per row
+//!     },
+//!     Some(DType::F32),                 // the gradient's dtype (None: forward only)
+//! )?;
+//! assert!(out.metrics.loss.is_finite());
+//! assert_eq!(out.grad.unwrap().to_f32().len(), logits.len());
+//! # Ok::<(), wgpu_policy_loss::Error>(())
+//! ```
+//!
+//! # Features
+//!
+//! - `cli` (default): the `wgpu-policy-loss` binary (`eval`, `bench`, `check`, `info`,
+//!   the demo) and what it needs (clap, safetensors, plotters); implies `tools`.
+//! - `tools`: the benchmark harness, the cross-adapter checker and the demo, for the
+//!   binary, the benchmarks and the browser page; hidden from these docs.
+//!
+//! A trainer that links the library alone takes `default-features = false`: the kernels,
+//! the host and device APIs and the reference, with wgpu, bytemuck and half.
 
+#![warn(missing_docs)]
 // the benchmarks (and what only they use) are native only
 #![cfg_attr(target_arch = "wasm32", allow(dead_code))]
 

@@ -6,16 +6,23 @@
 
 use crate::error::{Error, Result};
 
-/// Element type of the logits (and of a gradient, later).
+/// Element type of the logits, hidden states and lm-head weight a call reads, and of the
+/// gradients it writes. Every kernel computes in f32 whatever the dtype; a gradient is
+/// rounded to its dtype once. Parsed from `"f32"`, `"f16"`, `"bf16"` (and `"float32"`,
+/// `"half"`, `"bfloat16"`, …).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DType {
+    /// IEEE single precision, 4 bytes.
     F32,
+    /// IEEE half precision, 2 bytes: read natively where the device has `SHADER_F16`,
+    /// else unpacked from u32 words.
     F16,
     /// bfloat16: the high half of an IEEE f32, so the kernel widens it with a shift.
     Bf16,
 }
 
 impl DType {
+    /// Every dtype.
     pub const ALL: [DType; 3] = [DType::F32, DType::F16, DType::Bf16];
 
     /// Bytes per element.
@@ -26,6 +33,7 @@ impl DType {
         }
     }
 
+    /// `"f32"`, `"f16"` or `"bf16"`, as `Display` and the CLI write it.
     pub const fn name(self) -> &'static str {
         match self {
             DType::F32 => "f32",
@@ -187,13 +195,22 @@ fn check_buffer(arg: &'static str, buffer: &wgpu::Buffer, end_elem: u64, elem: u
     Ok(())
 }
 
-/// Logits `[rows, vocab]` in a caller's buffer.
+/// Logits `[rows, vocab]` in a caller's buffer: each row `vocab` contiguous elements,
+/// the rows wherever [`RowLayout`] puts them (a dense matrix, the shifted rows of
+/// full-sequence logits, a response slice), read in place, never copied. A call checks
+/// that the rows lie inside the buffer, that it has `STORAGE` usage, and that the rows
+/// of a sequence lie at least `vocab` elements apart (an `Err` naming `logits`).
 #[derive(Clone, Copy, Debug)]
 pub struct LogitsView<'a> {
+    /// The caller's buffer; needs `BufferUsages::STORAGE`.
     pub buffer: &'a wgpu::Buffer,
+    /// The elements' type.
     pub dtype: DType,
+    /// The number of rows `T` the call reads (row `r` scores target `r`).
     pub rows: u32,
+    /// The vocabulary size `V`: the elements of each row; at least 1.
     pub vocab: u32,
+    /// Where each row starts, in elements of `dtype`.
     pub layout: RowLayout,
 }
 
@@ -304,10 +321,14 @@ impl<'a> LogitsView<'a> {
     }
 }
 
-/// Token ids (u32), one per row, in a caller's buffer.
+/// Token ids (u32), one per row, in a caller's buffer: row `r`'s id is element
+/// `layout.row_start(r)`. Read only on the rows a call reads (masked-in rows of a loss);
+/// an id outside `[0, vocab)` there is counted as bad input, never read past.
 #[derive(Clone, Copy, Debug)]
 pub struct TargetsView<'a> {
+    /// The caller's buffer; needs `BufferUsages::STORAGE`.
     pub buffer: &'a wgpu::Buffer,
+    /// Where each row's id lies, in u32 elements (`row_stride` 1 for dense ids).
     pub layout: RowLayout,
 }
 
@@ -377,8 +398,8 @@ impl<'a> TargetsView<'a> {
     }
 }
 
-/// The sampler's kept sets of a call's rows, as CSR (vLLM's `SamplingMask`; SPEC "The
-/// sampler's distribution"): row r keeps the token ids `ids[offsets[r] ..
+/// The sampler's kept sets of a call's rows, as CSR (vLLM's `SamplingMask`;
+/// docs/MATH.md#given-kept-sets): row r keeps the token ids `ids[offsets[r] ..
 /// offsets[r + 1]]`, u32 each, in any order, none twice. An empty range keeps every
 /// token. Ids are of the whole vocabulary (with shards too). On the device path the
 /// caller vouches for the offsets' shape: a kernel clamps them into `ids` and never
@@ -386,12 +407,16 @@ impl<'a> TargetsView<'a> {
 /// bad input ([`crate::RowInput::Targets`]).
 #[derive(Clone, Copy, Debug)]
 pub struct KeptView<'a> {
-    /// rows + 1 u32 offsets, from byte `offsets_at`.
+    /// rows + 1 u32 offsets, from byte `offsets_at`: starting at 0, never decreasing,
+    /// ending at `len`.
     pub offsets: &'a wgpu::Buffer,
+    /// The byte offset of the first offset in `offsets` (a multiple of 4).
     pub offsets_at: u64,
     /// `len` u32 ids, from byte `ids_at`.
     pub ids: &'a wgpu::Buffer,
+    /// The byte offset of the first id in `ids` (a multiple of 4).
     pub ids_at: u64,
+    /// The number of ids of all rows together (`nnz`, the last offset).
     pub len: u32,
 }
 
@@ -424,19 +449,26 @@ impl<'a> KeptView<'a> {
     }
 }
 
-/// A contiguous run of f32 values in a caller's buffer (per-row outputs).
+/// A contiguous run of f32 values in a caller's buffer: a per-row or per-sequence input
+/// (mask, advantages, log-probs, temperatures) or output (log-probs, entropies, `lse`),
+/// value `i` at byte `offset + 4·i`.
 #[derive(Clone, Copy, Debug)]
 pub struct F32View<'a> {
+    /// The caller's buffer; needs `BufferUsages::STORAGE`. A call checks that it holds
+    /// as many values as the call's rows (or sequences) from `offset`.
     pub buffer: &'a wgpu::Buffer,
     /// Byte offset of the first value (a multiple of 4).
     pub offset: u64,
 }
 
 impl<'a> F32View<'a> {
+    /// The values from the start of `buffer`.
     pub fn new(buffer: &'a wgpu::Buffer) -> Self {
         F32View { buffer, offset: 0 }
     }
 
+    /// The values from byte `byte_offset` of `buffer` (a multiple of 4, else the call
+    /// using the view is an `Err`).
     pub fn at(buffer: &'a wgpu::Buffer, byte_offset: u64) -> Self {
         F32View {
             buffer,

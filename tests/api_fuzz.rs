@@ -2164,8 +2164,9 @@ fn reinforce() -> LossConfig {
 
 /// `record` with 0 rows returns `Ok` but writes nothing, so the metrics buffer keeps
 /// whatever it held (a previous step's loss; zeros decode as "row 0 has id 0 out of
-/// range"). SPEC: an empty batch has loss 0. The host API inherits it:
-/// `Context::policy_loss` on an empty batch fails with `TargetOutOfRange { row: 0 }`.
+/// range"). docs/MATH.md#aggregation-and-presets: an empty batch has loss 0. The host
+/// API inherits it: `Context::policy_loss` on an empty batch fails with
+/// `TargetOutOfRange { row: 0 }`.
 #[test]
 fn empty_batch_writes_its_metrics() {
     for ctx in contexts() {

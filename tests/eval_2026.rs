@@ -1,7 +1,8 @@
 #![cfg(feature = "cli")]
-//! `eval`'s CLI contract of SPEC's "The 2026 loss matrix": every new flag and value in
-//! `eval --help`, every row of its error table an error naming the flag (an exit status
-//! other than 0 and 101, no panic), and the new scalar outputs in the file.
+//! `eval`'s contract for the modes and options of 2026 (docs/MATH.md#the-eval-command):
+//! every new flag and value in `eval --help`, every row of its error table an error
+//! naming the flag (an exit status other than 0 and 101, no panic), and the new scalar
+//! outputs in the file.
 
 mod common;
 
@@ -197,7 +198,8 @@ fn help_groups_every_flag_under_a_heading_with_a_line() {
     }
 }
 
-/// SPEC's eval error table (2026): flags on a valid input, and the flag the error names.
+/// The error table of docs/MATH.md#the-eval-command (2026): flags on a valid input, and
+/// the flag the error names.
 const ERROR_TABLE: &[(&[&str], &str)] = &[
     // --mode dro without --dro-beta, or --dro-beta ≤ 0
     (&["--mode", "dro"], "--dro-beta"),

@@ -1,9 +1,9 @@
 #![cfg(feature = "cli")]
-//! `eval` with one bad per-row input (SPEC "Bad input"), as the issue tried it: a 3 × 5
-//! batch, V = 41, `--kl-loss-type low_var_kl --kl-coef 0.1 --rollout-is token`, one bad
-//! value on one masked-in row. Every mode, every input and value, and the options that
-//! read it: an error naming the tensor and the row, never a loss. The same junk on a
-//! masked-out row changes no byte of the output.
+//! `eval` with one bad per-row input (docs/MATH.md#bad-input), as the issue tried it: a
+//! 3 × 5 batch, V = 41, `--kl-loss-type low_var_kl --kl-coef 0.1 --rollout-is token`,
+//! one bad value on one masked-in row. Every mode, every input and value, and the
+//! options that read it: an error naming the tensor and the row, never a loss. The same
+//! junk on a masked-out row changes no byte of the output.
 
 mod common;
 

@@ -1,5 +1,5 @@
 #![cfg(feature = "cli")]
-//! `eval` with the sampler's given kept sets (SPEC "The CLI contract of `eval`": the
+//! `eval` with the sampler's given kept sets (docs/MATH.md#the-eval-command: the
 //! `keep_offsets` / `keep_ids` tensors, I32 or I64): the loss from logits and from
 //! hidden + lm_head, and the log-prob primitive, against the f64 reference; `--parts`
 //! with the same bits; each bad input an error naming its tensor or flag.
@@ -301,7 +301,8 @@ fn the_primitive_over_given_sets() {
     }
 }
 
-/// SPEC's bad inputs of a given set, each naming its tensor or flag.
+/// The bad inputs of a given set (docs/MATH.md#bad-input), each naming its tensor or
+/// flag.
 #[test]
 fn bad_kept_sets_name_their_tensor_or_flag() {
     let d = data();

@@ -1,5 +1,5 @@
 #![cfg(feature = "cli")]
-//! `eval` with kept sets computed in the kernels (SPEC "The CLI contract of `eval`":
+//! `eval` with kept sets computed in the kernels (docs/MATH.md#the-eval-command:
 //! `--top-k`, `--top-p`, `--min-p`): the loss from logits and from hidden + lm_head,
 //! and the log-prob primitive, against the f64 reference; `--parts` with the same
 //! bits; a target outside its set and `--vocab-shards` errors naming their tensor or

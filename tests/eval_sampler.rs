@@ -1,9 +1,8 @@
 #![cfg(feature = "cli")]
-//! `eval` under the sampler's distribution (SPEC "The CLI contract of `eval` (the
-//! sampler's distribution and the primitive)"): a `temperatures` tensor and
-//! `--logit-softcap` against the f64 reference, through `--parts` with the same bits,
-//! and each bad input an error naming its flag or tensor (an exit status other than 0
-//! and 101).
+//! `eval` under the sampler's distribution (docs/MATH.md#the-eval-command): a
+//! `temperatures` tensor and `--logit-softcap` against the f64 reference, through
+//! `--parts` with the same bits, and each bad input an error naming its flag or tensor
+//! (an exit status other than 0 and 101).
 
 mod common;
 
@@ -186,7 +185,7 @@ fn reference(d: &Data, cfg: &LossConfig, temps: bool) -> wgpu_policy_loss::refer
     policy_loss_sampled(cfg, &b, None, &sampler).unwrap()
 }
 
-/// SPEC's bad inputs of this section that temperatures and the softcap can meet.
+/// The bad inputs of docs/MATH.md#bad-input that temperatures and the softcap can meet.
 #[test]
 fn bad_temperatures_and_softcaps_name_their_flag_or_tensor() {
     let d = data();

@@ -109,15 +109,15 @@ fn near_flt_max(vocab: u32, tally: &mut Tally) {
     }
 }
 
-/// The gradient of rows near FLT_MAX against the reference's. SPEC's row gradient is
-/// (w/τ)·G·(1[v = y] − p_v) here (γ = 0); the kernel's exact loop computes
-/// p̂_v = e^(z_v − lse) with lse one f32. At these magnitudes (|x| ≥ 1e38) two distinct
-/// f32 logits are at least an ulp (2^103) apart, so every p_v is 0 or 1/k for the k
-/// entries tied at the row's maximum m, and lse = m + ln k rounds to m: the kernel
-/// gives each tied entry p̂ = 1, k times the reference's 1/k. So the row's sum, which
-/// SPEC's p makes 0, is (w/τ)·G·(1 − k) on a row of ties, and the target's entry is 0
-/// where it should be (w/τ)·G·(1 − 1/k): neither is checked. What the formula does keep,
-/// and is checked, element by element:
+/// The gradient of rows near FLT_MAX against the reference's. The row gradient of
+/// docs/MATH.md#gradient-with-respect-to-the-logits is (w/τ)·G·(1[v = y] − p_v) here
+/// (γ = 0); the kernel's exact loop computes p̂_v = e^(z_v − lse) with lse one f32. At
+/// these magnitudes (|x| ≥ 1e38) two distinct f32 logits are at least an ulp (2^103)
+/// apart, so every p_v is 0 or 1/k for the k entries tied at the row's maximum m, and
+/// lse = m + ln k rounds to m: the kernel gives each tied entry p̂ = 1, k times the
+/// reference's 1/k. So the row's sum, which the exact p makes 0, is (w/τ)·G·(1 − k) on
+/// a row of ties, and the target's entry is 0 where it should be (w/τ)·G·(1 − 1/k):
+/// neither is checked. What the formula does keep, and is checked, element by element:
 /// - where the reference's entry is exactly 0 (p = 0, or a lone maximum at the target,
 ///   whose 1 − p underflows), the kernel's is exactly 0;
 /// - a nonzero non-target entry has the reference's sign, and is the reference's times
@@ -125,7 +125,7 @@ fn near_flt_max(vocab: u32, tally: &mut Tally) {
 ///   0 < c ≤ V (lse ≥ m: p̂ ≤ 1, and p ≥ 1/V at the maximum);
 /// - the target's entry is finite and has the reference's sign or is 0 (p̂_y ≤ 1);
 /// - the one-hot term: the target's entry minus that of an entry with the same logit
-///   (the same p̂) is (w/τ)·G, exactly SPEC's difference, to f32 rounding of G.
+///   (the same p̂) is (w/τ)·G, exactly the formula's difference, to f32 rounding of G.
 ///
 /// Returns the number of entries compared whose reference is nonzero (an all-zero
 /// gradient fails the second and fourth checks).

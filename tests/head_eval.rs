@@ -1,5 +1,6 @@
-//! `eval` with `hidden` and `lm_head` (the CLI contract of the fused head) and
-//! `bench --head`, against the f64 reference on the default adapter.
+//! `eval` with `hidden` and `lm_head` (the CLI contract of the fused head,
+//! docs/MATH.md#the-eval-command) and `bench --head`, against the f64 reference on the
+//! default adapter.
 #![cfg(feature = "cli")]
 
 mod common;

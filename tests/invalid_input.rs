@@ -1,11 +1,11 @@
-//! SPEC "Bad input" for the per-row inputs other than the logits: a mask that is
+//! docs/MATH.md#bad-input for the per-row inputs other than the logits: a mask that is
 //! negative, NaN or ±inf on any row, and a NaN or ±inf advantage, old, ref or rollout
 //! log-prob on a masked-in row that the call reads.
 //!
 //! - The host API rejects each one, naming the tensor and the first bad row.
 //! - The device API cannot look without a readback: a NaN (or a bad mask) reaches that
-//!   row's loss term and gradient, ±inf log-probs keep SPEC's clamps, and the metrics
-//!   count the rows, so that `Metrics::check` gives the host's error.
+//!   row's loss term and gradient, ±inf log-probs keep the formulas' clamps, and the
+//!   metrics count the rows, so that `Metrics::check` gives the host's error.
 //! - The f64 reference agrees on both, and junk on masked-out rows changes no bit.
 //!
 //! Each input × value × mode × every option that reads it, on every adapter and path.
@@ -402,8 +402,8 @@ fn poisons(input: RowInput, value: f32) -> bool {
 /// The device's results agree with the reference: the loss (NaN, ±inf or close), the
 /// gradient by the library's rule (`reference::compare`, with the reference's
 /// sensitivity to the log-prob's error): NaN where the reference's is
-/// (SPEC: a NaN input makes its row's gradient NaN), non-finite where it is ±Inf (an
-/// infinite advantage), within the bound everywhere else.
+/// (docs/MATH.md#bad-input: a NaN input makes its row's gradient NaN), non-finite where
+/// it is ±Inf (an infinite advantage), within the bound everywhere else.
 fn agrees(
     what: &str,
     got: &DeviceOut,
@@ -623,7 +623,7 @@ fn host_api_shard_call() {
 }
 
 /// The device API: NaN reaches the loss and the row's gradient, ±inf log-probs keep
-/// SPEC's clamps, the rows are counted and `check` gives the host's error; the f64
+/// the formulas' clamps, the rows are counted and `check` gives the host's error; the f64
 /// reference agrees on all of it.
 #[test]
 fn device_api_propagates_and_counts() {

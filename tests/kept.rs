@@ -1,4 +1,4 @@
-//! Given kept sets (SPEC "The sampler's distribution": the CSR `keep_offsets` /
+//! Given kept sets (docs/MATH.md#given-kept-sets: the CSR `keep_offsets` /
 //! `keep_ids`, vLLM's `SamplingMask`) in the kernels: the statistics, the loss and a
 //! gradient that is 0 outside each row's set, over every mode, aggregation and dtype,
 //! with the softcap and per-token temperatures, on every adapter, against the f64
@@ -266,11 +266,11 @@ fn device_metrics(
     record_and_read(ctx, *cfg, &inputs, Gradient::InPlace, &[]).0
 }
 
-/// SPEC's bad input: a read row's target outside its set names `targets` and the row
-/// on the host path, and is made NaN and counted on the device path (where offsets
-/// past the ids are clamped, never read out of bounds); the CSR's shape names
-/// `keep_offsets`, a bad id `keep_ids`, a computed option beside a given set
-/// `keep_offsets`. Unread rows' targets are never checked.
+/// Bad input (docs/MATH.md#bad-input): a read row's target outside its set names
+/// `targets` and the row on the host path, and is made NaN and counted on the device
+/// path (where offsets past the ids are clamped, never read out of bounds); the CSR's
+/// shape names `keep_offsets`, a bad id `keep_ids`, a computed option beside a given
+/// set `keep_offsets`. Unread rows' targets are never checked.
 #[test]
 fn bad_kept_sets_are_named() {
     let mut case = LossCase::new(97, 2, 4, 31);

@@ -1,4 +1,4 @@
-//! Kept sets computed in the kernels (SPEC "The sampler's distribution": min-p, top-k
+//! Kept sets computed in the kernels (docs/MATH.md#computed-kept-sets: min-p, top-k
 //! and top-p after the softcap and the row's temperature; `kept_select.wgsl`): every
 //! rule alone over every mode, every aggregation and dtype, the rules together, ties
 //! at the k-th value and at the top-p edge, a single kept token, rows wide enough that

@@ -1,4 +1,4 @@
-//! The log-prob primitive (SPEC "The log-prob primitive") on every adapter: `logp`,
+//! The log-prob primitive (docs/MATH.md#the-log-prob-primitive) on every adapter: `logp`,
 //! `H`, `lse` and the vector-Jacobian product for upstream `a`, `b`, `c` against the
 //! f64 reference (`reference::sampler`), under temperatures and a softcap, in every
 //! dtype; unread rows (all upstream 0, padding targets, junk temperatures) untouched;

@@ -1,8 +1,9 @@
-//! SPEC's 2026 loss matrix on every adapter against the f64 reference: each option over
-//! the modes that take it (with per-sequence and per-token advantages, with and without
-//! the sampler's log-probs, in every dtype), the same bits across parts and chunks, and
-//! the edge cases SPEC names. The modes × aggregations × estimators × dtypes are
-//! tests/policy_loss.rs's (PolicyLossMode::ALL holds the new modes).
+//! The modes and options of 2026 (docs/MATH.md, "Policy modes of 2026" to "The
+//! off-policy sequence mask") on every adapter against the f64 reference: each option
+//! over the modes that take it (with per-sequence and per-token advantages, with and
+//! without the sampler's log-probs, in every dtype), the same bits across parts and
+//! chunks, and the edge cases docs/MATH.md names. The modes × aggregations × estimators
+//! × dtypes are tests/policy_loss.rs's (PolicyLossMode::ALL holds the new modes).
 
 mod common;
 
@@ -89,8 +90,8 @@ fn the_clamp_of_the_ratio() {
     }
 }
 
-/// DPPO with A = 0 takes the `else` branch (SPEC): its tokens count in pg_clipfrac as
-/// the reference counts them, and weigh nothing.
+/// DPPO with A = 0 takes the `else` branch (docs/MATH.md#policy-modes-of-2026): its
+/// tokens count in pg_clipfrac as the reference counts them, and weigh nothing.
 #[test]
 fn dppo_with_zero_advantages() {
     let mut case = LossCase::new(53, 3, 6, 31);
@@ -209,7 +210,8 @@ fn off_policy_mask_keeping_all_and_none() {
     }
 }
 
-/// TRL's δ ≥ 1 + ε_high is dual-clip with c = δ (SPEC), ratio by token or sequence.
+/// TRL's δ ≥ 1 + ε_high is dual-clip with c = δ (docs/MATH.md#ratio-options), ratio by
+/// token or sequence.
 #[test]
 fn delta_above_the_band_is_dual_clip() {
     let case = LossCase::new(67, 4, 5, 29);

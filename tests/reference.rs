@@ -268,9 +268,9 @@ mod gradient {
     /// The options of the new modes — the covariance selection (with shares large
     /// enough to select), the top-entropy mask (quantile and renormalised top-k), the
     /// rollout correction at every level and mode — against central differences. GSPO
-    /// is left out: its gradient is SPEC's surrogate, which equals the loss's derivative
-    /// only while every token of a sequence weighs the same (the mask and the rollout
-    /// weights break that).
+    /// is left out: its gradient is the surrogate of docs/MATH.md#policy-modes-of-2025,
+    /// which equals the loss's derivative only while every token of a sequence weighs
+    /// the same (the mask and the rollout weights break that).
     #[test]
     fn options_gradient_matches_finite_differences() {
         let rollout: Vec<f64> = {

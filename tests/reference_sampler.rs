@@ -1,8 +1,9 @@
-//! The f64 reference under the sampler's distribution (SPEC "The sampler's
-//! distribution"): every mode's loss over kept sets, with a softcap and per-token
-//! temperatures, against central differences of the reference's own loss; the plain
-//! loss where every option is off; SPEC's bad-input table. No GPU: these check the
-//! reference the kernels will be held to.
+//! The f64 reference under the sampler's distribution
+//! (docs/MATH.md#the-samplers-distribution): every mode's loss over kept sets, with a
+//! softcap and per-token temperatures, against central differences of the reference's
+//! own loss; the plain loss where every option is off; the bad-input table of
+//! docs/MATH.md#bad-input. No GPU: these check the reference the kernels will be held
+//! to.
 
 use wgpu_policy_loss::reference::sampler::{KeptSets, Sampler, SamplerBatch};
 use wgpu_policy_loss::reference::{policy_loss_sampled, policy_loss_with, Batch};
@@ -169,8 +170,9 @@ fn every_mode_over_given_sets_with_softcap_and_temperatures_has_its_gradient() {
         if mode == PolicyLossMode::Dro {
             cfg.dro_beta = Some(0.3);
         }
-        // DPPO's and VESPO's gradients are SPEC's detached forms, not the derivative of
-        // their loss's value; every mode is checked against the plain loss below
+        // DPPO's and VESPO's gradients are the detached forms of
+        // docs/MATH.md#policy-modes-of-2026, not the derivative of their loss's value;
+        // every mode is checked against the plain loss below
         let detached = [
             PolicyLossMode::DppoTv,
             PolicyLossMode::DppoKl,

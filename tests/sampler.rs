@@ -1,4 +1,4 @@
-//! The sampler's distribution in the kernels (SPEC "The sampler's distribution"):
+//! The sampler's distribution in the kernels (docs/MATH.md#the-samplers-distribution):
 //! per-token temperatures and the logit softcap, over every mode, aggregation and
 //! dtype, on every adapter, against the f64 reference (`reference::policy_loss_sampled`);
 //! through parts, rows longer than one binding and the fused head; bad temperatures
@@ -16,7 +16,7 @@ use wgpu_policy_loss::{
 };
 
 /// Per-token temperatures for `case`: in [0.5, 1.6] on rows the loss reads, and junk
-/// (0, −1, NaN, +inf) on the rows it does not (SPEC: ignored there).
+/// (0, −1, NaN, +inf) on the rows it does not (ignored there: docs/MATH.md#bad-input).
 fn temperatures(case: &LossCase, seed: u64) -> Vec<f32> {
     use rand::RngExt;
     let mut r = rng(seed);

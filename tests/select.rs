@@ -2,8 +2,8 @@
 //! `kl_cov`'s covariance selection, the top-entropy mask (quantile and renormalised
 //! top-k), the rollout correction; and the other new modes (`cispo`, `sapo`, `gpg`).
 //! Loss, metrics and gradient against the f64 reference on every adapter and path; the
-//! edge cases SPEC names; the choices bit for bit the same chunked, in parts, and run to
-//! run.
+//! edge cases docs/MATH.md names; the choices bit for bit the same chunked, in parts,
+//! and run to run.
 
 mod common;
 
@@ -537,8 +537,9 @@ fn launches_per_family() {
     assert_eq!(launches(rc, false), 5);
 }
 
-/// TRL's loss types set the mode and the aggregation SPEC maps them to; `grpo` counts
-/// empty sequences in B' (sequence 1 of the case is empty), matching the reference.
+/// TRL's loss types set the mode and the aggregation
+/// docs/MATH.md#aggregation-and-presets maps them to; `grpo` counts empty sequences in
+/// B' (sequence 1 of the case is empty), matching the reference.
 #[test]
 fn trl_loss_types() {
     use wgpu_policy_loss::TrlLossType as T;

@@ -405,10 +405,10 @@ fn bad_shard_calls_are_errors_naming_the_argument() {
     }
 }
 
-/// SPEC's rules for rows that are not all finite, across shards: a row whose whole
-/// shard is -inf, a target logit of -inf, a NaN in one shard, +inf in one shard. The
-/// sharded results are the unsharded ones: the same non-finite rows, NaN where it is
-/// NaN, and the finite values to rounding.
+/// The rules of docs/MATH.md#bad-input for rows that are not all finite, across shards:
+/// a row whose whole shard is -inf, a target logit of -inf, a NaN in one shard, +inf in
+/// one shard. The sharded results are the unsharded ones: the same non-finite rows, NaN
+/// where it is NaN, and the finite values to rounding.
 #[test]
 fn non_finite_rows_follow_the_unsharded_rules() {
     let mut case = case(76);

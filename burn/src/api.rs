@@ -14,7 +14,9 @@ use crate::error::{Error, Result};
 /// (`[B, R]`). A `Tensor<1>` or `Tensor<2>` converts.
 #[derive(Clone, Debug)]
 pub enum Advantages {
+    /// `[B]`, one per sequence: every predicting row of sequence `b` takes `A_b`.
     PerSequence(Tensor<1>),
+    /// `[B, R]`, one per predicting row.
     PerToken(Tensor<2>),
 }
 
@@ -37,7 +39,9 @@ impl From<Tensor<2>> for Advantages {
 /// target is not among its ids is bad input, named `targets`.
 #[derive(Clone, Debug)]
 pub struct KeptTensors {
+    /// `[B·R + 1]` offsets into `ids`: from 0, never decreasing, ending at `nnz`.
     pub offsets: Tensor<1, Int>,
+    /// `[nnz]` token ids of every row's set, in `[0, V)`.
     pub ids: Tensor<1, Int>,
 }
 
@@ -82,13 +86,16 @@ pub struct LossExtras {
     /// The sampler's log-probs `[B, R]` (vLLM's, SGLang's), for the rollout
     /// correction.
     pub rollout_logprobs: Option<Tensor<2>>,
-    /// The sampler's temperature of each predicting row `[B, R]` (SPEC "The
-    /// sampler's distribution"), in place of the configuration's `temperature` (which
-    /// must then be 1). The softcap is the configuration's `logit_softcap`.
+    /// The sampler's temperature of each predicting row `[B, R]`
+    /// (docs/MATH.md#the-samplers-distribution), in place of the configuration's
+    /// `temperature` (which must then be 1). The softcap is the configuration's
+    /// `logit_softcap`.
     pub temperatures: Option<Tensor<2>>,
-    /// The sampler's given kept set of each predicting row (SPEC "The sampler's
-    /// distribution"): the loss over the kept tokens alone.
+    /// The sampler's given kept set of each predicting row
+    /// (docs/MATH.md#given-kept-sets): the loss over the kept tokens alone.
     pub kept: Option<KeptTensors>,
+    /// Which logits rows predict which ids (default [`Positions::Aligned`]: row `s`
+    /// predicts id `s`).
     pub positions: Positions,
     /// [`policy_loss_head`]: the logits rows made at once (`None`: as many as 256 MiB
     /// of f32 logits hold).
@@ -96,21 +103,25 @@ pub struct LossExtras {
 }
 
 impl LossExtras {
+    /// With the behaviour policy's log-probs `[B, R]` ([`LossExtras::old_logprobs`]).
     pub fn with_old_logprobs(mut self, t: Tensor<2>) -> Self {
         self.old_logprobs = Some(t);
         self
     }
 
+    /// With the reference policy's log-probs `[B, R]` ([`LossExtras::ref_logprobs`]).
     pub fn with_ref_logprobs(mut self, t: Tensor<2>) -> Self {
         self.ref_logprobs = Some(t);
         self
     }
 
+    /// With the sampler's log-probs `[B, R]` ([`LossExtras::rollout_logprobs`]).
     pub fn with_rollout_logprobs(mut self, t: Tensor<2>) -> Self {
         self.rollout_logprobs = Some(t);
         self
     }
 
+    /// With a temperature per predicting row `[B, R]` ([`LossExtras::temperatures`]).
     pub fn with_temperatures(mut self, t: Tensor<2>) -> Self {
         self.temperatures = Some(t);
         self
@@ -122,6 +133,7 @@ impl LossExtras {
         self
     }
 
+    /// With `positions` ([`LossExtras::positions`]).
     pub fn with_positions(mut self, positions: Positions) -> Self {
         self.positions = positions;
         self
@@ -137,6 +149,7 @@ impl LossExtras {
         self.with_positions(Positions::Response { prompt_len })
     }
 
+    /// With `rows` logits rows made at once by [`policy_loss_head`].
     pub fn with_chunk_rows(mut self, rows: u32) -> Self {
         self.chunk_rows = Some(rows);
         self
@@ -244,8 +257,9 @@ pub(crate) fn head_dims(hidden: &Tensor<3>, weight: &Tensor<2>) -> Result<([usiz
 }
 
 /// Advantages `[N]` from rewards `[N]`, one per sequence, in groups of `group_size`
-/// consecutive sequences answering one prompt (GRPO, RLOO, …: SPEC's estimators), on
-/// the device. A constant of the loss: no gradient flows to the rewards.
+/// consecutive sequences answering one prompt (GRPO, RLOO, …: the estimators of
+/// docs/MATH.md#advantages-from-rewards), on the device. A constant of the loss: no
+/// gradient flows to the rewards.
 pub fn advantages(
     rewards: Tensor<1>,
     estimator: AdvantageEstimator,

@@ -18,11 +18,17 @@ use wgpu_policy_loss::{AdvantageEstimator, LogProbConfig, LossConfig};
 #[derive(ExtensionType)]
 #[extension_type(fusion: cfg(feature = "fusion"))]
 pub struct LossResults<B: Backend> {
+    /// The aggregated loss, `[1]`.
     pub loss: FloatTensor<B>,
+    /// Each predicting row's target log-prob, `[B, R]`.
     pub logprobs: FloatTensor<B>,
+    /// Each predicting row's entropy, `[B, R]`.
     pub entropy: FloatTensor<B>,
+    /// Each predicting row's log-sum-exp, `[B, R]`.
     pub lse: FloatTensor<B>,
+    /// The library's metrics buffer, `[Metrics::LEN]`, as `Metrics::from_slice` reads it.
     pub metrics: FloatTensor<B>,
+    /// ∂Loss/∂logits `[B, S, V]`, or a `[1]` placeholder.
     pub grad: FloatTensor<B>,
 }
 
@@ -32,12 +38,19 @@ pub struct LossResults<B: Backend> {
 #[derive(ExtensionType)]
 #[extension_type(fusion: cfg(feature = "fusion"))]
 pub struct HeadResults<B: Backend> {
+    /// The aggregated loss, `[1]`.
     pub loss: FloatTensor<B>,
+    /// Each predicting row's target log-prob, `[B, R]`.
     pub logprobs: FloatTensor<B>,
+    /// Each predicting row's entropy, `[B, R]`.
     pub entropy: FloatTensor<B>,
+    /// Each predicting row's log-sum-exp, `[B, R]`.
     pub lse: FloatTensor<B>,
+    /// The library's metrics buffer, `[Metrics::LEN]`.
     pub metrics: FloatTensor<B>,
+    /// ∂Loss/∂hidden `[B, S, H]` in hidden's dtype, or a `[1]` placeholder.
     pub grad_hidden: FloatTensor<B>,
+    /// ∂Loss/∂W `[V, H]` in the weight's dtype, or a `[1]` placeholder.
     pub grad_weight: FloatTensor<B>,
 }
 
@@ -46,7 +59,9 @@ pub struct HeadResults<B: Backend> {
 #[derive(ExtensionType)]
 #[extension_type(fusion: cfg(feature = "fusion"))]
 pub struct ProbResults<B: Backend> {
+    /// `[3, B, R]`: `logp`, `H`, `lse` of each predicting row.
     pub stats: FloatTensor<B>,
+    /// The library's metrics buffer, `[Metrics::LEN]` (the bad rows).
     pub metrics: FloatTensor<B>,
 }
 
@@ -57,9 +72,13 @@ pub struct ProbResults<B: Backend> {
 #[derive(ExtensionType)]
 #[extension_type(fusion: cfg(feature = "fusion"))]
 pub struct ProbRows<B: Backend> {
+    /// The ids `[B, S]`, 32 bits.
     pub targets: IntTensor<B>,
+    /// The temperatures `[B, R]`, or a stand-in.
     pub temperatures: FloatTensor<B>,
+    /// The kept sets' offsets `[B·R + 1]`, or a stand-in.
     pub keep_offsets: IntTensor<B>,
+    /// The kept sets' ids `[nnz]`, or a stand-in.
     pub keep_ids: IntTensor<B>,
 }
 
@@ -68,15 +87,20 @@ pub struct ProbRows<B: Backend> {
 #[derive(ExtensionType)]
 #[extension_type(fusion: cfg(feature = "fusion"))]
 pub struct ProbHeadGrads<B: Backend> {
+    /// ∂L/∂hidden `[B, S, H]`.
     pub grad_hidden: FloatTensor<B>,
+    /// ∂L/∂W `[V, H]`.
     pub grad_weight: FloatTensor<B>,
 }
 
 /// Everything a log-prob primitive call needs besides its tensors.
 #[derive(Clone, Debug)]
 pub struct ProbOp {
+    /// The sampler's options the statistics are taken under.
     pub config: LogProbConfig,
+    /// Which logits rows predict which ids.
     pub positions: Positions,
+    /// The sampler's per-row temperatures are given.
     pub has_temps: bool,
     /// The sampler's given kept sets are given.
     pub has_kept: bool,
@@ -100,7 +124,10 @@ pub enum Positions {
     /// A response after a prompt of `prompt_len ≥ 1` tokens: rows `prompt_len − 1 ..
     /// S − 1` predict ids `prompt_len .. S`: `R = S − prompt_len`. `Response {
     /// prompt_len: 1 }` is [`Positions::Shifted`].
-    Response { prompt_len: usize },
+    Response {
+        /// The prompt's length in tokens, at least 1.
+        prompt_len: usize,
+    },
 }
 
 impl Positions {
@@ -123,12 +150,17 @@ impl Positions {
 /// [`policy_loss`](crate::policy_loss), which checks the shapes against it.
 #[derive(Clone, Debug)]
 pub struct LossOp {
+    /// The loss, checked.
     pub config: LossConfig,
+    /// Which logits rows predict which ids.
     pub positions: Positions,
     /// The advantages are `[B, R]` (else `[B]`, one per sequence).
     pub per_token_advantages: bool,
+    /// The behaviour policy's log-probs are given.
     pub has_old: bool,
+    /// The reference policy's log-probs are given.
     pub has_ref: bool,
+    /// The sampler's log-probs are given.
     pub has_rollout: bool,
     /// The sampler's per-token temperatures are given.
     pub has_temps: bool,
@@ -162,7 +194,9 @@ impl CallId {
 /// sequences answering one prompt.
 #[derive(Clone, Copy, Debug)]
 pub struct AdvantagesOp {
+    /// How a group's rewards become advantages.
     pub estimator: AdvantageEstimator,
+    /// Rewards per group, at least 1, dividing N.
     pub group_size: usize,
 }
 
@@ -172,16 +206,29 @@ pub struct AdvantagesOp {
 #[derive(ExtensionType)]
 #[extension_type(fusion: cfg(feature = "fusion"))]
 pub struct RowInputs<B: Backend> {
+    /// The ids `[B, S]`, 32 bits.
     pub targets: IntTensor<B>,
+    /// The response mask `[B, R]`.
     pub mask: FloatTensor<B>,
+    /// The advantages `[B, R]`, or `[B, 1]` one per sequence.
     pub advantages: FloatTensor<B>,
+    /// The behaviour policy's log-probs `[B, R]`, or the mask where
+    /// [`LossOp::has_old`] is off.
     pub old_logprobs: FloatTensor<B>,
+    /// The reference policy's log-probs `[B, R]`, or the mask where
+    /// [`LossOp::has_ref`] is off.
     pub ref_logprobs: FloatTensor<B>,
+    /// The sampler's log-probs `[B, R]`, or the mask where [`LossOp::has_rollout`] is
+    /// off.
     pub rollout_logprobs: FloatTensor<B>,
+    /// The sampler's temperatures `[B, R]`, or the mask where [`LossOp::has_temps`] is
+    /// off.
     pub temperatures: FloatTensor<B>,
-    /// The kept sets' CSR, `[B·R + 1]` and `[nnz]` (32 bits; the ids tensor twice
-    /// where [`LossOp::has_kept`] is off).
+    /// The kept sets' CSR offsets `[B·R + 1]` (32 bits; the ids tensor where
+    /// [`LossOp::has_kept`] is off).
     pub keep_offsets: IntTensor<B>,
+    /// The kept sets' ids `[nnz]` (32 bits; the ids tensor where [`LossOp::has_kept`]
+    /// is off).
     pub keep_ids: IntTensor<B>,
 }
 

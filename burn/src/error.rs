@@ -22,4 +22,5 @@ impl Error {
     }
 }
 
+/// The crate's result: [`Error`] unless said otherwise.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,9 +1,10 @@
-//! The log-prob primitive as a differentiable Burn op (SPEC "The log-prob primitive"):
-//! `logp`, `H` and `lse` of each predicting row under the sampler's distribution, whose
-//! backward takes Burn's upstream gradients of all three and runs the fused
-//! vector-Jacobian product. Any loss written in Burn's tensor ops on the three is then
-//! a loss of the fused kernels. It comes in two forms: from logits, and from hidden
-//! states and the lm-head weight (the fused head, the logits never held whole).
+//! The log-prob primitive as a differentiable Burn op
+//! (docs/MATH.md#the-log-prob-primitive): `logp`, `H` and `lse` of each predicting row
+//! under the sampler's distribution, whose backward takes Burn's upstream gradients of
+//! all three and runs the fused vector-Jacobian product. Any loss written in Burn's
+//! tensor ops on the three is then a loss of the fused kernels. It comes in two forms:
+//! from logits, and from hidden states and the lm-head weight (the fused head, the
+//! logits never held whole).
 
 use burn::backend::Dispatch;
 use burn::tensor::{Device, Int, Tensor};
@@ -23,6 +24,7 @@ pub struct LogProbExtras {
     /// The sampler's given kept sets (see [`KeptTensors`]): every row whose target is
     /// a token id needs it in its set (or an empty range).
     pub kept: Option<KeptTensors>,
+    /// Which logits rows predict which ids (default [`Positions::Aligned`]).
     pub positions: Positions,
     /// [`logprobs_head`]: the logits rows made at once (`None`: as many as 256 MiB of
     /// f32 logits hold).
@@ -35,8 +37,12 @@ pub struct LogProbExtras {
 /// vocabulary (padding), and no gradient may reach it there.
 #[derive(Clone, Debug)]
 pub struct LogProbsOutput {
+    /// `logp` of each predicting row's target (NaN where the target is outside `[0, V)`).
     pub logprobs: Tensor<2>,
+    /// The entropy `H` of each predicting row's distribution.
     pub entropy: Tensor<2>,
+    /// The log-sum-exp `lse` of each predicting row (over its kept set, under its
+    /// softcap and temperature).
     pub lse: Tensor<2>,
 }
 

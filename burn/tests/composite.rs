@@ -33,7 +33,8 @@ fn composite(logits: Tensor<3>, case: &Case, cfg: &LossConfig, device: &Device) 
         .clone()
         .clamp(1.0 - cfg.clip_ratio_low, 1.0 + cfg.clip_ratio_high);
     let pg = (-a.clone() * ratio).max_pair(-a * clipped);
-    // SPEC's k3: δ clamped to [−20, 20], the estimate to [−10, 10]
+    // k3 as docs/MATH.md#the-kl-term has it: δ clamped to [−20, 20], the estimate to
+    // [−10, 10]
     let d = (refp - logp).clamp(-20.0, 20.0);
     let kl = (d.clone().exp() - d - 1.0).clamp(-10.0, 10.0);
     let per_token = pg + kl * cfg.kl_coef - entropy * cfg.entropy_coeff;

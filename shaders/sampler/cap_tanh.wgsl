@@ -1,4 +1,4 @@
-// The sampler's logit softcap (SPEC "The sampler's distribution"; Gemma 2, Grok):
+// The sampler's logit softcap (docs/MATH.md#the-samplers-distribution; Gemma 2, Grok):
 // s = c·tanh(x/c) with c = params.softcap > 0, before the temperature; the gradient
 // gets its slope 1 − tanh²(x/c) = 1 − (s/c)².
 //

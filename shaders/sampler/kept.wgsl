@@ -1,7 +1,8 @@
-// The sampler's kept set in the row kernel's loss launch (SPEC "The sampler's
-// distribution"), given or computed. A kernel ran first and left in `kept` (bound here
-// in place of the temperatures, which the storage-binding budget of WebGPU would not
-// otherwise allow) a header of KEPT_HEADER items per row, and kept (id, logit) pairs:
+// The sampler's kept set in the row kernel's loss launch
+// (docs/MATH.md#the-samplers-distribution), given or computed. A kernel ran first and
+// left in `kept` (bound here in place of the temperatures, which the storage-binding
+// budget of WebGPU would not otherwise allow) a header of KEPT_HEADER items per row,
+// and kept (id, logit) pairs:
 //
 //   kept[h]         (first pair, count)   count 0: the sweeps below decide
 //   kept[h + 1]     (τ's bits, 0 for the scalar; 1 if the target is kept)

@@ -1,5 +1,5 @@
-// The sampler's per-row temperatures (SPEC "The sampler's distribution"): row r of the
-// part takes τ_r = temperatures[params.temps + r], a window of the caller's tensor
+// The sampler's per-row temperatures (docs/MATH.md#the-samplers-distribution): row r of
+// the part takes τ_r = temperatures[params.temps + r], a window of the caller's tensor
 // (params.temps = NO_TEMPS: the call's scalar τ on every row; the binding is then any
 // read-only buffer, never read), through sampler/tau_read.wgsl. Everything downstream
 // reads z = s/τ_r.

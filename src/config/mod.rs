@@ -1,5 +1,6 @@
-//! Loss configuration, in SPEC's (verl's) words. Shared by the kernels and the CPU
-//! reference, and parsed from the same strings verl and the CLI use.
+//! Loss configuration, in verl's words (docs/MATH.md, "Conventions and notation").
+//! Shared by the kernels and the CPU reference, and parsed from the same strings verl
+//! and the CLI use.
 
 use crate::error::{Error, Result};
 
@@ -9,21 +10,33 @@ mod validate;
 pub use modes::*;
 
 /// Everything that shapes the loss. Defaults are verl's: `ppo_clip`, ε = 0.2/0.2, no
-/// dual-clip, `low_var_kl` with β = 0, γ = 0, `token-mean`, τ = 1.
+/// dual-clip, `low_var_kl` with β = 0, γ = 0, `token-mean`, τ = 1; every option of 2026
+/// and of the sampler off. A call checks it first ([`LossConfig::validate`], each error
+/// an [`Error::InvalidArgument`] naming the field). The loss it describes is
+/// `Σ_r [w'_r·q_r·e_r·o_r·l_r + w_r·(β·kl_r − γ·H_r)]` (docs/MATH.md#the-per-token-loss).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct LossConfig {
+    /// The per-token policy term `l_t` and its slope `g_t` (verl's `policy_loss_mode`);
+    /// default `ppo_clip`. See docs/MATH.md#policy-modes-of-2025 and
+    /// docs/MATH.md#policy-modes-of-2026.
     pub mode: PolicyLossMode,
-    /// ε_low: the ratio is clipped below at `1 − clip_ratio_low`.
+    /// ε_low: the ratio is clipped below at `1 − clip_ratio_low` (default 0.2; see
+    /// docs/MATH.md#policy-modes-of-2025). The `dppo_*` modes read it as `δ_low`.
     pub clip_ratio_low: f32,
-    /// ε_high: the ratio is clipped above at `1 + clip_ratio_high` (DAPO clip-higher).
+    /// ε_high: the ratio is clipped above at `1 + clip_ratio_high` (DAPO clip-higher;
+    /// default 0.2). The `dppo_*` modes read it as `δ_high`.
     pub clip_ratio_high: f32,
     /// Dual-clip constant `c > 1` for negative advantages; `None` disables it.
     pub clip_ratio_c: Option<f32>,
+    /// The estimator `kl_t` of the KL term against `ref_logp` (verl's `kl_loss_type`);
+    /// default `low_var_kl` (k3). See docs/MATH.md#the-kl-term.
     pub kl_loss_type: KlEstimator,
     /// β; the KL term needs reference log-probs when it is not 0.
     pub kl_coef: f32,
     /// γ: the loss subtracts `γ·H`.
     pub entropy_coeff: f32,
+    /// How the per-token terms are weighted into one number (the weight `w_r` of verl's
+    /// `loss_agg_mode`); default `token-mean`. See docs/MATH.md#aggregation-and-presets.
     pub loss_agg_mode: LossAggMode,
     /// `token-mean` divides by this instead of Σ mask (data-parallel training).
     pub global_normalizer: Option<f32>,
@@ -37,8 +50,11 @@ pub struct LossConfig {
     pub tau_neg: f32,
     /// `clip_cov`: the share of masked-in tokens to cut, in (0, 1].
     pub clip_cov_ratio: f32,
-    /// `clip_cov`: candidates have `clip_cov_lb < cov < clip_cov_ub`.
+    /// `clip_cov`: the lower bound of a candidate's covariance, exclusive (candidates
+    /// have `clip_cov_lb < cov < clip_cov_ub`); default 1. See
+    /// docs/MATH.md#covariance-token-selection.
     pub clip_cov_lb: f32,
+    /// `clip_cov`: the upper bound of a candidate's covariance, exclusive; default 5.
     pub clip_cov_ub: f32,
     /// `kl_cov`: the share of masked-in tokens to penalise, in (0, 1].
     pub kl_cov_ratio: f32,
@@ -58,11 +74,15 @@ pub struct LossConfig {
     pub count_empty_sequences: bool,
     /// `dro`'s β_D (verl's `policy_loss.dro_beta`): required by `dro`, > 0.
     pub dro_beta: Option<f32>,
-    /// VESPO's gamma weight `φ = exp(λ + k·L_b − λ·e^{L_b})`: `(k, λ)` for `A ≥ 0`
-    /// (TRL's `vespo_k_pos`, `vespo_lambda_pos`) and for `A < 0`.
+    /// VESPO's `k` for `A ≥ 0` (TRL's `vespo_k_pos`); default 2. With `λ`, it shapes
+    /// the gamma weight `φ = exp(λ + k·L_b − λ·e^{L_b})`, which peaks where the
+    /// sequence's importance weight is `k/λ` (docs/MATH.md#policy-modes-of-2026).
     pub vespo_k_pos: f32,
+    /// VESPO's `λ` for `A ≥ 0` (TRL's `vespo_lambda_pos`); default 3. Floored at 1e-4.
     pub vespo_lambda_pos: f32,
+    /// VESPO's `k` for `A < 0` (TRL's `vespo_k_neg`); default 3.
     pub vespo_k_neg: f32,
+    /// VESPO's `λ` for `A < 0` (TRL's `vespo_lambda_neg`); default 2. Floored at 1e-4.
     pub vespo_lambda_neg: f32,
     /// TRL's two-sided clip δ > 1 (INTELLECT-2) for `ppo_clip` and `gspo`: the
     /// unclipped term is capped at `−A·min(r, δ)`. Excludes `clip_ratio_c`.
@@ -75,7 +95,7 @@ pub struct LossConfig {
     /// TRL's `use_bias_correction_kl`: the KL term times the importance ratio.
     pub use_bias_correction_kl: bool,
     /// The sampler's logit softcap `c > 0` (Gemma 2, Grok): every logit becomes
-    /// `c·tanh(x/c)` before the temperature (SPEC "The sampler's distribution").
+    /// `c·tanh(x/c)` before the temperature (docs/MATH.md#the-samplers-distribution).
     pub logit_softcap: Option<f32>,
     /// The sampler's top-k: keep the tokens with fewer than `k` larger values (every
     /// token tied with the k-th kept); 0 or −1: off.

@@ -3,7 +3,9 @@
 
 use crate::error::{Error, Result};
 
-/// The per-token policy term `l_t` (SPEC "Per token loss").
+/// The per-token policy term `l_t` and its slope `g_t = ∂l_t/∂logp_t`
+/// (docs/MATH.md#the-per-token-loss). Parsed from verl's names (`"ppo_clip"`, or its
+/// alias `"vanilla"`, …); [`name`](Self::name) gives them back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum PolicyLossMode {
     /// `−A·logp` (the seed).
@@ -25,7 +27,7 @@ pub enum PolicyLossMode {
     /// `−A·r` plus a KL penalty on the top-covariance tokens.
     KlCov,
     /// GMPO: the geometric mean of each sequence's clipped token ratios, `−Ā_b·ρ_b`
-    /// (verl's `geo_mean`; SPEC "The 2026 loss matrix").
+    /// (verl's `geo_mean`; docs/MATH.md#policy-modes-of-2026).
     GeoMean,
     /// DPPO-Binary-TV: `−sg(min(r, C)·v)·A·logp`, `v` cutting tokens whose probability
     /// moved past `δ_low` / `δ_high` in total variation.
@@ -50,7 +52,9 @@ pub enum ImportanceSamplingLevel {
     Sequence,
 }
 
-/// Which ratio the rollout correction weighs by (SPEC "Rollout correction").
+/// Which ratio the rollout correction weighs by (docs/MATH.md#rollout-correction), with
+/// `δ_t = old_logp_t − rollout_logp_t` (`sg(logp_t)` in place of `old_logp_t` without
+/// old log-probs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum RolloutLevel {
     /// `ρ_t` per token.
@@ -76,7 +80,9 @@ pub enum RolloutMode {
 /// the trainer's to the sampler's probabilities (needs the sampler's log-probs).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct RolloutCorrection {
+    /// Per token, per sequence or the sequence's geometric mean; default per token.
     pub level: RolloutLevel,
+    /// Truncate (TIS) or mask (MIS) a ratio outside `[C_lo, C_hi]`; default truncate.
     pub mode: RolloutMode,
     /// `C_hi` (verl's default 2.0; TRL uses 3.0).
     pub threshold: f32,
@@ -104,7 +110,9 @@ impl RolloutCorrection {
     }
 }
 
-/// TRL's `loss_type` names, as presets of mode and aggregation (SPEC "Aggregation").
+/// TRL's `loss_type` names, as presets of mode and aggregation
+/// (docs/MATH.md#aggregation-and-presets), applied by
+/// [`LossConfig::with_loss_type`](crate::LossConfig::with_loss_type).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum TrlLossType {
     /// `seq-mean-token-mean`, counting empty sequences in B' as TRL does.
@@ -150,10 +158,17 @@ pub enum KlEstimator {
 /// How per-token losses become one number (verl's `loss_agg_mode`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum LossAggMode {
+    /// `w_r = m_r / N`, `N = Σ_r m_r` or the caller's `global_normalizer` (verl's
+    /// `token-mean`): every token alike.
     #[default]
     TokenMean,
+    /// `w_r = m_r / (n_b·B')`, `B'` the sequences with `n_b > 0` (all of them with
+    /// `count_empty_sequences`): each sequence's token mean, averaged (the GRPO paper).
     SeqMeanTokenMean,
+    /// `w_r = m_r / B'`: each sequence's token sum, averaged over sequences.
     SeqMeanTokenSum,
+    /// `w_r = m_r / (B·L_norm)`, `L_norm` the config's `l_norm` (default the sequence
+    /// length `S`): Dr. GRPO's sum over a fixed length.
     SeqMeanTokenSumNorm,
     /// `w_r = m_r` (verl's `token-sum`; verl multiplies by its data-parallel size).
     TokenSum,
@@ -225,6 +240,7 @@ names!(LossAggMode, "loss_agg_mode",
     "token-sum" => LossAggMode::TokenSum);
 
 impl PolicyLossMode {
+    /// Every mode: 2025's, then 2026's, in declaration order.
     pub const ALL: [PolicyLossMode; 13] = [
         Self::Reinforce,
         Self::PpoClip,
@@ -277,15 +293,19 @@ impl PolicyLossMode {
     }
 }
 impl ImportanceSamplingLevel {
+    /// Every level.
     pub const ALL: [ImportanceSamplingLevel; 2] = [Self::Token, Self::Sequence];
 }
 impl RolloutLevel {
+    /// Every level.
     pub const ALL: [RolloutLevel; 3] = [Self::Token, Self::Sequence, Self::Geometric];
 }
 impl RolloutMode {
+    /// Every mode.
     pub const ALL: [RolloutMode; 2] = [Self::Truncate, Self::Mask];
 }
 impl TrlLossType {
+    /// Every preset.
     pub const ALL: [TrlLossType; 8] = [
         Self::Grpo,
         Self::Bnpo,
@@ -298,6 +318,7 @@ impl TrlLossType {
     ];
 }
 impl KlEstimator {
+    /// Every estimator (each once: the aliases `kl`, `mse`, `k2+`, … parse to these).
     pub const ALL: [KlEstimator; 7] = [
         Self::K1,
         Self::K2,
@@ -337,6 +358,7 @@ impl KlEstimator {
     }
 }
 impl LossAggMode {
+    /// Every aggregation mode.
     pub const ALL: [LossAggMode; 5] = [
         Self::TokenMean,
         Self::SeqMeanTokenMean,
@@ -357,8 +379,8 @@ impl LossAggMode {
     }
 }
 
-/// How rewards become advantages (SPEC "Advantages"): groups of `group_size`
-/// consecutive responses to one prompt.
+/// How rewards become advantages (docs/MATH.md#advantages-from-rewards): groups of
+/// `group_size` consecutive responses to one prompt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum AdvantageEstimator {
     /// `(R_i − mean_g) / (std_g + 1e-6)`, std unbiased; a group of one gets 0.
@@ -375,6 +397,7 @@ pub enum AdvantageEstimator {
 }
 
 impl AdvantageEstimator {
+    /// Every estimator.
     pub const ALL: [AdvantageEstimator; 5] = [
         Self::Grpo,
         Self::GrpoNoStd,

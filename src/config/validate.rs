@@ -1,5 +1,5 @@
-//! `LossConfig::validate`: every field checked, each error naming its field (SPEC's
-//! error tables).
+//! `LossConfig::validate`: every field checked, each error naming its field (the error
+//! tables of docs/MATH.md, "Bad input" and "The eval command").
 
 use super::*;
 use crate::error::{Error, Result};
@@ -70,8 +70,9 @@ impl LossConfig {
         self.validate_2026()
     }
 
-    /// SPEC's error table of "The 2026 loss matrix": each bad value or combination
-    /// named by its field.
+    /// The errors of the 2026 modes and options (docs/MATH.md, "Policy modes of 2026",
+    /// "Ratio options" and the error table of "The eval command"): each bad value or
+    /// combination named by its field.
     fn validate_2026(&self) -> Result<()> {
         use PolicyLossMode as M;
         let mode = self.mode.name();
@@ -214,7 +215,8 @@ fn share(arg: &'static str, v: f32) -> Result<()> {
 }
 
 impl LossConfig {
-    /// SPEC's ranges of the sampler's computed kept set (an error naming the option).
+    /// The ranges of the sampler's computed kept set (docs/MATH.md#computed-kept-sets;
+    /// an error naming the option).
     fn validate_kept_options(&self) -> Result<()> {
         if self.top_k < -1 {
             return Err(Error::arg(

@@ -1,4 +1,5 @@
-//! Advantages of host rewards (SPEC "Advantages"), computed on the device.
+//! Advantages of host rewards (docs/MATH.md#advantages-from-rewards), computed on the
+//! device.
 
 use crate::config::AdvantageEstimator;
 use crate::context::Context;
@@ -7,7 +8,10 @@ use crate::kernels::advantages::check_groups as check;
 use crate::view::F32View;
 
 impl Context {
-    /// Advantages of host rewards, computed on the device.
+    /// Advantages of host rewards, computed on the device: one per reward, groups of
+    /// `group_size` consecutive rewards answering one prompt
+    /// (docs/MATH.md#advantages-from-rewards). An `Err` where the rewards do not split
+    /// into whole groups.
     #[cfg(not(target_arch = "wasm32"))]
     pub fn advantages(
         &self,

@@ -1,5 +1,5 @@
 //! A host batch checked before anything is uploaded: its shapes, then the values of its
-//! per-row inputs (SPEC "Bad input"), in O(rows).
+//! per-row inputs (docs/MATH.md#bad-input), in O(rows).
 
 use super::HostPart;
 use crate::config::LossConfig;
@@ -14,12 +14,13 @@ pub(super) struct Shape {
 
 impl HostPart<'_> {
     /// Checks this part as a call of [`Context::policy_loss_parts`](crate::Context)
-    /// would, without a device: its shapes, and its per-row inputs (SPEC "Bad input"):
-    /// a mask that is negative, NaN or ±inf on any row, or a NaN or ±inf advantage,
-    /// old, ref or rollout log-prob (the latter only where `config` reads it: the
-    /// rollout correction, the off-policy mask) on a masked-in row, is
-    /// [`Error::InvalidInput`] naming the tensor and the first bad row. Token ids are
-    /// the device's to check (they need the vocabulary's bound, not a value test).
+    /// would, without a device: its shapes, and its per-row inputs
+    /// (docs/MATH.md#bad-input): a mask that is negative, NaN or ±inf on any row, or a
+    /// NaN or ±inf advantage, old, ref or rollout log-prob (the latter only where
+    /// `config` reads it: the rollout correction, the off-policy mask) on a masked-in
+    /// row, is [`Error::InvalidInput`] naming the tensor and the first bad row. Token
+    /// ids are the device's to check (they need the vocabulary's bound, not a value
+    /// test).
     pub fn check(&self, config: &LossConfig) -> Result<()> {
         self.check_at(config, 0).map(|_| ())
     }
@@ -138,7 +139,7 @@ impl HostPart<'_> {
     }
 }
 
-/// A read row's target must be in its kept set (SPEC "Bad input": an
+/// A read row's target must be in its kept set (docs/MATH.md#bad-input: an
 /// [`Error::InvalidInput`] naming `targets` and the row, numbered from `first_row`):
 /// the part's rows `rows`. Ids outside the vocabulary are the device's to report, as
 /// without a kept set.

@@ -16,19 +16,27 @@ use crate::HostBatch;
 /// lm-head weight instead of logits.
 #[derive(Clone, Copy, Debug)]
 pub struct HostHead<'a> {
-    /// `rows × hidden_dim`, row-major.
+    /// The last hidden states `h`, `rows × hidden_dim`, row-major
+    /// (docs/MATH.md#the-fused-linear-head).
     pub hidden: HostLogits<'a>,
-    /// `V × hidden_dim`, row-major, in hidden's dtype (`nn.Linear(H, V).weight`).
+    /// `V × hidden_dim`, row-major, in hidden's dtype (`nn.Linear(H, V).weight`); its
+    /// row count is the vocabulary size `V`.
     pub lm_head: HostLogits<'a>,
+    /// The hidden width `H`, the row length of both matrices; at least 1.
     pub hidden_dim: u32,
     /// Rows per sequence (S); `None` for one sequence of all rows.
     pub rows_per_seq: Option<u32>,
+    /// The sampled token id of each row ([`HostBatch::targets`]): a row of W.
     pub targets: &'a [u32],
+    /// The response mask of each row ([`HostBatch::mask`]).
     pub mask: &'a [f32],
     /// One per sequence, or one per row.
     pub advantages: &'a [f32],
+    /// The behaviour policy's log-prob of each row ([`HostBatch::old_logprobs`]).
     pub old_logprobs: Option<&'a [f32]>,
+    /// The reference policy's log-prob of each row ([`HostBatch::ref_logprobs`]).
     pub ref_logprobs: Option<&'a [f32]>,
+    /// The sampler's log-prob of each row ([`HostPart::rollout_logprobs`]).
     pub rollout_logprobs: Option<&'a [f32]>,
     /// The sampler's temperature of each row ([`HostBatch::temperatures`]).
     pub temperatures: Option<&'a [f32]>,
@@ -42,9 +50,11 @@ pub struct HostHead<'a> {
 /// (no gradient of logits: there are none) and the head's gradients.
 #[derive(Clone, Debug, PartialEq)]
 pub struct HostHeadLoss {
+    /// The loss, metrics and per-row outputs, as for logits; its `grad` is `None`.
     pub loss: HostLoss,
-    /// `rows × H` and `V × H`, in the asked dtype.
+    /// ∂Loss/∂h, `rows × H`, in the asked dtype (0 on rows of weight 0).
     pub grad_hidden: Option<HostGrad>,
+    /// ∂Loss/∂W, `V × H`, in the asked dtype.
     pub grad_lm_head: Option<HostGrad>,
 }
 

@@ -14,7 +14,9 @@ use crate::view::{DType, F32View, LogitsView, TargetsView};
 /// the caller's upstream gradients (at least one of the three), one per row each.
 #[derive(Clone, Copy, Debug)]
 pub struct HostLogProbs<'a> {
+    /// `rows × vocab`, row-major.
     pub logits: HostLogits<'a>,
+    /// The vocabulary size `V`, the logits' row length.
     pub vocab: u32,
     /// Read where `upstream_logprobs` is not 0; anything elsewhere (padding included).
     pub targets: &'a [u32],
@@ -23,11 +25,12 @@ pub struct HostLogProbs<'a> {
     /// The sampler's given kept set of each row ([`crate::HostBatch::kept`]); a target
     /// is checked against it where `upstream_logprobs` is not 0.
     pub kept: Option<KeptSets<'a>>,
-    /// `a = ∂L/∂logp`.
+    /// `a = ∂L/∂logp`, one per row; `None` is 0 on every row. A row is read where any
+    /// of `a`, `b`, `c` is not 0 (docs/MATH.md#the-log-prob-primitive).
     pub upstream_logprobs: Option<&'a [f32]>,
-    /// `b = ∂L/∂H`.
+    /// `b = ∂L/∂H`, one per row; `None` is 0 on every row.
     pub upstream_entropy: Option<&'a [f32]>,
-    /// `c = ∂L/∂lse`.
+    /// `c = ∂L/∂lse`, one per row; `None` is 0 on every row.
     pub upstream_lse: Option<&'a [f32]>,
 }
 
@@ -98,9 +101,9 @@ impl HostLogProbs<'_> {
         Ok(())
     }
 
-    /// The first bad row (SPEC "The log-prob primitive"): a read row's upstream value
-    /// that is NaN or ±inf, its bad temperature, or (where `a ≠ 0`) its target outside
-    /// `[0, vocab)`.
+    /// The first bad row (docs/MATH.md#the-log-prob-primitive): a read row's upstream
+    /// value that is NaN or ±inf, its bad temperature, or (where `a ≠ 0`) its target
+    /// outside `[0, vocab)`.
     fn check_values(&self) -> Result<()> {
         let at = |x: Option<&[f32]>, r: usize| x.map_or(0.0, |x| x[r]);
         for r in 0..self.targets.len() {
@@ -147,8 +150,8 @@ impl HostLogProbs<'_> {
 impl Context {
     /// The log-prob primitive of a host batch: each read row's `logp`, `H` and `lse`
     /// under the sampler's distribution, and, with `grad_dtype`, `∂L/∂logits` for the
-    /// upstream gradients given (SPEC "The log-prob primitive"). Bad input is an `Err`
-    /// naming the tensor and the first bad row, before anything is uploaded.
+    /// upstream gradients given (docs/MATH.md#the-log-prob-primitive). Bad input is an
+    /// `Err` naming the tensor and the first bad row, before anything is uploaded.
     #[cfg(not(target_arch = "wasm32"))]
     pub fn logprobs(
         &self,
@@ -338,15 +341,23 @@ impl ProbUpload {
 /// `[V, H]` ([`HostHead`]'s), the logits never held whole.
 #[derive(Clone, Copy, Debug)]
 pub struct HostLogProbsHead<'a> {
+    /// The hidden states `h`, `rows × hidden_dim`, row-major.
     pub hidden: HostLogits<'a>,
+    /// The lm-head weight `W`, `V × hidden_dim`, row-major, in hidden's dtype.
     pub lm_head: HostLogits<'a>,
+    /// The hidden width `H`; at least 1.
     pub hidden_dim: u32,
+    /// Each row's target, a row of W ([`HostLogProbs::targets`]).
     pub targets: &'a [u32],
+    /// The sampler's temperature of each row ([`HostLogProbs::temperatures`]).
     pub temperatures: Option<&'a [f32]>,
     /// The sampler's given kept set of each row: ids of W's rows.
     pub kept: Option<KeptSets<'a>>,
+    /// `a = ∂L/∂logp` per row ([`HostLogProbs::upstream_logprobs`]).
     pub upstream_logprobs: Option<&'a [f32]>,
+    /// `b = ∂L/∂H` per row.
     pub upstream_entropy: Option<&'a [f32]>,
+    /// `c = ∂L/∂lse` per row.
     pub upstream_lse: Option<&'a [f32]>,
     /// Rows of logits held at once ([`crate::HeadInputs::chunk_rows`]).
     pub chunk_rows: Option<u32>,

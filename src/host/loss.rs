@@ -16,23 +16,35 @@ use crate::view::{DType, F32View, LogitsView, TargetsView};
 /// One batch on the host for [`Context::policy_loss`].
 #[derive(Clone, Copy, Debug)]
 pub struct HostBatch<'a> {
-    /// `rows × vocab`, row-major.
+    /// `rows × vocab`, row-major: row `r` scores the choice of `targets[r]`
+    /// (docs/MATH.md#inputs-and-layout). Its length must be a multiple of `vocab`.
     pub logits: HostLogits<'a>,
+    /// The vocabulary size `V`, the logits' row length; at least 1.
     pub vocab: u32,
-    /// Rows per sequence (S); `None` for one sequence of all rows.
+    /// Rows per sequence (S); `None` for one sequence of all rows. The last sequence
+    /// may be shorter.
     pub rows_per_seq: Option<u32>,
+    /// The sampled token id `y_r` of each row, in `[0, vocab)` on masked-in rows
+    /// (checked on the device: [`Error::TargetOutOfRange`]); anything (padding's
+    /// `-100 as u32` included) on rows whose mask is 0.
     pub targets: &'a [u32],
+    /// The response mask `m_r` of each row: 0 leaves a row out, other finite values ≥ 0
+    /// weigh it linearly; negative, NaN or ±inf is [`Error::InvalidInput`].
     pub mask: &'a [f32],
-    /// One per sequence, or one per row.
+    /// The advantages `A`: one per sequence (broadcast over its rows), or one per row.
     pub advantages: &'a [f32],
+    /// The behaviour policy's log-prob of each row (`old_logp`, the PPO ratio's
+    /// denominator); `None` for an on-policy call (`r ≡ 1`).
     pub old_logprobs: Option<&'a [f32]>,
+    /// The reference policy's log-prob of each row (`ref_logp`), for the KL term
+    /// (docs/MATH.md#the-kl-term); required when `kl_coef ≠ 0`.
     pub ref_logprobs: Option<&'a [f32]>,
     /// The sampler's temperature of each row, in place of the configuration's one
-    /// (which must then be 1); checked on masked-in rows (SPEC "Bad input").
+    /// (which must then be 1); checked on masked-in rows (docs/MATH.md#bad-input).
     pub temperatures: Option<&'a [f32]>,
     /// The sampler's given kept set of each row (CSR: `offsets` of rows + 1, `ids`);
     /// every row's ids are checked, and a masked-in row's target must be among them
-    /// (SPEC "Bad input").
+    /// (docs/MATH.md#given-kept-sets, docs/MATH.md#bad-input).
     pub kept: Option<KeptSets<'a>>,
 }
 
@@ -41,7 +53,11 @@ pub struct HostBatch<'a> {
 /// ([`LossConfig::rollout_correction`]). A [`HostBatch`] is a part without them.
 #[derive(Clone, Copy, Debug)]
 pub struct HostPart<'a> {
+    /// The part's rows: whole sequences, numbered after the previous parts' rows.
     pub batch: HostBatch<'a>,
+    /// The sampler's log-prob of each row (`rollout_logp`), read by the rollout
+    /// correction and the off-policy mask (docs/MATH.md#rollout-correction); ignored
+    /// when neither is on.
     pub rollout_logprobs: Option<&'a [f32]>,
 }
 
@@ -73,6 +89,7 @@ impl<'a> HostBatch<'a> {
 /// A gradient read back in its dtype.
 #[derive(Clone, Debug, PartialEq)]
 pub struct HostGrad {
+    /// The elements' dtype, the one the call asked for.
     pub dtype: DType,
     /// Little-endian elements, `rows × vocab`.
     pub bytes: Vec<u8>,
@@ -121,11 +138,18 @@ impl HostGrad {
 /// Everything [`Context::policy_loss`] computes, read back.
 #[derive(Clone, Debug, PartialEq)]
 pub struct HostLoss {
+    /// The loss and the metrics (docs/MATH.md#metrics), already checked: a bad token
+    /// id or per-row input came back as the call's `Err`.
     pub metrics: Metrics,
+    /// `logp_r` of each row's target, every part's rows in order (unspecified on rows
+    /// outside the loss).
     pub logprobs: Vec<f32>,
+    /// The entropy `H_r` of each row's (tempered, kept) distribution.
     pub entropy: Vec<f32>,
-    /// log Σ_v e^{x_v/τ} per row (SPEC's `lse`; unspecified on rows outside the loss).
+    /// log Σ_v e^{z_v} per row, `z = x/τ` under the sampler's options
+    /// (docs/MATH.md#row-statistics; unspecified on rows outside the loss).
     pub lse: Vec<f32>,
+    /// ∂Loss/∂logits, `rows × vocab`, when the call asked for a gradient dtype.
     pub grad: Option<HostGrad>,
 }
 

@@ -22,15 +22,21 @@ pub use logprobs::{HostLogProbs, HostLogProbsHead};
 pub use loss::{HostBatch, HostGrad, HostLoss, HostPart};
 pub use row_stats::RowStatsHost;
 
-/// Logits `[rows, vocab]` in host memory, row-major.
+/// Logits `[rows, vocab]` in host memory, row-major; uploaded as they are, in their own
+/// dtype (the kernels widen each element to f32).
 #[derive(Clone, Copy, Debug)]
 pub enum HostLogits<'a> {
+    /// f32 logits.
     F32(&'a [f32]),
+    /// IEEE half-precision logits (needs no `SHADER_F16`: the portable path unpacks
+    /// them).
     F16(&'a [f16]),
+    /// bfloat16 logits.
     Bf16(&'a [bf16]),
 }
 
 impl HostLogits<'_> {
+    /// The elements' dtype.
     pub fn dtype(&self) -> DType {
         match self {
             HostLogits::F32(_) => DType::F32,
@@ -39,6 +45,7 @@ impl HostLogits<'_> {
         }
     }
 
+    /// The number of elements (`rows·vocab`), not bytes.
     pub fn len(&self) -> usize {
         match self {
             HostLogits::F32(x) => x.len(),
@@ -47,10 +54,12 @@ impl HostLogits<'_> {
         }
     }
 
+    /// Whether there are no elements.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
+    /// The elements' bytes, little-endian as the device reads them (no copy).
     pub fn bytes(&self) -> &[u8] {
         match self {
             HostLogits::F32(x) => bytemuck::cast_slice(x),

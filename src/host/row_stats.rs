@@ -6,11 +6,15 @@ use crate::error::{Error, Result};
 use crate::kernels::row_stats::RowStatsBuffers;
 use crate::view::{LogitsView, TargetsView};
 
-/// Per-row results read back to the host.
+/// Per-row results of [`Context::row_stats`] read back to the host, one value per row
+/// each (docs/MATH.md#row-statistics).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct RowStatsHost {
+    /// `lse = log Σ_v exp(x_v/τ)`.
     pub lse: Vec<f32>,
+    /// The target's log-prob `z_y − lse`.
     pub logp: Vec<f32>,
+    /// The entropy `H = lse − Σ_v p_v·z_v` of the tempered softmax.
     pub entropy: Vec<f32>,
 }
 

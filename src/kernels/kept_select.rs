@@ -1,5 +1,5 @@
 //! Host side of `shaders/kept_select.wgsl`: each row's threshold θ of the kept set
-//! that top-k, top-p and min-p compute (SPEC "The sampler's distribution"), written
+//! that top-k, top-p and min-p compute (docs/MATH.md#computed-kept-sets), written
 //! with the row's header into the kept scratch for the loss launch
 //! (`shaders/sampler/kept.wgsl`).
 

@@ -14,7 +14,7 @@ pub(crate) struct PartialsOut<'a> {
     pub offset: u32,
 }
 
-/// How the rows' logits map to the sampler's z (SPEC "The sampler's distribution").
+/// How the rows' logits map to the sampler's z (docs/MATH.md#the-samplers-distribution).
 #[derive(Clone, Copy)]
 pub(crate) struct Sampler<'a> {
     /// The call's scalar 1/τ.

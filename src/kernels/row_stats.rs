@@ -7,20 +7,28 @@ use crate::error::{Error, Result};
 pub(crate) use crate::shader::abi::row_stats::*;
 use crate::view::{F32View, LogitsView, TargetsView};
 
-/// Where the per-row results go: `rows` f32 values each.
+/// Where [`Context::record_row_stats`] writes its per-row results: `rows` f32 values
+/// each, row `r` at element `r` of each view (docs/MATH.md#row-statistics).
 #[derive(Clone, Copy, Debug)]
 pub struct RowStatsOutputs<'a> {
+    /// `lse = log Σ_v exp(x_v/τ)` of each row.
     pub lse: F32View<'a>,
+    /// The target's log-prob `z_y − lse` (NaN for an id outside `[0, vocab)`).
     pub logp: F32View<'a>,
+    /// The entropy `H` of each row's tempered softmax.
     pub entropy: F32View<'a>,
 }
 
 /// Device buffers for the per-row results, owned by the caller.
 #[derive(Debug)]
 pub struct RowStatsBuffers {
+    /// `rows` f32 log-sum-exps.
     pub lse: wgpu::Buffer,
+    /// `rows` f32 target log-probs.
     pub logp: wgpu::Buffer,
+    /// `rows` f32 entropies.
     pub entropy: wgpu::Buffer,
+    /// The number of rows the buffers hold (each buffer holds at least one value).
     pub rows: u32,
 }
 
@@ -44,6 +52,7 @@ impl RowStatsBuffers {
         }
     }
 
+    /// Views of the three buffers from their start, for [`Context::record_row_stats`].
     pub fn outputs(&self) -> RowStatsOutputs<'_> {
         RowStatsOutputs {
             lse: F32View::new(&self.lse),

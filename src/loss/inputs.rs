@@ -5,10 +5,15 @@ use crate::kernels::prepare::RowInputs;
 use crate::kernels::reduce::METRICS;
 use crate::view::{DType, F32View, KeptView, LogitsView, RowLayout, TargetsView};
 
-/// Advantages, per sequence (`[B]`, broadcast over its rows) or per row.
+/// Advantages, per sequence (`[B]`, broadcast over its rows) or per row. A NaN or
+/// ±inf advantage on a masked-in row is bad input (docs/MATH.md#bad-input).
 #[derive(Clone, Copy, Debug)]
 pub enum Advantages<'a> {
+    /// One f32 per sequence (sequences as the logits view groups the rows), the value
+    /// of every row of it; what GRPO and the other estimators of
+    /// [`AdvantageEstimator`](crate::AdvantageEstimator) give.
     PerSequence(F32View<'a>),
+    /// One f32 per row.
     PerToken(F32View<'a>),
 }
 
@@ -16,24 +21,30 @@ pub enum Advantages<'a> {
 /// (`rows_per_seq`): one sequence for a plain `[T, V]` view.
 #[derive(Clone, Copy, Debug)]
 pub struct LossInputs<'a> {
+    /// The logits `[rows, V]`, read in place; row `r` scores `targets[r]`
+    /// (docs/MATH.md#inputs-and-layout).
     pub logits: LogitsView<'a>,
+    /// The sampled id of each row, read on masked-in rows only: there an id outside
+    /// `[0, V)` is bad input (its row NaN, counted in the metrics, named by
+    /// [`Metrics::check`](crate::Metrics::check)); elsewhere anything goes.
     pub targets: TargetsView<'a>,
     /// One f32 per row: 0 outside the response, 1 inside (other values ≥ 0 weight
     /// linearly). A negative, NaN or ±inf value is bad input: its row's loss and
     /// gradient are NaN and [`Metrics::check`](crate::Metrics::check) names it.
     pub mask: F32View<'a>,
+    /// The advantages `A`, per sequence or per row.
     pub advantages: Advantages<'a>,
     /// Behaviour-policy log-probs; without them `ppo_clip` and `gspo` are on-policy.
     pub old_logprobs: Option<F32View<'a>>,
     /// Reference-policy log-probs for the KL term (required when `kl_coef != 0`).
     pub ref_logprobs: Option<F32View<'a>>,
-    /// The sampler's temperature of each row (SPEC "The sampler's distribution"), in
+    /// The sampler's temperature of each row (docs/MATH.md#the-samplers-distribution), in
     /// place of the configuration's one `temperature` (which must then be 1). A value
     /// that is not a positive number on a masked-in row is bad input: the row's loss
     /// and gradient are NaN and [`Metrics::check`](crate::Metrics::check) names it.
     pub temperatures: Option<F32View<'a>>,
-    /// The sampler's given kept set of each row (SPEC "The sampler's distribution"):
-    /// the loss and its gradient are taken over the kept tokens alone. A masked-in row
+    /// The sampler's given kept set of each row (docs/MATH.md#given-kept-sets): the
+    /// loss and its gradient are taken over the kept tokens alone. A masked-in row
     /// whose target is not kept is bad input ([`crate::RowInput::Targets`]).
     pub kept: Option<KeptView<'a>>,
 }
@@ -109,7 +120,9 @@ impl<'a> LossInputs<'a> {
 /// is a part without them.
 #[derive(Clone, Copy, Debug)]
 pub struct LossPart<'a> {
+    /// The part's inputs: whole sequences, numbered after the previous parts' rows.
     pub inputs: LossInputs<'a>,
+    /// Where this part's gradient goes (its own buffer, its logits, or nowhere).
     pub gradient: Gradient<'a>,
     /// The inference engine's log-probs of the sampled tokens, one per row (vLLM's,
     /// SGLang's); only read where the mask is > 0.
@@ -117,6 +130,7 @@ pub struct LossPart<'a> {
 }
 
 impl<'a> LossPart<'a> {
+    /// A part without the sampler's log-probs.
     pub fn new(inputs: LossInputs<'a>, gradient: Gradient<'a>) -> Self {
         LossPart {
             inputs,
@@ -141,8 +155,13 @@ impl<'a> From<(LossInputs<'a>, Gradient<'a>)> for LossPart<'a> {
 /// A gradient buffer: rows of `vocab` values in `dtype`, dense unless strided.
 #[derive(Clone, Copy, Debug)]
 pub struct GradView<'a> {
+    /// The caller's buffer; needs `BufferUsages::STORAGE`, and must not be a buffer the
+    /// call reads.
     pub buffer: &'a wgpu::Buffer,
+    /// The gradient's dtype, any of the three whatever the logits' (rounded once from
+    /// f32).
     pub dtype: DType,
+    /// Where each row's `vocab` values go, in elements of `dtype`; rows must not overlap.
     pub layout: RowLayout,
 }
 
@@ -185,15 +204,19 @@ pub enum Gradient<'a> {
 
 /// Where the results go. `metrics` receives [`Metrics::LEN`](crate::Metrics::LEN) f32 values, the loss first
 /// (see [`Metrics::from_slice`](crate::Metrics::from_slice)); reading it back and calling [`Metrics::check`](crate::Metrics::check) is the
-/// validation of the token ids and of the other per-row inputs (SPEC "Bad input").
+/// validation of the token ids and of the other per-row inputs (docs/MATH.md#bad-input).
 /// `logprobs`, `entropy` and `lse` (log Σ_v e^{x_v/τ}) take one f32 per row of the
 /// call, every part's in order; a row outside the loss (mask 0) gets an unspecified
 /// value.
 #[derive(Clone, Copy, Debug)]
 pub struct LossOutputs<'a> {
+    /// [`Metrics::LEN`](crate::Metrics::LEN) f32: the loss, then the metrics.
     pub metrics: F32View<'a>,
+    /// `logp_r` of each row's target; `None`: not written.
     pub logprobs: Option<F32View<'a>>,
+    /// The entropy `H_r` of each row; `None`: not written.
     pub entropy: Option<F32View<'a>>,
+    /// The log-sum-exp `lse_r` of each row; `None`: not written.
     pub lse: Option<F32View<'a>>,
 }
 
@@ -208,16 +231,19 @@ impl<'a> LossOutputs<'a> {
         }
     }
 
+    /// With each row's target log-prob written to `v`.
     pub fn with_logprobs(mut self, v: F32View<'a>) -> Self {
         self.logprobs = Some(v);
         self
     }
 
+    /// With each row's entropy written to `v`.
     pub fn with_entropy(mut self, v: F32View<'a>) -> Self {
         self.entropy = Some(v);
         self
     }
 
+    /// With each row's log-sum-exp written to `v`.
     pub fn with_lse(mut self, v: F32View<'a>) -> Self {
         self.lse = Some(v);
         self
@@ -232,12 +258,17 @@ pub struct LossBuffers {
     /// invalid target row and id (u32 bits), the selection and rollout metrics, and the
     /// bad per-row inputs (their count, the first row, its tensor and value).
     pub metrics: wgpu::Buffer,
+    /// `rows` f32: each row's target log-prob.
     pub logprobs: wgpu::Buffer,
+    /// `rows` f32: each row's entropy.
     pub entropy: wgpu::Buffer,
+    /// `rows` f32: each row's log-sum-exp.
     pub lse: wgpu::Buffer,
 }
 
 impl LossBuffers {
+    /// The four buffers for a call of `rows` rows (all parts together), with usage
+    /// STORAGE | COPY_SRC | COPY_DST, counted in [`Context::allocations`].
     pub fn new(ctx: &Context, rows: u32) -> Self {
         let make = |label, len: u64| {
             ctx.buffer(
@@ -256,6 +287,7 @@ impl LossBuffers {
         }
     }
 
+    /// Views of all four buffers from their start: every output written.
     pub fn outputs(&self) -> LossOutputs<'_> {
         LossOutputs {
             metrics: F32View::new(&self.metrics),
@@ -278,7 +310,8 @@ pub(crate) fn check_kept(cfg: &crate::LossConfig) -> crate::error::Result<()> {
 }
 
 /// `Err` naming the option where a kept set is computed (top-k, top-p, min-p): its
-/// rules need each row whole, which a vocabulary shard is not (SPEC allows this).
+/// rules need each row whole, which a vocabulary shard is not
+/// (docs/MATH.md#given-kept-sets allows the refusal).
 pub(crate) fn computed_on_whole_rows(cfg: &crate::LossConfig) -> crate::error::Result<()> {
     match cfg.kept_option() {
         Some(option) => Err(crate::error::Error::arg(

@@ -1,16 +1,30 @@
-//! The loss and SPEC's metrics as read back from the device, and their check.
+//! The loss and the metrics of docs/MATH.md#metrics as read back from the device, and
+//! their check.
 
 use crate::error::{Error, Result, RowInput};
 use crate::kernels::reduce::METRICS;
 
-/// The loss and SPEC's metrics, as read back from the device.
+/// The loss and the metrics of docs/MATH.md#metrics, as read back from the device
+/// ([`Metrics::from_slice`] of the [`LossOutputs::metrics`](crate::LossOutputs::metrics)
+/// buffer). The means are masked means over the masked-in tokens, `Σ m·x / Σ m`. Reading
+/// them is the device path's validation: call [`Metrics::check`].
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Metrics {
+    /// The batch loss (docs/MATH.md#aggregation-and-presets); exactly 0 when no row is
+    /// masked in, NaN when a row it reads is bad.
     pub loss: f32,
+    /// The share of tokens where the clipped term is taken (its meaning per mode in
+    /// docs/MATH.md#metrics); 0 for modes that do not clip.
     pub pg_clipfrac: f32,
+    /// The share of tokens where the dual clip (or TRL's `δ`) binds, per mode as
+    /// docs/MATH.md#metrics says.
     pub pg_clipfrac_lower: f32,
+    /// `mean(old_logp − logp)` (0 without old log-probs).
     pub ppo_kl: f32,
+    /// `mean(kl_t)` of the KL term's estimator (of `kl'_t` when bias-corrected), reported
+    /// whenever reference log-probs are given; 0 without them.
     pub kl: f32,
+    /// `mean(H_t)`, the entropy of the (tempered, kept) distribution.
     pub entropy_mean: f32,
     /// Masked-in rows whose logits hold NaN or ±inf (their loss terms are NaN).
     pub nonfinite_rows: f32,
@@ -22,18 +36,23 @@ pub struct Metrics {
     pub cov_selected_frac: f32,
     /// Share of masked-in tokens the top-entropy mask kept (1 without it).
     pub entropy_mask_frac: f32,
-    /// The rollout correction's weights over masked-in tokens (0 without it): mean,
-    /// min, max, the share truncated or masked, and the largest |δ|.
+    /// The mean rollout-correction weight `q` over masked-in tokens
+    /// (docs/MATH.md#rollout-correction); this and the other `rollout_*` metrics are 0
+    /// without the correction.
     pub rollout_is_mean: f32,
+    /// The smallest weight `q` of a masked-in token.
     pub rollout_is_min: f32,
+    /// The largest weight `q` of a masked-in token.
     pub rollout_is_max: f32,
+    /// The share of masked-in tokens whose weight was truncated or masked.
     pub rollout_is_clipfrac: f32,
+    /// The largest `|δ_t| = |old_logp_t − rollout_logp_t|` of a masked-in token.
     pub rollout_logp_diff_max: f32,
-    /// Rows whose other per-row inputs the loss cannot use (SPEC "Bad input"): a mask
-    /// that is negative, NaN or ±inf on any row, or a NaN or ±inf advantage, old, ref or
-    /// rollout log-prob on a masked-in row that the call reads. Their loss terms and
-    /// gradients are NaN where the value is NaN (or the mask bad); ±inf log-probs keep
-    /// SPEC's clamps.
+    /// Rows whose other per-row inputs the loss cannot use (docs/MATH.md#bad-input): a
+    /// mask that is negative, NaN or ±inf on any row, or a NaN or ±inf advantage, old,
+    /// ref or rollout log-prob on a masked-in row that the call reads. Their loss terms
+    /// and gradients are NaN where the value is NaN (or the mask bad); ±inf log-probs
+    /// keep the formulas' clamps.
     pub invalid_input_rows: f32,
     /// The first of those rows: which input, the row, and the value there.
     pub invalid_input: Option<InvalidInput>,
@@ -47,9 +66,11 @@ pub struct Metrics {
 /// The first row of a call whose per-row input is bad (see [`Metrics::invalid_input`]).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct InvalidInput {
+    /// Which input holds the bad value.
     pub tensor: RowInput,
     /// Counted over every part's rows in order.
     pub row: u32,
+    /// The value there (for [`RowInput::Targets`], the id as an f32).
     pub value: f32,
 }
 
@@ -57,6 +78,9 @@ impl Metrics {
     /// Number of f32 values in the device metrics buffer.
     pub const LEN: usize = METRICS as usize;
 
+    /// The metrics of a read-back metrics buffer, slot by slot as the reduce kernel
+    /// writes them. Panics on a slice shorter than the first ten slots (loss to the
+    /// invalid target's id); later slots missing read as 0.
     pub fn from_slice(v: &[f32]) -> Self {
         use crate::shader::abi::reduce::*;
         // a slice shorter than Metrics::LEN reads the slots past the first ten as 0
@@ -99,7 +123,7 @@ impl Metrics {
     /// `Err` naming the first bad row: of a bad per-row input (the error the host API
     /// gives for the same input, [`Error::InvalidInput`]), else of a masked-in token id
     /// outside `[0, vocab)`. The loss is then NaN, and so is that row's gradient (a ±inf
-    /// log-prob keeps SPEC's clamps, and only the error says it was bad).
+    /// log-prob keeps the formulas' clamps, and only the error says it was bad).
     pub fn check(&self, vocab: u32) -> Result<()> {
         if let Some(b) = self.invalid_input {
             return Err(Error::InvalidInput {

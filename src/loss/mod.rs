@@ -32,7 +32,13 @@ use crate::view::{DType, RowLayout};
 use encode::Scratch;
 use schedule::{schedule, CallShape, HeadShape, PartShape, Schedule};
 
-/// A configured policy loss on one device.
+/// A configured policy loss on one device: the entry point for logits already in device
+/// buffers. [`PolicyLoss::new`] checks the [`LossConfig`] once; each
+/// [`record`](PolicyLoss::record) (or [`record_parts`](PolicyLoss::record_parts),
+/// [`record_head`](PolicyLoss::record_head)) then checks the views and records the whole
+/// step (loss, metrics, per-row outputs and, if asked, ∂Loss/∂logits) into the caller's
+/// command encoder, reading nothing back. Its O(rows) scratch is allocated on first use
+/// and reused by later calls; the pipelines are the [`Context`]'s, shared.
 pub struct PolicyLoss {
     ctx: Context,
     config: LossConfig,
@@ -51,6 +57,8 @@ impl std::fmt::Debug for PolicyLoss {
 }
 
 impl PolicyLoss {
+    /// The loss `config` on `ctx`'s device; an `Err` naming the first bad field
+    /// ([`LossConfig::validate`]). Builds no pipeline and allocates nothing yet.
     pub fn new(ctx: &Context, config: LossConfig) -> Result<Self> {
         config.validate()?;
         Ok(PolicyLoss {
@@ -61,10 +69,12 @@ impl PolicyLoss {
         })
     }
 
+    /// The configuration every call computes.
     pub fn config(&self) -> &LossConfig {
         &self.config
     }
 
+    /// The device the calls are recorded for.
     pub fn context(&self) -> &Context {
         &self.ctx
     }

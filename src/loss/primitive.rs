@@ -1,4 +1,4 @@
-//! The log-prob primitive (SPEC "The log-prob primitive"): per-row `logp`, `H` and
+//! The log-prob primitive (docs/MATH.md#the-log-prob-primitive): per-row `logp`, `H` and
 //! `lse` of the sampler's distribution, and the gradient of any loss the caller writes
 //! on them, from its upstream gradients. It runs the loss's own kernels: `prepare`
 //! turns the upstream vectors into the row kernel's inputs (a row is read where any is
@@ -21,7 +21,11 @@ use crate::view::{F32View, LogitsView, TargetsView};
 /// from each row (top-k, top-p, min-p, as [`LossConfig`]'s; a given set is an input).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct LogProbConfig {
+    /// τ: every row's logits (after the softcap) are divided by it; finite and > 0,
+    /// default 1, and left at 1 when per-row temperatures are given.
     pub temperature: f32,
+    /// The logit softcap `c > 0`: each logit becomes `c·tanh(x/c)` first; `None`: off
+    /// (docs/MATH.md#the-samplers-distribution).
     pub logit_softcap: Option<f32>,
     /// Keep the tokens with fewer than `top_k` larger values (ties kept); 0 or −1: off.
     pub top_k: i32,
@@ -59,12 +63,18 @@ pub struct Upstream<'a> {
 /// sampler's differ per row, and the upstream gradients.
 #[derive(Clone, Copy, Debug)]
 pub struct LogProbInputs<'a> {
+    /// The logits `[rows, V]`, read in place.
     pub logits: LogitsView<'a>,
+    /// One id per row, read where `a ≠ 0`: there it must lie in `[0, V)` and in the
+    /// row's kept set, or the row is counted as bad input.
     pub targets: TargetsView<'a>,
+    /// The sampler's temperature of each row, in place of [`LogProbConfig::temperature`]
+    /// (which must then be 1); checked on read rows.
     pub temperatures: Option<F32View<'a>>,
     /// The sampler's given kept set of each row (see [`LossInputs`]): `logp`, `H` and
     /// `lse` over the kept tokens, a gradient of 0 outside them.
     pub kept: Option<crate::view::KeptView<'a>>,
+    /// The caller's `a`, `b`, `c`; at least one given.
     pub upstream: Upstream<'a>,
 }
 
@@ -73,18 +83,27 @@ pub struct LogProbInputs<'a> {
 /// [`HeadInputs`] holds them.
 #[derive(Clone, Copy, Debug)]
 pub struct LogProbHeadInputs<'a> {
+    /// The hidden states `h`, `[rows, H]`.
     pub hidden: MatrixView<'a>,
+    /// The lm-head weight `W`, `[V, H]` in hidden's dtype.
     pub lm_head: VocabBlocks<'a>,
+    /// One id per row, a row of W ([`LogProbInputs::targets`]).
     pub targets: TargetsView<'a>,
+    /// The sampler's temperature of each row ([`LogProbInputs::temperatures`]).
     pub temperatures: Option<F32View<'a>>,
     /// The sampler's given kept set of each row: ids of W's rows.
     pub kept: Option<crate::view::KeptView<'a>>,
+    /// The caller's `a`, `b`, `c`; at least one given.
     pub upstream: Upstream<'a>,
     /// Rows of logits held at once ([`HeadInputs::chunk_rows`]).
     pub chunk_rows: Option<u32>,
 }
 
-/// The log-prob primitive, its pipelines built once per device.
+/// The log-prob primitive, its pipelines built once per device
+/// (docs/MATH.md#the-log-prob-primitive): for a loss this library does not implement,
+/// each row's `logp`, `H` and `lse` under the sampler's distribution, and the
+/// vector-Jacobian product of the caller's upstream gradients `a`, `b`, `c` back to the
+/// logits (or to `h` and `W`). The host-slice form is [`Context::logprobs`].
 #[derive(Debug)]
 pub struct LogProbs {
     pub(crate) loss: PolicyLoss,
@@ -93,6 +112,8 @@ pub struct LogProbs {
 }
 
 impl LogProbs {
+    /// The primitive under `config` on `ctx`'s device; an `Err` naming a bad option
+    /// (temperature, softcap, top-k, top-p, min-p).
     pub fn new(ctx: &Context, config: LogProbConfig) -> Result<Self> {
         let loss = LossConfig {
             mode: PolicyLossMode::Reinforce,
@@ -112,6 +133,7 @@ impl LogProbs {
         })
     }
 
+    /// The sampler's options every call scores under.
     pub fn config(&self) -> LogProbConfig {
         let c = self.loss.config();
         LogProbConfig {

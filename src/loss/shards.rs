@@ -37,11 +37,12 @@ impl PolicyLoss {
         self.record_shard_partials_with(encoder, shards, rank, x, None, partials)
     }
 
-    /// [`PolicyLoss::record_shard_partials`] over the rows' given kept sets (SPEC "The
-    /// sampler's distribution"): every shard is given the whole row's CSR, in ids of
-    /// the whole vocabulary, and keeps those in its columns; a row with an empty range
-    /// keeps every token. The same `kept` goes to [`PolicyLoss::record_shard_loss`]
-    /// (in the part's [`LossInputs::kept`](crate::LossInputs)).
+    /// [`PolicyLoss::record_shard_partials`] over the rows' given kept sets
+    /// (docs/MATH.md#given-kept-sets): every shard is given the whole row's CSR, in ids
+    /// of the whole vocabulary, and keeps those in its columns; a row with an empty
+    /// range keeps every token. The same `kept` goes to
+    /// [`PolicyLoss::record_shard_loss`] (in the part's
+    /// [`LossInputs::kept`](crate::LossInputs)).
     pub fn record_shard_partials_with(
         &self,
         encoder: &mut wgpu::CommandEncoder,

@@ -1,6 +1,7 @@
-//! SPEC's advantage estimators.
+//! The advantage estimators of docs/MATH.md#advantages-from-rewards.
 
-/// SPEC's advantage estimators over groups of `group_size` consecutive rewards.
+/// The advantage estimators of docs/MATH.md#advantages-from-rewards over groups of
+/// `group_size` consecutive rewards.
 pub fn advantages(
     estimator: crate::config::AdvantageEstimator,
     rewards: &[f64],

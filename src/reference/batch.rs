@@ -1,5 +1,5 @@
 //! A batch on the host, its metrics and outputs, the mask's rules and the aggregation
-//! weights (SPEC "Aggregation", "Bad input").
+//! weights (docs/MATH.md, "Aggregation and presets" and "Bad input").
 
 use crate::config::{LossAggMode, LossConfig};
 
@@ -9,6 +9,7 @@ use crate::config::{LossAggMode, LossConfig};
 pub struct Batch<'a> {
     /// `rows × vocab`, row-major.
     pub logits: &'a [f64],
+    /// The vocabulary size `V`, the logits' row length.
     pub vocab: usize,
     /// S; `rows` (or more) for a single sequence.
     pub rows_per_seq: usize,
@@ -18,14 +19,18 @@ pub struct Batch<'a> {
     pub mask: &'a [f64],
     /// One per sequence, or one per row.
     pub advantages: &'a [f64],
+    /// The behaviour policy's log-prob of each row; `None`: on-policy.
     pub old_logp: Option<&'a [f64]>,
+    /// The reference policy's log-prob of each row, for the KL term.
     pub ref_logp: Option<&'a [f64]>,
 }
 
 impl Batch<'_> {
+    /// The number of rows `T` (the targets' length).
     pub fn rows(&self) -> usize {
         self.targets.len()
     }
+    /// The number of sequences `B`, the last possibly shorter.
     pub fn seqs(&self) -> usize {
         self.rows().div_ceil(self.rows_per_seq.max(1))
     }
@@ -42,66 +47,87 @@ impl Batch<'_> {
     }
 }
 
-/// SPEC's metrics: masked means over tokens, and the count of masked-in rows whose
-/// logits are not finite.
+/// The metrics of docs/MATH.md#metrics in f64: masked means over tokens, and the count
+/// of masked-in rows whose logits are not finite. The device's [`crate::Metrics`] holds
+/// the same names.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Metrics {
+    /// The share of tokens where the clipped term is taken (per mode).
     pub pg_clipfrac: f64,
+    /// The share of tokens where the dual clip (or `δ`) binds (per mode).
     pub pg_clipfrac_lower: f64,
+    /// `mean(old_logp − logp)`.
     pub ppo_kl: f64,
+    /// `mean(kl_t)` (of `kl'_t` when bias-corrected).
     pub kl: f64,
+    /// `mean(H_t)`.
     pub entropy_mean: f64,
+    /// Masked-in rows whose logits hold NaN or ±inf.
     pub nonfinite_rows: f64,
     /// Share of masked-in tokens `clip_cov` / `kl_cov` selected.
     pub cov_selected_frac: f64,
     /// Share of masked-in tokens the top-entropy mask keeps.
     pub entropy_mask_frac: f64,
-    /// Rollout correction weights over masked-in tokens: mean, min, max, the share that
-    /// were truncated or masked, and the largest |δ|.
+    /// The mean rollout-correction weight `q` over masked-in tokens
+    /// (docs/MATH.md#rollout-correction).
     pub rollout_is_mean: f64,
+    /// The smallest weight.
     pub rollout_is_min: f64,
+    /// The largest weight.
     pub rollout_is_max: f64,
+    /// The share of masked-in tokens whose weight was truncated or masked.
     pub rollout_is_clipfrac: f64,
+    /// The largest `|old_logp − rollout_logp|`.
     pub rollout_logp_diff_max: f64,
     /// Rows with a bad per-row input ([`invalid_input`]), and the first of them.
     pub invalid_input_rows: f64,
+    /// The first row with a bad per-row input: which input, and the row.
     pub first_invalid_input: Option<(crate::RowInput, usize)>,
     /// Share of masked-in tokens the off-policy sequence mask keeps (1 without it).
     pub off_policy_mask_frac: f64,
-    /// VESPO's mean φ (SPEC "The 2026 loss matrix"); 0 in other modes.
+    /// VESPO's mean φ (docs/MATH.md#policy-modes-of-2026); 0 in other modes.
     pub vespo_phi_seq_mean: f64,
 }
 
 /// Everything [`policy_loss`](crate::reference::policy_loss) computes.
 #[derive(Clone, Debug, Default)]
 pub struct LossOutput {
+    /// The batch loss (docs/MATH.md#aggregation-and-presets).
     pub loss: f64,
     /// Per row (every row, masked or not; NaN where a masked-out id is out of range).
     pub logp: Vec<f64>,
+    /// The entropy `H` of every row.
     pub entropy: Vec<f64>,
-    /// log Σ_v e^{z_v}, z = x/τ (SPEC's `lse`).
+    /// log Σ_v e^{z_v}, z = x/τ (the `lse` of docs/MATH.md#row-statistics).
     pub lse: Vec<f64>,
     /// ∂loss/∂logits, `rows × vocab`.
     pub grad: Vec<f64>,
+    /// The metrics.
     pub metrics: Metrics,
-    /// Per row: selected by `clip_cov` / `kl_cov`, kept by the entropy mask, and the
-    /// rollout correction weight `q` (1 without it; per token even where `geo_mean`
-    /// weighs by their geometric mean `q_b` and `vespo` folds them into φ).
+    /// Per row: selected by `clip_cov` / `kl_cov`
+    /// (docs/MATH.md#covariance-token-selection).
     pub selected: Vec<bool>,
+    /// Per row: kept by the top-entropy mask, `e = 1`
+    /// (docs/MATH.md#the-top-entropy-token-mask).
     pub kept: Vec<bool>,
+    /// Per row: the rollout correction's weight `q` (1 without it; per token even where
+    /// `geo_mean` weighs by their geometric mean `q_b` and `vespo` folds them into φ).
     pub rollout_weight: Vec<f64>,
     /// Per row: the off-policy sequence mask `o` (1 without it and on masked-out rows;
     /// NaN where its sequence's `κ̄_b` is NaN).
     pub off_policy_kept: Vec<f64>,
-    /// Per row, the gradient's two coefficients: `G/τ` (the target's `1 − p` and every
-    /// `−p_v` are scaled by it) and `w·γ/τ` (the entropy's `p_v·(z_v − μ)`); 0 on rows
-    /// without a gradient. What the comparison's bound reads (`compare`).
+    /// Per row, the gradient's coefficient `G/τ`: the target's `1 − p` and every `−p_v`
+    /// are scaled by it; 0 on rows without a gradient. What the comparison's bound reads
+    /// ([`compare`](crate::reference::compare)), with `entropy_slope`.
     pub slope: Vec<f64>,
+    /// Per row, the gradient's coefficient `w·γ/τ` of the entropy's `p_v·(z_v − μ)`; 0
+    /// on rows without a gradient.
     pub entropy_slope: Vec<f64>,
 }
 
-/// Whether a mask value puts its row in the loss: finite and > 0 (SPEC "Bad input": a
-/// negative, NaN or ±inf mask is bad input, outside every sum but the loss's).
+/// Whether a mask value puts its row in the loss: finite and > 0
+/// (docs/MATH.md#bad-input: a negative, NaN or ±inf mask is bad input, outside every
+/// sum but the loss's).
 pub fn mask_in(m: f64) -> bool {
     m.is_finite() && m > 0.0
 }
@@ -111,7 +137,7 @@ pub fn mask_bad(m: f64) -> bool {
     !m.is_finite() || m < 0.0
 }
 
-/// The sequence weight `w_r / m_r` of every row (SPEC "Aggregation").
+/// The sequence weight `w_r / m_r` of every row (docs/MATH.md#aggregation-and-presets).
 pub fn row_weights(cfg: &LossConfig, b: &Batch<'_>) -> Vec<f64> {
     weights_for(cfg, b, b.mask)
 }
@@ -147,9 +173,10 @@ pub(super) fn weights_for(cfg: &LossConfig, b: &Batch<'_>, mask: &[f64]) -> Vec<
         .collect()
 }
 
-/// SPEC "Bad input": the input of row `r` the loss cannot use, and its value: a mask
-/// that is negative, NaN or ±inf, or on a masked-in row a non-finite advantage, old,
-/// ref or rollout log-prob (`rollout_logp` where the call reads it), in that order.
+/// docs/MATH.md#bad-input: the input of row `r` the loss cannot use, and its value: a
+/// mask that is negative, NaN or ±inf, or on a masked-in row a non-finite advantage,
+/// old, ref or rollout log-prob (`rollout_logp` where the call reads it), in that
+/// order.
 pub fn invalid_input(
     b: &Batch<'_>,
     rollout_logp: Option<&[f64]>,

@@ -1,5 +1,5 @@
-//! SPEC "Fused linear head" in f64: the logits `x = h·Wᵀ` of the widened inputs, and
-//! the head's gradients from the logits' gradient Gz.
+//! docs/MATH.md#the-fused-linear-head in f64: the logits `x = h·Wᵀ` of the widened
+//! inputs, and the head's gradients from the logits' gradient Gz.
 
 /// `x = h·Wᵀ`: `hidden` is `rows × h`, `lm_head` is `V × h`, both row-major; the
 /// result is `rows × V`.

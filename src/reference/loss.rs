@@ -1,5 +1,6 @@
-//! SPEC's loss, gradient and metrics in f64: the batch checked, the row statistics,
-//! the batch-wide choices, then each masked-in row's terms, metrics and gradient.
+//! The loss, gradient and metrics of docs/MATH.md in f64: the batch checked, the row
+//! statistics, the batch-wide choices, then each masked-in row's terms, metrics and
+//! gradient.
 
 use super::batch::{invalid_input, mask_bad, mask_in, row_weights, weights_for};
 use super::sampler::{SampledRow, Sampler, SamplerBatch};
@@ -12,7 +13,11 @@ use super::{row_stats, softmax, Batch, LossOutput, Metrics, RowStats};
 use crate::config::{LossConfig, PolicyLossMode};
 use crate::Error;
 
-/// SPEC's loss, gradient and metrics, in f64.
+/// The loss, gradient and metrics of docs/MATH.md, in f64: the batch checked as the host
+/// path checks it (an `Err` naming the argument), then the sum of "Aggregation and
+/// presets" and the gradient of "Gradient with respect to the logits". The
+/// configuration's softcap and computed kept set apply; per-row temperatures and given
+/// kept sets go through [`policy_loss_sampled`].
 pub fn policy_loss(cfg: &LossConfig, b: &Batch<'_>) -> crate::Result<LossOutput> {
     policy_loss_with(cfg, b, None)
 }
@@ -37,12 +42,12 @@ pub fn policy_loss_with(
     loss_over(cfg, b, rollout_logp, None)
 }
 
-/// [`policy_loss_with`] under the sampler's distribution (SPEC "The sampler's
-/// distribution"): every row's statistics, terms and gradient over its kept set, with
-/// its softcap and temperature; 0 gradient outside the set. The softcap is `sampler`'s,
-/// else the configuration's (`logit_softcap`), and so are top-k, top-p and min-p
-/// (where `sampler` leaves them at their defaults). With every option off it is
-/// [`policy_loss_with`], bit for bit.
+/// [`policy_loss_with`] under the sampler's distribution
+/// (docs/MATH.md#the-samplers-distribution): every row's statistics, terms and gradient
+/// over its kept set, with its softcap and temperature; 0 gradient outside the set. The
+/// softcap is `sampler`'s, else the configuration's (`logit_softcap`), and so are
+/// top-k, top-p and min-p (where `sampler` leaves them at their defaults). With every
+/// option off it is [`policy_loss_with`], bit for bit.
 pub fn policy_loss_sampled(
     cfg: &LossConfig,
     b: &Batch<'_>,
@@ -266,7 +271,8 @@ fn bias_corrected(
     (kl * rt, rt * dkl + through_r)
 }
 
-/// The errors SPEC's host path gives: lengths, required inputs, out-of-range ids.
+/// The errors the host path gives (docs/MATH.md#bad-input): lengths, required inputs,
+/// out-of-range ids.
 fn check_batch(cfg: &LossConfig, b: &Batch<'_>, rollout_logp: Option<&[f64]>) -> crate::Result<()> {
     cfg.validate()?;
     let (rows, v) = (b.rows(), b.vocab);
@@ -300,7 +306,7 @@ fn check_batch(cfg: &LossConfig, b: &Batch<'_>, rollout_logp: Option<&[f64]>) ->
     }
 }
 
-/// SPEC "Bad input": a NaN the row reads (its own, or its sequence's through the
+/// docs/MATH.md#bad-input: a NaN the row reads (its own, or its sequence's through the
 /// sequence ratio, GMPO's `ρ_b`, `Ā_b`, `q_b`, VESPO's `L_b` or the rollout weight) is
 /// its policy term, its slope through the sequence ratio and its G. (A NaN `κ̄_b`
 /// reaches the row through `o`.)

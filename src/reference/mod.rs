@@ -1,12 +1,12 @@
-//! The f64 CPU reference of `SPEC.md`, written for clarity rather than speed. It
-//! depends on nothing GPU-related, so users can check the kernels (and their own
-//! code) against it. One step of SPEC per function: the row statistics here, the batch
+//! The f64 CPU reference of docs/MATH.md, written for clarity rather than speed. It
+//! depends on nothing GPU-related, so users can check the kernels (and their own code)
+//! against it. One step of the math per function: the row statistics here, the batch
 //! and its weights in `batch`, the per-token terms in `terms`, the batch-wide choices
 //! in `select`, the per-sequence quantities of the 2026 modes and options in
 //! `sequence`, the loss and its gradient in `loss`, the advantages in `advantages`;
 //! `compare` holds a computed gradient to the reference by one rule; `sampler` is one
-//! row under the sampler's distribution (softcap, per-token temperature, kept sets)
-//! and the log-prob primitive's vector-Jacobian product.
+//! row under the sampler's distribution (softcap, per-token temperature, kept sets) and
+//! the log-prob primitive's vector-Jacobian product.
 
 mod advantages;
 mod batch;

@@ -1,6 +1,7 @@
 //! The batch-wide choices: the rollout correction's weights, the top-entropy mask and
-//! the covariance selection (SPEC "Token selection", "Rollout correction", "Entropy
-//! mask"). The per-sequence quantities (GSPO's ratio among them) are in `sequence`.
+//! the covariance selection (docs/MATH.md, "Covariance token selection", "Rollout
+//! correction", "The top-entropy token mask"). The per-sequence quantities (GSPO's
+//! ratio among them) are in `sequence`.
 
 use super::batch::Batch;
 use super::terms::{clipped_term, ratio};
@@ -21,7 +22,7 @@ pub(super) fn order_key(v: f32) -> u32 {
     }
 }
 
-/// `clip_cov`'s priority of row `r` (SPEC "Token selection").
+/// `clip_cov`'s priority of row `r` (docs/MATH.md#covariance-token-selection).
 pub fn clip_cov_priority(r: u32, seed: u32) -> u32 {
     let mut x = r.wrapping_add(seed.wrapping_mul(0x9E37_79B9));
     x ^= x >> 16;
@@ -46,11 +47,12 @@ pub(super) fn smallest_k(candidates: &[(u64, usize)], k: usize) -> Vec<usize> {
     sorted.iter().take(k).map(|&(_, r)| r).collect()
 }
 
-/// SPEC's `cov_t = (A_t − mean A)·(logp_t − mean logp)` of `clip_cov` / `kl_cov`, the
-/// means over the rows `masked_in`; one per row (0 on the other rows). The means are
-/// taken about the first of those rows, as the kernel does: where every advantage (or
-/// every log-prob) agrees, the deviations are exactly 0 (Σ/N of nine equal f64 values
-/// need not be that value), and every covariance ties.
+/// The `cov_t = (A_t − mean A)·(logp_t − mean logp)` of
+/// docs/MATH.md#covariance-token-selection, of `clip_cov` / `kl_cov`, the means over
+/// the rows `masked_in`; one per row (0 on the other rows). The means are taken about
+/// the first of those rows, as the kernel does: where every advantage (or every
+/// log-prob) agrees, the deviations are exactly 0 (Σ/N of nine equal f64 values need
+/// not be that value), and every covariance ties.
 pub fn covariances(b: &Batch<'_>, logp: &[f64], masked_in: &[usize]) -> Vec<f64> {
     let mut cov = vec![0.0; b.rows()];
     let Some(&first) = masked_in.first() else {

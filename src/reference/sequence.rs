@@ -1,7 +1,8 @@
-//! The per-sequence quantities of SPEC "The 2026 loss matrix": the sequence ratio
-//! `s_b` (GSPO, TRL's sequence level), GMPO's `ρ_b`, `Ā_b` and `q_b`, VESPO's `L_b`
-//! and `φ`, the off-policy mask's `κ̄_b`, and the gradient addends that reach every
-//! row of a sequence through a mean over it.
+//! The per-sequence quantities of docs/MATH.md, "Policy modes of 2026", "Ratio options"
+//! and "The off-policy sequence mask": the sequence ratio `s_b` (GSPO, TRL's sequence
+//! level), GMPO's `ρ_b`, `Ā_b` and `q_b`, VESPO's `L_b` and `φ`, the off-policy mask's
+//! `κ̄_b`, and the gradient addends that reach every row of a sequence through a mean
+//! over it.
 
 use super::batch::Batch;
 use super::select::RolloutWeights;

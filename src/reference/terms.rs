@@ -1,4 +1,5 @@
-//! The per-token terms (SPEC "Per token loss", "KL").
+//! The per-token terms (docs/MATH.md, "The per-token loss", "Policy modes of 2025" and
+//! "The KL term").
 
 use super::batch::Batch;
 use super::sequence::{log_ratio, vespo_phi, SeqRow};
@@ -11,14 +12,19 @@ use crate::config::{ImportanceSamplingLevel, KlEstimator, LossConfig, PolicyLoss
 /// active, `delta`'s cap, or the mode's own rule).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct PolicyTerm {
+    /// The policy term `l_t`.
     pub l: f64,
+    /// Its slope `g_t = ∂l_t/∂logp_t`.
     pub g: f64,
+    /// Counts in `pg_clipfrac`.
     pub clipped: bool,
+    /// Counts in `pg_clipfrac_lower`.
     pub dual_clipped: bool,
 }
 
-/// SPEC's clipped objective for ratio `r` (`ppo_clip`, and `gspo` with the sequence
-/// ratio), with dual-clip or TRL's two-sided clip `delta` where configured.
+/// The clipped objective of docs/MATH.md#policy-modes-of-2025 for ratio `r`
+/// (`ppo_clip`, and `gspo` with the sequence ratio), with dual-clip or TRL's two-sided
+/// clip `delta` where configured.
 pub fn clipped_term(cfg: &LossConfig, a: f64, r: f64) -> PolicyTerm {
     clip_parts(cfg, a, r).0
 }
@@ -141,8 +147,8 @@ fn plain(l: f64, g: f64) -> PolicyTerm {
     }
 }
 
-/// The policy term `l_t` of row `r` and its `∂l/∂logp` (SPEC "Per token loss", "The
-/// 2026 loss matrix").
+/// The policy term `l_t` of row `r` and its `∂l/∂logp` (docs/MATH.md, "The per-token
+/// loss", "Policy modes of 2025", "Policy modes of 2026" and "Ratio options").
 pub(super) fn token_term(
     cfg: &LossConfig,
     b: &Batch<'_>,
@@ -232,8 +238,8 @@ fn sapo_term(cfg: &LossConfig, a: f64, rho: f64, clamped: bool, seq_level: bool)
     }
 }
 
-/// The modes of SPEC "The 2026 loss matrix" (`geo_mean`, `dppo_tv`, `dppo_kl`, `dro`,
-/// `vespo`).
+/// The modes of docs/MATH.md#policy-modes-of-2026 (`geo_mean`, `dppo_tv`, `dppo_kl`,
+/// `dro`, `vespo`).
 fn term_2026(
     cfg: &LossConfig,
     b: &Batch<'_>,

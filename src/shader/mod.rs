@@ -106,14 +106,23 @@ pub enum Kernel {
     /// The fused linear head's tiled matrix product, of A and B in these dtypes, with
     /// A's k (else its m) and B's n (else its k) contiguous.
     Matmul {
+        /// A's dtype.
         a: DType,
+        /// B's dtype.
         b: DType,
+        /// Whether A's k index is the contiguous one (else its m).
         a_k_contig: bool,
+        /// Whether B's n index is the contiguous one (else its k).
         b_n_contig: bool,
     },
     /// The fused linear head's row moves between a strided tensor of this dtype and
     /// a dense f32 matrix: gathered (hidden rows in) or scattered (gradients out).
-    HeadRows { dtype: DType, scatter: bool },
+    HeadRows {
+        /// The strided tensor's dtype.
+        dtype: DType,
+        /// Scatter (f32 rows out to the tensor) rather than gather.
+        scatter: bool,
+    },
 }
 
 /// The ops of the unfused baseline (`shaders/baseline.wgsl`).
@@ -129,6 +138,7 @@ pub enum BaselineOp {
 /// Where the policy-loss kernel writes the gradient.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum GradOut {
+    /// No gradient: the forward alone.
     None,
     /// A separate buffer of this dtype.
     Separate(DType),
@@ -155,6 +165,7 @@ const MATMULS: [Kernel; 36] = {
 };
 
 impl Kernel {
+    /// Every kernel, each matmul's dtype and layout variant included.
     pub const ALL: [Kernel; 59] = [
         Kernel::RowStats,
         Kernel::RowPartials,
@@ -320,9 +331,13 @@ impl Kernel {
 /// Everything that selects a distinct pipeline.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct PipelineKey {
+    /// The kernel.
     pub kernel: Kernel,
+    /// The dtype of the logits the row kernels read (ignored by the others).
     pub logits: DType,
+    /// Where the policy-loss kernel writes its gradient.
     pub grad: GradOut,
+    /// The hardware paths the module is built for.
     pub paths: Paths,
     /// Logits rows start on group boundaries of their window (16 bytes of 16-bit
     /// values, 32 of f32), which ends on a 16-byte one: read eight at a time in one or

@@ -1,8 +1,8 @@
 //! Which map of the logits to the sampler's z a row kernel's module is joined with
 //! (`shaders/sampler/`).
 
-/// How a row kernel maps a row's logits to the sampler's z = s/τ_r (SPEC "The
-/// sampler's distribution").
+/// How a row kernel maps a row's logits to the sampler's z = s/τ_r
+/// (docs/MATH.md#the-samplers-distribution).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum SamplerMap {
     /// The logits under the call's one temperature.
@@ -21,6 +21,7 @@ pub enum SamplerMap {
 }
 
 impl SamplerMap {
+    /// Every map.
     pub const ALL: [SamplerMap; 5] = [
         SamplerMap::Off,
         SamplerMap::Temperatures,

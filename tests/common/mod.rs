@@ -894,8 +894,9 @@ pub fn eval_ok(input: &Path, output: &Path, flags: &[&str]) -> Vec<u8> {
     std::fs::read(output).unwrap()
 }
 
-/// `eval` with `flags` on `input` fails as SPEC's tables say: not 0, not 101 (a panic),
-/// no panic message, and the error names `named`.
+/// `eval` with `flags` on `input` fails as the error tables of docs/MATH.md say ("Bad
+/// input", "The eval command"): not 0, not 101 (a panic), no panic message, and the
+/// error names `named`.
 pub fn eval_fails_naming(input: &Path, flags: &[&str], named: &str) {
     let never = std::env::temp_dir().join(format!(
         "wgpu-policy-loss-never-{}.safetensors",
@@ -928,8 +929,9 @@ pub fn base_2026(mode: PolicyLossMode) -> LossConfig {
     }
 }
 
-/// The options of SPEC's 2026 matrix, each over every mode that takes it (those
-/// LossConfig::validate accepts): (label, configuration).
+/// The options of 2026 (docs/MATH.md, "Ratio options" to "The off-policy sequence
+/// mask"), each over every mode that takes it (those LossConfig::validate accepts):
+/// (label, configuration).
 pub fn options_2026() -> Vec<(String, LossConfig)> {
     use wgpu_policy_loss::{ImportanceSamplingLevel, RolloutCorrection, RolloutLevel, RolloutMode};
     let seq = ImportanceSamplingLevel::Sequence;

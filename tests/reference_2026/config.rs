@@ -1,4 +1,5 @@
-//! The new fields at their defaults, and SPEC's error table.
+//! The new fields at their defaults, and the error table of
+//! docs/MATH.md#the-eval-command.
 
 use super::*;
 
@@ -210,7 +211,7 @@ fn bad_combinations() -> Vec<(LossConfig, &'static str)> {
     ]
 }
 
-/// Combinations SPEC allows.
+/// Combinations docs/MATH.md allows.
 fn good_configs() -> Vec<LossConfig> {
     vec![
         with(&|c| (c.mode, c.dro_beta) = (M::Dro, Some(0.1))),

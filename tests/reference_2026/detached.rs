@@ -1,8 +1,10 @@
-//! Detached weights (DPPO, VESPO, straight-through KL): SPEC's equivalences.
+//! Detached weights (DPPO, VESPO, straight-through KL): the equivalences of
+//! docs/MATH.md, "Policy modes of 2026" and "The KL term".
 
 use super::*;
 
-/// DPPO's `v` and `c` of row `r`, computed here from SPEC's formulas.
+/// DPPO's `v` and `c` of row `r`, computed here from the formulas of
+/// docs/MATH.md#policy-modes-of-2026.
 fn dppo_cv(cfg: &LossConfig, d: &Data, logp: f64, r: usize) -> (bool, f64) {
     let (a, old) = (d.adv_of(r), d.old[r]);
     let (p, p_old) = (logp.exp(), old.exp());
@@ -137,8 +139,8 @@ fn dppo_zero_advantage_takes_the_else_branch() {
     }
 }
 
-/// VESPO's `L_b` and `φ` of every row, computed here from SPEC's formulas (`q` the
-/// token-level rollout weights, or None).
+/// VESPO's `L_b` and `φ` of every row, computed here from the formulas of
+/// docs/MATH.md#policy-modes-of-2026 (`q` the token-level rollout weights, or None).
 fn vespo_phis(cfg: &LossConfig, d: &Data, logp: &[f64], q: Option<&[f64]>) -> Vec<f64> {
     let lo = 1e-8f64.ln();
     let seqs = ROWS.div_ceil(d.rows_per_seq);
@@ -169,7 +171,7 @@ fn vespo_phis(cfg: &LossConfig, d: &Data, logp: &[f64], q: Option<&[f64]>) -> Ve
         .collect()
 }
 
-/// The token-level rollout weights, from SPEC's formulas.
+/// The token-level rollout weights, from the formulas of docs/MATH.md#rollout-correction.
 fn token_q(d: &Data, rollout: &[f64], mode: RolloutMode) -> Vec<f64> {
     let rc = RolloutCorrection {
         threshold: 1.5,

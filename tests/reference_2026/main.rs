@@ -1,12 +1,13 @@
-//! The f64 reference on SPEC "The 2026 loss matrix" (with the choices where SPEC is
-//! silent that README's "The losses of 2026" lists). This file: the shared batch and
-//! checks; `gradients.rs`: where SPEC's gradient is the loss's derivative, against
-//! central differences of the reference loss (as tests/reference.rs does), and losses
-//! by hand; `detached.rs` (DPPO, VESPO, straight-through KL) and `sequences.rs` (the
-//! off-policy mask, δ, the sequence level, GMPO, LUSPO, token-sum): where a weight is
-//! detached, the equivalences SPEC states; `config.rs`: the defaults and SPEC's error
-//! table through `LossConfig::validate`. CPU only.
-// rows and vocabulary entries by index read as SPEC's formulas do
+//! The f64 reference on the modes and options of 2026 (docs/MATH.md, "Policy modes of
+//! 2026" to "The off-policy sequence mask", with the library's own choices, marked
+//! *Library:* there). This file: the shared batch and checks; `gradients.rs`: where the
+//! formulas' gradient is the loss's derivative, against central differences of the
+//! reference loss (as tests/reference.rs does), and losses by hand; `detached.rs`
+//! (DPPO, VESPO, straight-through KL) and `sequences.rs` (the off-policy mask, δ, the
+//! sequence level, GMPO, LUSPO, token-sum): where a weight is detached, the
+//! equivalences docs/MATH.md states; `config.rs`: the defaults and the error table of
+//! docs/MATH.md#the-eval-command through `LossConfig::validate`. CPU only.
+// rows and vocabulary entries by index read as docs/MATH.md's formulas do
 #![allow(clippy::needless_range_loop)]
 
 use wgpu_policy_loss::reference::{clipped_term, policy_loss, policy_loss_with, row_stats};
@@ -243,7 +244,7 @@ fn reinforce_with(cfg: &LossConfig, d: &Data, adv: &[f64], rollout: Option<&[f64
     run(&cfg, &d.with_adv(adv).b(), rollout)
 }
 
-/// `s_b` of every sequence, from SPEC's formula.
+/// `s_b` of every sequence, from the formula of docs/MATH.md#ratio-options.
 fn seq_ratios(d: &Data, logp: &[f64]) -> Vec<f64> {
     (0..ROWS.div_ceil(d.rows_per_seq))
         .map(|s| {

@@ -1,5 +1,5 @@
-//! The off-policy mask, δ, the sequence-level ratio, GMPO, LUSPO and token-sum: SPEC's
-//! equivalences and edge cases.
+//! The off-policy mask, δ, the sequence-level ratio, GMPO, LUSPO and token-sum: the
+//! equivalences and edge cases of docs/MATH.md.
 
 use super::*;
 

@@ -286,9 +286,9 @@ async fn bad_input_is_an_error() {
     );
 }
 
-/// SPEC "Bad input" in the browser: a NaN old log-prob on a masked-in row is an error
-/// naming it on the host path; on the device path Tint's shaders keep it a NaN (the
-/// loss is NaN, never clamped into a number), count the row and `check` names it.
+/// docs/MATH.md#bad-input in the browser: a NaN old log-prob on a masked-in row is an
+/// error naming it on the host path; on the device path Tint's shaders keep it a NaN
+/// (the loss is NaN, never clamped into a number), count the row and `check` names it.
 #[wasm_bindgen_test]
 async fn nan_inputs_are_named_or_propagate() {
     use wgpu_policy_loss::{

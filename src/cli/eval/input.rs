@@ -1,5 +1,5 @@
 //! The input file's tensors, checked against one another: the names, shapes and
-//! dtypes of `eval`'s contract.
+//! dtypes of `eval`'s contract (docs/MATH.md#the-eval-command).
 
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use wgpu_policy_loss::half::{bf16, f16};
@@ -324,8 +324,8 @@ fn mask_values(t: &TensorView<'_>) -> Result<Vec<f32>, Error> {
 pub(super) type OwnedKept = (Vec<u32>, Vec<u32>);
 
 /// `keep_offsets` `[rows + 1]` and `keep_ids` `[nnz]`, I32 or I64, both or neither; a
-/// negative value or one past u32 is an error naming the tensor (the rest of SPEC's
-/// checks are the library's).
+/// negative value or one past u32 is an error naming the tensor (the rest of the checks
+/// of docs/MATH.md#given-kept-sets are the library's).
 pub(super) fn kept_sets(st: &SafeTensors<'_>, rows: usize) -> Result<Option<OwnedKept>, Error> {
     let (offsets, ids) = match (tensor(st, "keep_offsets")?, tensor(st, "keep_ids")?) {
         (None, None) => return Ok(None),

@@ -1,5 +1,5 @@
 //! `eval`'s output file: the per-row tensors (logprobs, entropy, lse), the gradient and the scalar metrics,
-//! under the names of the CLI contract.
+//! under the names of the CLI contract (docs/MATH.md#the-eval-command).
 
 use std::path::Path;
 

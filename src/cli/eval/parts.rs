@@ -27,7 +27,8 @@ pub(super) fn split_kept(
     let Some(kept) = kept.filter(|_| k > 0 && k <= seqs) else {
         return Ok(Vec::new());
     };
-    // SPEC's checks of the whole CSR first (the parts' are then sound)
+    // the checks of docs/MATH.md#given-kept-sets on the whole CSR first (the parts'
+    // are then sound)
     kept.validate(rows, vocab)?;
     Ok(part_rows(rows, seqs, k)
         .into_iter()

@@ -1,7 +1,7 @@
-//! `eval` of the log-prob primitive (SPEC "The CLI contract of `eval` (the sampler's
-//! distribution and the primitive)"): an input with any `upstream_*` tensor holds only
-//! the logits, the targets, the temperatures and those; the output has `logprobs`,
-//! `entropy`, `lse` and `grad_logits`.
+//! `eval` of the log-prob primitive (docs/MATH.md#the-eval-command, "The primitive in
+//! `eval`"): an input with any `upstream_*` tensor holds only the logits, the targets,
+//! the temperatures and those; the output has `logprobs`, `entropy`, `lse` and
+//! `grad_logits`.
 
 use safetensors::SafeTensors;
 use wgpu_policy_loss::reference::sampler::KeptSets;

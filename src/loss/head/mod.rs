@@ -1,6 +1,7 @@
-//! The fused linear head (SPEC "Fused linear head"): the policy loss straight from the
-//! last hidden states `h [rows, H]` and the lm-head weight `W [V, H]`, the logits
-//! `x = h·Wᵀ` made `chunk` rows at a time into one f32 buffer and never held whole.
+//! The fused linear head (docs/MATH.md#the-fused-linear-head): the policy loss straight
+//! from the last hidden states `h [rows, H]` and the lm-head weight `W [V, H]`, the
+//! logits `x = h·Wᵀ` made `chunk` rows at a time into one f32 buffer and never held
+//! whole.
 //!
 //! ```text
 //! prepare            per-row inputs, per-sequence weights (as for logits)

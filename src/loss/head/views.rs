@@ -13,10 +13,16 @@ use crate::view::{DType, F32View, LogitsView, RowLayout, TargetsView};
 /// slice of `[B, S, H]` hidden states is a view, not a copy).
 #[derive(Clone, Copy, Debug)]
 pub struct MatrixView<'a> {
+    /// The caller's buffer; needs `BufferUsages::STORAGE`.
     pub buffer: &'a wgpu::Buffer,
+    /// The elements' type (hidden states and weight share one).
     pub dtype: DType,
+    /// The number of rows: the call's rows for hidden states, `V` (or a block's share of
+    /// it) for the weight.
     pub rows: u32,
+    /// The number of columns: the hidden width `H`; at least 1.
     pub cols: u32,
+    /// Where each row starts, in elements of `dtype`.
     pub layout: RowLayout,
 }
 
@@ -79,6 +85,7 @@ impl<'a> MatrixView<'a> {
 /// [`LossPart`](crate::LossPart)s. A view converts into it with `.into()`.
 #[derive(Clone, Copy, Debug)]
 pub enum VocabBlocks<'a> {
+    /// The whole `[V, H]` matrix in one view.
     One(MatrixView<'a>),
     /// At least one block, each of H columns and at least one row, in one dtype; the
     /// blocks' rows sum to V. Blocks may share a buffer where they do not overlap.
@@ -124,12 +131,20 @@ impl<'a> From<&'a [MatrixView<'a>]> for VocabBlocks<'a> {
 /// [`LossInputs`](crate::LossInputs).
 #[derive(Clone, Copy, Debug)]
 pub struct HeadInputs<'a> {
+    /// The hidden states `h`, `[rows, H]` (docs/MATH.md#the-fused-linear-head).
     pub hidden: MatrixView<'a>,
+    /// The lm-head weight `W`, `[V, H]` in hidden's dtype, its rows one row stride apart.
     pub lm_head: VocabBlocks<'a>,
+    /// The sampled id of each row, a row of W
+    /// ([`LossInputs::targets`](crate::LossInputs::targets)).
     pub targets: TargetsView<'a>,
+    /// The response mask of each row ([`LossInputs::mask`](crate::LossInputs::mask)).
     pub mask: F32View<'a>,
+    /// One per sequence or one per row ([`Advantages`]).
     pub advantages: Advantages<'a>,
+    /// The behaviour policy's log-prob of each row, for the PPO ratio; `None`: on-policy.
     pub old_logprobs: Option<F32View<'a>>,
+    /// The reference policy's log-prob of each row, for the KL term.
     pub ref_logprobs: Option<F32View<'a>>,
     /// The sampler's log-probs, for the rollout correction.
     pub rollout_logprobs: Option<F32View<'a>>,
@@ -168,31 +183,37 @@ impl<'a> HeadInputs<'a> {
         }
     }
 
+    /// With the behaviour policy's log-probs ([`HeadInputs::old_logprobs`]).
     pub fn with_old_logprobs(mut self, v: F32View<'a>) -> Self {
         self.old_logprobs = Some(v);
         self
     }
 
+    /// With the reference policy's log-probs ([`HeadInputs::ref_logprobs`]).
     pub fn with_ref_logprobs(mut self, v: F32View<'a>) -> Self {
         self.ref_logprobs = Some(v);
         self
     }
 
+    /// With the sampler's log-probs ([`HeadInputs::rollout_logprobs`]).
     pub fn with_rollout_logprobs(mut self, v: F32View<'a>) -> Self {
         self.rollout_logprobs = Some(v);
         self
     }
 
+    /// With a temperature per row ([`HeadInputs::temperatures`]).
     pub fn with_temperatures(mut self, v: F32View<'a>) -> Self {
         self.temperatures = Some(v);
         self
     }
 
+    /// With the sampler's given kept sets ([`HeadInputs::kept`]).
     pub fn with_kept(mut self, v: crate::view::KeptView<'a>) -> Self {
         self.kept = Some(v);
         self
     }
 
+    /// With `rows` rows of logits held at once ([`HeadInputs::chunk_rows`]).
     pub fn with_chunk_rows(mut self, rows: u32) -> Self {
         self.chunk_rows = Some(rows);
         self
@@ -204,7 +225,9 @@ impl<'a> HeadInputs<'a> {
 /// dtype (rounded once from f32). `None` for neither: the forward.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct HeadGradients<'a> {
+    /// ∂L/∂h, `[rows, H]`, in its own buffer; its rows of weight 0 are written 0.
     pub hidden: Option<MatrixView<'a>>,
+    /// ∂L/∂W, `[V, H]`, in buffers of its own; every element is written.
     pub lm_head: Option<VocabBlocks<'a>>,
 }
 

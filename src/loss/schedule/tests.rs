@@ -89,8 +89,9 @@ fn run(
     schedule(cfg, &call, &caps()).expect("the test shapes fit")
 }
 
-/// The launches a call must have, checked step by step against what SPEC's batch-wide
-/// terms need: the order is prepare, statistics, select, seq_terms, rows, reduce.
+/// The launches a call must have, checked step by step against what the batch-wide
+/// terms of docs/MATH.md need: the order is prepare, statistics, select, seq_terms,
+/// rows, reduce.
 fn check(
     cfg: &LossConfig,
     parts: &[PartSpans],

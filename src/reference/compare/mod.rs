@@ -2,11 +2,11 @@
 //! suite, `check`, the benchmark's baseline check and the browser suite.
 //!
 //! For ∂L/∂logits, per element: `|g − g_ref| ≤ a·|g_ref| + b·max|g_ref| + tiny`, plus,
-//! where the caller has the batch, the reference's own move under the f32 errors of
-//! the log-prob and of the slope's coefficients ([`grad_sensitivity`]); a NaN or ±Inf
-//! fails unless the reference is non-finite there too (SPEC's bad rows: a NaN where it
-//! has a NaN, the same ±Inf or a NaN where it has ±Inf). Why they hold, with u = 2^-24
-//! the unit roundoff of f32:
+//! where the caller has the batch, the reference's own move under the f32 errors of the
+//! log-prob and of the slope's coefficients ([`grad_sensitivity`]); a NaN or ±Inf fails
+//! unless the reference is non-finite there too (the bad rows of
+//! docs/MATH.md#bad-input: a NaN where it has a NaN, the same ±Inf or a NaN where it
+//! has ±Inf). Why they hold, with u = 2^-24 the unit roundoff of f32:
 //!
 //! The kernels compute g_v = K·[G·(1[v = y] − p_v) + γ·p_v·(z_v − μ)] (K = w/τ, G the
 //! row's slope ∂ℓ/∂logp, μ = Σ p z) as `at_target·1[v = y] + p_v·(c0 + c1x·x_v)` with
@@ -57,19 +57,26 @@ pub use sensitivity::{grad_sensitivity, logp_err, COEF_ROUNDING};
 /// absolute error allowed below its normal range (see the module's comment).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Format {
+    /// The distance from 1 to the next value: 2^-23 for f32, 2^-10 for f16, 2^-7 for
+    /// bf16.
     pub epsilon: f64,
+    /// The absolute error allowed below the normal range: f16's subnormal step 2^-24,
+    /// or f32's smallest normal where a GPU may flush to zero (f32, bf16).
     pub tiny: f64,
 }
 
 impl Format {
+    /// A gradient stored in f32.
     pub const F32: Format = Format {
         epsilon: 1.0 / (1u64 << 23) as f64,
         tiny: f32::MIN_POSITIVE as f64,
     };
+    /// A gradient stored in f16.
     pub const F16: Format = Format {
         epsilon: 1.0 / (1u64 << 10) as f64,
         tiny: 1.0 / (1u64 << 24) as f64,
     };
+    /// A gradient stored in bf16.
     pub const BF16: Format = Format {
         epsilon: 1.0 / (1u64 << 7) as f64,
         tiny: f32::MIN_POSITIVE as f64,
@@ -95,8 +102,11 @@ pub const OF_MAX: f64 = 1.0 / (1u64 << 26) as f64;
 /// tensor's largest finite |want| (or a per-element scale the caller derives).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Tolerance {
+    /// The relative part, times `|want|`.
     pub rel: f64,
+    /// The part relative to the tensor's scale.
     pub of_scale: f64,
+    /// The absolute part.
     pub floor: f64,
 }
 
@@ -130,9 +140,13 @@ impl Tolerance {
 /// One compared element.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Element {
+    /// Its index in the compared tensor (row-major).
     pub index: usize,
+    /// The computed value.
     pub got: f64,
+    /// The reference's value.
     pub want: f64,
+    /// The largest `|got − want|` the rule allows there.
     pub bound: f64,
 }
 
@@ -143,9 +157,11 @@ pub struct Comparison {
     pub compared: usize,
     /// The element nearest its bound (largest error / bound).
     pub worst: Option<Element>,
-    /// The largest error / |want| where the relative part of the bound is the larger,
-    /// and the largest error / scale where the other is: what `a` and `b` must cover.
+    /// The largest error / |want| where the relative part of the bound is the larger:
+    /// what `a` must cover.
     pub worst_rel: f64,
+    /// The largest error / scale where the part relative to the scale is the larger:
+    /// what `b` must cover.
     pub worst_of_scale: f64,
 }
 
@@ -161,13 +177,17 @@ impl Comparison {
 /// Why a comparison failed.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Mismatch {
+    /// The tensors differ in length.
     Length {
+        /// The computed tensor's length.
         got: usize,
+        /// The reference's length.
         want: usize,
     },
     /// A non-finite value where the reference has a number, or a number (or another
     /// non-finite value) where the reference is non-finite.
     NotFinite(Element),
+    /// An element further from the reference than its bound.
     OutOfBound(Element),
 }
 

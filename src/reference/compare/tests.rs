@@ -54,7 +54,8 @@ fn nan_or_inf_anywhere_fails() {
             );
         }
     }
-    // a NaN in the reference where SPEC makes one: only a NaN matches it
+    // a NaN in the reference where the bad-input rules make one
+    // (docs/MATH.md#bad-input): only a NaN matches it
     let mut want_nan = want.clone();
     want_nan[3] = f64::NAN;
     let mut got = f32s(&want);

@@ -1,5 +1,6 @@
 //! A batch's rows under the sampler's distribution: the per-token temperatures and the
-//! given kept set (CSR) checked as SPEC's bad-input table says, then each row made.
+//! given kept set (CSR) checked as the table of docs/MATH.md#bad-input says, then each
+//! row made.
 
 use super::{sampled_row, SampledRow, Sampler};
 use crate::error::{Error, Result};
@@ -10,20 +11,29 @@ use crate::reference::{mask_in, Batch};
 /// `keep_ids`; vLLM's `SamplingMask`).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SamplerBatch<'a> {
+    /// The scalar options: softcap, temperature, top-k, top-p, min-p.
     pub sampler: Sampler,
+    /// One temperature per row, in place of the sampler's scalar one (which must then
+    /// be 1); checked on read rows.
     pub temperatures: Option<&'a [f64]>,
+    /// The engine's kept sets (docs/MATH.md#given-kept-sets); not with top-k, top-p or
+    /// min-p.
     pub keep: Option<KeptSets<'a>>,
 }
 
-/// A given kept set for every row: row r keeps `ids[offsets[r]..offsets[r + 1]]`.
+/// A given kept set for every row: row r keeps `ids[offsets[r]..offsets[r + 1]]`
+/// (docs/MATH.md#given-kept-sets); an empty range keeps every token.
 #[derive(Clone, Copy, Debug)]
 pub struct KeptSets<'a> {
+    /// `rows + 1` offsets into `ids`: from 0, never decreasing, ending at `ids.len()`.
     pub offsets: &'a [u32],
+    /// Every row's kept token ids, in `[0, V)`, in any order, none twice in a row.
     pub ids: &'a [u32],
 }
 
 impl KeptSets<'_> {
-    /// SPEC's shape rules for the offsets (an `Err` naming `keep_offsets`).
+    /// The shape rules of docs/MATH.md#given-kept-sets for the offsets (an `Err` naming
+    /// `keep_offsets`).
     fn check_shape(&self, rows: usize) -> Result<()> {
         let o = self.offsets;
         let bad = |why: String| Err(Error::arg("keep_offsets", why));
@@ -49,10 +59,10 @@ impl KeptSets<'_> {
         Ok(())
     }
 
-    /// SPEC's checks of a given set, as the host API and `eval` make them: the
-    /// offsets' shape (an `Err` naming `keep_offsets`), then every row's ids, read or
-    /// not, in `[0, vocab)` and none twice (naming `keep_ids` and the row). O(rows +
-    /// ids), with one mark per vocabulary entry reused across rows.
+    /// The checks of docs/MATH.md#given-kept-sets, as the host API and `eval` make
+    /// them: the offsets' shape (an `Err` naming `keep_offsets`), then every row's ids,
+    /// read or not, in `[0, vocab)` and none twice (naming `keep_ids` and the row).
+    /// O(rows + ids), with one mark per vocabulary entry reused across rows.
     pub fn validate(&self, rows: usize, vocab: usize) -> Result<()> {
         self.check_shape(rows)?;
         let mut seen = vec![u32::MAX; vocab];
@@ -118,7 +128,8 @@ impl SamplerBatch<'_> {
     fn row(&self, b: &Batch<'_>, tau: f64, r: usize) -> Result<SampledRow> {
         let read = mask_in(b.mask[r]);
         let tau_r = self.temperatures.map_or(tau, |t| t[r]);
-        // an unread row's temperature is ignored (SPEC): any good one will do
+        // an unread row's temperature is ignored (docs/MATH.md#bad-input): any good one
+        // will do
         let tau_r = if read || (tau_r.is_finite() && tau_r > 0.0) {
             tau_r
         } else {

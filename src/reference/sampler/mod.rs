@@ -1,6 +1,6 @@
-//! The sampler's distribution, one row at a time (SPEC "The sampler's distribution
-//! (2026)" and "The log-prob primitive"): the logits capped and divided by the row's
-//! temperature, the kept set (given, or computed from top-k, top-p and min-p by
+//! The sampler's distribution, one row at a time (docs/MATH.md, "The sampler's
+//! distribution" and "The log-prob primitive"): the logits capped and divided by the
+//! row's temperature, the kept set (given, or computed from top-k, top-p and min-p by
 //! value, so that ties never depend on the order of the vocabulary), the row's
 //! statistics over that set, and the vector-Jacobian product of `logp`, `H` and `lse`.
 //!
@@ -43,7 +43,8 @@ impl Sampler {
         self.top_k > 0 || self.top_p < 1.0 || self.min_p > 0.0
     }
 
-    /// SPEC's bad-input table for the options: an `Err` naming the option.
+    /// The bad-input table of docs/MATH.md#bad-input for the options: an `Err` naming
+    /// the option.
     pub fn validate(&self) -> Result<()> {
         if let Some(c) = self.softcap {
             if !(c.is_finite() && c > 0.0) {
@@ -91,11 +92,11 @@ pub struct SampledRow {
     pub entropy: f64,
 }
 
-/// Row `x` under `sampler` at temperature `tau`, with the kept set `given` (ids in
-/// `[0, V)`, any order, none twice; empty: every token) or computed from the options.
-/// A given set together with a computed option is an `Err` naming `keep_offsets`, as
-/// in SPEC; a bad id one naming `keep_ids`; a bad temperature one naming
-/// `temperatures`.
+/// Row `x` under `sampler` at temperature `tau`, with the kept set `given` (ids in `[0,
+/// V)`, any order, none twice; empty: every token) or computed from the options. A
+/// given set together with a computed option is an `Err` naming `keep_offsets`, as
+/// docs/MATH.md#given-kept-sets says; a bad id one naming `keep_ids`; a bad temperature
+/// one naming `temperatures`.
 pub fn sampled_row(
     x: &[f64],
     tau: f64,
@@ -164,11 +165,11 @@ pub fn given_keep(ids: &[u32], vocab: usize) -> Result<Vec<bool>> {
     Ok(keep)
 }
 
-/// SPEC's computed set, in vLLM's order (min-p, top-k, then top-p over what they
-/// kept), every rule by value: tokens of equal `z` are kept or dropped together, so K
-/// does not depend on the order of the vocabulary. (π'_u > π'_v is z_u > z_v: the
-/// exponential is increasing, and comparing `z` keeps ties that e^z would round apart
-/// or together.)
+/// The computed set of docs/MATH.md#computed-kept-sets, in vLLM's order (min-p, top-k,
+/// then top-p over what they kept), every rule by value: tokens of equal `z` are kept
+/// or dropped together, so K does not depend on the order of the vocabulary. (π'_u >
+/// π'_v is z_u > z_v: the exponential is increasing, and comparing `z` keeps ties that
+/// e^z would round apart or together.)
 pub fn computed_keep(z: &[f64], s: &Sampler) -> Vec<bool> {
     let mut keep = vec![true; z.len()];
     if z.iter().any(|v| v.is_nan()) {
@@ -285,8 +286,8 @@ impl SampledRow {
             .collect()
     }
 
-    /// SPEC's ∂Loss/∂x of the row: its slope `G = ∂ℓ/∂logp` at target `y` and its
-    /// entropy coefficient `w·γ` (the loss has −w·γ·H).
+    /// The row's ∂Loss/∂x (docs/MATH.md#the-samplers-distribution): its slope `G =
+    /// ∂ℓ/∂logp` at target `y` and its entropy coefficient `w·γ` (the loss has −w·γ·H).
     pub fn loss_grad(&self, y: usize, big_g: f64, w_gamma: f64) -> Vec<f64> {
         self.vjp(Some(y), big_g, -w_gamma, 0.0)
     }

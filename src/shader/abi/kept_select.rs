@@ -20,7 +20,8 @@ wgsl_struct! {
         /// where the part's rows start among the call's (the headers, KEPT_HEADER items
         /// a row, at kept_out[KEPT_HEADER·(part_row + r)])
         pub(crate) part_row: u32,
-        /// the rules (SPEC): top_k 0 off, top_p 1 off, min_p 0 off
+        /// the rules (docs/MATH.md#computed-kept-sets): top_k 0 off, top_p 1 off,
+        /// min_p 0 off
         pub(crate) top_k: u32,
         pub(crate) top_p: f32,
         pub(crate) min_p: f32,

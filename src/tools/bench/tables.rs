@@ -101,7 +101,7 @@ pub fn families() -> Vec<(&'static str, LossConfig)> {
                 ..base
             },
         ),
-        // SPEC's 2026 matrix
+        // the modes of 2026 (docs/MATH.md#policy-modes-of-2026)
         ("geo_mean", mode(M::GeoMean)),
         ("dppo_tv", mode(M::DppoTv)),
         ("dppo_kl", mode(M::DppoKl)),
