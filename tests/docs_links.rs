@@ -101,7 +101,11 @@ fn every_link_of_the_documents_resolves_inside_the_repository() {
             } else {
                 dir.join(file)
             };
-            let name = doc.strip_prefix(&root).unwrap_or(&doc).display().to_string();
+            let name = doc
+                .strip_prefix(&root)
+                .unwrap_or(&doc)
+                .display()
+                .to_string();
             let resolved = target
                 .canonicalize()
                 .unwrap_or_else(|_| panic!("{name}: `{link}` names no file"));
@@ -118,7 +122,10 @@ fn every_link_of_the_documents_resolves_inside_the_repository() {
             checked += 1;
         }
     }
-    assert!(checked > 20, "only {checked} links found: the parser is broken");
+    assert!(
+        checked > 20,
+        "only {checked} links found: the parser is broken"
+    );
 }
 
 #[test]
