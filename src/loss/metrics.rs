@@ -79,25 +79,28 @@ impl Metrics {
     pub const LEN: usize = METRICS as usize;
 
     /// The metrics of a read-back metrics buffer, slot by slot as the reduce kernel
-    /// writes them. Panics on a slice shorter than the first ten slots (loss to the
-    /// invalid target's id); later slots missing read as 0.
+    /// writes them. A slice shorter than [`Metrics::LEN`] is a buffer read back in part:
+    /// of its missing values, those of the first eight slots (the loss to the mask's
+    /// sum) read as NaN, never a plausible number, the later ones as 0, and no bad row
+    /// is named.
     pub fn from_slice(v: &[f32]) -> Self {
         use crate::shader::abi::reduce::*;
-        // a slice shorter than Metrics::LEN reads the slots past the first ten as 0
         let at = |slot: u32| v.get(slot as usize).copied();
         let get = |slot: u32| at(slot).unwrap_or(0.0);
+        let first = |slot: u32| at(slot).unwrap_or(f32::NAN);
+        let bad_target = at(M_INVALID_TARGET_ROW).map_or(u32::MAX, f32::to_bits);
         Metrics {
-            loss: v[M_LOSS as usize],
-            pg_clipfrac: v[M_PG_CLIPFRAC as usize],
-            pg_clipfrac_lower: v[M_PG_CLIPFRAC_LOWER as usize],
-            ppo_kl: v[M_PPO_KL as usize],
-            kl: v[M_KL as usize],
-            entropy_mean: v[M_ENTROPY_MEAN as usize],
-            nonfinite_rows: v[M_NONFINITE_ROWS as usize],
-            mask_sum: v[M_MASK_SUM as usize],
-            invalid_target: match v[M_INVALID_TARGET_ROW as usize].to_bits() {
+            loss: first(M_LOSS),
+            pg_clipfrac: first(M_PG_CLIPFRAC),
+            pg_clipfrac_lower: first(M_PG_CLIPFRAC_LOWER),
+            ppo_kl: first(M_PPO_KL),
+            kl: first(M_KL),
+            entropy_mean: first(M_ENTROPY_MEAN),
+            nonfinite_rows: first(M_NONFINITE_ROWS),
+            mask_sum: first(M_MASK_SUM),
+            invalid_target: match bad_target {
                 u32::MAX => None,
-                row => Some((row, v[M_INVALID_TARGET_ID as usize].to_bits())),
+                row => Some((row, at(M_INVALID_TARGET_ID).map_or(u32::MAX, f32::to_bits))),
             },
             cov_selected_frac: get(M_COV_SELECTED_FRAC),
             entropy_mask_frac: get(M_ENTROPY_MASK_FRAC),
@@ -139,6 +142,21 @@ impl Metrics {
                 vocab,
             }),
             None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Metrics;
+
+    #[test]
+    fn a_short_slice_reads_as_missing_not_as_a_panic() {
+        for n in [0, 3, 9, Metrics::LEN - 1] {
+            let m = Metrics::from_slice(&vec![0.5; n]);
+            assert_eq!(m.loss.is_nan(), n == 0, "{n} values");
+            assert!(n > 7 || m.mask_sum.is_nan(), "{n} values");
+            assert!(m.invalid_input.is_none(), "{n} values");
         }
     }
 }
