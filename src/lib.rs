@@ -95,11 +95,11 @@ pub use config::{
     PolicyLossMode, RolloutCorrection, RolloutLevel, RolloutMode, TrlLossType,
 };
 #[cfg(not(target_arch = "wasm32"))]
-pub use context::adapters;
-pub use context::{
-    available_paths, describe_info, instance, Allocations, Context, OpenAdapters, Paths,
-    Unavailable, FAIL_DEVICE_ENV, STRICT_ENV,
+pub use context::open::adapters;
+pub use context::open::{
+    available_paths, instance, OpenAdapters, Unavailable, FAIL_DEVICE_ENV, STRICT_ENV,
 };
+pub use context::{describe_info, Allocations, Context, Paths};
 pub use error::{Error, Result, RowInput};
 pub use host::{
     check_targets, HostBatch, HostGrad, HostHead, HostHeadLoss, HostLogProbs, HostLogProbsHead,
@@ -131,7 +131,8 @@ pub use tools::demo::{Demo, DemoConfig};
 /// them all with naga; `scripts/gpu-isa.sh` compiles them offline to RDNA3 ISA.
 #[doc(hidden)]
 pub mod tooling {
-    pub use crate::shader::{shader_variants, GradOut, Kernel, PipelineKey, SamplerMap};
+    pub use crate::shader::variants::shader_variants;
+    pub use crate::shader::{GradOut, Kernel, PipelineKey, SamplerMap};
 }
 pub use shards::{VocabShards, PARTIAL_BYTES, PARTIAL_FLOATS};
 #[doc(hidden)]

@@ -9,7 +9,7 @@
 //! `repr(C)` and WGSL's uniform layout rules can still disagree (a struct member is
 //! 16-byte aligned in a uniform, a `vec3` is 16 bytes wide): the tests at the bottom
 //! lay every generated declaration out with naga's layouter, in every module of
-//! [`shader_variants`](super::shader_variants), and compare it with Rust's offsets.
+//! [`shader_variants`](super::variants::shader_variants), and compare it with Rust's offsets.
 
 use std::fmt::Write;
 

@@ -3,7 +3,7 @@
 //! every constant must read back with Rust's value.
 
 use super::Decl;
-use crate::shader::shader_variants;
+use crate::shader::variants::shader_variants;
 
 fn parse(name: &str, src: &str) -> naga::Module {
     naga::front::wgsl::parse_str(src)

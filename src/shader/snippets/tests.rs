@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::super::abi::Decl;
-use super::super::shader_variants;
+use super::super::variants::shader_variants;
 
 /// The code of a file, without its comments.
 fn code(src: &str) -> String {
@@ -113,7 +113,7 @@ fn every_file_requires_what_it_uses_and_nothing_else() {
         }
     }
     for (path, uses) in &used {
-        let source = super::super::shader_variants()
+        let source = super::super::variants::shader_variants()
             .into_iter()
             .flat_map(|(_, k)| k.snippets())
             .find(|s| s.path == *path)
