@@ -6,6 +6,7 @@ pub mod error;
 mod hf;
 pub mod load;
 pub mod model;
+pub mod sample;
 pub mod save;
 
 pub use error::Error;
