@@ -2,17 +2,13 @@
 //! every row (ties at the edge kept or dropped together), the token drawn inside it,
 //! and its log-prob under the set.
 
-use std::sync::OnceLock;
+#[path = "qwen/common.rs"]
+#[allow(dead_code)]
+mod common;
 
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Tensor, TensorData};
 use burn_qwen_grpo::sample::{csr, sample_top_p};
-
-/// Burn's wgpu device, registered once for the whole test binary (its runtime starts
-/// once a process).
-fn device() -> &'static Device {
-    static DEVICE: OnceLock<Device> = OnceLock::new();
-    DEVICE.get_or_init(|| wgpu_policy_loss_burn::init().expect("a Burn wgpu device"))
-}
+use common::devices;
 
 /// The kept set of `z` (logits / τ) under top-p `p`, by the rule itself: a token stays
 /// when the mass of the strictly more probable ones is below p. `None` where some
@@ -37,7 +33,12 @@ fn host_kept(z: &[f64], p: f64, margin: f64) -> Option<(Vec<u32>, Vec<f64>)> {
 
 #[test]
 fn the_draw_keeps_the_top_p_set_and_scores_the_token_under_it() {
-    let device = device();
+    for (adapter, device) in devices() {
+        draws_on(adapter, device);
+    }
+}
+
+fn draws_on(adapter: &str, device: &burn::tensor::Device) {
     let (rows, v) = (24, 13);
     // small integers: ties at every level, so that sets end inside a tie group
     let logits: Vec<f32> = (0..rows * v)
@@ -66,16 +67,19 @@ fn the_draw_keeps_the_top_p_set_and_scores_the_token_under_it() {
             got.sort_unstable();
             assert_eq!(
                 got, want,
-                "row {r}, τ {temperature}, top-p {top_p}: kept set"
+                "{adapter}: row {r}, τ {temperature}, top-p {top_p}: kept set"
             );
             let y = draw.tokens[r];
-            assert!(want.contains(&y), "row {r}: token {y} outside its kept set");
+            assert!(
+                want.contains(&y),
+                "{adapter}: row {r}: token {y} outside its kept set"
+            );
             let mass: f64 = want.iter().map(|&u| prob[u as usize]).sum();
             let lp = (prob[y as usize] / mass).ln();
             let got_lp = draw.logprobs[r] as f64;
             assert!(
                 (got_lp - lp).abs() <= 1e-5 * (1.0 + lp.abs()),
-                "row {r}: log-prob {got_lp}, the host's {lp}"
+                "{adapter}: row {r}: log-prob {got_lp}, the host's {lp}"
             );
             compared += 1;
         }
@@ -93,14 +97,15 @@ fn the_draw_keeps_the_top_p_set_and_scores_the_token_under_it() {
 /// probable kept one: the draw walks the kept set in order of probability.
 #[test]
 fn the_uniform_walks_the_kept_set_in_order() {
-    let device = device();
-    let row = [0.5f32, 3.0, -1.0, 2.0, 1.0];
-    let t = Tensor::<2>::from_data(TensorData::new([row, row].concat(), [2, 5]), device);
-    let draw = sample_top_p(t, 1.0, 0.95, &[0.0, 0.999_999]);
-    assert_eq!(draw.tokens[0], 1, "u = 0 takes the most probable token");
-    let last = *draw.kept[1].last().expect("a kept token");
-    assert_eq!(
-        draw.tokens[1], last,
-        "u → 1 takes the least probable kept token"
-    );
+    for (_, device) in devices() {
+        let row = [0.5f32, 3.0, -1.0, 2.0, 1.0];
+        let t = Tensor::<2>::from_data(TensorData::new([row, row].concat(), [2, 5]), device);
+        let draw = sample_top_p(t, 1.0, 0.95, &[0.0, 0.999_999]);
+        assert_eq!(draw.tokens[0], 1, "u = 0 takes the most probable token");
+        let last = *draw.kept[1].last().expect("a kept token");
+        assert_eq!(
+            draw.tokens[1], last,
+            "u → 1 takes the least probable kept token"
+        );
+    }
 }

@@ -9,18 +9,31 @@ use burn_qwen_grpo::{write_tensors, HfTensor, StoreDtype};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
-/// Burn's wgpu device, registered for the loss; a machine without an adapter fails
-/// every test here rather than skipping it.
+/// A Burn device on every adapter that opens one, with its name: the model's tests
+/// run on each. None fails the tests rather than skipping them; an adapter that
+/// refuses a device is reported.
+pub fn devices() -> &'static [(String, Device)] {
+    static DEVICES: OnceLock<Vec<(String, Device)>> = OnceLock::new();
+    DEVICES.get_or_init(|| {
+        let instance = wgpu_policy_loss::instance();
+        let mut out = Vec::new();
+        for adapter in
+            pollster::block_on(instance.enumerate_adapters(wgpu_policy_loss::wgpu::Backends::all()))
+        {
+            let name = wgpu_policy_loss::describe_info(&adapter.get_info());
+            match wgpu_policy_loss_burn::from_adapter(&instance, &adapter) {
+                Ok(d) => out.push((name, d)),
+                Err(e) => eprintln!("SKIPPED adapter {name}: {e}"),
+            }
+        }
+        assert!(!out.is_empty(), "no GPU adapter opened a Burn device");
+        out
+    })
+}
+
+/// The first of [`devices`], for the checks that run on the host (the loader's errors).
 pub fn device() -> Device {
-    static DEVICE: OnceLock<Device> = OnceLock::new();
-    DEVICE
-        .get_or_init(|| {
-            let d = wgpu_policy_loss_burn::init()
-                .unwrap_or_else(|e| panic!("no wgpu device for the tests: {e}"));
-            eprintln!("device: {d:?}");
-            d
-        })
-        .clone()
+    devices()[0].1.clone()
 }
 
 /// An empty scratch directory of this name under Cargo's per-target tmp directory.

@@ -4,7 +4,8 @@ use burn::module::Module;
 use burn_qwen_grpo::{load, save, Qwen2, Qwen2Config, StoreDtype};
 
 use crate::common::{
-    device, max_abs, max_err, random_tokens, scratch, token_tensor, values, write_checkpoint, Shape,
+    device, devices, max_abs, max_err, random_tokens, scratch, token_tensor, values,
+    write_checkpoint, Shape,
 };
 use crate::reference::Reference;
 
@@ -26,37 +27,39 @@ const TOL: f64 = 2e-5;
 fn check_against_reference(name: &str, shape: Shape, dtype: StoreDtype, seed: u64) {
     let dir = scratch(name);
     write_checkpoint(&dir, &shape, &shape.random_tensors(seed), dtype);
-    let device = device();
-    let model = load(&dir, &device).unwrap_or_else(|e| panic!("{name}: {e}"));
-    let reference = Reference::read(&dir, shape);
-    let (b, s) = (3, 7);
-    let tokens = random_tokens(seed + 1, b, s, shape.vocab);
+    for (adapter, device) in devices() {
+        let name = &format!("{name} on {adapter}");
+        let model = load(&dir, device).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let reference = Reference::read(&dir, shape);
+        let (b, s) = (3, 7);
+        let tokens = random_tokens(seed + 1, b, s, shape.vocab);
 
-    let hidden = model.forward(token_tensor(&tokens, &device));
-    assert_eq!(hidden.dims(), [b, s, shape.hidden], "{name}: hidden states");
-    assert_eq!(
-        model.lm_head_weight().dims(),
-        [shape.vocab, shape.hidden],
-        "{name}: lm-head weight"
-    );
-    let got = values(model.logits(hidden));
-    assert!(
-        got.iter().all(|v| v.is_finite()),
-        "{name}: non-finite logits"
-    );
-    let want: Vec<f64> = tokens.iter().flat_map(|t| reference.logits(t)).collect();
-    let scale = max_abs(&want);
-    let err = max_err(&got, &want);
-    eprintln!(
+        let hidden = model.forward(token_tensor(&tokens, device));
+        assert_eq!(hidden.dims(), [b, s, shape.hidden], "{name}: hidden states");
+        assert_eq!(
+            model.lm_head_weight().dims(),
+            [shape.vocab, shape.hidden],
+            "{name}: lm-head weight"
+        );
+        let got = values(model.logits(hidden));
+        assert!(
+            got.iter().all(|v| v.is_finite()),
+            "{name}: non-finite logits"
+        );
+        let want: Vec<f64> = tokens.iter().flat_map(|t| reference.logits(t)).collect();
+        let scale = max_abs(&want);
+        let err = max_err(&got, &want);
+        eprintln!(
         "{name}: max |logit − f64 reference| = {err:.2e}, {:.2e} of the largest logit {scale:.2}",
         err / scale
     );
-    // NaN-aware: a NaN error fails the comparison
-    assert!(
-        err <= TOL * scale,
-        "{name}: logits off the f64 reference by {err:e} (bound {:e})",
-        TOL * scale
-    );
+        // NaN-aware: a NaN error fails the comparison
+        assert!(
+            err <= TOL * scale,
+            "{name}: logits off the f64 reference by {err:e} (bound {:e})",
+            TOL * scale
+        );
+    }
 }
 
 #[test]
