@@ -232,6 +232,15 @@ pub fn policy_loss_head(
     finish(id, v, [r.loss, r.logprobs, r.entropy, r.lse, r.metrics])
 }
 
+/// The configuration's temperature where per-token ones are given: it must be 1.
+pub(crate) fn one_temperature(per_token: bool, temperature: f32) -> Result<()> {
+    if per_token && temperature != 1.0 {
+        let why = format!("must be 1 when per-token temperatures are given, got {temperature}");
+        return Err(Error::arg("temperature", why));
+    }
+    Ok(())
+}
+
 /// Hidden `[B, S, H]` and the weight `[V, H]` checked against each other: `[B, S, H]`
 /// and `V`.
 pub(crate) fn head_dims(hidden: &Tensor<3>, weight: &Tensor<2>) -> Result<([usize; 3], usize)> {
@@ -305,13 +314,7 @@ impl Call {
             extras.ref_logprobs.is_some(),
             extras.rollout_logprobs.is_some(),
         )?;
-        if extras.temperatures.is_some() && config.temperature != 1.0 {
-            let why = "must be 1 when per-token temperatures are given";
-            return Err(Error::arg(
-                "temperature",
-                format!("{why}, got {}", config.temperature),
-            ));
-        }
+        one_temperature(extras.temperatures.is_some(), config.temperature)?;
         let r = check_positions(extras.positions, b, s)?;
         shape(
             "targets",

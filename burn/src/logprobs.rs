@@ -10,7 +10,9 @@ use burn::backend::Dispatch;
 use burn::tensor::{Device, Int, Tensor};
 use wgpu_policy_loss::{LogProbConfig, LogProbs};
 
-use crate::api::{float_dtype, head_dims, ids, read_metrics, shape, to_f32, KeptTensors};
+use crate::api::{
+    float_dtype, head_dims, ids, one_temperature, read_metrics, shape, to_f32, KeptTensors,
+};
 use crate::backend::{CallId, PolicyLossBackend, Positions, ProbOp, ProbResults, ProbRows};
 use crate::device;
 use crate::error::{Error, Result};
@@ -100,13 +102,7 @@ impl Call {
     ) -> Result<Self> {
         let (ctx, pool) = device::context_of(arg, device)?;
         pool.logprobs(&ctx, config)?;
-        if extras.temperatures.is_some() && config.temperature != 1.0 {
-            let why = format!(
-                "must be 1 when per-token temperatures are given, got {}",
-                config.temperature
-            );
-            return Err(Error::arg("temperature", why));
-        }
+        one_temperature(extras.temperatures.is_some(), config.temperature)?;
         let (p, r) = (
             extras.positions.prompt_len(),
             extras.positions.rows_per_seq(s),

@@ -175,18 +175,8 @@ fn run_head(
     };
     let ctx = context(args.adapter.as_deref())?;
     let mut out = ctx.policy_loss_head(config, head, Some(args.grad_dtype))?;
-    let gh = out.grad_hidden.as_mut().ok_or("no grad_hidden came back")?;
-    if let Some(s) = input.shift {
-        s.restore(&mut out.loss, input.vocab);
-        s.restore_grad(gh, *h);
-    }
-    let gw = out
-        .grad_lm_head
-        .as_ref()
-        .ok_or("no grad_lm_head came back")?;
-    let grads = [
-        ("grad_hidden", shape.clone(), &*gh),
-        ("grad_lm_head", vec![input.vocab, *h], gw),
-    ];
-    output::write(&out.loss, &input.lead, &grads, &args.output)
+    let grads = (out.grad_hidden.as_mut(), out.grad_lm_head.as_ref());
+    let dims = (shape.as_slice(), *h, input.vocab);
+    let (lead, path) = (&input.lead, &args.output);
+    output::write_head(&mut out.loss, grads, input.shift, dims, lead, path, true)
 }

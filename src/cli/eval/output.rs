@@ -29,6 +29,32 @@ pub(super) fn write_rows(
     write_with(out, lead, grads, path, false)
 }
 
+/// A head call's outputs: the shift (where `--positions shifted`) undone on the per-row
+/// tensors and on ∂L/∂hidden `shape` (`[.., h]`), then written with `grad_hidden` and
+/// `grad_lm_head` `[vocab, h]`; `scalars` as [`write`], else as [`write_rows`].
+#[allow(clippy::too_many_arguments)]
+pub(super) fn write_head(
+    out: &mut HostLoss,
+    (grad_hidden, grad_lm_head): (Option<&mut HostGrad>, Option<&HostGrad>),
+    shift: Option<super::positions::Shift>,
+    (shape, h, vocab): (&[usize], usize, usize),
+    lead: &[usize],
+    path: &Path,
+    scalars: bool,
+) -> CliResult {
+    let gh = grad_hidden.ok_or("no grad_hidden came back")?;
+    if let Some(s) = shift {
+        s.restore(out, vocab);
+        s.restore_grad(gh, h);
+    }
+    let gw = grad_lm_head.ok_or("no grad_lm_head came back")?;
+    let grads = [
+        ("grad_hidden", shape.to_vec(), &*gh),
+        ("grad_lm_head", vec![vocab, h], gw),
+    ];
+    write_with(out, lead, &grads, path, scalars)
+}
+
 fn write_with(
     out: &HostLoss,
     lead: &[usize],

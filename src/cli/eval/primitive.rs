@@ -124,20 +124,10 @@ fn run_head(args: &EvalArgs, batch: &Batch, config: &LogProbConfig, ctx: &Contex
     let mut out = ctx
         .logprobs_head(config, &b, Some(args.grad_dtype))
         .map_err(flag)?;
-    let gh = out.grad_hidden.as_mut().ok_or("no grad_hidden came back")?;
-    if let Some(s) = batch.shift {
-        s.restore(&mut out.loss, batch.vocab);
-        s.restore_grad(gh, *h);
-    }
-    let gw = out
-        .grad_lm_head
-        .as_ref()
-        .ok_or("no grad_lm_head came back")?;
-    let grads = [
-        ("grad_hidden", shape.clone(), &*gh),
-        ("grad_lm_head", vec![batch.vocab, *h], gw),
-    ];
-    output::write_rows(&out.loss, &batch.lead, &grads, &args.output)
+    let grads = (out.grad_hidden.as_mut(), out.grad_lm_head.as_ref());
+    let dims = (shape.as_slice(), *h, batch.vocab);
+    let (lead, path) = (&batch.lead, &args.output);
+    output::write_head(&mut out.loss, grads, batch.shift, dims, lead, path, false)
 }
 
 /// `Err` naming the first loss flag on the command line, or the first tensor of the
