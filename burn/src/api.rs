@@ -296,6 +296,23 @@ struct Call {
     op: LossOp,
 }
 
+impl Advantages {
+    /// The advantages checked against `[B]` or `[B, R]` on `device`, as `[B, 1]` or
+    /// `[B, R]`, and whether they are per token.
+    fn checked(self, [b, r]: [usize; 2], device: &Device) -> Result<(Tensor<2>, bool)> {
+        Ok(match self {
+            Advantages::PerSequence(a) => {
+                shape("advantages", &a.dims(), &[b], &a.device(), device)?;
+                (a.unsqueeze_dim(1), false)
+            }
+            Advantages::PerToken(a) => {
+                shape("advantages", &a.dims(), &[b, r], &a.device(), device)?;
+                (a, true)
+            }
+        })
+    }
+}
+
 impl Call {
     /// The call on `device`, where the tensor `arg` (logits, or hidden) lives.
     fn new(
@@ -324,16 +341,7 @@ impl Call {
             device,
         )?;
         shape("mask", &mask.dims(), &[b, r], &mask.device(), device)?;
-        let (advantages, per_token) = match advantages {
-            Advantages::PerSequence(a) => {
-                shape("advantages", &a.dims(), &[b], &a.device(), device)?;
-                (a.unsqueeze_dim(1), false)
-            }
-            Advantages::PerToken(a) => {
-                shape("advantages", &a.dims(), &[b, r], &a.device(), device)?;
-                (a, true)
-            }
-        };
+        let (advantages, per_token) = advantages.checked([b, r], device)?;
         let mask = to_f32("mask", mask)?;
         let optional = |arg, t: &Option<Tensor<2>>| -> Result<Tensor<2>> {
             match t {
